@@ -1,0 +1,1 @@
+//! The `cgroup` target (under construction).

@@ -1,0 +1,1 @@
+//! The `landlock` target (under construction).

@@ -1,0 +1,1 @@
+//! The `mounts` target (under construction).

@@ -1,0 +1,1 @@
+//! The `seccomp` target (under construction).
