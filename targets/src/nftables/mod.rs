@@ -1,1 +1,751 @@
-//! The `nftables` target (under construction).
+//! The `nftables` target: network egress rules for one agent (`nftables.json`, nft JSON as
+//! read by `nft -j -f`) and the code that loads them at launch.
+//!
+//! Input: a [`NetPolicy`] (mode, endpoints {host name | IP | CIDR, port ranges, tcp/udp},
+//! resolvers) lowered by [`lower`] into a [`Ruleset`]. Output: deterministic JSON bytes
+//! ([`Ruleset::to_json`]) holding one table `inet aegis_<agent>`; at launch
+//! [`Ruleset::fill`] puts the resolved addresses of declared host names into the named sets
+//! `h4_<name>` / `h6_<name>` and [`apply`] loads the result with `nft -j -f -` (inside the
+//! agent's network namespace when given one), checks the table is present, and the returned
+//! [`LoadedTable`] deletes it on drop. Invariants: default deny — in `host` mode every packet
+//! from the agent's sockets that no rule accepts is logged (prefix `aegis:<agent>:deny `,
+//! rate-limited) and dropped; in `none`/`proxy` modes (the agent's own namespace) everything
+//! but loopback (proxy mode: only the proxy port on loopback) is logged and dropped.
+//!
+//! Matching the agent's sockets in `host` mode: the rule is
+//! `socket cgroupv2 level <depth> "<path>" goto agent`, and the cgroup path exists only at
+//! launch. The nft 1.0.6 JSON parser (Debian bookworm, this machine) has no `cgroupv2` socket
+//! key, so this one dispatch rule cannot be part of the JSON artifact. Decision: the artifact
+//! holds the whole table (sets, the `agent` chain with every allow/log/drop rule, and an
+//! empty `output` hook chain); [`dispatch_rule`] renders the single fixed-shape text rule that
+//! jumps from `output` to `agent`, and [`apply`] adds it in a second `nft` transaction after
+//! the JSON one. The agent is not running yet while both load, so there is no window.
+//! nft resolves the path relative to `/sys/fs/cgroup` to the cgroup id at load time, so the
+//! leaf must exist first. Kernel log lines from a non-initial network namespace are only
+//! emitted when `net.netfilter.nf_log_all_netns=1`; drops happen regardless.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// File name of this artifact inside a bundle.
+pub const FILE_NAME: &str = "nftables.json";
+/// Table family: `inet` covers IPv4 and IPv6 with one table.
+pub const FAMILY: &str = "inet";
+/// Chain that holds the agent's rules in `host` mode.
+pub const AGENT_CHAIN: &str = "agent";
+/// Rate limit of deny log lines (per second); the drop itself is never rate limited.
+pub const LOG_RATE_PER_SEC: u64 = 10;
+
+/// Errors of the nftables target.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("nftables.json: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("nftables.json: {0}")]
+    Shape(String),
+    #[error("nftables policy: invalid {field}: {why}")]
+    Invalid { field: &'static str, why: String },
+    #[error("nft: {what}: {source}")]
+    Spawn {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nft {what} failed (exit {status}): {stderr}")]
+    Nft {
+        what: &'static str,
+        status: i32,
+        stderr: String,
+    },
+    #[error("nft: table {0} is not present after loading")]
+    Missing(String),
+    #[error("nft: cgroup2 leaf {0} is not below /sys/fs/cgroup")]
+    CgroupPath(PathBuf),
+}
+
+/// How the agent reaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "mode")]
+pub enum NetMode {
+    /// Own network namespace with loopback only.
+    None,
+    /// Host network, egress filtered by the agent's cgroup.
+    Host,
+    /// Own network namespace; loopback to the egress proxy port only.
+    Proxy { port: u16 },
+}
+
+impl NetMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            NetMode::None => "none",
+            NetMode::Host => "host",
+            NetMode::Proxy { .. } => "proxy",
+        }
+    }
+}
+
+/// Where an endpoint is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Host {
+    /// A DNS name, resolved at launch into named sets.
+    Name(String),
+    Ip(IpAddr),
+    Cidr { addr: IpAddr, prefix: u8 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// Inclusive port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// One granted destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: Host,
+    pub ports: Vec<PortRange>,
+    pub protocols: Vec<Proto>,
+}
+
+/// Input of the lowering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPolicy {
+    pub mode: NetMode,
+    pub endpoints: Vec<Endpoint>,
+    /// DNS servers the agent may query (udp/tcp 53); nothing else gets DNS.
+    pub resolvers: Vec<IpAddr>,
+}
+
+fn invalid(field: &'static str, why: impl Into<String>) -> NftError {
+    NftError::Invalid {
+        field,
+        why: why.into(),
+    }
+}
+
+/// `aegis_<agent>` with `-` mapped to `_` (nft identifiers).
+pub fn table_name(agent: &str) -> String {
+    format!("aegis_{}", agent.replace('-', "_"))
+}
+
+/// Log prefix of denied packets for `agent` (parsed back from the kernel log by the runtime).
+pub fn log_prefix(agent: &str) -> String {
+    format!("aegis:{agent}:deny ")
+}
+
+fn valid_host_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 200
+        && n
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && !n.starts_with('.')
+        && !n.starts_with('-')
+}
+
+/// The `nftables.json` artifact (nft JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ruleset {
+    doc: Value,
+}
+
+/// A host name and the two named sets that hold its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSet {
+    pub name: String,
+    pub set_v4: String,
+    pub set_v6: String,
+}
+
+struct Builder {
+    table: String,
+    items: Vec<Value>,
+}
+
+impl Builder {
+    fn push(&mut self, kind: &str, mut body: Value) {
+        if let Some(o) = body.as_object_mut() {
+            // family/table first so the bytes read naturally; preserve_order keeps it.
+            let mut full = serde_json::Map::new();
+            full.insert("family".into(), json!(FAMILY));
+            full.insert(if kind == "table" { "name" } else { "table" }.into(), json!(self.table));
+            for (k, v) in std::mem::take(o) {
+                full.insert(k, v);
+            }
+            self.items.push(json!({ kind: Value::Object(full) }));
+        }
+    }
+    fn rule(&mut self, chain: &str, expr: Vec<Value>) {
+        self.push("rule", json!({"chain": chain, "expr": expr}));
+    }
+}
+
+fn m(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "==", "left": left, "right": right}})
+}
+
+fn payload(proto: &str, field: &str) -> Value {
+    json!({"payload": {"protocol": proto, "field": field}})
+}
+
+fn ports_value(ports: &[PortRange]) -> Value {
+    let items: Vec<Value> = ports
+        .iter()
+        .map(|p| if p.lo == p.hi { json!(p.lo) } else { json!({"range": [p.lo, p.hi]}) })
+        .collect();
+    match items.as_slice() {
+        [one] => one.clone(),
+        _ => json!({"set": items}),
+    }
+}
+
+fn deny_tail(b: &mut Builder, chain: &str, agent: &str) {
+    b.rule(
+        chain,
+        vec![
+            json!({"limit": {"rate": LOG_RATE_PER_SEC, "per": "second", "burst": 2 * LOG_RATE_PER_SEC}}),
+            json!({"log": {"prefix": log_prefix(agent), "level": "warn"}}),
+        ],
+    );
+    b.rule(chain, vec![json!({"counter": null}), json!({"drop": null})]);
+}
+
+/// Lowers a network policy into the agent's table. Same input, same bytes.
+pub fn lower(agent: &str, policy: &NetPolicy) -> Result<Ruleset, NftError> {
+    if !crate::cgroup::valid_agent_name(agent) {
+        return Err(invalid("agent", format!("{agent:?} is not [a-z0-9_-]{{1,48}}")));
+    }
+    let table = table_name(agent);
+    let mut b = Builder {
+        table: table.clone(),
+        items: vec![json!({"metainfo": {"json_schema_version": 1}})],
+    };
+    b.push("table", json!({}));
+    match policy.mode {
+        NetMode::None | NetMode::Proxy { .. } => {
+            if !policy.endpoints.is_empty() {
+                return Err(invalid(
+                    "endpoints",
+                    "endpoints need `host` mode (in `proxy` mode the proxy enforces them)",
+                ));
+            }
+            for (chain, hook) in [("input", "input"), ("output", "output")] {
+                b.push(
+                    "chain",
+                    json!({"name": chain, "type": "filter", "hook": hook, "prio": 0, "policy": "drop"}),
+                );
+            }
+            let lo = |dir: &str| m(json!({"meta": {"key": dir}}), json!("lo"));
+            match policy.mode {
+                NetMode::Proxy { port } => {
+                    if port == 0 {
+                        return Err(invalid("mode.port", "proxy port must be non-zero"));
+                    }
+                    for (chain, dir) in [("input", "iif"), ("output", "oif")] {
+                        for field in ["dport", "sport"] {
+                            b.rule(chain, vec![lo(dir), m(payload("tcp", field), json!(port)), json!({"accept": null})]);
+                        }
+                    }
+                }
+                _ => {
+                    b.rule("input", vec![lo("iif"), json!({"accept": null})]);
+                    b.rule("output", vec![lo("oif"), json!({"accept": null})]);
+                }
+            }
+            deny_tail(&mut b, "output", agent);
+        }
+        NetMode::Host => lower_host(&mut b, agent, policy)?,
+    }
+    Ok(Ruleset {
+        doc: json!({"nftables": b.items}),
+    })
+}
+
+fn lower_host(b: &mut Builder, agent: &str, policy: &NetPolicy) -> Result<(), NftError> {
+    // Host-name sets first (nft needs a set declared before a rule references it).
+    let mut names = BTreeSet::new();
+    for e in &policy.endpoints {
+        if let Host::Name(n) = &e.host {
+            if !valid_host_name(n) {
+                return Err(invalid("endpoint host", format!("{n:?} is not a lower-case DNS name")));
+            }
+            names.insert(n.clone());
+        }
+    }
+    for n in &names {
+        b.push("set", json!({"name": format!("h4_{n}"), "type": "ipv4_addr"}));
+        b.push("set", json!({"name": format!("h6_{n}"), "type": "ipv6_addr"}));
+    }
+    b.push(
+        "chain",
+        json!({"name": "output", "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}),
+    );
+    b.push("chain", json!({"name": AGENT_CHAIN}));
+    // Packets of connections already accepted by a rule below (and replies to connections
+    // made to the agent) pass; a denied connection never reaches `established`.
+    b.rule(
+        AGENT_CHAIN,
+        vec![
+            json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established"]}}),
+            json!({"accept": null}),
+        ],
+    );
+    let mut resolvers: Vec<IpAddr> = policy.resolvers.clone();
+    resolvers.sort();
+    resolvers.dedup();
+    for (fam, want_v4) in [("ip", true), ("ip6", false)] {
+        let addrs: Vec<Value> = resolvers
+            .iter()
+            .filter(|a| a.is_ipv4() == want_v4)
+            .map(|a| json!(a.to_string()))
+            .collect();
+        if addrs.is_empty() {
+            continue;
+        }
+        for proto in ["udp", "tcp"] {
+            b.rule(
+                AGENT_CHAIN,
+                vec![
+                    m(payload(fam, "daddr"), json!({"set": addrs})),
+                    m(payload(proto, "dport"), json!(53)),
+                    json!({"accept": null}),
+                ],
+            );
+        }
+    }
+    for e in &policy.endpoints {
+        if e.protocols.is_empty() {
+            return Err(invalid("endpoint protocols", "at least one of tcp/udp"));
+        }
+        if e.ports.is_empty() {
+            return Err(invalid("endpoint ports", "at least one port or range"));
+        }
+        let mut ports = e.ports.clone();
+        for p in &ports {
+            if p.lo == 0 || p.lo > p.hi {
+                return Err(invalid("endpoint ports", format!("{}-{} is not a valid range", p.lo, p.hi)));
+            }
+        }
+        ports.sort();
+        ports.dedup();
+        let mut protos = e.protocols.clone();
+        protos.sort();
+        protos.dedup();
+        let dests: Vec<(&str, Value)> = match &e.host {
+            Host::Name(n) => vec![("ip", json!(format!("@h4_{n}"))), ("ip6", json!(format!("@h6_{n}")))],
+            Host::Ip(a) => vec![(if a.is_ipv4() { "ip" } else { "ip6" }, json!(a.to_string()))],
+            Host::Cidr { addr, prefix } => {
+                let max = if addr.is_ipv4() { 32 } else { 128 };
+                if *prefix > max {
+                    return Err(invalid("endpoint cidr", format!("{addr}/{prefix}")));
+                }
+                vec![(
+                    if addr.is_ipv4() { "ip" } else { "ip6" },
+                    json!({"prefix": {"addr": addr.to_string(), "len": prefix}}),
+                )]
+            }
+        };
+        for (fam, dest) in dests {
+            for proto in &protos {
+                b.rule(
+                    AGENT_CHAIN,
+                    vec![
+                        m(payload(fam, "daddr"), dest.clone()),
+                        m(payload(proto.name(), "dport"), ports_value(&ports)),
+                        json!({"accept": null}),
+                    ],
+                );
+            }
+        }
+    }
+    deny_tail(b, AGENT_CHAIN, agent);
+    Ok(())
+}
+
+/// The text rule that sends the agent's packets (sockets of the cgroup2 leaf at
+/// `cgroup_path`, relative to `/sys/fs/cgroup`, at `level`) to the agent chain.
+pub fn dispatch_rule(table: &str, cgroup_path: &str, level: u32) -> String {
+    format!(
+        "add rule {FAMILY} {table} output socket cgroupv2 level {level} \"{}\" goto {AGENT_CHAIN}\n",
+        cgroup_path.replace('"', "")
+    )
+}
+
+/// Path of a cgroup2 directory relative to `/sys/fs/cgroup`, as nft expects it.
+pub fn nft_cgroup_path(dir: &Path) -> Result<String, NftError> {
+    dir.strip_prefix("/sys/fs/cgroup")
+        .ok()
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| NftError::CgroupPath(dir.to_path_buf()))
+}
+
+impl Ruleset {
+    /// Deterministic `nftables.json` bytes (trailing newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(&self.doc).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Decodes `nftables.json` and checks it is one AEGIS table in a shape [`apply`] handles.
+    pub fn from_json(bytes: &[u8]) -> Result<Ruleset, NftError> {
+        let doc: Value = serde_json::from_slice(bytes).map_err(NftError::Decode)?;
+        let r = Ruleset { doc };
+        let tables: Vec<&Value> = r.objects("table").collect();
+        match tables.as_slice() {
+            [t] if t.get("family") == Some(&json!(FAMILY))
+                && t.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with("aegis_")) => {}
+            _ => return Err(NftError::Shape("expected exactly one `inet aegis_<agent>` table".into())),
+        }
+        for kind in ["chain", "set", "rule"] {
+            for o in r.objects(kind) {
+                if o.get("table").and_then(Value::as_str) != Some(r.table().as_str()) {
+                    return Err(NftError::Shape(format!("a {kind} is outside the agent's table")));
+                }
+            }
+        }
+        if !r.objects("chain").any(|c| c.get("name") == Some(&json!("output"))) {
+            return Err(NftError::Shape("no `output` chain".into()));
+        }
+        Ok(r)
+    }
+
+    fn objects<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.doc
+            .get("nftables")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(move |o| o.get(kind))
+    }
+
+    /// The table name (`aegis_<agent>`).
+    pub fn table(&self) -> String {
+        self.objects("table")
+            .next()
+            .and_then(|t| t.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Network mode, read from the shape: an `agent` chain means `host`; an own-namespace
+    /// table with a tcp port rule on loopback means `proxy`; otherwise `none`.
+    pub fn mode(&self) -> NetMode {
+        if self.objects("chain").any(|c| c.get("name") == Some(&json!(AGENT_CHAIN))) {
+            return NetMode::Host;
+        }
+        let port = self
+            .objects("rule")
+            .flat_map(|r| r.get("expr").and_then(Value::as_array).into_iter().flatten())
+            .filter_map(|e| e.get("match"))
+            .find(|mt| mt.pointer("/left/payload/field") == Some(&json!("dport")))
+            .and_then(|mt| mt.get("right").and_then(Value::as_u64))
+            .and_then(|p| u16::try_from(p).ok());
+        match port {
+            Some(port) => NetMode::Proxy { port },
+            None => NetMode::None,
+        }
+    }
+
+    /// Declared host names and their sets (to be resolved at launch).
+    pub fn host_sets(&self) -> Vec<HostSet> {
+        self.objects("set")
+            .filter_map(|s| s.get("name").and_then(Value::as_str))
+            .filter_map(|n| n.strip_prefix("h4_"))
+            .map(|n| HostSet {
+                name: n.to_string(),
+                set_v4: format!("h4_{n}"),
+                set_v6: format!("h6_{n}"),
+            })
+            .collect()
+    }
+
+    /// The nft JSON to load: this ruleset with `table` renamed (one table per running
+    /// instance) and each host set given its resolved addresses (`resolved` is keyed by
+    /// host name; names missing from it stay empty and so match nothing).
+    pub fn fill(&self, table: &str, resolved: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Vec<u8> {
+        let mut doc = self.doc.clone();
+        if let Some(items) = doc.get_mut("nftables").and_then(Value::as_array_mut) {
+            for item in items.iter_mut() {
+                let Some(obj) = item.as_object_mut() else { continue };
+                for (kind, body) in obj.iter_mut() {
+                    let key = if kind == "table" { "name" } else { "table" };
+                    if let Some(t) = body.get_mut(key)
+                        && kind != "metainfo"
+                    {
+                        *t = json!(table);
+                    }
+                    if kind != "set" {
+                        continue;
+                    }
+                    let Some(name) = body.get("name").and_then(Value::as_str).map(str::to_string) else {
+                        continue;
+                    };
+                    let (host, v4) = match (name.strip_prefix("h4_"), name.strip_prefix("h6_")) {
+                        (Some(h), _) => (h.to_string(), true),
+                        (_, Some(h)) => (h.to_string(), false),
+                        _ => continue,
+                    };
+                    let mut addrs: Vec<String> = resolved
+                        .get(&host)
+                        .into_iter()
+                        .flatten()
+                        .filter(|a| a.is_ipv4() == v4)
+                        .map(IpAddr::to_string)
+                        .collect();
+                    addrs.sort();
+                    addrs.dedup();
+                    if !addrs.is_empty()
+                        && let Some(o) = body.as_object_mut()
+                    {
+                        o.insert("elem".into(), json!(addrs));
+                    }
+                }
+            }
+        }
+        let mut out = serde_json::to_vec(&doc).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Human-readable twin (one line per rule, nft-like).
+    pub fn to_text(&self) -> String {
+        let mut out = format!("table {FAMILY} {} ({} mode)\n", self.table(), self.mode().name());
+        for s in self.objects("set") {
+            out.push_str(&format!(
+                "  set {} type {} (filled at launch)\n",
+                s.get("name").and_then(Value::as_str).unwrap_or("?"),
+                s.get("type").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+        for c in self.objects("chain") {
+            let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+            match c.get("hook").and_then(Value::as_str) {
+                Some(h) => out.push_str(&format!(
+                    "  chain {name} hook {h} policy {}\n",
+                    c.get("policy").and_then(Value::as_str).unwrap_or("accept")
+                )),
+                None => out.push_str(&format!("  chain {name}\n")),
+            }
+            if self.mode() == NetMode::Host && name == "output" {
+                out.push_str("    socket cgroupv2 level <depth> \"<agent leaf>\" goto agent   (added at launch)\n");
+            }
+            for r in self.objects("rule").filter(|r| r.get("chain").and_then(Value::as_str) == Some(name)) {
+                let exprs: Vec<String> = r
+                    .get("expr")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(expr_text)
+                    .collect();
+                out.push_str(&format!("    {}\n", exprs.join(" ")));
+            }
+        }
+        out
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(a) => a.iter().map(value_text).collect::<Vec<_>>().join(","),
+        Value::Object(o) => {
+            if let Some(s) = o.get("set") {
+                format!("{{ {} }}", value_text(s).replace(',', ", "))
+            } else if let Some(r) = o.get("range") {
+                value_text(r).replace(',', "-")
+            } else if let Some(p) = o.get("prefix") {
+                format!(
+                    "{}/{}",
+                    p.get("addr").map(value_text).unwrap_or_default(),
+                    p.get("len").map(value_text).unwrap_or_default()
+                )
+            } else if let Some(p) = o.get("payload") {
+                format!(
+                    "{} {}",
+                    p.get("protocol").map(value_text).unwrap_or_default(),
+                    p.get("field").map(value_text).unwrap_or_default()
+                )
+            } else if let Some(k) = o.get("meta").or_else(|| o.get("ct")).and_then(|x| x.get("key")) {
+                if o.contains_key("ct") { format!("ct {}", value_text(k)) } else { value_text(k) }
+            } else {
+                v.to_string()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn expr_text(e: &Value) -> String {
+    let Some(o) = e.as_object() else { return e.to_string() };
+    let Some((k, v)) = o.iter().next() else { return String::new() };
+    match k.as_str() {
+        "match" => format!(
+            "{} {}",
+            v.get("left").map(value_text).unwrap_or_default(),
+            v.get("right").map(value_text).unwrap_or_default()
+        ),
+        "limit" => format!(
+            "limit rate {}/{} burst {}",
+            v.get("rate").map(value_text).unwrap_or_default(),
+            v.get("per").map(value_text).unwrap_or_default(),
+            v.get("burst").map(value_text).unwrap_or_default()
+        ),
+        "log" => format!("log prefix \"{}\"", v.get("prefix").map(value_text).unwrap_or_default()),
+        other => other.to_string(),
+    }
+}
+
+/// A table loaded by [`apply`]; deleted by [`LoadedTable::remove`] or on drop.
+#[derive(Debug)]
+pub struct LoadedTable {
+    table: String,
+    netns: Option<PathBuf>,
+    removed: bool,
+}
+
+/// Runs `nft` with `args`, `input` on stdin, inside the network namespace at `netns` (a
+/// `/proc/<pid>/ns/net` path) when given. Returns stdout.
+pub fn run_nft(args: &[&str], input: &[u8], netns: Option<&Path>, what: &'static str) -> Result<Vec<u8>, NftError> {
+    let mut cmd = Command::new("nft");
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ns) = netns {
+        let f = std::fs::File::open(ns).map_err(|source| NftError::Spawn {
+            what: "opening the agent's network namespace",
+            source,
+        })?;
+        let fd = f.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
+        // which is async-signal-safe; `f` outlives `output()` below so the fd stays valid.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = spawn_with_input(&mut cmd, input, what);
+        drop(f);
+        return out;
+    }
+    spawn_with_input(&mut cmd, input, what)
+}
+
+fn spawn_with_input(cmd: &mut Command, input: &[u8], what: &'static str) -> Result<Vec<u8>, NftError> {
+    let mut child = cmd.spawn().map_err(|source| NftError::Spawn { what, source })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).map_err(|source| NftError::Spawn { what, source })?;
+    }
+    let out = child.wait_with_output().map_err(|source| NftError::Spawn { what, source })?;
+    if !out.status.success() {
+        return Err(NftError::Nft {
+            what,
+            status: out.status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Loads `json` (from [`Ruleset::fill`], whose table is `table`) and, in `host` mode, the
+/// `dispatch` text rule ([`dispatch_rule`]); then lists the table to verify it is there.
+/// On any failure the table is deleted again.
+pub fn apply(json: &[u8], table: &str, dispatch: Option<&str>, netns: Option<&Path>) -> Result<LoadedTable, NftError> {
+    run_nft(&["-j", "-f", "-"], json, netns, "loading the ruleset")?;
+    let loaded = LoadedTable {
+        table: table.to_string(),
+        netns: netns.map(Path::to_path_buf),
+        removed: false,
+    };
+    if let Some(d) = dispatch {
+        run_nft(&["-f", "-"], d.as_bytes(), netns, "adding the cgroup dispatch rule")?;
+    }
+    // A `list` in the same batch as the adds reads nft's cache, not the kernel, so the check
+    // is its own invocation: it sees what the kernel holds now.
+    let listed = run_nft(&["list", "table", FAMILY, table], b"", netns, "verifying the table")?;
+    let listed = String::from_utf8_lossy(&listed);
+    let ok = listed.contains(&format!("table {FAMILY} {table} {{"))
+        && (dispatch.is_none() || listed.contains("socket cgroupv2"));
+    if !ok {
+        return Err(NftError::Missing(format!("{FAMILY} {table}")));
+    }
+    Ok(loaded)
+}
+
+impl LoadedTable {
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Deletes the table. Idempotent.
+    pub fn remove(&mut self) -> Result<(), NftError> {
+        if self.removed {
+            return Ok(());
+        }
+        self.removed = true;
+        if let Some(ns) = &self.netns
+            && !ns.exists()
+        {
+            // The namespace died with the agent, and the table with it.
+            return Ok(());
+        }
+        let cmd = format!("delete table {FAMILY} {}\n", self.table);
+        match run_nft(&["-f", "-"], cmd.as_bytes(), self.netns.as_deref(), "deleting the table") {
+            Ok(_) => Ok(()),
+            // The namespace may have gone between the check and the call.
+            Err(_) if self.netns.is_some() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets the table without deleting it (used when its namespace is gone).
+    pub fn disarm(&mut self) {
+        self.removed = true;
+    }
+}
+
+impl Drop for LoadedTable {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
+/// Whether a `table inet <table>` exists in the current (host) network namespace.
+pub fn table_exists(table: &str) -> bool {
+    run_nft(&["list", "table", FAMILY, table], b"", None, "listing").is_ok()
+}

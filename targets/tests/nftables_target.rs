@@ -1,0 +1,174 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! nftables target: snapshots of the artifact per mode, determinism, `nft -c` of every
+//! artifact after launch-time filling, and (as root) a real load/verify/delete cycle.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::Command;
+
+use aegis_targets::nftables::{
+    Endpoint, Host, NetMode, NetPolicy, PortRange, Proto, Ruleset, apply, dispatch_rule, lower, table_exists,
+};
+
+fn host_policy() -> NetPolicy {
+    NetPolicy {
+        mode: NetMode::Host,
+        endpoints: vec![
+            Endpoint {
+                host: Host::Name("api.github.com".into()),
+                ports: vec![PortRange { lo: 443, hi: 443 }],
+                protocols: vec![Proto::Tcp],
+            },
+            Endpoint {
+                host: Host::Cidr { addr: "10.20.0.0".parse().unwrap(), prefix: 16 },
+                ports: vec![PortRange { lo: 8000, hi: 8080 }, PortRange { lo: 22, hi: 22 }],
+                protocols: vec![Proto::Udp, Proto::Tcp],
+            },
+            Endpoint {
+                host: Host::Ip("2001:db8::1".parse().unwrap()),
+                ports: vec![PortRange { lo: 5432, hi: 5432 }],
+                protocols: vec![Proto::Tcp],
+            },
+        ],
+        resolvers: vec!["127.0.0.53".parse().unwrap(), "::1".parse().unwrap()],
+    }
+}
+
+fn own_ns(mode: NetMode) -> NetPolicy {
+    NetPolicy { mode, endpoints: vec![], resolvers: vec![] }
+}
+
+fn snap(name: &str, value: String) {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots/nftables"));
+    s.bind(|| insta::assert_snapshot!(name, value));
+}
+
+fn nft_available() -> bool {
+    match Command::new("nft").arg("--version").output() {
+        Ok(o) if o.status.success() => true,
+        _ => {
+            eprintln!("SKIP: the nft binary is not installed");
+            false
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn snapshots_per_mode_and_determinism() {
+    for (name, agent, p) in [
+        ("host", "coding-agent", host_policy()),
+        ("none", "offline", own_ns(NetMode::None)),
+        ("proxy", "browser", own_ns(NetMode::Proxy { port: 3128 })),
+    ] {
+        let a = lower(agent, &p).unwrap();
+        assert_eq!(a.to_json(), lower(agent, &p).unwrap().to_json(), "{name}: same input, same bytes");
+        let back = Ruleset::from_json(&a.to_json()).unwrap();
+        assert_eq!(back.mode(), p.mode, "{name}: mode read back from the artifact");
+        snap(&format!("{name}_json"), String::from_utf8(a.to_json()).unwrap());
+        snap(&format!("{name}_text"), a.to_text());
+    }
+    let a = lower("coding-agent", &host_policy()).unwrap();
+    let hs = a.host_sets();
+    assert_eq!(hs.len(), 1);
+    assert_eq!(hs[0].name, "api.github.com");
+}
+
+#[test]
+fn bad_policies_are_rejected() {
+    let mut p = host_policy();
+    p.endpoints[0].ports = vec![PortRange { lo: 10, hi: 5 }];
+    assert!(lower("a", &p).unwrap_err().to_string().contains("ports"));
+    let mut p = host_policy();
+    p.endpoints[0].host = Host::Name("Evil\";drop".into());
+    assert!(lower("a", &p).is_err());
+    let mut p = host_policy();
+    p.endpoints[1].host = Host::Cidr { addr: "10.0.0.0".parse().unwrap(), prefix: 33 };
+    assert!(lower("a", &p).is_err());
+    assert!(lower("Bad Agent", &host_policy()).is_err());
+    let mut p = own_ns(NetMode::None);
+    p.endpoints = host_policy().endpoints;
+    assert!(lower("a", &p).is_err(), "endpoints need host mode");
+    assert!(Ruleset::from_json(br#"{"nftables":[{"table":{"family":"ip","name":"filter"}}]}"#).is_err());
+}
+
+#[test]
+fn fill_puts_resolved_addresses_in_the_named_sets_and_renames_the_table() {
+    let a = lower("coding-agent", &host_policy()).unwrap();
+    let mut resolved = BTreeMap::new();
+    resolved.insert(
+        "api.github.com".to_string(),
+        vec!["140.82.121.6".parse::<IpAddr>().unwrap(), "2606:50c0::6".parse().unwrap()],
+    );
+    let filled: serde_json::Value = serde_json::from_slice(&a.fill("aegis_coding_agent_7", &resolved)).unwrap();
+    let items = filled["nftables"].as_array().unwrap();
+    let set = |n: &str| items.iter().find(|o| o["set"]["name"] == n).unwrap()["set"].clone();
+    assert_eq!(set("h4_api.github.com")["elem"], serde_json::json!(["140.82.121.6"]));
+    assert_eq!(set("h6_api.github.com")["elem"], serde_json::json!(["2606:50c0::6"]));
+    assert!(items.iter().filter(|o| o.get("rule").is_some()).all(|o| o["rule"]["table"] == "aegis_coding_agent_7"));
+}
+
+/// Every artifact, filled with plausible launch values, passes `nft -c -j -f FILE`; the host
+/// dispatch rule passes `nft -c -f` against the loaded table.
+#[test]
+fn every_filled_artifact_passes_nft_check() {
+    if !nft_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut resolved = BTreeMap::new();
+    resolved.insert("api.github.com".to_string(), vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
+    for (name, p) in [("host", host_policy()), ("none", own_ns(NetMode::None)), ("proxy", own_ns(NetMode::Proxy { port: 3128 }))] {
+        let a = lower("check", &p).unwrap();
+        let f = dir.path().join(format!("{name}.json"));
+        std::fs::write(&f, a.fill("aegis_check", &resolved)).unwrap();
+        let out = Command::new("nft").args(["-c", "-j", "-f"]).arg(&f).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        // Also the unfilled artifact (empty sets) is valid input.
+        std::fs::write(&f, a.to_json()).unwrap();
+        let out = Command::new("nft").args(["-c", "-j", "-f"]).arg(&f).output().unwrap();
+        assert!(out.status.success(), "{name} unfilled: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Loads the host ruleset into the real kernel with a real cgroup leaf, sees it listed with
+/// the dispatch rule, and sees it gone after drop.
+#[test]
+fn apply_loads_verifies_and_deletes_on_drop() {
+    if !nft_available() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIP: loading nftables needs root");
+        return;
+    }
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    let root = if unified.join("cgroup.procs").exists() { unified.to_path_buf() } else { "/sys/fs/cgroup".into() };
+    let leaf = root.join(format!("aegis-nfttest-{}", std::process::id()));
+    std::fs::create_dir_all(&leaf).unwrap();
+    let a = lower("nfttest", &host_policy()).unwrap();
+    let table = format!("aegis_nfttest_{}", std::process::id());
+    let cg = aegis_targets::nftables::nft_cgroup_path(&leaf).unwrap();
+    let dispatch = dispatch_rule(&table, &cg, 1);
+    let loaded = apply(&a.fill(&table, &BTreeMap::new()), &table, Some(&dispatch), None);
+    let ok = loaded.is_ok();
+    if let Err(e) = &loaded {
+        eprintln!("apply: {e}");
+    }
+    if ok {
+        assert!(table_exists(&table));
+        let listed = Command::new("nft").args(["list", "table", "inet", &table]).output().unwrap();
+        let text = String::from_utf8_lossy(&listed.stdout);
+        assert!(text.contains("socket cgroupv2 level 1"), "{text}");
+        assert!(text.contains("log prefix \"aegis:nfttest:deny \""), "{text}");
+    }
+    drop(loaded);
+    assert!(!table_exists(&table), "table deleted on drop");
+    std::fs::remove_dir(&leaf).unwrap();
+    assert!(ok, "apply failed");
+}
