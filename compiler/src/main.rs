@@ -1,1 +1,5 @@
-fn main() {}
+//! `aegisc`: the AEGIS policy compiler. All logic lives in the library (`cli` module).
+
+fn main() -> std::process::ExitCode {
+    aegis_compiler::cli::main()
+}

@@ -1,0 +1,97 @@
+//! `aegisc check POLICY [--param N=V] QUERY...`: one ALLOW/DENY answer from the reference
+//! evaluator, with the deciding rule and where it is written. Exit 0 allowed, 1 denied.
+
+use std::path::Path;
+
+use super::{Exit, Format, eprint_diagnostics, print_json};
+use crate::compile_file;
+use crate::eval::{self, FsQuery, Params, Query, QueryError, Verdict};
+use crate::ir::Protocol;
+
+pub const USAGE: &str = "queries: fs read|write|exec PATH | exec PATH | net HOST PORT [tcp|udp] | api NAME SCOPE | api NAME METHOD PATH";
+
+pub fn parse_query(words: &[String]) -> Result<Query, QueryError> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fs = |a: &str| match a {
+        "read" => Ok(FsQuery::Read),
+        "write" => Ok(FsQuery::Write),
+        "exec" => Ok(FsQuery::Exec),
+        other => Err(QueryError(format!("unknown access `{other}`: use read, write or exec"))),
+    };
+    match w.as_slice() {
+        ["fs", access, path] => Ok(Query::Fs { access: fs(access)?, path: path.to_string() }),
+        ["exec", path] => Ok(Query::Fs { access: FsQuery::Exec, path: path.to_string() }),
+        ["net", host, port, rest @ ..] => {
+            let port: u16 = port.parse().map_err(|_| QueryError(format!("`{port}` is not a port (1-65535)")))?;
+            let protocol = match rest {
+                [] | ["tcp"] => Protocol::Tcp,
+                ["udp"] => Protocol::Udp,
+                other => return Err(QueryError(format!("unexpected `{}`: the protocol is tcp or udp", other.join(" ")))),
+            };
+            Ok(Query::Net { host: host.to_string(), port, protocol })
+        }
+        ["api", name, scope] => Ok(Query::ApiScope { api: name.to_string(), scope: scope.to_string() }),
+        ["api", name, method, path] => Ok(Query::ApiHttp { api: name.to_string(), method: method.to_string(), path: path.to_string() }),
+        _ => Err(QueryError(format!("cannot understand the query `{}`; {USAGE}", w.join(" ")))),
+    }
+}
+
+pub fn run(policy_path: &Path, params: &[String], words: &[String], format: Format) -> Exit {
+    let compiled = match compile_file(policy_path) {
+        Ok(c) => c,
+        Err(f) => {
+            eprint_diagnostics(&f.diagnostics, &f.sources);
+            eprintln!("error: {} is invalid", policy_path.display());
+            return Exit::Invalid;
+        }
+    };
+    let query_error = |e: QueryError| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    };
+    let mut values = Params::new();
+    for p in params {
+        match eval::parse_param(p) {
+            Ok((k, v)) => {
+                values.insert(k, v);
+            }
+            Err(e) => return query_error(e),
+        }
+    }
+    let query = match parse_query(words) {
+        Ok(q) => q,
+        Err(e) => return query_error(e),
+    };
+    let decision = match eval::evaluate(&compiled.policy, &values, &query) {
+        Ok(d) => d,
+        Err(e) => return query_error(e),
+    };
+    let location = decision.rule.as_ref().and_then(|r| r.origin).map(|o| compiled.sources.locate(o));
+    match format {
+        Format::Human => {
+            let at = match (&location, &decision.rule) {
+                (Some(l), _) => format!(" ({l})"),
+                (None, Some(_)) => " (built-in rule)".to_string(),
+                (None, None) => String::new(),
+            };
+            println!("{}: {}{at}", decision.verdict, decision.reason);
+            for n in &decision.notes {
+                println!("  note: {n}");
+            }
+        }
+        Format::Json => print_json(&serde_json::json!({
+            "verdict": decision.verdict,
+            "reason": decision.reason,
+            "rule": decision.rule.as_ref().map(|r| serde_json::json!({
+                "kind": r.kind,
+                "text": r.text,
+                "location": location.as_ref().map(ToString::to_string),
+            })),
+            "notes": decision.notes,
+        })),
+    }
+    match decision.verdict {
+        Verdict::Allow => Exit::Ok,
+        Verdict::Deny => Exit::Denied,
+    }
+}

@@ -1,0 +1,123 @@
+//! The `aegisc` command line: argument definitions and dispatch, one file per command.
+//!
+//! Exit codes (stable, documented in README and `aegisc --help`):
+//! 0 valid / allowed / no widening, 1 denied (or, for `diff`, permissions widened),
+//! 2 invalid input (policy, bundle, key or arguments), 3 internal error.
+
+mod check;
+mod inspect;
+mod schema;
+mod validate;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::diag::{self, Diagnostic};
+use crate::source::SourceMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "aegisc",
+    version,
+    about = "Compile, explain and check AEGIS agent policies",
+    after_help = "Exit codes: 0 valid/allowed, 1 denied (diff: permissions widened), 2 invalid input, 3 internal error."
+)]
+pub struct Cli {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check that policies are valid; print errors and warnings.
+    Validate {
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+    },
+    /// Summarise a policy's effective permissions, risky grants and exposure score.
+    Inspect { policy: PathBuf },
+    /// Ask whether the policy allows one action:
+    /// `fs read|write|exec PATH`, `exec PATH`, `net HOST PORT [tcp|udp]`,
+    /// `api NAME SCOPE`, `api NAME METHOD PATH`.
+    Check {
+        policy: PathBuf,
+        /// Launch parameter value, NAME=/absolute/path (repeatable).
+        #[arg(long = "param", value_name = "NAME=PATH")]
+        params: Vec<String>,
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "QUERY")]
+        query: Vec<String>,
+    },
+    /// Print the JSON Schema of the policy format (for editors).
+    Schema,
+}
+
+/// The process exit status of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Denied = 1,
+    Invalid = 2,
+    Internal = 3,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Prints diagnostics to stderr (human) or as JSON lines on stdout is the caller's job;
+/// this renders human diagnostics, in colour when stderr is a terminal.
+pub fn eprint_diagnostics(diags: &[Diagnostic], sources: &SourceMap) {
+    if diags.is_empty() {
+        return;
+    }
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    eprint!("{}", diag::render_human(diags, sources, color));
+}
+
+pub fn diagnostics_json(diags: &[Diagnostic], sources: &SourceMap) -> serde_json::Value {
+    serde_json::Value::Array(diags.iter().map(|d| diag::to_json(d, sources)).collect())
+}
+
+pub fn print_json(v: &serde_json::Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+    }
+}
+
+pub fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Validate { policies } => validate::run(&policies, cli.format),
+        Command::Inspect { policy } => inspect::run(&policy, cli.format),
+        Command::Check { policy, params, query } => check::run(&policy, &params, &query, cli.format),
+        Command::Schema => schema::run(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => Exit::Invalid.into(),
+            };
+        }
+    };
+    run(cli).into()
+}

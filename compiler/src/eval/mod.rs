@@ -1,0 +1,316 @@
+//! The reference evaluator: the oracle every target is tested against.
+//!
+//! Input: a [`Policy`], launch parameter values (optional), and a [`Query`].
+//! Output: a [`Decision`]: ALLOW or DENY, with the rule that decided it and its source
+//! location, or the default-deny reason. Queries that are themselves malformed (a relative
+//! path, an unknown API) are a [`QueryError`], not a decision.
+//! Laws (property-tested): a matching `deny` rule always wins (deny beats allow); with no
+//! matching grant the answer is DENY (default deny); the answer never depends on rule order.
+//! The evaluator is pure: it never looks at the filesystem or the network.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::ir::api::canonical_path;
+use crate::ir::net::{Destination, Protocol, name_matches, parse_host_name};
+use crate::ir::path::{PathError, PathPattern};
+use crate::ir::*;
+use crate::source::Origin;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsQuery {
+    Read,
+    Write,
+    Exec,
+}
+
+impl FsQuery {
+    pub fn word(self) -> &'static str {
+        match self {
+            FsQuery::Read => "read",
+            FsQuery::Write => "write",
+            FsQuery::Exec => "exec",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    Fs { access: FsQuery, path: String },
+    Net { host: String, port: u16, protocol: Protocol },
+    ApiScope { api: String, scope: String },
+    ApiHttp { api: String, method: String, path: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Allow => "ALLOW",
+            Verdict::Deny => "DENY",
+        })
+    }
+}
+
+/// The rule that decided, as the user wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RuleRef {
+    /// e.g. "deny pattern", "read grant", "endpoint", "allow rule".
+    pub kind: String,
+    pub text: String,
+    /// `None` for built-in rules.
+    pub origin: Option<Origin>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// One sentence: why.
+    pub reason: String,
+    pub rule: Option<RuleRef>,
+    /// Caveats the reader should know (rules that could not be compared, ...).
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryError(pub String);
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Launch parameter values for a query (`--param WORKSPACE=/home/u/repo`).
+pub type Params = BTreeMap<String, PathPattern>;
+
+/// Parses `NAME=/abs/path` into a parameter value.
+pub fn parse_param(s: &str) -> Result<(String, PathPattern), QueryError> {
+    let (name, value) = s.split_once('=').ok_or_else(|| QueryError(format!("`{s}`: expected NAME=/absolute/path")))?;
+    let p = PathPattern::parse(value, &|_| false).map_err(|e| QueryError(format!("parameter {name}: {}", path_error_text(value, &e))))?;
+    Ok((name.to_string(), p))
+}
+
+fn path_error_text(v: &str, e: &PathError) -> String {
+    match e {
+        PathError::Relative => format!("`{v}` is relative; give an absolute path"),
+        PathError::NonNormal { suggestion } => format!("`{v}` is not normalised; write `{suggestion}`"),
+        PathError::DotDot => format!("`{v}` contains `..`; give the resolved path"),
+        PathError::UnsupportedGlob | PathError::InvalidGlob => format!("`{v}`: a query names one concrete path, not a pattern"),
+        PathError::UnknownParameter(n) => format!("`{v}`: parameter `{n}` is not declared by the policy"),
+        other => format!("`{v}` is not a valid path ({other:?})"),
+    }
+}
+
+fn allow(reason: String, rule: RuleRef, notes: Vec<String>) -> Decision {
+    Decision { verdict: Verdict::Allow, reason, rule: Some(rule), notes }
+}
+
+fn deny(reason: String, rule: Option<RuleRef>, notes: Vec<String>) -> Decision {
+    Decision { verdict: Verdict::Deny, reason, rule, notes }
+}
+
+pub fn evaluate(policy: &Policy, params: &Params, query: &Query) -> Result<Decision, QueryError> {
+    for name in params.keys() {
+        if !policy.parameters.contains_key(name) {
+            return Err(QueryError(format!("the policy declares no parameter `{name}`")));
+        }
+    }
+    match query {
+        Query::Fs { access, path } => eval_fs(policy, params, *access, path),
+        Query::Net { host, port, protocol } => eval_net(policy, host, *port, *protocol),
+        Query::ApiScope { api, scope } => {
+            let a = find_api(policy, api)?;
+            Ok(match a.scopes.iter().find(|s| s.name == *scope) {
+                Some(s) => allow(
+                    format!("api '{api}' grants scope '{scope}'"),
+                    RuleRef { kind: "scope".into(), text: s.name.clone(), origin: s.origin },
+                    vec![],
+                ),
+                None => deny(format!("api '{api}' does not grant scope '{scope}' (default deny)"), None, vec![]),
+            })
+        }
+        Query::ApiHttp { api, method, path } => {
+            let a = find_api(policy, api)?;
+            if !is_http_method(method) {
+                return Err(QueryError(format!("`{method}` is not an HTTP method (upper case, e.g. GET)")));
+            }
+            let segments = match canonical_path(path) {
+                Ok(s) => s,
+                Err(why) => return Ok(deny(format!("request path '{path}' is refused: {why}"), None, vec![])),
+            };
+            let entry = |kind: &str, e: &HttpRuleEntry| RuleRef { kind: kind.into(), text: e.rule.to_string(), origin: e.origin };
+            if let Some(d) = a.deny.iter().find(|e| e.rule.matches(method, &segments)) {
+                return Ok(deny(format!("{method} {path} matches deny rule '{}' of api '{api}'", d.rule), Some(entry("deny rule", d)), vec![]));
+            }
+            if let Some(g) = a.allow.iter().find(|e| e.rule.matches(method, &segments)) {
+                return Ok(allow(format!("{method} {path} matches allow rule '{}' of api '{api}'", g.rule), entry("allow rule", g), vec![]));
+            }
+            Ok(deny(format!("no allow rule of api '{api}' matches {method} {path} (default deny)"), None, vec![]))
+        }
+    }
+}
+
+fn is_http_method(m: &str) -> bool {
+    crate::ir::api::is_http_method(m)
+}
+
+fn find_api<'p>(policy: &'p Policy, name: &str) -> Result<&'p Api, QueryError> {
+    policy.apis.get(name).ok_or_else(|| {
+        let known: Vec<&str> = policy.apis.keys().map(String::as_str).collect();
+        QueryError(if known.is_empty() {
+            format!("the policy declares no APIs (asked for '{name}')")
+        } else {
+            format!("no api '{name}' in the policy; declared: {}", known.join(", "))
+        })
+    })
+}
+
+/// Brings a pattern to the root a comparison needs: parameters with values become absolute.
+fn resolve(p: &PathPattern, params: &Params) -> PathPattern {
+    p.instantiate(&|n| params.get(n).cloned()).unwrap_or_else(|| p.clone())
+}
+
+fn rule_ref(r: &FsRule) -> RuleRef {
+    let kind = match r.access {
+        FsAccess::Deny => "deny pattern".to_string(),
+        a => format!("{} grant", a.word()),
+    };
+    let text = if r.origin.is_none() { format!("{} (built-in: {})", r.path, r.note) } else { r.path.to_string() };
+    RuleRef { kind, text, origin: r.origin }
+}
+
+/// Which rules grant a query of this access.
+fn grants(access: FsQuery, rule: FsAccess) -> bool {
+    matches!(
+        (access, rule),
+        (FsQuery::Read, FsAccess::Read | FsAccess::Write | FsAccess::Exec)
+            | (FsQuery::Write, FsAccess::Write)
+            | (FsQuery::Exec, FsAccess::Exec)
+    )
+}
+
+fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Result<Decision, QueryError> {
+    let query = PathPattern::parse(raw, &|n| policy.parameters.contains_key(n)).map_err(|e| QueryError(path_error_text(raw, &e)))?;
+    let q = resolve(&query, params);
+    // Rules whose root cannot be compared with the query's (a parameter without a value on
+    // one side): they matter only if they could change the answer, so they become notes.
+    let mut unresolved_denies = std::collections::BTreeSet::new();
+    let mut unresolved_grants = std::collections::BTreeSet::new();
+    // The most specific matching rule of each kind decides; ties go to the first in IR order.
+    let mut best_deny: Option<&FsRule> = None;
+    let mut best_grant: Option<&FsRule> = None;
+    for r in &policy.filesystem.rules {
+        let is_deny = r.access == FsAccess::Deny;
+        if !is_deny && !grants(access, r.access) {
+            continue;
+        }
+        let rp = resolve(&r.path, params);
+        if rp.root != q.root {
+            let missing = if is_deny { &mut unresolved_denies } else { &mut unresolved_grants };
+            missing.extend(rp.param().into_iter().chain(q.param()).map(str::to_string));
+            continue;
+        }
+        if !rp.covers(&q) {
+            continue;
+        }
+        let slot = if is_deny { &mut best_deny } else { &mut best_grant };
+        if slot.is_none_or(|b| r.path.components.len() > b.path.components.len()) {
+            *slot = Some(r);
+        }
+    }
+    let note = |set: std::collections::BTreeSet<String>, what: &str| -> Vec<String> {
+        if set.is_empty() {
+            return vec![];
+        }
+        let names: Vec<String> = set.iter().map(|p| format!("${{{p}}}")).collect();
+        let flags: Vec<String> = set.iter().map(|p| format!("--param {p}=/path")).collect();
+        vec![format!("{what} involving {} could not be compared with '{raw}'; pass {} to include them", names.join(", "), flags.join(" "))]
+    };
+    if let Some(d) = best_deny {
+        let reason = format!("path '{raw}' matches deny pattern '{}'", d.path);
+        return Ok(deny(reason, Some(rule_ref(d)), vec![]));
+    }
+    if let Some(g) = best_grant {
+        let reason = format!("path '{raw}' is covered by {} grant '{}'", g.access.word(), g.path);
+        return Ok(allow(reason, rule_ref(g), note(unresolved_denies, "deny rules")));
+    }
+    let notes = note(unresolved_grants, &format!("{} grants", access.word()));
+    Ok(deny(format!("no {} grant covers '{raw}' (default deny)", access.word()), None, notes))
+}
+
+enum NetTarget {
+    Ip(IpAddr),
+    Name(String),
+}
+
+fn endpoint_ref(e: &Endpoint) -> RuleRef {
+    let kind = match &e.source {
+        EndpointSource::Network => "endpoint".to_string(),
+        EndpointSource::Api(a) => format!("endpoint of api '{a}'"),
+    };
+    RuleRef { kind, text: e.to_string(), origin: e.origin }
+}
+
+fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Result<Decision, QueryError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let target = match bare.parse::<IpAddr>() {
+        Ok(ip) => NetTarget::Ip(ip),
+        Err(_) => match parse_host_name(bare) {
+            Ok(Destination::Name(n)) => NetTarget::Name(n),
+            Ok(_) => return Err(QueryError(format!("`{host}`: a query names one host, not a wildcard"))),
+            Err(why) => return Err(QueryError(format!("`{host}` is neither an IP address nor a host name: {why}"))),
+        },
+    };
+    if port == 0 {
+        return Err(QueryError("port 0 is not a destination port".into()));
+    }
+    let net = &policy.network;
+    if net.mode == NetworkMode::None {
+        return Ok(deny(
+            "network mode is 'none': the agent has only its own loopback interface".into(),
+            None,
+            vec![],
+        ));
+    }
+    let mut notes = Vec::new();
+    let mut skipped = false;
+    let matches = |e: &Endpoint, skipped: &mut bool| -> bool {
+        if e.protocol != protocol || !e.ports.iter().any(|r| r.contains(port)) {
+            return false;
+        }
+        match (&target, &e.destination) {
+            (NetTarget::Ip(ip), Destination::Network(c)) => c.contains(*ip),
+            (NetTarget::Name(n), d @ (Destination::Name(_) | Destination::Wildcard(_))) => name_matches(d, n),
+            _ => {
+                *skipped = true;
+                false
+            }
+        }
+    };
+    if let Some(d) = net.deny.iter().find(|e| matches(e, &mut skipped)) {
+        return Ok(deny(format!("{host}:{port}/{protocol} matches denied endpoint '{d}'"), Some(endpoint_ref(d)), notes));
+    }
+    let found = net.allow.iter().find(|e| matches(e, &mut skipped));
+    if skipped {
+        notes.push(match target {
+            NetTarget::Ip(_) => "endpoints given by host name are resolved at launch and were not compared with an IP address".into(),
+            NetTarget::Name(_) => "endpoints given as IP networks were not compared with a host name (its addresses are known only at launch)".into(),
+        });
+    }
+    if let Some(a) = found {
+        let how = match net.mode {
+            NetworkMode::Proxy => " (through the AEGIS proxy)",
+            _ => "",
+        };
+        return Ok(allow(format!("{host}:{port}/{protocol} matches allowed endpoint '{a}'{how}"), endpoint_ref(a), notes));
+    }
+    Ok(deny(format!("no allowed endpoint matches {host}:{port}/{protocol} (default deny)"), None, notes))
+}

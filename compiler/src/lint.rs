@@ -1,0 +1,317 @@
+//! Lints and the exposure score.
+//!
+//! Input: a lowered [`Policy`]. Output: warnings with stable codes (never errors: a risky
+//! grant may be intended) and an [`Exposure`] score from 0 (nothing granted) to 10, with the
+//! reasons that add up to it, in the spirit of `systemd-analyze security`.
+//! Invariants: deterministic (same policy, same warnings in the same order, same score);
+//! the score is the capped sum of the listed reasons, so a reader can check it by hand.
+
+use crate::diag::{Code, Diagnostic};
+use crate::ir::net::Destination;
+use crate::ir::path::{PathPattern, Root};
+use crate::ir::*;
+
+/// Executables that run arbitrary code given to them: granting one grants everything it
+/// can run.
+pub const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "fish", "csh", "tcsh", "busybox", "env", "python", "python2", "python3", "perl",
+    "ruby", "node", "nodejs", "deno", "bun", "php", "lua", "tclsh", "osascript", "pwsh", "R", "Rscript", "java",
+];
+
+/// Secret locations, relative to a home directory (for `/home/*`, `/root`, `${HOME}`).
+const HOME_SECRETS: &[&str] = &[".ssh", ".aws", ".config/gcloud", ".azure", ".kube", ".docker/config.json", ".netrc", ".git-credentials", ".npmrc", ".pypirc", ".gnupg", ".password-store"];
+/// Secret locations at fixed absolute paths.
+const SYSTEM_SECRETS: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root", "/var/run/secrets", "/run/secrets"];
+
+/// Parameter names that conventionally hold source code, where `.env` files live.
+const CODE_PARAMS: &[&str] = &["WORKSPACE", "REPO", "REPOSITORY", "PROJECT", "SRC", "SOURCE", "APP", "CODE", "CHECKOUT", "HOME"];
+
+/// Syscalls that, when explicitly allowed, break isolation or widen kernel attack surface.
+pub const DANGEROUS_SYSCALLS: &[&str] = &[
+    "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "keyctl", "add_key", "request_key",
+    "userfaultfd", "mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsmount", "fsconfig",
+    "unshare", "setns", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "io_uring_setup",
+    "io_uring_enter", "io_uring_register", "reboot", "swapon", "swapoff", "personality", "clone3", "name_to_handle_at",
+    "open_by_handle_at", "iopl", "ioperm", "quotactl", "acct", "lookup_dcookie", "vm86", "vm86old",
+];
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExposureReason {
+    pub points: f64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Exposure {
+    /// 0.0–10.0, one decimal.
+    pub score: f64,
+    pub level: &'static str,
+    pub reasons: Vec<ExposureReason>,
+}
+
+fn basename(p: &PathPattern) -> &str {
+    p.components.last().map(String::as_str).unwrap_or("")
+}
+
+fn pat(s: &str) -> Option<PathPattern> {
+    PathPattern::parse(s, &|_| false).ok()
+}
+
+/// Does some deny rule cover `p`?
+fn denied(policy: &Policy, p: &PathPattern) -> bool {
+    policy.filesystem.rules_of(FsAccess::Deny).any(|d| d.path.covers(p))
+}
+
+/// Concrete secret paths that a grant `g` makes readable (without a covering deny).
+fn readable_secrets(policy: &Policy, g: &FsRule) -> Vec<String> {
+    let mut candidates: Vec<PathPattern> = SYSTEM_SECRETS.iter().filter_map(|s| pat(s)).collect();
+    // Home directories: `/root/...`, `/home/<anyone>/...`, `${HOME}/...`.
+    let homes: Vec<PathPattern> = match &g.path.root {
+        Root::Param(p) if p == "HOME" => vec![PathPattern { root: g.path.root.clone(), components: vec![] }],
+        Root::Param(_) => vec![],
+        Root::Absolute => {
+            let mut h = vec![];
+            h.extend(pat("/root"));
+            // A grant on `/home` or above reaches every user's home; on `/home/u` just u's.
+            match g.path.components.first().map(String::as_str) {
+                None => h.extend(pat("/home/*user*")),
+                Some("home") if g.path.components.len() <= 2 => {
+                    let user = g.path.components.get(1).cloned().unwrap_or_else(|| "*user*".into());
+                    h.push(PathPattern { root: Root::Absolute, components: vec!["home".into(), user] });
+                }
+                _ => {}
+            }
+            h
+        }
+    };
+    for h in homes {
+        for s in HOME_SECRETS {
+            let mut c = h.clone();
+            c.components.extend(s.split('/').map(str::to_string));
+            candidates.push(c);
+        }
+    }
+    // `.env` files at the top of a parameter tree that holds code (a checked-out
+    // repository, an application directory): that is where such files live.
+    if let Root::Param(p) = &g.path.root
+        && g.path.components.is_empty()
+        && CODE_PARAMS.contains(&p.as_str())
+    {
+        let mut env = g.path.clone();
+        env.components.push(".env".into());
+        candidates.push(env);
+    }
+    candidates
+        .into_iter()
+        .filter(|c| g.path.covers(c) && !denied(policy, c))
+        .map(|c| c.to_string().replace("*user*", "*"))
+        .collect()
+}
+
+pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let fs = &policy.filesystem;
+    let user_rules = || fs.rules.iter().filter(|r| r.origin.is_some());
+    for e in user_rules().filter(|r| r.access == FsAccess::Exec) {
+        if let Some(w) = fs.rules_of(FsAccess::Write).find(|w| w.path.covers(&e.path) || e.path.covers(&w.path)) {
+            out.push(
+                Diagnostic::warning(Code::LintWriteAndExec, format!("'{}' is both writable (via '{}') and executable", e.path, w.path))
+                    .at_opt(e.origin)
+                    .label("executable here")
+                    .help("an agent that can write what it can execute can run any code it downloads; keep executables out of write paths"),
+            );
+        }
+        let name = basename(&e.path);
+        let bare = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+        if INTERPRETERS.contains(&name) || INTERPRETERS.contains(&bare) {
+            out.push(
+                Diagnostic::warning(Code::LintInterpreter, format!("'{}' is a shell or interpreter: it runs any code given to it", e.path))
+                    .at_opt(e.origin)
+                    .label("interpreter")
+                    .help("the other layers (filesystem, network, syscalls) are what limit it; prefer granting the specific tools the agent needs"),
+            );
+        }
+        if e.path.components.len() <= 1 && e.path.root == Root::Absolute {
+            out.push(
+                Diagnostic::warning(Code::LintInterpreter, format!("exec grant '{}' makes a whole top-level tree executable", e.path))
+                    .at_opt(e.origin)
+                    .help("grant the executables the agent needs one by one"),
+            );
+        }
+    }
+    for g in user_rules().filter(|r| r.access != FsAccess::Deny) {
+        let secrets = readable_secrets(policy, g);
+        if !secrets.is_empty() {
+            out.push(
+                Diagnostic::warning(Code::LintReadableSecret, format!("{} grant '{}' makes secrets readable: {}", g.access.word(), g.path, secrets.join(", ")))
+                    .at_opt(g.origin)
+                    .label("covers secrets")
+                    .help(format!("add them to [filesystem] deny, e.g. deny = [\"{}\"]", secrets.first().map(String::as_str).unwrap_or(""))),
+            );
+        }
+        if let Some(d) = fs.rules_of(FsAccess::Deny).find(|d| d.path.covers(&g.path)) {
+            out.push(
+                Diagnostic::warning(Code::LintShadowedGrant, format!("{} grant '{}' has no effect: deny '{}' covers it", g.access.word(), g.path, d.path))
+                    .at_opt(g.origin)
+                    .label("never effective")
+                    .help("deny beats allow; remove the grant or narrow the deny"),
+            );
+        }
+        if g.access == FsAccess::Write && g.path.root == Root::Absolute && g.path.components.len() <= 1 && basename(&g.path) != "tmp" {
+            out.push(
+                Diagnostic::warning(Code::LintBroadWrite, format!("write grant '{}' covers a whole top-level tree", g.path))
+                    .at_opt(g.origin)
+                    .help("grant the directories the agent writes, e.g. a ${WORKSPACE} parameter"),
+            );
+        }
+    }
+    for e in &policy.network.allow {
+        let any_addr = matches!(&e.destination, Destination::Network(c) if c.is_any());
+        let any_port = e.ports.iter().any(|p| p.is_any());
+        if any_addr || any_port {
+            out.push(
+                Diagnostic::warning(
+                    Code::LintNetworkAny,
+                    format!("endpoint '{e}' allows {}", if any_addr { "any address" } else { "any port" }),
+                )
+                .at_opt(e.origin)
+                .label("wide open")
+                .help("list the hosts and ports the agent needs; data can leave through any open endpoint"),
+            );
+        }
+    }
+    for r in &policy.syscalls.rules {
+        if matches!(r.action, SyscallAction::Allow | SyscallAction::Log) && DANGEROUS_SYSCALLS.contains(&r.name.as_str()) {
+            out.push(
+                Diagnostic::warning(Code::LintDangerousSyscall, format!("system call '{}' is explicitly allowed", r.name))
+                    .at_opt(r.origin)
+                    .label("widens the kernel attack surface")
+                    .help("AEGIS denies it by default because it can break isolation; keep it only if the agent cannot work without it"),
+            );
+        }
+    }
+    let res = &policy.resources;
+    let missing: Vec<&str> = [
+        (res.memory_bytes.is_none(), "memory"),
+        (res.pids.is_none(), "pids"),
+        (res.wall_time_ms.is_none(), "wall_time"),
+    ]
+    .into_iter()
+    .filter(|(m, _)| *m)
+    .map(|(_, n)| n)
+    .collect();
+    if !missing.is_empty() {
+        out.push(
+            Diagnostic::warning(Code::LintNoLimits, format!("no {} limit: a runaway agent can exhaust the host", missing.join(", ")))
+                .at_opt(policy.agent.origin)
+                .help("add [resources] memory = \"1GiB\", pids = 256, wall_time = \"1h\""),
+        );
+    }
+    for (layer, level) in &policy.enforcement.layers {
+        if *level == Level::BestEffort {
+            out.push(
+                Diagnostic::warning(Code::LintBestEffort, format!("enforcement layer '{}' is best-effort: hosts without it run the agent anyway", layer.word()))
+                    .at_opt(policy.agent.origin)
+                    .help("the launch report and audit log say what was enforced; `required` refuses such hosts instead"),
+            );
+        }
+    }
+    out
+}
+
+pub fn exposure(policy: &Policy) -> Exposure {
+    let mut reasons: Vec<ExposureReason> = Vec::new();
+    let mut add = |points: f64, reason: String| reasons.push(ExposureReason { points, reason });
+    let fs = &policy.filesystem;
+    let user = |a: FsAccess| fs.rules_of(a).filter(|r| r.origin.is_some());
+    for w in user(FsAccess::Write) {
+        let top = w.path.root == Root::Absolute && w.path.components.len() <= 1 && basename(&w.path) != "tmp";
+        if top {
+            add(2.5, format!("writes a top-level tree: {}", w.path));
+        } else if w.path.root == Root::Absolute {
+            add(0.8, format!("writes outside launch parameters: {}", w.path));
+        } else {
+            add(0.3, format!("writes {}", w.path));
+        }
+    }
+    if user(FsAccess::Read).any(|r| r.path.is_root()) {
+        add(1.5, "reads the whole filesystem".into());
+    }
+    let secrets: usize = user(FsAccess::Read).chain(user(FsAccess::Write)).map(|g| readable_secrets(policy, g).len()).sum();
+    if secrets > 0 {
+        add((secrets as f64 * 0.5).min(2.5), format!("{secrets} secret location(s) readable"));
+    }
+    let interp = user(FsAccess::Exec)
+        .filter(|e| {
+            let n = basename(&e.path);
+            INTERPRETERS.contains(&n) || INTERPRETERS.contains(&n.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.'))
+        })
+        .count();
+    if interp > 0 {
+        add((interp as f64 * 0.7).min(2.0), format!("{interp} shell/interpreter(s) executable"));
+    }
+    let execs = user(FsAccess::Exec).count();
+    if execs > interp {
+        add(((execs - interp) as f64 * 0.1).min(0.8), format!("{} other executable(s)", execs - interp));
+    }
+    let wx = user(FsAccess::Exec).filter(|e| fs.rules_of(FsAccess::Write).any(|w| w.path.covers(&e.path))).count();
+    if wx > 0 {
+        add(2.0, format!("{wx} executable path(s) also writable"));
+    }
+    let net = &policy.network;
+    match net.mode {
+        NetworkMode::None => {}
+        NetworkMode::Proxy => add((0.5 + 0.1 * net.allow.len() as f64).min(1.5), format!("network through the proxy to {} endpoint(s)", net.allow.len())),
+        NetworkMode::Host => add((1.0 + 0.2 * net.allow.len() as f64).min(2.5), format!("host network to {} endpoint(s)", net.allow.len())),
+    }
+    let any = net.allow.iter().filter(|e| matches!(&e.destination, Destination::Network(c) if c.is_any())).count();
+    if any > 0 {
+        add(3.0, "network to any address".into());
+    }
+    let creds = policy.apis.values().filter(|a| a.credential.is_some()).count();
+    if creds > 0 {
+        add(0.3 * creds as f64, format!("{creds} API credential(s) injected"));
+    }
+    let broad_api = policy.apis.values().flat_map(|a| &a.allow).filter(|r| r.rule.method.is_none() && r.rule.segments.first() == Some(&crate::ir::api::Segment::Any)).count();
+    if broad_api > 0 {
+        add(1.0, format!("{broad_api} API rule(s) allow every request"));
+    }
+    let dangerous = policy
+        .syscalls
+        .rules
+        .iter()
+        .filter(|r| matches!(r.action, SyscallAction::Allow | SyscallAction::Log) && DANGEROUS_SYSCALLS.contains(&r.name.as_str()))
+        .count();
+    if dangerous > 0 {
+        add((dangerous as f64 * 1.5).min(3.0), format!("{dangerous} dangerous system call(s) allowed"));
+    }
+    if let SyscallBase::Oci { path, .. } = &policy.syscalls.base {
+        add(0.5, format!("syscall base from an external profile ({path})"));
+    }
+    let r = &policy.resources;
+    if r.memory_bytes.is_none() {
+        add(0.5, "no memory limit".into());
+    }
+    if r.pids.is_none() {
+        add(0.5, "no process limit".into());
+    }
+    if r.wall_time_ms.is_none() {
+        add(0.2, "no wall-time limit".into());
+    }
+    let best_effort = policy.enforcement.layers.values().filter(|l| **l == Level::BestEffort).count();
+    if best_effort > 0 {
+        add(0.7 * best_effort as f64, format!("{best_effort} enforcement layer(s) best-effort"));
+    }
+    for r in reasons.iter_mut() {
+        r.points = (r.points * 10.0).round() / 10.0;
+    }
+    let total: f64 = reasons.iter().map(|r| r.points).sum();
+    let score = (total.min(10.0) * 10.0).round() / 10.0;
+    let level = match score {
+        s if s < 2.0 => "low",
+        s if s < 5.0 => "medium",
+        s if s < 7.5 => "high",
+        _ => "critical",
+    };
+    Exposure { score, level, reasons }
+}
