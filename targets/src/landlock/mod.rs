@@ -1,1 +1,33 @@
-//! The `landlock` target (under construction).
+//! The `landlock` target: `landlock.json`, its text twin, and applying it at launch.
+//!
+//! Input: the policy's filesystem rules ([`FsRule`]: a [`PathTemplate`] and read / write /
+//! exec / deny) plus, set by the compiler, TCP ports, IPC scopes and audit flags. Output: a
+//! [`LandlockArtifact`] whose `min_abi` is computed from what it handles, the compile-time
+//! [`Loss`]es, and at launch a [`LandlockStatus`]. Invariants: default deny (every fs right
+//! of ABI 1–3 is handled, see [`rights`] for the exact read/write/exec sets); deny beats
+//! allow; paths stay templates until launch; `Mode::Required` never downgrades.
+//!
+//! | file          | holds                                                        |
+//! |---------------|--------------------------------------------------------------|
+//! | `template.rs` | path templates (`${WORKSPACE}/src`) and launch parameters     |
+//! | `rights.rs`   | rights, their ABI, the read/write/exec mapping                |
+//! | `artifact.rs` | `landlock.json`: types, canonical JSON, text twin            |
+//! | `lower.rs`    | fs rules → artifact, compile-time losses                      |
+//! | `apply.rs`    | launch: resolve, mask check or split, enforce, report        |
+//! | `loader.rs`   | what `ld.so` needs; `PT_INTERP` reader                       |
+//! | `sys.rs`      | raw Landlock system calls                                    |
+
+pub mod apply;
+pub mod artifact;
+pub mod loader;
+pub mod lower;
+pub mod rights;
+mod sys;
+pub mod template;
+
+pub use apply::{ApplyError, Enforcement, LandlockStatus, Mode, apply, kernel_abi};
+pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule};
+pub use loader::{elf_interpreter, loader_paths, loader_rules};
+pub use lower::{FsAccess, FsLowering, FsRule, Loss, lower_fs};
+pub use rights::{Abi, FsRight, GrantKind, NetRight, RestrictFlag, Scope, rights_for};
+pub use template::{Params, PathTemplate, TemplateError};

@@ -1,0 +1,513 @@
+//! Applying a [`LandlockArtifact`] to the calling process at launch.
+//!
+//! Input: a validated artifact, the launch [`Params`], and a [`Mode`]. Output: the ruleset
+//! is enforced on the calling thread and its future children (call it in the
+//! single-threaded sandbox child, after the mount plan and before seccomp), and a
+//! [`LandlockStatus`] says what is enforced. Invariants: `Required` never runs with less
+//! than the artifact's ABI (error instead, no silent downgrade); a missing parameter is an
+//! error; an allow rule whose path is missing is skipped and reported; an allow inside a
+//! denied path is dropped (deny beats allow).
+//!
+//! Denies inside an allowed tree. Landlock grants are inherited by everything beneath a
+//! rule's directory and there is no negative rule, so:
+//! - With the mount plan applied, a denied path is a mask (an empty, mode-000, read-only
+//!   mount). `apply` recognises a mask (mount root, empty, mode 000) and keeps the allowed
+//!   tree whole.
+//! - Otherwise (no mount namespace) the allowed tree is split: for every directory on the
+//!   chain from the rule's root down to the denied path (exclusive), each entry that is
+//!   neither on a chain nor denied gets the rule's rights; the chain directories get none.
+//!   The work is bounded (only chain directories are listed). Losses (stricter): the chain
+//!   directories cannot be listed, entries created in them after launch get no access, and
+//!   symlinks directly in them are not followed into grants (a symlink gets no rule; its
+//!   target is governed by the target's own location).
+//!
+//! Symlinks and hard links. Rules attach to the inode reached when the path is opened at
+//! launch (symlinks resolved). A deny given through a symlink denies both the link's own
+//! location and its target (the stricter reading). Landlock checks the path hierarchy of
+//! each access, not the inode, so a hard link to a denied file that already exists inside
+//! an allowed tree reaches it: denied regular files with more than one link are reported.
+//! New hard links and renames cannot reach a denied file: linking and renaming need rights
+//! on the source directory (`remove_*`, `make_*`) and `refer` forbids gaining rights.
+//! `/proc/self/root/...` and `..` walks resolve to the real path, which is checked as such.
+//! A Landlock-restricted process also cannot mount, unmount or pivot_root, so it cannot
+//! remove a mask.
+
+use super::artifact::LandlockArtifact;
+use super::lower::Loss;
+use super::rights::{Abi, FsRight, for_file, fs_bits};
+use super::sys;
+use super::template::{Params, TemplateError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How strictly the host must match the artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse unless the kernel supports the artifact's minimum ABI.
+    Required,
+    /// Enforce what the kernel supports and report the rest.
+    BestEffort,
+}
+
+/// What the kernel enforces after [`apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    FullyEnforced,
+    PartiallyEnforced,
+    NotEnforced,
+}
+
+/// The result of [`apply`], for the enforcement report and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LandlockStatus {
+    /// The kernel's ABI (0: no Landlock).
+    pub kernel_abi: Abi,
+    /// The ABI whose features are in force (min of kernel and artifact needs).
+    pub abi_in_use: Abi,
+    pub status: Enforcement,
+    /// Launch-time facts: skipped rules, dropped rights, masks seen, splits made.
+    pub details: Vec<String>,
+    /// Launch-time losses (splits, denied files with extra hard links).
+    pub losses: Vec<Loss>,
+}
+
+/// Why Landlock could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "this kernel's Landlock ABI is {kernel}, the bundle requires {required} (mode Required)"
+    )]
+    AbiTooLow { kernel: Abi, required: Abi },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("landlock: {what} `{path}`: {source}")]
+    Path {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("landlock: {what}: {source}")]
+    Kernel {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+/// The running kernel's Landlock ABI (`Abi(0)` when Landlock is unavailable).
+pub fn kernel_abi() -> Abi {
+    Abi(sys::abi_version())
+}
+
+struct Grant {
+    path: PathBuf,
+    access: BTreeSet<FsRight>,
+    follow: bool,
+    origin: String,
+}
+
+/// Applies the artifact (see the module docs for the exact semantics).
+pub fn apply(
+    artifact: &LandlockArtifact,
+    params: &Params,
+    mode: Mode,
+) -> Result<LandlockStatus, ApplyError> {
+    let kernel = kernel_abi();
+    let mut details = Vec::new();
+    let mut losses = Vec::new();
+    if kernel < artifact.min_abi && mode == Mode::Required {
+        return Err(ApplyError::AbiTooLow {
+            kernel,
+            required: artifact.min_abi,
+        });
+    }
+    // Resolve every template first, so a missing parameter fails before anything is enforced.
+    let mut denied: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut deny_origin: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for d in &artifact.denies {
+        let lexical = d.path.resolve(params)?;
+        let origin = d.origin.iter().cloned().collect::<Vec<_>>().join(", ");
+        for p in deny_locations(&lexical) {
+            deny_origin.insert(p.clone(), origin.clone());
+            denied.insert(p);
+        }
+    }
+    let mut roots = Vec::new();
+    for r in &artifact.path_rules {
+        let lexical = r.path.resolve(params)?;
+        let origin = r.origin.iter().cloned().collect::<Vec<_>>().join(", ");
+        match std::fs::canonicalize(&lexical) {
+            Ok(path) => roots.push(Grant {
+                path,
+                access: r.access.clone(),
+                follow: true,
+                origin,
+            }),
+            Err(e) => details.push(format!(
+                "skipped allow `{}` ({origin}): {} at launch",
+                lexical.display(),
+                if e.kind() == io::ErrorKind::NotFound {
+                    "missing".to_owned()
+                } else {
+                    e.to_string()
+                }
+            )),
+        }
+    }
+    if kernel == Abi(0) {
+        details.push("kernel has no Landlock: nothing enforced".to_owned());
+        return Ok(LandlockStatus {
+            kernel_abi: kernel,
+            abi_in_use: kernel,
+            status: Enforcement::NotEnforced,
+            details,
+            losses,
+        });
+    }
+
+    // Denied regular files with other names: Landlock and masks cannot follow inodes.
+    for p in &denied {
+        if let Ok(m) = std::fs::symlink_metadata(p)
+            && m.is_file()
+            && m.nlink() > 1
+            && !is_mask(p)
+        {
+            {
+                losses.push(Loss {
+                    rule: deny_origin.get(p).cloned().unwrap_or_default(),
+                    what: format!(
+                        "denied file `{}` has {} hard links: another name inside an allowed tree reaches it",
+                        p.display(),
+                        m.nlink()
+                    ),
+                    stricter_reading: false,
+                });
+            }
+        }
+    }
+
+    let mut grants = Vec::new();
+    for g in roots {
+        if let Some(d) = denied.iter().find(|d| g.path.starts_with(d)) {
+            details.push(format!(
+                "dropped allow `{}` ({}): inside denied `{}`",
+                g.path.display(),
+                g.origin,
+                d.display()
+            ));
+            continue;
+        }
+        let below: Vec<&PathBuf> = denied
+            .iter()
+            .filter(|d| d.starts_with(&g.path) && **d != g.path)
+            .collect();
+        let unmasked: Vec<&PathBuf> = below.iter().copied().filter(|d| !is_mask(d)).collect();
+        for d in below.iter().filter(|d| is_mask(d)) {
+            details.push(format!(
+                "deny `{}` is masked by the mount plan",
+                d.display()
+            ));
+        }
+        if unmasked.is_empty() {
+            grants.push(g);
+        } else {
+            split(
+                g,
+                &unmasked,
+                &denied,
+                &mut grants,
+                &mut details,
+                &mut losses,
+            )?;
+        }
+    }
+
+    // Downgrade to what the kernel knows (only reachable in BestEffort).
+    let abi_in_use = kernel.min(artifact.min_abi);
+    let mut partial = false;
+    let keep = |since: Abi| since <= kernel;
+    let handled_fs: BTreeSet<FsRight> = artifact
+        .handled_fs
+        .iter()
+        .copied()
+        .filter(|r| keep(r.since()))
+        .collect();
+    for r in artifact.handled_fs.iter().filter(|r| !keep(r.since())) {
+        partial = true;
+        details.push(format!(
+            "kernel ABI {kernel} lacks fs right `{r}` (needs {}): not enforced",
+            r.since()
+        ));
+    }
+    let mut net = 0;
+    for r in &artifact.handled_net {
+        if keep(r.since()) {
+            net |= r.bit();
+        } else {
+            partial = true;
+            details.push(format!(
+                "kernel ABI {kernel} lacks `{r}`: TCP not restricted by Landlock"
+            ));
+        }
+    }
+    let mut scoped = 0;
+    for s in &artifact.scopes {
+        if keep(s.since()) {
+            scoped |= s.bit();
+        } else {
+            partial = true;
+            details.push(format!(
+                "kernel ABI {kernel} lacks scope `{s}`: not enforced"
+            ));
+        }
+    }
+    let mut flags = 0u32;
+    for f in &artifact.restrict_flags {
+        if keep(f.since()) {
+            flags |= u32::try_from(f.bit()).unwrap_or(0);
+        } else {
+            partial = true;
+            details.push(format!(
+                "kernel ABI {kernel} lacks flag `{f}`: audit logging differs"
+            ));
+        }
+    }
+
+    let ruleset = sys::create_ruleset(fs_bits(&handled_fs), net, scoped).map_err(|source| {
+        ApplyError::Kernel {
+            what: "creating the ruleset",
+            source,
+        }
+    })?;
+    let mut added = 0usize;
+    for g in &grants {
+        let fd = match open_path(&g.path, g.follow) {
+            Ok(fd) => fd,
+            Err(e) => {
+                details.push(format!(
+                    "skipped allow `{}` ({}): {e}",
+                    g.path.display(),
+                    g.origin
+                ));
+                continue;
+            }
+        };
+        let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", raw(&fd)))
+            .map(|m| m.is_dir())
+            .unwrap_or(false);
+        let access: BTreeSet<FsRight> = g.access.intersection(&handled_fs).copied().collect();
+        let access = if is_dir { access } else { for_file(&access) };
+        if access.is_empty() {
+            continue;
+        }
+        sys::add_path_rule(&ruleset, &fd, fs_bits(&access)).map_err(|source| ApplyError::Path {
+            what: "adding a path rule for",
+            path: g.path.clone(),
+            source,
+        })?;
+        added += 1;
+    }
+    if net != 0 {
+        for n in &artifact.net_rules {
+            let bits = n
+                .access
+                .iter()
+                .filter(|r| keep(r.since()))
+                .fold(0, |a, r| a | r.bit());
+            if bits != 0 {
+                sys::add_port_rule(&ruleset, n.port, bits).map_err(|source| {
+                    ApplyError::Kernel {
+                        what: "adding a TCP port rule",
+                        source,
+                    }
+                })?;
+            }
+        }
+    }
+    sys::set_no_new_privs().map_err(|source| ApplyError::Kernel {
+        what: "setting no_new_privs",
+        source,
+    })?;
+    sys::restrict_self(&ruleset, flags).map_err(|source| ApplyError::Kernel {
+        what: "landlock_restrict_self",
+        source,
+    })?;
+    details.push(format!(
+        "{added} path rules and {} port rules in force",
+        artifact.net_rules.len()
+    ));
+    Ok(LandlockStatus {
+        kernel_abi: kernel,
+        abi_in_use,
+        status: if partial {
+            Enforcement::PartiallyEnforced
+        } else {
+            Enforcement::FullyEnforced
+        },
+        details,
+        losses,
+    })
+}
+
+/// The places a deny covers: its target (symlinks resolved) and, if the path itself is a
+/// symlink, the link's own location too.
+/// A deny on a path that does not exist yet still covers it (the longest existing prefix
+/// is resolved, the rest kept), so something created there later stays denied.
+fn deny_locations(lexical: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(c) = std::fs::canonicalize(lexical) {
+        out.push(c);
+    }
+    let mut tail = Vec::new();
+    let mut cur = lexical.parent();
+    if let Some(name) = lexical.file_name() {
+        tail.push(name.to_owned());
+    }
+    while let Some(dir) = cur {
+        if let Ok(mut p) = std::fs::canonicalize(dir) {
+            for t in tail.iter().rev() {
+                p.push(t);
+            }
+            if !out.contains(&p) {
+                out.push(p);
+            }
+            break;
+        }
+        if let Some(name) = dir.file_name() {
+            tail.push(name.to_owned());
+        }
+        cur = dir.parent();
+    }
+    out
+}
+
+/// A mount-plan mask: a mount root that is empty and has mode 000.
+fn is_mask(path: &Path) -> bool {
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if m.permissions().mode() & 0o7777 != 0 {
+        return false;
+    }
+    let empty = if m.is_dir() {
+        std::fs::read_dir(path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+    } else {
+        m.is_file() && m.len() == 0
+    };
+    empty && is_mount_root(path)
+}
+
+fn is_mount_root(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statx writes into `st`, a zeroed struct of the right type that outlives the call.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path; `st` is valid for writes.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            &mut st,
+        )
+    };
+    r == 0
+        && st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+        && st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
+}
+
+/// Replaces grant `g` by grants on the siblings of every chain directory (module docs).
+fn split(
+    g: Grant,
+    below: &[&PathBuf],
+    denied: &BTreeSet<PathBuf>,
+    grants: &mut Vec<Grant>,
+    details: &mut Vec<String>,
+    losses: &mut Vec<Loss>,
+) -> Result<(), ApplyError> {
+    let mut chain: BTreeSet<PathBuf> = BTreeSet::new();
+    for d in below {
+        let mut p = d.parent();
+        while let Some(dir) = p {
+            if !dir.starts_with(&g.path) {
+                break;
+            }
+            chain.insert(dir.to_path_buf());
+            p = dir.parent();
+        }
+    }
+    for dir in &chain {
+        if !dir.is_dir() {
+            continue; // a deny below a directory that does not exist yet: nothing to list
+        }
+        let entries = std::fs::read_dir(dir).map_err(|source| ApplyError::Path {
+            what: "listing a directory to split an allowed tree around a deny",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        for p in names {
+            if chain.contains(&p) || denied.contains(&p) {
+                continue;
+            }
+            if p.symlink_metadata()
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(true)
+            {
+                details.push(format!("split: symlink `{}` gets no rule", p.display()));
+                continue;
+            }
+            grants.push(Grant {
+                path: p,
+                access: g.access.clone(),
+                follow: false,
+                origin: g.origin.clone(),
+            });
+        }
+        losses.push(Loss {
+            rule: g.origin.clone(),
+            what: format!(
+                "`{}` split around a deny: it cannot be listed or changed, and entries created in it later get no access",
+                dir.display()
+            ),
+            stricter_reading: true,
+        });
+    }
+    details.push(format!(
+        "split allow `{}` around {} denied path(s) (no mount mask)",
+        g.path.display(),
+        below.len()
+    ));
+    Ok(())
+}
+
+fn open_path(path: &Path, follow: bool) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut flags = libc::O_PATH | libc::O_CLOEXEC;
+    if !follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    // SAFETY: `c` is a valid NUL-terminated path; open does not keep the pointer.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; we own it exclusively.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn raw(fd: &OwnedFd) -> i32 {
+    use std::os::fd::AsRawFd;
+    fd.as_raw_fd()
+}

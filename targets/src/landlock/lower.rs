@@ -1,0 +1,133 @@
+//! Lowering of the policy's filesystem rules into a [`LandlockArtifact`].
+//!
+//! Input: [`FsRule`]s (a path template, an access kind, the policy rule it came from).
+//! Output: the artifact (grants merged per path, denies kept as templates) and the
+//! compile-time [`Loss`]es. Invariants: deny beats allow — a grant lexically inside a denied
+//! tree is dropped (and reported); a deny inside an allowed tree is kept in `denies`, and
+//! enforced at launch by the mount plan's mask (with a mount namespace) or by splitting the
+//! allowed tree ([`super::apply`] with [`super::DenyEnforcement::Split`]); both are exact
+//! for the paths that exist at launch, and their residual gaps are listed as losses here.
+
+use super::artifact::{DenyRule, LandlockArtifact, PathRule};
+use super::rights::{GrantKind, handled_fs_default, rights_for};
+use super::template::PathTemplate;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// The access a policy rule gives to a path and everything beneath it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsAccess {
+    Read,
+    /// Implies read.
+    Write,
+    /// Execute files; implies read of them.
+    Exec,
+    /// No access at all; beats any allow, also above it.
+    Deny,
+}
+
+/// One filesystem rule of the policy, as the compiler hands it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsRule {
+    pub path: PathTemplate,
+    pub access: FsAccess,
+    /// Where the rule came from (`fs.write[0]`, `policy.toml:12`, `implicit: dynamic loader`).
+    pub origin: String,
+}
+
+/// Something the kernel mechanisms cannot enforce exactly as written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Loss {
+    /// The policy rule concerned (its origin).
+    pub rule: String,
+    /// What is enforced differently, in words.
+    pub what: String,
+    /// True when the enforced reading is stricter than the policy (a possible false denial);
+    /// false when it is weaker (a gap an attacker could use).
+    pub stricter_reading: bool,
+}
+
+/// The artifact and the compile-time losses of the fs lowering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsLowering {
+    pub artifact: LandlockArtifact,
+    pub losses: Vec<Loss>,
+}
+
+fn kind(access: FsAccess) -> Option<GrantKind> {
+    match access {
+        FsAccess::Read => Some(GrantKind::Read),
+        FsAccess::Write => Some(GrantKind::Write),
+        FsAccess::Exec => Some(GrantKind::Exec),
+        FsAccess::Deny => None,
+    }
+}
+
+/// Lowers fs rules; network ports, scopes and flags are set on the result by the caller
+/// (then call [`LandlockArtifact::normalize`]).
+pub fn lower_fs(rules: &[FsRule]) -> FsLowering {
+    let mut artifact = LandlockArtifact {
+        handled_fs: handled_fs_default(),
+        ..Default::default()
+    };
+    let mut losses = BTreeSet::new();
+    let denies: Vec<&FsRule> = rules
+        .iter()
+        .filter(|r| r.access == FsAccess::Deny)
+        .collect();
+    for d in &denies {
+        artifact.denies.push(DenyRule {
+            path: d.path.clone(),
+            origin: BTreeSet::from([d.origin.clone()]),
+        });
+        losses.insert(Loss {
+            rule: d.origin.clone(),
+            what: format!(
+                "`{}` is denied by path: a hard link to a denied file that already exists \
+                 elsewhere in an allowed tree reaches the same file (Landlock checks paths and \
+                 masks hide paths); new hard links cannot be made (masked or no rights, and \
+                 writable trees are separate mounts: EXDEV). The launch reports denied files \
+                 with more than one link",
+                d.path
+            ),
+            stricter_reading: false,
+        });
+    }
+    for r in rules {
+        let Some(k) = kind(r.access) else { continue };
+        if let Some(d) = denies.iter().find(|d| d.path.contains(&r.path)) {
+            losses.insert(Loss {
+                rule: r.origin.clone(),
+                what: format!(
+                    "`{}` lies inside denied `{}` ({}): deny beats allow, the grant is void",
+                    r.path, d.path, d.origin
+                ),
+                stricter_reading: true,
+            });
+            continue;
+        }
+        for d in denies.iter().filter(|d| r.path.contains(&d.path)) {
+            losses.insert(Loss {
+                rule: r.origin.clone(),
+                what: format!(
+                    "without a mount namespace (best-effort hosts) `{}` is split around denied \
+                     `{}`: the directories between them cannot be listed and entries created \
+                     in them later get no access",
+                    r.path, d.path
+                ),
+                stricter_reading: true,
+            });
+        }
+        artifact.path_rules.push(PathRule {
+            path: r.path.clone(),
+            access: rights_for(k),
+            origin: BTreeSet::from([r.origin.clone()]),
+        });
+    }
+    artifact.normalize();
+    FsLowering {
+        artifact,
+        losses: losses.into_iter().collect(),
+    }
+}

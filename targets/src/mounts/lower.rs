@@ -1,0 +1,187 @@
+//! Lowering of the policy's filesystem rules into a [`MountPlan`].
+//!
+//! Input: the same [`FsRule`]s the Landlock lowering takes, and [`PlanOptions`] (private
+//! `/tmp` size, `/dev`, `/proc`, executable directories). Output: the plan and its
+//! compile-time [`Loss`]es. Invariants: every grant becomes a bind of the same host path
+//! (read: read-only; write: read-write `noexec` — a separate mount, so hard links from
+//! anywhere else fail with `EXDEV`; exec: read-only with exec, or read-write when inside a
+//! write tree); every deny becomes a mask; grants inside a deny are dropped; executable
+//! directories inside readable trees are re-bound `noexec` so `ld.so` cannot map a
+//! non-granted program, and granted executables are bound over themselves with exec.
+
+use super::plan::{MountEntry, MountKind, MountPlan};
+use crate::landlock::{FsAccess, FsRule, Loss, PathTemplate};
+use std::collections::BTreeSet;
+
+/// Directories that hold executables and are re-bound `noexec` when visible.
+pub const EXEC_DIRS: &[&str] = &[
+    "/bin",
+    "/sbin",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+];
+
+/// Knobs of the plan that do not come from fs rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Private `/tmp` of this many bytes (`None`: no private `/tmp`).
+    pub tmp_size_bytes: Option<u64>,
+    /// Fresh `/proc`.
+    pub proc: bool,
+    /// Minimal `/dev` with an `shm` tmpfs of this many bytes (`None`: no `/dev`).
+    pub dev_shm_size_bytes: Option<u64>,
+    /// Directories re-bound `noexec` (default [`EXEC_DIRS`]).
+    pub exec_dirs: Vec<PathTemplate>,
+    /// See [`MountPlan::memfd_noexec`].
+    pub memfd_noexec: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            tmp_size_bytes: Some(64 << 20),
+            proc: true,
+            dev_shm_size_bytes: Some(16 << 20),
+            exec_dirs: EXEC_DIRS
+                .iter()
+                .filter_map(|p| PathTemplate::parse(p).ok())
+                .collect(),
+            memfd_noexec: true,
+        }
+    }
+}
+
+fn root(p: &str) -> PathTemplate {
+    PathTemplate::host(p.trim_start_matches('/').split('/'))
+}
+
+/// Builds the mount plan and its losses from fs rules.
+pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<Loss>) {
+    let mut plan = MountPlan {
+        memfd_noexec: opts.memfd_noexec,
+        ..Default::default()
+    };
+    let mut losses = BTreeSet::new();
+    let (tmp, proc, dev) = (root("/tmp"), root("/proc"), root("/dev"));
+    let denies: Vec<&FsRule> = rules
+        .iter()
+        .filter(|r| r.access == FsAccess::Deny)
+        .collect();
+    let grants: Vec<&FsRule> = rules
+        .iter()
+        .filter(|r| r.access != FsAccess::Deny)
+        .filter(|r| !denies.iter().any(|d| d.path.contains(&r.path)))
+        .collect();
+    let origin = |o: &str| BTreeSet::from([o.to_owned()]);
+    let in_write = |p: &PathTemplate| {
+        grants
+            .iter()
+            .any(|g| g.access == FsAccess::Write && g.path.contains(p))
+    };
+    for g in &grants {
+        let replaced = [
+            (opts.tmp_size_bytes.is_some(), &tmp, "the private /tmp"),
+            (opts.proc, &proc, "the fresh /proc"),
+            (opts.dev_shm_size_bytes.is_some(), &dev, "the minimal /dev"),
+        ]
+        .into_iter()
+        .find(|(on, base, _)| *on && base.contains(&g.path));
+        if let Some((_, base, what)) = replaced {
+            if g.path != *base {
+                losses.insert(Loss {
+                    rule: g.origin.clone(),
+                    what: format!(
+                        "`{}` is not bound from the host: {what} replaces it",
+                        g.path
+                    ),
+                    stricter_reading: true,
+                });
+            }
+            continue;
+        }
+        let kind = match g.access {
+            FsAccess::Read => MountKind::Bind {
+                writable: false,
+                exec: true,
+            },
+            FsAccess::Write => MountKind::Bind {
+                writable: true,
+                exec: false,
+            },
+            FsAccess::Exec => MountKind::Bind {
+                writable: in_write(&g.path),
+                exec: true,
+            },
+            FsAccess::Deny => continue,
+        };
+        plan.entries.push(MountEntry {
+            target: g.path.clone(),
+            kind,
+            origin: origin(&g.origin),
+        });
+    }
+    // Executable directories visible through a readable tree lose exec, unless granted.
+    for dir in &opts.exec_dirs {
+        let visible = grants
+            .iter()
+            .any(|g| g.access != FsAccess::Write && g.path.contains(dir) && g.path != *dir);
+        let granted = grants
+            .iter()
+            .any(|g| g.access == FsAccess::Exec && g.path.contains(dir));
+        if visible && !granted && !denies.iter().any(|d| d.path.contains(dir)) {
+            plan.entries.push(MountEntry {
+                target: dir.clone(),
+                kind: MountKind::Bind {
+                    writable: in_write(dir),
+                    exec: false,
+                },
+                origin: origin("implicit: executable directory noexec (ld.so containment)"),
+            });
+        }
+    }
+    if grants.iter().any(|g| g.access == FsAccess::Read) {
+        losses.insert(Loss {
+            rule: "implicit: readable trees keep exec".to_owned(),
+            what: "readable trees stay mappable as code (shared libraries need it): a program \
+                   kept outside the executable directories (e.g. /usr/lib/git-core, /usr/libexec) \
+                   can still be loaded through `ld.so` even when exec of it is not granted"
+                .to_owned(),
+            stricter_reading: false,
+        });
+    }
+    for d in &denies {
+        plan.entries.push(MountEntry {
+            target: d.path.clone(),
+            kind: MountKind::Mask,
+            origin: origin(&d.origin),
+        });
+    }
+    if let Some(size_bytes) = opts.tmp_size_bytes {
+        let exec = grants
+            .iter()
+            .any(|g| g.access == FsAccess::Exec && tmp.contains(&g.path));
+        plan.entries.push(MountEntry {
+            target: tmp,
+            kind: MountKind::Tmpfs { size_bytes, exec },
+            origin: origin("implicit: private /tmp"),
+        });
+    }
+    if opts.proc {
+        plan.entries.push(MountEntry {
+            target: proc,
+            kind: MountKind::Proc,
+            origin: origin("implicit: fresh /proc"),
+        });
+    }
+    if let Some(shm_size_bytes) = opts.dev_shm_size_bytes {
+        plan.entries.push(MountEntry {
+            target: dev,
+            kind: MountKind::Dev { shm_size_bytes },
+            origin: origin("implicit: minimal /dev"),
+        });
+    }
+    plan.normalize();
+    (plan, losses.into_iter().collect())
+}
