@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn inclusion_proofs_verify_and_reject_tampering() {
-        let d = leaves(33);
+        let d = leaves(24);
         for n in 1..=d.len() {
             let r = root(&d[..n]);
             for i in 0..n {
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn consistency_proofs_verify_and_reject_tampering() {
-        let d = leaves(33);
+        let d = leaves(24);
         for n in 1..=d.len() {
             let rn = root(&d[..n]);
             for m in 1..=n {

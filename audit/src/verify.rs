@@ -237,14 +237,19 @@ pub fn verify_reader<R: Read>(mut reader: R, options: &VerifyOptions) -> io::Res
         last_ts: String::new(),
         external: ext,
     };
-    let cap = 8 << 20;
-    let mut buf = vec![0u8; cap];
+    // Start small (short logs, many verifications in tests) and grow to 8 MiB when reads fill
+    // the buffer, so that large logs are read in few system calls.
+    let max_cap = 8 << 20;
+    let mut buf = vec![0u8; 64 << 10];
     let (mut start, mut filled) = (0usize, 0usize);
     loop {
         if start > 0 {
             buf.copy_within(start..filled, 0);
             filled -= start;
             start = 0;
+        }
+        if filled == buf.len() || (buf.len() < max_cap && filled > buf.len() / 2) {
+            buf.resize((buf.len() * 2).min(max_cap).max(filled + 1), 0);
         }
         let n = loop {
             match reader.read(buf.get_mut(filled..).unwrap_or_default()) {
@@ -255,6 +260,9 @@ pub fn verify_reader<R: Read>(mut reader: R, options: &VerifyOptions) -> io::Res
         };
         if n == 0 {
             break;
+        }
+        if filled + n == buf.len() && buf.len() < max_cap {
+            buf.resize((buf.len() * 2).min(max_cap), 0);
         }
         filled += n;
         let window = buf.get(..filled).unwrap_or_default();

@@ -1,0 +1,15 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Integration tests of the audit log, one binary:
+//! - `tamper`: every tamper case of issue 5 is detected with a precise location;
+//! - `concurrency`: several processes append at once, nothing is lost, one chain;
+//! - `crash`: writers killed with SIGKILL leave a log that verifies up to the last complete
+//!   record, and the next writer marks the torn tail;
+//! - `proofs`: Merkle inclusion/consistency proofs against checkpoints of a real log;
+//! - `cli`: exit codes, messages, `show` filters, `tail -f`, minisign CLI interoperability.
+
+mod cli;
+mod common;
+mod concurrency;
+mod crash;
+mod proofs;
+mod tamper;
