@@ -1,0 +1,340 @@
+//! OCI / Docker seccomp profile interop.
+//!
+//! Input of [`import`]: a Docker profile or an OCI runtime-spec `linux.seccomp` object
+//! (`defaultAction`, `defaultErrnoRet`, `syscalls[{names, action, errnoRet, args,
+//! includes, excludes}]`). Output: a [`SeccompSpec`] plus notes on what was dropped.
+//! Treatment: the agent holds no capabilities, so rules with `includes.caps` are dropped
+//! and rules with `excludes.caps` kept; `includes/excludes.arches` restrict a rule to the
+//! architectures AEGIS supports (or drop it); `minKernel` is satisfied (AEGIS needs 5.11+);
+//! names unknown on x86_64 and aarch64 (32-bit-only calls) are dropped; args of one entry
+//! are a conjunction, except — as runc does — when two args share an index, then each arg is
+//! its own rule; conditional rules are tried before unconditional ones.
+//! Input of [`export`]: a spec and the architectures. Output: a runtime-spec
+//! `linux.seccomp` JSON object (what runc, crun, podman, Docker `--security-opt seccomp=`
+//! and Kubernetes `localhost/` profiles read) and a list of losses where OCI's unordered
+//! rule sets cannot say exactly what AEGIS's first-match rules say. Invariant: the export is
+//! deterministic (sorted names, actions in a fixed order).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::spec::{Action, ArgCond, CLONE3, CmpOp, ENOSYS, EPERM, Rule, SeccompSpec};
+use super::syscalls::{self, Arch};
+
+/// Why a profile could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("seccomp profile: invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("seccomp profile: unknown action {0:?}")]
+    Action(String),
+    #[error("seccomp profile: unknown comparison operator {0:?}")]
+    Op(String),
+    #[error("seccomp profile: {name}: MASKED_EQ whose valueTwo has bits outside the mask never matches")]
+    MaskedNeverHolds { name: String },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Profile {
+    default_action: String,
+    default_errno_ret: Option<u16>,
+    #[serde(default)]
+    syscalls: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry {
+    #[serde(default)]
+    names: Vec<String>,
+    action: String,
+    errno_ret: Option<u16>,
+    #[serde(default)]
+    args: Option<Vec<OciArg>>,
+    #[serde(default)]
+    includes: Option<Filter>,
+    #[serde(default)]
+    excludes: Option<Filter>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Filter {
+    #[serde(default)]
+    arches: Option<Vec<String>>,
+    #[serde(default)]
+    caps: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OciArg {
+    index: u8,
+    value: u64,
+    #[serde(default)]
+    value_two: Option<u64>,
+    op: String,
+}
+
+/// An imported profile.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub spec: SeccompSpec,
+    /// What was dropped and why, one line each (deterministic order).
+    pub notes: Vec<String>,
+}
+
+fn arch_of(name: &str) -> Option<Arch> {
+    match name {
+        "amd64" | "SCMP_ARCH_X86_64" | "x86_64" => Some(Arch::X86_64),
+        "arm64" | "SCMP_ARCH_AARCH64" | "aarch64" => Some(Arch::Aarch64),
+        _ => None,
+    }
+}
+
+fn action_of(name: &str, errno: Option<u16>, default_errno: Option<u16>) -> Result<Action, OciError> {
+    Ok(match name {
+        "SCMP_ACT_ALLOW" => Action::Allow,
+        "SCMP_ACT_LOG" => Action::Log,
+        "SCMP_ACT_ERRNO" => Action::Errno(errno.or(default_errno).unwrap_or(EPERM)),
+        "SCMP_ACT_TRAP" => Action::Trap(0),
+        "SCMP_ACT_TRACE" => Action::Trace(errno.unwrap_or(0)),
+        "SCMP_ACT_NOTIFY" => Action::UserNotif,
+        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => Action::KillThread,
+        "SCMP_ACT_KILL_PROCESS" => Action::KillProcess,
+        other => return Err(OciError::Action(other.to_owned())),
+    })
+}
+
+fn cond_of(name: &str, a: &OciArg) -> Result<ArgCond, OciError> {
+    let op = match a.op.as_str() {
+        "SCMP_CMP_EQ" => CmpOp::Eq,
+        "SCMP_CMP_NE" => CmpOp::Ne,
+        "SCMP_CMP_LT" => CmpOp::Lt,
+        "SCMP_CMP_LE" => CmpOp::Le,
+        "SCMP_CMP_GT" => CmpOp::Gt,
+        "SCMP_CMP_GE" => CmpOp::Ge,
+        "SCMP_CMP_MASKED_EQ" => {
+            // Like runc and libseccomp: a missing valueTwo is 0 (Docker's clone rule).
+            let datum = a.value_two.unwrap_or(0);
+            if datum & !a.value != 0 {
+                return Err(OciError::MaskedNeverHolds { name: name.to_owned() });
+            }
+            return Ok(ArgCond::new(a.index, CmpOp::MaskedEq(a.value), datum));
+        }
+        other => return Err(OciError::Op(other.to_owned())),
+    };
+    Ok(ArgCond::new(a.index, op, a.value))
+}
+
+/// Which of our architectures a rule applies to (`None`: drop it).
+fn arches_of(inc: Option<&Filter>, exc: Option<&Filter>) -> Option<Option<Arch>> {
+    let mut set: BTreeSet<Arch> = Arch::ALL.into_iter().collect();
+    if let Some(list) = inc.and_then(|f| f.arches.as_ref()).filter(|l| !l.is_empty()) {
+        set.retain(|a| list.iter().any(|n| arch_of(n) == Some(*a)));
+    }
+    if let Some(list) = exc.and_then(|f| f.arches.as_ref()) {
+        set.retain(|a| !list.iter().any(|n| arch_of(n) == Some(*a)));
+    }
+    match set.len() {
+        0 => None,
+        1 => Some(set.into_iter().next()),
+        _ => Some(None),
+    }
+}
+
+/// Import a Docker/OCI seccomp profile.
+pub fn import(json_text: &str) -> Result<Imported, OciError> {
+    let p: Profile = serde_json::from_str(json_text)?;
+    let default_action = action_of(&p.default_action, p.default_errno_ret, p.default_errno_ret)?;
+    let mut notes = Vec::new();
+    let mut conditional: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+    let mut unconditional: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
+    let mut unknown: BTreeSet<String> = BTreeSet::new();
+    for (i, e) in p.syscalls.iter().enumerate() {
+        if let Some(caps) = e.includes.as_ref().and_then(|f| f.caps.as_ref()).filter(|c| !c.is_empty())
+        {
+            notes.push(format!(
+                "entry {i} ({}): needs {} which the agent never holds: dropped",
+                e.names.join(","),
+                caps.join(",")
+            ));
+            continue;
+        }
+        let Some(only_arch) = arches_of(e.includes.as_ref(), e.excludes.as_ref()) else {
+            notes.push(format!(
+                "entry {i} ({}): for other architectures only: dropped",
+                e.names.join(",")
+            ));
+            continue;
+        };
+        let action = action_of(&e.action, e.errno_ret, p.default_errno_ret)?;
+        for name in &e.names {
+            if !syscalls::is_known_name(name) {
+                unknown.insert(name.clone());
+                continue;
+            }
+            let args = e.args.as_deref().unwrap_or(&[]);
+            let conds: Vec<ArgCond> =
+                args.iter().map(|a| cond_of(name, a)).collect::<Result<_, _>>()?;
+            let shared_index =
+                conds.iter().enumerate().any(|(j, c)| conds.iter().skip(j + 1).any(|d| d.index == c.index));
+            let sets: Vec<Vec<ArgCond>> =
+                if shared_index { conds.iter().map(|c| vec![*c]).collect() } else { vec![conds] };
+            for conds in sets {
+                let rule = Rule { action, only_arch, conds };
+                let into = if rule.conds.is_empty() { &mut unconditional } else { &mut conditional };
+                into.entry(name.clone()).or_default().push(rule);
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        notes.push(format!(
+            "{} names unknown on x86_64 and aarch64 dropped: {}",
+            unknown.len(),
+            unknown.into_iter().collect::<Vec<_>>().join(",")
+        ));
+    }
+    let mut spec = SeccompSpec::new(default_action);
+    for (name, rules) in conditional {
+        spec.syscalls.entry(name).or_default().extend(rules);
+    }
+    for (name, rules) in unconditional {
+        spec.syscalls.entry(name).or_default().extend(rules);
+    }
+    Ok(Imported { spec, notes })
+}
+
+/// A spec as an OCI `linux.seccomp` object.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub json: Value,
+    /// Where the OCI profile is looser or stricter than the spec, one line each.
+    pub losses: Vec<String>,
+}
+
+fn scmp_arch(a: Arch) -> &'static str {
+    match a {
+        Arch::X86_64 => "SCMP_ARCH_X86_64",
+        Arch::Aarch64 => "SCMP_ARCH_AARCH64",
+    }
+}
+
+fn action_json(a: Action) -> (&'static str, Option<u16>) {
+    match a {
+        Action::Allow => ("SCMP_ACT_ALLOW", None),
+        Action::Log => ("SCMP_ACT_LOG", None),
+        Action::Errno(e) => ("SCMP_ACT_ERRNO", Some(e)),
+        Action::Trap(_) => ("SCMP_ACT_TRAP", None),
+        Action::Trace(_) => ("SCMP_ACT_TRACE", None),
+        Action::UserNotif => ("SCMP_ACT_NOTIFY", None),
+        Action::KillThread => ("SCMP_ACT_KILL_THREAD", None),
+        Action::KillProcess => ("SCMP_ACT_KILL_PROCESS", None),
+    }
+}
+
+fn arg_json(c: &ArgCond) -> Value {
+    let (op, value, two) = match c.op {
+        CmpOp::Eq => ("SCMP_CMP_EQ", c.value, None),
+        CmpOp::Ne => ("SCMP_CMP_NE", c.value, None),
+        CmpOp::Lt => ("SCMP_CMP_LT", c.value, None),
+        CmpOp::Le => ("SCMP_CMP_LE", c.value, None),
+        CmpOp::Gt => ("SCMP_CMP_GT", c.value, None),
+        CmpOp::Ge => ("SCMP_CMP_GE", c.value, None),
+        CmpOp::MaskedEq(m) => ("SCMP_CMP_MASKED_EQ", m, Some(c.value)),
+    };
+    let mut v = json!({ "index": c.index, "value": value, "op": op });
+    if let (Some(t), Some(o)) = (two, v.as_object_mut()) {
+        o.insert("valueTwo".to_owned(), json!(t));
+    }
+    v
+}
+
+fn entry_json(names: Vec<String>, action: Action, args: Option<&[ArgCond]>) -> Value {
+    let (act, errno) = action_json(action);
+    let mut v = json!({ "names": names, "action": act });
+    if let Some(o) = v.as_object_mut() {
+        if let Some(e) = errno {
+            o.insert("errnoRet".to_owned(), json!(e));
+        }
+        if let Some(a) = args {
+            o.insert("args".to_owned(), Value::Array(a.iter().map(arg_json).collect()));
+        }
+    }
+    v
+}
+
+/// Export `spec` for `arches` as an OCI runtime-spec `linux.seccomp` object.
+pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
+    let mut losses = Vec::new();
+    let exists = |n: &str| arches.iter().any(|a| a.nr(n).is_some());
+    // Unconditional outcomes, grouped by action.
+    let mut plain: BTreeMap<Action, BTreeSet<String>> = BTreeMap::new();
+    let mut conditional: Vec<Value> = Vec::new();
+    plain.entry(Action::Errno(ENOSYS)).or_default().insert(CLONE3.to_owned());
+    for (name, all_rules) in &spec.syscalls {
+        if name == CLONE3 || !exists(name) {
+            continue;
+        }
+        let rules: Vec<&Rule> = all_rules
+            .iter()
+            .filter(|r| r.only_arch.is_none_or(|a| arches.contains(&a)))
+            .collect();
+        if rules.iter().any(|r| r.only_arch.is_some()) && arches.len() > 1 {
+            losses.push(format!("{name}: rule for one architecture exported for all"));
+        }
+        // Rules up to the first unconditional one; its action (or the default) is the tail.
+        let cut = rules.iter().position(|r| r.conds.is_empty());
+        let (conds, tail) = match cut {
+            Some(i) => (&rules[..i], rules.get(i).map_or(spec.default_action, |r| r.action)),
+            None => (&rules[..], spec.default_action),
+        };
+        let actions: BTreeSet<Action> = conds.iter().map(|r| r.action).filter(|a| *a != tail).collect();
+        if actions.is_empty() {
+            if tail != spec.default_action {
+                plain.entry(tail).or_default().insert(name.clone());
+            }
+            continue;
+        }
+        if actions.len() > 1 || tail != spec.default_action {
+            // First-match rules OCI cannot express: keep the unconditional outcome.
+            losses.push(format!(
+                "{name}: argument-dependent exceptions to {tail} are not expressible in OCI \
+                 (unordered rules); exported as {tail} for all arguments"
+            ));
+            if tail != spec.default_action {
+                plain.entry(tail).or_default().insert(name.clone());
+            }
+            continue;
+        }
+        for r in conds.iter().filter(|r| r.action != tail) {
+            let dup = r.conds.iter().enumerate().any(|(j, c)| r.conds.iter().skip(j + 1).any(|d| d.index == c.index));
+            if dup {
+                losses.push(format!(
+                    "{name}: a rule with two conditions on one argument (runc ORs them): \
+                     rule dropped, the syscall is stricter"
+                ));
+                continue;
+            }
+            conditional.push(entry_json(vec![name.clone()], r.action, Some(&r.conds)));
+        }
+    }
+    let (def, def_errno) = action_json(spec.default_action);
+    let mut syscalls: Vec<Value> = plain
+        .into_iter()
+        .map(|(a, names)| entry_json(names.into_iter().collect(), a, None))
+        .collect();
+    syscalls.extend(conditional);
+    let mut obj = json!({
+        "defaultAction": def,
+        "architectures": arches.iter().map(|a| scmp_arch(*a)).collect::<Vec<_>>(),
+        "syscalls": syscalls,
+    });
+    if let (Some(e), Some(o)) = (def_errno, obj.as_object_mut()) {
+        o.insert("defaultErrnoRet".to_owned(), json!(e));
+    }
+    Exported { json: obj, losses }
+}
