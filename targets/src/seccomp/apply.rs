@@ -17,6 +17,8 @@ use super::bpf::{BPF_MAXINSNS, SockFilter};
 const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
 const SECCOMP_FILTER_FLAG_TSYNC: libc::c_ulong = 1;
 const SECCOMP_FILTER_FLAG_LOG: libc::c_ulong = 2;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 8;
+const SECCOMP_FILTER_FLAG_TSYNC_ESRCH: libc::c_ulong = 16;
 
 /// How to install the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +46,28 @@ fn errno() -> i32 {
 
 /// Install `program` on all threads of the calling process (no_new_privs + TSYNC).
 pub fn apply(program: &[SockFilter], opts: ApplyOptions) -> Result<(), ApplyError> {
+    install(program, opts, 0).map(|_| ())
+}
+
+/// Like [`apply`], and return the user-notification listener fd (for `USER_NOTIF` actions,
+/// e.g. [`ExecGate::Notify`](super::hardening::ExecGate)); hand it to the supervisor
+/// before the next syscall the filter sends there. Uses `TSYNC_ESRCH`, which lets TSYNC
+/// and `NEW_LISTENER` be combined (Linux 5.7+).
+pub fn apply_with_listener(
+    program: &[SockFilter],
+    opts: ApplyOptions,
+) -> Result<std::os::fd::OwnedFd, ApplyError> {
+    let fd = install(
+        program,
+        opts,
+        SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_TSYNC_ESRCH,
+    )?;
+    let fd = i32::try_from(fd).map_err(|_| ApplyError::Install { errno: libc::EBADF })?;
+    // SAFETY: with NEW_LISTENER the kernel returned a fresh fd that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+fn install(program: &[SockFilter], opts: ApplyOptions, extra: libc::c_ulong) -> Result<i64, ApplyError> {
     if program.is_empty() || program.len() > BPF_MAXINSNS {
         return Err(ApplyError::BadLength { len: program.len() });
     }
@@ -58,7 +82,7 @@ pub fn apply(program: &[SockFilter], opts: ApplyOptions) -> Result<(), ApplyErro
         // field for field; the kernel only reads through this pointer.
         filter: program.as_ptr() as *mut libc::sock_filter,
     };
-    let mut flags = SECCOMP_FILTER_FLAG_TSYNC;
+    let mut flags = SECCOMP_FILTER_FLAG_TSYNC | extra;
     if opts.log {
         flags |= SECCOMP_FILTER_FLAG_LOG;
     }
@@ -72,9 +96,10 @@ pub fn apply(program: &[SockFilter], opts: ApplyOptions) -> Result<(), ApplyErro
         )
     };
     match rc {
-        0 => Ok(()),
-        rc if rc > 0 => Err(ApplyError::Tsync { tid: rc }),
-        _ => Err(ApplyError::Install { errno: errno() }),
+        rc if rc < 0 => Err(ApplyError::Install { errno: errno() }),
+        rc if extra & SECCOMP_FILTER_FLAG_NEW_LISTENER != 0 => Ok(rc),
+        0 => Ok(0),
+        rc => Err(ApplyError::Tsync { tid: rc }),
     }
 }
 
