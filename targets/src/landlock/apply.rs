@@ -117,15 +117,29 @@ pub fn apply(
     params: &Params,
     mode: Mode,
 ) -> Result<LandlockStatus, ApplyError> {
-    let kernel = kernel_abi();
+    apply_capped(artifact, params, mode, Abi(u32::MAX))
+}
+
+/// The ABI to use, or the refusal: `Required` refuses a kernel below the artifact's needs.
+pub fn negotiate(kernel: Abi, required: Abi, mode: Mode) -> Result<Abi, ApplyError> {
+    if kernel < required && mode == Mode::Required {
+        return Err(ApplyError::AbiTooLow { kernel, required });
+    }
+    Ok(kernel.min(required))
+}
+
+/// [`apply`] as if the kernel's ABI were at most `cap` (pins behaviour across kernel
+/// upgrades, and lets the downgrade path be tested on a new kernel).
+pub fn apply_capped(
+    artifact: &LandlockArtifact,
+    params: &Params,
+    mode: Mode,
+    cap: Abi,
+) -> Result<LandlockStatus, ApplyError> {
+    let kernel = kernel_abi().min(cap);
     let mut details = Vec::new();
     let mut losses = Vec::new();
-    if kernel < artifact.min_abi && mode == Mode::Required {
-        return Err(ApplyError::AbiTooLow {
-            kernel,
-            required: artifact.min_abi,
-        });
-    }
+    let abi_in_use = negotiate(kernel, artifact.min_abi, mode)?;
     // Resolve every template first, so a missing parameter fails before anything is enforced.
     let mut denied: BTreeSet<PathBuf> = BTreeSet::new();
     let mut deny_origin: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -228,7 +242,6 @@ pub fn apply(
     }
 
     // Downgrade to what the kernel knows (only reachable in BestEffort).
-    let abi_in_use = kernel.min(artifact.min_abi);
     let mut partial = false;
     let keep = |since: Abi| since <= kernel;
     let handled_fs: BTreeSet<FsRight> = artifact

@@ -25,7 +25,9 @@ pub mod rights;
 mod sys;
 pub mod template;
 
-pub use apply::{ApplyError, Enforcement, LandlockStatus, Mode, apply, kernel_abi};
+pub use apply::{
+    ApplyError, Enforcement, LandlockStatus, Mode, apply, apply_capped, kernel_abi, negotiate,
+};
 pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule};
 pub use loader::{elf_interpreter, loader_paths, loader_rules};
 pub use lower::{FsAccess, FsLowering, FsRule, Loss, lower_fs};
