@@ -4,8 +4,10 @@
 //! 0 valid / allowed / no widening, 1 denied (or, for `diff`, permissions widened),
 //! 2 invalid input (policy, bundle, key or arguments), 3 internal error.
 
+mod build;
 mod check;
-mod inspect;
+pub mod inspect;
+mod keys;
 mod schema;
 mod validate;
 
@@ -61,6 +63,43 @@ pub enum Command {
     },
     /// Print the JSON Schema of the policy format (for editors).
     Schema,
+    /// Compile a policy into a deterministic bundle directory, signed with --sign-key.
+    Build {
+        policy: PathBuf,
+        /// Output directory (created; an existing bundle there is replaced).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Minisign secret key (from `aegisc keygen` or `minisign -G -W`).
+        #[arg(long)]
+        sign_key: Option<PathBuf>,
+        /// Serial number for rollback protection (default: the issue time).
+        #[arg(long)]
+        serial: Option<u64>,
+        /// Issue time, unix seconds (default: SOURCE_DATE_EPOCH, else now).
+        #[arg(long)]
+        issued_at: Option<u64>,
+        /// Expire the bundle this long after its issue time (e.g. 30d, 12h).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Generate a minisign key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
+    Keygen {
+        #[arg(short = 'o', long = "out", default_value = "aegis")]
+        prefix: PathBuf,
+        /// Replace existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Verify a bundle as aegis-exec does: signature, manifest, every digest, expiry.
+    Verify {
+        bundle: PathBuf,
+        /// Minisign public key of the signer.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Accept an unsigned bundle (development only).
+        #[arg(long)]
+        allow_unsigned: bool,
+    },
 }
 
 /// The process exit status of a command.
@@ -92,6 +131,17 @@ pub fn diagnostics_json(diags: &[Diagnostic], sources: &SourceMap) -> serde_json
     serde_json::Value::Array(diags.iter().map(|d| diag::to_json(d, sources)).collect())
 }
 
+/// Renders an error that carries a miette diagnostic (bundle and key errors) to stderr.
+pub fn eprint_error(e: &dyn miette::Diagnostic) {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+    let mut out = String::new();
+    if miette::GraphicalReportHandler::new_themed(theme).render_report(&mut out, e).is_err() {
+        out = format!("error: {e}\n");
+    }
+    eprint!("{out}");
+}
+
 pub fn print_json(v: &serde_json::Value) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
@@ -105,6 +155,11 @@ pub fn run(cli: Cli) -> Exit {
         Command::Inspect { policy } => inspect::run(&policy, cli.format),
         Command::Check { policy, params, query } => check::run(&policy, &params, &query, cli.format),
         Command::Schema => schema::run(),
+        Command::Build { policy, out, sign_key, serial, issued_at, expires_in } => {
+            build::run(&build::BuildArgs { policy, out, sign_key, serial, issued_at, expires_in }, cli.format)
+        }
+        Command::Keygen { prefix, force } => keys::keygen(&prefix, force, cli.format),
+        Command::Verify { bundle, key, allow_unsigned } => keys::verify(&bundle, key.as_deref(), allow_unsigned, cli.format),
     }
 }
 

@@ -1,0 +1,83 @@
+//! Lowering the IR into kernel artifacts, and packing them into a bundle.
+//!
+//! Input: a validated [`Policy`] (only `lower` builds one). Output: [`Artifacts`], the
+//! deterministic bytes of every bundle file (artifact + text twin), plus a [`LossReport`]
+//! of every rule a kernel mechanism cannot express exactly and how it is enforced instead
+//! (always the stricter reading). One submodule per target, each with one `lower` function.
+//! Invariants: same policy and compiler version, same bytes; an artifact is only emitted for
+//! a target whose lowering succeeded (a failure is an error, never a missing file).
+
+pub mod bundle;
+pub mod cgroup;
+pub mod nftables;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::ir::Policy;
+
+/// A rule that a kernel mechanism cannot express exactly.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Loss {
+    pub layer: &'static str,
+    /// The rule as the policy states it.
+    pub rule: String,
+    /// What the mechanism cannot do.
+    pub what: String,
+    /// What is enforced instead (always at least as strict as the policy).
+    pub enforced: String,
+}
+
+pub type LossReport = Vec<Loss>;
+
+pub fn render_losses(losses: &[Loss]) -> String {
+    let mut s = String::from("# AEGIS loss report: rules no kernel mechanism expresses exactly, and what is enforced instead.\n");
+    if losses.is_empty() {
+        s.push_str("no losses: every rule is enforced exactly as written.\n");
+    }
+    for l in losses {
+        let _ = writeln!(s, "\n[{}] {}\n  cannot: {}\n  enforced: {}", l.layer, l.rule, l.what, l.enforced);
+    }
+    s
+}
+
+/// Every file of a bundle except the manifest and its signature, by file name.
+pub struct Artifacts {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub losses: LossReport,
+    /// Minimum Landlock ABI the bundle needs (None: no Landlock artifact).
+    pub landlock_abi: Option<u32>,
+}
+
+/// An error from a target lowering (the policy is valid but a target cannot express it).
+#[derive(Debug, thiserror::Error)]
+#[error("{target}: {message}")]
+pub struct EmitError {
+    pub target: &'static str,
+    pub message: String,
+}
+
+fn pretty_json(v: &serde_json::Value) -> Vec<u8> {
+    let mut b = serde_json::to_vec_pretty(v).unwrap_or_default();
+    b.push(b'\n');
+    b
+}
+
+pub fn emit(policy: &Policy) -> Result<Artifacts, EmitError> {
+    let mut files = BTreeMap::new();
+    let mut losses = LossReport::new();
+
+    let cg = cgroup::lower(policy);
+    files.insert("cgroup.json".to_string(), cg.to_json());
+    files.insert("cgroup.txt".to_string(), cg.to_text().into_bytes());
+
+    let nft = nftables::lower(policy, &mut losses).map_err(|message| EmitError { target: "nftables", message })?;
+    files.insert("nftables.json".to_string(), nft.to_json());
+    files.insert("nftables.txt".to_string(), nft.to_text().into_bytes());
+
+    files.insert("policy.ir.json".to_string(), pretty_json(&policy.to_json()));
+    files.insert("policy.sha256".to_string(), format!("{}\n", policy.digest()).into_bytes());
+    losses.sort_by(|a, b| (a.layer, &a.rule).cmp(&(b.layer, &b.rule)));
+    files.insert("loss-report.txt".to_string(), render_losses(&losses).into_bytes());
+    Ok(Artifacts { files, losses, landlock_abi: None })
+}
