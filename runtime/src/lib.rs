@@ -1,1 +1,36 @@
-//! placeholder
+//! `aegis-exec`: verify a bundle, isolate, apply every layer, exec the agent, supervise, audit.
+//!
+//! ```text
+//! aegis-exec [--trust-key PUB | --allow-unsigned] [--param NAME=VALUE]... [--audit-log PATH]
+//!            [--verbose] BUNDLE_DIR [-- COMMAND...]
+//! aegis-exec doctor [BUNDLE_DIR...]
+//! ```
+//!
+//! Input: a bundle directory (verified before anything else), launch parameters, a command
+//! (or the bundle's entrypoint). Output: the agent runs as a child of the supervisor in new
+//! namespaces, inside a cgroup leaf, behind its nftables table, with no capabilities and
+//! no_new_privs; the supervisor forwards signals, enforces wall time, reaps, writes the audit
+//! log, removes what it created, and exits with the agent's status. Invariants: the stages
+//! run in the fixed order of [`stage`]; a layer the bundle requires and this host or build
+//! cannot provide stops the launch (fail closed); what was enforced is reported per layer.
+//!
+//! Exit codes ([`exit`]): the agent's status (128 + signal when killed); 125 invalid input or
+//! refused bundle; 126 a required layer is unavailable, not implemented, or failed
+//! verification; 127 internal error or the command could not be executed.
+//!
+//! Environment: `AEGIS_STATE_DIR` (serial store directory, default `/var/lib/aegis`),
+//! `AEGIS_EXEC_TEST_NO_USERNS` (behave as if user namespaces were blocked; can only make a
+//! launch stricter, used by tests of the best-effort mode).
+
+pub mod audit;
+pub mod child;
+pub mod doctor;
+pub mod exit;
+pub mod launch;
+pub mod report;
+pub mod signals;
+pub mod stage;
+pub mod supervise;
+
+pub use exit::{EXIT_INTERNAL, EXIT_REFUSED, EXIT_UNENFORCEABLE, RunError};
+pub use stage::verify::LaunchOptions;

@@ -1,1 +1,66 @@
-fn main() {}
+//! `aegis-exec`: thin CLI; parsing here, everything else in the library (see its docs).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Run an agent under a verified AEGIS bundle.
+#[derive(Debug, Parser)]
+#[command(name = "aegis-exec", version, about, after_help = "Also: `aegis-exec doctor [BUNDLE_DIR...]` reports what this host supports.\nExit codes: agent's status (128+signal); 125 refused input; 126 enforcement unavailable; 127 internal error.")]
+struct Args {
+    /// Minisign public key trusted to sign bundles.
+    #[arg(long, value_name = "PUB", conflicts_with = "allow_unsigned")]
+    trust_key: Option<PathBuf>,
+    /// Accept a bundle without a valid signature (audited).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Launch parameter declared by the bundle (absolute, existing path).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Hash-chained audit log to append to.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Print the enforcement report and stage timings to stderr.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Bundle directory.
+    bundle: PathBuf,
+    /// Command to run (default: the bundle's entrypoint).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("doctor") {
+        std::process::exit(aegis_runtime::doctor::run(argv.get(2..).unwrap_or_default()));
+    }
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { aegis_runtime::EXIT_REFUSED } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let mut params = Vec::new();
+    for p in &args.params {
+        match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => params.push((k.to_string(), v.to_string())),
+            _ => {
+                eprintln!("aegis-exec: refused: --param {p}: expected NAME=VALUE");
+                std::process::exit(aegis_runtime::EXIT_REFUSED);
+            }
+        }
+    }
+    let opts = aegis_runtime::LaunchOptions {
+        bundle: args.bundle,
+        trust_key: args.trust_key,
+        allow_unsigned: args.allow_unsigned,
+        params,
+        audit_log: args.audit_log,
+        verbose: args.verbose,
+        command: args.command,
+    };
+    std::process::exit(aegis_runtime::launch::run(&opts));
+}

@@ -36,7 +36,8 @@ fn artifact_is_deterministic_and_round_trips() {
 
 #[test]
 fn invalid_specs_are_rejected_with_the_field() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut CgroupSpec)>)> = vec![
+    type Mutate = Box<dyn Fn(&mut CgroupSpec)>;
+    let cases: Vec<(&str, Mutate)> = vec![
         ("agent", Box::new(|s| s.agent = "../etc".into())),
         ("memory_max", Box::new(|s| s.memory_max = 10)),
         ("pids_max", Box::new(|s| s.pids_max = 0)),

@@ -1,0 +1,191 @@
+//! The child side of a launch: what runs between `clone` and `execve`.
+//!
+//! Input: a [`ChildPlan`] prepared by the supervisor (plain data only). Output: either the
+//! agent's command replaces the process, or a [`ChildReport`] saying which stage failed
+//! (and the errno) is written to the report pipe and the child exits with
+//! [`CHILD_FAILED`]. Invariants: no parsing and no heap allocation after `clone` (the
+//! supervisor is single-threaded when it clones, so the copied address space is consistent);
+//! the stages run in the fixed order documented in [`crate::stage`]; on success a report with
+//! `ok = 1` and per-stage timings is written just before `execve`, and the pipe (close-on-exec)
+//! reaches EOF when `execve` succeeds.
+
+use crate::stage::{self, STAGES, Stage};
+
+/// Exit code of a child that failed before exec (the supervisor maps it to 126/127).
+pub const CHILD_FAILED: i32 = 121;
+/// First bytes of every report (catches a short or foreign write).
+pub const REPORT_MAGIC: u32 = 0xAE61_5001;
+
+/// Fixed-size message from the child to the supervisor.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ChildReport {
+    pub magic: u32,
+    /// 1: every stage applied and verified, exec follows. 0: failed at `stage`.
+    pub ok: u32,
+    pub stage: u32,
+    /// Stage-specific code saying what failed (see [`Fail`]).
+    pub what: u32,
+    pub errno: i32,
+    pub _pad: u32,
+    /// Nanoseconds spent in each stage in the child.
+    pub stage_ns: [u64; STAGES],
+}
+
+impl ChildReport {
+    pub const SIZE: usize = std::mem::size_of::<ChildReport>();
+
+    pub fn zeroed() -> ChildReport {
+        ChildReport {
+            magic: REPORT_MAGIC,
+            ok: 0,
+            stage: 0,
+            what: 0,
+            errno: 0,
+            _pad: 0,
+            stage_ns: [0; STAGES],
+        }
+    }
+
+    /// Decodes a report read from the pipe.
+    pub fn from_bytes(b: &[u8]) -> Option<ChildReport> {
+        if b.len() != Self::SIZE {
+            return None;
+        }
+        let mut r = ChildReport::zeroed();
+        // SAFETY: `ChildReport` is repr(C) plain old data (integers only), `b` has exactly
+        // SIZE bytes, and every bit pattern is a valid value of its fields.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut r as *mut ChildReport).cast::<u8>(), Self::SIZE);
+        }
+        (r.magic == REPORT_MAGIC).then_some(r)
+    }
+}
+
+/// A failed step inside the child: stage, what (a code from that stage's `WHAT_*`), errno.
+#[derive(Debug, Clone, Copy)]
+pub struct Fail {
+    pub stage: Stage,
+    pub what: u32,
+    pub errno: i32,
+}
+
+impl Fail {
+    /// A failure carrying the current `errno`.
+    pub fn errno(stage: Stage, what: u32) -> Fail {
+        Fail {
+            stage,
+            what,
+            errno: last_errno(),
+        }
+    }
+    /// A verification failure (no errno).
+    pub fn check(stage: Stage, what: u32) -> Fail {
+        Fail { stage, what, errno: 0 }
+    }
+}
+
+pub fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Everything the child needs, prepared before `clone`.
+pub struct ChildPlan {
+    /// Read end of the "go" pipe (the supervisor writes one byte when the child may go on).
+    pub go_read: i32,
+    /// Write end of the report pipe (close-on-exec).
+    pub report_write: i32,
+    /// Fds of the supervisor's pipe ends, closed first thing in the child.
+    pub parent_fds: [i32; 2],
+    /// Signal mask to restore before exec (the supervisor blocks forwarded signals).
+    pub old_mask: libc::sigset_t,
+    pub ns: stage::namespaces::ChildNs,
+    pub mounts: stage::mounts::ChildMounts,
+    pub caps: stage::caps::ChildCaps,
+    pub landlock: stage::landlock::ChildLandlock,
+    pub seccomp: stage::seccomp::ChildSeccomp,
+    pub exec: stage::exec::ChildExec,
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the valid timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+fn write_report(fd: i32, r: &ChildReport) {
+    // SAFETY: writes SIZE bytes from a live repr(C) struct; the result is ignored because
+    // there is nothing more the child could do about a failed report.
+    unsafe {
+        libc::write(fd, (r as *const ChildReport).cast(), ChildReport::SIZE);
+    }
+}
+
+/// Runs the child stages and execs. Never returns.
+pub fn run(plan: &ChildPlan) -> ! {
+    let mut report = ChildReport::zeroed();
+    let result = run_stages(plan, &mut report);
+    // Only reached on failure (success execs inside run_stages).
+    let fail = match result {
+        Err(f) => f,
+        Ok(()) => Fail::check(Stage::Exec, 0),
+    };
+    report.ok = 0;
+    report.stage = fail.stage as u32;
+    report.what = fail.what;
+    report.errno = fail.errno;
+    write_report(plan.report_write, &report);
+    // SAFETY: _exit is async-signal-safe and does not run Rust destructors or atexit
+    // handlers that belong to the supervisor.
+    unsafe { libc::_exit(CHILD_FAILED) }
+}
+
+fn timed(report: &mut ChildReport, s: Stage, f: impl FnOnce() -> Result<(), Fail>) -> Result<(), Fail> {
+    let t = now_ns();
+    let r = f();
+    if let Some(slot) = report.stage_ns.get_mut(s as usize) {
+        *slot = slot.saturating_add(now_ns().saturating_sub(t));
+    }
+    r
+}
+
+fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
+    // Die with the supervisor: if it is killed, nothing may run unsupervised.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    for fd in plan.parent_fds {
+        // SAFETY: closing our copies of the supervisor's pipe ends.
+        unsafe { libc::close(fd) };
+    }
+    // Wait until the supervisor has written the id maps, moved us into the cgroup leaf,
+    // verified both, and (none mode) loaded the nftables table into our netns.
+    let mut go = [0u8; 1];
+    // SAFETY: read into a 1-byte stack buffer.
+    let n = unsafe { libc::read(plan.go_read, go.as_mut_ptr().cast(), 1) };
+    if n != 1 || go[0] != b'G' {
+        // The supervisor gave up (or died): never continue.
+        // SAFETY: see run().
+        unsafe { libc::_exit(CHILD_FAILED) }
+    }
+    // SAFETY: closing the go pipe, no longer needed.
+    unsafe { libc::close(plan.go_read) };
+
+    timed(report, Stage::Namespaces, || stage::namespaces::apply_in_child(&plan.ns))?;
+    timed(report, Stage::Mounts, || stage::mounts::apply_in_child(&plan.mounts))?;
+    timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
+    timed(report, Stage::NoNewPrivs, stage::no_new_privs::apply_in_child)?;
+    timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock))?;
+    // Seccomp is the last restriction: from here on every syscall must pass the filter.
+    timed(report, Stage::Seccomp, || stage::seccomp::apply_in_child(&plan.seccomp))?;
+    timed(report, Stage::Fds, || stage::fds::apply_in_child(plan.report_write))?;
+    // Restore the signal mask the agent should start with (the supervisor's was blocked).
+    // SAFETY: sigprocmask with a valid set copied from the supervisor.
+    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &plan.old_mask, std::ptr::null_mut()) } != 0 {
+        return Err(Fail::errno(Stage::Exec, stage::exec::WHAT_SIGMASK));
+    }
+    report.ok = 1;
+    write_report(plan.report_write, report);
+    report.ok = 0;
+    Err(stage::exec::exec(&plan.exec))
+}

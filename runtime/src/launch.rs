@@ -1,0 +1,460 @@
+//! One launch, start to finish: the stages of [`crate::stage`] in order, then supervision
+//! and cleanup. Input: [`LaunchOptions`]. Output: the process exit code (the agent's status,
+//! or one of the codes in [`crate::exit`]). Invariants: nothing is created before every
+//! artifact is verified and parsed; everything created (cgroup leaf, nftables table) is
+//! owned by a value whose `Drop` removes it, so every return path — including errors after
+//! `clone` and a SIGTERM to the supervisor — cleans up; the agent never execs unless every
+//! required layer reported success and was verified.
+
+use std::time::{Duration, Instant};
+
+use aegis_audit::Event;
+use aegis_targets::bundle::NetworkMode;
+
+use crate::audit::Audit;
+use crate::child::{self, ChildPlan, ChildReport};
+use crate::exit::RunError;
+use crate::report::{EnforcementReport, Layer, LayerStatus, Timings};
+use crate::signals::Signals;
+use crate::stage::namespaces::{self, Isolation};
+use crate::stage::verify::{LaunchOptions, Verified};
+use crate::stage::{self, Stage};
+use crate::supervise;
+
+fn pipe() -> Result<(i32, i32), RunError> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(RunError::os("pipe2"));
+    }
+    Ok((fds[0], fds[1]))
+}
+
+fn close(fd: i32) {
+    // SAFETY: closing an fd we own.
+    unsafe { libc::close(fd) };
+}
+
+/// Entry point of `aegis-exec BUNDLE [-- CMD]`.
+pub fn run(opts: &LaunchOptions) -> i32 {
+    let signals = match Signals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aegis-exec: {e}");
+            return e.exit_code();
+        }
+    };
+    let dir_name = opts
+        .bundle
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let mut audit = match Audit::open(opts.audit_log.as_deref(), &dir_name) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("aegis-exec: {e}");
+            return e.exit_code();
+        }
+    };
+    let code = match launch(opts, &mut audit, &signals) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("aegis-exec: {e}");
+            let _ = audit.record(Event::Note {
+                component: "aegis-exec".into(),
+                message: format!("launch failed (exit {}): {e}", e.exit_code()),
+            });
+            e.exit_code()
+        }
+    };
+    if let Err(e) = audit.close() {
+        eprintln!("aegis-exec: {e}");
+    }
+    code
+}
+
+fn instance_id() -> String {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into our struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    format!("{}-{:x}", std::process::id(), (ts.tv_nsec as u64) & 0x00ff_ffff)
+}
+
+/// Kills and reaps the child if the launch is abandoned after clone.
+struct ChildGuard {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = supervise::reap_blocking(self.pid);
+        }
+    }
+}
+
+fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<i32, RunError> {
+    let mut timings = Timings::default();
+    let mut report = EnforcementReport::default();
+    let mut t = Instant::now();
+    let mut lap = |timings: &mut Timings, name: &'static str| {
+        let now = Instant::now();
+        timings.supervisor.push((name, now - t));
+        t = now;
+    };
+
+    // ── 1. verify ──────────────────────────────────────────────────────────────────────
+    let bundle_path = opts.bundle.display().to_string();
+    let v = match stage::verify::run(opts) {
+        Ok(v) => v,
+        Err(e) => {
+            audit.record(Event::BundleRefused {
+                path: bundle_path,
+                reason: e.to_string(),
+            })?;
+            return Err(e);
+        }
+    };
+    audit.set_context(&v.manifest.agent, &v.bundle_sha256, &v.manifest.policy_sha256);
+    match &v.signed_by {
+        Some(k) => {
+            audit.queue(Event::BundleVerified {
+                path: bundle_path.clone(),
+                key_id: k.clone(),
+            });
+            report.push(Layer::new("verify", LayerStatus::Fully, format!("signed by key {k}; digests, expiry, serial {} ok", v.manifest.serial)));
+        }
+        None => {
+            audit.queue(Event::UnsignedBundleAllowed {
+                path: bundle_path.clone(),
+                reason: "--allow-unsigned".into(),
+            });
+            report.push(Layer::new("verify", LayerStatus::Partially, "UNSIGNED bundle accepted (--allow-unsigned); digests checked"));
+        }
+    }
+    if v.manifest.network_mode == NetworkMode::Proxy {
+        return Err(RunError::Unavailable {
+            layer: "network",
+            why: "network mode `proxy` needs the AEGIS egress proxy, which this build does not have yet".into(),
+        });
+    }
+
+    // Everything is parsed and prepared now, before any namespace or cgroup exists.
+    let cg = stage::cgroup::prepare(&v)?;
+    let nftp = stage::nftables::prepare(&v)?;
+    let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
+    let (seccomp_child, seccomp_note) = stage::seccomp::prepare(&v)?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let host_net = v.manifest.network_mode == NetworkMode::Host;
+    lap(&mut timings, "verify+prepare");
+
+    // ── 2. cgroup ─────────────────────────────────────────────────────────────────────
+    let instance = instance_id();
+    let (mut leaf, cg_layer) = stage::cgroup::create(&v, cg.as_ref(), &instance)?;
+    report.cgroup_mode = cg.as_ref().map(|p| p.layout.name().to_string()).unwrap_or_default();
+    lap(&mut timings, "cgroup");
+
+    // ── 5 (host mode). nftables: needs the leaf's path, loaded before the agent exists ──
+    let mut table = None;
+    let mut nft_layer = Layer::new("nftables", LayerStatus::NotEnforced, "no nftables.json in bundle");
+    if host_net && let Some(p) = &nftp {
+        let (t, l) = stage::nftables::load_host(&v, p, leaf.as_ref())?;
+        table = t;
+        nft_layer = l;
+        lap(&mut timings, "nftables(host)");
+    }
+
+    // ── 3. namespaces ─────────────────────────────────────────────────────────────────
+    let (uid, gid) = namespaces::agent_ids();
+    let cap_last = stage::caps::cap_last();
+    let (go_r, go_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
+    let mut iso = Isolation::Full { host_net };
+    let mut userns_note = String::new();
+    let build_plan = |iso: Isolation| -> Result<ChildPlan, RunError> {
+        let full = matches!(iso, Isolation::Full { .. });
+        let (mounts, _) = stage::mounts::prepare(&v, full)?;
+        Ok(ChildPlan {
+            go_read: go_r,
+            report_write: rep_w,
+            parent_fds: [go_w, rep_r],
+            old_mask: signals.old_mask,
+            ns: stage::namespaces::ChildNs {
+                new_cgroupns: full,
+                hostname: if full { std::ffi::CString::new(v.manifest.agent.as_str()).ok() } else { None },
+                lo_up: full && !host_net,
+            },
+            mounts,
+            caps: stage::caps::ChildCaps { uid, gid, cap_last },
+            landlock: stage::landlock::ChildLandlock::placeholder(),
+            seccomp: stage::seccomp::ChildSeccomp::placeholder(),
+            exec: stage::exec::ChildExec::prepare(&v.command, &env)?,
+        })
+    };
+    let mut plan = build_plan(iso)?;
+    plan.landlock = landlock_child;
+    plan.seccomp = seccomp_child;
+    let force_no_userns = std::env::var_os("AEGIS_EXEC_TEST_NO_USERNS").is_some();
+    // SAFETY: the supervisor is single-threaded here (no thread was ever spawned), and the
+    // child only runs `child::run`, which neither allocates nor parses.
+    let first = if force_no_userns { Err(libc::EPERM) } else { unsafe { namespaces::clone_child(iso.clone_flags()) } };
+    let pid = match first {
+        Ok(0) => child::run(&plan),
+        Ok(pid) => pid,
+        Err(errno) if matches!(errno, libc::EPERM | libc::EINVAL | libc::ENOSPC | libc::EUSERS | libc::EACCES) => {
+            let why = format!(
+                "clone(CLONE_NEWUSER|NEWNS|NEWPID|NEWIPC|NEWUTS{}) failed: {} (user namespaces blocked?)",
+                if host_net { "" } else { "|NEWNET" },
+                std::io::Error::from_raw_os_error(errno)
+            );
+            if v.required("namespaces") {
+                return Err(RunError::Unavailable { layer: "namespaces", why });
+            }
+            iso = Isolation::None;
+            userns_note = format!("best-effort: {why}; running with Landlock + seccomp + cgroup only");
+            let mut p2 = build_plan(iso)?;
+            std::mem::swap(&mut p2.landlock, &mut plan.landlock);
+            std::mem::swap(&mut p2.seccomp, &mut plan.seccomp);
+            plan = p2;
+            // SAFETY: as above.
+            match unsafe { namespaces::clone_child(0) } {
+                Ok(0) => child::run(&plan),
+                Ok(pid) => pid,
+                Err(e) => return Err(RunError::internal("fork", std::io::Error::from_raw_os_error(e))),
+            }
+        }
+        Err(e) => return Err(RunError::internal("clone", std::io::Error::from_raw_os_error(e))),
+    };
+    let mut guard = ChildGuard { pid, armed: true };
+    close(go_r);
+    close(rep_w);
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, uid, gid, go_w, rep_r);
+    close(go_w);
+    let (child_report, ns_detail, nft_child) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            close(rep_r);
+            return Err(e);
+        }
+    };
+    if let Some((t, l)) = nft_child {
+        table = t;
+        nft_layer = l;
+    }
+    lap(&mut timings, "clone+maps+cgroup+netns");
+    // Wait for the child's verdict: a report, then EOF when exec closes the pipe.
+    let final_report = read_reports(rep_r);
+    close(rep_r);
+    lap(&mut timings, "child stages until exec");
+    let r = match final_report {
+        Some(r) if r.ok == 1 => r,
+        Some(r) => return Err(child_failure(&r)),
+        None => {
+            return Err(RunError::internal("child", "exited before reporting (killed?)"));
+        }
+    };
+    timings.child_ns = r.stage_ns;
+    let _ = child_report;
+    guard.armed = false;
+
+    // ── report ───────────────────────────────────────────────────────────────────────
+    report.push(cg_layer);
+    report.push(match iso {
+        Isolation::Full { .. } => Layer::new(
+            "namespaces",
+            LayerStatus::Fully,
+            format!("new {ns_detail},cgroup namespaces; uid/gid map {uid}->{uid} {gid}->{gid}; agent is pid 1"),
+        ),
+        Isolation::None => Layer::new("namespaces", LayerStatus::NotEnforced, userns_note.clone()),
+    });
+    let (_, mounts_detail) = stage::mounts::prepare(&v, matches!(iso, Isolation::Full { .. }))?;
+    report.push(Layer::new(
+        "mounts",
+        if matches!(iso, Isolation::Full { .. }) { LayerStatus::Partially } else { LayerStatus::NotEnforced },
+        mounts_detail,
+    ));
+    if !host_net && nftp.is_none() && matches!(iso, Isolation::Full { .. }) {
+        nft_layer = Layer::new("nftables", LayerStatus::Fully, "network mode none: own network namespace with loopback only (no ruleset needed)");
+    }
+    report.push(nft_layer);
+    report.push(Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked; uid {uid} gid {gid}")));
+    report.push(Layer::new("no_new_privs", LayerStatus::Fully, "set and verified"));
+    report.push(match landlock_note {
+        Some(n) => Layer::new("landlock", LayerStatus::NotEnforced, n),
+        None => Layer::new("landlock", LayerStatus::NotEnforced, "no landlock.json in bundle"),
+    });
+    report.push(match seccomp_note {
+        Some(n) => Layer::new("seccomp", LayerStatus::NotEnforced, n),
+        None => Layer::new("seccomp", LayerStatus::NotEnforced, "no seccomp program in bundle"),
+    });
+    report.push(Layer::new("fds", LayerStatus::Fully, "inherited descriptors above 2 closed"));
+    audit.queue(report.to_event());
+    audit.queue(Event::AgentStarted {
+        command: v.command.clone(),
+        pid: pid as u32,
+    });
+    audit.flush()?;
+    lap(&mut timings, "audit");
+    if opts.verbose {
+        eprint!("{}", report.to_text());
+        eprint!("{}", timings.to_text());
+    }
+
+    // ── supervise ────────────────────────────────────────────────────────────────────
+    let spec = cg.as_ref().map(|p| &p.spec);
+    let limits = supervise::Limits {
+        wall_time: spec.and_then(|s| s.wall_time_ms).map(Duration::from_millis),
+        oom_group: spec.is_some_and(|s| s.memory_oom_group),
+        deny_prefix: (host_net && table.is_some()).then(|| aegis_targets::nftables::log_prefix(&v.manifest.agent)),
+    };
+    let mut events = Vec::new();
+    let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, &mut |e| events.push(e), opts.verbose);
+    let usage = leaf.as_ref().map(|l| l.usage()).unwrap_or_default();
+    if usage.pids_limit_hits > 0 {
+        events.push(Event::Resource {
+            limit: aegis_audit::ResourceLimit::PidsLimit,
+            detail: format!("pids.max refused {} fork(s)", usage.pids_limit_hits),
+        });
+    }
+    let oom_recorded = events.iter().any(|e| matches!(e, Event::Resource { limit: aegis_audit::ResourceLimit::OomKill, .. }));
+    if usage.oom_kills > 0 && !oom_recorded {
+        events.push(Event::Resource {
+            limit: aegis_audit::ResourceLimit::OomKill,
+            detail: format!("{} OOM kill(s); peak {} bytes", usage.oom_kills, usage.memory_peak.unwrap_or(0)),
+        });
+    }
+    // ── cleanup: on every path (Drop does it too if we return early) ─────────────────
+    let mut cleanup_errors = Vec::new();
+    if let Some(t) = table.as_mut() {
+        if host_net {
+            if let Err(e) = t.remove() {
+                cleanup_errors.push(e.to_string());
+            }
+        } else {
+            // The table lived in the agent's network namespace, which died with it.
+            t.disarm();
+        }
+    }
+    if let Some(l) = leaf.as_mut()
+        && let Err(e) = l.remove()
+    {
+        cleanup_errors.push(e.to_string());
+    }
+    let (cpu_user_us, cpu_sys_us) = outcome.cpu_us();
+    let peak = usage.memory_peak.or_else(|| u64::try_from(outcome.rusage.ru_maxrss).ok().map(|kb| kb * 1024));
+    for e in events {
+        audit.queue(e);
+    }
+    for err in &cleanup_errors {
+        eprintln!("aegis-exec: cleanup: {err}");
+        audit.queue(Event::Note {
+            component: "supervisor".into(),
+            message: format!("cleanup failed: {err}"),
+        });
+    }
+    audit.queue(Event::AgentExited {
+        status: outcome.exited(),
+        signal: outcome.signal(),
+        cpu_user_us,
+        cpu_sys_us,
+        peak_memory_bytes: peak,
+    });
+    audit.flush()?;
+    if opts.verbose {
+        eprintln!(
+            "aegis-exec: agent exited: {} (exit code {}), cpu user {} us sys {} us, peak memory {} bytes",
+            match (outcome.exited(), outcome.signal()) {
+                (Some(c), _) => format!("status {c}"),
+                (_, Some(s)) => format!("signal {s}"),
+                _ => "unknown".into(),
+            },
+            outcome.exit_code(),
+            cpu_user_us,
+            cpu_sys_us,
+            peak.unwrap_or(0)
+        );
+    }
+    Ok(outcome.exit_code())
+}
+
+type ChildSetup = (Option<ChildReport>, String, Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>);
+
+#[allow(clippy::too_many_arguments)]
+fn parent_setup(
+    v: &Verified,
+    iso: Isolation,
+    pid: libc::pid_t,
+    leaf: Option<&aegis_targets::cgroup::Leaf>,
+    nftp: Option<&stage::nftables::Prepared>,
+    host_net: bool,
+    uid: u32,
+    gid: u32,
+    go_w: i32,
+    _rep_r: i32,
+) -> Result<ChildSetup, RunError> {
+    let mut ns_detail = String::new();
+    if let Isolation::Full { .. } = iso {
+        namespaces::write_maps(pid, uid, gid)?;
+        ns_detail = namespaces::verify(pid, iso)?;
+    }
+    if let Some(l) = leaf {
+        stage::cgroup::enter(l, pid)?;
+    }
+    let mut nft_child = None;
+    if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
+        nft_child = Some(stage::nftables::load_in_child_netns(v, p, pid)?);
+    }
+    // Everything outside is in place: let the child go on.
+    // SAFETY: write one byte from a static buffer to our pipe.
+    if unsafe { libc::write(go_w, b"G".as_ptr().cast(), 1) } != 1 {
+        return Err(RunError::os("signalling the child"));
+    }
+    Ok((None, ns_detail, nft_child))
+}
+
+/// Reads reports until EOF; returns the last complete one.
+fn read_reports(fd: i32) -> Option<ChildReport> {
+    let mut last = None;
+    let mut buf = [0u8; ChildReport::SIZE];
+    loop {
+        let mut got = 0;
+        while got < buf.len() {
+            let rest = buf.get_mut(got..).unwrap_or_default();
+            // SAFETY: reading into the remaining part of our buffer.
+            let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+            if n < 0 && crate::child::last_errno() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                return last;
+            }
+            got += n as usize;
+        }
+        if let Some(r) = ChildReport::from_bytes(&buf) {
+            last = Some(r);
+        }
+    }
+}
+
+fn child_failure(r: &ChildReport) -> RunError {
+    let stage = Stage::from_u32(r.stage).unwrap_or(Stage::Exec);
+    let what = match stage {
+        Stage::Namespaces => stage::namespaces::describe(r.what),
+        Stage::Mounts => stage::mounts::describe(r.what),
+        Stage::Caps => stage::caps::describe(r.what),
+        Stage::NoNewPrivs => stage::no_new_privs::describe(r.what),
+        Stage::Landlock => stage::landlock::describe(r.what),
+        Stage::Seccomp => stage::seccomp::describe(r.what),
+        Stage::Fds => stage::fds::describe(r.what),
+        _ => stage::exec::describe(r.what),
+    };
+    let errno = if r.errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(r.errno)) } else { String::new() };
+    let why = format!("{what}{errno}");
+    match stage {
+        Stage::Exec => RunError::internal("exec", why),
+        s => RunError::NotVerified { layer: s.name(), why },
+    }
+}

@@ -1,0 +1,106 @@
+//! The launch stages, one module each, in the order they run:
+//!
+//! ```text
+//! supervisor (outside)                         child (inside the new namespaces)
+//! 1  verify      bundle signature, digests,
+//!                expiry, serial; parameters
+//!    ── every artifact is parsed and prepared into plain data here, before any namespace ──
+//! 2  cgroup      create the leaf, write limits
+//!    nftables    host mode: load the table that
+//!                matches the leaf's sockets
+//! 3  namespaces  clone(user, mount, pid, net,   → waits on the "go" pipe
+//!                ipc, uts); write uid/gid maps;
+//!                move the child into the leaf;
+//!                verify ns + cgroup membership
+//! 5  nftables    none/proxy mode: load the table
+//!                into the child's netns, verify   → go
+//!                                               3  namespaces  unshare cgroup ns, hostname, lo up
+//!                                               4  mounts      private propagation, mount plan / fresh /proc
+//!                                               6  caps        switch uid/gid, drop every capability set
+//!                                               7  no_new_privs
+//!                                               8  landlock
+//!                                               9  seccomp     last filter installed: everything
+//!                                                              after it must be allowed by it
+//!                                               10 fds         close every inherited fd but the report pipe
+//!                                               11 exec        report "ok" + timings, execve
+//! ```
+//!
+//! Why this order: the cgroup leaf exists before the child so the child is limited from its
+//! first instruction in the sandbox; the nftables table of host mode needs the leaf's path;
+//! namespaces come before mounts (the mount plan needs a private mount namespace) and
+//! before nftables of none mode (the rules live in the child's network namespace, loaded
+//! from outside because the child cannot run `nft`); capabilities are needed for mounts and
+//! are dropped right after; no_new_privs must precede Landlock and seccomp (both require it
+//! without CAP_SYS_ADMIN); seccomp is last because every later syscall must pass it; fds
+//! are closed at the very end so that the report pipe stays usable to say why a stage failed.
+//! After `clone` the child does no parsing and no allocation: every stage's `Child*` struct is
+//! plain data (C strings, numbers, pointers into buffers owned by the supervisor's memory,
+//! which the child shares copy-on-write).
+
+pub mod caps;
+pub mod cgroup;
+pub mod exec;
+pub mod fds;
+pub mod landlock;
+pub mod mounts;
+pub mod namespaces;
+pub mod nftables;
+pub mod no_new_privs;
+pub mod seccomp;
+pub mod verify;
+
+/// Stage ids as reported by the child over the report pipe (stable: they index timings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Stage {
+    Verify = 0,
+    Cgroup = 1,
+    Namespaces = 2,
+    Mounts = 3,
+    Nftables = 4,
+    Caps = 5,
+    NoNewPrivs = 6,
+    Landlock = 7,
+    Seccomp = 8,
+    Fds = 9,
+    Exec = 10,
+}
+
+/// Number of stages (length of timing arrays).
+pub const STAGES: usize = 11;
+
+impl Stage {
+    pub const ALL: [Stage; STAGES] = [
+        Stage::Verify,
+        Stage::Cgroup,
+        Stage::Namespaces,
+        Stage::Mounts,
+        Stage::Nftables,
+        Stage::Caps,
+        Stage::NoNewPrivs,
+        Stage::Landlock,
+        Stage::Seccomp,
+        Stage::Fds,
+        Stage::Exec,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Verify => "verify",
+            Stage::Cgroup => "cgroup",
+            Stage::Namespaces => "namespaces",
+            Stage::Mounts => "mounts",
+            Stage::Nftables => "nftables",
+            Stage::Caps => "capabilities",
+            Stage::NoNewPrivs => "no_new_privs",
+            Stage::Landlock => "landlock",
+            Stage::Seccomp => "seccomp",
+            Stage::Fds => "fds",
+            Stage::Exec => "exec",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<Stage> {
+        Stage::ALL.get(v as usize).copied()
+    }
+}

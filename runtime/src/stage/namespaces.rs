@@ -1,0 +1,215 @@
+//! Stage 3, namespaces and uid/gid maps.
+//!
+//! Input: the network mode and whether namespaces are required or best-effort. Output: a
+//! child created by `clone` in new user, mount, pid, ipc, uts and (unless `host` mode)
+//! network namespaces; its uid/gid maps; in the child, a new cgroup namespace (unshared
+//! after the supervisor moved it into the leaf, so the leaf is its root), the hostname, and
+//! loopback up. Invariants: the agent is pid 1 of its pid namespace; [`verify`] compares
+//! `/proc/<child>/ns/*` with the supervisor's own and fails the launch if any required one is
+//! shared; the child checks `/proc/self/ns/cgroup` changed.
+//!
+//! Identity decision: exactly one uid and one gid are mapped, identically (`U U 1`): `U` is
+//! the invoking user's uid, or 65534 (`nobody`) when `aegis-exec` runs as root, so the agent
+//! never holds the host's root identity (a mapped host root could write every root-owned
+//! file the mount plan exposes). Every other id shows as the overflow id. The child starts
+//! as the unmapped creator with a full capability set in the new user namespace (needed for
+//! mounts), switches to `U` in the `caps` stage and then drops every capability.
+
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt as _;
+
+use crate::child::Fail;
+use crate::exit::RunError;
+use crate::stage::Stage;
+
+pub const WHAT_CGROUPNS: u32 = 1;
+pub const WHAT_CGROUPNS_SAME: u32 = 2;
+pub const WHAT_HOSTNAME: u32 = 3;
+pub const WHAT_LO_SOCKET: u32 = 4;
+pub const WHAT_LO_UP: u32 = 5;
+
+/// What the child does in this stage.
+pub struct ChildNs {
+    pub new_cgroupns: bool,
+    pub hostname: Option<CString>,
+    pub lo_up: bool,
+}
+
+/// Namespaces a launch creates; `Isolation::None` is the Landlock + seccomp + cgroup mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// user, mount, pid, ipc, uts, cgroup, and net unless `host_net`.
+    Full { host_net: bool },
+    /// No namespaces (user namespaces unavailable and the bundle allows best-effort).
+    None,
+}
+
+impl Isolation {
+    pub fn clone_flags(self) -> libc::c_int {
+        match self {
+            Isolation::Full { host_net } => {
+                let mut f = libc::CLONE_NEWUSER
+                    | libc::CLONE_NEWNS
+                    | libc::CLONE_NEWPID
+                    | libc::CLONE_NEWIPC
+                    | libc::CLONE_NEWUTS;
+                if !host_net {
+                    f |= libc::CLONE_NEWNET;
+                }
+                f
+            }
+            Isolation::None => 0,
+        }
+    }
+
+    /// `/proc/<pid>/ns/<name>` entries that must differ from the supervisor's.
+    pub fn expected(self) -> Vec<&'static str> {
+        match self {
+            Isolation::Full { host_net } => {
+                let mut v = vec!["user", "mnt", "pid", "ipc", "uts"];
+                if !host_net {
+                    v.push("net");
+                }
+                v
+            }
+            Isolation::None => vec![],
+        }
+    }
+}
+
+/// The uid and gid the agent runs as (see the module doc).
+pub fn agent_ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    if uid == 0 { (65534, 65534) } else { (uid, if gid == 0 { 65534 } else { gid }) }
+}
+
+/// `clone(2)` with `flags` and fork semantics (child continues on a copy of this stack).
+/// Returns the child's pid in the parent and 0 in the child.
+///
+/// # Safety
+/// The caller must be single-threaded, and the child must only run code that neither
+/// allocates nor takes locks before it execs or `_exit`s.
+pub unsafe fn clone_child(flags: libc::c_int) -> Result<libc::pid_t, i32> {
+    // SAFETY: raw clone without CLONE_VM and a null stack behaves like fork(2); the caller
+    // upholds the single-thread / async-signal-safe contract stated above.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if r < 0 {
+        Err(crate::child::last_errno())
+    } else {
+        Ok(r as libc::pid_t)
+    }
+}
+
+/// Writes the uid/gid maps of a child created with `CLONE_NEWUSER`.
+pub fn write_maps(pid: libc::pid_t, uid: u32, gid: u32) -> Result<(), RunError> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        // An unprivileged writer may only map its own gid after denying setgroups.
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
+            .map_err(|e| RunError::internal("writing setgroups", e))?;
+    }
+    std::fs::write(format!("/proc/{pid}/uid_map"), format!("{uid} {uid} 1\n"))
+        .map_err(|e| RunError::internal("writing uid_map", e))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), format!("{gid} {gid} 1\n"))
+        .map_err(|e| RunError::internal("writing gid_map", e))?;
+    Ok(())
+}
+
+/// Checks every expected namespace of `pid` differs from the supervisor's.
+pub fn verify(pid: libc::pid_t, iso: Isolation) -> Result<String, RunError> {
+    let mut new = Vec::new();
+    for ns in iso.expected() {
+        let mine = std::fs::metadata(format!("/proc/self/ns/{ns}"))
+            .map_err(|e| RunError::internal("reading /proc/self/ns", e))?;
+        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/{ns}"))
+            .map_err(|e| RunError::internal("reading the child's /proc/<pid>/ns", e))?;
+        if mine.ino() == theirs.ino() && mine.dev() == theirs.dev() {
+            return Err(RunError::NotVerified {
+                layer: "namespaces",
+                why: format!("the agent shares the supervisor's {ns} namespace"),
+            });
+        }
+        new.push(ns);
+    }
+    Ok(new.join(","))
+}
+
+fn ns_ino(path: &[u8]) -> Option<u64> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten by stat(2).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated (callers pass literals ending in \0).
+    let r = unsafe { libc::stat(path.as_ptr().cast(), &mut st) };
+    (r == 0).then_some(st.st_ino)
+}
+
+/// Child side: cgroup namespace (rooted at the leaf we were just moved into), hostname,
+/// loopback up.
+pub fn apply_in_child(ns: &ChildNs) -> Result<(), Fail> {
+    if ns.new_cgroupns {
+        let before = ns_ino(b"/proc/self/ns/cgroup\0");
+        // SAFETY: unshare with a constant flag.
+        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+            return Err(Fail::errno(Stage::Namespaces, WHAT_CGROUPNS));
+        }
+        let after = ns_ino(b"/proc/self/ns/cgroup\0");
+        if before.is_none() || before == after {
+            return Err(Fail::check(Stage::Namespaces, WHAT_CGROUPNS_SAME));
+        }
+    }
+    if let Some(h) = &ns.hostname {
+        let b = h.as_bytes();
+        // SAFETY: pointer and length of a live CString's bytes.
+        if unsafe { libc::sethostname(b.as_ptr().cast(), b.len()) } != 0 {
+            return Err(Fail::errno(Stage::Namespaces, WHAT_HOSTNAME));
+        }
+    }
+    if ns.lo_up {
+        // SAFETY: socket(2) with constant arguments.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(Fail::errno(Stage::Namespaces, WHAT_LO_SOCKET));
+        }
+        // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own.
+        let ok = unsafe {
+            libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+                req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+                libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
+            }
+        };
+        let err = Fail::errno(Stage::Namespaces, WHAT_LO_UP);
+        // SAFETY: closing the socket we opened.
+        unsafe { libc::close(s) };
+        if !ok {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Human text for a child failure in this stage.
+pub fn describe(what: u32) -> &'static str {
+    match what {
+        WHAT_CGROUPNS => "unshare(CLONE_NEWCGROUP)",
+        WHAT_CGROUPNS_SAME => "cgroup namespace unchanged after unshare",
+        WHAT_HOSTNAME => "sethostname",
+        WHAT_LO_SOCKET => "socket for loopback setup",
+        WHAT_LO_UP => "bringing loopback up",
+        _ => "namespaces",
+    }
+}

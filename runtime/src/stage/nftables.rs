@@ -1,0 +1,156 @@
+//! Stage 5, nftables.
+//!
+//! Input: the bundle's `nftables.json` and network mode. Output: the agent's table loaded
+//! and verified present — in `host` mode into the host's network namespace with the
+//! dispatch rule matching the agent's cgroup2 leaf (host names resolved now, at launch,
+//! into the named sets), in `none` mode into the child's own network namespace (loaded from
+//! outside with `setns`, while the child waits). Invariants: `host` mode without a ruleset,
+//! or on a host without a cgroup2 tree, is refused when nftables is required (the agent
+//! would have unfiltered host network); the table is deleted on every exit path
+//! ([`LoadedTable`]'s `Drop`); in `none` mode it dies with the namespace. The table name is
+//! `aegis_<agent>_<supervisor pid>` so concurrent runs of one agent do not collide.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use aegis_targets::bundle::NetworkMode;
+use aegis_targets::cgroup::Leaf;
+use aegis_targets::nftables::{self as nft, LoadedTable, NetMode, Ruleset};
+
+use crate::exit::RunError;
+use crate::report::{Layer, LayerStatus};
+use crate::stage::verify::Verified;
+
+pub const FILE: &str = "nftables.json";
+
+pub struct Prepared {
+    pub ruleset: Ruleset,
+    pub table: String,
+    /// The nft JSON to load (sets filled).
+    pub json: Vec<u8>,
+    pub resolved: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// Network mode of the launch (from the manifest; the ruleset's shape must agree).
+pub fn mode(v: &Verified) -> NetworkMode {
+    v.manifest.network_mode
+}
+
+fn sanitize(agent: &str) -> String {
+    agent
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(32)
+        .collect()
+}
+
+/// Parses the ruleset and resolves host names (before any namespace exists).
+pub fn prepare(v: &Verified) -> Result<Option<Prepared>, RunError> {
+    let net = mode(v);
+    let Some(bytes) = v.file(FILE) else {
+        if net == NetworkMode::Host && v.required("nftables") {
+            return Err(RunError::Refused(
+                "network mode `host` needs nftables.json (egress filter); the bundle has none".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let ruleset = Ruleset::from_json(bytes).map_err(|e| RunError::Refused(e.to_string()))?;
+    let shape = ruleset.mode();
+    let agrees = matches!(
+        (net, shape),
+        (NetworkMode::Host, NetMode::Host) | (NetworkMode::None, NetMode::None) | (NetworkMode::Proxy, NetMode::Proxy { .. })
+    );
+    if !agrees {
+        return Err(RunError::Refused(format!(
+            "nftables.json is a `{}` ruleset but the manifest says network mode `{:?}`",
+            shape.name(),
+            net
+        )));
+    }
+    let mut resolved = BTreeMap::new();
+    for hs in ruleset.host_sets() {
+        // Resolution failure leaves the set empty: the name is then simply unreachable.
+        let addrs: Vec<IpAddr> = (hs.name.as_str(), 0u16)
+            .to_socket_addrs()
+            .map(|it| it.map(|sa| sa.ip()).collect())
+            .unwrap_or_default();
+        resolved.insert(hs.name.clone(), addrs);
+    }
+    let table = format!("aegis_{}_{}", sanitize(&v.manifest.agent), std::process::id());
+    let json = ruleset.fill(&table, &resolved);
+    Ok(Some(Prepared {
+        ruleset,
+        table,
+        json,
+        resolved,
+    }))
+}
+
+fn resolved_text(p: &Prepared) -> String {
+    if p.resolved.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = p
+        .resolved
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}->{}",
+                if v.is_empty() { "(unresolved)".to_string() } else { v.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(",") }
+            )
+        })
+        .collect();
+    format!("; resolved {}", parts.join(" "))
+}
+
+/// Host mode: load into the host namespace, matched to the leaf's cgroup2 path.
+pub fn load_host(v: &Verified, p: &Prepared, leaf: Option<&Leaf>) -> Result<(Option<LoadedTable>, Layer), RunError> {
+    let fail = |why: String| -> Result<(Option<LoadedTable>, Layer), RunError> {
+        if v.required("nftables") {
+            Err(RunError::Unavailable { layer: "nftables", why })
+        } else {
+            Ok((None, Layer::new("nftables", LayerStatus::NotEnforced, format!("best-effort: {why}"))))
+        }
+    };
+    let Some((dir, level)) = leaf.and_then(|l| Some((l.unified_dir()?.to_path_buf(), l.unified()?.1))) else {
+        return fail("host mode matches the agent's sockets by cgroup v2 path, and no cgroup2 leaf exists (v1-only host or no cgroup)".into());
+    };
+    let path = match nft::nft_cgroup_path(&dir) {
+        Ok(p) => p,
+        Err(e) => return fail(e.to_string()),
+    };
+    let dispatch = nft::dispatch_rule(&p.table, &path, level);
+    match nft::apply(&p.json, &p.table, Some(&dispatch), None) {
+        Ok(t) => Ok((
+            Some(t),
+            Layer::new(
+                "nftables",
+                LayerStatus::Fully,
+                format!("host mode: table inet {} matches socket cgroupv2 level {level} \"{path}\"{}", p.table, resolved_text(p)),
+            ),
+        )),
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+/// none/proxy mode: load into the child's network namespace.
+pub fn load_in_child_netns(v: &Verified, p: &Prepared, pid: libc::pid_t) -> Result<(Option<LoadedTable>, Layer), RunError> {
+    let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+    match nft::apply(&p.json, &p.table, None, Some(&ns)) {
+        Ok(t) => Ok((
+            Some(t),
+            Layer::new(
+                "nftables",
+                LayerStatus::Fully,
+                format!("table inet {} in the agent's network namespace (loopback only)", p.table),
+            ),
+        )),
+        Err(e) if v.required("nftables") => Err(RunError::Unavailable {
+            layer: "nftables",
+            why: e.to_string(),
+        }),
+        Err(e) => Ok((None, Layer::new("nftables", LayerStatus::NotEnforced, format!("best-effort: {e}")))),
+    }
+}

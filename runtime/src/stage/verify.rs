@@ -1,0 +1,137 @@
+//! Stage 1, verify: the bundle, the launch parameters and the command.
+//!
+//! Input: [`LaunchOptions`] (bundle directory, trusted key or `--allow-unsigned`,
+//! `--param NAME=VALUE`s, the command). Output: a [`Verified`] launch: the manifest and the
+//! verified bytes of every artifact (the only source of artifact bytes for later stages),
+//! parameters checked against the manifest (every declared one supplied, nothing
+//! undeclared, each an absolute path that exists, canonicalised), and the command (the
+//! given one or the manifest's entrypoint). Invariants: signature, digests, file set and
+//! expiry are checked by `aegis_targets::bundle::verify`; a signed bundle's serial must not
+//! be lower than the highest one launched for the agent on this host (recorded in
+//! `$AEGIS_STATE_DIR/serials.json`, default `/var/lib/aegis`); an unsigned bundle is only
+//! accepted with `--allow-unsigned`, and that choice is audited; every refusal is exit 125.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aegis_targets::bundle::{self, Enforcement, Manifest, SerialStore, TrustPolicy};
+
+use crate::exit::RunError;
+
+/// Validated command-line options of a launch.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    pub bundle: PathBuf,
+    pub trust_key: Option<PathBuf>,
+    pub allow_unsigned: bool,
+    pub params: Vec<(String, String)>,
+    pub audit_log: Option<PathBuf>,
+    pub verbose: bool,
+    pub command: Vec<String>,
+}
+
+/// A verified launch.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub bundle_sha256: String,
+    /// Key id of the verified signer, or `None` for an unsigned bundle (`--allow-unsigned`).
+    pub signed_by: Option<String>,
+    pub params: BTreeMap<String, PathBuf>,
+    pub command: Vec<String>,
+}
+
+impl Verified {
+    /// Whether the bundle requires `layer` (absent from the manifest's `enforcement` map
+    /// means required: fail closed).
+    pub fn required(&self, layer: &str) -> bool {
+        self.manifest.enforcement.get(layer) != Some(&Enforcement::BestEffort)
+    }
+
+    pub fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+}
+
+/// Where per-host state (the serial store) lives.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("AEGIS_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/aegis"))
+}
+
+pub fn run(opts: &LaunchOptions) -> Result<Verified, RunError> {
+    let key = match &opts.trust_key {
+        Some(p) => Some(bundle::load_public_key(p).map_err(|e| RunError::Refused(e.to_string()))?),
+        None if opts.allow_unsigned => None,
+        None => {
+            return Err(RunError::Refused(
+                "no --trust-key given; unsigned bundles need --allow-unsigned".into(),
+            ));
+        }
+    };
+    let policy = TrustPolicy {
+        key,
+        allow_unsigned: opts.allow_unsigned,
+        now: bundle::now_unix(),
+        min_serial: None,
+    };
+    let vb = bundle::verify(&opts.bundle, &policy).map_err(|e| RunError::Refused(e.to_string()))?;
+    let m = vb.manifest().clone();
+    let signed_by = vb.signed_by().map(|k| k.to_string());
+    if signed_by.is_some() {
+        // Rollback protection only means something for bundles whose serial is signed.
+        let store = SerialStore::new(state_dir().join("serials.json"));
+        if let Some(parent) = store.path().parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| RunError::Refused(format!("cannot create state dir {}: {e}", parent.display())))?;
+        }
+        store
+            .check_and_record(&m.agent, m.serial)
+            .map_err(|e| RunError::Refused(e.to_string()))?;
+    }
+    let params = check_params(&m, &opts.params)?;
+    let command = if opts.command.is_empty() {
+        m.entrypoint.clone().unwrap_or_default()
+    } else {
+        opts.command.clone()
+    };
+    if command.is_empty() {
+        return Err(RunError::Refused("no command given and the bundle declares no entrypoint".into()));
+    }
+    Ok(Verified {
+        dir: vb.dir().to_path_buf(),
+        files: vb.files().clone(),
+        bundle_sha256: vb.manifest_sha256().to_string(),
+        signed_by,
+        manifest: m,
+        params,
+        command,
+    })
+}
+
+fn check_params(m: &Manifest, given: &[(String, String)]) -> Result<BTreeMap<String, PathBuf>, RunError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in given {
+        if !m.parameters.contains_key(k) {
+            return Err(RunError::Refused(format!("--param {k}: the bundle declares no such parameter")));
+        }
+        let p = Path::new(v);
+        if !p.is_absolute() {
+            return Err(RunError::Refused(format!("--param {k}={v}: must be an absolute path")));
+        }
+        let c = std::fs::canonicalize(p)
+            .map_err(|e| RunError::Refused(format!("--param {k}={v}: {e}")))?;
+        if out.insert(k.clone(), c).is_some() {
+            return Err(RunError::Refused(format!("--param {k} given twice")));
+        }
+    }
+    for k in m.parameters.keys() {
+        if !out.contains_key(k) {
+            return Err(RunError::Refused(format!("missing --param {k}=<absolute path> (declared by the bundle)")));
+        }
+    }
+    Ok(out)
+}

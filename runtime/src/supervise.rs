@@ -1,0 +1,268 @@
+//! Supervision of a running agent: forward signals, enforce the wall-clock limit, watch for
+//! OOM kills (and emulate `memory.oom.group` on v1 by killing the whole leaf), collect
+//! nftables deny log lines from the kernel log (host mode; rate-limited into one audit
+//! record per second), reap the agent, and read its resource usage.
+//!
+//! Input: the agent's pid, its cgroup leaf, limits, the signalfd. Output: an [`Outcome`]
+//! (wait status, rusage, cgroup usage) and the audit events that happened. Invariants: the
+//! loop ends only when the agent has been reaped; once the agent must die (wall time,
+//! terminating signal not obeyed within the grace period, OOM with oom group) the whole
+//! leaf (or, without a leaf, the agent — pid 1 of its namespace, so everything in it) gets
+//! SIGKILL.
+//!
+//! What cannot be observed here: seccomp denials that return an errno leave no trace
+//! without `SECCOMP_RET_LOG`/user notification; Landlock denials are only visible through
+//! the audit subsystem (Landlock ABI 7 audit records go to auditd, not to us); nftables log
+//! lines from the agent's own network namespace (`none` mode) are only emitted with
+//! `net.netfilter.nf_log_all_netns=1`.
+
+use std::time::{Duration, Instant};
+
+use aegis_audit::{Event, ResourceLimit};
+use aegis_targets::cgroup::Leaf;
+
+use crate::signals::{KILL_GRACE, Received, Signals, TERMINATING};
+
+pub struct Limits {
+    pub wall_time: Option<Duration>,
+    pub oom_group: bool,
+    /// nftables log prefix to look for in /dev/kmsg (host mode).
+    pub deny_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub status: libc::c_int,
+    pub rusage: libc::rusage,
+}
+
+impl Outcome {
+    /// Exit code of `aegis-exec`: the agent's status, or 128 + signal.
+    pub fn exit_code(&self) -> i32 {
+        if libc::WIFEXITED(self.status) {
+            libc::WEXITSTATUS(self.status)
+        } else if libc::WIFSIGNALED(self.status) {
+            128 + libc::WTERMSIG(self.status)
+        } else {
+            crate::exit::EXIT_INTERNAL
+        }
+    }
+    pub fn exited(&self) -> Option<i32> {
+        libc::WIFEXITED(self.status).then(|| libc::WEXITSTATUS(self.status))
+    }
+    pub fn signal(&self) -> Option<i32> {
+        libc::WIFSIGNALED(self.status).then(|| libc::WTERMSIG(self.status))
+    }
+    pub fn cpu_us(&self) -> (u64, u64) {
+        let us = |t: libc::timeval| (t.tv_sec as u64).saturating_mul(1_000_000).saturating_add(t.tv_usec as u64);
+        (us(self.rusage.ru_utime), us(self.rusage.ru_stime))
+    }
+}
+
+fn reap(pid: libc::pid_t, flags: libc::c_int) -> Option<Outcome> {
+    let mut status = 0;
+    // SAFETY: rusage is plain data overwritten by wait4.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, flags, &mut ru) };
+    (r == pid).then_some(Outcome { status, rusage: ru })
+}
+
+/// Kills everything of the agent.
+pub fn kill_agent(pid: libc::pid_t, leaf: Option<&Leaf>) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    if let Some(l) = leaf {
+        let _ = l.kill_all();
+    }
+}
+
+struct Kmsg {
+    fd: i32,
+    prefix: String,
+    count: u64,
+    last_flush: Instant,
+    sample: String,
+}
+
+impl Kmsg {
+    fn open(prefix: String) -> Option<Kmsg> {
+        // SAFETY: open(2) of a literal path.
+        let fd = unsafe { libc::open(c"/dev/kmsg".as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // Only lines logged from now on.
+        // SAFETY: lseek on our fd.
+        unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
+        Some(Kmsg {
+            fd,
+            prefix,
+            count: 0,
+            last_flush: Instant::now(),
+            sample: String::new(),
+        })
+    }
+
+    fn read(&mut self) {
+        let mut buf = [0u8; 2048];
+        loop {
+            // SAFETY: reading one kmsg record into our buffer.
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                // EAGAIN (nothing more) or EPIPE (overwritten records): stop for now.
+                if n < 0 && crate::child::last_errno() == libc::EPIPE {
+                    continue;
+                }
+                return;
+            }
+            let rec = String::from_utf8_lossy(buf.get(..n as usize).unwrap_or_default());
+            if let Some(pos) = rec.find(&self.prefix) {
+                self.count += 1;
+                if self.sample.is_empty() {
+                    let line = rec.get(pos + self.prefix.len()..).unwrap_or_default();
+                    self.sample = line.lines().next().unwrap_or_default().chars().take(300).collect();
+                }
+            }
+        }
+    }
+
+    fn take_event(&mut self, force: bool) -> Option<Event> {
+        if self.count == 0 || (!force && self.last_flush.elapsed() < Duration::from_secs(1)) {
+            return None;
+        }
+        self.last_flush = Instant::now();
+        let e = Event::KernelDenial {
+            layer: "nftables".into(),
+            detail: std::mem::take(&mut self.sample),
+            count: self.count,
+        };
+        self.count = 0;
+        Some(e)
+    }
+}
+
+impl Drop for Kmsg {
+    fn drop(&mut self) {
+        // SAFETY: closing our fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// Runs until the agent is reaped. `events` receives audit events as they happen.
+pub fn run(
+    pid: libc::pid_t,
+    leaf: Option<&Leaf>,
+    limits: &Limits,
+    signals: &Signals,
+    events: &mut dyn FnMut(Event),
+    verbose: bool,
+) -> Outcome {
+    let start = Instant::now();
+    let deadline = limits.wall_time.map(|d| start + d);
+    let mut grace: Option<Instant> = None;
+    let mut wall_hit = false;
+    let mut oom_seen = leaf.map(|l| l.usage().oom_kills).unwrap_or(0);
+    let mut kmsg = limits.deny_prefix.clone().and_then(Kmsg::open);
+    loop {
+        if let Some(o) = reap(pid, libc::WNOHANG) {
+            if let Some(k) = kmsg.as_mut() {
+                k.read();
+                if let Some(e) = k.take_event(true) {
+                    events(e);
+                }
+            }
+            return o;
+        }
+        let now = Instant::now();
+        // Poll at most every 50 ms when there is something to watch (OOM counter).
+        let mut wake = now + if leaf.is_some() { Duration::from_millis(50) } else { Duration::from_secs(1) };
+        for t in [deadline, grace].into_iter().flatten() {
+            wake = wake.min(t);
+        }
+        let timeout = wake.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [
+            libc::pollfd {
+                fd: signals.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: kmsg.as_ref().map(|k| k.fd).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll on two pollfd structs we own (a negative fd is ignored).
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.max(1)) };
+        for Received { signo, from_kernel } in signals.drain() {
+            if signo == libc::SIGCHLD {
+                continue;
+            }
+            if !from_kernel {
+                // SAFETY: kill(2) on our own child.
+                unsafe { libc::kill(pid, signo) };
+            }
+            if verbose {
+                eprintln!("aegis-exec: received signal {signo}{}", if from_kernel { "" } else { ", forwarded" });
+            }
+            if TERMINATING.contains(&signo) && grace.is_none() {
+                grace = Some(Instant::now() + KILL_GRACE);
+            }
+        }
+        if let Some(k) = kmsg.as_mut() {
+            k.read();
+            if let Some(e) = k.take_event(false) {
+                events(e);
+            }
+        }
+        let now = Instant::now();
+        if let Some(d) = deadline
+            && now >= d
+            && !wall_hit
+        {
+            wall_hit = true;
+            kill_agent(pid, leaf);
+            events(Event::Resource {
+                limit: ResourceLimit::WallTime,
+                detail: format!("wall time {} ms reached; agent killed", limits.wall_time.unwrap_or_default().as_millis()),
+            });
+        }
+        if let Some(g) = grace
+            && now >= g
+        {
+            kill_agent(pid, leaf);
+            grace = None;
+            events(Event::Note {
+                component: "supervisor".into(),
+                message: format!("agent still running {} s after a terminating signal; killed", KILL_GRACE.as_secs()),
+            });
+        }
+        if let Some(l) = leaf {
+            let u = l.usage();
+            if u.oom_kills > oom_seen {
+                oom_seen = u.oom_kills;
+                let mut detail = format!(
+                    "OOM kill in leaf {} (oom_kill={}, peak={} bytes)",
+                    l.name(),
+                    u.oom_kills,
+                    u.memory_peak.unwrap_or(0)
+                );
+                if limits.oom_group {
+                    // v1 has no memory.oom.group: do what it would, kill the whole agent.
+                    kill_agent(pid, Some(l));
+                    detail.push_str("; whole agent killed (oom group)");
+                }
+                events(Event::Resource {
+                    limit: ResourceLimit::OomKill,
+                    detail,
+                });
+            }
+        }
+    }
+}
+
+/// Blocks until `pid` is reaped (after it was killed on an error path).
+pub fn reap_blocking(pid: libc::pid_t) -> Option<Outcome> {
+    reap(pid, 0)
+}
