@@ -69,7 +69,7 @@ pub fn run(args: &BuildArgs, format: Format) -> Exit {
         },
         None => None,
     };
-    let artifacts = match emit::emit(&compiled.policy) {
+    let artifacts = match emit::emit(&compiled.policy, &compiled.sources) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: cannot lower the policy: {e}");

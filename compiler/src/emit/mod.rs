@@ -9,12 +9,22 @@
 
 pub mod bundle;
 pub mod cgroup;
+pub mod landlock;
 pub mod nftables;
+pub mod seccomp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::ir::Policy;
+use crate::source::SourceMap;
+
+fn text_file(mut s: String) -> Vec<u8> {
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s.into_bytes()
+}
 
 /// A rule that a kernel mechanism cannot express exactly.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -63,9 +73,18 @@ fn pretty_json(v: &serde_json::Value) -> Vec<u8> {
     b
 }
 
-pub fn emit(policy: &Policy) -> Result<Artifacts, EmitError> {
+pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError> {
     let mut files = BTreeMap::new();
     let mut losses = LossReport::new();
+
+    let rules = landlock::fs_rules(policy, sources)?;
+    let ll = landlock::landlock(policy, &rules, &mut losses)?;
+    let landlock_abi = Some(ll.min_abi.0);
+    files.insert("landlock.json".to_string(), text_file(ll.to_json().map_err(|e| EmitError { target: "landlock", message: e.to_string() })?));
+    files.insert("landlock.txt".to_string(), ll.render_text().into_bytes());
+    let plan = landlock::mount_plan(policy, &rules, &mut losses)?;
+    files.insert("mounts.json".to_string(), text_file(plan.to_json().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?));
+    files.insert("mounts.txt".to_string(), plan.render_text().into_bytes());
 
     let cg = cgroup::lower(policy);
     files.insert("cgroup.json".to_string(), cg.to_json());
@@ -75,9 +94,21 @@ pub fn emit(policy: &Policy) -> Result<Artifacts, EmitError> {
     files.insert("nftables.json".to_string(), nft.to_json());
     files.insert("nftables.txt".to_string(), nft.to_text().into_bytes());
 
+    let spec = seccomp::spec(policy, &mut losses)?;
+    for (arch, program) in seccomp::programs(&spec)? {
+        files.insert(aegis_targets::seccomp::bpf_file_name(arch), aegis_targets::seccomp::to_bytes(&program));
+        files.insert(aegis_targets::seccomp::asm_file_name(arch), aegis_targets::seccomp::disassemble(&program, Some(arch)).into_bytes());
+    }
+    let oci = aegis_targets::seccomp::oci::export(&spec, &aegis_targets::seccomp::syscalls::Arch::ALL);
+    files.insert("seccomp.oci.json".to_string(), pretty_json(&oci.json));
+    for l in oci.losses {
+        losses.push(Loss { layer: "seccomp-oci", rule: "seccomp.oci.json export".into(), what: l, enforced: "the OCI profile is stricter; the BPF artifacts are exact".into() });
+    }
+
     files.insert("policy.ir.json".to_string(), pretty_json(&policy.to_json()));
     files.insert("policy.sha256".to_string(), format!("{}\n", policy.digest()).into_bytes());
-    losses.sort_by(|a, b| (a.layer, &a.rule).cmp(&(b.layer, &b.rule)));
+    losses.sort_by(|a, b| (a.layer, &a.rule, &a.what).cmp(&(b.layer, &b.rule, &b.what)));
+    losses.dedup();
     files.insert("loss-report.txt".to_string(), render_losses(&losses).into_bytes());
-    Ok(Artifacts { files, losses, landlock_abi: None })
+    Ok(Artifacts { files, losses, landlock_abi })
 }

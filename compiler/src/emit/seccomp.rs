@@ -1,0 +1,110 @@
+//! IR `[syscalls]` (and the rest of the policy) → per-architecture seccomp programs.
+//!
+//! The base set (`default`, or an imported OCI profile) is first **hardened** by what the
+//! policy does not grant (no network → no INET sockets; no explicit `allow` of a dangerous
+//! group → that group denied; see `aegis_targets::seccomp::Hardening`), then the policy's own
+//! `[syscalls]` rules are applied on top, so an explicit, visible `allow = ["ptrace"]` (which
+//! the lints flag) is the only way to get a dangerous call back. Denials use the policy's
+//! errno. Invariants: every program passes the constant-action cache check (each always
+//! allowed syscall is decided from arch and number alone); same policy, same bytes.
+
+use aegis_targets::seccomp::{
+    self, Action, ExecGate, Hardening, Rule, SeccompSpec, SockFilter, SyscallWeights, oci,
+    syscalls::Arch,
+};
+
+use super::{EmitError, Loss, LossReport};
+use crate::ir::{FsAccess, NetworkMode, Policy, SyscallAction, SyscallBase};
+
+fn err(message: impl Into<String>) -> EmitError {
+    EmitError { target: "seccomp", message: message.into() }
+}
+
+fn explicitly_allowed(policy: &Policy, names: &[&str]) -> bool {
+    policy
+        .syscalls
+        .rules
+        .iter()
+        .any(|r| matches!(r.action, SyscallAction::Allow | SyscallAction::Log) && names.contains(&r.name.as_str()))
+}
+
+/// What the policy grants, as the seccomp hardening sees it.
+pub fn hardening(policy: &Policy) -> Hardening {
+    let has_exec = policy.filesystem.rules.iter().any(|r| r.access == FsAccess::Exec && r.origin.is_some());
+    Hardening {
+        inet_network: policy.network.mode != NetworkMode::None,
+        exec: if has_exec { ExecGate::Allow } else { ExecGate::Notify },
+        namespaces: explicitly_allowed(policy, &["unshare", "setns"]),
+        mount: explicitly_allowed(policy, &["mount", "umount2", "pivot_root", "move_mount", "fsmount", "open_tree"]),
+        bpf: explicitly_allowed(policy, &["bpf"]),
+        perf_event_open: explicitly_allowed(policy, &["perf_event_open"]),
+        keyring: explicitly_allowed(policy, &["keyctl", "add_key", "request_key"]),
+        userfaultfd: explicitly_allowed(policy, &["userfaultfd"]),
+        ptrace: explicitly_allowed(policy, &["ptrace", "process_vm_readv", "process_vm_writev"]),
+        io_uring: explicitly_allowed(policy, &["io_uring_setup", "io_uring_enter", "io_uring_register"]),
+        tty_injection: false,
+        personality: explicitly_allowed(policy, &["personality"]),
+    }
+}
+
+fn retarget_errno(action: &mut Action, from: u16, to: u16) {
+    if *action == Action::Errno(from) {
+        *action = Action::Errno(to);
+    }
+}
+
+/// The full syscall decision for the policy: hardened base + the policy's own rules.
+pub fn spec(policy: &Policy, losses: &mut LossReport) -> Result<SeccompSpec, EmitError> {
+    let mut spec = match &policy.syscalls.base {
+        SyscallBase::Default => seccomp::base_spec(),
+        SyscallBase::Oci { path, resolved } => {
+            let text = std::fs::read_to_string(resolved).map_err(|e| err(format!("cannot read OCI profile {path}: {e}")))?;
+            let imported = oci::import(&text).map_err(|e| err(format!("OCI profile {path}: {e}")))?;
+            for note in imported.notes {
+                losses.push(Loss {
+                    layer: "seccomp",
+                    rule: format!("base = {{ oci = \"{path}\" }}"),
+                    what: note,
+                    enforced: "the stricter reading (the rule is not granted)".into(),
+                });
+            }
+            imported.spec
+        }
+    };
+    hardening(policy).apply(&mut spec);
+    for r in &policy.syscalls.rules {
+        let action = match r.action {
+            SyscallAction::Allow => Action::Allow,
+            SyscallAction::Deny(e) => Action::Errno(e),
+            SyscallAction::Log => Action::Log,
+            SyscallAction::Kill => Action::KillProcess,
+        };
+        spec.set(&r.name, vec![Rule::always(action)]);
+    }
+    let errno = policy.syscalls.default_errno;
+    if errno != seccomp::spec::EPERM {
+        retarget_errno(&mut spec.default_action, seccomp::spec::EPERM, errno);
+        for (name, rules) in spec.syscalls.iter_mut() {
+            // Explicit per-syscall errno choices were set above and stay as written.
+            if policy.syscalls.rules.iter().any(|r| &r.name == name) {
+                continue;
+            }
+            for rule in rules.iter_mut() {
+                retarget_errno(&mut rule.action, seccomp::spec::EPERM, errno);
+            }
+        }
+    }
+    spec.validate().map_err(|e| err(e.to_string()))?;
+    Ok(spec)
+}
+
+/// Programs for every architecture, each checked for the constant-action cache property.
+pub fn programs(spec: &SeccompSpec) -> Result<Vec<(Arch, Vec<SockFilter>)>, EmitError> {
+    let programs = seccomp::compile_all(spec, &SyscallWeights::agent_mix()).map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    for (arch, program) in programs {
+        seccomp::check_cacheable(spec, arch, &program).map_err(|e| err(e.to_string()))?;
+        out.push((arch, program));
+    }
+    Ok(out)
+}
