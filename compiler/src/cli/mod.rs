@@ -6,6 +6,7 @@
 
 mod build;
 mod check;
+mod explain;
 pub mod inspect;
 mod keys;
 mod schema;
@@ -81,6 +82,17 @@ pub enum Command {
         /// Expire the bundle this long after its issue time (e.g. 30d, 12h).
         #[arg(long)]
         expires_in: Option<String>,
+    },
+    /// Run the policy's (or a bundle's) seccomp filter on one syscall in the emulator.
+    ExplainSyscall {
+        /// A policy file, or a bundle directory.
+        target: PathBuf,
+        /// Syscall name or number.
+        syscall: String,
+        /// Argument values (decimal or 0x hex), up to six.
+        args: Vec<String>,
+        #[arg(long, default_value = "x86_64")]
+        arch: aegis_targets::seccomp::syscalls::Arch,
     },
     /// Generate a minisign key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
     Keygen {
@@ -158,6 +170,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Build { policy, out, sign_key, serial, issued_at, expires_in } => {
             build::run(&build::BuildArgs { policy, out, sign_key, serial, issued_at, expires_in }, cli.format)
         }
+        Command::ExplainSyscall { target, syscall, args, arch } => explain::run(&target, &syscall, &args, arch, cli.format),
         Command::Keygen { prefix, force } => keys::keygen(&prefix, force, cli.format),
         Command::Verify { bundle, key, allow_unsigned } => keys::verify(&bundle, key.as_deref(), allow_unsigned, cli.format),
     }
