@@ -14,7 +14,8 @@
 //! the empty mask file and directory; (3) `pivot_root` into the staging tmpfs, so the host
 //! tree (including its real `/tmp`) is at `/oldroot`; (4) a tmpfs at `/newroot`, then each
 //! entry, parent before child, from `/oldroot/<path>` to `/newroot/<path>`; symlinks on the
-//! way to a bound path (`/lib64 -> usr/lib64`) are recreated; (5) `vm.memfd_noexec=2` in the
+//! way to a bound path (`/lib64 -> usr/lib64`), and those directly in `/` whose target is
+//! bound (`/bin -> usr/bin`), are recreated; (5) `vm.memfd_noexec=2` in the
 //! sandbox's pid namespace; (6) the new root's own tmpfs is made read-only; (7)
 //! `pivot_root(".", ".")` into it and the staging tree (with the host) is detached.
 
@@ -100,7 +101,8 @@ pub fn apply(plan: &MountPlan, params: &Params) -> Result<MountReport, MountErro
         }
         !inside
     });
-    let symlinks = symlinks_on_the_way(plan, params);
+    let mut symlinks = symlinks_on_the_way(plan, params);
+    symlinks.extend(root_symlinks(&entries));
 
     mount(
         None,
@@ -291,6 +293,29 @@ fn symlinks_on_the_way(plan: &MountPlan, params: &Params) -> Vec<(PathBuf, PathB
                 };
                 cur = real;
             }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Symlinks directly in the host's `/` (`/bin -> usr/bin` on merged-/usr hosts) whose
+/// target is bound: shebangs and `PT_INTERP` paths name them. One directory listed.
+fn root_symlinks(entries: &[Resolved]) -> Vec<(PathBuf, PathBuf)> {
+    let Ok(dir) = std::fs::read_dir("/") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let at = e.path();
+        let (Ok(dest), Ok(real)) = (std::fs::read_link(&at), std::fs::canonicalize(&at)) else {
+            continue;
+        };
+        let bound = entries
+            .iter()
+            .any(|r| matches!(r.kind, MountKind::Bind { .. }) && real.starts_with(&r.path));
+        if bound {
+            out.push((at, dest));
         }
     }
     out.sort();

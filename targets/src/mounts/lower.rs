@@ -102,9 +102,10 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
             continue;
         }
         let kind = match g.access {
+            // Inside an executable directory a readable path is data, not code.
             FsAccess::Read => MountKind::Bind {
                 writable: false,
-                exec: true,
+                exec: !opts.exec_dirs.iter().any(|d| d.contains(&g.path)),
             },
             FsAccess::Write => MountKind::Bind {
                 writable: true,

@@ -29,14 +29,23 @@ fn pipe() -> (std::fs::File, std::fs::File) {
     // SAFETY: `fds` is a valid two-int array.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     // SAFETY: fresh descriptors owned by nobody else.
-    unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
 }
 
 fn wait(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) }
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
 }
 
 /// Runs `f` in a forked child and panics with its failures (or its crash) in the parent.
@@ -53,14 +62,22 @@ pub fn in_child(f: impl FnOnce(&mut Checks)) {
     let mut out = String::new();
     r.read_to_string(&mut out).unwrap();
     let code = wait(pid);
-    assert!(out.is_empty() && code == 0, "child (exit {code}) failures:\n{out}");
+    assert!(
+        out.is_empty() && code == 0,
+        "child (exit {code}) failures:\n{out}"
+    );
 }
 
 fn run_and_report(f: impl FnOnce(&mut Checks), mut w: std::fs::File) -> ! {
     let mut c = Checks::default();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut c)));
-    if r.is_err() {
-        c.failures.push("child panicked".into());
+    if let Err(p) = r {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        c.failures.push(format!("child panicked: {msg}"));
     }
     for l in &c.failures {
         let _ = writeln!(w, "  - {l}");
@@ -89,7 +106,9 @@ pub fn in_namespaces(f: impl FnOnce(&mut Checks)) {
         drop(r);
         let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
         // SAFETY: plain flags.
-        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) } != 0 {
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) }
+            != 0
+        {
             let mut w = w;
             let _ = writeln!(w, "  - unshare: {}", std::io::Error::last_os_error());
             unsafe { libc::_exit(0) }
@@ -110,7 +129,10 @@ pub fn in_namespaces(f: impl FnOnce(&mut Checks)) {
     let mut out = String::new();
     r.read_to_string(&mut out).unwrap();
     let code = wait(pid);
-    assert!(out.is_empty() && code == 0, "namespaced child (exit {code}) failures:\n{out}");
+    assert!(
+        out.is_empty() && code == 0,
+        "namespaced child (exit {code}) failures:\n{out}"
+    );
 }
 
 /// errno of opening `p` with `flags` (0 = success).
@@ -164,7 +186,15 @@ pub fn memfd_exec_runs() -> bool {
         let argv = [arg0.as_ptr().cast_mut(), std::ptr::null_mut()];
         let envp: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
         // SAFETY: valid, NULL-terminated argv/envp.
-        unsafe { libc::execveat(fd, empty.as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH) };
+        unsafe {
+            libc::execveat(
+                fd,
+                empty.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
         unsafe { libc::_exit(11) }
     }
     wait(pid) == 0
@@ -172,13 +202,18 @@ pub fn memfd_exec_runs() -> bool {
 
 /// The dynamic loader of this host (from `/bin/true`'s `PT_INTERP`).
 pub fn ld_so() -> PathBuf {
-    aegis_targets::landlock::elf_interpreter(Path::new("/bin/true")).unwrap().expect("/bin/true is dynamic")
+    aegis_targets::landlock::elf_interpreter(Path::new("/bin/true"))
+        .unwrap()
+        .expect("/bin/true is dynamic")
 }
 
 /// A fresh test tree outside `/tmp` (the mount tests replace `/tmp`):
 /// ro/{file.txt,sub/deep.txt}, rw/{ok.txt,.env,secret/key.txt,work/}, bin/{mytrue,other}.
 pub fn tree() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix("aegis-fs-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("aegis-fs-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
     let base = std::fs::canonicalize(dir.path()).unwrap();
     for d in ["ro/sub", "rw/secret", "rw/work", "bin", "outside"] {
         std::fs::create_dir_all(base.join(d)).unwrap();
@@ -190,7 +225,11 @@ pub fn tree() -> (tempfile::TempDir, PathBuf) {
     std::fs::write(base.join("rw/secret/key.txt"), "PRIVATE KEY").unwrap();
     for b in ["mytrue", "other"] {
         std::fs::copy("/bin/true", base.join("bin").join(b)).unwrap();
-        std::fs::set_permissions(base.join("bin").join(b), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            base.join("bin").join(b),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
     }
     std::os::unix::fs::symlink("../.env", base.join("rw/work/env-link")).unwrap();
     (dir, base)
@@ -199,7 +238,11 @@ pub fn tree() -> (tempfile::TempDir, PathBuf) {
 use aegis_targets::landlock::{FsAccess, FsRule, Params, PathTemplate};
 
 pub fn rule(path: &str, access: FsAccess, origin: &str) -> FsRule {
-    FsRule { path: PathTemplate::parse(path).unwrap(), access, origin: origin.to_owned() }
+    FsRule {
+        path: PathTemplate::parse(path).unwrap(),
+        access,
+        origin: origin.to_owned(),
+    }
 }
 
 /// The test policy: system trees readable, `/usr/bin/true` and `${BASE}/bin/mytrue`
@@ -222,7 +265,9 @@ pub fn policy() -> Vec<FsRule> {
         rule("${BASE}/bin", Read, "read ${BASE}/bin"),
         rule("${BASE}/bin/mytrue", Exec, "exec ${BASE}/bin/mytrue"),
     ];
-    r.extend(aegis_targets::landlock::loader_rules(std::env::consts::ARCH));
+    r.extend(aegis_targets::landlock::loader_rules(
+        std::env::consts::ARCH,
+    ));
     r
 }
 
