@@ -315,9 +315,17 @@ impl Emitter {
     ) -> usize {
         let j = self.cond(op, vl, pass, fail);
         let lo_label = self.load(lo, j);
-        let eq = self.cond(BPF_JEQ, vh, lo_label, fail);
-        let gt = self.cond(BPF_JGT, vh, pass, eq);
-        self.load(hi, gt)
+        let top = match vh {
+            // hi > 0 decides; otherwise hi == 0 and the low word decides.
+            0 => self.cond(BPF_JGT, 0, pass, lo_label),
+            // hi > u32::MAX is impossible: hi == MAX → low word, else fail.
+            u32::MAX => self.cond(BPF_JEQ, vh, lo_label, fail),
+            _ => {
+                let eq = self.cond(BPF_JEQ, vh, lo_label, fail);
+                self.cond(BPF_JGT, vh, pass, eq)
+            }
+        };
+        self.load(hi, top)
     }
 
     fn tree(&mut self, ranges: &[Range], roots: &[Vec<usize>], i: usize, j: usize) -> usize {

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod bpf;
 pub mod cache;
 pub mod codegen;
+pub mod cost;
 pub mod disasm;
 pub mod emulator;
 pub mod hardening;
