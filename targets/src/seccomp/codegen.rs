@@ -343,6 +343,78 @@ impl Emitter {
     }
 }
 
+/// Remove `A = word` loads where every path already holds that word in `A` (argument
+/// blocks of consecutive rules reload the same half), and relink the jumps. Jumps only get
+/// shorter, so the 255 limit still holds; a jump to a removed load lands on its successor,
+/// which is what the load would have fallen into.
+fn drop_redundant_loads(program: Vec<SockFilter>) -> Vec<SockFilter> {
+    let n = program.len();
+    // known[pc]: Some(Some(off)) = A holds word `off` on every path into pc.
+    let mut known: Vec<Option<Option<u32>>> = vec![None; n + 1];
+    let mut redundant = vec![false; n];
+    if let Some(k) = known.get_mut(0) {
+        *k = Some(None);
+    }
+    let flow = |known: &mut Vec<Option<Option<u32>>>, t: usize, v: Option<u32>| {
+        if let Some(slot) = known.get_mut(t) {
+            *slot = Some(match *slot {
+                None => v,
+                Some(old) if old == v => v,
+                Some(_) => None,
+            });
+        }
+    };
+    for (pc, ins) in program.iter().enumerate() {
+        let here = known.get(pc).copied().flatten().flatten();
+        let next = pc + 1;
+        match ins.class() {
+            BPF_LD if ins.code == BPF_LD | BPF_W | BPF_ABS => {
+                if here == Some(ins.k) {
+                    if let Some(r) = redundant.get_mut(pc) {
+                        *r = true;
+                    }
+                }
+                flow(&mut known, next, Some(ins.k));
+            }
+            BPF_JMP if ins.code & 0xf0 == BPF_JA => flow(&mut known, next + ins.k as usize, here),
+            BPF_JMP => {
+                flow(&mut known, next + usize::from(ins.jt), here);
+                flow(&mut known, next + usize::from(ins.jf), here);
+            }
+            BPF_RET => {}
+            _ => flow(&mut known, next, None),
+        }
+    }
+    let mut new_index = Vec::with_capacity(n + 1);
+    let mut kept = 0usize;
+    for r in &redundant {
+        new_index.push(kept);
+        if !r {
+            kept += 1;
+        }
+    }
+    new_index.push(kept);
+    let at = |i: usize| new_index.get(i).copied().unwrap_or(kept);
+    let mut out = Vec::with_capacity(kept);
+    for (pc, ins) in program.iter().enumerate() {
+        if redundant.get(pc).copied().unwrap_or(false) {
+            continue;
+        }
+        let mut ins = *ins;
+        let me = at(pc) + 1;
+        if ins.class() == BPF_JMP {
+            if ins.code & 0xf0 == BPF_JA {
+                ins.k = (at(pc + 1 + ins.k as usize) - me) as u32;
+            } else {
+                ins.jt = (at(pc + 1 + usize::from(ins.jt)) - me) as u8;
+                ins.jf = (at(pc + 1 + usize::from(ins.jf)) - me) as u8;
+            }
+        }
+        out.push(ins);
+    }
+    out
+}
+
 /// Compile `spec` for `arch`.
 pub fn compile(
     spec: &SeccompSpec,
@@ -360,6 +432,7 @@ pub fn compile(
     e.load(OFF_ARCH, check);
     let mut program = e.rev;
     program.reverse();
+    let program = drop_redundant_loads(program);
     if program.len() > BPF_MAXINSNS {
         return Err(CodegenError::TooLong { arch, len: program.len() });
     }

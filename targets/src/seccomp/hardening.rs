@@ -186,7 +186,18 @@ fn restrict(spec: &mut SeccompSpec, name: &str, alternatives: &[Vec<ArgCond>]) {
         for alt in alternatives {
             let mut conds = r.conds.clone();
             for c in alt {
-                if !conds.contains(c) {
+                // Skip a condition another one already implies (`args[0] == 0` implies
+                // `(args[0] & 0xffffffff) == 0`).
+                let implied = conds.iter().any(|d| {
+                    d.index == c.index && d.op == CmpOp::Eq && {
+                        let mut args = [0u64; 6];
+                        if let Some(a) = args.get_mut(usize::from(c.index)) {
+                            *a = d.value;
+                        }
+                        c.holds(&args)
+                    }
+                });
+                if !implied && !conds.contains(c) {
                     conds.push(*c);
                 }
             }
