@@ -6,7 +6,8 @@
 //! BLAKE2b-512 of the file) with a global signature over signature || trusted comment, the
 //! format `minisign -Vm` checks; they are deterministic (RFC 8032 Ed25519, as the minisign
 //! tool makes them), so the same manifest and key give the same bytes; legacy (`Ed`)
-//! signatures are refused.
+//! signatures are refused; a signature file is accepted only in the exact bytes this module
+//! writes (so `minisign -S` can make one with `-c 'aegis bundle manifest signature'`).
 
 use blake2::{Blake2b512, Digest};
 use ct_codecs::{Base64, Decoder, Encoder};
@@ -19,22 +20,32 @@ use super::keys::{PublicKey, SecretKey};
 pub const UNTRUSTED_COMMENT: &str = "aegis bundle manifest signature";
 const MAX_SIGNATURE_FILE: usize = 4096;
 
-/// The contents of a minisign signature file for `data`.
-pub fn sign_detached(data: &[u8], key: &SecretKey, trusted_comment: &str) -> String {
+/// The contents of a minisign signature file for `data`. The trusted comment must be one
+/// line without control characters or surrounding spaces (minisign trims them).
+pub fn sign_detached(
+    data: &[u8],
+    key: &SecretKey,
+    trusted_comment: &str,
+) -> Result<String, BundleError> {
+    if trusted_comment.chars().any(char::is_control) || trusted_comment.trim() != trusted_comment {
+        return Err(BundleError::InvalidField {
+            what: "trusted comment",
+            value: trusted_comment.to_string(),
+            reason: "must be one line without control characters or surrounding spaces",
+        });
+    }
     let prehash = Blake2b512::digest(data);
-    let sig = key.signing().sign(&prehash).to_bytes();
-    let mut sig_and_comment = sig.to_vec();
+    let signature = key.signing().sign(&prehash).to_bytes();
+    let mut sig_and_comment = signature.to_vec();
     sig_and_comment.extend_from_slice(trusted_comment.as_bytes());
     let global = key.signing().sign(&sig_and_comment).to_bytes();
-    let mut line2 = Vec::with_capacity(74);
-    line2.extend_from_slice(b"ED");
-    line2.extend_from_slice(&key.keynum());
-    line2.extend_from_slice(&sig);
-    format!(
-        "untrusted comment: {UNTRUSTED_COMMENT}\n{}\ntrusted comment: {trusted_comment}\n{}\n",
-        Base64::encode_to_string(&line2).unwrap_or_default(),
-        Base64::encode_to_string(global).unwrap_or_default()
-    )
+    Ok(DetachedSignature {
+        keynum: key.keynum(),
+        signature,
+        trusted_comment: trusted_comment.to_string(),
+        global,
+    }
+    .encode())
 }
 
 /// A parsed (not yet verified) signature file.
@@ -105,12 +116,34 @@ impl DetachedSignature {
             .as_slice()
             .try_into()
             .map_err(|_| corrupt("the global signature has the wrong length"))?;
-        Ok(DetachedSignature {
+        let parsed = DetachedSignature {
             keynum,
             signature,
             trusted_comment,
             global,
-        })
+        };
+        // Only the exact bytes aegis writes are accepted, so that no byte of the file (not
+        // even the unsigned untrusted comment, base64 padding bits or line endings) can be
+        // changed unnoticed.
+        if parsed.encode() != text {
+            return Err(corrupt(
+                "not in the exact form aegis writes (untrusted comment `aegis bundle manifest signature`, LF line endings, canonical base64)",
+            ));
+        }
+        Ok(parsed)
+    }
+
+    fn encode(&self) -> String {
+        let mut line2 = Vec::with_capacity(74);
+        line2.extend_from_slice(b"ED");
+        line2.extend_from_slice(&self.keynum);
+        line2.extend_from_slice(&self.signature);
+        format!(
+            "untrusted comment: {UNTRUSTED_COMMENT}\n{}\ntrusted comment: {}\n{}\n",
+            Base64::encode_to_string(&line2).unwrap_or_default(),
+            self.trusted_comment,
+            Base64::encode_to_string(self.global).unwrap_or_default()
+        )
     }
 
     /// The id of the key that made this signature (as claimed by the file).

@@ -63,7 +63,7 @@ impl BundleWriter {
         let manifest_sha256 = hex::encode(Sha256::digest(&manifest_bytes));
         let mut files = self.artifacts;
         if let Some(key) = key {
-            let sig = sign_detached(&manifest_bytes, key, &manifest.trusted_comment());
+            let sig = sign_detached(&manifest_bytes, key, &manifest.trusted_comment())?;
             files.insert(SIGNATURE_FILE.to_string(), sig.into_bytes());
         }
         files.insert(MANIFEST_FILE.to_string(), manifest_bytes);
