@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod compose;
 pub mod diag;
+pub mod diff;
 pub mod emit;
 pub mod eval;
 pub mod ir;

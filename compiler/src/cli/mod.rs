@@ -6,6 +6,7 @@
 
 mod build;
 mod check;
+pub mod diff;
 mod explain;
 pub mod inspect;
 mod keys;
@@ -94,6 +95,15 @@ pub enum Command {
         #[arg(long, default_value = "x86_64")]
         arch: aegis_targets::seccomp::syscalls::Arch,
     },
+    /// Explain what changed in the agent's permissions between two policies or bundles.
+    /// Exit 1 when permissions widened.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// Markdown for a pull-request comment.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Generate a minisign key pair: PREFIX.key (secret, mode 0600) and PREFIX.pub.
     Keygen {
         #[arg(short = 'o', long = "out", default_value = "aegis")]
@@ -171,6 +181,7 @@ pub fn run(cli: Cli) -> Exit {
             build::run(&build::BuildArgs { policy, out, sign_key, serial, issued_at, expires_in }, cli.format)
         }
         Command::ExplainSyscall { target, syscall, args, arch } => explain::run(&target, &syscall, &args, arch, cli.format),
+        Command::Diff { old, new, markdown } => diff::run(&old, &new, markdown, cli.format),
         Command::Keygen { prefix, force } => keys::keygen(&prefix, force, cli.format),
         Command::Verify { bundle, key, allow_unsigned } => keys::verify(&bundle, key.as_deref(), allow_unsigned, cli.format),
     }

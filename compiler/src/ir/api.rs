@@ -55,6 +55,13 @@ impl serde::Serialize for HttpRule {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for HttpRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HttpRule::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }

@@ -41,14 +41,14 @@ pub mod units;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::source::Origin;
 pub use api::HttpRule;
 pub use net::{Cidr, Destination, PortRange, Protocol};
 pub use path::PathPattern;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Policy {
     /// Names of the files the policy was composed from; `Origin::file` indexes this list.
     pub sources: Vec<String>,
@@ -62,7 +62,7 @@ pub struct Policy {
     pub enforcement: Enforcement,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Agent {
     pub name: String,
     pub description: Option<String>,
@@ -70,13 +70,13 @@ pub struct Agent {
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Parameter {
     pub description: String,
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsAccess {
     Read,
@@ -96,18 +96,18 @@ impl FsAccess {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FsRule {
     pub access: FsAccess,
     pub path: PathPattern,
     /// `None` for built-in rules.
     pub origin: Option<Origin>,
     /// Why a built-in rule exists (empty for user rules).
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub note: &'static str,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub note: std::borrow::Cow<'static, str>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Filesystem {
     /// Sorted by (access, path); no two rules have the same access and path.
     pub rules: Vec<FsRule>,
@@ -121,7 +121,7 @@ impl Filesystem {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     None,
@@ -139,7 +139,7 @@ impl NetworkMode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndpointSource {
     Network,
@@ -147,7 +147,7 @@ pub enum EndpointSource {
     Api(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Endpoint {
     pub destination: Destination,
     /// Sorted, non-overlapping.
@@ -169,13 +169,13 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Resolver {
     pub address: IpAddr,
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Network {
     pub mode: NetworkMode,
     pub mode_origin: Option<Origin>,
@@ -185,26 +185,26 @@ pub struct Network {
     pub dns: Vec<Resolver>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Scope {
     pub name: String,
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HttpRuleEntry {
     pub rule: HttpRule,
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecretSource {
     Env(String),
     File(String),
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Credential {
     pub header: String,
     pub prefix: String,
@@ -212,7 +212,7 @@ pub struct Credential {
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Api {
     pub name: String,
     pub host: String,
@@ -224,13 +224,13 @@ pub struct Api {
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit<T> {
     pub value: T,
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Resources {
     pub memory_bytes: Option<Limit<u64>>,
     pub pids: Option<Limit<u64>>,
@@ -241,7 +241,7 @@ pub struct Resources {
     pub wall_time_ms: Option<Limit<u64>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum SyscallBase {
     /// AEGIS' default set (Docker's default profile minus what AEGIS hardens).
@@ -250,7 +250,7 @@ pub enum SyscallBase {
     Oci { path: String, resolved: String },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action", content = "errno")]
 pub enum SyscallAction {
     Allow,
@@ -262,14 +262,14 @@ pub enum SyscallAction {
     Kill,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SyscallRule {
     pub name: String,
     pub action: SyscallAction,
     pub origin: Option<Origin>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Syscalls {
     pub base: SyscallBase,
     /// Sorted by name; one rule per name.
@@ -277,7 +277,7 @@ pub struct Syscalls {
     pub default_errno: u16,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     Namespaces,
@@ -303,14 +303,14 @@ impl Layer {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Level {
     Required,
     BestEffort,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Enforcement {
     /// Every layer has an entry (default `Required`).
     pub layers: BTreeMap<Layer, Level>,

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -26,7 +26,7 @@ impl fmt::Display for Protocol {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortRange {
     pub first: u16,
     pub last: u16,
@@ -163,6 +163,18 @@ impl fmt::Display for Destination {
 impl serde::Serialize for Destination {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Destination {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let looks_ip = s.contains(':') || s.contains('/') || s.parse::<IpAddr>().is_ok();
+        if looks_ip {
+            Cidr::parse(&s).map(Destination::Network).map_err(serde::de::Error::custom)
+        } else {
+            parse_host_name(&s).map_err(serde::de::Error::custom)
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 use std::fmt;
 
 /// Where a pattern starts.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Root {
     /// The filesystem root `/`.
@@ -31,6 +31,13 @@ pub struct PathPattern {
 impl serde::Serialize for PathPattern {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PathPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PathPattern::parse(&s, &|_| true).map_err(|e| serde::de::Error::custom(format!("path `{s}`: {e:?}")))
     }
 }
 

@@ -58,7 +58,7 @@ fn is_agent_name(s: &str) -> bool {
 }
 
 fn builtin(access: FsAccess, path: &str, note: &'static str) -> Option<FsRule> {
-    PathPattern::parse(path, &|_| false).ok().map(|path| FsRule { access, path, origin: None, note })
+    PathPattern::parse(path, &|_| false).ok().map(|path| FsRule { access, path, origin: None, note: note.into() })
 }
 
 impl Lower<'_> {
@@ -237,7 +237,7 @@ impl Lower<'_> {
         for (list, access, what) in lists {
             for s in list {
                 if let Some(path) = self.path(s, what) {
-                    rules.push(FsRule { access, path, origin: Some(s.origin), note: "" });
+                    rules.push(FsRule { access, path, origin: Some(s.origin), note: "".into() });
                 }
             }
         }
