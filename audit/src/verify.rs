@@ -286,12 +286,14 @@ pub fn verify_reader<R: Read>(mut reader: R, options: &VerifyOptions) -> io::Res
 impl State<'_> {
     fn fail(mut self, problem: Problem) -> Report {
         let r = &mut self.report;
+        r.root = self.frontier.root();
         r.failure = Some(Failure { seq: r.records, line: r.records + 1, offset: r.bytes, problem });
         self.report
     }
 
     fn finish(mut self) -> Report {
         let r = &mut self.report;
+        r.root = self.frontier.root();
         if let Some(c) = self.external.pop() {
             let m = format!(
                 "checkpoint {} covers {} records ({} bytes) and its own record at seq {}, but the log has only {} complete records ({} bytes)",
@@ -366,7 +368,6 @@ impl State<'_> {
         r.records += 1;
         r.bytes += line.len() as u64 + 1;
         r.head = hash;
-        r.root = self.frontier.root();
         Ok(())
     }
 

@@ -56,7 +56,7 @@ pub fn event(i: usize) -> Event {
             component: "proxy".into(),
             subject: "net".into(),
             target: format!("host{i}.example:443"),
-            decision: if i % 3 == 0 { Verdict::Deny } else { Verdict::Allow },
+            decision: if i.is_multiple_of(3) { Verdict::Deny } else { Verdict::Allow },
             rule: Some("net.allow[0]".into()),
             reason: "ok \"quoted\" ünï".into(),
         },
