@@ -33,7 +33,7 @@ fn event(i: u64) -> Event {
             component: "proxy".into(),
             subject: "net".into(),
             target: format!("api{}.example.com:443", i % 97),
-            decision: if i % 3 == 0 { Verdict::Deny } else { Verdict::Allow },
+            decision: if i.is_multiple_of(3) { Verdict::Deny } else { Verdict::Allow },
             rule: Some("net.allow[3]".into()),
             reason: "host in allowlist".into(),
         },
@@ -70,7 +70,7 @@ fn best<T>(runs: usize, children: bool, mut f: impl FnMut() -> T) -> (Duration, 
         cpu_best = cpu_best.min(cpu(children).saturating_sub(c));
         out = Some(v);
     }
-    (wall, cpu_best, out.unwrap_or_else(|| f()))
+    (wall, cpu_best, out.unwrap_or_else(f))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
