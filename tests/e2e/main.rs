@@ -1,3 +1,10 @@
 //! End-to-end tests: one binary, one module per area. They run the real binaries
-//! (`aegisc`, `aegis-exec`, `aegis-audit`) built by cargo for this workspace.
+//! (`aegisc`, `aegis-exec`, `aegis-audit`) that `cargo test --workspace` builds, from the
+//! repository root, as a user would.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+/// `aegisc build` on every example policy: artifacts snapshotted, reproducible, signed,
+/// verified by `aegisc verify` and `minisign`, nftables checked by `nft -c`, tampering found.
+mod build;
+/// `aegisc diff` on widening and narrowing changes.
+mod diff;
