@@ -1,10 +1,13 @@
 //! The child side of a launch: what runs between `clone` and `execve`.
 //!
-//! Input: a [`ChildPlan`] prepared by the supervisor (plain data only). Output: either the
-//! agent's command replaces the process, or a [`ChildReport`] saying which stage failed
-//! (and the errno) is written to the report pipe and the child exits with
-//! [`CHILD_FAILED`]. Invariants: no parsing and no heap allocation after `clone` (the
-//! supervisor is single-threaded when it clones, so the copied address space is consistent);
+//! Input: a [`ChildPlan`] prepared by the supervisor (artifacts already decoded and
+//! validated). Output: either the agent's command replaces the process, or a
+//! [`ChildReport`] saying which stage failed (and the errno) is written to the report pipe
+//! and the child exits with [`CHILD_FAILED`]. Invariants: no artifact parsing after `clone`;
+//! AEGIS's own stages make raw syscalls only. The mount plan and Landlock apply functions
+//! of `aegis_targets` do allocate (they resolve launch paths, which only exist inside the
+//! new mount namespace) — safe here because the supervisor is single-threaded when it
+//! clones, so no lock can be held by a thread that does not exist in the child;
 //! the stages run in the fixed order documented in [`crate::stage`]; on success a report with
 //! `ok = 1` and per-stage timings is written just before `execve`, and the pipe (close-on-exec)
 //! reaches EOF when `execve` succeeds.
@@ -30,7 +33,23 @@ pub struct ChildReport {
     pub _pad: u32,
     /// Nanoseconds spent in each stage in the child.
     pub stage_ns: [u64; STAGES],
+    /// Facts for the enforcement report (indices `INFO_*`).
+    pub info: [u32; INFO_LEN],
+    /// NUL-padded text of a failure (the error a target's apply function returned).
+    pub msg: [u8; MSG_LEN],
 }
+
+pub const INFO_LEN: usize = 8;
+pub const MSG_LEN: usize = 512;
+pub const INFO_MOUNTS_MOUNTED: usize = 0;
+pub const INFO_MOUNTS_SKIPPED: usize = 1;
+pub const INFO_MEMFD_NOEXEC: usize = 2;
+/// 0 absent, 1 fully, 2 partially, 3 not enforced.
+pub const INFO_LANDLOCK_STATUS: usize = 3;
+pub const INFO_LANDLOCK_ABI: usize = 4;
+pub const INFO_LANDLOCK_DETAILS: usize = 5;
+pub const INFO_SECCOMP_MODE: usize = 6;
+pub const INFO_SECCOMP_LEN: usize = 7;
 
 impl ChildReport {
     pub const SIZE: usize = std::mem::size_of::<ChildReport>();
@@ -44,7 +63,23 @@ impl ChildReport {
             errno: 0,
             _pad: 0,
             stage_ns: [0; STAGES],
+            info: [0; INFO_LEN],
+            msg: [0; MSG_LEN],
         }
+    }
+
+    /// Stores `text` (truncated) as the failure message.
+    pub fn set_msg(&mut self, text: &str) {
+        self.msg = [0; MSG_LEN];
+        for (d, s) in self.msg.iter_mut().take(MSG_LEN - 1).zip(text.bytes()) {
+            *d = s;
+        }
+    }
+
+    /// The failure message, if any.
+    pub fn msg(&self) -> String {
+        let end = self.msg.iter().position(|&b| b == 0).unwrap_or(MSG_LEN);
+        String::from_utf8_lossy(self.msg.get(..end).unwrap_or_default()).into_owned()
     }
 
     /// Decodes a report read from the pipe.
@@ -172,12 +207,23 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     unsafe { libc::close(plan.go_read) };
 
     timed(report, Stage::Namespaces, || stage::namespaces::apply_in_child(&plan.ns))?;
-    timed(report, Stage::Mounts, || stage::mounts::apply_in_child(&plan.mounts))?;
+    let mut info = [0u32; INFO_LEN];
+    let mut msg = ChildReport::zeroed();
+    let r = timed(report, Stage::Mounts, || stage::mounts::apply_in_child(&plan.mounts, &mut info, &mut msg));
+    report.info = info;
+    report.msg = msg.msg;
+    r?;
     timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
     timed(report, Stage::NoNewPrivs, stage::no_new_privs::apply_in_child)?;
-    timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock))?;
+    let r = timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock, &mut info, &mut msg));
+    report.info = info;
+    report.msg = msg.msg;
+    r?;
     // Seccomp is the last restriction: from here on every syscall must pass the filter.
-    timed(report, Stage::Seccomp, || stage::seccomp::apply_in_child(&plan.seccomp))?;
+    let r = timed(report, Stage::Seccomp, || stage::seccomp::apply_in_child(&plan.seccomp, &mut info, &mut msg));
+    report.info = info;
+    report.msg = msg.msg;
+    r?;
     timed(report, Stage::Fds, || stage::fds::apply_in_child(plan.report_write))?;
     // Restore the signal mask the agent should start with (the supervisor's was blocked).
     // SAFETY: sigprocmask with a valid set copied from the supervisor.

@@ -168,7 +168,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     }
 
     // ── 3. namespaces ─────────────────────────────────────────────────────────────────
-    let (uid, gid) = namespaces::agent_ids();
+    let ids = namespaces::agent_ids();
     let cap_last = stage::caps::cap_last();
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
@@ -188,12 +188,17 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 lo_up: full && !host_net,
             },
             mounts,
-            caps: stage::caps::ChildCaps { uid, gid, cap_last },
+            caps: stage::caps::ChildCaps {
+                uid: if full { ids.inner_uid } else { ids.host_uid },
+                gid: if full { ids.inner_gid } else { ids.host_gid },
+                cap_last,
+            },
             landlock: stage::landlock::ChildLandlock::placeholder(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
             exec: stage::exec::ChildExec::prepare(&v.command, &env)?,
         })
     };
+    let landlock_min_abi = stage::landlock::min_abi(&landlock_child);
     let mut plan = build_plan(iso)?;
     plan.landlock = landlock_child;
     plan.seccomp = seccomp_child;
@@ -231,7 +236,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut guard = ChildGuard { pid, armed: true };
     close(go_r);
     close(rep_w);
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, uid, gid, go_w, rep_r);
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, ids, go_w, rep_r);
     close(go_w);
     let (child_report, ns_detail, nft_child) = match result {
         Ok(r) => r,
@@ -266,29 +271,67 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         Isolation::Full { .. } => Layer::new(
             "namespaces",
             LayerStatus::Fully,
-            format!("new {ns_detail},cgroup namespaces; uid/gid map {uid}->{uid} {gid}->{gid}; agent is pid 1"),
+            format!(
+                "new {ns_detail},cgroup namespaces; agent is pid 1, uid {} gid {} inside = {} {} on the host",
+                ids.inner_uid, ids.inner_gid, ids.host_uid, ids.host_gid
+            ),
         ),
         Isolation::None => Layer::new("namespaces", LayerStatus::NotEnforced, userns_note.clone()),
     });
     let (_, mounts_detail) = stage::mounts::prepare(&v, matches!(iso, Isolation::Full { .. }))?;
-    report.push(Layer::new(
-        "mounts",
-        if matches!(iso, Isolation::Full { .. }) { LayerStatus::Partially } else { LayerStatus::NotEnforced },
-        mounts_detail,
-    ));
+    let info = r.info;
+    let plan_applied = v.file(stage::mounts::FILE).is_some() && matches!(iso, Isolation::Full { .. });
+    report.push(if plan_applied {
+        Layer::new(
+            "mounts",
+            if info[child::INFO_MOUNTS_SKIPPED] == 0 { LayerStatus::Fully } else { LayerStatus::Partially },
+            format!(
+                "{mounts_detail}: {} mounted, {} skipped (missing on this host), memfd_noexec {}; pivot_root, host tree detached",
+                info[child::INFO_MOUNTS_MOUNTED],
+                info[child::INFO_MOUNTS_SKIPPED],
+                info[child::INFO_MEMFD_NOEXEC] == 1
+            ),
+        )
+    } else {
+        Layer::new(
+            "mounts",
+            if matches!(iso, Isolation::Full { .. }) { LayerStatus::Partially } else { LayerStatus::NotEnforced },
+            mounts_detail,
+        )
+    });
     if !host_net && nftp.is_none() && matches!(iso, Isolation::Full { .. }) {
         nft_layer = Layer::new("nftables", LayerStatus::Fully, "network mode none: own network namespace with loopback only (no ruleset needed)");
     }
     report.push(nft_layer);
-    report.push(Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked; uid {uid} gid {gid}")));
+    report.push(Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked")));
     report.push(Layer::new("no_new_privs", LayerStatus::Fully, "set and verified"));
-    report.push(match landlock_note {
-        Some(n) => Layer::new("landlock", LayerStatus::NotEnforced, n),
-        None => Layer::new("landlock", LayerStatus::NotEnforced, "no landlock.json in bundle"),
+    report.landlock_abi = Some(aegis_targets::landlock::kernel_abi().0).filter(|a| *a > 0);
+    report.push(match (landlock_note, info[child::INFO_LANDLOCK_STATUS]) {
+        (Some(n), _) => Layer::new("landlock", LayerStatus::NotEnforced, n),
+        (None, s) => Layer::new(
+            "landlock",
+            match s {
+                1 => LayerStatus::Fully,
+                2 => LayerStatus::Partially,
+                _ => LayerStatus::NotEnforced,
+            },
+            format!(
+                "ruleset enforced at ABI {} (bundle needs {}, kernel has {}); {} launch-time note(s)",
+                info[child::INFO_LANDLOCK_ABI],
+                landlock_min_abi.map(|a| a.0).unwrap_or(0),
+                aegis_targets::landlock::kernel_abi().0,
+                info[child::INFO_LANDLOCK_DETAILS]
+            ),
+        ),
     });
-    report.push(match seccomp_note {
-        Some(n) => Layer::new("seccomp", LayerStatus::NotEnforced, n),
-        None => Layer::new("seccomp", LayerStatus::NotEnforced, "no seccomp program in bundle"),
+    report.push(match (seccomp_note, info[child::INFO_SECCOMP_MODE]) {
+        (Some(n), _) => Layer::new("seccomp", LayerStatus::NotEnforced, n),
+        (None, 2) => Layer::new(
+            "seccomp",
+            LayerStatus::Fully,
+            format!("filter of {} instructions installed; Seccomp mode 2 verified", info[child::INFO_SECCOMP_LEN]),
+        ),
+        (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
     });
     report.push(Layer::new("fds", LayerStatus::Fully, "inherited descriptors above 2 closed"));
     audit.queue(report.to_event());
@@ -390,14 +433,13 @@ fn parent_setup(
     leaf: Option<&aegis_targets::cgroup::Leaf>,
     nftp: Option<&stage::nftables::Prepared>,
     host_net: bool,
-    uid: u32,
-    gid: u32,
+    ids: namespaces::Ids,
     go_w: i32,
     _rep_r: i32,
 ) -> Result<ChildSetup, RunError> {
     let mut ns_detail = String::new();
     if let Isolation::Full { .. } = iso {
-        namespaces::write_maps(pid, uid, gid)?;
+        namespaces::write_maps(pid, ids)?;
         ns_detail = namespaces::verify(pid, iso)?;
     }
     if let Some(l) = leaf {
@@ -452,7 +494,8 @@ fn child_failure(r: &ChildReport) -> RunError {
         _ => stage::exec::describe(r.what),
     };
     let errno = if r.errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(r.errno)) } else { String::new() };
-    let why = format!("{what}{errno}");
+    let msg = r.msg();
+    let why = if msg.is_empty() { format!("{what}{errno}") } else { format!("{what}{errno}: {msg}") };
     match stage {
         Stage::Exec => RunError::internal("exec", why),
         s => RunError::NotVerified { layer: s.name(), why },

@@ -1,6 +1,6 @@
 //! Stage 6, drop capabilities (and switch to the agent's uid/gid).
 //!
-//! Input: the agent's uid/gid (see [`super::namespaces`]) and the kernel's last capability
+//! Input: the agent's uid/gid as seen in its namespace (see [`super::namespaces`]) and the kernel's last capability
 //! number (read by the supervisor from `/proc/sys/kernel/cap_last_cap`). Output, in the
 //! child: securebits locked (`NOROOT`, `NO_SETUID_FIXUP`, `KEEP_CAPS` off, no ambient raise),
 //! every capability removed from the bounding set, ambient set cleared, supplementary groups

@@ -1,49 +1,94 @@
 //! Stage 8, Landlock.
 //!
-//! Input: the bundle's `landlock.json` and the launch parameters. Output, in the child: the
-//! ruleset enforced with `landlock_restrict_self`, and a status that must be "fully enforced
-//! at the bundle's ABI" when the layer is required. Invariants: this build does not yet link
-//! the Landlock target's apply function, so a bundle that carries `landlock.json` and
-//! requires it is refused with "not implemented: landlock" (never silently skipped); a
-//! best-effort one runs and the report says "not enforced".
+//! Input: the bundle's `landlock.json` (decoded and validated by the supervisor), the launch
+//! parameters, and whether the bundle requires the layer. Output, in the child (after the
+//! mount plan, so paths resolve inside the new root; after no_new_privs):
+//! `aegis_targets::landlock::apply` enforces the ruleset and returns a status. Invariants:
+//! a required layer must come back "fully enforced" at an ABI at least the artifact's
+//! `min_abi`, otherwise the child refuses to exec (exit 126); the supervisor checks the
+//! kernel's ABI before anything is created, so an old kernel is refused early and precisely.
 
-use crate::child::Fail;
+use aegis_targets::landlock::{Abi, Enforcement, LandlockArtifact, Mode, Params, kernel_abi};
+
+use crate::child::{ChildReport, Fail, INFO_LANDLOCK_ABI, INFO_LANDLOCK_DETAILS, INFO_LANDLOCK_STATUS, INFO_LEN};
 use crate::exit::RunError;
+use crate::stage::Stage;
 use crate::stage::verify::Verified;
 
-/// Child-side plan (empty until the Landlock target is wired in).
-pub struct ChildLandlock {
-    _private: (),
-}
-
 pub const FILE: &str = "landlock.json";
+pub const WHAT_APPLY: u32 = 1;
+pub const WHAT_NOT_FULL: u32 = 2;
 
-/// Supervisor side. Returns the child plan and the report detail.
-pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError> {
-    let present = v.files.contains_key(FILE) || v.manifest.kernel.landlock_abi.is_some();
-    if !present {
-        return Ok((ChildLandlock { _private: () }, None));
-    }
-    if v.required("landlock") {
-        return Err(RunError::NotImplemented { layer: "landlock" });
-    }
-    Ok((
-        ChildLandlock { _private: () },
-        Some("landlock.json present but not applied: the Landlock stage is not implemented in this build".into()),
-    ))
+/// Child-side plan.
+pub struct ChildLandlock {
+    plan: Option<(LandlockArtifact, Params, Mode)>,
 }
 
 impl ChildLandlock {
     /// A plan that applies nothing (the layer is absent from the bundle).
     pub fn placeholder() -> ChildLandlock {
-        ChildLandlock { _private: () }
+        ChildLandlock { plan: None }
     }
 }
 
-pub fn apply_in_child(_l: &ChildLandlock) -> Result<(), Fail> {
-    Ok(())
+/// Supervisor side: decodes the artifact, checks the kernel ABI. Returns the child plan
+/// and, when the layer is absent or skipped, the report detail.
+pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError> {
+    let Some(bytes) = v.file(FILE) else {
+        if v.manifest.kernel.landlock_abi.is_some() && v.required("landlock") {
+            return Err(RunError::Refused("the manifest requires Landlock but the bundle has no landlock.json".into()));
+        }
+        return Ok((ChildLandlock::placeholder(), Some("no landlock.json in bundle".into())));
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| RunError::Refused("landlock.json is not UTF-8".into()))?;
+    let art = LandlockArtifact::from_json(text).map_err(|e| RunError::Refused(format!("landlock.json: {e}")))?;
+    let mode = if v.required("landlock") { Mode::Required } else { Mode::BestEffort };
+    let kernel = kernel_abi();
+    if mode == Mode::Required && kernel < art.min_abi {
+        return Err(RunError::Unavailable {
+            layer: "landlock",
+            why: format!("this kernel's Landlock ABI is {}, the bundle requires {}", kernel.0, art.min_abi.0),
+        });
+    }
+    let params = crate::stage::mounts::params(v)?;
+    Ok((ChildLandlock { plan: Some((art, params, mode)) }, None))
 }
 
-pub fn describe(_what: u32) -> &'static str {
-    "landlock"
+/// The artifact's minimum ABI, for the report.
+pub fn min_abi(l: &ChildLandlock) -> Option<Abi> {
+    l.plan.as_ref().map(|(a, _, _)| a.min_abi)
+}
+
+pub fn apply_in_child(l: &ChildLandlock, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
+    let Some((art, params, mode)) = &l.plan else {
+        return Ok(());
+    };
+    match aegis_targets::landlock::apply(art, params, *mode) {
+        Ok(st) => {
+            info[INFO_LANDLOCK_STATUS] = match st.status {
+                Enforcement::FullyEnforced => 1,
+                Enforcement::PartiallyEnforced => 2,
+                Enforcement::NotEnforced => 3,
+            };
+            info[INFO_LANDLOCK_ABI] = st.abi_in_use.0;
+            info[INFO_LANDLOCK_DETAILS] = (st.details.len() + st.losses.len()) as u32;
+            if *mode == Mode::Required && (st.status != Enforcement::FullyEnforced || st.abi_in_use < art.min_abi) {
+                msg.set_msg(&format!("status {:?} at ABI {}; details: {}", st.status, st.abi_in_use.0, st.details.join("; ")));
+                return Err(Fail::check(Stage::Landlock, WHAT_NOT_FULL));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            msg.set_msg(&e.to_string());
+            Err(Fail::check(Stage::Landlock, WHAT_APPLY))
+        }
+    }
+}
+
+pub fn describe(what: u32) -> &'static str {
+    match what {
+        WHAT_APPLY => "applying the Landlock ruleset",
+        WHAT_NOT_FULL => "Landlock not fully enforced at the bundle's ABI",
+        _ => "landlock",
+    }
 }

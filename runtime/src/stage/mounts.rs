@@ -1,51 +1,101 @@
 //! Stage 4, mounts.
 //!
-//! Input: the bundle's `mounts.json` (mount plan) if any. Output, in the child: the mount
-//! tree made private recursively (nothing the agent mounts propagates to the host, nothing
-//! the host mounts later appears inside), then either the mount plan applied by
-//! `aegis_targets::mounts` (fresh /proc, minimal /dev, binds, masks, pivot_root) or — when
-//! the bundle has no mount plan — only a fresh `/proc` for the new pid namespace so the
-//! agent cannot see host processes. Invariants: a bundle that contains a mount plan is
-//! refused with "not implemented: mounts" while this build lacks the mounts target's apply
-//! function (it is not skipped); with `Isolation::None` nothing is mounted.
+//! Input: the bundle's `mounts.json` (mount plan, decoded and validated by the supervisor)
+//! and the launch parameters. Output, in the child: with a plan, `aegis_targets::mounts::apply`
+//! builds the new root (read-only and read-write binds, masks for denied paths, fresh
+//! `/proc`, minimal `/dev`, private `/tmp`) and pivots into it, detaching the host tree;
+//! without a plan, the tree is made private recursively and a fresh `/proc` is mounted for
+//! the new pid namespace (so host processes are invisible). Invariants: nothing propagates
+//! to the host; a plan the bundle requires is applied or the launch fails (exit 126); with
+//! `Isolation::None` (no mount namespace) a required plan refuses the launch.
 
-use crate::child::Fail;
+use aegis_targets::landlock::Params;
+use aegis_targets::mounts::MountPlan;
+
+use crate::child::{ChildReport, Fail, INFO_LEN, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
 use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;
 
 pub const WHAT_PRIVATE: u32 = 1;
 pub const WHAT_PROC: u32 = 2;
+pub const WHAT_PLAN: u32 = 3;
+
+pub const FILE: &str = "mounts.json";
 
 /// Child-side plan.
 pub struct ChildMounts {
-    /// Make `/` rprivate and mount a fresh /proc (only with a new mount + pid namespace).
+    /// Make `/` rprivate and mount a fresh /proc (only with a new mount + pid namespace and
+    /// no plan).
     pub base: bool,
+    pub plan: Option<(MountPlan, Params)>,
 }
 
-/// Supervisor side: decides what the child mounts; refuses a mount plan this build cannot
-/// apply.
-pub fn prepare(v: &Verified, have_mount_ns: bool) -> Result<(ChildMounts, String), RunError> {
-    if v.files.contains_key("mounts.json") {
-        if v.required("mounts") {
-            return Err(RunError::NotImplemented { layer: "mounts" });
-        }
-        return Ok((
-            ChildMounts { base: have_mount_ns },
-            "mount plan present but not applied (mounts target not implemented; bundle marks it best-effort)".into(),
-        ));
+/// Launch parameters in the form the mounts and Landlock targets take.
+pub fn params(v: &Verified) -> Result<Params, RunError> {
+    let mut p = Params::new();
+    for (k, val) in &v.params {
+        p.insert(k, val.clone()).map_err(|e| RunError::Refused(e.to_string()))?;
     }
+    Ok(p)
+}
+
+/// Supervisor side: decodes the plan; returns the child plan and the report detail.
+pub fn prepare(v: &Verified, have_mount_ns: bool) -> Result<(ChildMounts, String), RunError> {
+    let Some(bytes) = v.file(FILE) else {
+        return Ok((
+            ChildMounts { base: have_mount_ns, plan: None },
+            if have_mount_ns {
+                "no mount plan in bundle: private propagation and a fresh /proc only".into()
+            } else {
+                "no mount namespace".into()
+            },
+        ));
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| RunError::Refused("mounts.json is not UTF-8".into()))?;
+    let plan = MountPlan::from_json(text).map_err(|e| RunError::Refused(format!("mounts.json: {e}")))?;
+    if !have_mount_ns {
+        if v.required("mounts") {
+            return Err(RunError::Unavailable {
+                layer: "mounts",
+                why: "the mount plan needs a mount namespace, which this host cannot create".into(),
+            });
+        }
+        return Ok((ChildMounts { base: false, plan: None }, "best-effort: no mount namespace, plan not applied".into()));
+    }
+    let n = plan.entries.len();
     Ok((
-        ChildMounts { base: have_mount_ns },
-        if have_mount_ns {
-            "no mount plan in bundle: private propagation and a fresh /proc only".into()
-        } else {
-            "no mount namespace".into()
+        ChildMounts {
+            base: false,
+            plan: Some((plan, params(v)?)),
         },
+        format!("mount plan of {n} entries"),
     ))
 }
 
-pub fn apply_in_child(m: &ChildMounts) -> Result<(), Fail> {
+pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
+    if let Some((plan, params)) = &m.plan {
+        return match aegis_targets::mounts::apply(plan, params) {
+            Ok(r) => {
+                info[INFO_MOUNTS_MOUNTED] = r.mounted.len() as u32;
+                info[INFO_MOUNTS_SKIPPED] = r.skipped.len() as u32;
+                info[INFO_MEMFD_NOEXEC] = u32::from(r.memfd_noexec);
+                Ok(())
+            }
+            Err(e) => {
+                msg.set_msg(&e.to_string());
+                let errno = match &e {
+                    aegis_targets::mounts::MountError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
+                    _ => 0,
+                };
+                Err(Fail {
+                    stage: Stage::Mounts,
+                    what: WHAT_PLAN,
+                    errno,
+                })
+            }
+        };
+    }
     if !m.base {
         return Ok(());
     }
@@ -82,6 +132,7 @@ pub fn describe(what: u32) -> &'static str {
     match what {
         WHAT_PRIVATE => "making / private (MS_REC|MS_PRIVATE)",
         WHAT_PROC => "mounting a fresh /proc",
+        WHAT_PLAN => "applying the mount plan",
         _ => "mounts",
     }
 }

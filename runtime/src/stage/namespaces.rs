@@ -8,12 +8,16 @@
 //! `/proc/<child>/ns/*` with the supervisor's own and fails the launch if any required one is
 //! shared; the child checks `/proc/self/ns/cgroup` changed.
 //!
-//! Identity decision: exactly one uid and one gid are mapped, identically (`U U 1`): `U` is
-//! the invoking user's uid, or 65534 (`nobody`) when `aegis-exec` runs as root, so the agent
-//! never holds the host's root identity (a mapped host root could write every root-owned
-//! file the mount plan exposes). Every other id shows as the overflow id. The child starts
-//! as the unmapped creator with a full capability set in the new user namespace (needed for
-//! mounts), switches to `U` in the `caps` stage and then drops every capability.
+//! Identity decision. The agent never runs with the host's root identity. When
+//! `aegis-exec` runs as root, the maps are `0 0 1` and `65534 65534 1` (same for gids): the
+//! child does its setup (mount plan, `/proc`, hostname, `vm.memfd_noexec`) as uid 0 of the
+//! new user namespace — whose capabilities only reach that namespace's own resources — and
+//! in the `caps` stage switches for good to uid/gid 65534 (`nobody`), drops every
+//! capability and sets no_new_privs, so nothing it execs can get back to uid 0. Mapping 0 is
+//! what lets the setup create files on the tmpfs it mounts (an unmapped owner gives
+//! EOVERFLOW) and pass the root-only permission of pid-namespace sysctls. When run by an
+//! unprivileged user U, the only possible map is `0 U 1`: the agent is uid 0 of its
+//! namespace (= U outside) with no capabilities (securebits `NOROOT` locked).
 
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt as _;
@@ -77,11 +81,26 @@ impl Isolation {
     }
 }
 
-/// The uid and gid the agent runs as (see the module doc).
-pub fn agent_ids() -> (u32, u32) {
-    // SAFETY: getuid/getgid have no preconditions.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    if uid == 0 { (65534, 65534) } else { (uid, if gid == 0 { 65534 } else { gid }) }
+/// Who the agent is: ids outside (host) and inside its user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub host_uid: u32,
+    pub host_gid: u32,
+    pub inner_uid: u32,
+    pub inner_gid: u32,
+    /// The supervisor is root (maps `0 0 1` + the agent's id).
+    pub root: bool,
+}
+
+/// The agent's ids (see the module doc).
+pub fn agent_ids() -> Ids {
+    // SAFETY: getuid/getgid/geteuid have no preconditions.
+    let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
+    if euid == 0 {
+        Ids { host_uid: 65534, host_gid: 65534, inner_uid: 65534, inner_gid: 65534, root: true }
+    } else {
+        Ids { host_uid: uid, host_gid: gid, inner_uid: 0, inner_gid: 0, root: false }
+    }
 }
 
 /// `clone(2)` with `flags` and fork semantics (child continues on a copy of this stack).
@@ -111,18 +130,18 @@ pub unsafe fn clone_child(flags: libc::c_int) -> Result<libc::pid_t, i32> {
 }
 
 /// Writes the uid/gid maps of a child created with `CLONE_NEWUSER`.
-pub fn write_maps(pid: libc::pid_t, uid: u32, gid: u32) -> Result<(), RunError> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        // An unprivileged writer may only map its own gid after denying setgroups.
+pub fn write_maps(pid: libc::pid_t, ids: Ids) -> Result<(), RunError> {
+    let (umap, gmap) = if ids.root {
+        (format!("0 0 1\n{0} {0} 1\n", ids.host_uid), format!("0 0 1\n{0} {0} 1\n", ids.host_gid))
+    } else {
+        // An unprivileged writer may only map its own ids, and gids only after denying
+        // setgroups.
         std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
             .map_err(|e| RunError::internal("writing setgroups", e))?;
-    }
-    std::fs::write(format!("/proc/{pid}/uid_map"), format!("{uid} {uid} 1\n"))
-        .map_err(|e| RunError::internal("writing uid_map", e))?;
-    std::fs::write(format!("/proc/{pid}/gid_map"), format!("{gid} {gid} 1\n"))
-        .map_err(|e| RunError::internal("writing gid_map", e))?;
+        (format!("0 {} 1\n", ids.host_uid), format!("0 {} 1\n", ids.host_gid))
+    };
+    std::fs::write(format!("/proc/{pid}/uid_map"), umap).map_err(|e| RunError::internal("writing uid_map", e))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), gmap).map_err(|e| RunError::internal("writing gid_map", e))?;
     Ok(())
 }
 
