@@ -40,6 +40,7 @@ mod event;
 pub mod merkle;
 mod record;
 pub mod show;
+mod sync;
 mod tail;
 mod time;
 mod verify;

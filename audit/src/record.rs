@@ -31,7 +31,14 @@ pub fn record_hash(line: &[u8]) -> Digest {
 
 /// Lower-case hex of a digest.
 pub fn to_hex(d: &Digest) -> String {
-    hex::encode(d)
+    // Table lookup: this runs for every appended record (the `prev` field).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in d {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// Parse 64 lower-case hex digits.

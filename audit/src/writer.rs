@@ -21,6 +21,7 @@ use crate::checkpoint::{SigningKey, checkpoint_body};
 use crate::error::AuditError;
 use crate::event::{CheckpointEvent, Event};
 use crate::merkle::Frontier;
+use crate::sync::Syncer;
 use crate::record::{
     AuditContext, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, RecordOut, encode, from_hex, record_hash,
     sanitize_token, to_hex,
@@ -37,9 +38,9 @@ pub(crate) const CHECKPOINT_MARKER: &[u8] = br#","event":{"kind":"checkpoint","#
 pub enum Durability {
     /// `fdatasync` before `append` returns: a returned record survives power loss.
     EveryRecord,
-    /// Group commit: `fdatasync` once `max_records` records are unsynced, or at the first append
-    /// or [`AuditWriter::flush`] after `max_delay` has passed since the oldest unsynced record,
-    /// and on drop. A power loss (not a process crash) loses at most that window.
+    /// Group commit: `fdatasync` by the appending call once `max_records` records are unsynced,
+    /// and by a background thread once the oldest unsynced record is `max_delay` old; also on
+    /// flush, close and drop. A power loss (not a process crash) loses at most that window.
     Group {
         /// Records per sync.
         max_records: u32,
@@ -138,7 +139,7 @@ pub struct AuditWriter {
     checkpoint: Option<CheckpointState>,
     cache: Option<ChainState>,
     unsynced: u32,
-    oldest_unsynced: Option<Instant>,
+    syncer: Option<Syncer>,
     buf: Vec<u8>,
     line: Vec<u8>,
 }
@@ -209,6 +210,13 @@ impl AuditWriter {
         let boot = sanitize_token(&options.boot_id.unwrap_or_else(default_boot_id));
         let checkpoint =
             options.checkpoint.map(|opts| CheckpointState { opts, tree: None, last_seen: Instant::now() });
+        let syncer = match options.durability {
+            Durability::Group { max_delay, .. } => {
+                let dup = file.try_clone().map_err(AuditError::io("duplicating log descriptor", path))?;
+                Some(Syncer::start(dup, max_delay).map_err(AuditError::io("starting group commit thread for", path))?)
+            }
+            _ => None,
+        };
         let mut w = AuditWriter {
             path: path.to_path_buf(),
             file,
@@ -218,7 +226,7 @@ impl AuditWriter {
             checkpoint,
             cache: None,
             unsynced: 0,
-            oldest_unsynced: None,
+            syncer,
             buf: Vec::with_capacity(4096),
             line: Vec::with_capacity(1024),
         };
@@ -374,27 +382,39 @@ impl AuditWriter {
             return Err(AuditError::Io { what: "appending to log", path: self.path.clone(), source: e });
         }
         *st = next;
-        self.unsynced = self.unsynced.saturating_add(u32::try_from(events.len()).unwrap_or(u32::MAX));
-        self.oldest_unsynced.get_or_insert_with(Instant::now);
+        self.note_written(u32::try_from(events.len()).unwrap_or(u32::MAX));
         Ok(infos)
     }
 
+    fn note_written(&mut self, n: u32) {
+        self.unsynced = match &self.syncer {
+            Some(s) => s.wrote(n),
+            None => self.unsynced.saturating_add(n),
+        };
+    }
+
     fn sync_if_due(&mut self, force: bool) -> Result<(), AuditError> {
+        if let Some(s) = &self.syncer {
+            if let Some(e) = s.take_error() {
+                return Err(AuditError::Io { what: "background fsync of log", path: self.path.clone(), source: e });
+            }
+            self.unsynced = s.unsynced();
+        }
         if self.unsynced == 0 {
             return Ok(());
         }
         let due = force
             || match self.durability {
                 Durability::EveryRecord => true,
-                Durability::Group { max_records, max_delay } => {
-                    self.unsynced >= max_records || self.oldest_unsynced.is_some_and(|t| t.elapsed() >= max_delay)
-                }
+                Durability::Group { max_records, .. } => self.unsynced >= max_records,
                 Durability::OsDefault => false,
             };
-        if due && self.durability != Durability::OsDefault || force {
+        if due {
             fdatasync(&self.file, &self.path, "fsync of log")?;
             self.unsynced = 0;
-            self.oldest_unsynced = None;
+            if let Some(s) = &self.syncer {
+                s.synced();
+            }
         }
         Ok(())
     }
@@ -500,7 +520,7 @@ impl AuditWriter {
         }
         let info = RecordInfo { seq: st.next_seq, offset: st.end, len: line.len() as u64, hash, ts };
         // The log must hold the checkpoint before any sink does.
-        self.unsynced = self.unsynced.saturating_add(1);
+        self.note_written(1);
         self.sync_if_due(true)?;
         *st = ChainState { end: st.end + line.len() as u64, next_seq: st.next_seq + 1, last_hash: hash, last_ts: ts };
         if let Some(cs) = self.checkpoint.as_mut() {

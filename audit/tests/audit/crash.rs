@@ -122,3 +122,26 @@ fn callers_cannot_append_log_internal_events() {
     let ev = Event::TailRepaired { offset: 0, bytes: 1, sha256: String::new() };
     assert!(w.append(&ctx("a"), &ev).unwrap_err().to_string().contains("tail_repaired"));
 }
+
+#[test]
+fn repair_after_a_checkpoint_keeps_later_checkpoints_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path(), "k");
+    let (log, sink) = (dir.path().join("audit.log"), dir.path().join("ck"));
+    let mut w = AuditWriter::open(&log, options(Some(&k), 4, Some(&sink))).unwrap();
+    for i in 0..6 {
+        w.append(&ctx("a"), &event(i)).unwrap();
+    }
+    drop(w); // no close: records after the checkpoint at seq 4 stay unsigned
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(br#"{"v":1,"seq":7,"#).unwrap();
+    let mut w = AuditWriter::open(&log, options(Some(&k), 4, Some(&sink))).unwrap();
+    for i in 0..9 {
+        w.append(&ctx("b"), &event(i)).unwrap();
+    }
+    w.close().unwrap();
+    let r = verify_log(&log, &vopts(Some(&k), &[&sink])).unwrap();
+    assert!(r.is_ok(), "{:?}", r.failure);
+    assert_eq!(r.repairs.len(), 1);
+    assert!(r.signed_checkpoints >= 3, "{}", r.signed_checkpoints);
+    assert_eq!(r.signed_records, r.records, "the final checkpoint covers everything");
+}
