@@ -1,0 +1,216 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Every layer together, for real: a bundle with a mount plan, a Landlock ruleset and a
+//! seccomp program built from the target types, run by `aegis-exec`; the agent checks what
+//! it may and may not do, and the enforcement report says each layer is fully enforced.
+//! Also the fail-closed refusals (unsigned, tampered, proxy mode, blocked user namespaces).
+
+mod common;
+use aegis_targets::bundle::{Enforcement, NetworkMode};
+use aegis_targets::landlock::{FsAccess, FsRule, PathTemplate, loader_rules, lower_fs};
+use aegis_targets::mounts::{PlanOptions, plan_from_rules};
+use aegis_targets::seccomp::{Arch, Hardening, SyscallWeights, aegis_default, compile, to_bytes};
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+
+fn rule(p: &str, access: FsAccess) -> FsRule {
+    FsRule { path: PathTemplate::parse(p).unwrap(), access, origin: format!("test {p}") }
+}
+
+fn layered_spec(agent: &str) -> Spec {
+    let mut rules = vec![
+        rule("/usr", FsAccess::Read),
+        rule("/etc", FsAccess::Read),
+        rule("/proc", FsAccess::Read),
+        rule("/usr/bin/dash", FsAccess::Exec),
+        rule("/usr/bin/cat", FsAccess::Exec),
+        rule("${WORKSPACE}", FsAccess::Write),
+        rule("/etc/hostname", FsAccess::Deny),
+        rule("/dev/null", FsAccess::Write),
+    ];
+    rules.extend(loader_rules("x86_64"));
+    let ll = lower_fs(&rules);
+    let (plan, _) = plan_from_rules(&rules, &PlanOptions::default());
+    let seccomp = compile(&aegis_default(&Hardening::default()), Arch::X86_64, &SyscallWeights::default()).unwrap();
+    let mut spec = Spec::new(agent);
+    spec.parameters = vec!["WORKSPACE".into()];
+    spec.landlock_abi = Some(ll.artifact.min_abi.0);
+    spec.seccomp = true;
+    spec.extra_files = vec![
+        ("landlock.json".into(), ll.artifact.to_json().unwrap().into_bytes()),
+        ("mounts.json".into(), plan.to_json().unwrap().into_bytes()),
+        ("seccomp.x86_64.bpf".into(), to_bytes(&seccomp)),
+    ];
+    spec
+}
+
+fn workspace(b: &TestBundle) -> std::path::PathBuf {
+    let ws = b.tmp.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::write(ws.join("ok.txt"), "visible\n").unwrap();
+    std::fs::create_dir(ws.join("secret")).unwrap();
+    std::fs::write(ws.join("secret/key.txt"), "hidden\n").unwrap();
+    // The agent runs as nobody: let it traverse and write its workspace.
+    for p in [b.tmp.path().to_path_buf(), ws.clone(), ws.join("secret")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(ws.join("secret/key.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    ws
+}
+
+#[test]
+fn every_layer_enforced_and_verified() {
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("SKIP layers: the test's seccomp program is built for x86_64");
+        return;
+    }
+    if !need_root("layers") {
+        return;
+    }
+    let b = build(&layered_spec("rt-layers"), true);
+    let ws = workspace(&b);
+    let script = "cat $WS/ok.txt; cat /etc/hostname 2>/dev/null || echo secret-denied; \
+                  echo hi > $WS/new.txt && echo write-ok; (echo x > /etc/aegis-test) 2>/dev/null || echo etc-denied; \
+                  while read l; do case $l in Seccomp:*|NoNewPrivs:*|CapEff:*|CapBnd:*) echo $l;; esac; done < /proc/self/status; \
+                  /usr/bin/id 2>/dev/null || echo id-exec-denied";
+    let param = format!("WORKSPACE={}", ws.display());
+    let mut cmd = b.command(&["--verbose", "--param", &param], &["/bin/sh", "-c", script]);
+    cmd.env("WS", &ws);
+    let o = cmd.output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("visible"), "{out}");
+    let host_name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert!(out.contains("secret-denied") && (host_name.trim().is_empty() || !out.contains(host_name.trim())), "denied path masked: {out}");
+    assert!(out.contains("write-ok") && ws.join("new.txt").exists(), "{out}\n{err}");
+    assert!(out.contains("etc-denied"), "{out}");
+    assert!(out.contains("Seccomp:\t2") || out.contains("Seccomp: 2"), "seccomp filter mode: {out}");
+    assert!(out.contains("NoNewPrivs:\t1") || out.contains("NoNewPrivs: 1"), "{out}");
+    assert!(out.contains("CapEff:\t0000000000000000") || out.contains("CapEff: 0000000000000000"), "{out}");
+    assert!(out.contains("CapBnd:\t0000000000000000") || out.contains("CapBnd: 0000000000000000"), "{out}");
+    assert!(out.contains("id-exec-denied"), "exec of a binary not granted: {out}");
+    for layer in ["landlock", "seccomp", "namespaces", "capabilities", "no_new_privs"] {
+        assert!(
+            err.lines().any(|l| l.trim_start().starts_with(layer) && l.contains("fully enforced")),
+            "{layer} fully enforced in the report:\n{err}"
+        );
+    }
+    let report = &b.events("enforcement_report")[0];
+    assert_eq!(report["cgroup_mode"], aegis_targets::cgroup::Layout::detect().unwrap().name());
+    assert!(leaves("rt-layers").is_empty());
+}
+
+#[test]
+fn a_required_layer_that_fails_stops_the_launch() {
+    if !need_root("layer_fails") {
+        return;
+    }
+    // A Landlock grant on the workspace parameter that is missing at launch → refused before
+    // anything runs (exit 125); a best-effort marking does not rescue a bad parameter.
+    let b = build(&layered_spec("rt-fail"), true);
+    let o = b.run(&[], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
+    assert!(text(&o).1.contains("missing --param WORKSPACE"), "{}", text(&o).1);
+    assert!(b.kinds().contains(&"bundle_refused".to_string()));
+    assert!(leaves("rt-fail").is_empty());
+}
+
+#[test]
+fn unsigned_bundles_need_the_flag_and_are_audited() {
+    if !need_root("unsigned") {
+        return;
+    }
+    let b = build(&Spec::new("rt-unsigned"), false);
+    let o = b.run(&[], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(125), "unsigned refused with a trust key: {}", text(&o).1);
+    let o = std::process::Command::new(EXE)
+        .env("AEGIS_STATE_DIR", &b.state)
+        .args(["--allow-unsigned", "--audit-log"])
+        .arg(&b.log)
+        .arg(&b.dir)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    let kinds = b.kinds();
+    assert!(kinds.contains(&"bundle_refused".to_string()), "{kinds:?}");
+    assert!(kinds.contains(&"unsigned_bundle_allowed".to_string()), "{kinds:?}");
+}
+
+#[test]
+fn tampered_bundle_is_refused_before_anything_is_created() {
+    if !need_root("tampered") {
+        return;
+    }
+    let b = build(&Spec::new("rt-tamper"), true);
+    let f = b.dir.join("cgroup.json");
+    let t = std::fs::read_to_string(&f).unwrap().replace("\"pids_max\": 64", "\"pids_max\": 65");
+    std::fs::write(&f, t).unwrap();
+    let o = b.run(&[], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
+    assert!(leaves("rt-tamper").is_empty());
+}
+
+#[test]
+fn proxy_mode_is_refused_with_a_clear_message() {
+    if !need_root("proxy") {
+        return;
+    }
+    let mut spec = Spec::new("rt-proxy");
+    spec.network = NetworkMode::Proxy;
+    spec.net = Some(aegis_targets::nftables::NetPolicy {
+        mode: aegis_targets::nftables::NetMode::Proxy { port: 3128 },
+        endpoints: vec![],
+        resolvers: vec![],
+    });
+    let b = build(&spec, true);
+    let o = b.run(&[], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(126));
+    assert!(text(&o).1.contains("proxy"), "{}", text(&o).1);
+}
+
+#[test]
+fn blocked_user_namespaces_refuse_or_degrade_as_the_bundle_says() {
+    if !need_root("userns_blocked") {
+        return;
+    }
+    let b = build(&Spec::new("rt-nouserns"), true);
+    let o = b.command(&[], &["/bin/true"]).env("AEGIS_EXEC_TEST_NO_USERNS", "1").output().unwrap();
+    assert_eq!(o.status.code(), Some(126), "required namespaces: precise refusal");
+    assert!(text(&o).1.contains("namespaces unavailable"), "{}", text(&o).1);
+    assert!(leaves("rt-nouserns").is_empty(), "cgroup leaf removed after the refusal");
+
+    let mut spec = Spec::new("rt-bestns");
+    spec.enforcement.insert("namespaces".into(), Enforcement::BestEffort);
+    let b = build(&spec, true);
+    let o = b
+        .command(&["--verbose"], &["/bin/sh", "-c", "echo pid=$$; id -u"])
+        .env("AEGIS_EXEC_TEST_NO_USERNS", "1")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(!out.contains("pid=1\n"), "no pid namespace in this mode: {out}");
+    assert!(out.contains("65534"), "still not root: {out}");
+    assert!(err.contains("namespaces    not enforced"), "{err}");
+}
+
+#[test]
+fn doctor_reports_this_host() {
+    let o = std::process::Command::new(EXE).arg("doctor").output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let abi = aegis_targets::landlock::kernel_abi().0;
+    if abi > 0 {
+        assert!(out.contains(&format!("landlock        ABI {abi}")), "{out}");
+    }
+    let layout = aegis_targets::cgroup::Layout::detect().map(|l| l.name()).unwrap_or("none");
+    assert!(out.contains(&format!("cgroup          {layout}")), "{out}");
+    assert!(out.contains("user namespaces"), "{out}");
+    assert!(out.contains("nftables        binary: "), "{out}");
+    if is_root() {
+        // A bundle that needs nothing this host lacks runs; the report says so.
+        let b = build(&Spec::new("rt-doctor"), true);
+        let o = std::process::Command::new(EXE).arg("doctor").arg(&b.dir).output().unwrap();
+        assert!(text(&o).0.contains("rt-doctor: can run"), "{}", text(&o).0);
+    }
+}
