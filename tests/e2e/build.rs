@@ -7,6 +7,12 @@ fn stem(p: &Path) -> String {
     p.file_stem().unwrap().to_string_lossy().into_owned()
 }
 
+/// The policy path as a user in the repository root types it (`policies/x.toml`): it
+/// appears in artifacts (origins), which must not depend on where the clone lives.
+fn rel(p: &Path) -> PathBuf {
+    p.strip_prefix(repo_root()).unwrap().to_path_buf()
+}
+
 fn build(policy: &Path, out: &Path, key: Option<&Path>) -> Run {
     let mut c = aegisc();
     c.arg("build").arg(policy).arg("-o").arg(out);
@@ -43,7 +49,7 @@ fn every_example_policy_builds_and_its_artifacts_are_pinned() {
     for policy in example_policies() {
         let name = stem(&policy);
         let out = tmp.path().join(&name);
-        let r = build(&policy, &out, None);
+        let r = build(&rel(&policy), &out, None);
         assert_eq!(r.code, 0, "{name}: build failed:\n{}", r.stderr);
         let settings = snapshot_settings("bundles");
         for (file, bytes) in files(&out) {

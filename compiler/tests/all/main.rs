@@ -1,0 +1,22 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Integration tests of the policy compiler, built into one binary (one link step).
+//!
+//! * `corpus`: the invalid-policy corpus (`tests/fixtures/invalid/`): every fixture fails
+//!   with its expected code, never panics, and its rendered diagnostics are snapshots.
+//! * `examples`: every policy in `policies/` is valid; IR, `inspect` and warnings snapshots;
+//!   the JSON Schema accepts every example.
+//! * `eval_table`: the reference evaluator's answers on the example policies.
+//! * `laws`: proptest properties: no input panics; deny beats allow; default deny; rule order
+//!   does not matter; adding a grant never takes a permission away.
+//! * `docs`: `docs/policy.md` names every diagnostic code and every key.
+//! * `fuzz_corpus`: the cargo-fuzz target's body, run over the corpus and the examples.
+//! * `cli`: the `aegisc` binary end to end (exit codes and output lines).
+
+mod cli;
+mod common;
+mod corpus;
+mod docs;
+mod eval_table;
+mod examples;
+mod fuzz_corpus;
+mod laws;
