@@ -36,19 +36,36 @@ fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
     file.read_exact_at(buf, at)
 }
 
-/// Find the torn tail and the last complete line of a file of length `len`.
+/// Find the torn tail and the last complete line of a file of length `len`. Reads 64 KiB from
+/// the end and widens (x4) only if the lines there are longer, up to two records' worth.
 pub(crate) fn read_tail(file: &File, len: u64) -> Result<Tail, TailError> {
+    let limit = len.min(2 * MAX_RECORD_BYTES as u64 + 2);
+    let mut want = len.min(64 << 10);
+    loop {
+        match tail_within(file, len, want)? {
+            Some(t) => return Ok(t),
+            None if want < limit => want = (want * 4).min(limit),
+            None => {
+                return Err(TailError::Damaged(len - want, format!("no complete record in the last {want} bytes")));
+            }
+        }
+    }
+}
+
+/// [`read_tail`] on the last `want` bytes; `None` if they do not hold the needed line ends.
+fn tail_within(file: &File, len: u64, want: u64) -> Result<Option<Tail>, TailError> {
     let max = MAX_RECORD_BYTES as u64;
-    // Enough for a torn line plus a complete line, each at most one record long.
-    let want = len.min(2 * max + 2);
     let start = len - want;
     let mut buf = vec![0u8; usize::try_from(want).map_err(|_| TailError::Damaged(start, "tail too large".into()))?];
     read_exact_at(file, &mut buf, start).map_err(TailError::Io)?;
     let Some(last_nl) = memchr::memrchr(b'\n', &buf) else {
-        if start > 0 || want > max {
-            return Err(TailError::Damaged(start, format!("no line end in the last {want} bytes")));
+        if start > 0 {
+            return Ok(None);
         }
-        return Ok(Tail { complete_end: 0, torn: buf, last_line: None });
+        if want > max {
+            return Err(TailError::Damaged(0, format!("no line end in {want} bytes")));
+        }
+        return Ok(Some(Tail { complete_end: 0, torn: buf, last_line: None }));
     };
     let complete_end = start + last_nl as u64 + 1;
     let torn = buf.get(last_nl + 1..).unwrap_or_default().to_vec();
@@ -59,10 +76,10 @@ pub(crate) fn read_tail(file: &File, len: u64) -> Result<Tail, TailError> {
     let line_start = match memchr::memrchr(b'\n', head) {
         Some(p) => p + 1,
         None if start == 0 => 0,
-        None => return Err(TailError::Damaged(start, "last line longer than the record limit".into())),
+        None => return Ok(None),
     };
     let line = head.get(line_start..).unwrap_or_default().to_vec();
-    Ok(Tail { complete_end, torn, last_line: Some((start + line_start as u64, line)) })
+    Ok(Some(Tail { complete_end, torn, last_line: Some((start + line_start as u64, line)) }))
 }
 
 /// Find the last line before `end` (a line boundary) that contains `needle`; returns its start

@@ -145,3 +145,22 @@ fn repair_after_a_checkpoint_keeps_later_checkpoints_valid() {
     assert!(r.signed_checkpoints >= 3, "{}", r.signed_checkpoints);
     assert_eq!(r.signed_records, r.records, "the final checkpoint covers everything");
 }
+
+#[test]
+fn a_long_last_record_is_found_by_widening_the_tail_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let mut w = AuditWriter::open(&log, options(None, 0, None)).unwrap();
+    w.append(&ctx("a"), &event(0)).unwrap();
+    let big = Event::Note { component: "test".into(), message: "x".repeat(300_000) };
+    w.append(&ctx("a"), &big).unwrap();
+    drop(w);
+    // A fresh writer must read past 64 KiB to find the start of the last record.
+    let mut w = AuditWriter::open(&log, options(None, 0, None)).unwrap();
+    assert_eq!(w.append(&ctx("a"), &event(1)).unwrap().seq, 2);
+    drop(w);
+    assert!(verify_log(&log, &vopts(None, &[])).unwrap().is_ok());
+    let huge = Event::Note { component: "test".into(), message: "x".repeat(aegis_audit::MAX_RECORD_BYTES) };
+    let mut w = AuditWriter::open(&log, options(None, 0, None)).unwrap();
+    assert!(w.append(&ctx("a"), &huge).unwrap_err().to_string().contains("exceeds"));
+}

@@ -42,9 +42,14 @@ fn flipping_any_byte_of_any_record_is_detected_at_that_record() {
                     let mut buf = bytes.clone();
                     for &pos in chunk {
                         let opts = if pos >= last_line { with_key } else { no_key };
-                        // Two different corruptions per byte: a low bit flip, and a pseudo-random byte.
+                        // Every byte gets a low bit flip; every third byte also a pseudo-random
+                        // replacement (more would only slow the test, the outcome is the same).
                         let rnd = (pos as u8).wrapping_mul(151).wrapping_add(7);
-                        for new in [bytes[pos] ^ 0x01, if rnd == bytes[pos] { rnd ^ 0x40 } else { rnd }] {
+                        let mut news = vec![bytes[pos] ^ 0x01];
+                        if pos % 3 == 0 {
+                            news.push(if rnd == bytes[pos] { rnd ^ 0x40 } else { rnd });
+                        }
+                        for new in news {
                             buf[pos] = new;
                             let r = verify_bytes(&buf, opts);
                             let rec = line_of(starts, pos) as u64;
