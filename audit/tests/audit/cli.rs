@@ -178,3 +178,42 @@ fn checkpoint_command_signs_the_current_state() {
     let o = run(&[&"checkpoint", &log, &"--secret-key", &k.secret]);
     assert!(stdout(&o).contains("nothing written"), "{}", stdout(&o));
 }
+
+#[test]
+fn an_independent_verifier_written_from_the_spec_agrees() {
+    let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| Command::new(p).arg("-c").arg("1").output().is_ok_and(|o| o.status.success()));
+    let Some(python) = python else {
+        eprintln!("SKIP: python3 is not installed");
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/independent_verifier.py");
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path(), "k");
+    let log = dir.path().join("audit.log");
+    write_log(&log, 37, Some(&k), 10, None);
+    let with_key = have("minisign");
+    if !with_key {
+        eprintln!("SKIP (signatures only): the minisign command-line tool is not installed");
+    }
+    let mut cmd = Command::new(python);
+    cmd.arg(script).arg(&log);
+    if with_key {
+        cmd.arg(&k.public);
+    }
+    let o = cmd.output().unwrap();
+    let report = aegis_audit::verify_log(&log, &crate::common::vopts(Some(&k), &[])).unwrap();
+    assert!(report.is_ok());
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("OK {} {}", report.records, aegis_audit::to_hex(&report.root)),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // And it fails where ours fails.
+    let text = std::fs::read_to_string(&log).unwrap().replacen("\"agent\":\"bob\"", "\"agent\":\"bOb\"", 1);
+    std::fs::write(&log, text).unwrap();
+    let o = Command::new(python).arg(script).arg(&log).output().unwrap();
+    let ours = aegis_audit::verify_log(&log, &crate::common::vopts(None, &[])).unwrap().failure.unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with(&format!("FAIL line {} offset {}:", ours.line, ours.offset)), "{} vs {ours}", stdout(&o));
+}
