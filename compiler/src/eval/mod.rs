@@ -207,6 +207,7 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
     // The most specific matching rule of each kind decides; ties go to the first in IR order.
     let mut best_deny: Option<&FsRule> = None;
     let mut best_grant: Option<&FsRule> = None;
+    let (mut deny_depth, mut grant_depth) = (0usize, 0usize);
     for r in &policy.filesystem.rules {
         let is_deny = r.access == FsAccess::Deny;
         if !is_deny && !grants(access, r.access) {
@@ -221,9 +222,12 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
         if !rp.covers(&q) {
             continue;
         }
-        let slot = if is_deny { &mut best_deny } else { &mut best_grant };
-        if slot.is_none_or(|b| r.path.components.len() > b.path.components.len()) {
+        // Specificity is measured on the resolved pattern: with WORKSPACE=/home/u/repo,
+        // `${WORKSPACE}` is more specific than `/home`.
+        let (slot, depth) = if is_deny { (&mut best_deny, &mut deny_depth) } else { (&mut best_grant, &mut grant_depth) };
+        if slot.is_none() || rp.components.len() > *depth {
             *slot = Some(r);
+            *depth = rp.components.len();
         }
     }
     let note = |set: std::collections::BTreeSet<String>, what: &str| -> Vec<String> {
@@ -297,6 +301,19 @@ fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Resul
     };
     if let Some(d) = net.deny.iter().find(|e| matches(e, &mut skipped)) {
         return Ok(deny(format!("{host}:{port}/{protocol} matches denied endpoint '{d}'"), Some(endpoint_ref(d)), notes));
+    }
+    // In host mode the agent may query the declared resolvers on port 53 (UDP and TCP),
+    // as the nftables target allows; they are grants like endpoints (a deny still wins).
+    if net.mode == NetworkMode::Host
+        && port == 53
+        && let NetTarget::Ip(ip) = &target
+        && let Some(r) = net.dns.iter().find(|r| r.address == *ip)
+    {
+        return Ok(allow(
+            format!("{host}:{port}/{protocol} is the DNS resolver '{}'", r.address),
+            RuleRef { kind: "dns resolver".into(), text: r.address.to_string(), origin: r.origin },
+            notes,
+        ));
     }
     let found = net.allow.iter().find(|e| matches(e, &mut skipped));
     if skipped {
