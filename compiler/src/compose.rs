@@ -188,6 +188,14 @@ impl Composer<'_> {
 pub fn load(path: &Path, diags: &mut Diagnostics) -> Loaded {
     let text = match read_source(path) {
         Ok(t) => t,
+        // Not UTF-8: load the valid prefix so the diagnostic can point at the first bad byte.
+        Err(d) if d.code == Code::NotUtf8 => match std::fs::read(path) {
+            Ok(bytes) => return load_bytes(&path.display().to_string(), &bytes, diags),
+            Err(_) => {
+                diags.push(d);
+                return Loaded { sources: SourceMap::default(), merged: None };
+            }
+        },
         Err(d) => {
             diags.push(d);
             return Loaded { sources: SourceMap::default(), merged: None };
@@ -200,6 +208,16 @@ pub fn load(path: &Path, diags: &mut Diagnostics) -> Loaded {
 /// Loads a policy given as bytes (tests, fuzzing, stdin). `extends` entries resolve
 /// relative to the current directory.
 pub fn load_bytes(name: &str, bytes: &[u8], diags: &mut Diagnostics) -> Loaded {
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        diags.push(
+            Diagnostic::error(
+                Code::TooLarge,
+                format!("{name} is {} bytes; policies are limited to {MAX_POLICY_BYTES} bytes", bytes.len()),
+            )
+            .help("split the policy with `extends`, or check that this is the right file"),
+        );
+        return Loaded { sources: SourceMap::default(), merged: None };
+    }
     match decode_utf8(bytes) {
         Ok(text) => compose(PathBuf::from(name), PathBuf::from(name), text, diags),
         Err((offset, d)) => {

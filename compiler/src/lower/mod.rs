@@ -173,7 +173,9 @@ impl Lower<'_> {
         match PathPattern::parse(&s.value, &|n| params.contains(n)) {
             Ok(p) => Some(p),
             Err(e) => {
-                let v = &s.value;
+                // Control characters (a NUL from `\u0000`) are shown escaped, never raw.
+                let shown: String = s.value.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect();
+                let v = &shown;
                 let (code, msg, help) = match e {
                     PathError::Empty => (Code::EmptyValue, format!("empty {what} path"), "write an absolute path such as `/usr`".to_string()),
                     PathError::Relative => (
@@ -389,7 +391,7 @@ impl Lower<'_> {
             Ok(d) => d,
             Err((code, why)) => {
                 let help = if code == Code::InvalidCidr {
-                    "networks are written a.b.c.d/len or [v6::]/len with no host bits set"
+                    "networks are written a.b.c.d/len or, in an endpoint, [v6::/len] with no host bits set"
                 } else {
                     "host names are letters, digits and `-`, separated by dots; `*.` only as the first label"
                 };

@@ -59,6 +59,21 @@ fn type_word(item: &Item) -> &'static str {
     }
 }
 
+/// How to write a value of the expected type (the help of a wrong-type error).
+fn type_help(expected: &str) -> &'static str {
+    match expected {
+        "a string" => "strings are written in double quotes: \"...\"",
+        "an integer" => "write a whole number without quotes, e.g. 1",
+        "a table" => "write a [section] heading, or an inline table { key = \"value\" }",
+        "an array of strings" => "write a list of quoted strings: [\"/usr\", \"/etc/ssl\"]",
+        "a string or a number" => "write a quoted value with a unit (\"512MiB\", \"30m\") or a plain number",
+        "an array of endpoints" => "write a list: [\"api.example.com:443\", { host = \"10.0.0.0/8\", ports = [5432] }]",
+        "a string or a table" => "write \"host:port\" or { host = \"...\", ports = [443] }",
+        "an array of ports" => "write ports = [443, \"8000-8080\"]",
+        _ => "see docs/policy.md for the type of each key",
+    }
+}
+
 impl Parser<'_> {
     fn origin(&self, range: Option<std::ops::Range<usize>>) -> Origin {
         Origin { file: self.file, span: range.map(Span::new).unwrap_or_default() }
@@ -80,10 +95,16 @@ impl Parser<'_> {
         self.diags.push(
             Diagnostic::error(
                 Code::WrongType,
-                format!("`{what}` must be {expected}, found {}", type_word(item)),
+                // `what` is a key (`agent.name`) or a phrase that already quotes one.
+                if what.contains('`') {
+                    format!("{what} must be {expected}, found {}", type_word(item))
+                } else {
+                    format!("`{what}` must be {expected}, found {}", type_word(item))
+                },
             )
             .at(origin)
-            .label(format!("expected {expected}")),
+            .label(format!("expected {expected}"))
+            .help(type_help(expected)),
         );
     }
 
