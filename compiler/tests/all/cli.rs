@@ -43,7 +43,7 @@ fn validate_json_reports_invalid_files_with_codes_and_lines() {
     assert_eq!(v[1]["valid"], false);
     let d = &v[1]["diagnostics"][0];
     assert_eq!(d["code"], "aegis::policy::relative_path");
-    assert_eq!(d["line"], 8);
+    assert_eq!(d["line"], 7);
     assert_eq!(d["column"], 9);
 }
 
@@ -62,7 +62,7 @@ fn check_prints_the_deny_rule_and_its_location() {
 fn check_allows_with_exit_0_and_uses_params() {
     let out = aegisc(&["check", "policies/coding-agent.toml", "--param", "WORKSPACE=/home/u/repo", "fs", "write", "/home/u/repo/src/lib.rs"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("ALLOW: path '/home/u/repo/src/lib.rs' is covered by write grant '${WORKSPACE}' (policies/coding-agent.toml:23:10)"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("ALLOW: path '/home/u/repo/src/lib.rs' is covered by write grant '${WORKSPACE}' (policies/coding-agent.toml:24:10)"), "{}", text(&out.stdout));
     let out = aegisc(&["check", "policies/coding-agent.toml", "--param", "WORKSPACE=/home/u/repo", "fs", "read", "/home/u/repo/.env"]);
     assert_eq!(out.status.code(), Some(1));
 }

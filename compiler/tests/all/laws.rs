@@ -73,7 +73,7 @@ fn fs_path(max_depth: usize) -> impl Strategy<Value = String> {
 
 fn endpoint() -> impl Strategy<Value = String> {
     (
-        select(vec!["h1.test", "h2.test", "*.h.test", "10.0.0.0/8", "10.1.2.3", "[2001:db8::]/32"]),
+        select(vec!["h1.test", "h2.test", "*.h.test", "10.0.0.0/8", "10.1.2.3", "[2001:db8::/32]"]),
         select(vec!["80", "443", "8000-8080", "*", "22,443"]),
         select(vec!["", "/tcp", "/udp"]),
     )
