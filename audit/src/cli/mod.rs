@@ -2,6 +2,7 @@
 //! output: an exit code. Each command lives in its own file.
 
 mod append;
+mod prove;
 mod show;
 mod verify;
 
@@ -27,6 +28,8 @@ enum Cmd {
     Tail(show::TailArgs),
     /// Write a signed checkpoint now.
     Checkpoint(append::CheckpointArgs),
+    /// Print a Merkle inclusion or consistency proof (RFC 6962) as JSON.
+    Prove(prove::Args),
     /// Test helper: append synthetic records.
     #[command(hide = true)]
     Append(append::AppendArgs),
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<u8, CliError> {
         Cmd::Show(a) => show::run_show(a),
         Cmd::Tail(a) => show::run_tail(a),
         Cmd::Checkpoint(a) => append::run_checkpoint(a),
+        Cmd::Prove(a) => prove::run(a),
         Cmd::Append(a) => append::run_append(a),
     }
 }

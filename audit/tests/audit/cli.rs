@@ -217,3 +217,23 @@ fn an_independent_verifier_written_from_the_spec_agrees() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).starts_with(&format!("FAIL line {} offset {}:", ours.line, ours.offset)), "{} vs {ours}", stdout(&o));
 }
+
+#[test]
+fn prove_prints_proofs_that_verify_against_checkpoint_roots() {
+    use aegis_audit::merkle::{verify_consistency, verify_inclusion};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    write_log(&log, 20, None, 0, None);
+    let hx = |v: &serde_json::Value| aegis_audit::from_hex(v.as_str().unwrap()).unwrap();
+    let path = |v: &serde_json::Value| v.as_array().unwrap().iter().map(hx).collect::<Vec<_>>();
+    let o = run(&[&"prove", &log, &"--seq", &"7", &"--size", &"13"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(verify_inclusion(7, 13, &hx(&v["record_hash"]), &path(&v["path"]), &hx(&v["root"])));
+    let o = run(&[&"prove", &log, &"--consistency", &"5"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["size"], 20);
+    assert!(verify_consistency(5, 20, &hx(&v["first_root"]), &hx(&v["root"]), &path(&v["path"])));
+    assert_eq!(run(&[&"prove", &log, &"--seq", &"20"]).status.code(), Some(2));
+    assert_eq!(run(&[&"prove", &log]).status.code(), Some(2));
+}
