@@ -30,15 +30,20 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Load an unencrypted minisign secret key file (`minisign -G -W`, `aegisc keygen`).
     pub fn from_file(path: &Path) -> Result<SigningKey, AuditError> {
-        let text = std::fs::read_to_string(path).map_err(AuditError::io("reading secret key", path))?;
-        SigningKey::from_box_str(&text).map_err(|msg| AuditError::Key { path: path.to_path_buf(), msg })
+        let text =
+            std::fs::read_to_string(path).map_err(AuditError::io("reading secret key", path))?;
+        SigningKey::from_box_str(&text).map_err(|msg| AuditError::Key {
+            path: path.to_path_buf(),
+            msg,
+        })
     }
 
     /// Parse the text of an unencrypted minisign secret key file.
     pub fn from_box_str(text: &str) -> Result<SigningKey, String> {
         match SecretKeyBox::from_string(text).and_then(SecretKeyBox::into_unencrypted_secret_key) {
             Ok(sk) => Ok(SigningKey { sk }),
-            Err(e) => zero_checksum_key(text).ok_or_else(|| format!("not an unencrypted minisign secret key: {e}")),
+            Err(e) => zero_checksum_key(text)
+                .ok_or_else(|| format!("not an unencrypted minisign secret key: {e}")),
         }
     }
 
@@ -54,13 +59,23 @@ impl SigningKey {
 
     /// Sign a checkpoint body: returns (signature line, global signature line), both base64.
     pub(crate) fn sign_body(&self, body: &str) -> Result<(String, String), AuditError> {
-        let sb = minisign::sign(None, &self.sk, Cursor::new(body.as_bytes()), Some(body), Some(UNTRUSTED_COMMENT))
-            .map_err(|e| AuditError::Sign(e.to_string()))?;
+        let sb = minisign::sign(
+            None,
+            &self.sk,
+            Cursor::new(body.as_bytes()),
+            Some(body),
+            Some(UNTRUSTED_COMMENT),
+        )
+        .map_err(|e| AuditError::Sign(e.to_string()))?;
         let text = sb.into_string();
         let mut lines = text.lines();
         match (lines.next(), lines.next(), lines.next(), lines.next()) {
-            (Some(_), Some(sig), Some(_), Some(global)) => Ok((sig.to_string(), global.to_string())),
-            _ => Err(AuditError::Sign("minisign produced an incomplete signature".into())),
+            (Some(_), Some(sig), Some(_), Some(global)) => {
+                Ok((sig.to_string(), global.to_string()))
+            }
+            _ => Err(AuditError::Sign(
+                "minisign produced an incomplete signature".into(),
+            )),
         }
     }
 }
@@ -95,8 +110,12 @@ impl std::fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// Load a minisign public key file.
     pub fn from_file(path: &Path) -> Result<VerifyingKey, AuditError> {
-        let text = std::fs::read_to_string(path).map_err(AuditError::io("reading public key", path))?;
-        VerifyingKey::from_box_str(&text).map_err(|msg| AuditError::Key { path: path.to_path_buf(), msg })
+        let text =
+            std::fs::read_to_string(path).map_err(AuditError::io("reading public key", path))?;
+        VerifyingKey::from_box_str(&text).map_err(|msg| AuditError::Key {
+            path: path.to_path_buf(),
+            msg,
+        })
     }
 
     /// Parse the text of a minisign public key file.
@@ -120,21 +139,40 @@ impl VerifyingKey {
     /// Check a body against its signature lines; `Err` says why not.
     pub fn verify_body(&self, body: &str, sig: &str, global_sig: &str) -> Result<(), String> {
         let text = signature_file(body, sig, global_sig);
-        let sb = SignatureBox::from_string(&text).map_err(|e| format!("malformed signature: {e}"))?;
+        let sb =
+            SignatureBox::from_string(&text).map_err(|e| format!("malformed signature: {e}"))?;
         if sb.to_string() != text {
             return Err("signature is not in canonical minisign encoding".into());
         }
-        minisign::verify(&self.pk, &sb, Cursor::new(body.as_bytes()), true, false, false)
-            .map_err(|e| format!("signature does not verify with key {}: {e}", self.key_id()))
+        minisign::verify(
+            &self.pk,
+            &sb,
+            Cursor::new(body.as_bytes()),
+            true,
+            false,
+            false,
+        )
+        .map_err(|e| format!("signature does not verify with key {}: {e}", self.key_id()))
     }
 }
 
 /// The body a checkpoint signs (one line, no newline).
-pub fn checkpoint_body(records: u64, bytes: u64, root_hex: &str, ts: &str, host: &str, boot: &str) -> String {
-    format!("aegis-audit-checkpoint-v1 records={records} bytes={bytes} root={root_hex} ts={ts} host={host} boot={boot}")
+pub fn checkpoint_body(
+    records: u64,
+    bytes: u64,
+    root_hex: &str,
+    ts: &str,
+    host: &str,
+    boot: &str,
+) -> String {
+    format!(
+        "aegis-audit-checkpoint-v1 records={records} bytes={bytes} root={root_hex} ts={ts} host={host} boot={boot}"
+    )
 }
 
 /// The `.minisig` file text of a checkpoint (what `minisign -V -x` reads).
 pub fn signature_file(body: &str, sig: &str, global_sig: &str) -> String {
-    format!("untrusted comment: {UNTRUSTED_COMMENT}\n{sig}\ntrusted comment: {body}\n{global_sig}\n")
+    format!(
+        "untrusted comment: {UNTRUSTED_COMMENT}\n{sig}\ntrusted comment: {body}\n{global_sig}\n"
+    )
 }

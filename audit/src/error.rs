@@ -56,7 +56,14 @@ pub enum AuditError {
 }
 
 impl AuditError {
-    pub(crate) fn io<'p>(what: &'static str, path: &'p std::path::Path) -> impl FnOnce(io::Error) -> AuditError + 'p {
-        move |source| AuditError::Io { what, path: path.to_path_buf(), source }
+    pub(crate) fn io<'p>(
+        what: &'static str,
+        path: &'p std::path::Path,
+    ) -> impl FnOnce(io::Error) -> AuditError + 'p {
+        move |source| AuditError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

@@ -214,11 +214,17 @@ mod tests {
 
     #[test]
     fn kind_tag_matches_serialisation() {
-        let ev = Event::Resource { limit: ResourceLimit::OomKill, detail: "x".into() };
+        let ev = Event::Resource {
+            limit: ResourceLimit::OomKill,
+            detail: "x".into(),
+        };
         let s = serde_json::to_string(&ev).unwrap_or_default();
         assert_eq!(s, r#"{"kind":"resource","limit":"oom_kill","detail":"x"}"#);
         assert_eq!(ev.kind(), "resource");
         let extra = r#"{"kind":"resource","limit":"oom_kill","detail":"x","evil":1}"#;
-        assert!(serde_json::from_str::<Event>(extra).is_err(), "unknown fields must be rejected");
+        assert!(
+            serde_json::from_str::<Event>(extra).is_err(),
+            "unknown fields must be rejected"
+        );
     }
 }

@@ -46,12 +46,20 @@ mod time;
 mod verify;
 mod writer;
 
-pub use checkpoint::{SigningKey, UNTRUSTED_COMMENT, VerifyingKey, checkpoint_body, signature_file};
+pub use checkpoint::{
+    SigningKey, UNTRUSTED_COMMENT, VerifyingKey, checkpoint_body, signature_file,
+};
 pub use error::AuditError;
 pub use event::{CheckpointEvent, EnforcementStatus, Event, LayerReport, ResourceLimit, Verdict};
-pub use record::{AuditContext, DOMAIN, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, from_hex, record_hash, to_hex};
+pub use record::{
+    AuditContext, DOMAIN, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, from_hex,
+    record_hash, to_hex,
+};
 pub use time::{TIMESTAMP_LEN, Timestamp};
-pub use verify::{ExternalCheckpoint, Failure, Problem, Repair, Report, VerifyOptions, load_checkpoints, verify_log, verify_reader};
+pub use verify::{
+    ExternalCheckpoint, Failure, Problem, Repair, Report, VerifyOptions, load_checkpoints,
+    verify_log, verify_reader,
+};
 pub use writer::{AuditWriter, CheckpointOptions, Durability, RecordInfo, WriterOptions};
 
 /// Record hashes of every complete line of a log, in order (for Merkle proofs). Lines are not
@@ -64,7 +72,10 @@ pub fn read_record_hashes(path: &std::path::Path) -> Result<Vec<Digest>, AuditEr
     let mut line = Vec::new();
     loop {
         line.clear();
-        if r.read_until(b'\n', &mut line).map_err(AuditError::io("reading log", path))? == 0 {
+        if r.read_until(b'\n', &mut line)
+            .map_err(AuditError::io("reading log", path))?
+            == 0
+        {
             break;
         }
         match line.strip_suffix(b"\n") {

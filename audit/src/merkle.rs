@@ -107,7 +107,13 @@ fn subproof(m: usize, d: &[Digest], complete: bool, out: &mut Vec<Digest>) {
 
 /// Verify that `record_hash` is leaf `index` of the tree of `size` leaves with head `root`
 /// (RFC 9162 §2.1.3.2).
-pub fn verify_inclusion(index: u64, size: u64, record_hash: &Digest, proof: &[Digest], root: &Digest) -> bool {
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    record_hash: &Digest,
+    proof: &[Digest],
+    root: &Digest,
+) -> bool {
     if index >= size {
         return false;
     }
@@ -134,7 +140,13 @@ pub fn verify_inclusion(index: u64, size: u64, record_hash: &Digest, proof: &[Di
 
 /// Verify that the tree of `second` leaves with head `second_root` extends the tree of `first`
 /// leaves with head `first_root` (RFC 9162 §2.1.4.2).
-pub fn verify_consistency(first: u64, second: u64, first_root: &Digest, second_root: &Digest, proof: &[Digest]) -> bool {
+pub fn verify_consistency(
+    first: u64,
+    second: u64,
+    first_root: &Digest,
+    second_root: &Digest,
+    proof: &[Digest],
+) -> bool {
     if first == second {
         return proof.is_empty() && first_root == second_root;
     }
@@ -234,12 +246,17 @@ mod tests {
     use super::*;
 
     fn leaves(n: usize) -> Vec<Digest> {
-        (0..n).map(|i| crate::record::record_hash(format!("r{i}").as_bytes())).collect()
+        (0..n)
+            .map(|i| crate::record::record_hash(format!("r{i}").as_bytes()))
+            .collect()
     }
 
     #[test]
     fn rfc6962_empty_and_single() {
-        assert_eq!(hex::encode(root(&[])), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            hex::encode(root(&[])),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         let d = leaves(1);
         assert_eq!(root(&d), leaf_hash(&d[0]));
     }
@@ -264,11 +281,17 @@ mod tests {
             let r = root(&d[..n]);
             for i in 0..n {
                 let p = inclusion_proof(&d[..n], i).unwrap();
-                assert!(verify_inclusion(i as u64, n as u64, &d[i], &p, &r), "n={n} i={i}");
+                assert!(
+                    verify_inclusion(i as u64, n as u64, &d[i], &p, &r),
+                    "n={n} i={i}"
+                );
                 let other = crate::record::record_hash(b"not a record of this log");
                 assert!(!verify_inclusion(i as u64, n as u64, &other, &p, &r));
                 if n > 1 {
-                    assert!(!verify_inclusion(((i + 1) % n) as u64, n as u64, &d[i], &p, &r), "wrong index n={n} i={i}");
+                    assert!(
+                        !verify_inclusion(((i + 1) % n) as u64, n as u64, &d[i], &p, &r),
+                        "wrong index n={n} i={i}"
+                    );
                 }
                 if let Some(first) = p.first() {
                     let mut bad = p.clone();
@@ -288,15 +311,24 @@ mod tests {
             for m in 1..=n {
                 let rm = root(&d[..m]);
                 let p = consistency_proof(&d[..n], m).unwrap();
-                assert!(verify_consistency(m as u64, n as u64, &rm, &rn, &p), "m={m} n={n}");
+                assert!(
+                    verify_consistency(m as u64, n as u64, &rm, &rn, &p),
+                    "m={m} n={n}"
+                );
                 if m < n {
                     let mut other = d[..n].to_vec();
                     other[m - 1][3] ^= 0x80;
                     let forged = root(&other);
-                    assert!(!verify_consistency(m as u64, n as u64, &rm, &forged, &p), "m={m} n={n}");
+                    assert!(
+                        !verify_consistency(m as u64, n as u64, &rm, &forged, &p),
+                        "m={m} n={n}"
+                    );
                     let mut bad = p.clone();
                     bad[0][0] ^= 1;
-                    assert!(!verify_consistency(m as u64, n as u64, &rm, &rn, &bad), "m={m} n={n}");
+                    assert!(
+                        !verify_consistency(m as u64, n as u64, &rm, &rn, &bad),
+                        "m={m} n={n}"
+                    );
                 }
             }
         }

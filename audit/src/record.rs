@@ -124,12 +124,24 @@ pub(crate) fn sanitize_token(s: &str) -> String {
     let t: String = s
         .trim()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if t.is_empty() { "unknown".to_string() } else { t }
+    if t.is_empty() {
+        "unknown".to_string()
+    } else {
+        t
+    }
 }
 
 /// True if `s` is a valid host/boot token (see [`sanitize_token`]).
 pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
 }

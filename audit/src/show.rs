@@ -36,13 +36,27 @@ impl Filter {
 
 /// Header line of the table format.
 pub fn table_header() -> String {
-    format!("{:>8}  {:<30}  {:<16}  {:<19}  {}", "SEQ", "TIME", "AGENT", "KIND", "DETAIL")
+    format!(
+        "{:>8}  {:<30}  {:<16}  {:<19}  {}",
+        "SEQ", "TIME", "AGENT", "KIND", "DETAIL"
+    )
 }
 
 /// One table row.
 pub fn table_row(rec: &Record) -> String {
-    let agent = if rec.agent.is_empty() { "-" } else { rec.agent.as_str() };
-    format!("{:>8}  {:<30}  {:<16}  {:<19}  {}", rec.seq, rec.ts, agent, rec.event.kind(), summary(&rec.event))
+    let agent = if rec.agent.is_empty() {
+        "-"
+    } else {
+        rec.agent.as_str()
+    };
+    format!(
+        "{:>8}  {:<30}  {:<16}  {:<19}  {}",
+        rec.seq,
+        rec.ts,
+        agent,
+        rec.event.kind(),
+        summary(&rec.event)
+    )
 }
 
 /// One-line description of an event.
@@ -51,22 +65,49 @@ pub fn summary(ev: &Event) -> String {
         Event::BundleVerified { path, key_id } => format!("{path} signed by {key_id}"),
         Event::BundleRefused { path, reason } => format!("{path}: {reason}"),
         Event::UnsignedBundleAllowed { path, reason } => format!("{path}: {reason}"),
-        Event::EnforcementReport { layers, landlock_abi, cgroup_mode } => {
-            let l: Vec<String> = layers.iter().map(|l| format!("{}={:?}", l.layer, l.status).to_lowercase()).collect();
+        Event::EnforcementReport {
+            layers,
+            landlock_abi,
+            cgroup_mode,
+        } => {
+            let l: Vec<String> = layers
+                .iter()
+                .map(|l| format!("{}={:?}", l.layer, l.status).to_lowercase())
+                .collect();
             let abi = landlock_abi.map_or("none".to_string(), |a| a.to_string());
             format!("{} landlock_abi={abi} cgroup={cgroup_mode}", l.join(" "))
         }
         Event::AgentStarted { command, pid } => format!("pid {pid}: {}", command.join(" ")),
-        Event::Decision { component, subject, target, decision, rule, reason } => {
+        Event::Decision {
+            component,
+            subject,
+            target,
+            decision,
+            rule,
+            reason,
+        } => {
             let v = match decision {
                 Verdict::Allow => "ALLOW",
                 Verdict::Deny => "DENY",
             };
-            format!("{v} {subject} {target} by {component} rule={} ({reason})", rule.as_deref().unwrap_or("default-deny"))
+            format!(
+                "{v} {subject} {target} by {component} rule={} ({reason})",
+                rule.as_deref().unwrap_or("default-deny")
+            )
         }
-        Event::KernelDenial { layer, detail, count } => format!("{layer}: {detail} (x{count})"),
+        Event::KernelDenial {
+            layer,
+            detail,
+            count,
+        } => format!("{layer}: {detail} (x{count})"),
         Event::Resource { limit, detail } => format!("{limit:?}: {detail}").to_lowercase(),
-        Event::AgentExited { status, signal, cpu_user_us, cpu_sys_us, peak_memory_bytes } => {
+        Event::AgentExited {
+            status,
+            signal,
+            cpu_user_us,
+            cpu_sys_us,
+            peak_memory_bytes,
+        } => {
             let how = match (status, signal) {
                 (_, Some(s)) => format!("signal {s}"),
                 (Some(c), None) => format!("status {c}"),
@@ -76,7 +117,9 @@ pub fn summary(ev: &Event) -> String {
             format!("{how} user={cpu_user_us}us sys={cpu_sys_us}us peak_mem={mem}B")
         }
         Event::Note { component, message } => format!("{component}: {message}"),
-        Event::TailRepaired { offset, bytes, .. } => format!("cut {bytes} torn bytes at offset {offset}"),
+        Event::TailRepaired { offset, bytes, .. } => {
+            format!("cut {bytes} torn bytes at offset {offset}")
+        }
         Event::Checkpoint(c) => format!("records={} bytes={} root={}", c.records, c.bytes, c.root),
     }
 }

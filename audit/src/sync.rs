@@ -40,7 +40,10 @@ impl Syncer {
         let thread = std::thread::Builder::new()
             .name("aegis-audit-sync".into())
             .spawn(move || run(&s2, &file, max_delay))?;
-        Ok(Syncer { shared, thread: Some(thread) })
+        Ok(Syncer {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// `n` records were written; returns how many are unsynced now.
@@ -81,12 +84,19 @@ fn run(shared: &Shared, file: &File, max_delay: Duration) {
             return;
         }
         match g.oldest {
-            None => g = cv.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner),
+            None => {
+                g = cv
+                    .wait(g)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            }
             Some(t) => {
                 let due = t + max_delay;
                 let now = Instant::now();
                 if now < due {
-                    g = cv.wait_timeout(g, due - now).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+                    g = cv
+                        .wait_timeout(g, due - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
                     continue;
                 }
                 // Everything written before this sync starts is covered by it.

@@ -46,7 +46,10 @@ pub(crate) fn read_tail(file: &File, len: u64) -> Result<Tail, TailError> {
             Some(t) => return Ok(t),
             None if want < limit => want = (want * 4).min(limit),
             None => {
-                return Err(TailError::Damaged(len - want, format!("no complete record in the last {want} bytes")));
+                return Err(TailError::Damaged(
+                    len - want,
+                    format!("no complete record in the last {want} bytes"),
+                ));
             }
         }
     }
@@ -56,21 +59,35 @@ pub(crate) fn read_tail(file: &File, len: u64) -> Result<Tail, TailError> {
 fn tail_within(file: &File, len: u64, want: u64) -> Result<Option<Tail>, TailError> {
     let max = MAX_RECORD_BYTES as u64;
     let start = len - want;
-    let mut buf = vec![0u8; usize::try_from(want).map_err(|_| TailError::Damaged(start, "tail too large".into()))?];
+    let mut buf = vec![
+        0u8;
+        usize::try_from(want)
+            .map_err(|_| TailError::Damaged(start, "tail too large".into()))?
+    ];
     read_exact_at(file, &mut buf, start).map_err(TailError::Io)?;
     let Some(last_nl) = memchr::memrchr(b'\n', &buf) else {
         if start > 0 {
             return Ok(None);
         }
         if want > max {
-            return Err(TailError::Damaged(0, format!("no line end in {want} bytes")));
+            return Err(TailError::Damaged(
+                0,
+                format!("no line end in {want} bytes"),
+            ));
         }
-        return Ok(Some(Tail { complete_end: 0, torn: buf, last_line: None }));
+        return Ok(Some(Tail {
+            complete_end: 0,
+            torn: buf,
+            last_line: None,
+        }));
     };
     let complete_end = start + last_nl as u64 + 1;
     let torn = buf.get(last_nl + 1..).unwrap_or_default().to_vec();
     if torn.len() as u64 > max {
-        return Err(TailError::Damaged(complete_end, format!("{} bytes after the last complete line", torn.len())));
+        return Err(TailError::Damaged(
+            complete_end,
+            format!("{} bytes after the last complete line", torn.len()),
+        ));
     }
     let head = buf.get(..last_nl).unwrap_or_default();
     let line_start = match memchr::memrchr(b'\n', head) {
@@ -79,12 +96,20 @@ fn tail_within(file: &File, len: u64, want: u64) -> Result<Option<Tail>, TailErr
         None => return Ok(None),
     };
     let line = head.get(line_start..).unwrap_or_default().to_vec();
-    Ok(Some(Tail { complete_end, torn, last_line: Some((start + line_start as u64, line)) }))
+    Ok(Some(Tail {
+        complete_end,
+        torn,
+        last_line: Some((start + line_start as u64, line)),
+    }))
 }
 
 /// Find the last line before `end` (a line boundary) that contains `needle`; returns its start
 /// offset and bytes. Reads backwards in large chunks.
-pub(crate) fn find_last_line_with(file: &File, end: u64, needle: &[u8]) -> Result<Option<(u64, Vec<u8>)>, TailError> {
+pub(crate) fn find_last_line_with(
+    file: &File,
+    end: u64,
+    needle: &[u8],
+) -> Result<Option<(u64, Vec<u8>)>, TailError> {
     let finder = memchr::memmem::FinderRev::new(needle);
     let mut hi = end;
     while hi > 0 {
@@ -97,7 +122,12 @@ pub(crate) fn find_last_line_with(file: &File, end: u64, needle: &[u8]) -> Resul
         } else {
             match memchr::memchr(b'\n', &buf) {
                 Some(p) if p + 1 < buf.len() => p + 1,
-                _ => return Err(TailError::Damaged(lo, "line longer than the record limit".into())),
+                _ => {
+                    return Err(TailError::Damaged(
+                        lo,
+                        "line longer than the record limit".into(),
+                    ));
+                }
             }
         };
         let region = buf.get(region_start..).unwrap_or_default();
@@ -125,7 +155,9 @@ impl Read for ReadAt<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
         let n = buf.len().min(left);
-        let Some(dst) = buf.get_mut(..n) else { return Ok(0) };
+        let Some(dst) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
         let got = self.file.read_at(dst, self.pos)?;
         self.pos += got as u64;
         Ok(got)

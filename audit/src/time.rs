@@ -29,7 +29,15 @@ impl Timestamp {
         if b.len() != TIMESTAMP_LEN {
             return None;
         }
-        let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (29, b'Z')];
+        let seps = [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (29, b'Z'),
+        ];
         for (i, c) in seps {
             if b.get(i) != Some(&c) {
                 return None;
@@ -54,7 +62,11 @@ impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS[.frac]Z`, or an integer number of seconds since the epoch.
     pub fn parse_loose(s: &str) -> Option<Timestamp> {
         if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
-            return s.parse::<u64>().ok()?.checked_mul(1_000_000_000).map(Timestamp);
+            return s
+                .parse::<u64>()
+                .ok()?
+                .checked_mul(1_000_000_000)
+                .map(Timestamp);
         }
         if s.len() == 10 {
             return Timestamp::parse_exact(&format!("{s}T00:00:00.000000000Z"));
@@ -72,18 +84,40 @@ impl Timestamp {
 }
 
 fn from_parts(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64, ns: u64) -> Option<Timestamp> {
-    if !(1970..=2554).contains(&y) || !(1..=12).contains(&mo) || d < 1 || h > 23 || mi > 59 || s > 59
+    if !(1970..=2554).contains(&y)
+        || !(1..=12).contains(&mo)
+        || d < 1
+        || h > 23
+        || mi > 59
+        || s > 59
     {
         return None;
     }
     let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
-    let mdays = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let mdays = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if d > *mdays.get(usize::try_from(mo - 1).ok()?)? {
         return None;
     }
     let days = days_from_civil(y, mo, d);
-    let secs = days.checked_mul(86_400)?.checked_add(h * 3600 + mi * 60 + s)?;
-    secs.checked_mul(1_000_000_000)?.checked_add(ns).map(Timestamp)
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(h * 3600 + mi * 60 + s)?;
+    secs.checked_mul(1_000_000_000)?
+        .checked_add(ns)
+        .map(Timestamp)
 }
 
 // Howard Hinnant's days_from_civil, restricted to years >= 1970 (no negative eras).
@@ -132,7 +166,13 @@ mod tests {
 
     #[test]
     fn round_trips_and_orders_bytewise() {
-        let samples = [0u64, 1, 951_782_400_123_456_789, 1_764_110_000_000_000_000, 4_102_444_800_999_999_999];
+        let samples = [
+            0u64,
+            1,
+            951_782_400_123_456_789,
+            1_764_110_000_000_000_000,
+            4_102_444_800_999_999_999,
+        ];
         let mut prev = String::new();
         for ns in samples {
             let s = Timestamp(ns).to_string();
@@ -141,16 +181,33 @@ mod tests {
             assert!(s > prev);
             prev = s;
         }
-        assert_eq!(Timestamp(951_782_400_000_000_000).to_string(), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            Timestamp(951_782_400_000_000_000).to_string(),
+            "2000-02-29T00:00:00.000000000Z"
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["2026-02-30T00:00:00.000000000Z", "2026-01-01 00:00:00.000000000Z", "2026-01-01T00:00:00Z", "1969-12-31T23:59:59.000000000Z"] {
+        for bad in [
+            "2026-02-30T00:00:00.000000000Z",
+            "2026-01-01 00:00:00.000000000Z",
+            "2026-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.000000000Z",
+        ] {
             assert_eq!(Timestamp::parse_exact(bad), None, "{bad}");
         }
-        assert_eq!(Timestamp::parse_loose("2026-01-01"), Timestamp::parse_exact("2026-01-01T00:00:00.000000000Z"));
-        assert_eq!(Timestamp::parse_loose("2026-01-01T01:02:03.5Z"), Timestamp::parse_exact("2026-01-01T01:02:03.500000000Z"));
-        assert_eq!(Timestamp::parse_loose("10"), Some(Timestamp(10_000_000_000)));
+        assert_eq!(
+            Timestamp::parse_loose("2026-01-01"),
+            Timestamp::parse_exact("2026-01-01T00:00:00.000000000Z")
+        );
+        assert_eq!(
+            Timestamp::parse_loose("2026-01-01T01:02:03.5Z"),
+            Timestamp::parse_exact("2026-01-01T01:02:03.500000000Z")
+        );
+        assert_eq!(
+            Timestamp::parse_loose("10"),
+            Some(Timestamp(10_000_000_000))
+        );
     }
 }

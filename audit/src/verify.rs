@@ -16,7 +16,10 @@ use crate::checkpoint::{VerifyingKey, checkpoint_body};
 use crate::error::AuditError;
 use crate::event::Event;
 use crate::merkle::Frontier;
-use crate::record::{Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, from_hex, is_token, record_hash, to_hex};
+use crate::record::{
+    Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, from_hex, is_token, record_hash,
+    to_hex,
+};
 use crate::time::Timestamp;
 
 /// What to check beyond the chain.
@@ -110,18 +113,30 @@ impl fmt::Display for Problem {
         match self {
             Problem::InvalidRecord(m) => write!(f, "not a valid record: {m}"),
             Problem::LineTooLong => write!(f, "line longer than {MAX_RECORD_BYTES} bytes"),
-            Problem::BadVersion(v) => write!(f, "unsupported format version {v} (expected {FORMAT_VERSION})"),
+            Problem::BadVersion(v) => write!(
+                f,
+                "unsupported format version {v} (expected {FORMAT_VERSION})"
+            ),
             Problem::SeqMismatch { expected, found } => {
-                write!(f, "seq is {found}, expected {expected} (a record was deleted, inserted or reordered before this one)")
+                write!(
+                    f,
+                    "seq is {found}, expected {expected} (a record was deleted, inserted or reordered before this one)"
+                )
             }
             Problem::PrevMismatch { expected, found } => write!(
                 f,
                 "prev is {found} but the previous record hashes to {expected} (the previous record was modified, or records were deleted, inserted or swapped here)"
             ),
             Problem::BadPrev(p) => write!(f, "prev {p:?} is not 64 lower-case hex digits"),
-            Problem::BadTimestamp(t) => write!(f, "timestamp {t:?} is not of the form YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"),
+            Problem::BadTimestamp(t) => write!(
+                f,
+                "timestamp {t:?} is not of the form YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ"
+            ),
             Problem::TimeWentBackwards { previous, this } => {
-                write!(f, "time went backwards: {this} is before the previous record's {previous}")
+                write!(
+                    f,
+                    "time went backwards: {this} is before the previous record's {previous}"
+                )
             }
             Problem::CheckpointMismatch(m) => write!(f, "checkpoint does not match the log: {m}"),
             Problem::BadSignature(m) => write!(f, "checkpoint signature invalid: {m}"),
@@ -152,7 +167,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "record seq {} (line {}, byte offset {}): {}", self.seq, self.line, self.offset, self.problem)
+        write!(
+            f,
+            "record seq {} (line {}, byte offset {}): {}",
+            self.seq, self.line, self.offset, self.problem
+        )
     }
 }
 
@@ -199,12 +218,23 @@ pub fn load_checkpoints(path: &Path) -> Result<Vec<ExternalCheckpoint>, AuditErr
             continue;
         }
         let source = format!("{}:{}", path.display(), i + 1);
-        let bad = |msg: String| AuditError::Key { path: path.to_path_buf(), msg: format!("line {}: {msg}", i + 1) };
+        let bad = |msg: String| AuditError::Key {
+            path: path.to_path_buf(),
+            msg: format!("line {}: {msg}", i + 1),
+        };
         let rec = Record::parse(line).map_err(|e| bad(format!("not a checkpoint record: {e}")))?;
         let Event::Checkpoint(c) = rec.event else {
-            return Err(bad(format!("record kind {} is not checkpoint", rec.event.kind())));
+            return Err(bad(format!(
+                "record kind {} is not checkpoint",
+                rec.event.kind()
+            )));
         };
-        out.push(ExternalCheckpoint { source, line: line.to_vec(), records: c.records, bytes: c.bytes });
+        out.push(ExternalCheckpoint {
+            source,
+            line: line.to_vec(),
+            records: c.records,
+            bytes: c.bytes,
+        });
     }
     Ok(out)
 }
@@ -231,7 +261,11 @@ pub fn verify_reader<R: Read>(mut reader: R, options: &VerifyOptions) -> io::Res
     ext.sort_by_key(|c| std::cmp::Reverse(c.records));
     let mut st = State {
         opts: options,
-        report: Report { head: GENESIS, root: Frontier::new().root(), ..Report::default() },
+        report: Report {
+            head: GENESIS,
+            root: Frontier::new().root(),
+            ..Report::default()
+        },
         frontier: Frontier::new(),
         last_hash: GENESIS,
         last_ts: String::new(),
@@ -278,7 +312,9 @@ pub fn verify_reader<R: Read>(mut reader: R, options: &VerifyOptions) -> io::Res
         }
     }
     if filled > start {
-        return Ok(st.fail(Problem::TornTail { bytes: (filled - start) as u64 }));
+        return Ok(st.fail(Problem::TornTail {
+            bytes: (filled - start) as u64,
+        }));
     }
     Ok(st.finish())
 }
@@ -287,7 +323,12 @@ impl State<'_> {
     fn fail(mut self, problem: Problem) -> Report {
         let r = &mut self.report;
         r.root = self.frontier.root();
-        r.failure = Some(Failure { seq: r.records, line: r.records + 1, offset: r.bytes, problem });
+        r.failure = Some(Failure {
+            seq: r.records,
+            line: r.records + 1,
+            offset: r.bytes,
+            problem,
+        });
         self.report
     }
 
@@ -334,17 +375,26 @@ impl State<'_> {
             return Err(Problem::BadVersion(rec.v));
         }
         if rec.seq != index {
-            return Err(Problem::SeqMismatch { expected: index, found: rec.seq });
+            return Err(Problem::SeqMismatch {
+                expected: index,
+                found: rec.seq,
+            });
         }
         let prev = from_hex(&rec.prev).ok_or_else(|| Problem::BadPrev(rec.prev.clone()))?;
         if prev != self.last_hash {
-            return Err(Problem::PrevMismatch { expected: to_hex(&self.last_hash), found: rec.prev.clone() });
+            return Err(Problem::PrevMismatch {
+                expected: to_hex(&self.last_hash),
+                found: rec.prev.clone(),
+            });
         }
         if Timestamp::parse_exact(&rec.ts).is_none() {
             return Err(Problem::BadTimestamp(rec.ts.clone()));
         }
         if rec.ts < self.last_ts {
-            return Err(Problem::TimeWentBackwards { previous: self.last_ts.clone(), this: rec.ts.clone() });
+            return Err(Problem::TimeWentBackwards {
+                previous: self.last_ts.clone(),
+                this: rec.ts.clone(),
+            });
         }
         while self.external.last().is_some_and(|c| c.records <= index) {
             if let Some(c) = self.external.pop() {
@@ -353,11 +403,19 @@ impl State<'_> {
         }
         match &rec.event {
             Event::Checkpoint(c) => self.check_checkpoint(&rec, c, offset)?,
-            Event::TailRepaired { offset: o, bytes, .. } => {
+            Event::TailRepaired {
+                offset: o, bytes, ..
+            } => {
                 if *o != offset {
-                    return Err(Problem::BadRepair(format!("says offset {o}, but the record is at {offset}")));
+                    return Err(Problem::BadRepair(format!(
+                        "says offset {o}, but the record is at {offset}"
+                    )));
                 }
-                self.report.repairs.push(Repair { seq: index, offset, bytes: *bytes });
+                self.report.repairs.push(Repair {
+                    seq: index,
+                    offset,
+                    bytes: *bytes,
+                });
             }
             _ => {}
         }
@@ -371,7 +429,13 @@ impl State<'_> {
         Ok(())
     }
 
-    fn check_external(&mut self, c: &ExternalCheckpoint, line: &[u8], index: u64, offset: u64) -> Result<(), Problem> {
+    fn check_external(
+        &mut self,
+        c: &ExternalCheckpoint,
+        line: &[u8],
+        index: u64,
+        offset: u64,
+    ) -> Result<(), Problem> {
         if c.records != index || c.bytes != offset {
             return Err(Problem::ExternalMismatch(format!(
                 "checkpoint {} is for seq {} at byte {}, but that position is seq {index} at byte {offset}",
@@ -388,32 +452,51 @@ impl State<'_> {
         Ok(())
     }
 
-    fn check_checkpoint(&mut self, rec: &Record, c: &crate::event::CheckpointEvent, offset: u64) -> Result<(), Problem> {
+    fn check_checkpoint(
+        &mut self,
+        rec: &Record,
+        c: &crate::event::CheckpointEvent,
+        offset: u64,
+    ) -> Result<(), Problem> {
         let mismatch = |m: String| Err(Problem::CheckpointMismatch(m));
         if c.records != rec.seq {
-            return mismatch(format!("covers {} records but is record {}", c.records, rec.seq));
+            return mismatch(format!(
+                "covers {} records but is record {}",
+                c.records, rec.seq
+            ));
         }
         if c.bytes != offset {
-            return mismatch(format!("covers {} bytes but starts at byte {offset}", c.bytes));
+            return mismatch(format!(
+                "covers {} bytes but starts at byte {offset}",
+                c.bytes
+            ));
         }
         if !rec.agent.is_empty() || !rec.bundle.is_empty() || !rec.policy.is_empty() {
-            return mismatch("agent, bundle and policy must be empty in a checkpoint record".into());
+            return mismatch(
+                "agent, bundle and policy must be empty in a checkpoint record".into(),
+            );
         }
         if !is_token(&rec.host) || !is_token(&rec.boot) {
             return mismatch("host or boot id contains characters outside [A-Za-z0-9._:-]".into());
         }
         let root = to_hex(&self.frontier.root());
         if c.root != root {
-            return mismatch(format!("root {} but the records before it give {root}", c.root));
+            return mismatch(format!(
+                "root {} but the records before it give {root}",
+                c.root
+            ));
         }
         let ours: Vec<String> = self.frontier.nodes().iter().map(to_hex).collect();
         if c.frontier != ours {
-            return mismatch("stored frontier differs from the tree of the records before it".into());
+            return mismatch(
+                "stored frontier differs from the tree of the records before it".into(),
+            );
         }
         self.report.checkpoints += 1;
         if let Some(key) = &self.opts.key {
             let body = checkpoint_body(c.records, c.bytes, &c.root, &rec.ts, &rec.host, &rec.boot);
-            key.verify_body(&body, &c.sig, &c.global_sig).map_err(Problem::BadSignature)?;
+            key.verify_body(&body, &c.sig, &c.global_sig)
+                .map_err(Problem::BadSignature)?;
             self.report.signed_checkpoints += 1;
             // The checkpoint record itself is bound too: its own fields are in the signed body
             // and its `prev` is fixed by the signed root.

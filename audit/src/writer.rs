@@ -21,11 +21,11 @@ use crate::checkpoint::{SigningKey, checkpoint_body};
 use crate::error::AuditError;
 use crate::event::{CheckpointEvent, Event};
 use crate::merkle::Frontier;
-use crate::sync::Syncer;
 use crate::record::{
-    AuditContext, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, RecordOut, encode, from_hex, record_hash,
-    sanitize_token, to_hex,
+    AuditContext, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, RecordOut, encode,
+    from_hex, record_hash, sanitize_token, to_hex,
 };
+use crate::sync::Syncer;
 use crate::tail::{ReadAt, TailError, find_last_line_with, read_tail};
 use crate::time::Timestamp;
 
@@ -69,7 +69,13 @@ pub struct CheckpointOptions {
 impl CheckpointOptions {
     /// Defaults: every 1000 records or 60 s, no sink, no syslog.
     pub fn new(key: SigningKey) -> CheckpointOptions {
-        CheckpointOptions { key, every_records: 1000, every: Duration::from_secs(60), sink: None, syslog: false }
+        CheckpointOptions {
+            key,
+            every_records: 1000,
+            every: Duration::from_secs(60),
+            sink: None,
+            syslog: false,
+        }
     }
 }
 
@@ -88,7 +94,12 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { host: None, boot_id: None, durability: Durability::EveryRecord, checkpoint: None }
+        WriterOptions {
+            host: None,
+            boot_id: None,
+            durability: Durability::EveryRecord,
+            checkpoint: None,
+        }
     }
 }
 
@@ -169,7 +180,11 @@ fn lock(file: &File, path: &Path) -> Result<LockGuard, AuditError> {
         }
         let err = std::io::Error::last_os_error();
         if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(AuditError::Io { what: "locking log", path: path.to_path_buf(), source: err });
+            return Err(AuditError::Io {
+                what: "locking log",
+                path: path.to_path_buf(),
+                source: err,
+            });
         }
     }
 }
@@ -201,19 +216,31 @@ impl AuditWriter {
             .map_err(AuditError::io("opening log", path))?;
         if !existed {
             // The new directory entry must survive a crash as well as the records.
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             if let Ok(d) = File::open(dir) {
-                d.sync_all().map_err(AuditError::io("fsync of log directory", dir))?;
+                d.sync_all()
+                    .map_err(AuditError::io("fsync of log directory", dir))?;
             }
         }
         let host = sanitize_token(&options.host.unwrap_or_else(default_host));
         let boot = sanitize_token(&options.boot_id.unwrap_or_else(default_boot_id));
-        let checkpoint =
-            options.checkpoint.map(|opts| CheckpointState { opts, tree: None, last_seen: Instant::now() });
+        let checkpoint = options.checkpoint.map(|opts| CheckpointState {
+            opts,
+            tree: None,
+            last_seen: Instant::now(),
+        });
         let syncer = match options.durability {
             Durability::Group { max_delay, .. } => {
-                let dup = file.try_clone().map_err(AuditError::io("duplicating log descriptor", path))?;
-                Some(Syncer::start(dup, max_delay).map_err(AuditError::io("starting group commit thread for", path))?)
+                let dup = file
+                    .try_clone()
+                    .map_err(AuditError::io("duplicating log descriptor", path))?;
+                Some(
+                    Syncer::start(dup, max_delay)
+                        .map_err(AuditError::io("starting group commit thread for", path))?,
+                )
             }
             _ => None,
         };
@@ -249,11 +276,18 @@ impl AuditWriter {
     /// returns.
     pub fn append(&mut self, ctx: &AuditContext, event: &Event) -> Result<RecordInfo, AuditError> {
         let infos = self.append_batch(ctx, std::slice::from_ref(event))?;
-        infos.into_iter().next().ok_or(AuditError::Sign("empty batch".into()))
+        infos
+            .into_iter()
+            .next()
+            .ok_or(AuditError::Sign("empty batch".into()))
     }
 
     /// Append several events atomically: one lock, one `write(2)`, consecutive sequence numbers.
-    pub fn append_batch(&mut self, ctx: &AuditContext, events: &[Event]) -> Result<Vec<RecordInfo>, AuditError> {
+    pub fn append_batch(
+        &mut self,
+        ctx: &AuditContext,
+        events: &[Event],
+    ) -> Result<Vec<RecordInfo>, AuditError> {
         for e in events {
             if matches!(e, Event::Checkpoint(_) | Event::TailRepaired { .. }) {
                 return Err(AuditError::ReservedEvent(e.kind()));
@@ -295,22 +329,48 @@ impl AuditWriter {
 
     /// Chain state at the end of the file, repairing a torn tail. Caller holds the lock.
     fn load_state(&mut self) -> Result<ChainState, AuditError> {
-        let len = self.file.metadata().map_err(AuditError::io("stat of log", &self.path))?.len();
+        let len = self
+            .file
+            .metadata()
+            .map_err(AuditError::io("stat of log", &self.path))?
+            .len();
         if let Some(c) = self.cache.filter(|c| c.end == len) {
             return Ok(c);
         }
         let tail = read_tail(&self.file, len).map_err(|e| self.tail_error(e))?;
         let mut st = match &tail.last_line {
-            None => ChainState { end: 0, next_seq: 0, last_hash: GENESIS, last_ts: Timestamp(0) },
+            None => ChainState {
+                end: 0,
+                next_seq: 0,
+                last_hash: GENESIS,
+                last_ts: Timestamp(0),
+            },
             Some((off, line)) => {
-                let damaged = |msg: String| AuditError::CorruptTail { path: self.path.clone(), offset: *off, msg };
-                let rec = Record::parse(line).map_err(|e| damaged(format!("last record is not valid: {e}")))?;
-                let ts = Timestamp::parse_exact(&rec.ts).ok_or_else(|| damaged("bad timestamp".into()))?;
+                let damaged = |msg: String| AuditError::CorruptTail {
+                    path: self.path.clone(),
+                    offset: *off,
+                    msg,
+                };
+                let rec = Record::parse(line)
+                    .map_err(|e| damaged(format!("last record is not valid: {e}")))?;
+                let ts = Timestamp::parse_exact(&rec.ts)
+                    .ok_or_else(|| damaged("bad timestamp".into()))?;
                 if rec.v != FORMAT_VERSION {
-                    return Err(damaged(format!("format version {} is not {FORMAT_VERSION}", rec.v)));
+                    return Err(damaged(format!(
+                        "format version {} is not {FORMAT_VERSION}",
+                        rec.v
+                    )));
                 }
-                let next_seq = rec.seq.checked_add(1).ok_or_else(|| damaged("seq overflow".into()))?;
-                ChainState { end: tail.complete_end, next_seq, last_hash: record_hash(line), last_ts: ts }
+                let next_seq = rec
+                    .seq
+                    .checked_add(1)
+                    .ok_or_else(|| damaged("seq overflow".into()))?;
+                ChainState {
+                    end: tail.complete_end,
+                    next_seq,
+                    last_hash: record_hash(line),
+                    last_ts: ts,
+                }
             }
         };
         if !tail.torn.is_empty() {
@@ -321,27 +381,46 @@ impl AuditWriter {
 
     fn tail_error(&self, e: TailError) -> AuditError {
         match e {
-            TailError::Io(source) => AuditError::Io { what: "reading log tail", path: self.path.clone(), source },
-            TailError::Damaged(offset, msg) => AuditError::CorruptTail { path: self.path.clone(), offset, msg },
+            TailError::Io(source) => AuditError::Io {
+                what: "reading log tail",
+                path: self.path.clone(),
+                source,
+            },
+            TailError::Damaged(offset, msg) => AuditError::CorruptTail {
+                path: self.path.clone(),
+                offset,
+                msg,
+            },
         }
     }
 
     /// Cut off a torn last line and record that we did.
     fn repair(&mut self, st: &mut ChainState, torn: &[u8]) -> Result<(), AuditError> {
-        self.file.set_len(st.end).map_err(AuditError::io("truncating torn tail of log", &self.path))?;
+        self.file
+            .set_len(st.end)
+            .map_err(AuditError::io("truncating torn tail of log", &self.path))?;
         if let Some(cs) = self.checkpoint.as_mut()
             && cs.tree.as_ref().is_some_and(|t| t.end > st.end)
         {
             cs.tree = None;
         }
-        let ev = Event::TailRepaired { offset: st.end, bytes: torn.len() as u64, sha256: hex::encode(Sha256::digest(torn)) };
+        let ev = Event::TailRepaired {
+            offset: st.end,
+            bytes: torn.len() as u64,
+            sha256: hex::encode(Sha256::digest(torn)),
+        };
         self.write_records(st, &AuditContext::default(), std::slice::from_ref(&ev))?;
         fdatasync(&self.file, &self.path, "fsync of log after tail repair")?;
         Ok(())
     }
 
     /// Encode and write records at the end of the chain `st` (advanced on success).
-    fn write_records(&mut self, st: &mut ChainState, ctx: &AuditContext, events: &[Event]) -> Result<Vec<RecordInfo>, AuditError> {
+    fn write_records(
+        &mut self,
+        st: &mut ChainState,
+        ctx: &AuditContext,
+        events: &[Event],
+    ) -> Result<Vec<RecordInfo>, AuditError> {
         let mut next = *st;
         let mut infos = Vec::with_capacity(events.len());
         self.buf.clear();
@@ -364,12 +443,21 @@ impl AuditWriter {
             };
             encode(&mut self.line, &rec)?;
             if self.line.len() > MAX_RECORD_BYTES {
-                return Err(AuditError::RecordTooLarge { len: self.line.len(), max: MAX_RECORD_BYTES });
+                return Err(AuditError::RecordTooLarge {
+                    len: self.line.len(),
+                    max: MAX_RECORD_BYTES,
+                });
             }
             let body = self.line.get(..self.line.len() - 1).unwrap_or_default();
             let hash = record_hash(body);
             let offset = next.end + self.buf.len() as u64;
-            infos.push(RecordInfo { seq: next.next_seq, offset, len: self.line.len() as u64, hash, ts });
+            infos.push(RecordInfo {
+                seq: next.next_seq,
+                offset,
+                len: self.line.len() as u64,
+                hash,
+                ts,
+            });
             self.buf.extend_from_slice(&self.line);
             next.next_seq += 1;
             next.last_hash = hash;
@@ -379,7 +467,11 @@ impl AuditWriter {
         if let Err(e) = (&self.file).write_all(&self.buf) {
             // Never leave a partial record behind: cut back to where this batch started.
             let _ = self.file.set_len(st.end);
-            return Err(AuditError::Io { what: "appending to log", path: self.path.clone(), source: e });
+            return Err(AuditError::Io {
+                what: "appending to log",
+                path: self.path.clone(),
+                source: e,
+            });
         }
         *st = next;
         self.note_written(u32::try_from(events.len()).unwrap_or(u32::MAX));
@@ -396,7 +488,11 @@ impl AuditWriter {
     fn sync_if_due(&mut self, force: bool) -> Result<(), AuditError> {
         if let Some(s) = &self.syncer {
             if let Some(e) = s.take_error() {
-                return Err(AuditError::Io { what: "background fsync of log", path: self.path.clone(), source: e });
+                return Err(AuditError::Io {
+                    what: "background fsync of log",
+                    path: self.path.clone(),
+                    source: e,
+                });
             }
             self.unsynced = s.unsynced();
         }
@@ -421,31 +517,60 @@ impl AuditWriter {
 
     /// Bring the Merkle frontier up to `end` (a line boundary). Caller holds the lock.
     fn extend_tree(&mut self, end: u64) -> Result<(), AuditError> {
-        let Some(cs) = self.checkpoint.as_mut() else { return Ok(()) };
+        let Some(cs) = self.checkpoint.as_mut() else {
+            return Ok(());
+        };
         let tree = match cs.tree.take() {
             Some(t) if t.end <= end => t,
             _ => {
                 // Start from the last checkpoint's stored frontier instead of the whole log.
-                let found = find_last_line_with(&self.file, end, CHECKPOINT_MARKER).map_err(|e| match e {
-                    TailError::Io(source) => AuditError::Io { what: "searching log for checkpoint", path: self.path.clone(), source },
-                    TailError::Damaged(offset, msg) => AuditError::CorruptTail { path: self.path.clone(), offset, msg },
-                })?;
+                let found = find_last_line_with(&self.file, end, CHECKPOINT_MARKER).map_err(
+                    |e| match e {
+                        TailError::Io(source) => AuditError::Io {
+                            what: "searching log for checkpoint",
+                            path: self.path.clone(),
+                            source,
+                        },
+                        TailError::Damaged(offset, msg) => AuditError::CorruptTail {
+                            path: self.path.clone(),
+                            offset,
+                            msg,
+                        },
+                    },
+                )?;
                 found
                     .and_then(|(off, line)| tree_from_checkpoint(off, &line))
-                    .unwrap_or(TreeState { frontier: Frontier::new(), end: 0, last_checkpoint_seq: None })
+                    .unwrap_or(TreeState {
+                        frontier: Frontier::new(),
+                        end: 0,
+                        last_checkpoint_seq: None,
+                    })
             }
         };
         let mut tree = tree;
-        let mut reader = BufReader::with_capacity(1 << 20, ReadAt { file: &self.file, pos: tree.end, end });
+        let mut reader = BufReader::with_capacity(
+            1 << 20,
+            ReadAt {
+                file: &self.file,
+                pos: tree.end,
+                end,
+            },
+        );
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(AuditError::io("reading log", &self.path))?;
+            let n = reader
+                .read_until(b'\n', &mut line)
+                .map_err(AuditError::io("reading log", &self.path))?;
             if n == 0 {
                 break;
             }
             let Some(body) = line.strip_suffix(b"\n") else {
-                return Err(AuditError::CorruptTail { path: self.path.clone(), offset: tree.end, msg: "line without end".into() });
+                return Err(AuditError::CorruptTail {
+                    path: self.path.clone(),
+                    offset: tree.end,
+                    msg: "line without end".into(),
+                });
             };
             if memchr::memmem::find(body, CHECKPOINT_MARKER).is_some()
                 && let Ok(rec) = Record::parse(body)
@@ -461,13 +586,20 @@ impl AuditWriter {
     }
 
     /// Write a checkpoint if one is due (or `force` and records followed the last one).
-    fn maybe_checkpoint(&mut self, st: &mut ChainState, force: bool) -> Result<Option<RecordInfo>, AuditError> {
-        let Some(cs) = self.checkpoint.as_ref() else { return Ok(None) };
-        // Records appended after the last checkpoint record.
-        let since = |cs: &CheckpointState| match cs.tree.as_ref().and_then(|t| t.last_checkpoint_seq) {
-            Some(s) => st.next_seq.saturating_sub(s + 1),
-            None => st.next_seq,
+    fn maybe_checkpoint(
+        &mut self,
+        st: &mut ChainState,
+        force: bool,
+    ) -> Result<Option<RecordInfo>, AuditError> {
+        let Some(cs) = self.checkpoint.as_ref() else {
+            return Ok(None);
         };
+        // Records appended after the last checkpoint record.
+        let since =
+            |cs: &CheckpointState| match cs.tree.as_ref().and_then(|t| t.last_checkpoint_seq) {
+                Some(s) => st.next_seq.saturating_sub(s + 1),
+                None => st.next_seq,
+            };
         let due = |cs: &CheckpointState, n: u64| {
             n > 0
                 && (force
@@ -479,11 +611,15 @@ impl AuditWriter {
             return Ok(None);
         }
         self.extend_tree(st.end)?;
-        let Some(cs) = self.checkpoint.as_ref() else { return Ok(None) };
+        let Some(cs) = self.checkpoint.as_ref() else {
+            return Ok(None);
+        };
         if !due(cs, since(cs)) {
             return Ok(None);
         }
-        let Some(tree) = cs.tree.as_ref() else { return Ok(None) };
+        let Some(tree) = cs.tree.as_ref() else {
+            return Ok(None);
+        };
         let root = to_hex(&tree.frontier.root());
         let ts = Timestamp::now().max(st.last_ts);
         let ts_s = ts.to_string();
@@ -516,13 +652,28 @@ impl AuditWriter {
         let hash = record_hash(body_bytes);
         if let Err(e) = (&self.file).write_all(&line) {
             let _ = self.file.set_len(st.end);
-            return Err(AuditError::Io { what: "appending checkpoint to log", path: self.path.clone(), source: e });
+            return Err(AuditError::Io {
+                what: "appending checkpoint to log",
+                path: self.path.clone(),
+                source: e,
+            });
         }
-        let info = RecordInfo { seq: st.next_seq, offset: st.end, len: line.len() as u64, hash, ts };
+        let info = RecordInfo {
+            seq: st.next_seq,
+            offset: st.end,
+            len: line.len() as u64,
+            hash,
+            ts,
+        };
         // The log must hold the checkpoint before any sink does.
         self.note_written(1);
         self.sync_if_due(true)?;
-        *st = ChainState { end: st.end + line.len() as u64, next_seq: st.next_seq + 1, last_hash: hash, last_ts: ts };
+        *st = ChainState {
+            end: st.end + line.len() as u64,
+            next_seq: st.next_seq + 1,
+            last_hash: hash,
+            last_ts: ts,
+        };
         if let Some(cs) = self.checkpoint.as_mut() {
             if let Some(tree) = cs.tree.as_mut() {
                 tree.frontier.push(&hash);
@@ -549,12 +700,22 @@ impl Drop for AuditWriter {
 
 fn tree_from_checkpoint(offset: u64, line: &[u8]) -> Option<TreeState> {
     let rec = Record::parse(line).ok()?;
-    let Event::Checkpoint(c) = rec.event else { return None };
-    let nodes = c.frontier.iter().map(|h| from_hex(h)).collect::<Option<Vec<_>>>()?;
+    let Event::Checkpoint(c) = rec.event else {
+        return None;
+    };
+    let nodes = c
+        .frontier
+        .iter()
+        .map(|h| from_hex(h))
+        .collect::<Option<Vec<_>>>()?;
     let frontier = Frontier::from_parts(c.records, nodes)?;
     // Trust the stored frontier only if it is self-consistent and describes this position.
     (c.records == rec.seq && c.bytes == offset && Some(frontier.root()) == from_hex(&c.root))
-        .then_some(TreeState { frontier, end: offset, last_checkpoint_seq: None })
+        .then_some(TreeState {
+            frontier,
+            end: offset,
+            last_checkpoint_seq: None,
+        })
 }
 
 fn write_sink(path: &Path, line: &[u8]) -> Result<(), AuditError> {
@@ -565,21 +726,31 @@ fn write_sink(path: &Path, line: &[u8]) -> Result<(), AuditError> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(AuditError::io("opening checkpoint sink", path))?;
-    f.write_all(line).map_err(AuditError::io("writing checkpoint sink", path))?;
-    f.sync_data().map_err(AuditError::io("fsync of checkpoint sink", path))
+    f.write_all(line)
+        .map_err(AuditError::io("writing checkpoint sink", path))?;
+    f.sync_data()
+        .map_err(AuditError::io("fsync of checkpoint sink", path))
 }
 
 fn send_syslog(body: &str, line: &[u8]) {
-    let sig = Record::parse(line.strip_suffix(b"\n").unwrap_or(line)).ok().and_then(|r| match r.event {
-        Event::Checkpoint(c) => Some(format!("sig={} global_sig={}", c.sig, c.global_sig)),
-        _ => None,
-    });
+    let sig = Record::parse(line.strip_suffix(b"\n").unwrap_or(line))
+        .ok()
+        .and_then(|r| match r.event {
+            Event::Checkpoint(c) => Some(format!("sig={} global_sig={}", c.sig, c.global_sig)),
+            _ => None,
+        });
     let msg = format!("{body} {}", sig.unwrap_or_default());
-    let Ok(c) = std::ffi::CString::new(msg) else { return };
+    let Ok(c) = std::ffi::CString::new(msg) else {
+        return;
+    };
     // SAFETY: openlog keeps the static ident pointer; syslog gets a "%s" format with one valid
     // NUL-terminated argument.
     unsafe {
         libc::openlog(c"aegis-audit".as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV);
-        libc::syslog(libc::LOG_NOTICE | libc::LOG_AUTHPRIV, c"%s".as_ptr(), c.as_ptr());
+        libc::syslog(
+            libc::LOG_NOTICE | libc::LOG_AUTHPRIV,
+            c"%s".as_ptr(),
+            c.as_ptr(),
+        );
     }
 }

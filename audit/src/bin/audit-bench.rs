@@ -14,26 +14,42 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aegis_audit::{
-    AuditContext, AuditWriter, CheckpointOptions, Durability, EnforcementStatus, Event, LayerReport, SigningKey, Verdict,
-    VerifyOptions, VerifyingKey, WriterOptions, verify_log,
+    AuditContext, AuditWriter, CheckpointOptions, Durability, EnforcementStatus, Event,
+    LayerReport, SigningKey, Verdict, VerifyOptions, VerifyingKey, WriterOptions, verify_log,
 };
 
 fn event(i: u64) -> Event {
     match i % 10 {
         0 => Event::EnforcementReport {
             layers: vec![
-                LayerReport { layer: "seccomp".into(), status: EnforcementStatus::Fully, detail: String::new() },
-                LayerReport { layer: "landlock".into(), status: EnforcementStatus::Partially, detail: "abi 7".into() },
+                LayerReport {
+                    layer: "seccomp".into(),
+                    status: EnforcementStatus::Fully,
+                    detail: String::new(),
+                },
+                LayerReport {
+                    layer: "landlock".into(),
+                    status: EnforcementStatus::Partially,
+                    detail: "abi 7".into(),
+                },
             ],
             landlock_abi: Some(7),
             cgroup_mode: "hybrid".into(),
         },
-        1 => Event::KernelDenial { layer: "seccomp".into(), detail: "ptrace(2)".into(), count: 1 },
+        1 => Event::KernelDenial {
+            layer: "seccomp".into(),
+            detail: "ptrace(2)".into(),
+            count: 1,
+        },
         _ => Event::Decision {
             component: "proxy".into(),
             subject: "net".into(),
             target: format!("api{}.example.com:443", i % 97),
-            decision: if i.is_multiple_of(3) { Verdict::Deny } else { Verdict::Allow },
+            decision: if i.is_multiple_of(3) {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
             rule: Some("net.allow[3]".into()),
             reason: "host in allowlist".into(),
         },
@@ -42,12 +58,18 @@ fn event(i: u64) -> Event {
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 /// User + system CPU time of this process (`children`: of its waited-for children).
 fn cpu(children: bool) -> Duration {
-    let who = if children { libc::RUSAGE_CHILDREN } else { libc::RUSAGE_SELF };
+    let who = if children {
+        libc::RUSAGE_CHILDREN
+    } else {
+        libc::RUSAGE_SELF
+    };
     // SAFETY: getrusage writes into the zeroed struct we pass; no other effect.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -74,7 +96,10 @@ fn best<T>(runs: usize, children: bool, mut f: impl FnMut() -> T) -> (Duration, 
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = arg("--records").map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let n: u64 = arg("--records")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let dir = match arg("--dir") {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("aegis-audit-bench-{}", std::process::id())),
@@ -84,8 +109,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pk = VerifyingKey::from_public_key(kp.pk.clone());
     let ctx = AuditContext {
         agent: "coding-agent".into(),
-        bundle_digest: "sha256:6f1c0b1e8e3e4b53a0a5c1d2e3f40516273849aabbccddeeff00112233445566".into(),
-        policy_digest: "sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+        bundle_digest: "sha256:6f1c0b1e8e3e4b53a0a5c1d2e3f40516273849aabbccddeeff00112233445566"
+            .into(),
+        policy_digest: "sha256:0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
+            .into(),
     };
 
     // 1. Group commit throughput.
@@ -95,7 +122,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ck.every_records = 10_000;
     ck.every = Duration::from_secs(3600);
     let opts = WriterOptions {
-        durability: Durability::Group { max_records: 1000, max_delay: Duration::from_millis(10) },
+        durability: Durability::Group {
+            max_records: 1000,
+            max_delay: Duration::from_millis(10),
+        },
         checkpoint: Some(ck),
         ..WriterOptions::default()
     };
@@ -120,7 +150,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let blog = dir.join("batch.log");
     let _ = std::fs::remove_file(&blog);
     let bopts = WriterOptions {
-        durability: Durability::Group { max_records: 1000, max_delay: Duration::from_millis(10) },
+        durability: Durability::Group {
+            max_records: 1000,
+            max_delay: Duration::from_millis(10),
+        },
         ..WriterOptions::default()
     };
     let mut w = AuditWriter::open(&blog, bopts)?;
@@ -163,18 +196,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // 3. Verify vs sha256sum.
-    let sha = |p: &Path| Command::new("sha256sum").arg(p).output().map(|o| o.status.success());
+    let sha = |p: &Path| {
+        Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .map(|o| o.status.success())
+    };
     let _ = std::fs::read(&log)?; // warm the page cache for both
     let (w_sha, c_sha, ok) = best(3, true, || sha(&log));
     if !matches!(ok, Ok(true)) {
         println!("sha256sum not available: {ok:?}");
     }
-    let vopts = VerifyOptions { key: Some(pk), checkpoints: Vec::new() };
+    let vopts = VerifyOptions {
+        key: Some(pk),
+        checkpoints: Vec::new(),
+    };
     let (w_lib, c_lib, rep) = best(3, false, || verify_log(&log, &vopts));
     let rep = rep?;
     let mbps = |d: Duration| size as f64 / 1e6 / d.as_secs_f64();
-    println!("verify {} records, {:.1} MB, best of 3 (wall | cpu):", rep.records, size as f64 / 1e6);
-    println!("  sha256sum                    wall {:6.3} s {:5.0} MB/s | cpu {:6.3} s {:5.0} MB/s", w_sha.as_secs_f64(), mbps(w_sha), c_sha.as_secs_f64(), mbps(c_sha));
+    println!(
+        "verify {} records, {:.1} MB, best of 3 (wall | cpu):",
+        rep.records,
+        size as f64 / 1e6
+    );
+    println!(
+        "  sha256sum                    wall {:6.3} s {:5.0} MB/s | cpu {:6.3} s {:5.0} MB/s",
+        w_sha.as_secs_f64(),
+        mbps(w_sha),
+        c_sha.as_secs_f64(),
+        mbps(c_sha)
+    );
     println!(
         "  verify_log (library, key)    wall {:6.3} s {:5.0} MB/s | cpu {:6.3} s {:5.0} MB/s | ratio to sha256sum: wall {:.2}x, cpu {:.2}x  [{} signed checkpoints, ok={}]",
         w_lib.as_secs_f64(),
@@ -190,7 +241,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if exe.exists() {
         let key = dir.join("bench.pub");
         std::fs::write(&key, kp.pk.to_box()?.to_string())?;
-        let (w_cli, c_cli, st) = best(3, true, || Command::new(&exe).arg("verify").arg(&log).arg("--key").arg(&key).output());
+        let (w_cli, c_cli, st) = best(3, true, || {
+            Command::new(&exe)
+                .arg("verify")
+                .arg(&log)
+                .arg("--key")
+                .arg(&key)
+                .output()
+        });
         let ok = st.map(|o| o.status.success()).unwrap_or(false);
         println!(
             "  aegis-audit verify (binary)  wall {:6.3} s {:5.0} MB/s | cpu {:6.3} s {:5.0} MB/s | ratio to sha256sum: wall {:.2}x, cpu {:.2}x  [exit ok={ok}]",

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aegis_audit::{AuditContext, AuditWriter, CheckpointOptions, Durability, Event, SigningKey, Verdict, WriterOptions};
+use aegis_audit::{
+    AuditContext, AuditWriter, CheckpointOptions, Durability, Event, SigningKey, Verdict,
+    WriterOptions,
+};
 
 use super::CliError;
 
@@ -60,9 +63,18 @@ pub fn run_checkpoint(a: CheckpointArgs) -> Result<u8, CliError> {
     ck.syslog = a.syslog;
     ck.every_records = 0;
     ck.every = Duration::MAX;
-    let mut w = AuditWriter::open(&a.log, WriterOptions { checkpoint: Some(ck), ..WriterOptions::default() })?;
+    let mut w = AuditWriter::open(
+        &a.log,
+        WriterOptions {
+            checkpoint: Some(ck),
+            ..WriterOptions::default()
+        },
+    )?;
     match w.checkpoint_now()? {
-        Some(info) => println!("checkpoint written as record seq {} at byte offset {}", info.seq, info.offset),
+        Some(info) => println!(
+            "checkpoint written as record seq {} at byte offset {}",
+            info.seq, info.offset
+        ),
         None => println!("no records since the last checkpoint; nothing written"),
     }
     w.flush()?;
@@ -72,7 +84,10 @@ pub fn run_checkpoint(a: CheckpointArgs) -> Result<u8, CliError> {
 pub fn run_append(a: AppendArgs) -> Result<u8, CliError> {
     let durability = match a.durability.as_str() {
         "every" => Durability::EveryRecord,
-        "group" => Durability::Group { max_records: 1000, max_delay: Duration::from_millis(50) },
+        "group" => Durability::Group {
+            max_records: 1000,
+            max_delay: Duration::from_millis(50),
+        },
         _ => Durability::OsDefault,
     };
     let checkpoint = match &a.secret_key {
@@ -85,8 +100,19 @@ pub fn run_append(a: AppendArgs) -> Result<u8, CliError> {
         }
         None => None,
     };
-    let mut w = AuditWriter::open(&a.log, WriterOptions { durability, checkpoint, ..WriterOptions::default() })?;
-    let ctx = AuditContext { agent: a.agent.clone(), bundle_digest: "sha256:test".into(), policy_digest: "sha256:test".into() };
+    let mut w = AuditWriter::open(
+        &a.log,
+        WriterOptions {
+            durability,
+            checkpoint,
+            ..WriterOptions::default()
+        },
+    )?;
+    let ctx = AuditContext {
+        agent: a.agent.clone(),
+        bundle_digest: "sha256:test".into(),
+        policy_digest: "sha256:test".into(),
+    };
     let mut i = 0u64;
     while a.count == 0 || i < a.count {
         let n = (a.batch.max(1) as u64).min(if a.count == 0 { u64::MAX } else { a.count - i });
@@ -95,7 +121,11 @@ pub fn run_append(a: AppendArgs) -> Result<u8, CliError> {
                 component: "test".into(),
                 subject: "net".into(),
                 target: format!("{}:{k}", a.agent),
-                decision: if k % 2 == 0 { Verdict::Allow } else { Verdict::Deny },
+                decision: if k % 2 == 0 {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny
+                },
                 rule: Some(format!("rule-{k}")),
                 reason: "synthetic".into(),
             })
@@ -103,6 +133,10 @@ pub fn run_append(a: AppendArgs) -> Result<u8, CliError> {
         w.append_batch(&ctx, &events)?;
         i += n;
     }
-    if a.close { w.close()? } else { w.flush()? }
+    if a.close {
+        w.close()?
+    } else {
+        w.flush()?
+    }
     Ok(0)
 }

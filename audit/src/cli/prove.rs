@@ -30,13 +30,17 @@ pub fn run(a: Args) -> Result<u8, CliError> {
     let size = a.size.unwrap_or(hashes.len() as u64);
     let n = usize::try_from(size).map_err(|_| CliError::Input("--size too large".into()))?;
     let Some(leaves) = hashes.get(..n) else {
-        return Err(CliError::Input(format!("--size {size}: the log has only {} records", hashes.len())));
+        return Err(CliError::Input(format!(
+            "--size {size}: the log has only {} records",
+            hashes.len()
+        )));
     };
     let hexes = |v: Vec<[u8; 32]>| v.iter().map(to_hex).collect::<Vec<_>>();
     let out = if let Some(seq) = a.seq {
         let i = usize::try_from(seq).unwrap_or(usize::MAX);
-        let proof = inclusion_proof(leaves, i)
-            .ok_or_else(|| CliError::Input(format!("--seq {seq} is not below the tree size {size}")))?;
+        let proof = inclusion_proof(leaves, i).ok_or_else(|| {
+            CliError::Input(format!("--seq {seq} is not below the tree size {size}"))
+        })?;
         serde_json::json!({
             "type": "inclusion", "seq": seq, "size": size,
             "record_hash": leaves.get(i).map(to_hex), "root": to_hex(&root(leaves)), "path": hexes(proof),
@@ -44,8 +48,11 @@ pub fn run(a: Args) -> Result<u8, CliError> {
     } else {
         let m = a.consistency.unwrap_or(0);
         let mi = usize::try_from(m).unwrap_or(usize::MAX);
-        let proof = consistency_proof(leaves, mi)
-            .ok_or_else(|| CliError::Input(format!("--consistency {m} must be between 1 and the tree size {size}")))?;
+        let proof = consistency_proof(leaves, mi).ok_or_else(|| {
+            CliError::Input(format!(
+                "--consistency {m} must be between 1 and the tree size {size}"
+            ))
+        })?;
         serde_json::json!({
             "type": "consistency", "first": m, "size": size,
             "first_root": to_hex(&root(leaves.get(..mi).unwrap_or_default())), "root": to_hex(&root(leaves)), "path": hexes(proof),

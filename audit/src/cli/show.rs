@@ -59,8 +59,11 @@ pub struct TailArgs {
 
 fn parse_time(flag: &str, v: Option<&String>) -> Result<Option<Timestamp>, CliError> {
     v.map(|s| {
-        Timestamp::parse_loose(s)
-            .ok_or_else(|| CliError::Input(format!("{flag} {s:?}: expected YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.frac]Z or epoch seconds")))
+        Timestamp::parse_loose(s).ok_or_else(|| {
+            CliError::Input(format!(
+                "{flag} {s:?}: expected YYYY-MM-DD, YYYY-MM-DDTHH:MM:SS[.frac]Z or epoch seconds"
+            ))
+        })
     })
     .transpose()
 }
@@ -72,7 +75,13 @@ impl FilterArgs {
             kind: self.kind.clone(),
             since: parse_time("--since", self.since.as_ref())?,
             until: parse_time("--until", self.until.as_ref())?,
-            decision: self.decision.as_deref().map(|d| if d == "allow" { Verdict::Allow } else { Verdict::Deny }),
+            decision: self.decision.as_deref().map(|d| {
+                if d == "allow" {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny
+                }
+            }),
         })
     }
 }
@@ -100,11 +109,15 @@ impl Printer {
     }
 
     fn emit(&mut self, s: &str) -> Result<(), CliError> {
-        self.out.write_all(s.as_bytes()).map_err(|e| CliError::Internal(format!("writing output: {e}")))
+        self.out
+            .write_all(s.as_bytes())
+            .map_err(|e| CliError::Internal(format!("writing output: {e}")))
     }
 
     fn flush(&mut self) -> Result<(), CliError> {
-        self.out.flush().map_err(|e| CliError::Internal(format!("writing output: {e}")))
+        self.out
+            .flush()
+            .map_err(|e| CliError::Internal(format!("writing output: {e}")))
     }
 }
 
@@ -113,7 +126,11 @@ fn open(path: &Path) -> Result<File, CliError> {
 }
 
 fn printer(f: &FilterArgs) -> Result<Printer, CliError> {
-    let mut p = Printer { filter: f.filter()?, format: f.format, out: std::io::BufWriter::new(std::io::stdout()) };
+    let mut p = Printer {
+        filter: f.filter()?,
+        format: f.format,
+        out: std::io::BufWriter::new(std::io::stdout()),
+    };
     if p.format == Format::Table {
         p.emit(&(table_header() + "\n"))?;
     }
@@ -122,14 +139,22 @@ fn printer(f: &FilterArgs) -> Result<Printer, CliError> {
 
 /// Read complete lines from `r`, calling `each(line, line_no)`; returns bytes consumed (the
 /// partial last line, if any, is left for later).
-fn for_lines(r: impl Read, first_line: u64, mut each: impl FnMut(&[u8], u64) -> Result<(), CliError>) -> Result<u64, CliError> {
+fn for_lines(
+    r: impl Read,
+    first_line: u64,
+    mut each: impl FnMut(&[u8], u64) -> Result<(), CliError>,
+) -> Result<u64, CliError> {
     let mut r = BufReader::with_capacity(1 << 20, r);
     let mut line = Vec::new();
     let (mut consumed, mut no) = (0u64, first_line);
     loop {
         line.clear();
-        let n = r.read_until(b'\n', &mut line).map_err(|e| CliError::Input(format!("reading log: {e}")))?;
-        let Some(body) = line.strip_suffix(b"\n") else { break };
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| CliError::Input(format!("reading log: {e}")))?;
+        let Some(body) = line.strip_suffix(b"\n") else {
+            break;
+        };
         each(body, no)?;
         consumed += n as u64;
         no += 1;
@@ -173,16 +198,23 @@ pub fn run_tail(a: TailArgs) -> Result<u8, CliError> {
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let mut f = open(&a.log)?;
-        let len = f.metadata().map_err(|e| CliError::Input(format!("stat of log: {e}")))?.len();
+        let len = f
+            .metadata()
+            .map_err(|e| CliError::Input(format!("stat of log: {e}")))?
+            .len();
         if len < pos {
-            eprintln!("aegis-audit: {} shrank from {pos} to {len} bytes (truncated or replaced); following from its start", a.log.display());
+            eprintln!(
+                "aegis-audit: {} shrank from {pos} to {len} bytes (truncated or replaced); following from its start",
+                a.log.display()
+            );
             pos = 0;
             line_no = 1;
         }
         if len == pos {
             continue;
         }
-        f.seek(SeekFrom::Start(pos)).map_err(|e| CliError::Input(format!("seeking log: {e}")))?;
+        f.seek(SeekFrom::Start(pos))
+            .map_err(|e| CliError::Input(format!("seeking log: {e}")))?;
         let start_no = line_no;
         let consumed = for_lines(f.take(len - pos), start_no, |line, no| {
             line_no = no + 1;

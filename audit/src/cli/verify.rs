@@ -49,7 +49,10 @@ fn print_text(log: &std::path::Path, r: &Report) {
         ),
         Some(f) => {
             println!("FAILED {}: {f}", log.display());
-            println!("  the {} records ({} bytes) before it verified", r.records, r.bytes);
+            println!(
+                "  the {} records ({} bytes) before it verified",
+                r.records, r.bytes
+            );
         }
     }
     println!(
@@ -57,7 +60,10 @@ fn print_text(log: &std::path::Path, r: &Report) {
         r.checkpoints, r.signed_checkpoints, r.external_checkpoints
     );
     for rep in &r.repairs {
-        println!("  repair: record seq {} cut {} torn bytes at offset {}", rep.seq, rep.bytes, rep.offset);
+        println!(
+            "  repair: record seq {} cut {} torn bytes at offset {}",
+            rep.seq, rep.bytes, rep.offset
+        );
     }
     for w in &r.warnings {
         println!("  warning: {w}");
@@ -68,8 +74,11 @@ fn to_json(r: &Report) -> String {
     let failure = r.failure.as_ref().map(|f| {
         serde_json::json!({"seq": f.seq, "line": f.line, "offset": f.offset, "problem": f.problem.to_string()})
     });
-    let repairs: Vec<_> =
-        r.repairs.iter().map(|x| serde_json::json!({"seq": x.seq, "offset": x.offset, "bytes": x.bytes})).collect();
+    let repairs: Vec<_> = r
+        .repairs
+        .iter()
+        .map(|x| serde_json::json!({"seq": x.seq, "offset": x.offset, "bytes": x.bytes}))
+        .collect();
     serde_json::json!({
         "ok": r.is_ok(),
         "records": r.records,

@@ -46,13 +46,28 @@ fn verify_exit_codes_and_precise_messages() {
     assert_eq!(o.status.code(), Some(1));
     let offset = text.lines().take(3).map(|l| l.len() + 1).sum::<usize>();
     let out = stdout(&o);
-    assert!(out.contains(&format!("record seq 3 (line 4, byte offset {offset}): prev is")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "record seq 3 (line 4, byte offset {offset}): prev is"
+        )),
+        "{out}"
+    );
     let j = run(&[&"verify", &bad, &"--json"]);
     let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
-    assert_eq!((v["ok"].as_bool(), v["failure"]["seq"].as_u64(), v["failure"]["offset"].as_u64()), (Some(false), Some(3), Some(offset as u64)));
+    assert_eq!(
+        (
+            v["ok"].as_bool(),
+            v["failure"]["seq"].as_u64(),
+            v["failure"]["offset"].as_u64()
+        ),
+        (Some(false), Some(3), Some(offset as u64))
+    );
 
     // Invalid input: missing log, bad key file.
-    assert_eq!(run(&[&"verify", &dir.path().join("missing")]).status.code(), Some(2));
+    assert_eq!(
+        run(&[&"verify", &dir.path().join("missing")]).status.code(),
+        Some(2)
+    );
     let junk = dir.path().join("junk.pub");
     std::fs::write(&junk, "not a key").unwrap();
     let o = run(&[&"verify", &log, &"--key", &junk]);
@@ -66,15 +81,41 @@ fn show_filters_by_agent_kind_decision_and_time() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
     write_log(&log, 40, None, 0, None);
-    let all: Vec<Record> =
-        std::fs::read_to_string(&log).unwrap().lines().map(|l| Record::parse(l.as_bytes()).unwrap()).collect();
+    let all: Vec<Record> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| Record::parse(l.as_bytes()).unwrap())
+        .collect();
 
-    let o = run(&[&"show", &log, &"--agent", &"bob", &"--kind", &"decision", &"--decision", &"deny", &"--format", &"json"]);
+    let o = run(&[
+        &"show",
+        &log,
+        &"--agent",
+        &"bob",
+        &"--kind",
+        &"decision",
+        &"--decision",
+        &"deny",
+        &"--format",
+        &"json",
+    ]);
     assert_eq!(o.status.code(), Some(0));
-    let got: Vec<Record> = stdout(&o).lines().map(|l| Record::parse(l.as_bytes()).unwrap()).collect();
+    let got: Vec<Record> = stdout(&o)
+        .lines()
+        .map(|l| Record::parse(l.as_bytes()).unwrap())
+        .collect();
     let want: Vec<Record> = all
         .iter()
-        .filter(|r| r.agent == "bob" && matches!(&r.event, Event::Decision { decision: aegis_audit::Verdict::Deny, .. }))
+        .filter(|r| {
+            r.agent == "bob"
+                && matches!(
+                    &r.event,
+                    Event::Decision {
+                        decision: aegis_audit::Verdict::Deny,
+                        ..
+                    }
+                )
+        })
         .cloned()
         .collect();
     assert!(!want.is_empty());
@@ -85,14 +126,37 @@ fn show_filters_by_agent_kind_decision_and_time() {
     assert_eq!(o.stdout, std::fs::read(&log).unwrap());
 
     // Time window: [ts of record 10, ts of record 20).
-    let o = run(&[&"show", &log, &"--since", &all[10].ts.as_str(), &"--until", &all[20].ts.as_str(), &"--format", &"json"]);
-    let seqs: Vec<u64> = stdout(&o).lines().map(|l| Record::parse(l.as_bytes()).unwrap().seq).collect();
-    assert!(seqs.contains(&10) && !seqs.contains(&20) && !seqs.contains(&9), "{seqs:?}");
+    let o = run(&[
+        &"show",
+        &log,
+        &"--since",
+        &all[10].ts.as_str(),
+        &"--until",
+        &all[20].ts.as_str(),
+        &"--format",
+        &"json",
+    ]);
+    let seqs: Vec<u64> = stdout(&o)
+        .lines()
+        .map(|l| Record::parse(l.as_bytes()).unwrap().seq)
+        .collect();
+    assert!(
+        seqs.contains(&10) && !seqs.contains(&20) && !seqs.contains(&9),
+        "{seqs:?}"
+    );
 
     let table = stdout(&run(&[&"show", &log, &"--kind", &"agent_exited"]));
     assert!(table.lines().next().unwrap().contains("SEQ"), "{table}");
-    assert!(table.contains("status 0 user=10us sys=5us peak_mem=1048576B"), "{table}");
-    assert_eq!(run(&[&"show", &log, &"--since", &"yesterday"]).status.code(), Some(2));
+    assert!(
+        table.contains("status 0 user=10us sys=5us peak_mem=1048576B"),
+        "{table}"
+    );
+    assert_eq!(
+        run(&[&"show", &log, &"--since", &"yesterday"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -139,10 +203,26 @@ fn minisign_cli_keys_sign_checkpoints_that_minisign_verifies() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (sk, pk) = (dir.path().join("c.key"), dir.path().join("c.pub"));
-    let g = Command::new("minisign").args(["-G", "-W", "-f", "-p"]).arg(&pk).arg("-s").arg(&sk).output().unwrap();
+    let g = Command::new("minisign")
+        .args(["-G", "-W", "-f", "-p"])
+        .arg(&pk)
+        .arg("-s")
+        .arg(&sk)
+        .output()
+        .unwrap();
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     let log = dir.path().join("audit.log");
-    let o = run(&[&"append", &log, &"--count", &"5", &"--secret-key", &sk, &"--every-records", &"100", &"--close"]);
+    let o = run(&[
+        &"append",
+        &log,
+        &"--count",
+        &"5",
+        &"--secret-key",
+        &sk,
+        &"--every-records",
+        &"100",
+        &"--close",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = run(&[&"verify", &log, &"--key", &pk]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
@@ -150,16 +230,50 @@ fn minisign_cli_keys_sign_checkpoints_that_minisign_verifies() {
     // An independent check with the standard tool: body and .minisig rebuilt from the record.
     let text = std::fs::read_to_string(&log).unwrap();
     let rec = Record::parse(text.lines().last().unwrap().as_bytes()).unwrap();
-    let Event::Checkpoint(c) = &rec.event else { panic!("last record is a checkpoint") };
-    let body = aegis_audit::checkpoint_body(c.records, c.bytes, &c.root, &rec.ts, &rec.host, &rec.boot);
+    let Event::Checkpoint(c) = &rec.event else {
+        panic!("last record is a checkpoint")
+    };
+    let body =
+        aegis_audit::checkpoint_body(c.records, c.bytes, &c.root, &rec.ts, &rec.host, &rec.boot);
     let (bf, sf) = (dir.path().join("body"), dir.path().join("body.minisig"));
     std::fs::write(&bf, &body).unwrap();
-    std::fs::write(&sf, aegis_audit::signature_file(&body, &c.sig, &c.global_sig)).unwrap();
-    let v = Command::new("minisign").arg("-V").arg("-m").arg(&bf).arg("-x").arg(&sf).arg("-p").arg(&pk).output().unwrap();
-    assert!(v.status.success(), "{}{}", stdout(&v), String::from_utf8_lossy(&v.stderr));
-    assert!(stdout(&v).contains(&format!("Trusted comment: {body}")), "{}", stdout(&v));
+    std::fs::write(
+        &sf,
+        aegis_audit::signature_file(&body, &c.sig, &c.global_sig),
+    )
+    .unwrap();
+    let v = Command::new("minisign")
+        .arg("-V")
+        .arg("-m")
+        .arg(&bf)
+        .arg("-x")
+        .arg(&sf)
+        .arg("-p")
+        .arg(&pk)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "{}{}",
+        stdout(&v),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(
+        stdout(&v).contains(&format!("Trusted comment: {body}")),
+        "{}",
+        stdout(&v)
+    );
     std::fs::write(&bf, body.replace("records=", "records=1")).unwrap();
-    let v = Command::new("minisign").arg("-V").arg("-m").arg(&bf).arg("-x").arg(&sf).arg("-p").arg(&pk).output().unwrap();
+    let v = Command::new("minisign")
+        .arg("-V")
+        .arg("-m")
+        .arg(&bf)
+        .arg("-x")
+        .arg(&sf)
+        .arg("-p")
+        .arg(&pk)
+        .output()
+        .unwrap();
     assert!(!v.status.success());
     let _ = Path::new(".");
 }
@@ -170,8 +284,19 @@ fn checkpoint_command_signs_the_current_state() {
     let k = keys(dir.path(), "k");
     let (log, sink) = (dir.path().join("audit.log"), dir.path().join("ck"));
     write_log(&log, 4, None, 0, None);
-    assert_eq!(run(&[&"verify", &log, &"--key", &k.public]).status.code(), Some(1), "no signed checkpoint yet");
-    let o = run(&[&"checkpoint", &log, &"--secret-key", &k.secret, &"--sink", &sink]);
+    assert_eq!(
+        run(&[&"verify", &log, &"--key", &k.public]).status.code(),
+        Some(1),
+        "no signed checkpoint yet"
+    );
+    let o = run(&[
+        &"checkpoint",
+        &log,
+        &"--secret-key",
+        &k.secret,
+        &"--sink",
+        &sink,
+    ]);
     assert!(stdout(&o).contains("record seq 4"), "{}", stdout(&o));
     let o = run(&[&"verify", &log, &"--key", &k.public, &"--checkpoint", &sink]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
@@ -181,7 +306,13 @@ fn checkpoint_command_signs_the_current_state() {
 
 #[test]
 fn an_independent_verifier_written_from_the_spec_agrees() {
-    let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| Command::new(p).arg("-c").arg("1").output().is_ok_and(|o| o.status.success()));
+    let python = ["/usr/bin/python3", "python3"].into_iter().find(|p| {
+        Command::new(p)
+            .arg("-c")
+            .arg("1")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
     let Some(python) = python else {
         eprintln!("SKIP: python3 is not installed");
         return;
@@ -205,17 +336,32 @@ fn an_independent_verifier_written_from_the_spec_agrees() {
     assert!(report.is_ok());
     assert_eq!(
         stdout(&o).trim(),
-        format!("OK {} {}", report.records, aegis_audit::to_hex(&report.root)),
+        format!(
+            "OK {} {}",
+            report.records,
+            aegis_audit::to_hex(&report.root)
+        ),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
     // And it fails where ours fails.
-    let text = std::fs::read_to_string(&log).unwrap().replacen("\"agent\":\"bob\"", "\"agent\":\"bOb\"", 1);
+    let text = std::fs::read_to_string(&log).unwrap().replacen(
+        "\"agent\":\"bob\"",
+        "\"agent\":\"bOb\"",
+        1,
+    );
     std::fs::write(&log, text).unwrap();
     let o = Command::new(python).arg(script).arg(&log).output().unwrap();
-    let ours = aegis_audit::verify_log(&log, &crate::common::vopts(None, &[])).unwrap().failure.unwrap();
+    let ours = aegis_audit::verify_log(&log, &crate::common::vopts(None, &[]))
+        .unwrap()
+        .failure
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).starts_with(&format!("FAIL line {} offset {}:", ours.line, ours.offset)), "{} vs {ours}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("FAIL line {} offset {}:", ours.line, ours.offset)),
+        "{} vs {ours}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -227,13 +373,33 @@ fn prove_prints_proofs_that_verify_against_checkpoint_roots() {
     let hx = |v: &serde_json::Value| aegis_audit::from_hex(v.as_str().unwrap()).unwrap();
     let path = |v: &serde_json::Value| v.as_array().unwrap().iter().map(hx).collect::<Vec<_>>();
     let o = run(&[&"prove", &log, &"--seq", &"7", &"--size", &"13"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(verify_inclusion(7, 13, &hx(&v["record_hash"]), &path(&v["path"]), &hx(&v["root"])));
+    assert!(verify_inclusion(
+        7,
+        13,
+        &hx(&v["record_hash"]),
+        &path(&v["path"]),
+        &hx(&v["root"])
+    ));
     let o = run(&[&"prove", &log, &"--consistency", &"5"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["size"], 20);
-    assert!(verify_consistency(5, 20, &hx(&v["first_root"]), &hx(&v["root"]), &path(&v["path"])));
-    assert_eq!(run(&[&"prove", &log, &"--seq", &"20"]).status.code(), Some(2));
+    assert!(verify_consistency(
+        5,
+        20,
+        &hx(&v["first_root"]),
+        &hx(&v["root"]),
+        &path(&v["path"])
+    ));
+    assert_eq!(
+        run(&[&"prove", &log, &"--seq", &"20"]).status.code(),
+        Some(2)
+    );
     assert_eq!(run(&[&"prove", &log]).status.code(), Some(2));
 }

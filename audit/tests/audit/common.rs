@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aegis_audit::{
-    AuditContext, AuditWriter, CheckpointOptions, Durability, EnforcementStatus, Event, LayerReport, ResourceLimit,
-    SigningKey, Verdict, VerifyOptions, VerifyingKey, WriterOptions,
+    AuditContext, AuditWriter, CheckpointOptions, Durability, EnforcementStatus, Event,
+    LayerReport, ResourceLimit, SigningKey, Verdict, VerifyOptions, VerifyingKey, WriterOptions,
 };
 
 pub struct Keys {
@@ -24,7 +24,11 @@ pub fn keys(dir: &Path, name: &str) -> Keys {
 }
 
 pub fn ctx(agent: &str) -> AuditContext {
-    AuditContext { agent: agent.into(), bundle_digest: "sha256:b".into(), policy_digest: "sha256:p".into() }
+    AuditContext {
+        agent: agent.into(),
+        bundle_digest: "sha256:b".into(),
+        policy_digest: "sha256:p".into(),
+    }
 }
 
 pub fn options(keys: Option<&Keys>, every: u64, sink: Option<&Path>) -> WriterOptions {
@@ -45,25 +49,55 @@ pub fn options(keys: Option<&Keys>, every: u64, sink: Option<&Path>) -> WriterOp
 /// One event of every caller-visible kind, cycling.
 pub fn event(i: usize) -> Event {
     match i % 8 {
-        0 => Event::BundleVerified { path: "/b".into(), key_id: "ab12".into() },
+        0 => Event::BundleVerified {
+            path: "/b".into(),
+            key_id: "ab12".into(),
+        },
         1 => Event::EnforcementReport {
-            layers: vec![LayerReport { layer: "landlock".into(), status: EnforcementStatus::Partially, detail: "abi 7".into() }],
+            layers: vec![LayerReport {
+                layer: "landlock".into(),
+                status: EnforcementStatus::Partially,
+                detail: "abi 7".into(),
+            }],
             landlock_abi: Some(7),
             cgroup_mode: "hybrid".into(),
         },
-        2 => Event::AgentStarted { command: vec!["/bin/agent".into(), "--x".into()], pid: 4242 },
+        2 => Event::AgentStarted {
+            command: vec!["/bin/agent".into(), "--x".into()],
+            pid: 4242,
+        },
         3 => Event::Decision {
             component: "proxy".into(),
             subject: "net".into(),
             target: format!("host{i}.example:443"),
-            decision: if i.is_multiple_of(3) { Verdict::Deny } else { Verdict::Allow },
+            decision: if i.is_multiple_of(3) {
+                Verdict::Deny
+            } else {
+                Verdict::Allow
+            },
             rule: Some("net.allow[0]".into()),
             reason: "ok \"quoted\" ünï".into(),
         },
-        4 => Event::KernelDenial { layer: "seccomp".into(), detail: "ptrace".into(), count: 3 },
-        5 => Event::Resource { limit: ResourceLimit::PidsLimit, detail: "pids.max=64".into() },
-        6 => Event::AgentExited { status: Some(0), signal: None, cpu_user_us: 10, cpu_sys_us: 5, peak_memory_bytes: Some(1 << 20) },
-        _ => Event::Note { component: "supervisor".into(), message: format!("note {i}") },
+        4 => Event::KernelDenial {
+            layer: "seccomp".into(),
+            detail: "ptrace".into(),
+            count: 3,
+        },
+        5 => Event::Resource {
+            limit: ResourceLimit::PidsLimit,
+            detail: "pids.max=64".into(),
+        },
+        6 => Event::AgentExited {
+            status: Some(0),
+            signal: None,
+            cpu_user_us: 10,
+            cpu_sys_us: 5,
+            peak_memory_bytes: Some(1 << 20),
+        },
+        _ => Event::Note {
+            component: "supervisor".into(),
+            message: format!("note {i}"),
+        },
     }
 }
 
@@ -71,7 +105,8 @@ pub fn event(i: usize) -> Event {
 pub fn write_log(path: &Path, n: usize, keys: Option<&Keys>, every: u64, sink: Option<&Path>) {
     let mut w = AuditWriter::open(path, options(keys, every, sink)).unwrap();
     for i in 0..n {
-        w.append(&ctx(if i % 2 == 0 { "alice" } else { "bob" }), &event(i)).unwrap();
+        w.append(&ctx(if i % 2 == 0 { "alice" } else { "bob" }), &event(i))
+            .unwrap();
     }
     w.close().unwrap();
 }
@@ -79,7 +114,10 @@ pub fn write_log(path: &Path, n: usize, keys: Option<&Keys>, every: u64, sink: O
 pub fn vopts(keys: Option<&Keys>, sinks: &[&Path]) -> VerifyOptions {
     VerifyOptions {
         key: keys.map(|k| VerifyingKey::from_file(&k.public).unwrap()),
-        checkpoints: sinks.iter().flat_map(|s| aegis_audit::load_checkpoints(s).unwrap()).collect(),
+        checkpoints: sinks
+            .iter()
+            .flat_map(|s| aegis_audit::load_checkpoints(s).unwrap())
+            .collect(),
     }
 }
 
@@ -95,5 +133,8 @@ pub fn line_starts(bytes: &[u8]) -> Vec<usize> {
 }
 
 pub fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
-    bytes.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
+    bytes
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
 }

@@ -50,7 +50,10 @@ fn concurrent_processes_lose_nothing_and_keep_one_chain() {
             }
             Event::Checkpoint(_) => {
                 // Due after 50 records; a batch of up to 7 may overshoot by 6.
-                assert!((50..57).contains(&since_checkpoint), "checkpoint after {since_checkpoint} records");
+                assert!(
+                    (50..57).contains(&since_checkpoint),
+                    "checkpoint after {since_checkpoint} records"
+                );
                 checkpoints += 1;
                 since_checkpoint = 0;
             }
@@ -64,6 +67,12 @@ fn concurrent_processes_lose_nothing_and_keep_one_chain() {
         assert_eq!(targets, &want, "{agent}");
     }
     assert_eq!(report.records, (procs * per) as u64 + checkpoints);
-    assert!(since_checkpoint < 57, "{since_checkpoint} records after the last checkpoint");
-    assert_eq!(report.external_checkpoints, checkpoints, "sink holds every checkpoint");
+    assert!(
+        since_checkpoint < 57,
+        "{since_checkpoint} records after the last checkpoint"
+    );
+    assert_eq!(
+        report.external_checkpoints, checkpoints,
+        "sink holds every checkpoint"
+    );
 }

@@ -1,6 +1,8 @@
 //! Merkle proofs against the checkpoints a real writer produced.
 
-use aegis_audit::merkle::{consistency_proof, inclusion_proof, root, verify_consistency, verify_inclusion};
+use aegis_audit::merkle::{
+    consistency_proof, inclusion_proof, root, verify_consistency, verify_inclusion,
+};
 use aegis_audit::{Event, Record, from_hex, read_record_hashes};
 
 use crate::common::{keys, write_log};
@@ -22,11 +24,18 @@ fn checkpoint_roots_support_inclusion_and_consistency_proofs() {
         .collect();
     assert!(cps.len() >= 5, "{cps:?}");
     for &(n, r) in &cps {
-        assert_eq!(root(&hashes[..n as usize]), r, "checkpoint over {n} records");
+        assert_eq!(
+            root(&hashes[..n as usize]),
+            r,
+            "checkpoint over {n} records"
+        );
         for i in [0, n / 2, n - 1] {
             let p = inclusion_proof(&hashes[..n as usize], i as usize).unwrap();
             assert!(verify_inclusion(i, n, &hashes[i as usize], &p, &r));
-            assert!(!verify_inclusion(i, n, &hashes[n as usize], &p, &r), "a later record is not in it");
+            assert!(
+                !verify_inclusion(i, n, &hashes[n as usize], &p, &r),
+                "a later record is not in it"
+            );
         }
     }
     for w in cps.windows(2) {

@@ -24,7 +24,10 @@ fn flipping_any_byte_of_any_record_is_detected_at_that_record() {
     let with_key = vopts(Some(&k), &[]);
     let base = verify_bytes(&bytes, &with_key);
     assert!(base.is_ok(), "{:?}", base.failure);
-    assert_eq!((base.records, base.checkpoints, base.signed_checkpoints), (7, 1, 1));
+    assert_eq!(
+        (base.records, base.checkpoints, base.signed_checkpoints),
+        (7, 1, 1)
+    );
     let starts = line_starts(&bytes);
     let last_line = starts[starts.len() - 2];
     // A flip in record r is found at r or, through `prev`, at r + 1, so it never reaches a later
@@ -54,12 +57,20 @@ fn flipping_any_byte_of_any_record_is_detected_at_that_record() {
                             let r = verify_bytes(&buf, opts);
                             let rec = line_of(starts, pos) as u64;
                             match &r.failure {
-                                None => bad.push(format!("byte {pos} (record {rec}) -> {new:#04x}: not detected")),
+                                None => bad.push(format!(
+                                    "byte {pos} (record {rec}) -> {new:#04x}: not detected"
+                                )),
                                 Some(f) => {
                                     let precise = f.seq == rec
-                                        || (f.seq == rec + 1 && matches!(f.problem, Problem::PrevMismatch { .. }));
-                                    if !precise || f.offset != starts[f.seq as usize] as u64 || f.line != f.seq + 1 {
-                                        bad.push(format!("byte {pos} (record {rec}): imprecise: {f}"));
+                                        || (f.seq == rec + 1
+                                            && matches!(f.problem, Problem::PrevMismatch { .. }));
+                                    if !precise
+                                        || f.offset != starts[f.seq as usize] as u64
+                                        || f.line != f.seq + 1
+                                    {
+                                        bad.push(format!(
+                                            "byte {pos} (record {rec}): imprecise: {f}"
+                                        ));
                                     }
                                 }
                             }
@@ -70,9 +81,17 @@ fn flipping_any_byte_of_any_record_is_detected_at_that_record() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
-    assert!(undetected.is_empty(), "{} cases:\n{}", undetected.len(), undetected.join("\n"));
+    assert!(
+        undetected.is_empty(),
+        "{} cases:\n{}",
+        undetected.len(),
+        undetected.join("\n")
+    );
 }
 
 #[test]
@@ -89,30 +108,72 @@ fn deleting_swapping_or_inserting_a_record_is_detected() {
     del.remove(5);
     let f = verify_bytes(&del.concat(), &opts).failure.unwrap();
     assert_eq!((f.seq, f.offset), (5, offset_of(&del, 5)));
-    assert_eq!(f.problem, Problem::SeqMismatch { expected: 5, found: 6 });
-    assert!(f.to_string().contains("record seq 5 (line 6, byte offset"), "{f}");
+    assert_eq!(
+        f.problem,
+        Problem::SeqMismatch {
+            expected: 5,
+            found: 6
+        }
+    );
+    assert!(
+        f.to_string().contains("record seq 5 (line 6, byte offset"),
+        "{f}"
+    );
 
     // Deleting the first record.
     let f = verify_bytes(&l[1..].concat(), &opts).failure.unwrap();
-    assert_eq!(f.problem, Problem::SeqMismatch { expected: 0, found: 1 });
+    assert_eq!(
+        f.problem,
+        Problem::SeqMismatch {
+            expected: 0,
+            found: 1
+        }
+    );
 
     // Swapping records 3 and 7.
     let mut sw = l.clone();
     sw.swap(3, 7);
     let f = verify_bytes(&sw.concat(), &opts).failure.unwrap();
-    assert_eq!((f.seq, f.problem.clone()), (3, Problem::SeqMismatch { expected: 3, found: 7 }));
+    assert_eq!(
+        (f.seq, f.problem.clone()),
+        (
+            3,
+            Problem::SeqMismatch {
+                expected: 3,
+                found: 7
+            }
+        )
+    );
 
     // Swapping two adjacent records.
     let mut sw = l.clone();
     sw.swap(8, 9);
     let f = verify_bytes(&sw.concat(), &opts).failure.unwrap();
-    assert_eq!((f.seq, f.problem), (8, Problem::SeqMismatch { expected: 8, found: 9 }));
+    assert_eq!(
+        (f.seq, f.problem),
+        (
+            8,
+            Problem::SeqMismatch {
+                expected: 8,
+                found: 9
+            }
+        )
+    );
 
     // Inserting a duplicate of record 2 after it.
     let mut ins = l.clone();
     ins.insert(3, l[2].clone());
     let f = verify_bytes(&ins.concat(), &opts).failure.unwrap();
-    assert_eq!((f.seq, f.problem), (3, Problem::SeqMismatch { expected: 3, found: 2 }));
+    assert_eq!(
+        (f.seq, f.problem),
+        (
+            3,
+            Problem::SeqMismatch {
+                expected: 3,
+                found: 2
+            }
+        )
+    );
 
     // Inserting a record with the right seq but the chain not recomputed: prev mismatch at the
     // record after it.
@@ -131,7 +192,8 @@ fn rechain(recs: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut prev = aegis_audit::GENESIS;
     for (i, r) in recs.iter().enumerate() {
-        let mut v: serde_json::Value = serde_json::from_slice(r.strip_suffix(b"\n").unwrap()).unwrap();
+        let mut v: serde_json::Value =
+            serde_json::from_slice(r.strip_suffix(b"\n").unwrap()).unwrap();
         v["seq"] = i.into();
         v["prev"] = aegis_audit::to_hex(&prev).into();
         let line = serde_json::to_vec(&v).unwrap();
@@ -182,8 +244,13 @@ fn truncating_the_tail_is_detected_against_a_checkpoint_file() {
 
     // Cut inside a record: a torn tail, reported where the complete records end.
     let mid = starts[5] + 17;
-    let f = verify_bytes(&bytes[..mid], &vopts(None, &[])).failure.unwrap();
-    assert_eq!((f.seq, f.offset, f.problem.clone()), (5, starts[5] as u64, Problem::TornTail { bytes: 17 }));
+    let f = verify_bytes(&bytes[..mid], &vopts(None, &[]))
+        .failure
+        .unwrap();
+    assert_eq!(
+        (f.seq, f.offset, f.problem.clone()),
+        (5, starts[5] as u64, Problem::TornTail { bytes: 17 })
+    );
 
     // Everything removed.
     let f = verify_bytes(b"", &opts).failure.unwrap();
@@ -211,18 +278,25 @@ fn a_self_consistent_forgery_is_detected_by_the_signed_checkpoints() {
     let plain = dir.path().join("plain.log");
     write_log(&plain, 10, None, 0, None);
     let pb = std::fs::read(&plain).unwrap();
-    assert!(verify_bytes(&pb, &vopts(None, &[])).is_ok(), "chain alone cannot tell");
+    assert!(
+        verify_bytes(&pb, &vopts(None, &[])).is_ok(),
+        "chain alone cannot tell"
+    );
     let f = verify_bytes(&pb, &vopts(Some(&real), &[])).failure.unwrap();
     assert!(matches!(f.problem, Problem::NoSignedCheckpoint(_)), "{f}");
 
     // The real log's own records re-chained with one record altered: checkpoints disagree.
     let mut l = lines(&std::fs::read(&log).unwrap());
-    l[2] = String::from_utf8(l[2].clone()).unwrap().replace("alice", "mallory").into_bytes();
-    let f = verify_bytes(&rechain(&l), &vopts(Some(&real), &[])).failure.unwrap();
+    l[2] = String::from_utf8(l[2].clone())
+        .unwrap()
+        .replace("alice", "mallory")
+        .into_bytes();
+    let f = verify_bytes(&rechain(&l), &vopts(Some(&real), &[]))
+        .failure
+        .unwrap();
     assert!(matches!(f.problem, Problem::CheckpointMismatch(_)), "{f}");
 
     // Against the kept checkpoint file, a forged log fails even without signatures checked.
     let f = verify_bytes(&pb, &vopts(None, &[&sink])).failure.unwrap();
     assert!(matches!(f.problem, Problem::ExternalMismatch(_)), "{f}");
 }
-
