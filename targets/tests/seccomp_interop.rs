@@ -289,3 +289,28 @@ fn disassembly_names_syscalls_and_decodes_returns() {
     assert!(text.contains("return ALLOW") && text.contains("return ERRNO(1)") && text.contains("return LOG") && text.contains("return ERRNO(38)"), "{text}");
     assert_eq!(text.lines().count(), prog.len());
 }
+
+#[test]
+fn artifacts_for_every_arch_are_deterministic_and_traceable() {
+    let spec = aegis_default(&Hardening::default());
+    let a = build(&spec, &SyscallWeights::agent_mix()).unwrap();
+    let b = build(&spec.clone(), &SyscallWeights::agent_mix()).unwrap();
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.bpf, y.bpf);
+        assert_eq!(x.asm, y.asm);
+        assert_eq!(from_bytes(&x.bpf).unwrap(), x.program);
+        assert_eq!(x.asm.lines().count(), x.program.len() + 1);
+    }
+    assert_eq!(a[0].bpf_name, "seccomp.x86_64.bpf");
+    assert_eq!(a[1].asm_name, "seccomp.aarch64.asm");
+    // The executed path, as `aegisc explain-syscall` would print it.
+    let x = &a[0];
+    let d = SeccompData::new(Arch::X86_64, 16, [0, 0x5412, 0, 0, 0, 0]);
+    let (o, trace) = emulator::run_traced(&x.program, &d).unwrap();
+    assert_eq!(Action::from_ret(o.ret), Action::Errno(1), "ioctl(TIOCSTI)");
+    assert_eq!(trace.len(), o.executed);
+    assert_eq!(trace[..4], [0, 1, 3, 4]);
+    let lines: Vec<&str> = x.asm.lines().skip(1).collect();
+    assert!(lines[*trace.last().unwrap()].ends_with("return ERRNO(1)"));
+}

@@ -369,10 +369,10 @@ fn drop_redundant_loads(program: Vec<SockFilter>) -> Vec<SockFilter> {
         let next = pc + 1;
         match ins.class() {
             BPF_LD if ins.code == BPF_LD | BPF_W | BPF_ABS => {
-                if here == Some(ins.k) {
-                    if let Some(r) = redundant.get_mut(pc) {
-                        *r = true;
-                    }
+                if here == Some(ins.k)
+                    && let Some(r) = redundant.get_mut(pc)
+                {
+                    *r = true;
                 }
                 flow(&mut known, next, Some(ins.k));
             }

@@ -44,6 +44,22 @@ pub fn run(program: &[SockFilter], data: &SeccompData) -> Result<u32, EmuError> 
 
 /// Run `program` on `data`, counting executed instructions.
 pub fn run_counted(program: &[SockFilter], data: &SeccompData) -> Result<Outcome, EmuError> {
+    run_inner(program, data, None)
+}
+
+/// Run `program` on `data` and return the indices of the executed instructions (for
+/// `aegisc explain-syscall`: print those lines of the disassembly).
+pub fn run_traced(program: &[SockFilter], data: &SeccompData) -> Result<(Outcome, Vec<usize>), EmuError> {
+    let mut trace = Vec::new();
+    let o = run_inner(program, data, Some(&mut trace))?;
+    Ok((o, trace))
+}
+
+fn run_inner(
+    program: &[SockFilter],
+    data: &SeccompData,
+    mut trace: Option<&mut Vec<usize>>,
+) -> Result<Outcome, EmuError> {
     let bytes = data.to_bytes();
     let word = |pc: usize, off: u32| -> Result<u32, EmuError> {
         let o = off as usize;
@@ -65,6 +81,9 @@ pub fn run_counted(program: &[SockFilter], data: &SeccompData) -> Result<Outcome
             return Err(EmuError::RanOffEnd { pc });
         };
         executed += 1;
+        if let Some(t) = trace.as_deref_mut() {
+            t.push(pc);
+        }
         let k = ins.k;
         let bad = || EmuError::BadOpcode { pc, code: ins.code };
         let slot = |s: u32| -> Result<usize, EmuError> {

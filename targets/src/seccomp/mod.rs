@@ -12,6 +12,7 @@
 //! [`apply()`] installs a program on the calling process (the runtime's last step before exec).
 
 pub mod apply;
+pub mod artifact;
 pub mod bpf;
 pub mod cache;
 pub mod codegen;
@@ -23,6 +24,7 @@ pub mod oci;
 pub mod spec;
 pub mod syscalls;
 
+pub use artifact::{Artifact, BuildError, build};
 pub use apply::{ApplyError, ApplyOptions, apply, apply_with_listener, current_mode};
 pub use bpf::{SockFilter, from_bytes, to_bytes};
 pub use cache::{CacheReport, check_cacheable};
