@@ -300,3 +300,30 @@ fn a_self_consistent_forgery_is_detected_by_the_signed_checkpoints() {
     let f = verify_bytes(&pb, &vopts(None, &[&sink])).failure.unwrap();
     assert!(matches!(f.problem, Problem::ExternalMismatch(_)), "{f}");
 }
+
+#[test]
+fn time_going_backwards_is_detected_even_in_a_rechained_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    write_log(&log, 6, None, 0, None);
+    let mut l = lines(&std::fs::read(&log).unwrap());
+    let mut v: serde_json::Value =
+        serde_json::from_slice(l[3].strip_suffix(b"\n").unwrap()).unwrap();
+    v["ts"] = "2000-01-01T00:00:00.000000000Z".into();
+    l[3] = [serde_json::to_vec(&v).unwrap(), b"\n".to_vec()].concat();
+    let f = verify_bytes(&rechain(&l), &vopts(None, &[]))
+        .failure
+        .unwrap();
+    assert_eq!(f.seq, 3);
+    assert!(
+        matches!(f.problem, Problem::TimeWentBackwards { .. }),
+        "{f}"
+    );
+    // Monotonic as written: every record's time is at or after its predecessor's.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ts: Vec<String> = text
+        .lines()
+        .map(|x| aegis_audit::Record::parse(x.as_bytes()).unwrap().ts)
+        .collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+}
