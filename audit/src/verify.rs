@@ -343,7 +343,7 @@ impl State<'_> {
             return self.fail(Problem::Truncated(m));
         }
         if let Some(key) = &self.opts.key {
-            if r.signed_checkpoints == 0 && r.external_checkpoints == 0 && r.records > 0 {
+            if r.signed_checkpoints == 0 && r.external_checkpoints == 0 {
                 let m = format!(
                     "the log has {} records but no checkpoint signed by key {}, so it cannot be told apart from a forgery",
                     r.records,

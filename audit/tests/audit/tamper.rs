@@ -285,6 +285,10 @@ fn a_self_consistent_forgery_is_detected_by_the_signed_checkpoints() {
     let f = verify_bytes(&pb, &vopts(Some(&real), &[])).failure.unwrap();
     assert!(matches!(f.problem, Problem::NoSignedCheckpoint(_)), "{f}");
 
+    // Replacing the log by an empty file is a forgery too.
+    let f = verify_bytes(b"", &vopts(Some(&real), &[])).failure.unwrap();
+    assert!(matches!(f.problem, Problem::NoSignedCheckpoint(_)), "{f}");
+
     // The real log's own records re-chained with one record altered: checkpoints disagree.
     let mut l = lines(&std::fs::read(&log).unwrap());
     l[2] = String::from_utf8(l[2].clone())
