@@ -348,3 +348,25 @@ fn tcp_ports_and_scopes_are_enforced() {
         c.expect(r != 0, "signalling a process outside the domain must fail");
     });
 }
+
+#[test]
+fn an_existing_hard_link_to_a_denied_file_is_reported_as_a_loss() {
+    if skip_without_landlock() {
+        return;
+    }
+    let (_dir, base) = tree();
+    // Made by the host before launch: the agent cannot make it (see the attack test).
+    std::fs::hard_link(base.join("rw/.env"), base.join("rw/work/hl-pre")).unwrap();
+    let lowered = landlock::lower_fs(&policy());
+    assert!(lowered.artifact.params().contains("BASE"));
+    in_child(|c| {
+        let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        c.expect(
+            st.losses.iter().any(|l| !l.stricter_reading && l.what.contains("2 hard links")),
+            format!("hard-link loss not reported: {:?}", st.losses),
+        );
+        // The documented gap: Landlock checks paths, so the other name reads the inode.
+        c.expect(can_read(&base.join("rw/work/hl-pre")), "expected gap: the pre-existing link is readable");
+        c.expect(!can_read(&base.join("rw/.env")), "the denied name itself stays closed");
+    });
+}

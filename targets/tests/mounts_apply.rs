@@ -239,3 +239,92 @@ fn a_missing_parameter_fails_before_any_mount() {
         c.expect(Path::new("/proc/1").exists(), "nothing was mounted");
     });
 }
+
+/// Benchmark (not a pass/fail test): launch cost of the fs stages against bubblewrap.
+/// `cargo test -p aegis-targets --release --test mounts_apply -- --ignored --nocapture bench`
+#[test]
+#[ignore]
+fn bench_fs_stages_against_bwrap() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let (_dir, base) = tree();
+    let (plan, _) = mounts::plan_from_rules(&policy(), &options());
+    let ll = landlock::lower_fs(&policy()).artifact;
+    let p = params(&base);
+    const N: u32 = 100;
+    let (mut mounts_t, mut landlock_t, mut total) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for _ in 0..N {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let start = Instant::now();
+        // SAFETY: fork; the child sets up namespaces, forks, and the grandchild execs.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            unsafe { libc::close(fds[0]) };
+            unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) };
+            let _ = std::fs::write("/proc/self/setgroups", "deny");
+            let _ = std::fs::write("/proc/self/uid_map", "0 0 1");
+            let _ = std::fs::write("/proc/self/gid_map", "0 0 1");
+            let pid2 = unsafe { libc::fork() };
+            if pid2 == 0 {
+                let t0 = Instant::now();
+                let ok = mounts::apply(&plan, &p).is_ok();
+                let t1 = Instant::now();
+                let ok = ok && landlock::apply(&ll, &p, Mode::Required).is_ok();
+                let t2 = Instant::now();
+                let mut w = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+                let _ = write!(w, "{} {} {}", ok, (t1 - t0).as_nanos(), (t2 - t1).as_nanos());
+                drop(w);
+                let prog = std::ffi::CString::new("/usr/bin/true").unwrap();
+                let argv = [prog.as_ptr(), std::ptr::null()];
+                unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
+                unsafe { libc::_exit(127) }
+            }
+            unsafe { libc::close(fds[1]) };
+            let mut st = 0;
+            unsafe { libc::waitpid(pid2, &mut st, 0) };
+            unsafe { libc::_exit(if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 99 }) }
+        }
+        unsafe { libc::close(fds[1]) };
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        total += start.elapsed();
+        let mut out = String::new();
+        let mut r = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+        r.read_to_string(&mut out).unwrap();
+        let v: Vec<&str> = out.split(' ').collect();
+        assert_eq!(v[0], "true", "stages failed");
+        assert_eq!(libc::WEXITSTATUS(st), 0);
+        mounts_t += Duration::from_nanos(v[1].parse().unwrap());
+        landlock_t += Duration::from_nanos(v[2].parse().unwrap());
+    }
+    eprintln!(
+        "aegis fs stages, mean of {N}: mounts::apply {:?}, landlock::apply {:?}, whole launch of /usr/bin/true {:?}",
+        mounts_t / N,
+        landlock_t / N,
+        total / N
+    );
+    if std::process::Command::new("bwrap").arg("--version").output().is_err() {
+        eprintln!("SKIP: bwrap not installed, no comparison");
+        return;
+    }
+    let b = base.to_str().unwrap();
+    let args = [
+        "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
+        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+        "--ro-bind", &format!("{b}/ro"), &format!("{b}/ro"), "--bind", &format!("{b}/rw"), &format!("{b}/rw"),
+        "--ro-bind", "/dev/null", &format!("{b}/rw/.env"), "--tmpfs", &format!("{b}/rw/secret"),
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/usr/bin/true",
+    ];
+    for (what, unshare) in [
+        ("same namespaces as above (user, mount, pid)", &["--unshare-user", "--unshare-pid"][..]),
+        ("--unshare-all (adds net, ipc, uts, cgroup)", &["--unshare-all"][..]),
+    ] {
+        let start = Instant::now();
+        for _ in 0..N {
+            let st = std::process::Command::new("bwrap").args(unshare).args(&args[1..]).status().unwrap();
+            assert!(st.success());
+        }
+        eprintln!("bwrap, same layout, no Landlock, {what}, mean of {N}: {:?}", start.elapsed() / N);
+    }
+}

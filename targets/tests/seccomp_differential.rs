@@ -13,7 +13,15 @@ use aegis_targets::seccomp::*;
 use proptest::prelude::*;
 
 fn boundary_values() -> Vec<u64> {
-    let mut v = vec![0, 1, 0xffff_ffff, 0x1_0000_0000, 0x1_0000_0001, u64::MAX, u64::MAX - 1];
+    let mut v = vec![
+        0,
+        1,
+        0xffff_ffff,
+        0x1_0000_0000,
+        0x1_0000_0001,
+        u64::MAX,
+        u64::MAX - 1,
+    ];
     v.extend((0..64).map(|b| 1u64 << b));
     v
 }
@@ -32,7 +40,13 @@ fn arg_vectors(spec: &SeccompSpec, arch: Arch, name: &str) -> Vec<[u64; 6]> {
     for r in &rules {
         for c in &r.conds {
             let v = c.value;
-            interesting.extend([v, v.wrapping_add(1), v.wrapping_sub(1), v ^ 0xffff_ffff_0000_0000, v ^ 0x1_0000_0000]);
+            interesting.extend([
+                v,
+                v.wrapping_add(1),
+                v.wrapping_sub(1),
+                v ^ 0xffff_ffff_0000_0000,
+                v ^ 0x1_0000_0000,
+            ]);
             if let CmpOp::MaskedEq(m) = c.op {
                 interesting.extend([v | !m, m, !m, v ^ (m & m.wrapping_neg())]);
             }
@@ -71,7 +85,8 @@ fn check_nr(spec: &SeccompSpec, arch: Arch, prog: &[SockFilter], nr: u32, args_l
         let want = decide(spec, arch, &d).to_ret();
         let got = run(prog, &d).unwrap_or_else(|e| panic!("{arch} nr {nr:#x}: emulator error {e}"));
         assert_eq!(
-            got, want,
+            got,
+            want,
             "{arch} nr {nr:#x} ({:?}) args {args:x?}: program says {}, decide says {}",
             arch.syscall_name(nr),
             Action::from_ret(got),
@@ -96,16 +111,32 @@ fn differential(spec: &SeccompSpec) {
             let got = run(&prog, &SeccompData::new(arch, nr | X32_SYSCALL_BIT, [0; 6])).unwrap();
             assert_eq!(Action::from_ret(got), Action::Errno(ENOSYS));
         }
-        for nr in [u32::MAX, u32::MAX - 1, 0x7fff_ffff, 0x8000_0000, X32_SYSCALL_BIT] {
+        for nr in [
+            u32::MAX,
+            u32::MAX - 1,
+            0x7fff_ffff,
+            0x8000_0000,
+            X32_SYSCALL_BIT,
+        ] {
             check_nr(spec, arch, &prog, nr, &[[0; 6]]);
         }
         // Foreign architectures: i386 (int 0x80), arm compat, the other 64-bit arch, garbage.
         for foreign in [AUDIT_ARCH_I386, AUDIT_ARCH_ARM, 0, u32::MAX]
             .into_iter()
-            .chain(Arch::ALL.iter().filter(|a| **a != arch).map(|a| a.audit_arch()))
+            .chain(
+                Arch::ALL
+                    .iter()
+                    .filter(|a| **a != arch)
+                    .map(|a| a.audit_arch()),
+            )
         {
             for nr in [0, 1, 39, 59, 172, 221, 435] {
-                let d = SeccompData { nr, arch: foreign, instruction_pointer: 0, args: [0; 6] };
+                let d = SeccompData {
+                    nr,
+                    arch: foreign,
+                    instruction_pointer: 0,
+                    args: [0; 6],
+                };
                 assert_eq!(run(&prog, &d).unwrap(), Action::KillProcess.to_ret());
                 assert_eq!(decide(spec, arch, &d), Action::KillProcess);
             }
@@ -123,7 +154,16 @@ fn docker_spec() -> SeccompSpec {
 #[test]
 fn minimal_spec_matches_decide() {
     let mut spec = SeccompSpec::new(Action::Errno(1));
-    for n in ["read", "write", "exit_group", "getpid", "getppid", "rt_sigreturn", "brk", "mmap"] {
+    for n in [
+        "read",
+        "write",
+        "exit_group",
+        "getpid",
+        "getppid",
+        "rt_sigreturn",
+        "brk",
+        "mmap",
+    ] {
         spec.allow(n);
     }
     differential(&spec);
@@ -162,7 +202,14 @@ fn aegis_default_with_every_grant_matches_decide() {
 fn every_action_and_operator_with_64_bit_values() {
     let mut spec = SeccompSpec::new(Action::KillProcess);
     let v = 0x1234_5678_9abc_def0u64;
-    let ops = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
+    let ops = [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ];
     let actions = [
         Action::Allow,
         Action::Log,
@@ -173,14 +220,60 @@ fn every_action_and_operator_with_64_bit_values() {
         Action::KillThread,
     ];
     for (i, (op, act)) in ops.iter().zip(actions.iter().cycle()).enumerate() {
-        let name = ["getpriority", "setpriority", "lseek", "fcntl", "flock", "kill"][i];
+        let name = [
+            "getpriority",
+            "setpriority",
+            "lseek",
+            "fcntl",
+            "flock",
+            "kill",
+        ][i];
         spec.push(name, Rule::when(vec![ArgCond::new(1, *op, v)], *act));
-        spec.push(name, Rule::when(vec![ArgCond::new(0, *op, 0xffff_ffff)], Action::Errno(2)));
+        spec.push(
+            name,
+            Rule::when(vec![ArgCond::new(0, *op, 0xffff_ffff)], Action::Errno(2)),
+        );
     }
-    spec.push("dup3", Rule::when(vec![ArgCond::new(2, CmpOp::MaskedEq(0xff00_0000_0000_00ff), 0x0100_0000_0000_0001)], Action::Allow));
-    spec.push("dup3", Rule::when(vec![ArgCond::new(2, CmpOp::MaskedEq(0xffff_0000), 0)], Action::Log));
-    spec.push("dup3", Rule::when(vec![ArgCond::new(2, CmpOp::MaskedEq(0x1_0000_0000), 0x1_0000_0000)], Action::Errno(5)));
-    spec.push("tgkill", Rule::when(vec![ArgCond::new(0, CmpOp::Eq, 1), ArgCond::new(1, CmpOp::Gt, u64::MAX - 1), ArgCond::new(2, CmpOp::Le, 0)], Action::Allow));
+    spec.push(
+        "dup3",
+        Rule::when(
+            vec![ArgCond::new(
+                2,
+                CmpOp::MaskedEq(0xff00_0000_0000_00ff),
+                0x0100_0000_0000_0001,
+            )],
+            Action::Allow,
+        ),
+    );
+    spec.push(
+        "dup3",
+        Rule::when(
+            vec![ArgCond::new(2, CmpOp::MaskedEq(0xffff_0000), 0)],
+            Action::Log,
+        ),
+    );
+    spec.push(
+        "dup3",
+        Rule::when(
+            vec![ArgCond::new(
+                2,
+                CmpOp::MaskedEq(0x1_0000_0000),
+                0x1_0000_0000,
+            )],
+            Action::Errno(5),
+        ),
+    );
+    spec.push(
+        "tgkill",
+        Rule::when(
+            vec![
+                ArgCond::new(0, CmpOp::Eq, 1),
+                ArgCond::new(1, CmpOp::Gt, u64::MAX - 1),
+                ArgCond::new(2, CmpOp::Le, 0),
+            ],
+            Action::Allow,
+        ),
+    );
     spec.push("tgkill", Rule::always(Action::Errno(4)));
     differential(&spec);
 }
@@ -189,11 +282,21 @@ fn every_action_and_operator_with_64_bit_values() {
 fn unknown_numbers_and_clone3_get_enosys_and_arch_is_checked_first() {
     let spec = hardening::aegis_default(&Hardening::default());
     let prog = compile(&spec, Arch::X86_64, &SyscallWeights::agent_mix()).unwrap();
-    let ret = |nr: u32| Action::from_ret(run(&prog, &SeccompData::new(Arch::X86_64, nr, [0; 6])).unwrap());
+    let ret = |nr: u32| {
+        Action::from_ret(run(&prog, &SeccompData::new(Arch::X86_64, nr, [0; 6])).unwrap())
+    };
     assert_eq!(ret(435), Action::Errno(ENOSYS), "clone3");
-    assert_eq!(ret(470), Action::Errno(ENOSYS), "listns (Linux 6.19) is unknown here");
+    assert_eq!(
+        ret(470),
+        Action::Errno(ENOSYS),
+        "listns (Linux 6.19) is unknown here"
+    );
     assert_eq!(ret(400), Action::Errno(ENOSYS), "hole in the x86_64 table");
-    assert_eq!(ret(39 | X32_SYSCALL_BIT), Action::Errno(ENOSYS), "x32 getpid");
+    assert_eq!(
+        ret(39 | X32_SYSCALL_BIT),
+        Action::Errno(ENOSYS),
+        "x32 getpid"
+    );
     assert_eq!(ret(u32::MAX), Action::Errno(ENOSYS));
     assert_eq!(ret(39), Action::Allow, "getpid");
     assert_eq!(ret(165), Action::Errno(1), "mount is a policy denial");
@@ -210,38 +313,121 @@ fn hardening_denies_sockets_namespaces_and_tty_injection_by_argument() {
     let d = |nr: u32, args: [u64; 6]| decide(&spec, a, &SeccompData::new(a, nr, args));
     let socket = a.nr("socket").unwrap();
     assert_eq!(d(socket, [1, 1, 0, 0, 0, 0]), Action::Allow, "AF_UNIX");
-    assert_eq!(d(socket, [2, 1, 0, 0, 0, 0]), Action::Errno(1), "AF_INET without network");
-    assert_eq!(d(socket, [10, 2, 0, 0, 0, 0]), Action::Errno(1), "AF_INET6 without network");
-    assert_eq!(d(socket, [0x1_0000_0002, 1, 0, 0, 0, 0]), Action::Errno(1), "AF_INET with garbage upper half");
-    assert_eq!(d(socket, [16, 3, 0, 0, 0, 0]), Action::Allow, "NETLINK_ROUTE");
-    assert_eq!(d(socket, [16, 3, 9, 0, 0, 0]), Action::Errno(1), "NETLINK_AUDIT");
-    assert_eq!(d(socket, [17, 3, 0, 0, 0, 0]), Action::Errno(1), "AF_PACKET");
-    let net = hardening::aegis_default(&Hardening { inet_network: true, ..Hardening::default() });
-    assert_eq!(decide(&net, a, &SeccompData::new(a, socket, [2, 1, 0, 0, 0, 0])), Action::Allow);
-    assert_eq!(decide(&net, a, &SeccompData::new(a, socket, [40, 1, 0, 0, 0, 0])), Action::Errno(1), "AF_VSOCK");
+    assert_eq!(
+        d(socket, [2, 1, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "AF_INET without network"
+    );
+    assert_eq!(
+        d(socket, [10, 2, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "AF_INET6 without network"
+    );
+    assert_eq!(
+        d(socket, [0x1_0000_0002, 1, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "AF_INET with garbage upper half"
+    );
+    assert_eq!(
+        d(socket, [16, 3, 0, 0, 0, 0]),
+        Action::Allow,
+        "NETLINK_ROUTE"
+    );
+    assert_eq!(
+        d(socket, [16, 3, 9, 0, 0, 0]),
+        Action::Errno(1),
+        "NETLINK_AUDIT"
+    );
+    assert_eq!(
+        d(socket, [17, 3, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "AF_PACKET"
+    );
+    let net = hardening::aegis_default(&Hardening {
+        inet_network: true,
+        ..Hardening::default()
+    });
+    assert_eq!(
+        decide(&net, a, &SeccompData::new(a, socket, [2, 1, 0, 0, 0, 0])),
+        Action::Allow
+    );
+    assert_eq!(
+        decide(&net, a, &SeccompData::new(a, socket, [40, 1, 0, 0, 0, 0])),
+        Action::Errno(1),
+        "AF_VSOCK"
+    );
     let unshare = a.nr("unshare").unwrap();
-    assert_eq!(d(unshare, [0x200, 0, 0, 0, 0, 0]), Action::Errno(1), "Docker's base denies unshare");
+    assert_eq!(
+        d(unshare, [0x200, 0, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "Docker's base denies unshare"
+    );
     // A base that allows unshare keeps only the namespace-free calls.
     let mut open = hardening::base_spec();
     open.allow("unshare");
     Hardening::default().apply(&mut open);
-    let u = |flags: u64| decide(&open, a, &SeccompData::new(a, unshare, [flags, 0, 0, 0, 0, 0]));
+    let u = |flags: u64| {
+        decide(
+            &open,
+            a,
+            &SeccompData::new(a, unshare, [flags, 0, 0, 0, 0, 0]),
+        )
+    };
     assert_eq!(u(0x1000_0000), Action::Errno(1), "CLONE_NEWUSER");
     assert_eq!(u(0x80), Action::Errno(1), "CLONE_NEWTIME");
     assert_eq!(u(0x200), Action::Allow, "CLONE_FILES");
     differential(&open);
     let clone = a.nr("clone").unwrap();
-    assert_eq!(d(clone, [0x3d0f00, 0, 0, 0, 0, 0]), Action::Allow, "pthread_create flags");
-    assert_eq!(d(clone, [0x4000_0011, 0, 0, 0, 0, 0]), Action::Errno(1), "CLONE_NEWNET");
+    assert_eq!(
+        d(clone, [0x3d0f00, 0, 0, 0, 0, 0]),
+        Action::Allow,
+        "pthread_create flags"
+    );
+    assert_eq!(
+        d(clone, [0x4000_0011, 0, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "CLONE_NEWNET"
+    );
     let ioctl = a.nr("ioctl").unwrap();
-    assert_eq!(d(ioctl, [0, 0x5412, 0, 0, 0, 0]), Action::Errno(1), "TIOCSTI");
-    assert_eq!(d(ioctl, [0, 0xdead_0000_5412, 0, 0, 0, 0]), Action::Errno(1), "TIOCSTI, garbage upper half");
-    assert_eq!(d(ioctl, [0, 0x541c, 0, 0, 0, 0]), Action::Errno(1), "TIOCLINUX");
+    assert_eq!(
+        d(ioctl, [0, 0x5412, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "TIOCSTI"
+    );
+    assert_eq!(
+        d(ioctl, [0, 0xdead_0000_5412, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "TIOCSTI, garbage upper half"
+    );
+    assert_eq!(
+        d(ioctl, [0, 0x541c, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "TIOCLINUX"
+    );
     assert_eq!(d(ioctl, [0, 0x5401, 0, 0, 0, 0]), Action::Allow, "TCGETS");
     let pers = a.nr("personality").unwrap();
-    assert_eq!(d(pers, [0xffff_ffff, 0, 0, 0, 0, 0]), Action::Allow, "query");
-    assert_eq!(d(pers, [0x0040000, 0, 0, 0, 0, 0]), Action::Errno(1), "ADDR_NO_RANDOMIZE");
-    for n in ["bpf", "perf_event_open", "keyctl", "userfaultfd", "ptrace", "process_vm_readv", "io_uring_setup", "setns", "mount", "kexec_load"] {
+    assert_eq!(
+        d(pers, [0xffff_ffff, 0, 0, 0, 0, 0]),
+        Action::Allow,
+        "query"
+    );
+    assert_eq!(
+        d(pers, [0x0040000, 0, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "ADDR_NO_RANDOMIZE"
+    );
+    for n in [
+        "bpf",
+        "perf_event_open",
+        "keyctl",
+        "userfaultfd",
+        "ptrace",
+        "process_vm_readv",
+        "io_uring_setup",
+        "setns",
+        "mount",
+        "kexec_load",
+    ] {
         assert_eq!(d(a.nr(n).unwrap(), [0; 6]), Action::Errno(1), "{n}");
     }
 }
@@ -265,16 +451,30 @@ fn same_input_same_bytes_and_raw_roundtrip() {
 fn long_jumps_are_correct_in_a_program_over_256_instructions() {
     // Many argument-checked syscalls push shared returns out of jump range.
     let mut spec = SeccompSpec::new(Action::Errno(1));
-    for (i, (_, name)) in Arch::X86_64.table().iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+    for (i, (_, name)) in Arch::X86_64
+        .table()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0)
+    {
         if aegis_targets::seccomp::syscalls::is_pointer_arg(name, 0) {
             continue;
         }
-        spec.push(name, Rule::when(vec![ArgCond::new(0, CmpOp::Eq, i as u64)], Action::Allow));
-        spec.push(name, Rule::when(vec![ArgCond::new(0, CmpOp::Gt, 1 << 40)], Action::Errno(3)));
+        spec.push(
+            name,
+            Rule::when(vec![ArgCond::new(0, CmpOp::Eq, i as u64)], Action::Allow),
+        );
+        spec.push(
+            name,
+            Rule::when(vec![ArgCond::new(0, CmpOp::Gt, 1 << 40)], Action::Errno(3)),
+        );
     }
     let prog = compile(&spec, Arch::X86_64, &SyscallWeights::agent_mix()).unwrap();
     assert!(prog.len() > 1000, "{} instructions", prog.len());
-    assert!(prog.iter().any(|i| i.code == 0x05), "needs at least one BPF_JA trampoline");
+    assert!(
+        prog.iter().any(|i| i.code == 0x05),
+        "needs at least one BPF_JA trampoline"
+    );
     differential(&spec);
 }
 
@@ -282,12 +482,18 @@ fn long_jumps_are_correct_in_a_program_over_256_instructions() {
 fn over_4096_instructions_is_a_typed_error() {
     let mut spec = SeccompSpec::new(Action::Errno(1));
     for (nr, name) in Arch::X86_64.table() {
-        if aegis_targets::seccomp::syscalls::POINTER_ARGS.iter().any(|(n, _)| n == name) {
+        if aegis_targets::seccomp::syscalls::POINTER_ARGS
+            .iter()
+            .any(|(n, _)| n == name)
+        {
             continue;
         }
         for v in 0..4u64 {
             let value = u64::from(*nr) << 33 | v;
-            spec.push(name, Rule::when(vec![ArgCond::new(3, CmpOp::Eq, value)], Action::Allow));
+            spec.push(
+                name,
+                Rule::when(vec![ArgCond::new(3, CmpOp::Eq, value)], Action::Allow),
+            );
         }
     }
     match compile(&spec, Arch::X86_64, &SyscallWeights::agent_mix()) {
@@ -302,13 +508,25 @@ fn over_4096_instructions_is_a_typed_error() {
 #[test]
 fn spec_validation_rejects_pointer_conditions_and_typos() {
     let mut spec = SeccompSpec::new(Action::Errno(1));
-    spec.push("openat", Rule::when(vec![ArgCond::new(1, CmpOp::Eq, 0x1000)], Action::Allow));
-    assert!(matches!(compile(&spec, Arch::X86_64, &SyscallWeights::default()), Err(CodegenError::Spec(_))));
+    spec.push(
+        "openat",
+        Rule::when(vec![ArgCond::new(1, CmpOp::Eq, 0x1000)], Action::Allow),
+    );
+    assert!(matches!(
+        compile(&spec, Arch::X86_64, &SyscallWeights::default()),
+        Err(CodegenError::Spec(_))
+    ));
     let mut spec = SeccompSpec::new(Action::Errno(1));
     spec.allow("getpidd");
     assert!(compile(&spec, Arch::X86_64, &SyscallWeights::default()).is_err());
     let mut spec = SeccompSpec::new(Action::Errno(1));
-    spec.push("dup3", Rule::when(vec![ArgCond::new(2, CmpOp::MaskedEq(0xf), 0x10)], Action::Allow));
+    spec.push(
+        "dup3",
+        Rule::when(
+            vec![ArgCond::new(2, CmpOp::MaskedEq(0xf), 0x10)],
+            Action::Allow,
+        ),
+    );
     assert!(compile(&spec, Arch::X86_64, &SyscallWeights::default()).is_err());
     let mut spec = SeccompSpec::new(Action::Errno(0));
     spec.allow("read");
@@ -336,7 +554,10 @@ fn cache_check_fails_for_an_allow_that_loads_arguments() {
     // The generated program caches it.
     let good = compile(&spec, Arch::X86_64, &SyscallWeights::agent_mix()).unwrap();
     assert!(is_const_allow(&good, 0xc000_003e, 39));
-    assert!(!is_const_allow(&good, 0xc000_003e, 40), "denied syscalls are not const-allow");
+    assert!(
+        !is_const_allow(&good, 0xc000_003e, 40),
+        "denied syscalls are not const-allow"
+    );
 }
 
 #[test]
@@ -389,24 +610,45 @@ fn arb_cond() -> impl Strategy<Value = ArgCond> {
         arb_value().prop_map(CmpOp::MaskedEq),
     ];
     (0u8..6, op, arb_value()).prop_map(|(index, op, value)| {
-        let value = if let CmpOp::MaskedEq(m) = op { value & m } else { value };
+        let value = if let CmpOp::MaskedEq(m) = op {
+            value & m
+        } else {
+            value
+        };
         ArgCond { index, op, value }
     })
 }
 
 fn arb_rule() -> impl Strategy<Value = Rule> {
-    (proptest::collection::vec(arb_cond(), 0..3), arb_action(), prop_oneof![6 => Just(None), 1 => Just(Some(Arch::X86_64)), 1 => Just(Some(Arch::Aarch64))])
-        .prop_map(|(conds, action, only_arch)| Rule { conds, action, only_arch })
+    (
+        proptest::collection::vec(arb_cond(), 0..3),
+        arb_action(),
+        prop_oneof![6 => Just(None), 1 => Just(Some(Arch::X86_64)), 1 => Just(Some(Arch::Aarch64))],
+    )
+        .prop_map(|(conds, action, only_arch)| Rule {
+            conds,
+            action,
+            only_arch,
+        })
 }
 
 fn arb_spec() -> impl Strategy<Value = SeccompSpec> {
-    let names: Vec<&'static str> = Arch::X86_64.table().iter().chain(Arch::Aarch64.table()).map(|(_, n)| *n).collect();
-    let entry = (proptest::sample::select(names), proptest::collection::vec(arb_rule(), 0..3));
+    let names: Vec<&'static str> = Arch::X86_64
+        .table()
+        .iter()
+        .chain(Arch::Aarch64.table())
+        .map(|(_, n)| *n)
+        .collect();
+    let entry = (
+        proptest::sample::select(names),
+        proptest::collection::vec(arb_rule(), 0..3),
+    );
     (arb_action(), proptest::collection::vec(entry, 0..40)).prop_map(|(default_action, entries)| {
         let mut spec = SeccompSpec::new(default_action);
         for (name, mut rules) in entries {
             for r in &mut rules {
-                r.conds.retain(|c| !aegis_targets::seccomp::syscalls::is_pointer_arg(name, c.index));
+                r.conds
+                    .retain(|c| !aegis_targets::seccomp::syscalls::is_pointer_arg(name, c.index));
             }
             spec.set(name, rules);
         }

@@ -12,10 +12,17 @@ use aegis_targets::seccomp::*;
 
 const DOCKER: &str = include_str!("../bench-data/docker-default-seccomp.json");
 const PY: &str = "/usr/bin/python3";
-const LIBSECCOMP_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench-data/libseccomp_filter.py");
+const LIBSECCOMP_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/bench-data/libseccomp_filter.py"
+);
 
 fn have_libseccomp() -> bool {
-    let ok = Command::new(PY).args(["-c", "import seccomp"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(PY)
+        .args(["-c", "import seccomp"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("SKIP: {PY} cannot import seccomp (python3-seccomp not installed)");
     }
@@ -33,20 +40,52 @@ fn snapshot(name: &str, text: &str) {
 fn tables_are_sorted_unique_and_match_the_kernel_headers() {
     for arch in Arch::ALL {
         let t = arch.table();
-        assert!(t.windows(2).all(|w| w[0].0 < w[1].0), "{arch}: sorted, unique numbers");
+        assert!(
+            t.windows(2).all(|w| w[0].0 < w[1].0),
+            "{arch}: sorted, unique numbers"
+        );
         let mut names: Vec<&str> = t.iter().map(|(_, n)| *n).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), t.len(), "{arch}: unique names");
-        assert_eq!(arch.highest_nr(), 469, "{arch}: file_setattr (6.17) is the newest in 6.18");
+        assert_eq!(
+            arch.highest_nr(),
+            469,
+            "{arch}: file_setattr (6.17) is the newest in 6.18"
+        );
     }
     // Numbers every Linux developer knows, and the post-6.1 additions.
     let x = Arch::X86_64;
-    for (name, nr) in [("read", 0), ("getpid", 39), ("clone", 56), ("execve", 59), ("uretprobe", 335), ("uprobe", 336), ("clone3", 435), ("io_uring_setup", 425), ("cachestat", 451), ("mseal", 462), ("file_setattr", 469)] {
+    for (name, nr) in [
+        ("read", 0),
+        ("getpid", 39),
+        ("clone", 56),
+        ("execve", 59),
+        ("uretprobe", 335),
+        ("uprobe", 336),
+        ("clone3", 435),
+        ("io_uring_setup", 425),
+        ("cachestat", 451),
+        ("mseal", 462),
+        ("file_setattr", 469),
+    ] {
         assert_eq!(x.nr(name), Some(nr), "x86_64 {name}");
     }
     let a = Arch::Aarch64;
-    for (name, nr) in [("io_setup", 0), ("openat", 56), ("read", 63), ("write", 64), ("getpid", 172), ("socket", 198), ("clone", 220), ("execve", 221), ("mmap", 222), ("clone3", 435), ("map_shadow_stack", 453), ("file_setattr", 469)] {
+    for (name, nr) in [
+        ("io_setup", 0),
+        ("openat", 56),
+        ("read", 63),
+        ("write", 64),
+        ("getpid", 172),
+        ("socket", 198),
+        ("clone", 220),
+        ("execve", 221),
+        ("mmap", 222),
+        ("clone3", 435),
+        ("map_shadow_stack", 453),
+        ("file_setattr", 469),
+    ] {
         assert_eq!(a.nr(name), Some(nr), "aarch64 {name}");
     }
     assert_eq!(a.nr("open"), None, "aarch64 has no open(2)");
@@ -81,7 +120,12 @@ fn tables_agree_with_libseccomp_for_every_name_it_knows() {
         let script = format!(
             "import seccomp,sys\nfor n in sys.argv[1:]:\n  try: print(n, seccomp.resolve_syscall(seccomp.Arch.{scmp}, n))\n  except Exception: print(n, 'none')"
         );
-        let out = Command::new(PY).arg("-c").arg(&script).args(&names).output().unwrap();
+        let out = Command::new(PY)
+            .arg("-c")
+            .arg(&script)
+            .args(&names)
+            .output()
+            .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let mut known = 0;
         for line in text.lines() {
@@ -89,11 +133,18 @@ fn tables_agree_with_libseccomp_for_every_name_it_knows() {
             if let Ok(nr) = nr.parse::<i64>()
                 && nr >= 0
             {
-                assert_eq!(i64::from(arch.nr(name).unwrap()), nr, "{arch} {name}: libseccomp disagrees");
+                assert_eq!(
+                    i64::from(arch.nr(name).unwrap()),
+                    nr,
+                    "{arch} {name}: libseccomp disagrees"
+                );
                 known += 1;
             }
         }
-        assert!(known > 280, "{arch}: libseccomp resolved only {known} names");
+        assert!(
+            known > 280,
+            "{arch}: libseccomp resolved only {known} names"
+        );
     }
 }
 
@@ -103,20 +154,45 @@ fn docker_import_drops_capability_rules_and_keeps_the_unprivileged_ones() {
     let spec = &imported.spec;
     assert_eq!(spec.default_action, Action::Errno(1));
     let x = Arch::X86_64;
-    let d = |name: &str, args: [u64; 6]| decide(spec, x, &SeccompData::new(x, x.nr(name).unwrap(), args));
+    let d = |name: &str, args: [u64; 6]| {
+        decide(spec, x, &SeccompData::new(x, x.nr(name).unwrap(), args))
+    };
     assert_eq!(d("read", [0; 6]), Action::Allow);
-    assert_eq!(d("mount", [0; 6]), Action::Errno(1), "CAP_SYS_ADMIN rule dropped");
+    assert_eq!(
+        d("mount", [0; 6]),
+        Action::Errno(1),
+        "CAP_SYS_ADMIN rule dropped"
+    );
     assert_eq!(d("bpf", [0; 6]), Action::Errno(1), "CAP_BPF rule dropped");
-    assert_eq!(d("ptrace", [0; 6]), Action::Allow, "minKernel 4.8 rule kept");
-    assert_eq!(d("arch_prctl", [0; 6]), Action::Allow, "amd64 rule kept on x86_64");
+    assert_eq!(
+        d("ptrace", [0; 6]),
+        Action::Allow,
+        "minKernel 4.8 rule kept"
+    );
+    assert_eq!(
+        d("arch_prctl", [0; 6]),
+        Action::Allow,
+        "amd64 rule kept on x86_64"
+    );
     assert_eq!(d("clone", [0x11, 0, 0, 0, 0, 0]), Action::Allow);
-    assert_eq!(d("clone", [0x1000_0011, 0, 0, 0, 0, 0]), Action::Errno(1), "CLONE_NEWUSER");
-    assert_eq!(d("socket", [40, 0, 0, 0, 0, 0]), Action::Errno(1), "AF_VSOCK");
+    assert_eq!(
+        d("clone", [0x1000_0011, 0, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "CLONE_NEWUSER"
+    );
+    assert_eq!(
+        d("socket", [40, 0, 0, 0, 0, 0]),
+        Action::Errno(1),
+        "AF_VSOCK"
+    );
     assert_eq!(d("socket", [2, 0, 0, 0, 0, 0]), Action::Allow);
     assert_eq!(d("personality", [8, 0, 0, 0, 0, 0]), Action::Allow);
     assert_eq!(d("personality", [0x40000, 0, 0, 0, 0, 0]), Action::Errno(1));
     assert_eq!(d("clone3", [0; 6]), Action::Errno(ENOSYS));
-    assert!(spec.rules_for(Arch::Aarch64, "arch_prctl").is_empty() || Arch::Aarch64.nr("arch_prctl").is_none());
+    assert!(
+        spec.rules_for(Arch::Aarch64, "arch_prctl").is_empty()
+            || Arch::Aarch64.nr("arch_prctl").is_none()
+    );
     let notes = imported.notes.join("\n");
     assert!(notes.contains("CAP_SYS_ADMIN"), "{notes}");
     assert!(notes.contains("s390"), "{notes}");
@@ -131,38 +207,81 @@ fn oci_export_has_the_runtime_spec_shape_and_round_trips() {
     // runtime-spec config-linux.md: linux.seccomp fields and their types.
     let obj = v.as_object().unwrap();
     for key in obj.keys() {
-        assert!(["defaultAction", "defaultErrnoRet", "architectures", "flags", "listenerPath", "listenerMetadata", "syscalls"].contains(&key.as_str()), "unexpected key {key}");
+        assert!(
+            [
+                "defaultAction",
+                "defaultErrnoRet",
+                "architectures",
+                "flags",
+                "listenerPath",
+                "listenerMetadata",
+                "syscalls"
+            ]
+            .contains(&key.as_str()),
+            "unexpected key {key}"
+        );
     }
     assert_eq!(v["defaultAction"], "SCMP_ACT_ERRNO");
     assert_eq!(v["defaultErrnoRet"], 1);
-    assert_eq!(v["architectures"], serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"]));
+    assert_eq!(
+        v["architectures"],
+        serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"])
+    );
     for e in v["syscalls"].as_array().unwrap() {
         let e = e.as_object().unwrap();
         assert!(e["names"].as_array().unwrap().iter().all(|n| n.is_string()));
         assert!(e["action"].as_str().unwrap().starts_with("SCMP_ACT_"));
         for k in e.keys() {
-            assert!(["names", "action", "errnoRet", "args"].contains(&k.as_str()), "unexpected {k}");
+            assert!(
+                ["names", "action", "errnoRet", "args"].contains(&k.as_str()),
+                "unexpected {k}"
+            );
         }
-        for a in e.get("args").and_then(|a| a.as_array()).into_iter().flatten() {
+        for a in e
+            .get("args")
+            .and_then(|a| a.as_array())
+            .into_iter()
+            .flatten()
+        {
             assert!(a["index"].as_u64().unwrap() < 6);
             assert!(a["value"].is_u64());
             assert!(a["op"].as_str().unwrap().starts_with("SCMP_CMP_"));
         }
     }
     // ioctl's TIOCSTI exception cannot be said in OCI: reported, not hidden.
-    assert!(exported.losses.iter().any(|l| l.starts_with("ioctl")), "{:?}", exported.losses);
+    assert!(
+        exported.losses.iter().any(|l| l.starts_with("ioctl")),
+        "{:?}",
+        exported.losses
+    );
     let text = serde_json::to_string_pretty(v).unwrap();
-    snapshot("oci_export_aegis_default", &format!("{}\n--- losses ---\n{}", text, exported.losses.join("\n")));
+    snapshot(
+        "oci_export_aegis_default",
+        &format!("{}\n--- losses ---\n{}", text, exported.losses.join("\n")),
+    );
     // Importing the export gives the same decisions except where losses were reported.
     let back = oci::import(&text).unwrap().spec;
     for arch in Arch::ALL {
         for (nr, name) in arch.table() {
-            if exported.losses.iter().any(|l| l.starts_with(&format!("{name}:"))) {
+            if exported
+                .losses
+                .iter()
+                .any(|l| l.starts_with(&format!("{name}:")))
+            {
                 continue;
             }
-            for args in [[0u64; 6], [1, 1, 0, 0, 0, 0], [2, 1, 0, 0, 0, 0], [0x1000_0000, 0, 0, 0, 0, 0]] {
+            for args in [
+                [0u64; 6],
+                [1, 1, 0, 0, 0, 0],
+                [2, 1, 0, 0, 0, 0],
+                [0x1000_0000, 0, 0, 0, 0, 0],
+            ] {
                 let d = SeccompData::new(arch, *nr, args);
-                assert_eq!(decide(&back, arch, &d), decide(&spec, arch, &d), "{arch} {name} {args:x?}");
+                assert_eq!(
+                    decide(&back, arch, &d),
+                    decide(&spec, arch, &d),
+                    "{arch} {name} {args:x?}"
+                );
             }
         }
     }
@@ -196,8 +315,17 @@ for e in p["syscalls"]:
 f.export_bpf(open("/dev/null", "wb"))
 print(n)
 "#;
-    let out = Command::new(PY).arg("-c").arg(script).arg(&path).output().unwrap();
-    assert!(out.status.success(), "libseccomp rejected the export: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(PY)
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "libseccomp rejected the export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let n: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(n > 250, "{n} rules loaded");
 }
@@ -207,14 +335,22 @@ pub fn libseccomp_program(spec: &SeccompSpec, optimize: Option<u8>) -> Vec<SockF
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.json");
     let out = dir.path().join("filter.bpf");
-    std::fs::write(&rules, cost::libseccomp_rules(spec, Arch::X86_64).to_string()).unwrap();
+    std::fs::write(
+        &rules,
+        cost::libseccomp_rules(spec, Arch::X86_64).to_string(),
+    )
+    .unwrap();
     let mut cmd = Command::new(PY);
     cmd.arg(LIBSECCOMP_SCRIPT).arg(&rules).arg(&out);
     if let Some(o) = optimize {
         cmd.arg(o.to_string());
     }
     let st = cmd.output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     from_bytes(&std::fs::read(&out).unwrap()).unwrap()
 }
 
@@ -229,7 +365,14 @@ fn libseccomp_agrees_with_decide_on_the_docker_default_set() {
         let theirs = libseccomp_program(&spec, opt);
         let mut compared = 0;
         for (nr, name) in Arch::X86_64.table() {
-            for args in [[0u64; 6], [2, 0, 0, 0, 0, 0], [40, 0, 0, 0, 0, 0], [0x1000_0011, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0], [u64::MAX; 6]] {
+            for args in [
+                [0u64; 6],
+                [2, 0, 0, 0, 0, 0],
+                [40, 0, 0, 0, 0, 0],
+                [0x1000_0011, 0, 0, 0, 0, 0],
+                [8, 0, 0, 0, 0, 0],
+                [u64::MAX; 6],
+            ] {
                 let d = SeccompData::new(Arch::X86_64, *nr, args);
                 let lib = Action::from_ret(run(&theirs, &d).unwrap());
                 let want = decide(&spec, Arch::X86_64, &d);
@@ -238,10 +381,19 @@ fn libseccomp_agrees_with_decide_on_the_docker_default_set() {
                 // libseccomp gives the default action to numbers it does not know (newer
                 // than 2.5.4): those are the only allowed disagreements.
                 if lib != want {
-                    let cmd = format!("import seccomp; print(seccomp.resolve_syscall(seccomp.Arch.X86_64, '{name}'))");
+                    let cmd = format!(
+                        "import seccomp; print(seccomp.resolve_syscall(seccomp.Arch.X86_64, '{name}'))"
+                    );
                     let o = Command::new(PY).args(["-c", &cmd]).output().unwrap();
-                    let known = String::from_utf8_lossy(&o.stdout).trim().parse::<i64>().map(|n| n >= 0).unwrap_or(false);
-                    assert!(!known, "libseccomp {opt:?} says {lib} for {name} {args:x?}, decide says {want}");
+                    let known = String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<i64>()
+                        .map(|n| n >= 0)
+                        .unwrap_or(false);
+                    assert!(
+                        !known,
+                        "libseccomp {opt:?} says {lib} for {name} {args:x?}, decide says {want}"
+                    );
                 } else {
                     compared += 1;
                 }
@@ -255,13 +407,30 @@ fn libseccomp_agrees_with_decide_on_the_docker_default_set() {
 fn disassembly_snapshots() {
     let weights = SyscallWeights::agent_mix();
     let mut minimal = SeccompSpec::new(Action::Errno(1));
-    for n in ["read", "write", "close", "exit_group", "rt_sigreturn", "getpid"] {
+    for n in [
+        "read",
+        "write",
+        "close",
+        "exit_group",
+        "rt_sigreturn",
+        "getpid",
+    ] {
         minimal.allow(n);
     }
-    minimal.push("socket", Rule::when(vec![aegis_targets::seccomp::hardening::int_eq(0, 1)], Action::Allow));
+    minimal.push(
+        "socket",
+        Rule::when(
+            vec![aegis_targets::seccomp::hardening::int_eq(0, 1)],
+            Action::Allow,
+        ),
+    );
     let docker = oci::import(DOCKER).unwrap().spec;
     let hardened = aegis_default(&Hardening::default());
-    for (label, spec) in [("minimal", &minimal), ("docker_default", &docker), ("aegis_default", &hardened)] {
+    for (label, spec) in [
+        ("minimal", &minimal),
+        ("docker_default", &docker),
+        ("aegis_default", &hardened),
+    ] {
         for arch in Arch::ALL {
             let prog = compile(spec, arch, &weights).unwrap();
             let report = cache::check_cacheable(spec, arch, &prog).unwrap();
@@ -280,13 +449,28 @@ fn disassembly_snapshots() {
 fn disassembly_names_syscalls_and_decodes_returns() {
     let mut spec = SeccompSpec::new(Action::Errno(1));
     spec.allow("execve");
-    spec.push("dup3", Rule::when(vec![ArgCond::new(2, CmpOp::Eq, 0x8_0000_0001)], Action::Log));
+    spec.push(
+        "dup3",
+        Rule::when(vec![ArgCond::new(2, CmpOp::Eq, 0x8_0000_0001)], Action::Log),
+    );
     let prog = compile(&spec, Arch::X86_64, &SyscallWeights::default()).unwrap();
     let text = disassemble(&prog, Some(Arch::X86_64));
     assert!(text.starts_with("0000: A = arch\n0001: if (A == 0xc000003e) goto 0003 else goto 0002  # AUDIT_ARCH_X86_64\n0002: return KILL_PROCESS\n0003: A = sys_number\n"), "{text}");
-    assert!(text.contains("# execve") || text.contains("# dup3"), "{text}");
-    assert!(text.contains("A = args[2] >> 32") && text.contains("A = args[2]\n"), "{text}");
-    assert!(text.contains("return ALLOW") && text.contains("return ERRNO(1)") && text.contains("return LOG") && text.contains("return ERRNO(38)"), "{text}");
+    assert!(
+        text.contains("# execve") || text.contains("# dup3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("A = args[2] >> 32") && text.contains("A = args[2]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("return ALLOW")
+            && text.contains("return ERRNO(1)")
+            && text.contains("return LOG")
+            && text.contains("return ERRNO(38)"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), prog.len());
 }
 

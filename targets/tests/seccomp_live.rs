@@ -24,7 +24,11 @@ fn in_child(f: impl FnOnce() -> i32) -> i32 {
     // SAFETY: waiting for our own child.
     let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
     assert_eq!(rc, pid);
-    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) }
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
 }
 
 fn errno() -> i32 {
@@ -72,15 +76,28 @@ fn hardened_filter_outcomes_in_a_real_process() {
             return 3;
         }
         // Policy denials: EPERM (as root, the kernel itself would allow these).
-        if sys(libc::SYS_unshare, [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]) != Err(libc::EPERM) {
+        if sys(
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+        ) != Err(libc::EPERM)
+        {
             return 4;
         }
-        if sys(libc::SYS_socket, [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0]) != Err(libc::EPERM) {
+        if sys(
+            libc::SYS_socket,
+            [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+        ) != Err(libc::EPERM)
+        {
             return 5;
         }
-        match sys(libc::SYS_socket, [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0]) {
+        match sys(
+            libc::SYS_socket,
+            [libc::AF_UNIX as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+        ) {
             // SAFETY: closing the socket we just created.
-            Ok(fd) => unsafe { libc::close(fd as i32); },
+            Ok(fd) => unsafe {
+                libc::close(fd as i32);
+            },
             Err(_) => return 6,
         }
         // io_uring_setup(1, NULL): the kernel would say EFAULT; the filter says EPERM first.
@@ -97,7 +114,9 @@ fn hardened_filter_outcomes_in_a_real_process() {
                 return 9;
             }
         }
-        if sys(libc::SYS_bpf, [0; 6]) != Err(libc::EPERM) || sys(libc::SYS_ptrace, [0; 6]) != Err(libc::EPERM) {
+        if sys(libc::SYS_bpf, [0; 6]) != Err(libc::EPERM)
+            || sys(libc::SYS_ptrace, [0; 6]) != Err(libc::EPERM)
+        {
             return 10;
         }
         // TIOCSTI with upper-half garbage is still caught.
@@ -126,7 +145,12 @@ fn every_thread_is_covered_with_tsync() {
             let tid = sys(libc::SYS_gettid, [0; 6]).unwrap_or(-1);
             res_tx.send(Ok(tid)).ok();
             go_rx.recv().ok();
-            res_tx.send(sys(libc::SYS_unshare, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0])).ok();
+            res_tx
+                .send(sys(
+                    libc::SYS_unshare,
+                    [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0],
+                ))
+                .ok();
         });
         let tid = match res_rx.recv() {
             Ok(Ok(t)) => t,
@@ -169,7 +193,9 @@ fn i386_entry_kills_the_process() {
     }
     let plain = in_child(|| if int80_getpid() > 0 { 0 } else { 1 });
     if plain != 0 {
-        eprintln!("SKIP: int 0x80 does not work here without a filter (no IA32 emulation: {plain})");
+        eprintln!(
+            "SKIP: int 0x80 does not work here without a filter (no IA32 emulation: {plain})"
+        );
         return;
     }
     let prog = hardened_program();
@@ -180,7 +206,11 @@ fn i386_entry_kills_the_process() {
         int80_getpid();
         2
     });
-    assert_eq!(code, 128 + libc::SIGSYS, "int 0x80 under the filter must be killed by SIGSYS");
+    assert_eq!(
+        code,
+        128 + libc::SIGSYS,
+        "int 0x80 under the filter must be killed by SIGSYS"
+    );
 }
 
 #[test]
@@ -199,7 +229,12 @@ fn a_real_program_runs_under_the_default_filter() {
         if apply(&prog, ApplyOptions::default()).is_err() {
             return 100;
         }
-        let argv = [sh.as_ptr(), dash_c.as_ptr(), script.as_ptr(), std::ptr::null()];
+        let argv = [
+            sh.as_ptr(),
+            dash_c.as_ptr(),
+            script.as_ptr(),
+            std::ptr::null(),
+        ];
         // SAFETY: argv is a NULL-terminated array of C strings that outlive the call.
         unsafe { libc::execv(sh.as_ptr(), argv.as_ptr()) };
         101
@@ -219,9 +254,15 @@ fn log_flag_and_bad_programs() {
     });
     assert_eq!(code, 0);
     // An empty program is refused before any syscall.
-    assert!(matches!(apply(&[], ApplyOptions::default()), Err(ApplyError::BadLength { len: 0 })));
+    assert!(matches!(
+        apply(&[], ApplyOptions::default()),
+        Err(ApplyError::BadLength { len: 0 })
+    ));
     // A program the kernel rejects (jump out of range) is a typed error, in a child.
-    let bad = vec![SockFilter::jump(0x15, 0, 5, 5), SockFilter::ret(0x7fff_0000)];
+    let bad = vec![
+        SockFilter::jump(0x15, 0, 5, 5),
+        SockFilter::ret(0x7fff_0000),
+    ];
     let code = in_child(|| match apply(&bad, ApplyOptions::default()) {
         Err(ApplyError::Install { errno }) if errno == libc::EINVAL => 0,
         _ => 1,

@@ -16,7 +16,10 @@ use aegis_targets::seccomp::hardening::{Hardening, aegis_default};
 use aegis_targets::seccomp::*;
 
 const DOCKER: &str = include_str!("../../bench-data/docker-default-seccomp.json");
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench-data/libseccomp_filter.py");
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/bench-data/libseccomp_filter.py"
+);
 
 type Error = Box<dyn std::error::Error>;
 
@@ -25,7 +28,10 @@ fn libseccomp(spec: &SeccompSpec, optimize: Option<u8>) -> Result<Vec<SockFilter
     std::fs::create_dir_all(&dir)?;
     let rules = dir.join("rules.json");
     let out = dir.join(format!("libseccomp-{}.bpf", optimize.unwrap_or(0)));
-    std::fs::write(&rules, cost::libseccomp_rules(spec, Arch::X86_64).to_string())?;
+    std::fs::write(
+        &rules,
+        cost::libseccomp_rules(spec, Arch::X86_64).to_string(),
+    )?;
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg(SCRIPT).arg(&rules).arg(&out);
     if let Some(o) = optimize {
@@ -33,7 +39,11 @@ fn libseccomp(spec: &SeccompSpec, optimize: Option<u8>) -> Result<Vec<SockFilter
     }
     let st = cmd.output()?;
     if !st.status.success() {
-        return Err(format!("libseccomp script failed: {}", String::from_utf8_lossy(&st.stderr)).into());
+        return Err(format!(
+            "libseccomp script failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        )
+        .into());
     }
     let prog = from_bytes(&std::fs::read(&out)?)?;
     std::fs::remove_dir_all(&dir).ok();
@@ -42,13 +52,20 @@ fn libseccomp(spec: &SeccompSpec, optimize: Option<u8>) -> Result<Vec<SockFilter
 
 fn cached(spec: &SeccompSpec, prog: &[SockFilter]) -> (usize, usize) {
     let allowed = spec.always_allowed(Arch::X86_64);
-    let ok = allowed.iter().filter(|nr| is_const_allow(prog, Arch::X86_64.audit_arch(), **nr)).count();
+    let ok = allowed
+        .iter()
+        .filter(|nr| is_const_allow(prog, Arch::X86_64.audit_arch(), **nr))
+        .count();
     (ok, allowed.len())
 }
 
 /// Nanoseconds per call of `f`, measured in a forked child with `prog` installed (None: no
 /// filter). Minimum over 5 rounds of `n` calls.
-fn time_in_child(prog: Option<&[SockFilter]>, calls: &[(i64, [u64; 6])], n: u32) -> Result<Vec<f64>, Error> {
+fn time_in_child(
+    prog: Option<&[SockFilter]>,
+    calls: &[(i64, [u64; 6])],
+    n: u32,
+) -> Result<Vec<f64>, Error> {
     let mut fds = [0i32; 2];
     // SAFETY: creating a pipe into a local array.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -96,7 +113,10 @@ fn time_in_child(prog: Option<&[SockFilter]>, calls: &[(i64, [u64; 6])], n: u32)
         libc::close(fds[0]);
     }
     let text = String::from_utf8_lossy(buf.get(..len.max(0) as usize).unwrap_or(&[])).to_string();
-    let v: Vec<f64> = text.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect();
     if v.len() != calls.len() {
         return Err(format!("child failed (status {status})").into());
     }
@@ -124,7 +144,10 @@ fn main() -> Result<(), Error> {
         weights.counts.len()
     );
     println!();
-    println!("{:<40} {:>10} {:>9} {:>9} {:>7} {:>9}", "filter", "mean insn", "max run", "max path", "length", "cached");
+    println!(
+        "{:<40} {:>10} {:>9} {:>9} {:>7} {:>9}",
+        "filter", "mean insn", "max run", "max path", "length", "cached"
+    );
     let rows: [(&str, &SeccompSpec, &[SockFilter]); 5] = [
         ("AEGIS (weighted tree)", &spec, &ours),
         ("AEGIS (unweighted tree)", &spec, &ours_unweighted),
@@ -133,10 +156,16 @@ fn main() -> Result<(), Error> {
         ("AEGIS default base + hardening", &hardened_spec, &hardened),
     ];
     for (name, s, prog) in rows {
-        let CostProfile { weighted_mean, max_executed, longest_path, len } =
-            cost::measure(prog, Arch::X86_64, &weights)?;
+        let CostProfile {
+            weighted_mean,
+            max_executed,
+            longest_path,
+            len,
+        } = cost::measure(prog, Arch::X86_64, &weights)?;
         let (c, all) = cached(s, prog);
-        println!("{name:<40} {weighted_mean:>10.2} {max_executed:>9} {longest_path:>9} {len:>7} {c:>5}/{all}");
+        println!(
+            "{name:<40} {weighted_mean:>10.2} {max_executed:>9} {longest_path:>9} {len:>7} {c:>5}/{all}"
+        );
     }
     let uncached: Vec<&str> = spec
         .always_allowed(Arch::X86_64)
@@ -144,7 +173,10 @@ fn main() -> Result<(), Error> {
         .filter(|nr| !is_const_allow(&lib_tree, Arch::X86_64.audit_arch(), *nr))
         .filter_map(|nr| Arch::X86_64.syscall_name(nr))
         .collect();
-    println!("always allowed but not cached with libseccomp CTL_OPTIMIZE=2: {}", uncached.join(", "));
+    println!(
+        "always allowed but not cached with libseccomp CTL_OPTIMIZE=2: {}",
+        uncached.join(", ")
+    );
 
     println!();
     let n = 500_000;
@@ -153,7 +185,10 @@ fn main() -> Result<(), Error> {
     let personality = (libc::SYS_personality, [0xffff_ffffu64, 0, 0, 0, 0, 0]); // allowed after an argument check
     let calls = [getppid, denied, personality];
     println!("ns per syscall in a child (best of 5 rounds x {n} calls):");
-    println!("{:<40} {:>10} {:>12} {:>16}", "filter", "getppid", "keyctl (EPERM)", "personality(-1)");
+    println!(
+        "{:<40} {:>10} {:>12} {:>16}",
+        "filter", "getppid", "keyctl (EPERM)", "personality(-1)"
+    );
     let filters: [(&str, Option<&[SockFilter]>); 4] = [
         ("no filter", None),
         ("AEGIS", Some(&ours)),

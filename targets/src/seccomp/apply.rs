@@ -67,7 +67,11 @@ pub fn apply_with_listener(
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
-fn install(program: &[SockFilter], opts: ApplyOptions, extra: libc::c_ulong) -> Result<i64, ApplyError> {
+fn install(
+    program: &[SockFilter],
+    opts: ApplyOptions,
+    extra: libc::c_ulong,
+) -> Result<i64, ApplyError> {
     if program.is_empty() || program.len() > BPF_MAXINSNS {
         return Err(ApplyError::BadLength { len: program.len() });
     }
@@ -129,7 +133,10 @@ pub struct Status {
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
     #[error("seccomp: reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("seccomp: {path} has no parsable `Seccomp:` line")]
     Missing { path: String },
 }
@@ -160,7 +167,11 @@ pub fn current_mode() -> Result<Status, StatusError> {
 
 /// The seccomp state in a `status` file, e.g. `/proc/1234/status`.
 pub fn status_of(path: &str) -> Result<Status, StatusError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| StatusError::Read { path: path.to_owned(), source })?;
-    parse_status(&text).ok_or_else(|| StatusError::Missing { path: path.to_owned() })
+    let text = std::fs::read_to_string(path).map_err(|source| StatusError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_status(&text).ok_or_else(|| StatusError::Missing {
+        path: path.to_owned(),
+    })
 }

@@ -83,7 +83,12 @@ pub struct SockFilter {
 impl SockFilter {
     /// A non-jump instruction.
     pub const fn stmt(code: u16, k: u32) -> SockFilter {
-        SockFilter { code, jt: 0, jf: 0, k }
+        SockFilter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        }
     }
 
     /// A conditional jump (offsets relative to the next instruction).

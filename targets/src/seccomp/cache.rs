@@ -93,7 +93,10 @@ pub fn cache_report(spec: &SeccompSpec, arch: Arch, program: &[SockFilter]) -> C
             cacheable: is_const_allow(program, arch.audit_arch(), nr),
         })
         .collect();
-    CacheReport { arch, always_allowed }
+    CacheReport {
+        arch,
+        always_allowed,
+    }
 }
 
 /// Error unless every always-allowed syscall of `spec` is cached by the kernel.
@@ -104,5 +107,12 @@ pub fn check_cacheable(
 ) -> Result<CacheReport, CacheError> {
     let report = cache_report(spec, arch, program);
     let bad: Vec<&str> = report.uncached().map(|e| e.name).collect();
-    if bad.is_empty() { Ok(report) } else { Err(CacheError { arch, names: bad.join(", ") }) }
+    if bad.is_empty() {
+        Ok(report)
+    } else {
+        Err(CacheError {
+            arch,
+            names: bad.join(", "),
+        })
+    }
 }

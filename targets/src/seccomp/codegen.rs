@@ -76,7 +76,10 @@ pub enum CodegenError {
 enum Leaf {
     Ret(Action),
     /// Rules (conditions → action) tried in order, then `fallback`.
-    Args { rules: Vec<(Vec<ArgCond>, Action)>, fallback: Action },
+    Args {
+        rules: Vec<(Vec<ArgCond>, Action)>,
+        fallback: Action,
+    },
 }
 
 fn leaf_for(spec: &SeccompSpec, arch: Arch, nr: u32) -> Leaf {
@@ -92,7 +95,10 @@ fn leaf_for(spec: &SeccompSpec, arch: Arch, nr: u32) -> Leaf {
             break; // later rules can never be reached
         }
     }
-    Leaf::Args { rules, fallback: spec.default_action }
+    Leaf::Args {
+        rules,
+        fallback: spec.default_action,
+    }
 }
 
 /// A maximal run of syscall numbers `lo..=hi` with the same leaf.
@@ -107,14 +113,22 @@ fn ranges(spec: &SeccompSpec, arch: Arch, weights: &SyscallWeights) -> Vec<Range
     let mut out: Vec<Range> = Vec::new();
     let mut push = |nr: u32, leaf: Leaf, w: u64| match out.last_mut() {
         Some(last) if last.leaf == leaf => last.weight += w,
-        _ => out.push(Range { lo: nr, leaf, weight: w }),
+        _ => out.push(Range {
+            lo: nr,
+            leaf,
+            weight: w,
+        }),
     };
     for nr in 0..=arch.highest_nr() {
         let w = arch.syscall_name(nr).map_or(0, |n| weights.get(n));
         push(nr, leaf_for(spec, arch, nr), w);
     }
     // Everything above: future syscalls, x32 numbers (bit 30), -1.
-    push(arch.highest_nr().saturating_add(1), Leaf::Ret(Action::Errno(ENOSYS)), 0);
+    push(
+        arch.highest_nr().saturating_add(1),
+        Leaf::Ret(Action::Errno(ENOSYS)),
+        0,
+    );
     // A floor weight keeps rarely used ranges from sinking arbitrarily deep, while staying
     // below one real call in total.
     let n = out.len() as u64;
@@ -141,7 +155,11 @@ fn optimal_roots(ranges: &[Range]) -> Vec<Vec<usize>> {
     for len in 2..=n {
         for i in 0..=n - len {
             let j = i + len - 1;
-            let lo = if len == 2 { i + 1 } else { root[i][j - 1].max(i + 1) };
+            let lo = if len == 2 {
+                i + 1
+            } else {
+                root[i][j - 1].max(i + 1)
+            };
             let hi = if len == 2 { j } else { root[i + 1][j].min(j) };
             let mut best = (u64::MAX, lo);
             for s in lo..=hi.max(lo) {
@@ -211,7 +229,12 @@ impl Emitter {
         loop {
             let (dt, df) = (self.dist(jt), self.dist(jf));
             if dt <= 255 && df <= 255 {
-                return self.push(SockFilter::jump(BPF_JMP | op | BPF_K, k, dt as u8, df as u8));
+                return self.push(SockFilter::jump(
+                    BPF_JMP | op | BPF_K,
+                    k,
+                    dt as u8,
+                    df as u8,
+                ));
             }
             if dt >= df {
                 jt = self.near(jt);
@@ -335,7 +358,11 @@ impl Emitter {
                 None => self.ret(Action::KillProcess),
             };
         }
-        let s = roots.get(i).and_then(|r| r.get(j)).copied().unwrap_or(i + 1);
+        let s = roots
+            .get(i)
+            .and_then(|r| r.get(j))
+            .copied()
+            .unwrap_or(i + 1);
         let right = self.tree(ranges, roots, s, j);
         let left = self.tree(ranges, roots, i, s - 1);
         let k = ranges.get(s).map_or(0, |r| r.lo);
@@ -424,7 +451,11 @@ pub fn compile(
     spec.validate()?;
     let ranges = ranges(spec, arch, weights);
     let roots = optimal_roots(&ranges);
-    let mut e = Emitter { rev: Vec::new(), rets: BTreeMap::new(), blocks: BTreeMap::new() };
+    let mut e = Emitter {
+        rev: Vec::new(),
+        rets: BTreeMap::new(),
+        blocks: BTreeMap::new(),
+    };
     let root = e.tree(&ranges, &roots, 0, ranges.len() - 1);
     let load_nr = e.load(OFF_NR, root);
     let kill = e.ret(Action::KillProcess);
@@ -434,7 +465,10 @@ pub fn compile(
     program.reverse();
     let program = drop_redundant_loads(program);
     if program.len() > BPF_MAXINSNS {
-        return Err(CodegenError::TooLong { arch, len: program.len() });
+        return Err(CodegenError::TooLong {
+            arch,
+            len: program.len(),
+        });
     }
     Ok(program)
 }
@@ -444,5 +478,8 @@ pub fn compile_all(
     spec: &SeccompSpec,
     weights: &SyscallWeights,
 ) -> Result<BTreeMap<Arch, Vec<SockFilter>>, CodegenError> {
-    Arch::ALL.iter().map(|a| compile(spec, *a, weights).map(|p| (*a, p))).collect()
+    Arch::ALL
+        .iter()
+        .map(|a| compile(spec, *a, weights).map(|p| (*a, p)))
+        .collect()
 }

@@ -44,7 +44,11 @@ pub fn longest_path(program: &[SockFilter]) -> usize {
 }
 
 /// Measure `program` for `arch` under `weights`.
-pub fn measure(program: &[SockFilter], arch: Arch, weights: &SyscallWeights) -> Result<CostProfile, EmuError> {
+pub fn measure(
+    program: &[SockFilter],
+    arch: Arch,
+    weights: &SyscallWeights,
+) -> Result<CostProfile, EmuError> {
     let mut total = 0u64;
     let mut weighted = 0u64;
     let mut max_executed = 0;
@@ -55,8 +59,17 @@ pub fn measure(program: &[SockFilter], arch: Arch, weights: &SyscallWeights) -> 
         total += w;
         weighted += w * o.executed as u64;
     }
-    let weighted_mean = if total == 0 { 0.0 } else { weighted as f64 / total as f64 };
-    Ok(CostProfile { weighted_mean, max_executed, longest_path: longest_path(program), len: program.len() })
+    let weighted_mean = if total == 0 {
+        0.0
+    } else {
+        weighted as f64 / total as f64
+    };
+    Ok(CostProfile {
+        weighted_mean,
+        max_executed,
+        longest_path: longest_path(program),
+        len: program.len(),
+    })
 }
 
 fn action_json(a: Action) -> serde_json::Value {
@@ -103,6 +116,10 @@ pub fn libseccomp_rules(spec: &SeccompSpec, arch: Arch) -> serde_json::Value {
             rules.push(serde_json::json!([name, action_json(r.action), conds]));
         }
     }
-    rules.push(serde_json::json!(["clone3", action_json(Action::Errno(super::spec::ENOSYS)), []]));
+    rules.push(serde_json::json!([
+        "clone3",
+        action_json(Action::Errno(super::spec::ENOSYS)),
+        []
+    ]));
     serde_json::json!({ "default": action_json(spec.default_action), "rules": rules })
 }

@@ -37,7 +37,11 @@ fn field(k: u32) -> String {
         12 => "instruction_pointer >> 32".to_owned(),
         k if (OFF_ARGS..OFF_ARGS + 48).contains(&k) && k % 4 == 0 => {
             let i = (k - OFF_ARGS) / 8;
-            if (k - OFF_ARGS).is_multiple_of(8) { format!("args[{i}]") } else { format!("args[{i}] >> 32") }
+            if (k - OFF_ARGS).is_multiple_of(8) {
+                format!("args[{i}]")
+            } else {
+                format!("args[{i}] >> 32")
+            }
         }
         k => format!("data[{k}]"),
     }
@@ -56,7 +60,11 @@ fn arch_name(k: u32) -> Option<&'static str> {
 /// Text of a return value, e.g. `ERRNO(1)`.
 pub fn ret_text(k: u32) -> String {
     let a = Action::from_ret(k);
-    if a.to_ret() == k { a.to_string() } else { format!("{k:#010x}") }
+    if a.to_ret() == k {
+        a.to_string()
+    } else {
+        format!("{k:#010x}")
+    }
 }
 
 /// Disassemble `program`; `arch` names syscall numbers in comments.
@@ -106,7 +114,11 @@ pub fn disassemble(program: &[SockFilter], arch: Option<Arch>) -> String {
                 (format!("mem[{k}] = X"), None)
             }
             (BPF_ALU, _) => {
-                let src = if ins.code & BPF_X != 0 { "X".to_owned() } else { format!("{k:#x}") };
+                let src = if ins.code & BPF_X != 0 {
+                    "X".to_owned()
+                } else {
+                    format!("{k:#x}")
+                };
                 let op = match ins.code & 0xf0 {
                     BPF_ADD => "+=",
                     BPF_SUB => "-=",
@@ -165,7 +177,13 @@ pub fn disassemble(program: &[SockFilter], arch: Option<Arch>) -> String {
                     flow(next, Held::Other);
                     ("A = X".to_owned(), None)
                 }
-                _ => (format!("<code {:#06x} jt {} jf {} k {k:#x}>", ins.code, ins.jt, ins.jf), None),
+                _ => (
+                    format!(
+                        "<code {:#06x} jt {} jf {} k {k:#x}>",
+                        ins.code, ins.jt, ins.jf
+                    ),
+                    None,
+                ),
             },
         };
         let _ = match comment {

@@ -49,7 +49,10 @@ pub fn run_counted(program: &[SockFilter], data: &SeccompData) -> Result<Outcome
 
 /// Run `program` on `data` and return the indices of the executed instructions (for
 /// `aegisc explain-syscall`: print those lines of the disassembly).
-pub fn run_traced(program: &[SockFilter], data: &SeccompData) -> Result<(Outcome, Vec<usize>), EmuError> {
+pub fn run_traced(
+    program: &[SockFilter],
+    data: &SeccompData,
+) -> Result<(Outcome, Vec<usize>), EmuError> {
     let mut trace = Vec::new();
     let o = run_inner(program, data, Some(&mut trace))?;
     Ok((o, trace))
@@ -87,7 +90,11 @@ fn run_inner(
         let k = ins.k;
         let bad = || EmuError::BadOpcode { pc, code: ins.code };
         let slot = |s: u32| -> Result<usize, EmuError> {
-            if s < 16 { Ok(s as usize) } else { Err(EmuError::BadScratch { pc, slot: s }) }
+            if s < 16 {
+                Ok(s as usize)
+            } else {
+                Err(EmuError::BadScratch { pc, slot: s })
+            }
         };
         match ins.class() {
             BPF_LD | BPF_LDX => {

@@ -20,50 +20,306 @@ use super::spec::{Action, ArgCond, CmpOp, EPERM, Rule, SeccompSpec};
 /// `process_vm_{readv,writev}` rule (kernel ≥ 4.8) is left out, as the hardening would remove
 /// it anyway unless the policy asks ([`Hardening::ptrace`]).
 pub const DEFAULT_BASE: &[&str] = &[
-    "accept", "accept4", "access", "adjtimex", "alarm", "arch_prctl", "bind", "brk", "cachestat",
-    "capget", "capset", "chdir", "chmod", "chown", "clock_adjtime", "clock_getres",
-    "clock_gettime", "clock_nanosleep", "close", "close_range", "connect", "copy_file_range",
-    "creat", "dup", "dup2", "dup3", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old",
-    "epoll_pwait", "epoll_pwait2", "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2", "execve",
-    "execveat", "exit", "exit_group", "faccessat", "faccessat2", "fadvise64", "fallocate",
-    "fanotify_mark", "fchdir", "fchmod", "fchmodat", "fchmodat2", "fchown", "fchownat", "fcntl",
-    "fdatasync", "fgetxattr", "flistxattr", "flock", "fork", "fremovexattr", "fsetxattr", "fstat",
-    "fstatfs", "fsync", "ftruncate", "futex", "futex_requeue", "futex_wait", "futex_waitv",
-    "futex_wake", "futimesat", "get_robust_list", "get_thread_area", "getcpu", "getcwd",
-    "getdents", "getdents64", "getegid", "geteuid", "getgid", "getgroups", "getitimer",
-    "getpeername", "getpgid", "getpgrp", "getpid", "getppid", "getpriority", "getrandom",
-    "getresgid", "getresuid", "getrlimit", "getrusage", "getsid", "getsockname", "getsockopt",
-    "gettid", "gettimeofday", "getuid", "getxattr", "getxattrat", "inotify_add_watch",
-    "inotify_init", "inotify_init1", "inotify_rm_watch", "io_cancel", "io_destroy", "io_getevents",
-    "io_pgetevents", "io_setup", "io_submit", "ioctl", "ioprio_get", "ioprio_set", "kill",
-    "landlock_add_rule", "landlock_create_ruleset", "landlock_restrict_self", "lchown",
-    "lgetxattr", "link", "linkat", "listen", "listmount", "listxattr", "listxattrat", "llistxattr",
-    "lremovexattr", "lseek", "lsetxattr", "lstat", "madvise", "map_shadow_stack", "membarrier",
-    "memfd_create", "memfd_secret", "mincore", "mkdir", "mkdirat", "mknod", "mknodat", "mlock",
-    "mlock2", "mlockall", "mmap", "mprotect", "mq_getsetattr", "mq_notify", "mq_open",
-    "mq_timedreceive", "mq_timedsend", "mq_unlink", "mremap", "mseal", "msgctl", "msgget",
-    "msgrcv", "msgsnd", "msync", "munlock", "munlockall", "munmap", "name_to_handle_at",
-    "nanosleep", "newfstatat", "open", "openat", "openat2", "pause", "pidfd_open",
-    "pidfd_send_signal", "pipe", "pipe2", "pkey_alloc", "pkey_free", "pkey_mprotect", "poll",
-    "ppoll", "prctl", "pread64", "preadv", "preadv2", "prlimit64", "process_mrelease", "pselect6",
-    "pwrite64", "pwritev", "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv",
-    "recvfrom", "recvmmsg", "recvmsg", "remap_file_pages", "removexattr", "removexattrat",
-    "rename", "renameat", "renameat2", "restart_syscall", "rmdir", "rseq", "rt_sigaction",
-    "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn", "rt_sigsuspend",
-    "rt_sigtimedwait", "rt_tgsigqueueinfo", "sched_get_priority_max", "sched_get_priority_min",
-    "sched_getaffinity", "sched_getattr", "sched_getparam", "sched_getscheduler",
-    "sched_rr_get_interval", "sched_setaffinity", "sched_setattr", "sched_setparam",
-    "sched_setscheduler", "sched_yield", "seccomp", "select", "semctl", "semget", "semop",
-    "semtimedop", "sendfile", "sendmmsg", "sendmsg", "sendto", "set_robust_list",
-    "set_thread_area", "set_tid_address", "setfsgid", "setfsuid", "setgid", "setgroups",
-    "setitimer", "setpgid", "setpriority", "setregid", "setresgid", "setresuid", "setreuid",
-    "setrlimit", "setsid", "setsockopt", "setuid", "setxattr", "setxattrat", "shmat", "shmctl",
-    "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4", "socketpair", "splice",
-    "stat", "statfs", "statmount", "statx", "symlink", "symlinkat", "sync", "sync_file_range",
-    "syncfs", "sysinfo", "tee", "tgkill", "time", "timer_create", "timer_delete",
-    "timer_getoverrun", "timer_gettime", "timer_settime", "timerfd_create", "timerfd_gettime",
-    "timerfd_settime", "times", "tkill", "truncate", "umask", "uname", "unlink", "unlinkat",
-    "uretprobe", "utime", "utimensat", "utimes", "vfork", "vmsplice", "wait4", "waitid", "write",
+    "accept",
+    "accept4",
+    "access",
+    "adjtimex",
+    "alarm",
+    "arch_prctl",
+    "bind",
+    "brk",
+    "cachestat",
+    "capget",
+    "capset",
+    "chdir",
+    "chmod",
+    "chown",
+    "clock_adjtime",
+    "clock_getres",
+    "clock_gettime",
+    "clock_nanosleep",
+    "close",
+    "close_range",
+    "connect",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_ctl_old",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "epoll_wait_old",
+    "eventfd",
+    "eventfd2",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fallocate",
+    "fanotify_mark",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fdatasync",
+    "fgetxattr",
+    "flistxattr",
+    "flock",
+    "fork",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstatfs",
+    "fsync",
+    "ftruncate",
+    "futex",
+    "futex_requeue",
+    "futex_wait",
+    "futex_waitv",
+    "futex_wake",
+    "futimesat",
+    "get_robust_list",
+    "get_thread_area",
+    "getcpu",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getegid",
+    "geteuid",
+    "getgid",
+    "getgroups",
+    "getitimer",
+    "getpeername",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getrandom",
+    "getresgid",
+    "getresuid",
+    "getrlimit",
+    "getrusage",
+    "getsid",
+    "getsockname",
+    "getsockopt",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getxattr",
+    "getxattrat",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "io_cancel",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "io_setup",
+    "io_submit",
+    "ioctl",
+    "ioprio_get",
+    "ioprio_set",
+    "kill",
+    "landlock_add_rule",
+    "landlock_create_ruleset",
+    "landlock_restrict_self",
+    "lchown",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listen",
+    "listmount",
+    "listxattr",
+    "listxattrat",
+    "llistxattr",
+    "lremovexattr",
+    "lseek",
+    "lsetxattr",
+    "lstat",
+    "madvise",
+    "map_shadow_stack",
+    "membarrier",
+    "memfd_create",
+    "memfd_secret",
+    "mincore",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mprotect",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedsend",
+    "mq_unlink",
+    "mremap",
+    "mseal",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "name_to_handle_at",
+    "nanosleep",
+    "newfstatat",
+    "open",
+    "openat",
+    "openat2",
+    "pause",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pipe",
+    "pipe2",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    "poll",
+    "ppoll",
+    "prctl",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "prlimit64",
+    "process_mrelease",
+    "pselect6",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmsg",
+    "remap_file_pages",
+    "removexattr",
+    "removexattrat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "restart_syscall",
+    "rmdir",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_tgsigqueueinfo",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "select",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "sendfile",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "set_robust_list",
+    "set_thread_area",
+    "set_tid_address",
+    "setfsgid",
+    "setfsuid",
+    "setgid",
+    "setgroups",
+    "setitimer",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setresgid",
+    "setresuid",
+    "setreuid",
+    "setrlimit",
+    "setsid",
+    "setsockopt",
+    "setuid",
+    "setxattr",
+    "setxattrat",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    "shutdown",
+    "sigaltstack",
+    "signalfd",
+    "signalfd4",
+    "socketpair",
+    "splice",
+    "stat",
+    "statfs",
+    "statmount",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "sysinfo",
+    "tee",
+    "tgkill",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_settime",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_settime",
+    "times",
+    "tkill",
+    "truncate",
+    "umask",
+    "uname",
+    "unlink",
+    "unlinkat",
+    "uretprobe",
+    "utime",
+    "utimensat",
+    "utimes",
+    "vfork",
+    "vmsplice",
+    "wait4",
+    "waitid",
+    "write",
     "writev",
 ];
 
@@ -137,21 +393,58 @@ pub struct Hardening {
 
 /// Syscalls denied by each group.
 pub const MOUNT_SYSCALLS: &[&str] = &[
-    "chroot", "fsconfig", "fsmount", "fsopen", "fspick", "mount", "mount_setattr", "move_mount",
-    "open_tree", "open_tree_attr", "pivot_root", "umount2",
+    "chroot",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "open_tree",
+    "open_tree_attr",
+    "pivot_root",
+    "umount2",
 ];
 pub const KEYRING_SYSCALLS: &[&str] = &["add_key", "keyctl", "request_key"];
 pub const PTRACE_SYSCALLS: &[&str] = &[
-    "kcmp", "pidfd_getfd", "process_madvise", "process_vm_readv", "process_vm_writev", "ptrace",
+    "kcmp",
+    "pidfd_getfd",
+    "process_madvise",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
 ];
 pub const IO_URING_SYSCALLS: &[&str] = &["io_uring_enter", "io_uring_register", "io_uring_setup"];
 /// Denied whatever the policy says: machine administration that needs capabilities the
 /// agent never has, obsolete interfaces, and x86 LDT changes.
 pub const ALWAYS_DENIED: &[&str] = &[
-    "acct", "create_module", "delete_module", "finit_module", "get_kernel_syms", "init_module",
-    "iopl", "ioperm", "kexec_file_load", "kexec_load", "lookup_dcookie", "modify_ldt",
-    "nfsservctl", "open_by_handle_at", "query_module", "quotactl", "quotactl_fd", "reboot",
-    "swapoff", "swapon", "syslog", "_sysctl", "sysfs", "uselib", "ustat", "vhangup",
+    "acct",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "get_kernel_syms",
+    "init_module",
+    "iopl",
+    "ioperm",
+    "kexec_file_load",
+    "kexec_load",
+    "lookup_dcookie",
+    "modify_ldt",
+    "nfsservctl",
+    "open_by_handle_at",
+    "query_module",
+    "quotactl",
+    "quotactl_fd",
+    "reboot",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "_sysctl",
+    "sysfs",
+    "uselib",
+    "ustat",
+    "vhangup",
 ];
 
 fn deny() -> Action {
@@ -160,7 +453,10 @@ fn deny() -> Action {
 
 /// Whether an action lets the syscall run (possibly after a supervisor or tracer says so).
 fn permissive(a: Action) -> bool {
-    matches!(a, Action::Allow | Action::Log | Action::UserNotif | Action::Trace(_))
+    matches!(
+        a,
+        Action::Allow | Action::Log | Action::UserNotif | Action::Trace(_)
+    )
 }
 
 /// Deny `name` outright.
@@ -202,11 +498,18 @@ fn restrict(spec: &mut SeccompSpec, name: &str, alternatives: &[Vec<ArgCond>]) {
                 }
             }
             if satisfiable(&conds) {
-                rules.push(Rule { conds, action: r.action, only_arch: r.only_arch });
+                rules.push(Rule {
+                    conds,
+                    action: r.action,
+                    only_arch: r.only_arch,
+                });
             }
         }
     }
-    if !rules.iter().any(|r| r.conds.is_empty() && r.only_arch.is_none()) {
+    if !rules
+        .iter()
+        .any(|r| r.conds.is_empty() && r.only_arch.is_none())
+    {
         rules.push(Rule::always(deny()));
     }
     if rules.iter().all(|r| !permissive(r.action)) {
@@ -229,7 +532,11 @@ fn satisfiable(conds: &[ArgCond]) -> bool {
         for c in &mine {
             cands.extend([c.value, c.value.wrapping_sub(1), c.value.wrapping_add(1)]);
             if let CmpOp::MaskedEq(m) = c.op {
-                cands.extend([c.value | !m, c.value | (!m & 0xffff_ffff), c.value | (!m & !0xffff_ffff)]);
+                cands.extend([
+                    c.value | !m,
+                    c.value | (!m & 0xffff_ffff),
+                    c.value | (!m & !0xffff_ffff),
+                ]);
             }
         }
         cands.iter().any(|v| {
@@ -276,12 +583,23 @@ impl Hardening {
             }
         }
         if !self.namespaces {
-            restrict(spec, "clone", &[vec![ArgCond::new(0, CmpOp::MaskedEq(CLONE_NEW_MASK), 0)]]);
+            restrict(
+                spec,
+                "clone",
+                &[vec![ArgCond::new(0, CmpOp::MaskedEq(CLONE_NEW_MASK), 0)]],
+            );
             let unshare_mask = CLONE_NEW_MASK | CLONE_NEWTIME;
-            restrict(spec, "unshare", &[vec![ArgCond::new(0, CmpOp::MaskedEq(unshare_mask), 0)]]);
+            restrict(
+                spec,
+                "unshare",
+                &[vec![ArgCond::new(0, CmpOp::MaskedEq(unshare_mask), 0)]],
+            );
             deny_all(spec, "setns");
         }
-        let mut families = vec![vec![int_eq(0, AF_UNIX)], vec![int_eq(0, AF_NETLINK), int_eq(2, NETLINK_ROUTE)]];
+        let mut families = vec![
+            vec![int_eq(0, AF_UNIX)],
+            vec![int_eq(0, AF_NETLINK), int_eq(2, NETLINK_ROUTE)],
+        ];
         if self.inet_network {
             families.push(vec![int_eq(0, AF_INET)]);
             families.push(vec![int_eq(0, AF_INET6)]);
@@ -293,13 +611,18 @@ impl Hardening {
             deny_when(spec, "ioctl", vec![int_eq(1, TIOCLINUX)]);
         }
         if !self.personality {
-            let alts: Vec<Vec<ArgCond>> =
-                PERSONALITY_ALLOWED.iter().map(|v| vec![int_eq(0, *v)]).collect();
+            let alts: Vec<Vec<ArgCond>> = PERSONALITY_ALLOWED
+                .iter()
+                .map(|v| vec![int_eq(0, *v)])
+                .collect();
             restrict(spec, "personality", &alts);
         }
         if self.exec == ExecGate::Notify {
             for n in ["execve", "execveat"] {
-                let runs = spec.syscalls.get(n).is_some_and(|rs| rs.iter().any(|r| permissive(r.action)));
+                let runs = spec
+                    .syscalls
+                    .get(n)
+                    .is_some_and(|rs| rs.iter().any(|r| permissive(r.action)));
                 if runs {
                     spec.set(n, vec![Rule::always(Action::UserNotif)]);
                 }
@@ -328,12 +651,20 @@ pub fn base_spec() -> SeccompSpec {
         "personality",
         PERSONALITY_ALLOWED
             .iter()
-            .map(|v| Rule::when(vec![ArgCond::new(0, CmpOp::Eq, u64::from(*v))], Action::Allow))
+            .map(|v| {
+                Rule::when(
+                    vec![ArgCond::new(0, CmpOp::Eq, u64::from(*v))],
+                    Action::Allow,
+                )
+            })
             .collect(),
     );
     spec.set(
         "clone",
-        vec![Rule::when(vec![ArgCond::new(0, CmpOp::MaskedEq(CLONE_NEW_MASK), 0)], Action::Allow)],
+        vec![Rule::when(
+            vec![ArgCond::new(0, CmpOp::MaskedEq(CLONE_NEW_MASK), 0)],
+            Action::Allow,
+        )],
     );
     spec
 }

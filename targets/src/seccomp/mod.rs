@@ -24,8 +24,8 @@ pub mod oci;
 pub mod spec;
 pub mod syscalls;
 
-pub use artifact::{Artifact, BuildError, build};
 pub use apply::{ApplyError, ApplyOptions, apply, apply_with_listener, current_mode};
+pub use artifact::{Artifact, BuildError, build};
 pub use bpf::{SockFilter, from_bytes, to_bytes};
 pub use cache::{CacheReport, check_cacheable};
 pub use codegen::{CodegenError, SyscallWeights, compile, compile_all};

@@ -32,7 +32,9 @@ pub enum OciError {
     Action(String),
     #[error("seccomp profile: unknown comparison operator {0:?}")]
     Op(String),
-    #[error("seccomp profile: {name}: MASKED_EQ whose valueTwo has bits outside the mask never matches")]
+    #[error(
+        "seccomp profile: {name}: MASKED_EQ whose valueTwo has bits outside the mask never matches"
+    )]
     MaskedNeverHolds { name: String },
 }
 
@@ -95,7 +97,11 @@ fn arch_of(name: &str) -> Option<Arch> {
     }
 }
 
-fn action_of(name: &str, errno: Option<u16>, default_errno: Option<u16>) -> Result<Action, OciError> {
+fn action_of(
+    name: &str,
+    errno: Option<u16>,
+    default_errno: Option<u16>,
+) -> Result<Action, OciError> {
     Ok(match name {
         "SCMP_ACT_ALLOW" => Action::Allow,
         "SCMP_ACT_LOG" => Action::Log,
@@ -121,7 +127,9 @@ fn cond_of(name: &str, a: &OciArg) -> Result<ArgCond, OciError> {
             // Like runc and libseccomp: a missing valueTwo is 0 (Docker's clone rule).
             let datum = a.value_two.unwrap_or(0);
             if datum & !a.value != 0 {
-                return Err(OciError::MaskedNeverHolds { name: name.to_owned() });
+                return Err(OciError::MaskedNeverHolds {
+                    name: name.to_owned(),
+                });
             }
             return Ok(ArgCond::new(a.index, CmpOp::MaskedEq(a.value), datum));
         }
@@ -133,7 +141,10 @@ fn cond_of(name: &str, a: &OciArg) -> Result<ArgCond, OciError> {
 /// Which of our architectures a rule applies to (`None`: drop it).
 fn arches_of(inc: Option<&Filter>, exc: Option<&Filter>) -> Option<Option<Arch>> {
     let mut set: BTreeSet<Arch> = Arch::ALL.into_iter().collect();
-    if let Some(list) = inc.and_then(|f| f.arches.as_ref()).filter(|l| !l.is_empty()) {
+    if let Some(list) = inc
+        .and_then(|f| f.arches.as_ref())
+        .filter(|l| !l.is_empty())
+    {
         set.retain(|a| list.iter().any(|n| arch_of(n) == Some(*a)));
     }
     if let Some(list) = exc.and_then(|f| f.arches.as_ref()) {
@@ -155,7 +166,11 @@ pub fn import(json_text: &str) -> Result<Imported, OciError> {
     let mut unconditional: BTreeMap<String, Vec<Rule>> = BTreeMap::new();
     let mut unknown: BTreeSet<String> = BTreeSet::new();
     for (i, e) in p.syscalls.iter().enumerate() {
-        if let Some(caps) = e.includes.as_ref().and_then(|f| f.caps.as_ref()).filter(|c| !c.is_empty())
+        if let Some(caps) = e
+            .includes
+            .as_ref()
+            .and_then(|f| f.caps.as_ref())
+            .filter(|c| !c.is_empty())
         {
             notes.push(format!(
                 "entry {i} ({}): needs {} which the agent never holds: dropped",
@@ -178,15 +193,30 @@ pub fn import(json_text: &str) -> Result<Imported, OciError> {
                 continue;
             }
             let args = e.args.as_deref().unwrap_or(&[]);
-            let conds: Vec<ArgCond> =
-                args.iter().map(|a| cond_of(name, a)).collect::<Result<_, _>>()?;
-            let shared_index =
-                conds.iter().enumerate().any(|(j, c)| conds.iter().skip(j + 1).any(|d| d.index == c.index));
-            let sets: Vec<Vec<ArgCond>> =
-                if shared_index { conds.iter().map(|c| vec![*c]).collect() } else { vec![conds] };
+            let conds: Vec<ArgCond> = args
+                .iter()
+                .map(|a| cond_of(name, a))
+                .collect::<Result<_, _>>()?;
+            let shared_index = conds
+                .iter()
+                .enumerate()
+                .any(|(j, c)| conds.iter().skip(j + 1).any(|d| d.index == c.index));
+            let sets: Vec<Vec<ArgCond>> = if shared_index {
+                conds.iter().map(|c| vec![*c]).collect()
+            } else {
+                vec![conds]
+            };
             for conds in sets {
-                let rule = Rule { action, only_arch, conds };
-                let into = if rule.conds.is_empty() { &mut unconditional } else { &mut conditional };
+                let rule = Rule {
+                    action,
+                    only_arch,
+                    conds,
+                };
+                let into = if rule.conds.is_empty() {
+                    &mut unconditional
+                } else {
+                    &mut conditional
+                };
                 into.entry(name.clone()).or_default().push(rule);
             }
         }
@@ -261,7 +291,10 @@ fn entry_json(names: Vec<String>, action: Action, args: Option<&[ArgCond]>) -> V
             o.insert("errnoRet".to_owned(), json!(e));
         }
         if let Some(a) = args {
-            o.insert("args".to_owned(), Value::Array(a.iter().map(arg_json).collect()));
+            o.insert(
+                "args".to_owned(),
+                Value::Array(a.iter().map(arg_json).collect()),
+            );
         }
     }
     v
@@ -274,7 +307,10 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
     // Unconditional outcomes, grouped by action.
     let mut plain: BTreeMap<Action, BTreeSet<String>> = BTreeMap::new();
     let mut conditional: Vec<Value> = Vec::new();
-    plain.entry(Action::Errno(ENOSYS)).or_default().insert(CLONE3.to_owned());
+    plain
+        .entry(Action::Errno(ENOSYS))
+        .or_default()
+        .insert(CLONE3.to_owned());
     for (name, all_rules) in &spec.syscalls {
         if name == CLONE3 || !exists(name) {
             continue;
@@ -284,15 +320,24 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
             .filter(|r| r.only_arch.is_none_or(|a| arches.contains(&a)))
             .collect();
         if rules.iter().any(|r| r.only_arch.is_some()) && arches.len() > 1 {
-            losses.push(format!("{name}: rule for one architecture exported for all"));
+            losses.push(format!(
+                "{name}: rule for one architecture exported for all"
+            ));
         }
         // Rules up to the first unconditional one; its action (or the default) is the tail.
         let cut = rules.iter().position(|r| r.conds.is_empty());
         let (conds, tail) = match cut {
-            Some(i) => (&rules[..i], rules.get(i).map_or(spec.default_action, |r| r.action)),
+            Some(i) => (
+                &rules[..i],
+                rules.get(i).map_or(spec.default_action, |r| r.action),
+            ),
             None => (&rules[..], spec.default_action),
         };
-        let actions: BTreeSet<Action> = conds.iter().map(|r| r.action).filter(|a| *a != tail).collect();
+        let actions: BTreeSet<Action> = conds
+            .iter()
+            .map(|r| r.action)
+            .filter(|a| *a != tail)
+            .collect();
         if actions.is_empty() {
             if tail != spec.default_action {
                 plain.entry(tail).or_default().insert(name.clone());
@@ -311,7 +356,11 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
             continue;
         }
         for r in conds.iter().filter(|r| r.action != tail) {
-            let dup = r.conds.iter().enumerate().any(|(j, c)| r.conds.iter().skip(j + 1).any(|d| d.index == c.index));
+            let dup = r
+                .conds
+                .iter()
+                .enumerate()
+                .any(|(j, c)| r.conds.iter().skip(j + 1).any(|d| d.index == c.index));
             if dup {
                 losses.push(format!(
                     "{name}: a rule with two conditions on one argument (runc ORs them): \

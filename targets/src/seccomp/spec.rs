@@ -173,12 +173,20 @@ pub struct Rule {
 impl Rule {
     /// A rule without conditions.
     pub const fn always(action: Action) -> Rule {
-        Rule { conds: Vec::new(), action, only_arch: None }
+        Rule {
+            conds: Vec::new(),
+            action,
+            only_arch: None,
+        }
     }
 
     /// A rule that applies when every condition holds.
     pub fn when(conds: Vec<ArgCond>, action: Action) -> Rule {
-        Rule { conds, action, only_arch: None }
+        Rule {
+            conds,
+            action,
+            only_arch: None,
+        }
     }
 
     pub fn applies_to(&self, arch: Arch) -> bool {
@@ -210,7 +218,12 @@ pub struct SeccompData {
 
 impl SeccompData {
     pub const fn new(arch: Arch, nr: u32, args: [u64; 6]) -> SeccompData {
-        SeccompData { nr, arch: arch.audit_arch(), instruction_pointer: 0, args }
+        SeccompData {
+            nr,
+            arch: arch.audit_arch(),
+            instruction_pointer: 0,
+            args,
+        }
     }
 
     /// The 64-byte kernel layout (native little-endian on both supported architectures).
@@ -250,7 +263,12 @@ pub enum SpecError {
         "seccomp spec: {name}: condition (args[{index}] & {mask:#x}) == {value:#x} can never \
          hold (value has bits outside the mask)"
     )]
-    NeverHolds { name: String, index: u8, mask: u64, value: u64 },
+    NeverHolds {
+        name: String,
+        index: u8,
+        mask: u64,
+        value: u64,
+    },
     #[error("seccomp spec: {what}: errno {errno} is outside 1..=4095")]
     Errno { what: String, errno: u16 },
 }
@@ -258,7 +276,10 @@ pub enum SpecError {
 impl SeccompSpec {
     /// An empty spec: every known syscall gets `default_action`.
     pub fn new(default_action: Action) -> SeccompSpec {
-        SeccompSpec { default_action, syscalls: BTreeMap::new() }
+        SeccompSpec {
+            default_action,
+            syscalls: BTreeMap::new(),
+        }
     }
 
     /// Append a rule for `name` (after its existing rules).
@@ -281,9 +302,10 @@ impl SeccompSpec {
     /// Check everything the code generator relies on.
     pub fn validate(&self) -> Result<(), SpecError> {
         let check_errno = |what: &str, a: Action| match a {
-            Action::Errno(e) if e == 0 || e > 4095 => {
-                Err(SpecError::Errno { what: what.to_owned(), errno: e })
-            }
+            Action::Errno(e) if e == 0 || e > 4095 => Err(SpecError::Errno {
+                what: what.to_owned(),
+                errno: e,
+            }),
             _ => Ok(()),
         };
         check_errno("default action", self.default_action)?;
@@ -295,10 +317,16 @@ impl SeccompSpec {
                 check_errno(name, rule.action)?;
                 for c in &rule.conds {
                     if c.index > 5 {
-                        return Err(SpecError::ArgIndex { name: name.clone(), index: c.index });
+                        return Err(SpecError::ArgIndex {
+                            name: name.clone(),
+                            index: c.index,
+                        });
                     }
                     if syscalls::is_pointer_arg(name, c.index) {
-                        return Err(SpecError::PointerArg { name: name.clone(), index: c.index });
+                        return Err(SpecError::PointerArg {
+                            name: name.clone(),
+                            index: c.index,
+                        });
                     }
                     if let CmpOp::MaskedEq(mask) = c.op
                         && c.value & !mask != 0

@@ -76,13 +76,19 @@ impl Arch {
 
     /// The number of `name` on this architecture (`None`: the syscall does not exist here).
     pub fn nr(self, name: &str) -> Option<u32> {
-        self.table().iter().find(|(_, n)| *n == name).map(|(nr, _)| *nr)
+        self.table()
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(nr, _)| *nr)
     }
 
     /// The name of syscall `nr` on this architecture (`None`: unknown number).
     pub fn syscall_name(self, nr: u32) -> Option<&'static str> {
         let t = self.table();
-        t.binary_search_by_key(&nr, |(n, _)| *n).ok().and_then(|i| t.get(i)).map(|(_, s)| *s)
+        t.binary_search_by_key(&nr, |(n, _)| *n)
+            .ok()
+            .and_then(|i| t.get(i))
+            .map(|(_, s)| *s)
     }
 
     /// The highest syscall number known on this architecture.
@@ -103,7 +109,9 @@ impl std::str::FromStr for Arch {
         match s {
             "x86_64" | "amd64" => Ok(Arch::X86_64),
             "aarch64" | "arm64" => Ok(Arch::Aarch64),
-            other => Err(format!("unsupported architecture {other:?} (expected x86_64 or aarch64)")),
+            other => Err(format!(
+                "unsupported architecture {other:?} (expected x86_64 or aarch64)"
+            )),
         }
     }
 }
