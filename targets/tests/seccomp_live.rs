@@ -269,3 +269,117 @@ fn log_flag_and_bad_programs() {
     });
     assert_eq!(code, 0);
 }
+
+/// ExecGate::Notify end to end: a filtered process's execve goes to a supervisor (another
+/// process holding the listener), which lets the first exec through and denies later ones.
+#[test]
+fn exec_gate_notify_allows_the_initial_exec_only() {
+    use aegis_targets::seccomp::hardening::ExecGate;
+    if !x86_64_only() {
+        return;
+    }
+    let spec = aegis_default(&Hardening {
+        exec: ExecGate::Notify,
+        ..Hardening::default()
+    });
+    let prog = compile(&spec, Arch::X86_64, &SyscallWeights::agent_mix()).unwrap();
+    let sh = std::ffi::CString::new("/bin/sh").unwrap();
+    let dash_c = std::ffi::CString::new("-c").unwrap();
+    let script = std::ffi::CString::new("/bin/true && exit 0 || exit 7").unwrap();
+    let code = in_child(|| {
+        let mut fds = [0i32; 2];
+        // SAFETY: a pipe into a local array.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return 1;
+        }
+        // SAFETY: fork in the (single-threaded) test child.
+        let agent = unsafe { libc::fork() };
+        if agent == 0 {
+            let Ok(listener) = apply_with_listener(&prog, ApplyOptions::default()) else {
+                // SAFETY: leaving the grandchild.
+                unsafe { libc::_exit(90) };
+            };
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+            let argv = [
+                sh.as_ptr(),
+                dash_c.as_ptr(),
+                script.as_ptr(),
+                std::ptr::null(),
+            ];
+            // SAFETY: report the listener's number, then exec (blocks until the supervisor
+            // answers); argv is NULL-terminated and outlives the call.
+            unsafe {
+                libc::write(fds[1], (&fd as *const i32).cast(), 4);
+                libc::execv(sh.as_ptr(), argv.as_ptr());
+                libc::_exit(91);
+            }
+        }
+        // Supervisor: copy the agent's listener with pidfd_getfd.
+        let mut remote = 0i32;
+        // SAFETY: reading 4 bytes into a local.
+        if unsafe { libc::read(fds[0], (&mut remote as *mut i32).cast(), 4) } != 4 {
+            return 2;
+        }
+        let Ok(pidfd) = sys(libc::SYS_pidfd_open, [agent as u64, 0, 0, 0, 0, 0]) else {
+            return 3;
+        };
+        let Ok(listener) = sys(
+            libc::SYS_pidfd_getfd,
+            [pidfd as u64, remote as u64, 0, 0, 0, 0],
+        ) else {
+            return 4;
+        };
+        let mut answered = 0;
+        let mut status = 0;
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: listener as i32,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polling one fd we own.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if ready > 0 && pfd.revents & libc::POLLIN != 0 {
+                // SAFETY: seccomp_notif is plain data; the kernel fills it.
+                let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+                // SAFETY: RECV into our struct.
+                if unsafe { libc::ioctl(listener as i32, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) }
+                    != 0
+                {
+                    continue;
+                }
+                let nr = req.data.nr as i64;
+                let mut resp = libc::seccomp_notif_resp {
+                    id: req.id,
+                    val: 0,
+                    error: 0,
+                    flags: 0,
+                };
+                if answered == 0 && nr == libc::SYS_execve {
+                    resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32;
+                } else {
+                    resp.error = -libc::EPERM;
+                }
+                answered += 1;
+                // SAFETY: SEND our response.
+                unsafe { libc::ioctl(listener as i32, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+            }
+            // SAFETY: non-blocking check on our own child.
+            if unsafe { libc::waitpid(agent, &mut status, libc::WNOHANG) } == agent {
+                break;
+            }
+        }
+        if answered < 2 {
+            return 5;
+        }
+        if !libc::WIFEXITED(status) {
+            return 6;
+        }
+        // 7: sh ran (first exec continued) and its exec of /bin/true was refused.
+        libc::WEXITSTATUS(status)
+    });
+    assert_eq!(
+        code, 7,
+        "expected sh to run and /bin/true to be refused (exit 7), got {code}"
+    );
+}
