@@ -1,0 +1,172 @@
+//! Bundle writer + signer and verifier on a realistic bundle (11 files, ~56 KB), against the
+//! real alternatives: the minisign crate's own (hedged) signing, and the shell route
+//! `minisign -Vm manifest.json -p key.pub && sha256sum -c`.
+//!
+//! Run: `cargo bench -p aegis-targets --bench bundle` (release profile). Prints the median
+//! and minimum of N runs for each step. Timings are informational, never pass/fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aegis_targets::bundle::*;
+
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x & 0xff) as u8
+        })
+        .collect()
+}
+
+fn artifacts() -> Vec<(String, Vec<u8>)> {
+    let text = |seed: u64, len: usize| -> Vec<u8> {
+        bytes(seed, len).iter().map(|b| b"abcdefghij {}\":,\n"[(*b % 17) as usize]).collect()
+    };
+    vec![
+        ("seccomp.x86_64.bpf".into(), bytes(1, 4096)),
+        ("seccomp.x86_64.asm".into(), text(2, 12_000)),
+        ("seccomp.aarch64.bpf".into(), bytes(3, 4096)),
+        ("seccomp.aarch64.asm".into(), text(4, 12_000)),
+        ("landlock.json".into(), text(5, 6000)),
+        ("mounts.json".into(), text(6, 3000)),
+        ("cgroup.json".into(), text(7, 800)),
+        ("nftables.json".into(), text(8, 5000)),
+        ("policy.ir.json".into(), text(9, 4000)),
+        ("policy.sha256".into(), format!("{}\n", "ab".repeat(32)).into_bytes()),
+        ("loss-report.txt".into(), b"no losses\n".to_vec()),
+    ]
+}
+
+fn fields() -> ManifestFields {
+    ManifestFields {
+        agent: "coding-agent".into(),
+        compiler: CompilerInfo { name: "aegisc".into(), version: "0.1.0".into() },
+        policy_sha256: "ab".repeat(32),
+        architectures: BTreeSet::from(["x86_64".to_string(), "aarch64".to_string()]),
+        kernel: KernelRequirements {
+            landlock_abi: Some(4),
+            cgroup_versions: BTreeSet::from([CgroupVersion::V1, CgroupVersion::V2]),
+            nftables: true,
+            namespaces: BTreeSet::from([Namespace::Mount, Namespace::Net, Namespace::User]),
+            seccomp: true,
+        },
+        enforcement: BTreeMap::from([("seccomp".to_string(), Enforcement::Required)]),
+        network_mode: NetworkMode::Proxy,
+        parameters: BTreeMap::from([(
+            "WORKSPACE".to_string(),
+            LaunchParameter { description: "repository".into() },
+        )]),
+        entrypoint: None,
+        issued_at: 1_700_000_000,
+        expires_at: None,
+        serial: 1,
+    }
+}
+
+fn writer() -> BundleWriter {
+    let mut w = BundleWriter::new(fields());
+    for (n, b) in artifacts() {
+        w.add(n, b).unwrap();
+    }
+    w
+}
+
+fn measure(label: &str, n: usize, mut f: impl FnMut()) {
+    f(); // warm up
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!("{label:<58} median {:>10.1?}  min {:>10.1?}  (n={n})", times[n / 2], times[0]);
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sec, pubp) = (tmp.path().join("key"), tmp.path().join("key.pub"));
+    generate_keypair(&sec, &pubp, false).unwrap();
+    let sk = load_secret_key(&sec).unwrap();
+    let pk = load_public_key(&pubp).unwrap();
+    let total: usize = artifacts().iter().map(|(_, b)| b.len()).sum();
+    println!("bundle: {} artifacts, {total} bytes\n", artifacts().len());
+
+    measure("load_secret_key (read + parse + checks)", 200, || {
+        load_secret_key(&sec).unwrap();
+    });
+    measure("build in memory (digests + manifest + signature)", 200, || {
+        writer().build(Some(&sk)).unwrap();
+    });
+    let mut i = 0;
+    measure("write to a new dir + sign (what `aegisc build -o new` does)", 200, || {
+        i += 1;
+        writer().write(&tmp.path().join(format!("new{i}")), Some(&sk)).unwrap();
+    });
+    let out = tmp.path().join("out");
+    measure("rewrite an existing bundle + sign (atomic swap, old removed)", 200, || {
+        writer().write(&out, Some(&sk)).unwrap();
+    });
+    let trust = TrustPolicy { key: Some(pk.clone()), allow_unsigned: false, now: 1_700_000_001, min_serial: None };
+    measure("verify from disk (read, hash, signature, manifest)", 200, || {
+        verify(&out, &trust).unwrap();
+    });
+    let built = writer().build(Some(&sk)).unwrap();
+    measure("verify in memory (hash, signature, manifest)", 200, || {
+        Bundle::from_files(&out, built.files().clone()).unwrap().verify(&trust).unwrap();
+    });
+
+    // Alternatives.
+    let manifest = std::fs::read(out.join(MANIFEST_FILE)).unwrap();
+    let crate_sk = minisign::SecretKeyBox::from_string(&std::fs::read_to_string(&sec).unwrap())
+        .and_then(|b| b.into_unencrypted_secret_key())
+        .ok();
+
+
+    if let Some(crate_sk) = crate_sk {
+        measure("alt: minisign crate sign of manifest.json (hedged)", 200, || {
+            minisign::sign(None, &crate_sk, manifest.as_slice(), Some("x"), Some("y")).unwrap();
+        });
+    } else {
+        println!("alt: minisign crate cannot load this key (it checks the checksum differently)");
+    }
+    let have_tool = Command::new("minisign").arg("-v").output().is_ok();
+    if have_tool {
+        let names: Vec<String> = artifacts().into_iter().map(|(n, _)| n).collect();
+        let sums = tmp.path().join("SHA256SUMS");
+        let listing: String = names
+            .iter()
+            .map(|n| format!("{}  {n}\n", FileEntry::of(&std::fs::read(out.join(n)).unwrap()).sha256))
+            .collect();
+        std::fs::write(&sums, listing).unwrap();
+        measure("alt: `minisign -Vm` + `sha256sum -c` (two processes)", 50, || {
+            let a = Command::new("minisign")
+                .arg("-Vqm")
+                .arg(out.join(MANIFEST_FILE))
+                .arg("-p")
+                .arg(&pubp)
+                .status()
+                .unwrap();
+            let b = Command::new("sha256sum")
+                .arg("--quiet")
+                .arg("-c")
+                .arg(&sums)
+                .current_dir(&out)
+                .status()
+                .unwrap();
+            assert!(a.success() && b.success());
+        });
+    } else {
+        println!("SKIP alt: minisign tool not installed");
+    }
+
+}
