@@ -165,3 +165,53 @@ fn key_material_never_appears_in_messages() {
         }
     }
 }
+
+/// The secret key is never world-readable, not even between creation and a later chmod:
+/// traced with strace, every file created on the way to the key path is created by
+/// `open(O_CREAT|O_EXCL, 0600)`, and the key appears by link/rename of that file.
+#[test]
+fn secret_key_is_private_from_the_first_syscall() {
+    if let Some(dir) = std::env::var_os("AEGIS_TEST_KEYGEN_DIR") {
+        // Child mode (under strace): just make the key pair.
+        let dir = std::path::PathBuf::from(dir);
+        generate_keypair(&dir.join("traced"), &dir.join("traced.pub"), false).unwrap();
+        return;
+    }
+    let strace_ok = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !strace_ok {
+        eprintln!("SKIP: strace not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-o"])
+        .arg(&trace)
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "secret_key_is_private_from_the_first_syscall", "--test-threads", "1"])
+        .env("AEGIS_TEST_KEYGEN_DIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&tmp.path().join("traced")), 0o600);
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let key_lines: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("traced") && !l.contains("traced.pub") && !l.contains("ENOENT"))
+        .collect();
+    let creates: Vec<&&str> = key_lines.iter().filter(|l| l.contains("O_CREAT")).collect();
+    assert!(!creates.is_empty(), "no key file creation traced:\n{trace}");
+    for l in &creates {
+        assert!(l.contains("O_EXCL") && l.contains(", 0600) = "), "{l}");
+    }
+    for l in &key_lines {
+        assert!(!l.contains("chmod"), "mode changed after creation: {l}");
+    }
+    // fchmod names no path: the child must not call it at all.
+    assert!(!trace.lines().any(|l| l.contains("fchmod(")), "fchmod traced");
+    assert!(key_lines.iter().any(|l| l.contains("link")), "{key_lines:?}");
+}
