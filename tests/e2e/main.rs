@@ -8,3 +8,6 @@
 mod build;
 /// `aegisc diff` on widening and narrowing changes.
 mod diff;
+/// Real launches as root: example policies agree with `aegisc check` layer by layer; proxy,
+/// unsigned, tampered and incomplete launches refused; the audit log records each launch.
+mod launch;

@@ -1,0 +1,579 @@
+//! Real launches of signed bundles with `aegis-exec`, as root: every example policy that
+//! `aegis-exec` supports runs, and for a set of paths, executables and endpoints the real
+//! attempt inside the sandbox agrees with `aegisc check` (the reference evaluator); proxy
+//! bundles, unsigned and tampered bundles and missing parameters are refused; each launch's
+//! audit log verifies and records the launch. Also holds the helpers `attacks` and `benign`
+//! share ([`Lab`], [`audit_events`], probes).
+
+use std::io::Read as _;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aegis_tests::*;
+use serde_json::Value;
+
+/// The uid/gid the agent runs as on the host when `aegis-exec` runs as root (runtime's
+/// namespaces stage: maps `0 0 1` + `65534 65534 1`, then setuid to 65534 for good).
+pub(crate) const AGENT_UID: u32 = 65534;
+
+/// One test's world: a key pair, a serial store, and a scratch directory outside `/tmp`.
+/// Scratch lives in `/var/tmp` on purpose: the evaluator treats host paths under `/tmp` as
+/// covered by the built-in `/tmp` write grant, while the sandbox's `/tmp` is a private tmpfs,
+/// so parameters under the host's `/tmp` would blur the differential.
+pub(crate) struct Lab {
+    pub tmp: tempfile::TempDir,
+    pub key: PathBuf,
+    pub public: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let tmp = tempfile::Builder::new().prefix("aegis-e2e-").tempdir_in("/var/tmp").unwrap();
+        let r = run(aegisc().arg("keygen").arg("-o").arg(tmp.path().join("k")));
+        assert_eq!(r.code, 0, "keygen: {}", r.stderr);
+        let state = tmp.path().join("state");
+        Lab {
+            key: tmp.path().join("k.key"),
+            public: tmp.path().join("k.pub"),
+            state,
+            tmp,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// A directory the agent (uid 65534) owns, so that DAC is not what denies a write.
+    pub fn agent_dir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        std::os::unix::fs::chown(&p, Some(AGENT_UID), Some(AGENT_UID)).unwrap();
+        p
+    }
+
+    /// A directory only root owns (the agent may read it, never write it by DAC either).
+    pub fn root_dir(&self, rel: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// `aegisc build POLICY -o <tmp>/<name> --sign-key K`: a signed bundle.
+    pub fn build(&self, policy: &Path, name: &str) -> PathBuf {
+        let out = self.path(name);
+        let r = run(aegisc().arg("build").arg(policy).arg("-o").arg(&out).arg("--sign-key").arg(&self.key));
+        assert_eq!(r.code, 0, "aegisc build {}: {}", policy.display(), r.stderr);
+        out
+    }
+
+    /// `aegis-exec --trust-key K --audit-log LOG --param N=V... BUNDLE -- CMD...`.
+    pub fn exec_cmd(&self, bundle: &Path, params: &[(&str, &Path)], log: &Path, cmd: &[&str]) -> Command {
+        let mut c = Command::new(bin("aegis-exec"));
+        c.env("AEGIS_STATE_DIR", &self.state)
+            // nft is in /usr/sbin; a test runner's PATH may lack it.
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .arg("--trust-key")
+            .arg(&self.public)
+            .arg("--audit-log")
+            .arg(log);
+        for (k, v) in params {
+            c.arg("--param").arg(format!("{k}={}", v.display()));
+        }
+        c.arg(bundle).arg("--").args(cmd);
+        c
+    }
+
+    pub fn exec(&self, bundle: &Path, params: &[(&str, &Path)], log: &Path, cmd: &[&str]) -> Run {
+        run_for(&mut self.exec_cmd(bundle, params, log, cmd), Duration::from_secs(60))
+    }
+}
+
+/// Runs a command with stdin closed and a deadline (a hung sandbox fails the test instead of
+/// hanging the suite).
+pub(crate) fn run_for(cmd: &mut Command, limit: Duration) -> Run {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt as _;
+    Run {
+        code: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+    }
+}
+
+/// The audit log's events, after `aegis-audit verify` accepted the chain.
+pub(crate) fn audit_events(log: &Path) -> Vec<Value> {
+    let v = run(Command::new(bin("aegis-audit")).arg("verify").arg(log));
+    assert_eq!(v.code, 0, "aegis-audit verify {}: {}{}", log.display(), v.stdout, v.stderr);
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+        .collect()
+}
+
+pub(crate) fn kinds(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["kind"].as_str().unwrap_or("?").to_string()).collect()
+}
+
+/// Asserts the log verifies and holds one complete launch, in order; returns its events.
+pub(crate) fn assert_launch_recorded(log: &Path) -> Vec<Value> {
+    let events = audit_events(log);
+    let k = kinds(&events);
+    let pos = |kind: &str| k.iter().position(|x| x == kind).unwrap_or_else(|| panic!("no {kind} in the audit log: {k:?}"));
+    let (v, r, s, x) = (pos("bundle_verified"), pos("enforcement_report"), pos("agent_started"), pos("agent_exited"));
+    assert!(v < r && r < s && s < x, "launch events out of order: {k:?}");
+    let report = &events[r];
+    for layer in ["verify", "namespaces", "capabilities", "no_new_privs", "landlock", "seccomp", "nftables"] {
+        let l = report["layers"].as_array().unwrap().iter().find(|l| l["layer"] == layer);
+        let l = l.unwrap_or_else(|| panic!("layer {layer} missing from the enforcement report: {report}"));
+        assert_eq!(l["status"], "fully", "layer {layer}: {l}");
+    }
+    events
+}
+
+/// The probe script (tests/fixtures/e2e/probe.py), passed to `python3 -c`.
+pub(crate) fn probe_script() -> String {
+    std::fs::read_to_string(repo_root().join("tests/fixtures/e2e/probe.py")).unwrap()
+}
+
+/// A loopback TCP listener that greets every connection, and a UDP echo, on one port each.
+pub(crate) struct Listeners {
+    pub tcp: u16,
+    pub udp: u16,
+    pub tcp6: Option<u16>,
+}
+
+pub(crate) fn tcp_greeter(l: TcpListener) {
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            use std::io::Write as _;
+            let _ = c.write_all(b"hello\n");
+        }
+    });
+}
+
+pub(crate) fn udp_echo(u: UdpSocket) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = u.recv_from(&mut buf) {
+            let _ = u.send_to(&buf[..n], from);
+        }
+    });
+}
+
+pub(crate) fn listeners() -> Listeners {
+    let t = TcpListener::bind("127.0.0.1:0").unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (tcp, udp) = (t.local_addr().unwrap().port(), u.local_addr().unwrap().port());
+    tcp_greeter(t);
+    udp_echo(u);
+    let tcp6 = TcpListener::bind("[::1]:0").ok().map(|l| {
+        let p = l.local_addr().unwrap().port();
+        tcp_greeter(l);
+        p
+    });
+    Listeners { tcp, udp, tcp6 }
+}
+
+/// One probe: its JSON form for probe.py and its `aegisc check` query.
+#[derive(Clone, Debug)]
+pub(crate) struct Probe {
+    pub json: Value,
+    pub query: Vec<String>,
+}
+
+pub(crate) fn read(p: &Path) -> Probe {
+    let s = p.display().to_string();
+    Probe { json: serde_json::json!(["read", s]), query: vec!["fs".into(), "read".into(), s] }
+}
+
+pub(crate) fn write(p: &Path) -> Probe {
+    let s = p.display().to_string();
+    Probe { json: serde_json::json!(["write", s]), query: vec!["fs".into(), "write".into(), s] }
+}
+
+pub(crate) fn exec(argv: &[&str]) -> Probe {
+    let mut j = vec![Value::from("exec")];
+    j.extend(argv.iter().map(|a| Value::from(*a)));
+    Probe { json: Value::Array(j), query: vec!["exec".into(), argv[0].into()] }
+}
+
+pub(crate) fn net(proto: &str, host: &str, port: u16) -> Probe {
+    Probe {
+        json: serde_json::json!([proto, host, port]),
+        query: vec!["net".into(), host.into(), port.to_string(), proto.into()],
+    }
+}
+
+/// `aegisc check` on each probe: true when allowed.
+pub(crate) fn evaluator(policy: &Path, params: &[(&str, &Path)], probes: &[Probe]) -> Vec<(bool, String)> {
+    probes
+        .iter()
+        .map(|p| {
+            let mut c = aegisc();
+            c.arg("check").arg(policy);
+            for (k, v) in params {
+                c.arg("--param").arg(format!("{k}={}", v.display()));
+            }
+            let r = run(c.args(&p.query));
+            assert!(r.code == 0 || r.code == 1, "aegisc check {:?}: exit {}: {}{}", p.query, r.code, r.stdout, r.stderr);
+            (r.code == 0, r.stdout.trim().to_string())
+        })
+        .collect()
+}
+
+/// Runs every probe in one sandboxed python3 and returns each outcome ("ok" or "ERR ...").
+pub(crate) fn sandbox(lab: &Lab, bundle: &Path, params: &[(&str, &Path)], log: &Path, probes: &[Probe]) -> Vec<String> {
+    let list = Value::Array(probes.iter().map(|p| p.json.clone()).collect()).to_string();
+    let script = probe_script();
+    let r = lab.exec(bundle, params, log, &["/usr/bin/python3", "-c", &script, &list]);
+    assert_eq!(r.code, 0, "the probe agent failed: exit {}\n{}\n{}", r.code, r.stdout, r.stderr);
+    let out: Value = serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("probe output {e}: {}\n{}", r.stdout, r.stderr));
+    (0..probes.len()).map(|i| out[i.to_string()].as_str().unwrap().to_string()).collect()
+}
+
+/// Builds, launches, and asserts that each probe's real outcome agrees with `aegisc check`.
+/// Returns the outcomes (for assertions on the errno) and the audit events.
+pub(crate) fn differential(lab: &Lab, policy: &Path, params: &[(&str, &Path)], probes: &[Probe]) -> (Vec<String>, Vec<Value>) {
+    let name = policy.file_stem().unwrap().to_string_lossy().into_owned();
+    let bundle = lab.build(policy, &format!("bundle-{name}"));
+    let log = lab.path(&format!("{name}.audit.log"));
+    let expected = evaluator(policy, params, probes);
+    let actual = sandbox(lab, &bundle, params, &log, probes);
+    let mut table = String::new();
+    let mut disagree = Vec::new();
+    for ((p, (allow, why)), got) in probes.iter().zip(&expected).zip(&actual) {
+        let ok = got == "ok";
+        table.push_str(&format!("  {:<5} {:<5} {:?}: {got}\n", if *allow { "ALLOW" } else { "DENY" }, if ok { "ok" } else { "fail" }, p.query));
+        if ok != *allow {
+            disagree.push(format!("{:?}: aegisc check says `{why}`, the sandbox says {got}", p.query));
+        }
+    }
+    eprintln!("{name}: evaluator vs sandbox\n{table}");
+    assert!(disagree.is_empty(), "{name}: the sandbox disagrees with aegisc check:\n{}", disagree.join("\n"));
+    let events = assert_launch_recorded(&log);
+    (actual, events)
+}
+
+/// False (after printing why) unless this is root with python3 and nft: the caller returns.
+pub(crate) fn sandbox_ready() -> bool {
+    let why = if !is_root() {
+        "needs root: aegis-exec creates cgroups, namespaces and nftables tables"
+    } else if !Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3 is missing (the probe agent is a python script)"
+    } else if !have("nft") && !Path::new("/usr/sbin/nft").exists() {
+        "nft is missing (host-mode bundles need nftables)"
+    } else {
+        return true;
+    };
+    eprintln!("SKIP: {why}");
+    false
+}
+
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/e2e").join(name)
+}
+
+pub(crate) fn policy(name: &str) -> PathBuf {
+    repo_root().join("policies").join(name)
+}
+
+pub(crate) fn put(p: &Path, text: &str, owner: Option<u32>) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+    if let Some(u) = owner {
+        std::os::unix::fs::chown(p, Some(u), Some(u)).unwrap();
+    }
+}
+
+pub(crate) fn is_err(got: &str, errno: &[&str]) -> bool {
+    errno.iter().any(|e| got.starts_with(&format!("ERR {e}")))
+}
+
+#[test]
+fn data_analyst_sandbox_agrees_with_aegisc_check() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let ds = lab.root_dir("dataset");
+    let out = lab.agent_dir("reports");
+    put(&ds.join("sales.csv"), "region,total\nnorth,10\n", None);
+    put(&ds.join("raw-pii/people.csv"), "name,ssn\n", None);
+    let l = listeners();
+    let params = [("DATASET", ds.as_path()), ("OUTPUT", out.as_path())];
+    let mut probes = vec![
+        read(&ds.join("sales.csv")),
+        // (listing ${DATASET} itself: see the ignored test below)
+        read(&ds.join("raw-pii/people.csv")),
+        read(&ds.join("raw-pii")),
+        read(Path::new("/usr/lib/os-release")),
+        read(Path::new("/etc/passwd")),
+        read(Path::new("/etc/hostname")),
+        read(lab.tmp.path()),
+        write(&out.join("report.txt")),
+        write(&ds.join("injected.csv")),
+        write(Path::new("/usr/evil")),
+        write(Path::new("/tmp/scratch")),
+        exec(&["/usr/bin/python3", "-c", "pass"]),
+        exec(&["/usr/bin/id"]),
+        exec(&["/usr/bin/dash", "-c", "true"]),
+        exec(&["/bin/sh", "-c", "true"]),
+        net("tcp", "127.0.0.1", l.tcp),
+        net("udp", "127.0.0.1", l.udp),
+    ];
+    if let Some(p6) = l.tcp6 {
+        probes.push(net("tcp", "::1", p6));
+    }
+    let (got, events) = differential(&lab, &policy("data-analyst.toml"), &params, &probes);
+    // Layer by layer: the denied dataset subtree is a mask (EACCES), the dataset is read-only
+    // (EROFS), an ungranted binary is refused by Landlock/noexec (EACCES), the other port by
+    // Landlock (EACCES) and UDP by nftables (EPERM).
+    assert!(is_err(&got[1], &["EACCES"]), "raw-pii file: {}", got[1]);
+    assert!(is_err(&got[8], &["EROFS", "EACCES"]), "write into the dataset: {}", got[8]);
+    assert!(is_err(&got[12], &["EACCES"]), "exec id: {}", got[12]);
+    assert!(is_err(&got[15], &["EACCES", "EPERM", "timeout"]), "tcp: {}", got[15]);
+    assert!(std::fs::metadata(out.join("report.txt")).is_ok(), "the allowed write reached the host");
+    assert!(std::fs::metadata(ds.join("injected.csv")).is_err());
+    let exited = events.iter().find(|e| e["kind"] == "agent_exited").unwrap();
+    assert_eq!(exited["status"], 0, "{exited}");
+}
+
+#[test]
+fn coding_agent_sandbox_agrees_with_aegisc_check() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let ws = lab.agent_dir("repo");
+    put(&ws.join("src/main.py"), "print('hi')\n", Some(AGENT_UID));
+    put(&ws.join(".env"), "TOKEN=hunter2\n", Some(AGENT_UID));
+    put(&ws.join(".git/hooks/pre-commit"), "#!/bin/sh\n", Some(AGENT_UID));
+    for d in ["src", ".git", ".git/hooks"] {
+        std::os::unix::fs::chown(ws.join(d), Some(AGENT_UID), Some(AGENT_UID)).unwrap();
+    }
+    let l = listeners();
+    let params = [("WORKSPACE", ws.as_path())];
+    let probes = vec![
+        read(&ws.join("src/main.py")),
+        read(&ws.join(".env")),
+        read(&ws.join(".git/hooks/pre-commit")),
+        read(Path::new("/etc/hosts")),
+        read(Path::new("/etc/shadow")),
+        read(Path::new("/etc/passwd")),
+        read(Path::new("/root")),
+        // A new file in an existing subdirectory (see the ignored test below for the root).
+        write(&ws.join("src/new.py")),
+        write(&ws.join("src/main.py")),
+        write(&ws.join(".git/hooks/post-checkout")),
+        write(Path::new("/etc/evil")),
+        write(Path::new("/usr/lib/evil")),
+        exec(&["/usr/bin/git", "--version"]),
+        exec(&["/usr/bin/python3", "-c", "pass"]),
+        exec(&["/usr/bin/dash", "-c", "true"]),
+        exec(&["/usr/bin/id"]),
+        exec(&["/usr/bin/perl", "-e", "1"]),
+        net("tcp", "127.0.0.1", l.tcp),
+        net("udp", "127.0.0.1", l.udp),
+        net("tcp", "127.0.0.1", 443),
+    ];
+    let (got, _) = differential(&lab, &policy("coding-agent.toml"), &params, &probes);
+    assert!(is_err(&got[1], &["EACCES"]), ".env is masked: {}", got[1]);
+    assert!(is_err(&got[9], &["EACCES", "EROFS"]), "hooks are masked: {}", got[9]);
+    assert_eq!(std::fs::read_to_string(ws.join(".env")).unwrap(), "TOKEN=hunter2\n");
+    assert!(!ws.join(".git/hooks/post-checkout").exists(), "no hook was planted on the host");
+}
+
+/// BUG (report to the runtime/landlock owners): with the mount plan applied, a denied
+/// directory inside a grant (coding-agent's `${WORKSPACE}/.git/hooks`, data-analyst's
+/// `${DATASET}/raw-pii`) is masked, but `landlock::apply` runs after the agent switched to
+/// uid 65534 and dropped capabilities, so `is_mask` cannot list the mode-000 mask directory
+/// (EACCES), does not recognise it, and splits the grant: the directories on the way to the
+/// mask (`${WORKSPACE}`, `${WORKSPACE}/.git`, `${DATASET}`) get no Landlock rights, so nothing
+/// can be created in the workspace root or in `.git/` and the dataset cannot be listed.
+/// `aegisc check` allows all four.
+#[test]
+#[ignore = "BUG: a masked denied directory splits its grant: EACCES creating ${WORKSPACE}/x, ${WORKSPACE}/.git/x, listing ${DATASET}"]
+fn a_masked_denied_directory_does_not_split_its_grant() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let ws = lab.agent_dir("repo");
+    put(&ws.join(".git/hooks/pre-commit"), "#!/bin/sh\n", Some(AGENT_UID));
+    for d in [".git", ".git/hooks"] {
+        std::os::unix::fs::chown(ws.join(d), Some(AGENT_UID), Some(AGENT_UID)).unwrap();
+    }
+    let params = [("WORKSPACE", ws.as_path())];
+    let probes = vec![write(&ws.join("new.txt")), write(&ws.join(".git/index.lock"))];
+    differential(&lab, &policy("coding-agent.toml"), &params, &probes);
+    let ds = lab.root_dir("dataset");
+    let out = lab.agent_dir("reports");
+    put(&ds.join("raw-pii/people.csv"), "name\n", None);
+    let params = [("DATASET", ds.as_path()), ("OUTPUT", out.as_path())];
+    differential(&lab, &policy("data-analyst.toml"), &params, &[read(&ds)]);
+}
+
+#[test]
+fn network_none_sandbox_agrees_with_aegisc_check() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let data = lab.root_dir("data");
+    let out = lab.agent_dir("out");
+    put(&data.join("in.txt"), "input\n", None);
+    put(&data.join("private/key.pem"), "-----BEGIN-----\n", None);
+    let l = listeners();
+    let params = [("DATA", data.as_path()), ("OUT", out.as_path())];
+    let mut probes = vec![
+        read(&data.join("in.txt")),
+        read(&data.join("private/key.pem")),
+        write(&out.join("result.txt")),
+        write(&data.join("x")),
+        exec(&["/usr/bin/cat", &data.join("in.txt").display().to_string()]),
+        exec(&["/usr/bin/dash", "-c", "true"]),
+        exec(&["/usr/bin/id"]),
+        net("tcp", "127.0.0.1", l.tcp),
+        net("udp", "127.0.0.1", l.udp),
+    ];
+    if let Some(p6) = l.tcp6 {
+        probes.push(net("tcp", "::1", p6));
+    }
+    let (got, _) = differential(&lab, &fixture("probe-none.toml"), &params, &probes);
+    // In its own network namespace the host's listeners do not exist, and the ruleset loaded
+    // there drops the attempt (EPERM) before it could even be refused.
+    assert!(is_err(&got[7], &["EPERM", "ECONNREFUSED", "EACCES"]), "tcp in netns: {}", got[7]);
+    assert_eq!(std::fs::read_to_string(data.join("in.txt")).unwrap(), "input\n");
+}
+
+#[test]
+fn proxy_mode_bundles_are_refused_with_exit_126() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let app = lab.root_dir("app");
+    let state = lab.agent_dir("state");
+    let out = lab.agent_dir("out");
+    for (name, params) in [
+        ("inbox-manager.toml", vec![("APP", app.as_path()), ("STATE", state.as_path())]),
+        ("research-agent.toml", vec![("OUTPUT", out.as_path())]),
+    ] {
+        let bundle = lab.build(&policy(name), &format!("bundle-{name}"));
+        let log = lab.path(&format!("{name}.log"));
+        let marker = lab.path(&format!("{name}.ran"));
+        let cmd = format!("echo ran > {}", marker.display());
+        let r = lab.exec(&bundle, &params, &log, &["/usr/bin/python3", "-c", &format!("import os; os.system({cmd:?})")]);
+        assert_eq!(r.code, 126, "{name}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("proxy"), "{name}: the refusal names the proxy mode: {}", r.stderr);
+        assert!(!marker.exists(), "{name}: the agent ran");
+        let k = kinds(&audit_events(&log));
+        assert!(!k.contains(&"agent_started".to_string()), "{name}: {k:?}");
+        assert!(k.contains(&"note".to_string()), "{name}: the refusal is audited: {k:?}");
+    }
+}
+
+#[test]
+fn unsigned_tampered_and_incomplete_launches_are_refused() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let out = lab.agent_dir("out");
+    let data = lab.root_dir("data");
+    let params = [("DATA", data.as_path()), ("OUT", out.as_path())];
+    let pol = fixture("probe-none.toml");
+    let marker = out.join("ran");
+    let touch = format!("open({:?}, 'w').write('x')", marker.display().to_string());
+    let cmd = ["/usr/bin/python3", "-c", touch.as_str()];
+
+    // Unsigned: refused with a trust key, accepted (and audited) only with --allow-unsigned.
+    let unsigned = lab.path("unsigned");
+    let r = run(aegisc().arg("build").arg(&pol).arg("-o").arg(&unsigned));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = lab.path("unsigned.log");
+    let r = lab.exec(&unsigned, &params, &log, &cmd);
+    assert_eq!(r.code, 125, "unsigned bundle with --trust-key: {}", r.stderr);
+    assert!(!marker.exists());
+    assert!(kinds(&audit_events(&log)).contains(&"bundle_refused".to_string()));
+    let mut c = Command::new(bin("aegis-exec"));
+    c.env("AEGIS_STATE_DIR", &lab.state).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").arg("--allow-unsigned").arg("--audit-log").arg(&log);
+    for (k, v) in &params {
+        c.arg("--param").arg(format!("{k}={}", v.display()));
+    }
+    let r = run_for(c.arg(&unsigned).arg("--").args(cmd), Duration::from_secs(60));
+    assert_eq!(r.code, 0, "--allow-unsigned: {}", r.stderr);
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    let k = kinds(&audit_events(&log));
+    assert!(k.contains(&"unsigned_bundle_allowed".to_string()), "the choice is audited: {k:?}");
+    let report = audit_events(&log).into_iter().find(|e| e["kind"] == "enforcement_report").unwrap();
+    let verify = report["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "verify").unwrap().clone();
+    assert_eq!(verify["status"], "partially", "{verify}");
+
+    // Tampered: one byte of the Landlock ruleset flipped after signing.
+    let signed = lab.build(&pol, "signed");
+    let log = lab.path("tampered.log");
+    let ll = signed.join("landlock.json");
+    let mut bytes = std::fs::read(&ll).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x20;
+    std::fs::write(&ll, &bytes).unwrap();
+    let r = lab.exec(&signed, &params, &log, &cmd);
+    assert_eq!(r.code, 125, "tampered bundle: {}", r.stderr);
+    assert!(r.stderr.contains("landlock.json"), "the refusal names the file: {}", r.stderr);
+    assert!(!marker.exists());
+    assert!(kinds(&audit_events(&log)).contains(&"bundle_refused".to_string()));
+    bytes[i] ^= 0x20;
+    std::fs::write(&ll, &bytes).unwrap();
+
+    // Parameters: missing, relative, nonexistent, undeclared.
+    let missing = [("DATA", data.as_path())];
+    let nowhere = lab.path("nowhere");
+    let undeclared = [("DATA", data.as_path()), ("OUT", out.as_path()), ("EXTRA", out.as_path())];
+    for (what, p) in [
+        ("missing OUT", &missing[..]),
+        ("relative OUT", &[("DATA", data.as_path()), ("OUT", Path::new("out"))][..]),
+        ("nonexistent OUT", &[("DATA", data.as_path()), ("OUT", nowhere.as_path())][..]),
+        ("undeclared EXTRA", &undeclared[..]),
+    ] {
+        let log = lab.path("params.log");
+        let r = lab.exec(&signed, p, &log, &cmd);
+        assert_eq!(r.code, 125, "{what}: {}", r.stderr);
+        assert!(!marker.exists(), "{what}: the agent ran");
+    }
+    // The intact, signed bundle with its parameters runs.
+    let r = lab.exec(&signed, &params, &lab.path("ok.log"), &cmd);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(marker.exists());
+    assert_launch_recorded(&lab.path("ok.log"));
+}
