@@ -40,6 +40,14 @@ pub enum AuditError {
         /// What is wrong.
         msg: String,
     },
+    /// A checkpoint file line is not a checkpoint record.
+    #[error("checkpoint file {}: {msg}", path.display())]
+    CheckpointFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line number.
+        msg: String,
+    },
     /// Signing a checkpoint failed.
     #[error("signing checkpoint: {0}")]
     Sign(String),

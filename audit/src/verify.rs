@@ -218,7 +218,7 @@ pub fn load_checkpoints(path: &Path) -> Result<Vec<ExternalCheckpoint>, AuditErr
             continue;
         }
         let source = format!("{}:{}", path.display(), i + 1);
-        let bad = |msg: String| AuditError::Key {
+        let bad = |msg: String| AuditError::CheckpointFile {
             path: path.to_path_buf(),
             msg: format!("line {}: {msg}", i + 1),
         };

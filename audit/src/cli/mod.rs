@@ -67,9 +67,10 @@ impl CliError {
 impl From<AuditError> for CliError {
     fn from(e: AuditError) -> Self {
         match e {
-            AuditError::Io { .. } | AuditError::Key { .. } | AuditError::CorruptTail { .. } => {
-                CliError::Input(e.to_string())
-            }
+            AuditError::Io { .. }
+            | AuditError::Key { .. }
+            | AuditError::CheckpointFile { .. }
+            | AuditError::CorruptTail { .. } => CliError::Input(e.to_string()),
             _ => CliError::Internal(e.to_string()),
         }
     }
