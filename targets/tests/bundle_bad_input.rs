@@ -337,3 +337,24 @@ fn verified_bundle_only_from_verification() {
     assert_eq!(v.files(), &on_disk);
     assert_eq!(v.manifest_bytes(), std::fs::read(f.dir.join(MANIFEST_FILE)).unwrap().as_slice());
 }
+
+#[test]
+fn trust_policy_shortcuts() {
+    let f = fixture();
+    // These policies use the clock: rewrite the bundle without an expiry.
+    let mut no_expiry = fields("coder", 5);
+    no_expiry.expires_at = None;
+    writer(no_expiry, &small_artifacts()).write(&f.dir, Some(&f.sk)).unwrap();
+    let v = verify(&f.dir, &TrustPolicy::signed_by(f.pk.clone())).unwrap();
+    assert_eq!(v.signed_by(), Some(f.pk.key_id()));
+    assert!(TrustPolicy::unsigned_ok().now > 1_700_000_000);
+    let v = verify(&f.dir, &TrustPolicy::unsigned_ok()).unwrap();
+    assert_eq!(v.signed_by(), None);
+    // A rendered diagnostic carries the code and the help.
+    let e = verify(&f.dir, &TrustPolicy::signed_by(f.other_pk.clone())).unwrap_err();
+    let mut out = String::new();
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .render_report(&mut out, &e)
+        .unwrap();
+    assert!(out.contains("aegis::bundle::wrong_key") && out.contains("verify with the public key"), "{out}");
+}

@@ -13,12 +13,17 @@
 //! `aegis::key::*` code and exit code 2 when the input is at fault.
 //!
 //! ```text
-//! compiler: BundleWriter::new(fields).add(name, bytes)?...write(dir, Some(&key))?
-//! runtime:  let b = verify(dir, &TrustPolicy { key: Some(pk), allow_unsigned: false,
-//!                                              now: now_unix(), min_serial: None })?;
+//! keygen:   generate_keypair(&secret_path, &public_path, force)?
+//! build:    let key = load_secret_key(&key_path)?;
+//!           let mut w = BundleWriter::new(fields);   // issued_at from source_date_epoch()
+//!           w.add("landlock.json", bytes)?; ...
+//!           w.write(&out_dir, Some(&key))?;
+//! verify:   verify(&dir, &TrustPolicy::signed_by(load_public_key(&pub_path)?))?
+//! runtime:  let b = verify(&dir, &TrustPolicy::signed_by(pk))?;
 //!           SerialStore::new("/var/lib/aegis/serials.json")
 //!               .check_and_record(&b.manifest().agent, b.manifest().serial)?;
 //!           b.file("landlock.json")
+//! errors:   miette::Report::new(e) to render; std::process::exit(e.exit_code())
 //! ```
 
 mod canonical;

@@ -41,6 +41,29 @@ pub struct TrustPolicy {
     pub min_serial: Option<u64>,
 }
 
+impl TrustPolicy {
+    /// Require a valid signature by `key`; expiry against the clock; no minimum serial.
+    pub fn signed_by(key: PublicKey) -> TrustPolicy {
+        TrustPolicy {
+            key: Some(key),
+            allow_unsigned: false,
+            now: super::now_unix(),
+            min_serial: None,
+        }
+    }
+
+    /// Accept a bundle without checking any signature (development, or reading a bundle
+    /// only to inspect it, as `aegisc diff` does). Digests, expiry and the rest still apply.
+    pub fn unsigned_ok() -> TrustPolicy {
+        TrustPolicy {
+            key: None,
+            allow_unsigned: true,
+            now: super::now_unix(),
+            min_serial: None,
+        }
+    }
+}
+
 /// A bundle directory read into memory, not yet verified: nothing can be taken out of it.
 #[derive(Debug)]
 pub struct Bundle {
