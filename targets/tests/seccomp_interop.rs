@@ -498,3 +498,12 @@ fn artifacts_for_every_arch_are_deterministic_and_traceable() {
     let lines: Vec<&str> = x.asm.lines().skip(1).collect();
     assert!(lines[*trace.last().unwrap()].ends_with("return ERRNO(1)"));
 }
+
+#[test]
+fn spec_serializes_to_json_and_back() {
+    let spec = aegis_default(&Hardening { exec: aegis_targets::seccomp::hardening::ExecGate::Notify, ..Hardening::default() });
+    let text = serde_json::to_string(&spec).unwrap();
+    let back: SeccompSpec = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, spec);
+    assert!(text.contains(r#""op":"masked_eq","mask":4294967295"#), "{}", &text[..text.len().min(400)]);
+}
