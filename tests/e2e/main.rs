@@ -11,3 +11,5 @@ mod diff;
 /// Real launches as root: example policies agree with `aegisc check` layer by layer; proxy,
 /// unsigned, tampered and incomplete launches refused; the audit log records each launch.
 mod launch;
+/// Attacks an agent might try (fs, exec, network, escapes, resource bombs), each contained.
+mod attacks;
