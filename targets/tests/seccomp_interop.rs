@@ -501,9 +501,114 @@ fn artifacts_for_every_arch_are_deterministic_and_traceable() {
 
 #[test]
 fn spec_serializes_to_json_and_back() {
-    let spec = aegis_default(&Hardening { exec: aegis_targets::seccomp::hardening::ExecGate::Notify, ..Hardening::default() });
+    let spec = aegis_default(&Hardening {
+        exec: aegis_targets::seccomp::hardening::ExecGate::Notify,
+        ..Hardening::default()
+    });
     let text = serde_json::to_string(&spec).unwrap();
     let back: SeccompSpec = serde_json::from_str(&text).unwrap();
     assert_eq!(back, spec);
-    assert!(text.contains(r#""op":"masked_eq","mask":4294967295"#), "{}", &text[..text.len().min(400)]);
+    assert!(
+        text.contains(r#""op":"masked_eq","mask":4294967295"#),
+        "{}",
+        &text[..text.len().min(400)]
+    );
+}
+
+/// seccompiler (rust-vmm, used by Firecracker) as the third implementation: same allowed set,
+/// same verdicts on every known syscall, and how many instructions it executes.
+#[test]
+fn seccompiler_agrees_and_executes_more_instructions() {
+    use seccompiler::{
+        SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    use std::collections::BTreeMap;
+    let spec = oci::import(DOCKER).unwrap().spec;
+    let weights = SyscallWeights::agent_mix();
+    for (arch, target) in [
+        (Arch::X86_64, TargetArch::x86_64),
+        (Arch::Aarch64, TargetArch::aarch64),
+    ] {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for name in spec.syscalls.keys() {
+            let Some(nr) = arch.nr(name) else { continue };
+            let rs = spec.rules_for(arch, name);
+            assert!(
+                rs.iter()
+                    .all(|r| r.action == Action::Allow || name == "clone3"),
+                "{name}"
+            );
+            if name == "clone3" || rs.is_empty() {
+                continue;
+            }
+            let mut out = Vec::new();
+            if !rs.iter().any(|r| r.conds.is_empty()) {
+                for r in rs {
+                    let conds = r
+                        .conds
+                        .iter()
+                        .map(|c| {
+                            let op = match c.op {
+                                CmpOp::Eq => SeccompCmpOp::Eq,
+                                CmpOp::Ne => SeccompCmpOp::Ne,
+                                CmpOp::Lt => SeccompCmpOp::Lt,
+                                CmpOp::Le => SeccompCmpOp::Le,
+                                CmpOp::Gt => SeccompCmpOp::Gt,
+                                CmpOp::Ge => SeccompCmpOp::Ge,
+                                CmpOp::MaskedEq(m) => SeccompCmpOp::MaskedEq(m),
+                            };
+                            SeccompCondition::new(c.index, SeccompCmpArgLen::Qword, op, c.value)
+                                .unwrap()
+                        })
+                        .collect();
+                    out.push(SeccompRule::new(conds).unwrap());
+                }
+            }
+            rules.insert(i64::from(nr), out);
+        }
+        let filter =
+            SeccompFilter::new(rules, SeccompAction::Errno(1), SeccompAction::Allow, target)
+                .unwrap();
+        let bpf: seccompiler::BpfProgram = filter.try_into().unwrap();
+        let theirs: Vec<SockFilter> = bpf
+            .iter()
+            .map(|i| SockFilter {
+                code: i.code,
+                jt: i.jt,
+                jf: i.jf,
+                k: i.k,
+            })
+            .collect();
+        let ours = compile(&spec, arch, &weights).unwrap();
+        for (nr, name) in arch.table() {
+            if *name == "clone3" {
+                continue;
+            }
+            for args in [
+                [0u64; 6],
+                [2, 0, 0, 0, 0, 0],
+                [40, 0, 0, 0, 0, 0],
+                [0x1000_0011, 0, 0, 0, 0, 0],
+                [8, 0, 0, 0, 0, 0],
+            ] {
+                let d = SeccompData::new(arch, *nr, args);
+                assert_eq!(
+                    Action::from_ret(run(&theirs, &d).unwrap()),
+                    decide(&spec, arch, &d),
+                    "seccompiler {arch} {name} {args:x?}"
+                );
+            }
+        }
+        let a = cost::measure(&ours, arch, &weights).unwrap();
+        let b = cost::measure(&theirs, arch, &weights).unwrap();
+        eprintln!(
+            "{arch}: AEGIS mean {:.2} insn, length {}; seccompiler 0.5 mean {:.2} insn, max {}, length {}",
+            a.weighted_mean, a.len, b.weighted_mean, b.max_executed, b.len
+        );
+        assert!(
+            a.weighted_mean * 2.0 < b.weighted_mean,
+            "AEGIS {a:?} vs seccompiler {b:?}"
+        );
+    }
 }
