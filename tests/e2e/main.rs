@@ -13,3 +13,5 @@ mod diff;
 mod launch;
 /// Attacks an agent might try (fs, exec, network, escapes, resource bombs), each contained.
 mod attacks;
+/// A benign coding workload (python, git) under coding-agent runs with no false denial.
+mod benign;

@@ -1,0 +1,160 @@
+//! A benign coding workload under `policies/coding-agent.toml`, run for real as root: Python
+//! reads the repository, runs `git init/add/commit/log/status`, starts a helper Python, uses
+//! `/tmp`, and writes output files in the workspace. It must run with no false denial: exit
+//! 0, the expected output on the host (files, a commit `git log` sees), and no denial in the
+//! audit log.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use aegis_tests::*;
+use serde_json::Value;
+
+use crate::launch::*;
+
+/// The workload. argv[1] is the workspace.
+const WORKLOAD: &str = r##"
+import hashlib, json, os, subprocess, sys, tempfile
+ws = sys.argv[1]
+os.chdir(ws)
+def git(*args):
+    r = subprocess.run(["git", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("git %s failed (%d): %s" % (args[0], r.returncode, r.stderr))
+    return r.stdout
+# Read the sources (never .git, never the denied .env).
+files = {}
+for root, dirs, names in os.walk(ws):
+    dirs[:] = [d for d in dirs if d != ".git"]
+    for n in names:
+        if n == ".env":
+            continue
+        p = os.path.join(root, n)
+        with open(p, "rb") as f:
+            files[os.path.relpath(p, ws)] = hashlib.sha256(f.read()).hexdigest()
+git("init", "-q")
+git("add", "src/app.py", "README.md", ".gitignore")
+git("commit", "-q", "-m", "initial import")
+# Edit, test with a child interpreter, commit again.
+with open("src/app.py", "a") as f:
+    f.write("\ndef add(a, b):\n    return a + b\n")
+test = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'src'); import app; assert app.add(2, 3) == 5; print('tests pass')"], capture_output=True, text=True)
+if test.returncode != 0:
+    sys.exit("tests failed: " + test.stderr)
+with tempfile.TemporaryDirectory() as scratch:
+    with open(os.path.join(scratch, "notes.txt"), "w") as f:
+        f.write("scratch")
+git("add", "src/app.py")
+git("commit", "-q", "-m", "add add()")
+log = git("log", "--format=%s")
+status = git("status", "--porcelain")
+os.makedirs("build", exist_ok=True)
+report = {"files": files, "log": log.splitlines(), "status": status, "test": test.stdout.strip(), "pycache": sorted(os.listdir("src/__pycache__"))}
+with open("build/report.json", "w") as f:
+    json.dump(report, f, sort_keys=True)
+with open("SUMMARY.md", "w") as f:
+    f.write("# Summary\n%d files, %d commits\n" % (len(files), len(report["log"])))
+print("DONE", len(files), "files,", len(report["log"]), "commits")
+"##;
+
+/// A temp git repository (`git init`, no commits yet) owned by the agent: sources, a
+/// README, a `.gitignore`, and a secret `.env`.
+fn checkout(lab: &Lab) -> std::path::PathBuf {
+    let ws = lab.agent_dir("repo");
+    put(&ws.join("src/app.py"), "def hello():\n    return 'hello'\n", None);
+    put(&ws.join("README.md"), "# demo\n", None);
+    put(&ws.join(".gitignore"), ".env\n__pycache__/\n", None);
+    put(&ws.join(".env"), "API_KEY=do-not-read\n", None);
+    let r = run(Command::new("git").arg("init").arg("-q").arg(&ws));
+    assert_eq!(r.code, 0, "git init: {}", r.stderr);
+    // The agent runs as uid 65534: it owns its checkout, as a user owns theirs.
+    let r = run(Command::new("chown").arg("-R").arg(format!("{AGENT_UID}:{AGENT_UID}")).arg(&ws));
+    assert_eq!(r.code, 0, "chown: {}", r.stderr);
+    ws
+}
+
+/// Runs the workload under `policy` and checks it ran clean.
+fn run_workload(policy: &Path) {
+    let lab = Lab::new();
+    let ws = checkout(&lab);
+    let bundle = lab.build(policy, "bundle");
+    let log = lab.path("audit.log");
+    let params = [("WORKSPACE", ws.as_path())];
+    let mut c = lab.exec_cmd(&bundle, &params, &log, &["/usr/bin/python3", "-c", WORKLOAD, &ws.display().to_string()]);
+    // Identity for the commits; HOME is the workspace (the host's is not in the sandbox).
+    // The test runner may set PYTHONDONTWRITEBYTECODE; an agent writing its bytecode cache
+    // into the workspace is part of the workload.
+    c.env_remove("PYTHONDONTWRITEBYTECODE")
+        .env("HOME", &ws)
+        .env("GIT_AUTHOR_NAME", "Agent")
+        .env("GIT_AUTHOR_EMAIL", "agent@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Agent")
+        .env("GIT_COMMITTER_EMAIL", "agent@example.invalid");
+    let r = run_for(&mut c, Duration::from_secs(60));
+    assert_eq!(r.code, 0, "the benign workload failed:\n{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("DONE 3 files, 2 commits"), "{}", r.stdout);
+    assert!(!r.stderr.contains("denied") && !r.stderr.contains("not permitted"), "a denial on stderr: {}", r.stderr);
+
+    // The output is on the host: the report, the summary, and the commits.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(ws.join("build/report.json")).unwrap()).unwrap();
+    assert_eq!(report["log"], serde_json::json!(["add add()", "initial import"]));
+    assert_eq!(report["status"], "");
+    assert_eq!(report["test"], "tests pass");
+    assert_eq!(report["files"].as_object().unwrap().len(), 3, "{report}");
+    assert!(report["pycache"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().starts_with("app.")), "python cached its bytecode: {report}");
+    assert_eq!(std::fs::read_to_string(ws.join("SUMMARY.md")).unwrap(), "# Summary\n3 files, 2 commits\n");
+    let host_log = run(Command::new("git").arg("-c").arg("safe.directory=*").arg("-C").arg(&ws).args(["log", "--format=%an %s"]));
+    assert_eq!(host_log.stdout, "Agent add add()\nAgent initial import\n", "{}", host_log.stderr);
+    assert_eq!(std::fs::read_to_string(ws.join(".env")).unwrap(), "API_KEY=do-not-read\n");
+
+    let events = assert_launch_recorded(&log);
+    let denials: Vec<&Value> = events.iter().filter(|e| e["kind"] == "kernel_denial" || e["kind"] == "resource").collect();
+    assert!(denials.is_empty(), "no denial or limit recorded: {denials:?}");
+    let exited = events.iter().find(|e| e["kind"] == "agent_exited").unwrap();
+    assert_eq!(exited["status"], 0);
+}
+
+fn ready() -> bool {
+    if !sandbox_ready() {
+        return false;
+    }
+    if !Path::new("/usr/bin/git").exists() {
+        eprintln!("SKIP: /usr/bin/git is missing (the workload runs git)");
+        return false;
+    }
+    true
+}
+
+/// The policy exactly as shipped. Two findings stop it (see the report):
+/// 1. BUG (runtime/landlock): the masked `${WORKSPACE}/.git/hooks` is not recognised as a
+///    mask by `landlock::apply` (it runs as uid 65534 and cannot list the mode-000 mask), so
+///    the write grant is split and nothing can be created in `${WORKSPACE}` or `.git/`
+///    (launch.rs `a_masked_denied_directory_does_not_split_its_grant`).
+/// 2. Policy: even with 1 fixed, `git init` in an existing repository stats the template hooks
+///    in `.git/hooks` and dies on the mask (`cannot stat .git/hooks/...: Permission denied`);
+///    in a fresh directory the missing `.git/hooks` deny splits the grant the same way.
+#[test]
+#[ignore = "BUG: the masked ${WORKSPACE}/.git/hooks deny splits the workspace grant (EACCES creating files at the root and in .git/); git init also dies on the mask"]
+fn benign_workload_runs_clean_under_coding_agent() {
+    if !ready() {
+        return;
+    }
+    run_workload(&repo_root().join("policies/coding-agent.toml"));
+}
+
+/// The same workload under coding-agent with only the `.git/hooks` deny removed (the `.env`
+/// file deny stays): everything else in the shipped policy runs the workload clean.
+#[test]
+fn benign_workload_runs_clean_under_coding_agent_without_the_hooks_deny() {
+    if !ready() {
+        return;
+    }
+    let text = std::fs::read_to_string(repo_root().join("policies/coding-agent.toml")).unwrap();
+    let from = r#"deny = ["${WORKSPACE}/.env", "${WORKSPACE}/.git/hooks"]"#;
+    assert!(text.contains(from), "coding-agent.toml changed its deny list");
+    let dir = tempfile::tempdir().unwrap();
+    let variant = dir.path().join("coding-agent.toml");
+    std::fs::write(&variant, text.replacen(from, r#"deny = ["${WORKSPACE}/.env"]"#, 1)).unwrap();
+    run_workload(&variant);
+}
