@@ -240,9 +240,30 @@ pub fn load_checkpoints(path: &Path) -> Result<Vec<ExternalCheckpoint>, AuditErr
 }
 
 /// Verify the log at `path`. `Err` only if the file cannot be opened or read.
+///
+/// The log may be live: the length to verify is taken under a shared `flock`, which waits for
+/// an append in progress, so a record being written is never mistaken for a torn tail; records
+/// appended after that moment are not looked at.
 pub fn verify_log(path: &Path, options: &VerifyOptions) -> Result<Report, AuditError> {
     let file = File::open(path).map_err(AuditError::io("opening log", path))?;
-    verify_reader(file, options).map_err(AuditError::io("reading log", path))
+    let len = stable_len(&file).map_err(AuditError::io("reading length of log", path))?;
+    verify_reader(file.take(len), options).map_err(AuditError::io("reading log", path))
+}
+
+/// File length read while holding a shared lock (writers hold an exclusive one per append).
+fn stable_len(file: &File) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: flock on a descriptor owned by `file`, released below (or on close).
+    let locked = unsafe { libc::flock(fd, libc::LOCK_SH) } == 0;
+    let len = file.metadata().map(|m| m.len());
+    if locked {
+        // SAFETY: as above.
+        unsafe {
+            libc::flock(fd, libc::LOCK_UN);
+        }
+    }
+    len
 }
 
 struct State<'o> {
