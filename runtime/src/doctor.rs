@@ -165,13 +165,13 @@ pub fn bundle_verdict(dir: &Path, host: &HostReport) -> Result<String, String> {
         && required("landlock")
     {
         match host.landlock_abi {
-            Some(h) if h >= abi => missing.push("landlock stage not implemented in this build".to_string()),
-            Some(h) => missing.push(format!("landlock ABI {abi} needed, host has {h}")),
-            None => missing.push("landlock unavailable".into()),
+            Some(h) if h >= abi => {}
+            Some(h) => missing.push(format!("Landlock ABI {abi} needed, host has {h}")),
+            None => missing.push("Landlock unavailable".into()),
         }
     }
-    if m.kernel.seccomp && required("seccomp") {
-        missing.push(if host.seccomp { "seccomp stage not implemented in this build".into() } else { "seccomp unavailable".to_string() });
+    if m.kernel.seccomp && required("seccomp") && !host.seccomp {
+        missing.push("seccomp unavailable".to_string());
     }
     if !m.kernel.namespaces.is_empty() && required("namespaces") && host.user_namespaces.is_err() {
         missing.push("user namespaces unavailable".into());
@@ -179,11 +179,17 @@ pub fn bundle_verdict(dir: &Path, host: &HostReport) -> Result<String, String> {
     if m.kernel.nftables && required("nftables") && (host.nft_binary.is_none() || host.nft_kernel.is_err()) {
         missing.push("nftables unavailable".into());
     }
-    if m.network_mode == bundle::NetworkMode::Proxy {
-        missing.push("network mode proxy not implemented".into());
+    if m.network_mode == bundle::NetworkMode::Host
+        && required("nftables")
+        && !matches!(host.cgroup_layout.as_deref(), Some("v2" | "hybrid"))
+    {
+        missing.push("host network mode needs a cgroup2 tree for socket matching".into());
     }
-    if dir.join("mounts.json").exists() && required("mounts") {
-        missing.push("mounts stage not implemented in this build".into());
+    if !m.kernel.cgroup_versions.is_empty() && required("cgroup") && host.cgroup_layout.is_none() {
+        missing.push("no cgroup filesystem".into());
+    }
+    if m.network_mode == bundle::NetworkMode::Proxy {
+        missing.push("network mode proxy not implemented yet (egress proxy)".into());
     }
     if missing.is_empty() {
         Ok(format!("{}: can run", m.agent))

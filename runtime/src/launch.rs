@@ -218,8 +218,23 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             if v.required("namespaces") {
                 return Err(RunError::Unavailable { layer: "namespaces", why });
             }
+            if !host_net && v.required("nftables") {
+                // Network mode `none` is a network namespace; without one the agent would
+                // have the host's network. Only a bundle that makes this best-effort runs.
+                return Err(RunError::Unavailable {
+                    layer: "network",
+                    why: format!("network mode `none` needs a network namespace: {why}"),
+                });
+            }
             iso = Isolation::None;
             userns_note = format!("best-effort: {why}; running with Landlock + seccomp + cgroup only");
+            if !host_net {
+                nft_layer = Layer::new(
+                    "nftables",
+                    LayerStatus::NotEnforced,
+                    "best-effort: no network namespace, the agent has the host's network (Landlock TCP rules still apply if the bundle has them)",
+                );
+            }
             let mut p2 = build_plan(iso)?;
             std::mem::swap(&mut p2.landlock, &mut plan.landlock);
             std::mem::swap(&mut p2.seccomp, &mut plan.seccomp);

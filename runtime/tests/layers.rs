@@ -181,6 +181,12 @@ fn blocked_user_namespaces_refuse_or_degrade_as_the_bundle_says() {
 
     let mut spec = Spec::new("rt-bestns");
     spec.enforcement.insert("namespaces".into(), Enforcement::BestEffort);
+    // Network mode none is a network namespace: without one it must be best-effort too.
+    let strict = build(&spec, true);
+    let o = strict.command(&[], &["/bin/true"]).env("AEGIS_EXEC_TEST_NO_USERNS", "1").output().unwrap();
+    assert_eq!(o.status.code(), Some(126), "network none without a netns refused: {}", text(&o).1);
+    assert!(text(&o).1.contains("network namespace"), "{}", text(&o).1);
+    spec.enforcement.insert("nftables".into(), Enforcement::BestEffort);
     let b = build(&spec, true);
     let o = b
         .command(&["--verbose"], &["/bin/sh", "-c", "echo pid=$$; id -u"])
