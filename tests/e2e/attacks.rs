@@ -468,6 +468,33 @@ time.sleep(1.5)
     assert_launch_recorded(&tg.log);
 }
 
+/// Issue 6 §6: kernel denials the supervisor can observe (seccomp log or user notification,
+/// Landlock audit records, nftables log) are recorded. Today only nftables drops are
+/// (`supervise.rs` reads `/dev/kmsg` for the nftables log prefix): a Landlock-denied read and
+/// seccomp-denied syscalls leave no `kernel_denial` record.
+#[test]
+#[ignore = "MISSING: Landlock and seccomp denials are not recorded in the audit log (only nftables drops are)"]
+fn landlock_and_seccomp_denials_are_recorded() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tg = target();
+    let body = r##"
+t("landlock_exec", lambda: runp("/usr/bin/id"))
+t("landlock_read", lambda: open("/usr/../" + W + "/../data/secret.txt").read())
+t("seccomp_io_uring", lambda: call(425, 8, 0))
+t("seccomp_ptrace", lambda: call(101, 16, 1, 0, 0))
+"##;
+    let (v, _) = tg.attack(body, &[]);
+    for k in ["landlock_exec", "landlock_read", "seccomp_io_uring", "seccomp_ptrace"] {
+        assert!(get(&v, k).starts_with("ERR"), "{k}: {}", get(&v, k));
+    }
+    let events = assert_launch_recorded(&tg.log);
+    let layers: Vec<&str> = events.iter().filter(|e| e["kind"] == "kernel_denial").filter_map(|e| e["layer"].as_str()).collect();
+    assert!(layers.contains(&"landlock"), "a Landlock denial is recorded: {layers:?}");
+    assert!(layers.contains(&"seccomp"), "a seccomp denial is recorded: {layers:?}");
+}
+
 /// This launch's cgroup leaf, from the enforcement report ("... leaf NAME: ...").
 fn leaf_name(events: &[Value]) -> String {
     let report = events.iter().find(|e| e["kind"] == "enforcement_report").unwrap();

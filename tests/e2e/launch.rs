@@ -577,3 +577,23 @@ fn unsigned_tampered_and_incomplete_launches_are_refused() {
     assert!(marker.exists());
     assert_launch_recorded(&lab.path("ok.log"));
 }
+
+/// Finding (compiler/evaluator): a parameter directory under the host's `/tmp` is covered by
+/// the built-in `/tmp` write grant in `aegisc check` (it answers ALLOW for writing into the
+/// read-only `${DATASET}`), while the sandbox bind-mounts `${DATASET}` read-only over its
+/// private `/tmp` and the write fails with EROFS. The kernel is stricter, so nothing leaks,
+/// but the oracle and the enforcement disagree.
+#[test]
+#[ignore = "BUG: aegisc check says ALLOW for writing into a read-only parameter dir under /tmp (built-in /tmp grant); the sandbox says EROFS"]
+fn a_read_only_parameter_under_tmp_is_read_only_for_the_evaluator_too() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let host_tmp = tempfile::Builder::new().prefix("aegis-e2e-").tempdir_in("/tmp").unwrap();
+    let ds = host_tmp.path().join("dataset");
+    std::fs::create_dir(&ds).unwrap();
+    let out = lab.agent_dir("reports");
+    let params = [("DATASET", ds.as_path()), ("OUTPUT", out.as_path())];
+    differential(&lab, &policy("data-analyst.toml"), &params, &[write(&ds.join("x.csv"))]);
+}
