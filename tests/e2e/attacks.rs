@@ -493,6 +493,41 @@ time.sleep(1.5)
     assert_launch_recorded(&tg.log);
 }
 
+/// Terminal injection (the bubblewrap CVE-2017-5226 class): the agent shares the user's
+/// controlling terminal and pushes `echo PWNED\n` into its input with TIOCSTI, so the shell
+/// would run it after the agent exits. This host allows TIOCSTI (dev.tty.legacy_tiocsti=1);
+/// the seccomp filter must refuse it, including with high bits set in the 64-bit argument
+/// (the kernel truncates `cmd` to 32 bits), and TIOCLINUX.
+#[test]
+fn terminal_input_injection_is_refused() {
+    if !sandbox_ready() {
+        return;
+    }
+    let runner = fixture("tty_inject.py");
+    let parse = |r: &Run| -> Value {
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+    };
+    // Control, without the sandbox: shows the attack works here, so the test can fail.
+    let control = parse(&run_for(Command::new("/usr/bin/python3").arg(&runner), Duration::from_secs(30)));
+    if control["injected"] != "echo PWNED\n" {
+        eprintln!("note: TIOCSTI is refused on this host even without a sandbox: {control}");
+    }
+    let tg = target();
+    let mut c = Command::new("/usr/bin/python3");
+    c.arg(&runner).arg(aegis_tests::bin("aegis-exec")).env("AEGIS_STATE_DIR", &tg.lab.state).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    c.arg("--trust-key").arg(&tg.lab.public).arg("--audit-log").arg(&tg.log);
+    for (k, v) in tg.params() {
+        c.arg("--param").arg(format!("{k}={}", v.display()));
+    }
+    c.arg(&tg.bundle).arg("--");
+    let v = parse(&run_for(&mut c, Duration::from_secs(60)));
+    assert_eq!(v["code"], 0, "{v}");
+    assert_eq!(v["agent"], "AGENT tioclinux=ERR 1|tiocsti=ERR 1|tiocsti_high_bits=ERR 1", "EPERM from seccomp for all three: {v}");
+    assert_eq!(v["injected"], "", "nothing reached the terminal's input: {v}");
+    assert_launch_recorded(&tg.log);
+}
+
 /// Issue 6 §6: kernel denials the supervisor can observe (seccomp log or user notification,
 /// Landlock audit records, nftables log) are recorded. Today only nftables drops are
 /// (`supervise.rs` reads `/dev/kmsg` for the nftables log prefix): a Landlock-denied read and
