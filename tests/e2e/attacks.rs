@@ -528,6 +528,97 @@ fn terminal_input_injection_is_refused() {
     assert_launch_recorded(&tg.log);
 }
 
+/// A host service on an abstract UNIX socket (named by the test, on this host only) answers
+/// "host-secret"; the agent tries to connect to it and reports what it read.
+fn abstract_socket_attempt(lab: &Lab, bundle: &Path, params: &[(&str, &Path)], log: &Path) -> String {
+    let name = format!("aegis-e2e-{}-{}", std::process::id(), lab.tmp.path().file_name().unwrap().to_string_lossy());
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\ntry:\n    s.connect('\\0{name}')\n    print('got', s.recv(64).decode())\nexcept OSError as e:\n    print('ERR', e.errno)\n"
+    );
+    // std has no abstract-socket API on stable without a feature; python on the host does it.
+    let mut host = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket,sys\nu=socket.socket(socket.AF_UNIX); u.bind('\\0{name}'); u.listen(); print('ready', flush=True)\nu.settimeout(20)\ntry:\n    c,_=u.accept(); c.sendall(b'host-secret')\nexcept OSError:\n    pass\n"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(host.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let r = lab.exec(bundle, params, log, &["/usr/bin/python3", "-c", &script]);
+    let _ = host.kill();
+    let _ = host.wait();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    r.stdout.trim().to_string()
+}
+
+/// In network mode `none` the agent has its own network namespace, so the host's abstract
+/// UNIX sockets (which live in the network namespace) do not exist for it.
+#[test]
+fn host_abstract_unix_sockets_are_unreachable_in_network_none() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let bundle = lab.build(&fixture("probe-none.toml"), "bundle");
+    let (data, out) = (lab.root_dir("data"), lab.agent_dir("out"));
+    let got = abstract_socket_attempt(&lab, &bundle, &[("DATA", data.as_path()), ("OUT", out.as_path())], &lab.path("audit.log"));
+    assert_eq!(got, format!("ERR {}", 111), "ECONNREFUSED: no such socket in the agent's netns");
+}
+
+/// BUG (runtime/landlock): in network mode `host` the agent shares the host's network
+/// namespace and with it every abstract UNIX socket of the host (the containerd-shim
+/// CVE-2020-15257 class). The kernel has Landlock ABI 7, whose
+/// LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (ABI 6) would refuse this, but the ruleset sets no
+/// scope ("scopes: (none)" in landlock.txt).
+#[test]
+#[ignore = "BUG: in host network mode the agent connects to the host's abstract UNIX sockets (no Landlock abstract-socket scope)"]
+fn host_abstract_unix_sockets_are_unreachable_in_network_host() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tg = target();
+    let got = abstract_socket_attempt(&tg.lab, &tg.bundle, &tg.params(), &tg.log);
+    assert!(got.starts_with("ERR"), "the agent reached a host abstract socket: {got}");
+}
+
+/// BUG (nftables/landlock lowering): in network mode `host` the agent may listen on any TCP
+/// port of the host and serve whoever connects: Landlock handles only `connect_tcp` (not
+/// `bind_tcp`), and the agent's output chain accepts `ct state established` packets in both
+/// directions, so its replies to an inbound connection leave. An inbound channel the policy
+/// never granted (here a loopback client; on a real host any peer that can reach it).
+#[test]
+#[ignore = "BUG: in host network mode the agent can listen on a TCP port and serve inbound connections (no bind_tcp rule; established replies accepted)"]
+fn the_agent_cannot_serve_inbound_connections_in_network_host() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tg = target();
+    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let script = format!(
+        "import socket\nl = socket.socket(); l.settimeout(5)\ntry:\n    l.bind(('127.0.0.1', {port})); l.listen(); print('listening', flush=True)\n    c, _ = l.accept(); c.sendall(b'exfiltrated'); c.close(); print('served')\nexcept OSError as e:\n    print('ERR', e.errno)\n"
+    );
+    let mut c = tg.lab.exec_cmd(&tg.bundle, &tg.params(), &tg.log, &["/usr/bin/python3", "-c", &script]);
+    let agent = std::thread::spawn(move || run_for(&mut c, Duration::from_secs(60)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut received = String::new();
+    while Instant::now() < deadline && !agent.is_finished() {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)) {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = std::io::Read::read_to_string(&mut s, &mut received);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = agent.join().unwrap();
+    assert!(received.is_empty(), "the agent served an inbound connection: {received:?}; agent said {}", r.stdout);
+    assert!(!r.stdout.contains("served"), "{}", r.stdout);
+}
+
 /// Issue 6 §6: kernel denials the supervisor can observe (seccomp log or user notification,
 /// Landlock audit records, nftables log) are recorded. Today only nftables drops are
 /// (`supervise.rs` reads `/dev/kmsg` for the nftables log prefix): a Landlock-denied read and
