@@ -341,6 +341,8 @@ fn only_the_granted_endpoint_is_reachable() {
         net("tcp", "127.0.0.2", 47801),
         net("tcp", "127.0.0.1", other),
         net("udp", "127.0.0.1", udp_port),
+        // IPv4-mapped IPv6: the packets are IPv4 to 127.0.0.2, dropped like the plain form.
+        net("tcp", "::ffff:127.0.0.2", 47801),
     ];
     if has_v6 {
         probes.push(net("tcp", "::1", 47801));
@@ -352,8 +354,9 @@ fn only_the_granted_endpoint_is_reachable() {
     assert!(is_err(&got[1], &["timeout", "EPERM"]), "127.0.0.2: {}", got[1]);
     assert!(is_err(&got[2], &["EACCES"]), "other port: {}", got[2]);
     assert!(is_err(&got[3], &["EPERM", "timeout"]), "udp: {}", got[3]);
+    assert!(is_err(&got[4], &["timeout", "EPERM"]), "::ffff:127.0.0.2: {}", got[4]);
     if has_v6 {
-        assert!(is_err(&got[4], &["timeout", "EPERM", "EACCES"]), "::1: {}", got[4]);
+        assert!(is_err(&got[5], &["timeout", "EPERM", "EACCES"]), "::1: {}", got[5]);
     }
     // nftables drops are logged by the kernel and recorded by the supervisor.
     let denials: Vec<&Value> = events.iter().filter(|e| e["kind"] == "kernel_denial").collect();
@@ -617,6 +620,24 @@ fn the_agent_cannot_serve_inbound_connections_in_network_host() {
     let r = agent.join().unwrap();
     assert!(received.is_empty(), "the agent served an inbound connection: {received:?}; agent said {}", r.stdout);
     assert!(!r.stdout.contains("served"), "{}", r.stdout);
+}
+
+/// Finding (compiler/evaluator): `aegisc check attack.toml net ::ffff:127.0.0.1 47801 tcp`
+/// answers DENY, but an IPv4-mapped IPv6 address is the same IPv4 endpoint to the kernel
+/// (the packets are IPv4 to 127.0.0.1:47801) and the granted connection succeeds. The
+/// evaluator should normalise mapped addresses; the kernel is right to allow it.
+#[test]
+#[ignore = "BUG: aegisc check denies ::ffff:127.0.0.1:47801 (IPv4-mapped form of the granted endpoint); the sandbox connects"]
+fn an_ipv4_mapped_address_is_the_same_endpoint_for_the_evaluator() {
+    if !sandbox_ready() {
+        return;
+    }
+    let Some(granted) = bind_tcp("127.0.0.1:47801") else {
+        aegis_tests::skip!("port 47801 on 127.0.0.1 is in use (attack.toml grants that fixed port)");
+    };
+    tcp_greeter(granted);
+    let tg = target();
+    differential(&tg.lab, &fixture("attack.toml"), &tg.params(), &[net("tcp", "::ffff:127.0.0.1", 47801)]);
 }
 
 /// Issue 6 §6: kernel denials the supervisor can observe (seccomp log or user notification,
