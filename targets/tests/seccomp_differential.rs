@@ -684,3 +684,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes never make the decoder, emulator, disassembler, cache check or cost
+    /// measure panic or loop: a hostile `seccomp.<arch>.bpf` only ever yields errors.
+    #[test]
+    fn arbitrary_programs_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400), nr in any::<u32>(), args in any::<[u64; 6]>()) {
+        if let Ok(prog) = from_bytes(&bytes) {
+            let d = SeccompData::new(Arch::X86_64, nr, args);
+            let _ = run(&prog, &d);
+            let _ = emulator::run_traced(&prog, &d);
+            let text = disassemble(&prog, Some(Arch::X86_64));
+            prop_assert_eq!(text.lines().count(), prog.len());
+            let _ = is_const_allow(&prog, Arch::X86_64.audit_arch(), nr);
+            let _ = cost::longest_path(&prog);
+        }
+    }
+}

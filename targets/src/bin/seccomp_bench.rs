@@ -179,12 +179,12 @@ fn main() -> Result<(), Error> {
     );
 
     println!();
-    let n = 500_000;
+    let n = 200_000;
     let getppid = (libc::SYS_getppid, [0u64; 6]);
     let denied = (libc::SYS_keyctl, [0u64; 6]); // EPERM from every filter here
     let personality = (libc::SYS_personality, [0xffff_ffffu64, 0, 0, 0, 0, 0]); // allowed after an argument check
     let calls = [getppid, denied, personality];
-    println!("ns per syscall in a child (best of 5 rounds x {n} calls):");
+    println!("ns per syscall in a child (best of 4 interleaved passes x 5 rounds x {n} calls):");
     println!(
         "{:<40} {:>10} {:>12} {:>16}",
         "filter", "getppid", "keyctl (EPERM)", "personality(-1)"
@@ -195,9 +195,22 @@ fn main() -> Result<(), Error> {
         ("libseccomp default", Some(&lib_default)),
         ("libseccomp CTL_OPTIMIZE=2", Some(&lib_tree)),
     ];
-    for (name, prog) in filters {
-        let t = time_in_child(prog, &calls, n)?;
+    // Interleave the filters over several passes and keep each one's best: noise on a
+    // shared VM comes and goes, and only ever adds time.
+    let mut best = vec![vec![f64::INFINITY; calls.len()]; filters.len()];
+    for _ in 0..4 {
+        for (i, (_, prog)) in filters.iter().enumerate() {
+            let t = time_in_child(*prog, &calls, n)?;
+            for (b, v) in best[i].iter_mut().zip(t) {
+                *b = b.min(v);
+            }
+        }
+    }
+    for ((name, _), t) in filters.iter().zip(&best) {
         println!("{name:<40} {:>10.1} {:>12.1} {:>16.1}", t[0], t[1], t[2]);
     }
+    println!(
+        "(getppid is in the kernel's action cache under every filter above: the filter does not run.)"
+    );
     Ok(())
 }
