@@ -128,6 +128,9 @@ pub fn last_errno() -> i32 {
 pub struct ChildPlan {
     /// Read end of the "go" pipe (the supervisor writes one byte when the child may go on).
     pub go_read: i32,
+    /// After the mount stage, wait for a second byte (`N`) on the go pipe: the supervisor
+    /// loads the nftables table into our network namespace meanwhile (none mode).
+    pub wait_net: bool,
     /// Write end of the report pipe (close-on-exec).
     pub report_write: i32,
     /// Fds of the supervisor's pipe ends, closed first thing in the child.
@@ -203,8 +206,6 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
         // SAFETY: see run().
         unsafe { libc::_exit(CHILD_FAILED) }
     }
-    // SAFETY: closing the go pipe, no longer needed.
-    unsafe { libc::close(plan.go_read) };
 
     timed(report, Stage::Namespaces, || stage::namespaces::apply_in_child(&plan.ns))?;
     let mut info = [0u32; INFO_LEN];
@@ -213,6 +214,21 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.info = info;
     report.msg = msg.msg;
     r?;
+    if plan.wait_net {
+        // The nftables table is loaded into our namespace while we mounted; wait for it.
+        let t = now_ns();
+        // SAFETY: read into a 1-byte stack buffer.
+        let n = unsafe { libc::read(plan.go_read, go.as_mut_ptr().cast(), 1) };
+        if n != 1 || go[0] != b'N' {
+            // SAFETY: see run().
+            unsafe { libc::_exit(CHILD_FAILED) }
+        }
+        if let Some(slot) = report.stage_ns.get_mut(Stage::Nftables as usize) {
+            *slot = now_ns().saturating_sub(t);
+        }
+    }
+    // SAFETY: closing the go pipe, no longer needed.
+    unsafe { libc::close(plan.go_read) };
     timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
     timed(report, Stage::NoNewPrivs, stage::no_new_privs::apply_in_child)?;
     let r = timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock, &mut info, &mut msg));

@@ -179,6 +179,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         let (mounts, _) = stage::mounts::prepare(&v, full)?;
         Ok(ChildPlan {
             go_read: go_r,
+            wait_net: full && !host_net && nftp.is_some(),
             report_write: rep_w,
             parent_fds: [go_w, rep_r],
             old_mask: signals.old_mask,
@@ -460,14 +461,20 @@ fn parent_setup(
     if let Some(l) = leaf {
         stage::cgroup::enter(l, pid)?;
     }
-    let mut nft_child = None;
-    if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
-        nft_child = Some(stage::nftables::load_in_child_netns(v, p, pid)?);
-    }
-    // Everything outside is in place: let the child go on.
+    // Everything the child needs before mounting is in place: let it go on.
     // SAFETY: write one byte from a static buffer to our pipe.
     if unsafe { libc::write(go_w, b"G".as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
+    }
+    // None mode: load the table into the child's netns while it builds its mounts; it
+    // waits for `N` before dropping capabilities (and so before exec).
+    let mut nft_child = None;
+    if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
+        nft_child = Some(stage::nftables::load_in_child_netns(v, p, pid)?);
+        // SAFETY: as above.
+        if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {
+            return Err(RunError::os("signalling the child"));
+        }
     }
     Ok((None, ns_detail, nft_child))
 }

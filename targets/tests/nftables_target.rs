@@ -162,6 +162,8 @@ fn apply_loads_verifies_and_deletes_on_drop() {
     }
     if ok {
         assert!(table_exists(&table));
+        assert!(aegis_targets::nftables::table_present(&table, None).unwrap(), "netlink sees the table");
+        assert!(!aegis_targets::nftables::table_present("aegis_no_such_table_x", None).unwrap());
         let listed = Command::new("nft").args(["list", "table", "inet", &table]).output().unwrap();
         let text = String::from_utf8_lossy(&listed.stdout);
         assert!(text.contains("socket cgroupv2 level 1"), "{text}");
@@ -169,6 +171,7 @@ fn apply_loads_verifies_and_deletes_on_drop() {
     }
     drop(loaded);
     assert!(!table_exists(&table), "table deleted on drop");
+    assert!(!aegis_targets::nftables::table_present(&table, None).unwrap(), "netlink agrees");
     std::fs::remove_dir(&leaf).unwrap();
     assert!(ok, "apply failed");
 }

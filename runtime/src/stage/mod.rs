@@ -4,25 +4,25 @@
 //! supervisor (outside)                         child (inside the new namespaces)
 //! 1  verify      bundle signature, digests,
 //!                expiry, serial; parameters
-//!    ── every artifact is parsed and prepared into plain data here, before any namespace ──
+//!    ── every artifact is decoded and validated here, before any namespace exists ──
 //! 2  cgroup      create the leaf, write limits
-//!    nftables    host mode: load the table that
+//! 5  nftables    host mode: load the table that
 //!                matches the leaf's sockets
-//! 3  namespaces  clone(user, mount, pid, net,   → waits on the "go" pipe
-//!                ipc, uts); write uid/gid maps;
+//! 3  namespaces  clone(user, mount, pid, ipc,   → waits on the "go" pipe
+//!                uts[, net]); write id maps;
 //!                move the child into the leaf;
-//!                verify ns + cgroup membership
-//! 5  nftables    none/proxy mode: load the table
-//!                into the child's netns, verify   → go
+//!                verify ns + cgroup membership → G
 //!                                               3  namespaces  unshare cgroup ns, hostname, lo up
-//!                                               4  mounts      private propagation, mount plan / fresh /proc
+//! 5  nftables    none mode: load the table into 4  mounts      mount plan + pivot_root (or private
+//!                the child's netns meanwhile,                  propagation and a fresh /proc)
+//!                verify it over netlink      → N   (waits for N)
 //!                                               6  caps        switch uid/gid, drop every capability set
 //!                                               7  no_new_privs
-//!                                               8  landlock
-//!                                               9  seccomp     last filter installed: everything
-//!                                                              after it must be allowed by it
+//!                                               8  landlock    (verified: fully enforced at the bundle's ABI)
+//!                                               9  seccomp     last filter installed (verified: mode 2);
+//!                                                              everything after it must pass it
 //!                                               10 fds         close every inherited fd but the report pipe
-//!                                               11 exec        report "ok" + timings, execve
+//!                                               11 exec        report "ok" + timings + facts, execve
 //! ```
 //!
 //! Why this order: the cgroup leaf exists before the child so the child is limited from its
@@ -33,9 +33,12 @@
 //! are dropped right after; no_new_privs must precede Landlock and seccomp (both require it
 //! without CAP_SYS_ADMIN); seccomp is last because every later syscall must pass it; fds
 //! are closed at the very end so that the report pipe stays usable to say why a stage failed.
-//! After `clone` the child does no parsing and no allocation: every stage's `Child*` struct is
-//! plain data (C strings, numbers, pointers into buffers owned by the supervisor's memory,
-//! which the child shares copy-on-write).
+//! After `clone` the child parses nothing: every stage's `Child*` struct holds decoded,
+//! validated data (C strings, numbers, the artifacts' typed values) in memory the child shares
+//! copy-on-write. AEGIS's own child stages make raw syscalls only; the mount plan and
+//! Landlock apply functions allocate while resolving launch paths inside the new root (safe:
+//! the supervisor is single-threaded when it clones). The none-mode nftables load overlaps
+//! with the child's mount stage (`N` byte), and is in place before capabilities are dropped.
 
 pub mod caps;
 pub mod cgroup;

@@ -693,15 +693,14 @@ pub fn apply(json: &[u8], table: &str, dispatch: Option<&str>, netns: Option<&Pa
         removed: false,
     };
     if let Some(d) = dispatch {
-        run_nft(&["-f", "-"], d.as_bytes(), netns, "adding the cgroup dispatch rule")?;
+        // `-e` echoes what the kernel committed: the rule must come back.
+        let echoed = run_nft(&["-e", "-f", "-"], d.as_bytes(), netns, "adding the cgroup dispatch rule")?;
+        if !String::from_utf8_lossy(&echoed).contains("socket cgroupv2") {
+            return Err(NftError::Missing(format!("{FAMILY} {table} (dispatch rule not echoed)")));
+        }
     }
-    // A `list` in the same batch as the adds reads nft's cache, not the kernel, so the check
-    // is its own invocation: it sees what the kernel holds now.
-    let listed = run_nft(&["list", "table", FAMILY, table], b"", netns, "verifying the table")?;
-    let listed = String::from_utf8_lossy(&listed);
-    let ok = listed.contains(&format!("table {FAMILY} {table} {{"))
-        && (dispatch.is_none() || listed.contains("socket cgroupv2"));
-    if !ok {
+    // The check asks the kernel directly over netlink (no third `nft` process).
+    if !table_present(table, netns)? {
         return Err(NftError::Missing(format!("{FAMILY} {table}")));
     }
     Ok(loaded)
@@ -748,4 +747,130 @@ impl Drop for LoadedTable {
 /// Whether a `table inet <table>` exists in the current (host) network namespace.
 pub fn table_exists(table: &str) -> bool {
     run_nft(&["list", "table", FAMILY, table], b"", None, "listing").is_ok()
+}
+
+const NETLINK_NETFILTER: libc::c_int = 12;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFPROTO_INET: u8 = 1;
+const NLMSG_ERROR: u16 = 2;
+
+fn nl_err(what: &'static str) -> NftError {
+    NftError::Spawn {
+        what,
+        source: std::io::Error::last_os_error(),
+    }
+}
+
+/// A netlink socket in the network namespace at `netns` (or the current one): the
+/// supervisor enters the namespace just long enough to create the socket, which stays bound
+/// to it.
+fn netfilter_socket(netns: Option<&Path>) -> Result<std::os::fd::OwnedFd, NftError> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let open = || {
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_NETFILTER) };
+        if fd < 0 {
+            return Err(nl_err("netlink socket"));
+        }
+        // SAFETY: a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let Some(ns) = netns else { return open() };
+    let own = std::fs::File::open("/proc/self/ns/net").map_err(|source| NftError::Spawn {
+        what: "opening our network namespace",
+        source,
+    })?;
+    let target = std::fs::File::open(ns).map_err(|source| NftError::Spawn {
+        what: "opening the agent's network namespace",
+        source,
+    })?;
+    // SAFETY: setns with fds we own; the supervisor is single-threaded, and we switch back
+    // below whatever happens.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(nl_err("entering the agent's network namespace"));
+    }
+    let sock = open();
+    // SAFETY: as above, back to our own namespace.
+    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(nl_err("returning to the supervisor's network namespace"));
+    }
+    sock
+}
+
+/// Asks the kernel (NFT_MSG_GETTABLE over netlink) whether `inet <table>` exists in the
+/// network namespace at `netns` (or the current one).
+pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError> {
+    let sock = netfilter_socket(netns)?;
+    let mut name = table.as_bytes().to_vec();
+    name.push(0);
+    let attr_len = 4 + name.len();
+    let padded = (attr_len + 3) & !3;
+    let total = 16 + 4 + padded;
+    let mut msg = Vec::with_capacity(total);
+    msg.extend_from_slice(&(total as u32).to_ne_bytes());
+    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
+    msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+    msg.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
+    msg.extend_from_slice(&name);
+    msg.resize(total, 0);
+    // SAFETY: an all-zero sockaddr_nl addresses the kernel.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: sending our buffer to the kernel's netlink address.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent != msg.len() as isize {
+        return Err(nl_err("netlink send"));
+    }
+    let mut found = false;
+    let mut buf = vec![0u8; 16384];
+    loop {
+        // SAFETY: receiving into our buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            return Err(nl_err("netlink receive"));
+        }
+        let mut off = 0usize;
+        let data = buf.get(..n as usize).unwrap_or_default();
+        while let Some(hdr) = data.get(off..off + 16) {
+            let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+            let ty = u16::from_ne_bytes([hdr[4], hdr[5]]);
+            if len < 16 {
+                return Err(NftError::Shape("malformed netlink reply".into()));
+            }
+            if ty == NLMSG_ERROR {
+                let err = data
+                    .get(off + 16..off + 20)
+                    .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                    .unwrap_or(-libc::EINVAL);
+                return match err {
+                    0 => Ok(found),
+                    e if -e == libc::ENOENT => Ok(false),
+                    e => Err(NftError::Spawn {
+                        what: "netlink GETTABLE",
+                        source: std::io::Error::from_raw_os_error(-e),
+                    }),
+                };
+            }
+            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE {
+                found = true;
+            }
+            off += (len + 3) & !3;
+        }
+    }
 }
