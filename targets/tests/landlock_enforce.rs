@@ -362,11 +362,19 @@ fn an_existing_hard_link_to_a_denied_file_is_reported_as_a_loss() {
     in_child(|c| {
         let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
         c.expect(
-            st.losses.iter().any(|l| !l.stricter_reading && l.what.contains("2 hard links")),
+            st.losses
+                .iter()
+                .any(|l| !l.stricter_reading && l.what.contains("2 hard links")),
             format!("hard-link loss not reported: {:?}", st.losses),
         );
         // The documented gap: Landlock checks paths, so the other name reads the inode.
-        c.expect(can_read(&base.join("rw/work/hl-pre")), "expected gap: the pre-existing link is readable");
-        c.expect(!can_read(&base.join("rw/.env")), "the denied name itself stays closed");
+        c.expect(
+            can_read(&base.join("rw/work/hl-pre")),
+            "expected gap: the pre-existing link is readable",
+        );
+        c.expect(
+            !can_read(&base.join("rw/.env")),
+            "the denied name itself stays closed",
+        );
     });
 }

@@ -163,6 +163,18 @@ fn plan_builds_an_isolated_root_and_contains_attacks() {
             unsafe { libc::umount2(c_env.as_ptr(), libc::MNT_DETACH) } != 0,
             "a Landlock-restricted process cannot unmount a mask",
         );
+        c.expect(
+            std::fs::write("/dev/null", b"x").is_ok(),
+            "/dev/null stays writable under Landlock",
+        );
+        c.expect(
+            can_read(Path::new("/proc/self/status")),
+            "/proc stays readable under Landlock",
+        );
+        c.expect(
+            std::fs::write("/tmp/y", b"y").is_ok(),
+            "private /tmp stays writable under Landlock",
+        );
         // exec
         let mytrue = base.join("bin/mytrue");
         c.expect(
@@ -252,7 +264,8 @@ fn bench_fs_stages_against_bwrap() {
     let ll = landlock::lower_fs(&policy()).artifact;
     let p = params(&base);
     const N: u32 = 100;
-    let (mut mounts_t, mut landlock_t, mut total) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut mounts_t, mut landlock_t, mut total) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..N {
         let mut fds = [0; 2];
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -272,8 +285,15 @@ fn bench_fs_stages_against_bwrap() {
                 let t1 = Instant::now();
                 let ok = ok && landlock::apply(&ll, &p, Mode::Required).is_ok();
                 let t2 = Instant::now();
-                let mut w = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
-                let _ = write!(w, "{} {} {}", ok, (t1 - t0).as_nanos(), (t2 - t1).as_nanos());
+                let mut w =
+                    unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+                let _ = write!(
+                    w,
+                    "{} {} {}",
+                    ok,
+                    (t1 - t0).as_nanos(),
+                    (t2 - t1).as_nanos()
+                );
                 drop(w);
                 let prog = std::ffi::CString::new("/usr/bin/true").unwrap();
                 let argv = [prog.as_ptr(), std::ptr::null()];
@@ -283,7 +303,13 @@ fn bench_fs_stages_against_bwrap() {
             unsafe { libc::close(fds[1]) };
             let mut st = 0;
             unsafe { libc::waitpid(pid2, &mut st, 0) };
-            unsafe { libc::_exit(if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { 99 }) }
+            unsafe {
+                libc::_exit(if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    99
+                })
+            }
         }
         unsafe { libc::close(fds[1]) };
         let mut st = 0;
@@ -304,27 +330,74 @@ fn bench_fs_stages_against_bwrap() {
         landlock_t / N,
         total / N
     );
-    if std::process::Command::new("bwrap").arg("--version").output().is_err() {
+    if std::process::Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: bwrap not installed, no comparison");
         return;
     }
     let b = base.to_str().unwrap();
     let args = [
-        "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc",
-        "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
-        "--ro-bind", &format!("{b}/ro"), &format!("{b}/ro"), "--bind", &format!("{b}/rw"), &format!("{b}/rw"),
-        "--ro-bind", "/dev/null", &format!("{b}/rw/.env"), "--tmpfs", &format!("{b}/rw/secret"),
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/usr/bin/true",
+        "--unshare-all",
+        "--die-with-parent",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--ro-bind",
+        "/etc",
+        "/etc",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--ro-bind",
+        &format!("{b}/ro"),
+        &format!("{b}/ro"),
+        "--bind",
+        &format!("{b}/rw"),
+        &format!("{b}/rw"),
+        "--ro-bind",
+        "/dev/null",
+        &format!("{b}/rw/.env"),
+        "--tmpfs",
+        &format!("{b}/rw/secret"),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "/usr/bin/true",
     ];
     for (what, unshare) in [
-        ("same namespaces as above (user, mount, pid)", &["--unshare-user", "--unshare-pid"][..]),
-        ("--unshare-all (adds net, ipc, uts, cgroup)", &["--unshare-all"][..]),
+        (
+            "same namespaces as above (user, mount, pid)",
+            &["--unshare-user", "--unshare-pid"][..],
+        ),
+        (
+            "--unshare-all (adds net, ipc, uts, cgroup)",
+            &["--unshare-all"][..],
+        ),
     ] {
         let start = Instant::now();
         for _ in 0..N {
-            let st = std::process::Command::new("bwrap").args(unshare).args(&args[1..]).status().unwrap();
+            let st = std::process::Command::new("bwrap")
+                .args(unshare)
+                .args(&args[1..])
+                .status()
+                .unwrap();
             assert!(st.success());
         }
-        eprintln!("bwrap, same layout, no Landlock, {what}, mean of {N}: {:?}", start.elapsed() / N);
+        eprintln!(
+            "bwrap, same layout, no Landlock, {what}, mean of {N}: {:?}",
+            start.elapsed() / N
+        );
     }
 }

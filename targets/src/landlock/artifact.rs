@@ -111,6 +111,16 @@ impl LandlockArtifact {
         )
     }
 
+    /// Launch parameters the artifact needs (for the bundle manifest).
+    pub fn params(&self) -> BTreeSet<String> {
+        super::template::required_params(
+            self.path_rules
+                .iter()
+                .map(|r| &r.path)
+                .chain(self.denies.iter().map(|d| &d.path)),
+        )
+    }
+
     /// Merges rules with the same key, sorts them, and recomputes `min_abi`. Call after
     /// editing the fields by hand.
     pub fn normalize(&mut self) {

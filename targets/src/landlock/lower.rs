@@ -131,3 +131,30 @@ pub fn lower_fs(rules: &[FsRule]) -> FsLowering {
         losses: losses.into_iter().collect(),
     }
 }
+
+/// Rules every sandboxed process needs for the runtime's minimal `/dev` and fresh `/proc`
+/// (origin `implicit: sandbox runtime`); the compiler adds them like the loader rules.
+/// `/dev/ptmx` and `/dev/fd` are symlinks into `pts/` and `/proc`, covered by these.
+pub fn runtime_rules() -> Vec<FsRule> {
+    let rules: [(&str, FsAccess); 9] = [
+        ("/dev/null", FsAccess::Write),
+        ("/dev/full", FsAccess::Write),
+        ("/dev/tty", FsAccess::Write),
+        ("/dev/pts", FsAccess::Write),
+        ("/dev/shm", FsAccess::Write),
+        ("/dev/zero", FsAccess::Read),
+        ("/dev/random", FsAccess::Read),
+        ("/dev/urandom", FsAccess::Read),
+        ("/proc", FsAccess::Read),
+    ];
+    rules
+        .into_iter()
+        .filter_map(|(p, access)| {
+            PathTemplate::parse(p).ok().map(|path| FsRule {
+                path,
+                access,
+                origin: "implicit: sandbox runtime".to_owned(),
+            })
+        })
+        .collect()
+}

@@ -30,6 +30,6 @@ pub use apply::{
 };
 pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule};
 pub use loader::{elf_interpreter, loader_paths, loader_rules};
-pub use lower::{FsAccess, FsLowering, FsRule, Loss, lower_fs};
+pub use lower::{FsAccess, FsLowering, FsRule, Loss, lower_fs, runtime_rules};
 pub use rights::{Abi, FsRight, GrantKind, NetRight, RestrictFlag, Scope, rights_for};
 pub use template::{Params, PathTemplate, TemplateError};

@@ -95,6 +95,11 @@ impl MountPlan {
         self.entries = by.into_values().collect();
     }
 
+    /// Launch parameters the plan needs (for the bundle manifest).
+    pub fn params(&self) -> BTreeSet<String> {
+        crate::landlock::template::required_params(self.entries.iter().map(|e| &e.target))
+    }
+
     /// Checks the invariants listed in the module docs.
     pub fn validate(&self) -> Result<(), PlanError> {
         if self.format != FORMAT {

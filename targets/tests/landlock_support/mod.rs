@@ -254,8 +254,6 @@ pub fn policy() -> Vec<FsRule> {
         rule("/etc", Read, "read /etc"),
         rule("/lib", Read, "read /lib"),
         rule("/lib64", Read, "read /lib64"),
-        rule("/proc", Read, "read /proc"),
-        rule("/dev/null", Write, "write /dev/null"),
         rule("/tmp", Write, "write /tmp"),
         rule("/usr/bin/true", Exec, "exec /usr/bin/true"),
         rule("${BASE}/ro", Read, "read ${BASE}/ro"),
@@ -268,6 +266,7 @@ pub fn policy() -> Vec<FsRule> {
     r.extend(aegis_targets::landlock::loader_rules(
         std::env::consts::ARCH,
     ));
+    r.extend(aegis_targets::landlock::runtime_rules());
     r
 }
 
