@@ -383,3 +383,78 @@ fn exec_gate_notify_allows_the_initial_exec_only() {
         "expected sh to run and /bin/true to be refused (exit 7), got {code}"
     );
 }
+
+/// The kernel's own checker accepts a program that needs long-jump trampolines, and the
+/// verdicts hold through them.
+#[test]
+fn kernel_accepts_programs_with_trampolines() {
+    if !x86_64_only() {
+        return;
+    }
+    let mut spec = SeccompSpec::new(Action::Errno(1));
+    for (i, (_, name)) in Arch::X86_64
+        .table()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0)
+    {
+        if aegis_targets::seccomp::syscalls::is_pointer_arg(name, 0) {
+            continue;
+        }
+        spec.push(
+            name,
+            Rule::when(vec![ArgCond::new(0, CmpOp::Eq, i as u64)], Action::Allow),
+        );
+        spec.push(
+            name,
+            Rule::when(vec![ArgCond::new(0, CmpOp::Gt, 1 << 40)], Action::Errno(3)),
+        );
+    }
+    for name in ["exit_group", "getpid"] {
+        spec.set(name, vec![Rule::always(Action::Allow)]);
+    }
+    let prog = compile(&spec, Arch::X86_64, &SyscallWeights::agent_mix()).unwrap();
+    assert!(prog.len() > 1000 && prog.iter().any(|i| i.code == 0x05));
+    let gettid = Arch::X86_64.nr("gettid").unwrap();
+    let want = decide(
+        &spec,
+        Arch::X86_64,
+        &SeccompData::new(Arch::X86_64, gettid, [1 << 41, 0, 0, 0, 0, 0]),
+    );
+    let code = in_child(|| {
+        if apply(&prog, ApplyOptions::default()).is_err() {
+            return 1;
+        }
+        if sys(libc::SYS_getpid, [0; 6]).is_err() {
+            return 2;
+        }
+        let got = match sys(libc::SYS_gettid, [1 << 41, 0, 0, 0, 0, 0]) {
+            Ok(_) => Action::Allow,
+            Err(e) => Action::Errno(e as u16),
+        };
+        if got != want {
+            return 3;
+        }
+        0
+    });
+    assert_eq!(code, 0, "check {code} failed");
+}
+
+/// A filter for the other architecture kills the process at its very next syscall: the
+/// architecture check comes first.
+#[test]
+fn a_filter_for_another_architecture_kills_at_the_first_syscall() {
+    if !x86_64_only() {
+        return;
+    }
+    let spec = aegis_default(&Hardening::default());
+    let prog = compile(&spec, Arch::Aarch64, &SyscallWeights::agent_mix()).unwrap();
+    let code = in_child(|| {
+        if apply(&prog, ApplyOptions::default()).is_err() {
+            return 1;
+        }
+        let _ = sys(libc::SYS_getpid, [0; 6]);
+        2
+    });
+    assert_eq!(code, 128 + libc::SIGSYS);
+}
