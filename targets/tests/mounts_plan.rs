@@ -118,6 +118,11 @@ fn each_access_kind_becomes_the_right_mount() {
             .any(|l| l.what.contains("ld.so") && !l.stricter_reading)
     );
     assert!(plan.memfd_noexec);
+    let (_, losses) = mounts::plan_from_rules(&landlock::runtime_rules(), &PlanOptions::default());
+    assert!(
+        losses.is_empty(),
+        "the runtime's own /dev and /proc rules lose nothing: {losses:?}"
+    );
 }
 
 #[test]

@@ -101,6 +101,22 @@ pub fn apply(plan: &MountPlan, params: &Params) -> Result<MountReport, MountErro
         }
         !inside
     });
+    // A mask outside every mounted tree would only add an empty file to the new root.
+    let covering: Vec<PathBuf> = entries
+        .iter()
+        .filter(|e| e.kind != MountKind::Mask)
+        .map(|e| e.path.clone())
+        .collect();
+    entries.retain(|e| {
+        let visible = e.kind != MountKind::Mask || covering.iter().any(|c| e.path.starts_with(c));
+        if !visible {
+            report.skipped.push(format!(
+                "{}: mask not needed, not visible in the new root",
+                e.path.display()
+            ));
+        }
+        visible
+    });
     let mut symlinks = symlinks_on_the_way(plan, params);
     symlinks.extend(root_symlinks(&entries));
 

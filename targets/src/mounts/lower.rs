@@ -80,6 +80,7 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
             .iter()
             .any(|g| g.access == FsAccess::Write && g.path.contains(p))
     };
+    let mut exec_mappable_read = false;
     for g in &grants {
         let replaced = [
             (opts.tmp_size_bytes.is_some(), &tmp, "the private /tmp"),
@@ -89,7 +90,7 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
         .into_iter()
         .find(|(on, base, _)| *on && base.contains(&g.path));
         if let Some((_, base, what)) = replaced {
-            if g.path != *base {
+            if g.path != *base && !provided_by_dev(base, &dev, &g.path) {
                 losses.insert(Loss {
                     rule: g.origin.clone(),
                     what: format!(
@@ -117,6 +118,12 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
             },
             FsAccess::Deny => continue,
         };
+        exec_mappable_read |= g.access == FsAccess::Read
+            && kind
+                == (MountKind::Bind {
+                    writable: false,
+                    exec: true,
+                });
         plan.entries.push(MountEntry {
             target: g.path.clone(),
             kind,
@@ -142,7 +149,7 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
             });
         }
     }
-    if grants.iter().any(|g| g.access == FsAccess::Read) {
+    if exec_mappable_read {
         losses.insert(Loss {
             rule: "implicit: readable trees keep exec".to_owned(),
             what: "readable trees stay mappable as code (shared libraries need it): a program \
@@ -185,4 +192,19 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
     }
     plan.normalize();
     (plan, losses.into_iter().collect())
+}
+
+/// Paths the minimal `/dev` itself provides: rules on them need no host bind.
+const DEV_NODES: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin",
+    "stdout", "stderr",
+];
+
+fn provided_by_dev(base: &PathTemplate, dev: &PathTemplate, path: &PathTemplate) -> bool {
+    base == dev
+        && path.components().len() >= 2
+        && path
+            .components()
+            .get(1)
+            .is_some_and(|c| DEV_NODES.contains(&c.as_str()))
 }
