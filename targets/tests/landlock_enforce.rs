@@ -378,3 +378,30 @@ fn an_existing_hard_link_to_a_denied_file_is_reported_as_a_loss() {
         );
     });
 }
+
+#[test]
+fn a_deny_on_a_path_absent_at_launch_stays_denied_when_created() {
+    if skip_without_landlock() {
+        return;
+    }
+    let (_dir, base) = tree();
+    let mut rules = policy();
+    rules.push(rule(
+        "${BASE}/rw/work/future.txt",
+        landlock::FsAccess::Deny,
+        "deny future",
+    ));
+    std::fs::create_dir(base.join("rw/work/sub")).unwrap();
+    let lowered = landlock::lower_fs(&rules);
+    in_child(|c| {
+        landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        c.expect(
+            !can_write(&base.join("rw/work/future.txt")),
+            "creating the denied path must fail",
+        );
+        c.expect(
+            can_write(&base.join("rw/work/sub/x")),
+            "siblings on the chain keep the write grant",
+        );
+    });
+}
