@@ -227,9 +227,24 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
             *slot = now_ns().saturating_sub(t);
         }
     }
-    // SAFETY: closing the go pipe, no longer needed.
-    unsafe { libc::close(plan.go_read) };
     timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
+    // Changing uids clears the parent-death signal: arm it again, then make sure the
+    // supervisor did not die in between (it holds the go pipe's write end open until the
+    // agent has exec'd, so a hang-up means it is gone).
+    // SAFETY: prctl with integer arguments; poll on one pollfd we own.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        let mut pfd = libc::pollfd {
+            fd: plan.go_read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        libc::poll(&mut pfd, 1, 0);
+        if pfd.revents & libc::POLLHUP != 0 {
+            libc::_exit(CHILD_FAILED);
+        }
+        libc::close(plan.go_read);
+    }
     timed(report, Stage::NoNewPrivs, stage::no_new_privs::apply_in_child)?;
     let r = timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock, &mut info, &mut msg));
     report.info = info;

@@ -253,10 +253,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     close(go_r);
     close(rep_w);
     let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, ids, go_w, rep_r);
-    close(go_w);
     let (child_report, ns_detail, nft_child) = match result {
         Ok(r) => r,
         Err(e) => {
+            close(go_w);
             close(rep_r);
             return Err(e);
         }
@@ -269,6 +269,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // Wait for the child's verdict: a report, then EOF when exec closes the pipe.
     let final_report = read_reports(rep_r);
     close(rep_r);
+    // Held open until now: the child checks it to know the supervisor is still alive.
+    close(go_w);
     lap(&mut timings, "child stages until exec");
     let r = match final_report {
         Some(r) if r.ok == 1 => r,
@@ -401,6 +403,25 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         && let Err(e) = l.remove()
     {
         cleanup_errors.push(e.to_string());
+    }
+    // Leftovers of supervisors that were SIGKILLed (they cannot clean up themselves): swept
+    // after the agent exited, so it costs no launch latency.
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if let Some(p) = &cg {
+        for d in aegis_targets::cgroup::sweep_stale(&p.layout, &alive) {
+            audit.queue(Event::Note {
+                component: "supervisor".into(),
+                message: format!("removed stale cgroup leaf {}", d.display()),
+            });
+        }
+    }
+    if host_net && table.is_some() {
+        for t in aegis_targets::nftables::sweep_stale(&alive) {
+            audit.queue(Event::Note {
+                component: "supervisor".into(),
+                message: format!("removed stale nftables table inet {t}"),
+            });
+        }
     }
     let (cpu_user_us, cpu_sys_us) = outcome.cpu_us();
     let peak = usage.memory_peak.or_else(|| u64::try_from(outcome.rusage.ru_maxrss).ok().map(|kb| kb * 1024));

@@ -805,6 +805,49 @@ impl Drop for Leaf {
     }
 }
 
+/// Removes leaves left behind by supervisors that died without cleaning up (SIGKILL): leaf
+/// names end in `-<supervisor pid>-<hex>`; a leaf whose supervisor pid is not alive
+/// (`alive(pid)` false) has its processes killed and its directory removed. Returns the
+/// removed directories. Leaves whose names do not have that shape are left alone.
+pub fn sweep_stale(layout: &Layout, alive: &dyn Fn(i32) -> bool) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = match layout {
+        Layout::V2 { root } => vec![root.clone()],
+        Layout::Hybrid { v1, unified } => v1.values().cloned().chain([unified.clone()]).collect(),
+        Layout::V1 { v1 } => v1.values().cloned().collect(),
+    };
+    roots.sort();
+    roots.dedup();
+    let mut removed = Vec::new();
+    for root in roots {
+        let Ok(rd) = std::fs::read_dir(root.join(PARENT_DIR)) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut parts = name.rsplitn(3, '-');
+            let (Some(hex), Some(pid), Some(_agent)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<i32>() else { continue };
+            if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || alive(pid) {
+                continue;
+            }
+            let dir = e.path();
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) of a process left in an orphaned AEGIS leaf.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while std::fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !dir.exists() {
+                removed.push(dir);
+            }
+        }
+    }
+    removed
+}
+
 fn read_u64(p: &Path) -> Option<u64> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }

@@ -749,6 +749,30 @@ pub fn table_exists(table: &str) -> bool {
     run_nft(&["list", "table", FAMILY, table], b"", None, "listing").is_ok()
 }
 
+/// Deletes `inet aegis_*_<pid>` tables of the host namespace whose supervisor pid is not
+/// alive (left by a supervisor killed with SIGKILL). Returns the deleted table names.
+pub fn sweep_stale(alive: &dyn Fn(i32) -> bool) -> Vec<String> {
+    let Ok(out) = run_nft(&["list", "tables"], b"", None, "listing tables") else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for line in String::from_utf8_lossy(&out).lines() {
+        let Some(name) = line.trim().strip_prefix("table inet ") else { continue };
+        if !name.starts_with("aegis_") {
+            continue;
+        }
+        let Some(pid) = name.rsplit('_').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        if alive(pid) {
+            continue;
+        }
+        let cmd = format!("delete table {FAMILY} {name}\n");
+        if run_nft(&["-f", "-"], cmd.as_bytes(), None, "deleting a stale table").is_ok() {
+            removed.push(name.to_string());
+        }
+    }
+    removed
+}
+
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWTABLE: u16 = 0;

@@ -1,0 +1,63 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A supervisor killed with SIGKILL cannot clean up: its agent dies with it (PDEATHSIG) and
+//! the next run sweeps the leaf and table it left. Its own test binary, so no parallel test
+//! of this crate sweeps first.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn wait_for_leaf(agent: &str) -> Vec<std::path::PathBuf> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        let l = leaves(agent);
+        if let Some(p) = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids"))
+            && !std::fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default().trim().is_empty()
+        {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("agent {agent} never appeared in its cgroup");
+}
+
+#[test]
+fn sigkill_of_the_supervisor_kills_the_agent_and_the_next_run_sweeps_the_leftovers() {
+    if !need_root("sigkill_supervisor") {
+        return;
+    }
+    if !have_nft() {
+        eprintln!("SKIP sigkill_supervisor: no nft");
+        return;
+    }
+    let mut spec = Spec::new("rt-orphan");
+    spec.network = aegis_targets::bundle::NetworkMode::Host;
+    spec.net = Some(aegis_targets::nftables::NetPolicy {
+        mode: aegis_targets::nftables::NetMode::Host,
+        endpoints: vec![],
+        resolvers: vec![],
+    });
+    let b = build(&spec, true);
+    let mut child = b.command(&[], &["/bin/sleep", "30"]).spawn().unwrap();
+    let l = wait_for_leaf("rt-orphan");
+    let procs = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids")).unwrap().join("cgroup.procs");
+    let agent: i32 = std::fs::read_to_string(&procs).unwrap().lines().next().unwrap().trim().parse().unwrap();
+    // SAFETY: killing the supervisor we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    // The agent dies with its supervisor (PR_SET_PDEATHSIG).
+    let t = Instant::now();
+    while std::path::Path::new(&format!("/proc/{agent}")).exists() {
+        assert!(t.elapsed() < Duration::from_secs(3), "agent outlived its supervisor");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let table = format!("aegis_rt_orphan_{}", child.id());
+    assert_eq!(nft_tables_with(&table).len(), 1, "a SIGKILLed supervisor leaves its table");
+    assert!(!leaves("rt-orphan").is_empty(), "and its leaf");
+    // The next host-mode run of any agent sweeps both.
+    let o = b.run(&[], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
+    assert!(nft_tables_with(&table).is_empty(), "stale table swept");
+    assert!(leaves("rt-orphan").is_empty(), "stale leaf swept: {:?}", leaves("rt-orphan"));
+    assert!(b.events("note").iter().any(|n| n["message"].as_str().unwrap_or("").contains("stale")));
+}
