@@ -597,3 +597,84 @@ fn a_read_only_parameter_under_tmp_is_read_only_for_the_evaluator_too() {
     let params = [("DATASET", ds.as_path()), ("OUTPUT", out.as_path())];
     differential(&lab, &policy("data-analyst.toml"), &params, &[write(&ds.join("x.csv"))]);
 }
+
+/// `aegisc explain-syscall POLICY NR ARGS...` (the seccomp filter in the emulator): the errno
+/// the filter answers, or None for ALLOW.
+fn filter_verdict(policy: &Path, nr: u64, args: &[u64]) -> Option<i64> {
+    let r = run(aegisc().arg("explain-syscall").arg(policy).arg(nr.to_string()).args(args.iter().map(|a| format!("{a:#x}"))));
+    assert!(r.code == 0 || r.code == 1, "explain-syscall {nr}: {}{}", r.stdout, r.stderr);
+    let line = r.stdout.lines().find(|l| l.contains("filter answers")).unwrap_or_else(|| panic!("{}", r.stdout));
+    if line.contains("answers ALLOW") {
+        return None;
+    }
+    let n = line.split("ERRNO(").nth(1).and_then(|s| s.split(')').next()).unwrap_or_else(|| panic!("unexpected verdict: {line}"));
+    Some(n.parse().unwrap())
+}
+
+/// The seccomp layer, differentially: each raw syscall made inside the sandbox fails with
+/// exactly the errno the filter answers in `aegisc explain-syscall`, and the ones it allows
+/// succeed (arguments are chosen so that an allowed call cannot fail).
+#[test]
+fn seccomp_layer_agrees_with_aegisc_explain_syscall() {
+    if !sandbox_ready() {
+        return;
+    }
+    // (name, nr, args). Null pointers: a call the filter wrongly allowed would say EFAULT.
+    let calls: &[(&str, u64, &[u64])] = &[
+        ("getpid", 39, &[]),
+        ("personality_query", 135, &[0xffff_ffff]),
+        ("socket_inet_stream", 41, &[2, 1, 0]),
+        ("ptrace_attach_1", 101, &[16, 1, 0, 0]),
+        ("io_uring_setup", 425, &[8, 0]),
+        ("unshare_user", 272, &[0x1000_0000]),
+        ("mount", 165, &[0, 0, 0, 0, 0]),
+        ("bpf", 321, &[0, 0, 0]),
+        ("kexec_load", 246, &[0, 0, 0, 0]),
+        ("keyctl", 250, &[0, 0]),
+        ("chroot", 161, &[0]),
+        ("clone3", 435, &[0, 0]),
+        ("x32_getpid", 0x4000_0000 | 39, &[]),
+        ("socket_netlink_audit", 41, &[16, 3, 9]),
+        ("ioctl_tiocsti_high_bits", 16, &[0, 0xffff_ffff_0000_5412, 0]),
+    ];
+    let script = r#"
+import ctypes, json, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+out = []
+for nr, args in json.loads(sys.argv[1]):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_ulong(a) for a in args])
+    out.append(-ctypes.get_errno() if r < 0 else 0)
+print(json.dumps(out))
+"#;
+    let list = Value::Array(calls.iter().map(|(_, nr, a)| serde_json::json!([nr, a])).collect()).to_string();
+    for name in ["data-analyst.toml", "coding-agent.toml"] {
+        let lab = Lab::new();
+        let pol = policy(name);
+        let bundle = lab.build(&pol, "bundle");
+        let log = lab.path("audit.log");
+        let ws = lab.agent_dir("ws");
+        let ro = lab.root_dir("ro");
+        let params: Vec<(&str, &Path)> = if name == "coding-agent.toml" { vec![("WORKSPACE", ws.as_path())] } else { vec![("DATASET", ro.as_path()), ("OUTPUT", ws.as_path())] };
+        let r = lab.exec(&bundle, &params, &log, &["/usr/bin/python3", "-c", script, &list]);
+        assert_eq!(r.code, 0, "{name}: {}\n{}", r.stdout, r.stderr);
+        let got: Vec<i64> = serde_json::from_str(r.stdout.trim()).unwrap();
+        let mut bad = Vec::new();
+        let mut table = String::new();
+        for ((call, nr, args), got) in calls.iter().zip(&got) {
+            let want = filter_verdict(&pol, *nr, args);
+            table.push_str(&format!("  {call:<24} filter {:<8} sandbox {}\n", want.map_or("ALLOW".into(), |e| format!("errno {e}")), if *got == 0 { "ok".into() } else { format!("errno {}", -got) }));
+            let agrees = match want {
+                Some(e) => *got == -e,
+                None => *got == 0,
+            };
+            if !agrees {
+                bad.push(format!("{call}: filter {want:?}, sandbox {got}"));
+            }
+        }
+        eprintln!("{name}: explain-syscall vs sandbox\n{table}");
+        assert!(bad.is_empty(), "{name}: the installed filter disagrees with explain-syscall: {bad:?}");
+        assert_launch_recorded(&log);
+    }
+}
