@@ -531,6 +531,41 @@ fn terminal_input_injection_is_refused() {
     assert_launch_recorded(&tg.log);
 }
 
+/// The supervisor's side stays out of reach (DESIGN principle 5): the audit log, the signing
+/// and trust keys and the serial store sit next to the agent's directories on the host
+/// (same parent), yet the agent can neither read nor write them, nor list their directory.
+#[test]
+fn the_supervisors_log_keys_and_state_are_out_of_reach() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tg = target();
+    let key = tg.lab.key.display().to_string();
+    let public = tg.lab.public.display().to_string();
+    let log = tg.log.display().to_string();
+    let serials = tg.lab.state.join("serials.json").display().to_string();
+    let parent = tg.lab.tmp.path().display().to_string();
+    let body = r##"
+key, pub, log, serials, parent = A
+t("read_key", lambda: open(key).read())
+t("read_pub", lambda: open(pub).read())
+t("append_log", lambda: open(log, "a").write("{}\n"))
+t("read_log", lambda: open(log).read())
+t("write_serials", lambda: open(serials, "w").write("{}"))
+t("list_parent", lambda: os.listdir(parent))
+t("replace_log", lambda: os.rename(W + "/ok", log))
+"##;
+    std::fs::write(tg.work.join("ok"), "x").unwrap();
+    let (v, _) = tg.attack(body, &[&key, &public, &log, &serials, &parent]);
+    for k in ["read_key", "read_pub", "append_log", "read_log", "write_serials", "list_parent", "replace_log"] {
+        denied(&v, k, &["ENOENT", "EACCES", "EROFS", "EXDEV", "EPERM"]);
+    }
+    // The store holds what the supervisor recorded for this launch, not the agent's "{}".
+    let store: Value = serde_json::from_str(&std::fs::read_to_string(tg.lab.state.join("serials.json")).unwrap()).unwrap();
+    assert!(store["e2e-attack"].as_u64().is_some_and(|s| s > 0), "serial store: {store}");
+    assert_launch_recorded(&tg.log);
+}
+
 /// A host service on an abstract UNIX socket (named by the test, on this host only) answers
 /// "host-secret"; the agent tries to connect to it and reports what it read.
 fn abstract_socket_attempt(lab: &Lab, bundle: &Path, params: &[(&str, &Path)], log: &Path) -> String {
