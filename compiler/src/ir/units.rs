@@ -102,7 +102,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
 
 pub fn format_size(bytes: u64) -> String {
     for (unit, mult) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= mult && bytes % mult == 0 {
+        if bytes >= mult && bytes.is_multiple_of(mult) {
             return format!("{}{unit}", bytes / mult);
         }
     }
