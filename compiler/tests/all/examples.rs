@@ -249,3 +249,37 @@ fn schema_rejects_unknown_keys_and_bad_enums() {
     let errors = schema_errors("version = 2\n[enforcement]\nlandlock = \"optional\"\n");
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+#[test]
+fn overlap_lints_name_the_rule_they_found() {
+    // The lints look rules up in a path index; these pin which rule each warning names.
+    let text = r#"
+version = 1
+[agent]
+name = "lints"
+[filesystem]
+write = ["/srv/a", "/srv/p/q/r", "/srv/p/q/s"]
+read = ["/srv/x/y", "/srv/x/y/z"]
+deny = ["/srv/x", "/srv/x/y"]
+[exec]
+allow = ["/srv/a/b/c", "/srv/p", "/usr/bin/git"]
+[resources]
+memory = "1GiB"
+pids = 64
+wall_time = "1h"
+"#;
+    let Ok(c) = compile_bytes("lints.toml", text.as_bytes()) else { panic!("policy must compile") };
+    let msgs: Vec<String> = c.warnings.iter().map(|w| format!("{}: {}", w.code, w.message)).collect();
+    let want = [
+        "aegis::lint::write_and_exec: '/srv/a/b/c' is both writable (via '/srv/a') and executable",
+        "aegis::lint::write_and_exec: '/srv/p' is both writable (via '/srv/p/q/r') and executable",
+        "aegis::lint::shadowed_grant: read grant '/srv/x/y' has no effect: deny '/srv/x' covers it",
+        "aegis::lint::shadowed_grant: read grant '/srv/x/y/z' has no effect: deny '/srv/x' covers it",
+    ];
+    for w in want {
+        assert!(msgs.iter().any(|m| m == w), "missing `{w}` in {msgs:#?}");
+    }
+    assert!(!msgs.iter().any(|m| m.contains("/usr/bin/git")), "{msgs:#?}");
+    let e = aegis_compiler::lint::exposure(&c.policy);
+    assert!(e.reasons.iter().any(|r| r.reason == "1 executable path(s) also writable"), "{:?}", e.reasons);
+}
