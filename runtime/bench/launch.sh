@@ -24,9 +24,26 @@ export AEGIS_STATE_DIR="$W/state"
 EXEC="$BIN/aegis-exec --trust-key $W/k.pub"
 HOSTP="--param DATASET=$W/data --param OUTPUT=$W/out"
 
-echo "== per-stage timings (one run each, release build)"
-$EXEC --verbose "$W/none" -- /usr/bin/true 2>&1 | sed -n '/stage timings/,$p'
-$EXEC --verbose $HOSTP "$W/host" -- /usr/bin/python3 -c pass 2>&1 | sed -n '/stage timings/,$p'
+# Median of each stage over N verbose runs (the machine may be noisy; medians are robust).
+stage_medians() {
+  local n=$1; shift
+  for _ in $(seq "$n"); do "$@" 2>&1 >/dev/null | sed -n '/stage timings/,/agent exited/p'; done |
+    /usr/bin/python3 -c '
+import sys, statistics, collections
+v = collections.OrderedDict()
+for line in sys.stdin:
+    p = line.split()
+    if len(p) == 3 and p[0] in ("supervisor", "child"):
+        v.setdefault(p[0] + " " + p[1], []).append(float(p[2]))
+for k, xs in v.items():
+    print(f"  {k:<40} {statistics.median(xs):9.1f} us (median of {len(xs)})")
+'
+}
+echo "== per-stage timings, release build, median of ${RUNS:-30} runs"
+echo "-- bench-none (own netns, table loaded into it while the child mounts)"
+stage_medians "${RUNS:-30}" $EXEC --verbose "$W/none" -- /usr/bin/true
+echo "-- data-analyst (host network: table + cgroup dispatch rule in the host namespace)"
+stage_medians "${RUNS:-30}" $EXEC --verbose $HOSTP "$W/host" -- /usr/bin/python3 -c pass
 
 echo "== hyperfine"
 hyperfine -N --warmup 20 ${HYPERFINE_ARGS:-} \
@@ -34,4 +51,5 @@ hyperfine -N --warmup 20 ${HYPERFINE_ARGS:-} \
   -n "aegis-exec none (all layers)" "$EXEC $W/none -- /usr/bin/true" \
   -n "aegis-exec none + audit log" "$EXEC --audit-log $W/audit.log $W/none -- /usr/bin/true" \
   -n "aegis-exec host-mode nftables" "$EXEC $HOSTP $W/host -- /usr/bin/python3 -c pass" \
-  -n "python3 -c pass (bare)" "/usr/bin/python3 -c pass"
+  -n "python3 -c pass (bare)" "/usr/bin/python3 -c pass" \
+  -n "nft load alone (unshare -n nft -j -f none/nftables.json)" "unshare -n nft -j -f $W/none/nftables.json"

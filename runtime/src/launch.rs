@@ -406,16 +406,20 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     }
     // Leftovers of supervisors that were SIGKILLed (they cannot clean up themselves): swept
     // after the agent exited, so it costs no launch latency.
+    // A stale table always comes with a stale leaf (same dead supervisor), so tables are
+    // only listed (one `nft` run) when a stale leaf was found.
     let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let mut stale = false;
     if let Some(p) = &cg {
         for d in aegis_targets::cgroup::sweep_stale(&p.layout, &alive) {
+            stale = true;
             audit.queue(Event::Note {
                 component: "supervisor".into(),
                 message: format!("removed stale cgroup leaf {}", d.display()),
             });
         }
     }
-    if host_net && table.is_some() {
+    if stale {
         for t in aegis_targets::nftables::sweep_stale(&alive) {
             audit.queue(Event::Note {
                 component: "supervisor".into(),

@@ -6,8 +6,9 @@
 //! ([`Ruleset::to_json`]) holding one table `inet aegis_<agent>`; at launch
 //! [`Ruleset::fill`] puts the resolved addresses of declared host names into the named sets
 //! `h4_<name>` / `h6_<name>` and [`apply`] loads the result with `nft -j -f -` (inside the
-//! agent's network namespace when given one), checks the table is present, and the returned
-//! [`LoadedTable`] deletes it on drop. Invariants: default deny — in `host` mode every packet
+//! agent's network namespace when given one), checks the table is present by asking the
+//! kernel over netlink ([`table_present`], `NFT_MSG_GETTABLE`), and the returned
+//! [`LoadedTable`] deletes it on drop ([`delete_table`], one nf_tables netlink transaction). Invariants: default deny — in `host` mode every packet
 //! from the agent's sockets that no rule accepts is logged (prefix `aegis:<agent>:deny `,
 //! rate-limited) and dropped; in `none`/`proxy` modes (the agent's own namespace) everything
 //! but loopback (proxy mode: only the proxy port on loopback) is logged and dropped.
@@ -723,8 +724,7 @@ impl LoadedTable {
             // The namespace died with the agent, and the table with it.
             return Ok(());
         }
-        let cmd = format!("delete table {FAMILY} {}\n", self.table);
-        match run_nft(&["-f", "-"], cmd.as_bytes(), self.netns.as_deref(), "deleting the table") {
+        match delete_table(&self.table, self.netns.as_deref()) {
             Ok(_) => Ok(()),
             // The namespace may have gone between the check and the call.
             Err(_) if self.netns.is_some() => Ok(()),
@@ -824,26 +824,31 @@ fn netfilter_socket(netns: Option<&Path>) -> Result<std::os::fd::OwnedFd, NftErr
     sock
 }
 
-/// Asks the kernel (NFT_MSG_GETTABLE over netlink) whether `inet <table>` exists in the
-/// network namespace at `netns` (or the current one).
-pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError> {
-    let sock = netfilter_socket(netns)?;
-    let mut name = table.as_bytes().to_vec();
-    name.push(0);
-    let attr_len = 4 + name.len();
-    let padded = (attr_len + 3) & !3;
-    let total = 16 + 4 + padded;
+fn nl_msg(ty: u16, flags: u16, seq: u32, res_id: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (t, payload) in attrs {
+        let len = 4 + payload.len();
+        body.extend_from_slice(&(len as u16).to_ne_bytes());
+        body.extend_from_slice(&t.to_ne_bytes());
+        body.extend_from_slice(payload);
+        body.resize((body.len() + 3) & !3, 0);
+    }
+    let total = 16 + 4 + body.len();
     let mut msg = Vec::with_capacity(total);
     msg.extend_from_slice(&(total as u32).to_ne_bytes());
-    msg.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE).to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&ty.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
     msg.extend_from_slice(&0u32.to_ne_bytes());
-    msg.extend_from_slice(&[NFPROTO_INET, 0, 0, 0]);
-    msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    msg.extend_from_slice(&NFTA_TABLE_NAME.to_ne_bytes());
-    msg.extend_from_slice(&name);
-    msg.resize(total, 0);
+    let family = if res_id == 0 { NFPROTO_INET } else { 0 };
+    msg.push(family);
+    msg.push(0);
+    msg.extend_from_slice(&res_id.to_be_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+fn nl_send(sock: &std::os::fd::OwnedFd, msg: &[u8]) -> Result<(), NftError> {
     // SAFETY: an all-zero sockaddr_nl addresses the kernel.
     let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -861,6 +866,42 @@ pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError
     if sent != msg.len() as isize {
         return Err(nl_err("netlink send"));
     }
+    Ok(())
+}
+
+/// Deletes `inet <table>` in the network namespace at `netns` (or the current one) with one
+/// nf_tables netlink transaction (no `nft` process). `Ok(false)` when it did not exist.
+pub fn delete_table(table: &str, netns: Option<&Path>) -> Result<bool, NftError> {
+    const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+    const NFNL_MSG_BATCH_END: u16 = 0x11;
+    const NFT_MSG_DELTABLE: u16 = 2;
+    let sock = netfilter_socket(netns)?;
+    let mut name = table.as_bytes().to_vec();
+    name.push(0);
+    let req = libc::NLM_F_REQUEST as u16;
+    let mut batch = nl_msg(NFNL_MSG_BATCH_BEGIN, req, 1, NFNL_SUBSYS_NFTABLES, &[]);
+    batch.extend(nl_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELTABLE,
+        req | libc::NLM_F_ACK as u16,
+        2,
+        0,
+        &[(NFTA_TABLE_NAME, &name)],
+    ));
+    batch.extend(nl_msg(NFNL_MSG_BATCH_END, req, 3, NFNL_SUBSYS_NFTABLES, &[]));
+    nl_send(&sock, &batch)?;
+    match nl_ack(&sock)? {
+        Ack::Done(_) => Ok(true),
+        Ack::NotFound => Ok(false),
+    }
+}
+
+enum Ack {
+    Done(bool),
+    NotFound,
+}
+
+/// Reads replies until the ACK (or error); `Done(true)` when a NEWTABLE reply came first.
+fn nl_ack(sock: &std::os::fd::OwnedFd) -> Result<Ack, NftError> {
     let mut found = false;
     let mut buf = vec![0u8; 16384];
     loop {
@@ -883,10 +924,10 @@ pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError
                     .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
                     .unwrap_or(-libc::EINVAL);
                 return match err {
-                    0 => Ok(found),
-                    e if -e == libc::ENOENT => Ok(false),
+                    0 => Ok(Ack::Done(found)),
+                    e if -e == libc::ENOENT => Ok(Ack::NotFound),
                     e => Err(NftError::Spawn {
-                        what: "netlink GETTABLE",
+                        what: "netlink request",
                         source: std::io::Error::from_raw_os_error(-e),
                     }),
                 };
@@ -896,5 +937,25 @@ pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError
             }
             off += (len + 3) & !3;
         }
+    }
+}
+
+/// Asks the kernel (NFT_MSG_GETTABLE over netlink) whether `inet <table>` exists in the
+/// network namespace at `netns` (or the current one).
+pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError> {
+    let sock = netfilter_socket(netns)?;
+    let mut name = table.as_bytes().to_vec();
+    name.push(0);
+    let msg = nl_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16,
+        1,
+        0,
+        &[(NFTA_TABLE_NAME, &name)],
+    );
+    nl_send(&sock, &msg)?;
+    match nl_ack(&sock)? {
+        Ack::Done(found) => Ok(found),
+        Ack::NotFound => Ok(false),
     }
 }
