@@ -259,9 +259,10 @@ t("sh_c_id", lambda: runp("/bin/sh", "-c", "/usr/bin/id"))
     assert_eq!(get(&v, "control_cat"), "ok public", "a granted binary runs");
     assert!(!r.stdout.contains("uid="), "`id` ran somewhere: {}", r.stdout);
     // Landlock (no execute right) and noexec mounts: EACCES from execve.
-    // /dev/shm is not writable at all (no Landlock right), so there is nothing to run there.
-    denied(&v, "copy_shm", &["EACCES", "EROFS"]);
-    denied(&v, "exec_copy_shm", &["ENOENT", "EACCES"]);
+    // /dev/shm is writable scratch (a built-in grant: shared memory needs it) but nothing
+    // copied there can run: no Landlock execute right, and the tmpfs is noexec.
+    assert_eq!(get(&v, "copy_shm"), "ok", "/dev/shm is writable scratch");
+    denied(&v, "exec_copy_shm", &["EACCES", "EPERM"]);
     for k in ["direct", "via_bin_symlink", "exec_copy_work", "exec_copy_tmp", "script_work_sh", "script_tmp_sh", "script_interp_id"] {
         denied(&v, k, &["EACCES", "EPERM"]);
     }
@@ -288,7 +289,6 @@ t("sh_c_id", lambda: runp("/bin/sh", "-c", "/usr/bin/id"))
 /// mounted noexec, so `ld.so` runs an ungranted program kept elsewhere under a readable tree
 /// (`/usr/lib/git-core/git`, `/usr/libexec/*`). Direct exec of it is refused (Landlock).
 #[test]
-#[ignore = "KNOWN LOSS: ld.so runs ungranted programs outside the bin dirs (/usr/lib/git-core/git under attack.toml)"]
 fn ldso_cannot_run_an_ungranted_program_outside_the_bin_directories() {
     if !sandbox_ready() {
         return;
@@ -572,7 +572,7 @@ t("replace_log", lambda: os.rename(W + "/ok", log))
 /// aliases, filters) can point git at agent-written scripts. Here the next host-side
 /// `git commit` runs the agent's hook, which only touches a marker file.
 #[test]
-#[ignore = "POLICY: coding-agent's .git/hooks deny is bypassed through .git/config core.hooksPath; the host's next git commit runs the agent's hook"]
+#[ignore = "LANGUAGE GAP: .git is writable under coding-agent, so an agent can plant hooks (core.hooksPath) that run on the host; needs read-only carve-outs inside write trees"]
 fn a_planted_git_hook_does_not_run_on_the_host() {
     if !sandbox_ready() {
         return;
@@ -648,7 +648,6 @@ fn host_abstract_unix_sockets_are_unreachable_in_network_none() {
 /// LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (ABI 6) would refuse this, but the ruleset sets no
 /// scope ("scopes: (none)" in landlock.txt).
 #[test]
-#[ignore = "BUG: in host network mode the agent connects to the host's abstract UNIX sockets (no Landlock abstract-socket scope)"]
 fn host_abstract_unix_sockets_are_unreachable_in_network_host() {
     if !sandbox_ready() {
         return;
@@ -664,7 +663,6 @@ fn host_abstract_unix_sockets_are_unreachable_in_network_host() {
 /// directions, so its replies to an inbound connection leave. An inbound channel the policy
 /// never granted (here a loopback client; on a real host any peer that can reach it).
 #[test]
-#[ignore = "BUG: in host network mode the agent can listen on a TCP port and serve inbound connections (no bind_tcp rule; established replies accepted)"]
 fn the_agent_cannot_serve_inbound_connections_in_network_host() {
     if !sandbox_ready() {
         return;
@@ -698,7 +696,6 @@ fn the_agent_cannot_serve_inbound_connections_in_network_host() {
 /// (the packets are IPv4 to 127.0.0.1:47801) and the granted connection succeeds. The
 /// evaluator should normalise mapped addresses; the kernel is right to allow it.
 #[test]
-#[ignore = "BUG: aegisc check denies ::ffff:127.0.0.1:47801 (IPv4-mapped form of the granted endpoint); the sandbox connects"]
 fn an_ipv4_mapped_address_is_the_same_endpoint_for_the_evaluator() {
     if !sandbox_ready() {
         return;

@@ -135,26 +135,9 @@ fn ready() -> bool {
 ///    in `.git/hooks` and dies on the mask (`cannot stat .git/hooks/...: Permission denied`);
 ///    in a fresh directory the missing `.git/hooks` deny splits the grant the same way.
 #[test]
-#[ignore = "BUG: the masked ${WORKSPACE}/.git/hooks deny splits the workspace grant (EACCES creating files at the root and in .git/); git init also dies on the mask"]
 fn benign_workload_runs_clean_under_coding_agent() {
     if !ready() {
         return;
     }
     run_workload(&repo_root().join("policies/coding-agent.toml"));
-}
-
-/// The same workload under coding-agent with only the `.git/hooks` deny removed (the `.env`
-/// file deny stays): everything else in the shipped policy runs the workload clean.
-#[test]
-fn benign_workload_runs_clean_under_coding_agent_without_the_hooks_deny() {
-    if !ready() {
-        return;
-    }
-    let text = std::fs::read_to_string(repo_root().join("policies/coding-agent.toml")).unwrap();
-    let from = r#"deny = ["${WORKSPACE}/.env", "${WORKSPACE}/.git/hooks"]"#;
-    assert!(text.contains(from), "coding-agent.toml changed its deny list");
-    let dir = tempfile::tempdir().unwrap();
-    let variant = dir.path().join("coding-agent.toml");
-    std::fs::write(&variant, text.replacen(from, r#"deny = ["${WORKSPACE}/.env"]"#, 1)).unwrap();
-    run_workload(&variant);
 }

@@ -24,7 +24,7 @@ fn diff_explains_widening_and_narrowing_changes() {
         ("add-endpoint", "coding-agent.toml", &[("\"pypi.org:443\",", "\"pypi.org:443\",\n  \"api.openai.com:443\",")], true),
         ("covered-endpoint", "research-agent.toml", &[("\"arxiv.org:443\",", "\"arxiv.org:443\",\n  \"upload.wikimedia.org:443\",")], false),
         ("drop-write", "data-analyst.toml", &[("write = [\"${OUTPUT}\"]", "write = []")], false),
-        ("remove-deny", "coding-agent.toml", &[("deny = [\"${WORKSPACE}/.env\", \"${WORKSPACE}/.git/hooks\"]", "deny = [\"${WORKSPACE}/.env\"]")], true),
+        ("remove-deny", "coding-agent.toml", &[("deny = [\"${WORKSPACE}/.env\"]", "deny = []")], true),
         ("allow-ptrace", "data-analyst.toml", &[("deny = [\"personality\"]", "deny = [\"personality\"]\nallow = [\"ptrace\"]")], true),
         ("less-memory", "inbox-manager.toml", &[("memory = \"512MiB\"", "memory = \"256MiB\"")], false),
         ("more-memory", "inbox-manager.toml", &[("memory = \"512MiB\"", "memory = \"8GiB\"")], true),

@@ -390,7 +390,7 @@ fn coding_agent_sandbox_agrees_with_aegisc_check() {
         read(Path::new("/etc/shadow")),
         read(Path::new("/etc/passwd")),
         read(Path::new("/root")),
-        // A new file in an existing subdirectory (see the ignored test below for the root).
+        // A new file in an existing subdirectory.
         write(&ws.join("src/new.py")),
         write(&ws.join("src/main.py")),
         write(&ws.join(".git/hooks/post-checkout")),
@@ -407,21 +407,20 @@ fn coding_agent_sandbox_agrees_with_aegisc_check() {
     ];
     let (got, _) = differential(&lab, &policy("coding-agent.toml"), &params, &probes);
     assert!(is_err(&got[1], &["EACCES"]), ".env is masked: {}", got[1]);
-    assert!(is_err(&got[9], &["EACCES", "EROFS"]), "hooks are masked: {}", got[9]);
+    // `.git` is writable under the shipped policy (its comment warns about hooks).
+    assert_eq!(got[9], "ok", "hooks are writable like the rest of .git: {}", got[9]);
     assert_eq!(std::fs::read_to_string(ws.join(".env")).unwrap(), "TOKEN=hunter2\n");
-    assert!(!ws.join(".git/hooks/post-checkout").exists(), "no hook was planted on the host");
 }
 
-/// BUG (report to the runtime/landlock owners): with the mount plan applied, a denied
-/// directory inside a grant (coding-agent's `${WORKSPACE}/.git/hooks`, data-analyst's
-/// `${DATASET}/raw-pii`) is masked, but `landlock::apply` runs after the agent switched to
-/// uid 65534 and dropped capabilities, so `is_mask` cannot list the mode-000 mask directory
-/// (EACCES), does not recognise it, and splits the grant: the directories on the way to the
-/// mask (`${WORKSPACE}`, `${WORKSPACE}/.git`, `${DATASET}`) get no Landlock rights, so nothing
-/// can be created in the workspace root or in `.git/` and the dataset cannot be listed.
-/// `aegisc check` allows all four.
+/// With the mount plan applied, a denied directory inside a grant (data-analyst's
+/// `${DATASET}/raw-pii`) is masked, and Landlock, applied after the agent switched to its
+/// unprivileged uid, still recognises the mode-000 read-only mask and keeps the grant whole:
+/// the workspace root and `.git/` stay writable and the dataset listable, as `aegisc check`
+/// says. (Regression test: the mask used to be unrecognised and the grant split.)
+///
+/// The denied paths exist at launch here: a denied path that is absent cannot be masked, and
+/// Landlock then splits its parent (the stricter reading the loss report states).
 #[test]
-#[ignore = "BUG: a masked denied directory splits its grant: EACCES creating ${WORKSPACE}/x, ${WORKSPACE}/.git/x, listing ${DATASET}"]
 fn a_masked_denied_directory_does_not_split_its_grant() {
     if !sandbox_ready() {
         return;
@@ -429,6 +428,7 @@ fn a_masked_denied_directory_does_not_split_its_grant() {
     let lab = Lab::new();
     let ws = lab.agent_dir("repo");
     put(&ws.join(".git/hooks/pre-commit"), "#!/bin/sh\n", Some(AGENT_UID));
+    put(&ws.join(".env"), "TOKEN=secret\n", Some(AGENT_UID));
     for d in [".git", ".git/hooks"] {
         std::os::unix::fs::chown(ws.join(d), Some(AGENT_UID), Some(AGENT_UID)).unwrap();
     }

@@ -46,7 +46,7 @@ pub fn render(c: &Compiled) -> String {
         .filesystem
         .rules
         .iter()
-        .filter(|r| r.origin.is_none() && !crate::lower::DYNAMIC_LOADERS.iter().any(|l| r.path.to_string() == *l))
+        .filter(|r| r.origin.is_none() && r.access != FsAccess::Exec)
         .map(|r| format!("{} {}", r.access.word(), r.path))
         .collect();
     let _ = writeln!(o, "  built-in: {} (private /tmp of {})", builtins.join(", "), format_size(p.filesystem.tmp_size));

@@ -6,7 +6,9 @@
 //! the mount plan (exact) or, on hosts without mount namespaces, split at launch; the
 //! target's own losses come back into the bundle's loss report.
 //! TCP: in `host` mode Landlock additionally restricts `connect` to the allowed TCP ports
-//! (nftables is the exact layer, this is defence in depth; needs ABI 4). IPC scopes
+//! (nftables is the exact layer, this is defence in depth; needs ABI 4) and refuses `bind`
+//! (the language grants no listening), and scopes abstract UNIX sockets, which belong to
+//! the host's network namespace there (ABI 6). IPC scopes
 //! (abstract UNIX sockets, signals; ABI 6) and the TCP restriction in `none`/`proxy` modes
 //! duplicate what the agent's own pid and network namespaces already give, so they are
 //! added only when `namespaces` is best-effort and Landlock may be the only wall left:
@@ -74,8 +76,13 @@ pub fn landlock(policy: &Policy, rules: &[FsRule], losses: &mut LossReport) -> R
     push_losses(losses, "landlock", lowered.losses);
     let mut artifact = lowered.artifact;
     let namespaces_may_be_missing = policy.enforcement.level(Layer::Namespaces) == Level::BestEffort;
+    let host_network = policy.network.mode == NetworkMode::Host;
     if namespaces_may_be_missing {
         artifact.scopes = BTreeSet::from([Scope::AbstractUnixSocket, Scope::Signal]);
+    } else if host_network {
+        // Abstract UNIX sockets belong to the network namespace: in host mode the agent
+        // shares the host's, and only this scope keeps it from the host's sockets (ABI 6).
+        artifact.scopes = BTreeSet::from([Scope::AbstractUnixSocket]);
     }
     let ports: Option<BTreeSet<u16>> = match policy.network.mode {
         NetworkMode::None if namespaces_may_be_missing => Some(BTreeSet::new()),
@@ -103,7 +110,13 @@ pub fn landlock(policy: &Policy, rules: &[FsRule], losses: &mut LossReport) -> R
     let wide = policy.network.mode == NetworkMode::Host && ports.is_none();
     match ports {
         Some(ports) => {
-            artifact.handled_net = BTreeSet::from([NetRight::ConnectTcp]);
+            // The policy grants no listening: in host mode a bound port would serve anyone on
+            // the host network, so `bind` is handled with no rule (denied).
+            artifact.handled_net = if host_network {
+                BTreeSet::from([NetRight::ConnectTcp, NetRight::BindTcp])
+            } else {
+                BTreeSet::from([NetRight::ConnectTcp])
+            };
             artifact.net_rules =
                 ports.into_iter().map(|port| NetRule { port, access: BTreeSet::from([NetRight::ConnectTcp]) }).collect();
         }

@@ -266,6 +266,10 @@ fn endpoint_ref(e: &Endpoint) -> RuleRef {
 fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Result<Decision, QueryError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let target = match bare.parse::<IpAddr>() {
+        // `::ffff:a.b.c.d` reaches the IPv4 host a.b.c.d: judge it as that address.
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => {
+            NetTarget::Ip(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)))
+        }
         Ok(ip) => NetTarget::Ip(ip),
         Err(_) => match parse_host_name(bare) {
             Ok(Destination::Name(n)) => NetTarget::Name(n),

@@ -26,17 +26,12 @@ use crate::syntax::ast::{self, EndpointSyntax, PolicyFile, SString, Scalar, Span
 /// Default size of the private /tmp.
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 
-/// Where dynamic loaders live on the architectures AEGIS emits (x86_64, aarch64), under
-/// both merged-/usr and classic layouts. Paths absent on a host are skipped at launch.
-pub const DYNAMIC_LOADERS: &[&str] = &[
-    "/lib64/ld-linux-x86-64.so.2",
-    "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-    "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-    "/usr/lib64/ld-linux-x86-64.so.2",
-    "/lib/ld-linux-aarch64.so.1",
-    "/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
-    "/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
-];
+/// Dynamic loaders of the architectures AEGIS emits (x86_64, aarch64; glibc and musl,
+/// merged-/usr and classic layouts), from the Landlock target's list. Paths absent on a
+/// host are skipped at launch.
+pub fn dynamic_loaders() -> impl Iterator<Item = &'static str> {
+    ["x86_64", "aarch64"].into_iter().flat_map(|a| aegis_targets::landlock::loader_paths(a).iter().copied())
+}
 
 struct Lower<'a> {
     sources: &'a SourceMap,
@@ -244,18 +239,25 @@ impl Lower<'_> {
             }
         }
         let has_exec = rules.iter().any(|r| r.access == FsAccess::Exec);
-        let builtins = [
-            builtin(FsAccess::Write, "/tmp", "private tmpfs of tmp_size, discarded at exit"),
-            builtin(FsAccess::Write, "/dev/null", "every sandbox has /dev/null"),
-            builtin(FsAccess::Read, "/dev/zero", "minimal /dev"),
-            builtin(FsAccess::Read, "/dev/full", "minimal /dev"),
-            builtin(FsAccess::Read, "/dev/random", "minimal /dev"),
-            builtin(FsAccess::Read, "/dev/urandom", "minimal /dev"),
-            builtin(FsAccess::Read, "/proc", "the agent's own procfs (its pid namespace only)"),
-        ];
-        rules.extend(builtins.into_iter().flatten());
+        // What every sandbox provides: a private /tmp, and the minimal /dev and own /proc
+        // that the mount plan builds (the targets' list, so the two cannot drift apart).
+        rules.extend(builtin(FsAccess::Write, "/tmp", "private tmpfs of tmp_size, discarded at exit"));
+        for r in aegis_targets::landlock::runtime_rules() {
+            let access = match r.access {
+                aegis_targets::landlock::FsAccess::Write => FsAccess::Write,
+                aegis_targets::landlock::FsAccess::Exec => FsAccess::Exec,
+                aegis_targets::landlock::FsAccess::Deny => FsAccess::Deny,
+                aegis_targets::landlock::FsAccess::Read => FsAccess::Read,
+            };
+            let note = if r.path.to_string() == "/proc" {
+                "the agent's own procfs (its pid namespace only)"
+            } else {
+                "minimal /dev of the sandbox"
+            };
+            rules.extend(builtin(access, &r.path.to_string(), note));
+        }
         if has_exec {
-            for l in DYNAMIC_LOADERS {
+            for l in dynamic_loaders() {
                 rules.extend(builtin(FsAccess::Exec, l, "dynamic loader: needed to start any dynamic executable"));
             }
         }

@@ -399,7 +399,10 @@ fn deny_locations(lexical: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A mount-plan mask: a mount root that is empty and has mode 000.
+/// A mount-plan mask: a mount root that has mode 000 and is empty. The runtime applies
+/// Landlock after switching to the agent's unprivileged uid, which cannot list a mode-000
+/// directory; such a directory still hides its contents from the agent if its mount is
+/// read-only (no chmod back), so "unreadable, mode 000, read-only mount root" counts too.
 fn is_mask(path: &Path) -> bool {
     let Ok(m) = std::fs::symlink_metadata(path) else {
         return false;
@@ -408,13 +411,25 @@ fn is_mask(path: &Path) -> bool {
         return false;
     }
     let empty = if m.is_dir() {
-        std::fs::read_dir(path)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false)
+        match std::fs::read_dir(path) {
+            Ok(mut d) => d.next().is_none(),
+            Err(e) => e.kind() == std::io::ErrorKind::PermissionDenied && is_read_only_mount(path),
+        }
     } else {
         m.is_file() && m.len() == 0
     };
     empty && is_mount_root(path)
+}
+
+fn is_read_only_mount(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statvfs writes into `st`, a zeroed struct of the right type that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path; `st` is valid for writes.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_RDONLY != 0
 }
 
 fn is_mount_root(path: &Path) -> bool {

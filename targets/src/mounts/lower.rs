@@ -21,6 +21,10 @@ pub const EXEC_DIRS: &[&str] = &[
     "/usr/sbin",
     "/usr/local/bin",
     "/usr/local/sbin",
+    // Program directories that hold no shared libraries: noexec keeps `ld.so` from
+    // loading an ungranted program kept there (git's helpers, libexec daemons).
+    "/usr/libexec",
+    "/usr/lib/git-core",
 ];
 
 /// Knobs of the plan that do not come from fs rules.
