@@ -128,9 +128,6 @@ pub fn last_errno() -> i32 {
 pub struct ChildPlan {
     /// Read end of the "go" pipe (the supervisor writes one byte when the child may go on).
     pub go_read: i32,
-    /// After the mount stage, wait for a second byte (`N`) on the go pipe: the supervisor
-    /// loads the nftables table into our network namespace meanwhile (none mode).
-    pub wait_net: bool,
     /// Write end of the report pipe (close-on-exec).
     pub report_write: i32,
     /// Fds of the supervisor's pipe ends, closed first thing in the child.
@@ -214,8 +211,9 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.info = info;
     report.msg = msg.msg;
     r?;
-    if plan.wait_net {
-        // The nftables table is loaded into our namespace while we mounted; wait for it.
+    {
+        // While we mounted, the supervisor moved us into the cgroup leaf and (none mode)
+        // loaded the nftables table into our network namespace; wait for it.
         let t = now_ns();
         // SAFETY: read into a 1-byte stack buffer.
         let n = unsafe { libc::read(plan.go_read, go.as_mut_ptr().cast(), 1) };
@@ -227,6 +225,8 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
             *slot = now_ns().saturating_sub(t);
         }
     }
+    // Now in the leaf: the cgroup namespace is rooted there.
+    timed(report, Stage::Namespaces, || stage::namespaces::enter_cgroupns(&plan.ns))?;
     timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
     // Changing uids clears the parent-death signal: arm it again, then make sure the
     // supervisor did not die in between (it holds the go pipe's write end open until the

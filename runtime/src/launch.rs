@@ -179,7 +179,6 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         let (mounts, _) = stage::mounts::prepare(&v, full)?;
         Ok(ChildPlan {
             go_read: go_r,
-            wait_net: full && !host_net && nftp.is_some(),
             report_write: rep_w,
             parent_fds: [go_w, rep_r],
             old_mask: signals.old_mask,
@@ -265,7 +264,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         table = t;
         nft_layer = l;
     }
-    lap(&mut timings, "clone+maps+cgroup+netns");
+    lap(&mut timings, "clone+maps | cgroup+nft (child mounts)");
     // Wait for the child's verdict: a report, then EOF when exec closes the pipe.
     let final_report = read_reports(rep_r);
     close(rep_r);
@@ -483,23 +482,24 @@ fn parent_setup(
         namespaces::write_maps(pid, ids)?;
         ns_detail = namespaces::verify(pid, iso)?;
     }
-    if let Some(l) = leaf {
-        stage::cgroup::enter(l, pid)?;
-    }
-    // Everything the child needs before mounting is in place: let it go on.
+    // The id maps are in place: let the child mount while we do the slow rest (cgroup v1
+    // migrations wait for RCU grace periods; `nft` is a process start). The child waits for
+    // `N` after its mounts, before it unshares its cgroup namespace (rooted at the leaf),
+    // drops capabilities and execs.
     // SAFETY: write one byte from a static buffer to our pipe.
     if unsafe { libc::write(go_w, b"G".as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
     }
-    // None mode: load the table into the child's netns while it builds its mounts; it
-    // waits for `N` before dropping capabilities (and so before exec).
+    if let Some(l) = leaf {
+        stage::cgroup::enter(l, pid)?;
+    }
     let mut nft_child = None;
     if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
         nft_child = Some(stage::nftables::load_in_child_netns(v, p, pid)?);
-        // SAFETY: as above.
-        if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {
-            return Err(RunError::os("signalling the child"));
-        }
+    }
+    // SAFETY: as above.
+    if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {
+        return Err(RunError::os("signalling the child"));
     }
     Ok((None, ns_detail, nft_child))
 }

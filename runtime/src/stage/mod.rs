@@ -10,12 +10,14 @@
 //!                matches the leaf's sockets
 //! 3  namespaces  clone(user, mount, pid, ipc,   → waits on the "go" pipe
 //!                uts[, net]); write id maps;
-//!                move the child into the leaf;
-//!                verify ns + cgroup membership → G
-//!                                               3  namespaces  unshare cgroup ns, hostname, lo up
-//! 5  nftables    none mode: load the table into 4  mounts      mount plan + pivot_root (or private
-//!                the child's netns meanwhile,                  propagation and a fresh /proc)
-//!                verify it over netlink      → N   (waits for N)
+//!                verify the namespaces        → G
+//!                                               3  namespaces  hostname, lo up
+//! 2  cgroup      move the child into the leaf,  4  mounts      mount plan + pivot_root (or private
+//!                verify membership                             propagation and a fresh /proc)
+//! 5  nftables    none mode: load the table into
+//!                the child's netns, verify
+//!                over netlink                 → N   (waits for N)
+//!                                               3  namespaces  unshare the cgroup ns (rooted at the leaf)
 //!                                               6  caps        switch uid/gid, drop every capability set
 //!                                               7  no_new_privs
 //!                                               8  landlock    (verified: fully enforced at the bundle's ABI)
@@ -25,8 +27,8 @@
 //!                                               11 exec        report "ok" + timings + facts, execve
 //! ```
 //!
-//! Why this order: the cgroup leaf exists before the child so the child is limited from its
-//! first instruction in the sandbox; the nftables table of host mode needs the leaf's path;
+//! Why this order: the cgroup leaf exists (limits written) before the child, and the child
+//! is in it before any agent code can run; the nftables table of host mode needs the leaf's path;
 //! namespaces come before mounts (the mount plan needs a private mount namespace) and
 //! before nftables of none mode (the rules live in the child's network namespace, loaded
 //! from outside because the child cannot run `nft`); capabilities are needed for mounts and
@@ -37,8 +39,9 @@
 //! validated data (C strings, numbers, the artifacts' typed values) in memory the child shares
 //! copy-on-write. AEGIS's own child stages make raw syscalls only; the mount plan and
 //! Landlock apply functions allocate while resolving launch paths inside the new root (safe:
-//! the supervisor is single-threaded when it clones). The none-mode nftables load overlaps
-//! with the child's mount stage (`N` byte), and is in place before capabilities are dropped.
+//! the supervisor is single-threaded when it clones). The cgroup migration and the none-mode
+//! nftables load overlap with the child's mount stage (`N` byte); both are in place and
+//! verified before the child drops capabilities, and so before anything of the agent runs.
 
 pub mod caps;
 pub mod cgroup;

@@ -172,20 +172,8 @@ fn ns_ino(path: &[u8]) -> Option<u64> {
     (r == 0).then_some(st.st_ino)
 }
 
-/// Child side: cgroup namespace (rooted at the leaf we were just moved into), hostname,
-/// loopback up.
+/// Child side, right after the go byte: hostname and loopback up.
 pub fn apply_in_child(ns: &ChildNs) -> Result<(), Fail> {
-    if ns.new_cgroupns {
-        let before = ns_ino(b"/proc/self/ns/cgroup\0");
-        // SAFETY: unshare with a constant flag.
-        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
-            return Err(Fail::errno(Stage::Namespaces, WHAT_CGROUPNS));
-        }
-        let after = ns_ino(b"/proc/self/ns/cgroup\0");
-        if before.is_none() || before == after {
-            return Err(Fail::check(Stage::Namespaces, WHAT_CGROUPNS_SAME));
-        }
-    }
     if let Some(h) = &ns.hostname {
         let b = h.as_bytes();
         // SAFETY: pointer and length of a live CString's bytes.
@@ -217,6 +205,24 @@ pub fn apply_in_child(ns: &ChildNs) -> Result<(), Fail> {
         if !ok {
             return Err(err);
         }
+    }
+    Ok(())
+}
+
+/// Child side, after the supervisor moved us into the cgroup leaf: a new cgroup namespace
+/// rooted at the leaf, verified by the changed `/proc/self/ns/cgroup` inode.
+pub fn enter_cgroupns(ns: &ChildNs) -> Result<(), Fail> {
+    if !ns.new_cgroupns {
+        return Ok(());
+    }
+    let before = ns_ino(b"/proc/self/ns/cgroup\0");
+    // SAFETY: unshare with a constant flag.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+        return Err(Fail::errno(Stage::Namespaces, WHAT_CGROUPNS));
+    }
+    let after = ns_ino(b"/proc/self/ns/cgroup\0");
+    if before.is_none() || before == after {
+        return Err(Fail::check(Stage::Namespaces, WHAT_CGROUPNS_SAME));
     }
     Ok(())
 }
