@@ -264,13 +264,13 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         table = t;
         nft_layer = l;
     }
-    lap(&mut timings, "clone+maps | cgroup+nft (child mounts)");
+    lap(&mut timings, "clone+maps+cgroup+nft(overlapped)");
     // Wait for the child's verdict: a report, then EOF when exec closes the pipe.
     let final_report = read_reports(rep_r);
     close(rep_r);
     // Held open until now: the child checks it to know the supervisor is still alive.
     close(go_w);
-    lap(&mut timings, "child stages until exec");
+    lap(&mut timings, "wait-for-child-exec");
     let r = match final_report {
         Some(r) if r.ok == 1 => r,
         Some(r) => return Err(child_failure(&r)),
