@@ -57,3 +57,25 @@ fn agent_sees_new_namespaces_pid_1_and_its_uid_map() {
     let ifaces: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("if=")).collect();
     assert_eq!(ifaces, vec!["lo"], "network none: only loopback: {out}");
 }
+
+#[test]
+fn agent_cannot_reach_the_supervisor_or_host_processes() {
+    if !need_root("isolation") {
+        return;
+    }
+    let b = build(&Spec::new("rt-iso"), true);
+    let me = std::process::id();
+    // The test runner and the supervisor live outside the agent's pid namespace: they have
+    // no pid there, so neither kill nor ptrace (via /proc/<pid>) can name them.
+    let script = format!(
+        "kill -0 {me} 2>/dev/null && echo runner-reachable || echo runner-unreachable; \
+         [ -e /proc/{me} ] && echo runner-visible || echo runner-invisible; \
+         kill -0 $PPID 2>/dev/null; echo ppid=$PPID"
+    );
+    let o = b.run(&[], &["/bin/sh", "-c", &script]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("runner-unreachable"), "{out}");
+    assert!(out.contains("runner-invisible") || me == 1, "{out}");
+    assert!(out.contains("ppid=0"), "the supervisor has no pid in the agent's namespace: {out}");
+}
