@@ -490,12 +490,18 @@ fn parent_setup(
     if unsafe { libc::write(go_w, b"G".as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
     }
-    if let Some(l) = leaf {
-        stage::cgroup::enter(l, pid)?;
-    }
+    let enter = || match leaf {
+        Some(l) => stage::cgroup::enter(l, pid),
+        None => Ok(()),
+    };
     let mut nft_child = None;
     if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
-        nft_child = Some(stage::nftables::load_in_child_netns(v, p, pid)?);
+        // The cgroup migration runs while `nft` loads the table.
+        let (loaded, entered) = stage::nftables::load_in_child_netns(v, p, pid, enter);
+        entered?;
+        nft_child = Some(loaded?);
+    } else {
+        enter()?;
     }
     // SAFETY: as above.
     if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {

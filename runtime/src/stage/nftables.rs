@@ -135,16 +135,23 @@ pub fn load_host(v: &Verified, p: &Prepared, leaf: Option<&Leaf>) -> Result<(Opt
     }
 }
 
-/// none/proxy mode: load into the child's network namespace.
-pub fn load_in_child_netns(v: &Verified, p: &Prepared, pid: libc::pid_t) -> Result<(Option<LoadedTable>, Layer), RunError> {
+/// none/proxy mode: load into the child's network namespace, running `during` (the cgroup
+/// migration) while `nft` works.
+pub fn load_in_child_netns<R>(
+    v: &Verified,
+    p: &Prepared,
+    pid: libc::pid_t,
+    during: impl FnOnce() -> R,
+) -> (Result<(Option<LoadedTable>, Layer), RunError>, R) {
     let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    match nft::apply(&p.json, &p.table, None, Some(&ns)) {
+    let (res, r) = nft::apply_overlapped(&p.json, &p.table, None, Some(&ns), during);
+    let out = match res {
         Ok(t) => Ok((
             Some(t),
             Layer::new(
                 "nftables",
                 LayerStatus::Fully,
-                format!("table inet {} in the agent's network namespace (loopback only)", p.table),
+                format!("table inet {} in the agent's network namespace (loopback only), verified over netlink", p.table),
             ),
         )),
         Err(e) if v.required("nftables") => Err(RunError::Unavailable {
@@ -152,5 +159,6 @@ pub fn load_in_child_netns(v: &Verified, p: &Prepared, pid: libc::pid_t) -> Resu
             why: e.to_string(),
         }),
         Err(e) => Ok((None, Layer::new("nftables", LayerStatus::NotEnforced, format!("best-effort: {e}")))),
-    }
+    };
+    (out, r)
 }

@@ -636,22 +636,25 @@ pub struct LoadedTable {
     removed: bool,
 }
 
-/// Runs `nft` with `args`, `input` on stdin, inside the network namespace at `netns` (a
-/// `/proc/<pid>/ns/net` path) when given. Returns stdout.
-pub fn run_nft(args: &[&str], input: &[u8], netns: Option<&Path>, what: &'static str) -> Result<Vec<u8>, NftError> {
+/// Starts `nft` with `args` and `input` on stdin (closed after writing), inside the network
+/// namespace at `netns` (a `/proc/<pid>/ns/net` path) when given.
+fn spawn_nft(args: &[&str], input: &[u8], netns: Option<&Path>, what: &'static str) -> Result<std::process::Child, NftError> {
     let mut cmd = Command::new("nft");
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    if let Some(ns) = netns {
-        let f = std::fs::File::open(ns).map_err(|source| NftError::Spawn {
+    let ns_file = match netns {
+        Some(ns) => Some(std::fs::File::open(ns).map_err(|source| NftError::Spawn {
             what: "opening the agent's network namespace",
             source,
-        })?;
+        })?),
+        None => None,
+    };
+    if let Some(f) = &ns_file {
         let fd = f.as_raw_fd();
         // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-        // which is async-signal-safe; `f` outlives `output()` below so the fd stays valid.
+        // which is async-signal-safe; `ns_file` lives until `spawn` below has returned.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
@@ -660,18 +663,18 @@ pub fn run_nft(args: &[&str], input: &[u8], netns: Option<&Path>, what: &'static
                 Ok(())
             });
         }
-        let out = spawn_with_input(&mut cmd, input, what);
-        drop(f);
-        return out;
     }
-    spawn_with_input(&mut cmd, input, what)
-}
-
-fn spawn_with_input(cmd: &mut Command, input: &[u8], what: &'static str) -> Result<Vec<u8>, NftError> {
     let mut child = cmd.spawn().map_err(|source| NftError::Spawn { what, source })?;
+    drop(ns_file);
     if let Some(mut stdin) = child.stdin.take() {
+        // nft reads all of stdin before it answers, and our inputs are far below the pipe
+        // buffer, so writing before reading cannot deadlock.
         stdin.write_all(input).map_err(|source| NftError::Spawn { what, source })?;
     }
+    Ok(child)
+}
+
+fn finish_nft(child: std::process::Child, what: &'static str) -> Result<Vec<u8>, NftError> {
     let out = child.wait_with_output().map_err(|source| NftError::Spawn { what, source })?;
     if !out.status.success() {
         return Err(NftError::Nft {
@@ -683,28 +686,51 @@ fn spawn_with_input(cmd: &mut Command, input: &[u8], what: &'static str) -> Resu
     Ok(out.stdout)
 }
 
+/// Runs `nft` with `args`, `input` on stdin, inside the network namespace at `netns` (a
+/// `/proc/<pid>/ns/net` path) when given. Returns stdout.
+pub fn run_nft(args: &[&str], input: &[u8], netns: Option<&Path>, what: &'static str) -> Result<Vec<u8>, NftError> {
+    finish_nft(spawn_nft(args, input, netns, what)?, what)
+}
+
 /// Loads `json` (from [`Ruleset::fill`], whose table is `table`) and, in `host` mode, the
-/// `dispatch` text rule ([`dispatch_rule`]); then lists the table to verify it is there.
-/// On any failure the table is deleted again.
+/// `dispatch` text rule ([`dispatch_rule`]); then checks the table is there. On any failure
+/// the table is deleted again.
 pub fn apply(json: &[u8], table: &str, dispatch: Option<&str>, netns: Option<&Path>) -> Result<LoadedTable, NftError> {
-    run_nft(&["-j", "-f", "-"], json, netns, "loading the ruleset")?;
-    let loaded = LoadedTable {
-        table: table.to_string(),
-        netns: netns.map(Path::to_path_buf),
-        removed: false,
-    };
-    if let Some(d) = dispatch {
-        // `-e` echoes what the kernel committed: the rule must come back.
-        let echoed = run_nft(&["-e", "-f", "-"], d.as_bytes(), netns, "adding the cgroup dispatch rule")?;
-        if !String::from_utf8_lossy(&echoed).contains("socket cgroupv2") {
-            return Err(NftError::Missing(format!("{FAMILY} {table} (dispatch rule not echoed)")));
+    apply_overlapped(json, table, dispatch, netns, || ()).0
+}
+
+/// [`apply`], running `during` while the `nft` process loads the JSON (the supervisor uses
+/// it to migrate the agent into its cgroup leaf meanwhile). `during` always runs.
+pub fn apply_overlapped<R>(
+    json: &[u8],
+    table: &str,
+    dispatch: Option<&str>,
+    netns: Option<&Path>,
+    during: impl FnOnce() -> R,
+) -> (Result<LoadedTable, NftError>, R) {
+    let what = "loading the ruleset";
+    let child = spawn_nft(&["-j", "-f", "-"], json, netns, what);
+    let r = during();
+    let result = child.and_then(|c| finish_nft(c, what)).and_then(|_| {
+        let loaded = LoadedTable {
+            table: table.to_string(),
+            netns: netns.map(Path::to_path_buf),
+            removed: false,
+        };
+        if let Some(d) = dispatch {
+            // `-e` echoes what the kernel committed: the rule must come back.
+            let echoed = run_nft(&["-e", "-f", "-"], d.as_bytes(), netns, "adding the cgroup dispatch rule")?;
+            if !String::from_utf8_lossy(&echoed).contains("socket cgroupv2") {
+                return Err(NftError::Missing(format!("{FAMILY} {table} (dispatch rule not echoed)")));
+            }
         }
-    }
-    // The check asks the kernel directly over netlink (no third `nft` process).
-    if !table_present(table, netns)? {
-        return Err(NftError::Missing(format!("{FAMILY} {table}")));
-    }
-    Ok(loaded)
+        // The check asks the kernel directly over netlink (no third `nft` process).
+        if !table_present(table, netns)? {
+            return Err(NftError::Missing(format!("{FAMILY} {table}")));
+        }
+        Ok(loaded)
+    });
+    (result, r)
 }
 
 impl LoadedTable {
