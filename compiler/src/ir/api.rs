@@ -177,22 +177,32 @@ impl HttpRule {
     }
 }
 
+/// Whether `pattern` matches all of `path`. Dynamic programming over path prefixes:
+/// O(pattern × path) even for rules with several `**`, whose naive backtracking is
+/// exponential in a request path that the agent chooses (a denial of service of the proxy).
 fn match_segments(pattern: &[Segment], path: &[String]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((Segment::Any, rest)) => (0..=path.len()).any(|skip| match_segments(rest, path.get(skip..).unwrap_or(&[]))),
-        Some((seg, rest)) => match path.split_first() {
-            None => false,
-            Some((first, tail)) => {
-                let ok = match seg {
-                    Segment::One => true,
-                    Segment::Literal(l) => l == first,
-                    Segment::Any => false,
-                };
-                ok && match_segments(rest, tail)
-            }
-        },
+    // reach[j]: the pattern segments seen so far match exactly path[..j].
+    let mut reach: Vec<bool> = std::iter::once(true).chain(path.iter().map(|_| false)).collect();
+    for seg in pattern {
+        reach = match seg {
+            Segment::Any => reach
+                .iter()
+                .scan(false, |seen, r| {
+                    *seen |= *r;
+                    Some(*seen)
+                })
+                .collect(),
+            Segment::One | Segment::Literal(_) => std::iter::once(false)
+                .chain(reach.iter().zip(path).map(|(r, p)| {
+                    *r && match seg {
+                        Segment::Literal(l) => l == p,
+                        _ => true,
+                    }
+                }))
+                .collect(),
+        };
     }
+    reach.last().copied().unwrap_or(false)
 }
 
 #[cfg(test)]
