@@ -339,3 +339,52 @@ proptest! {
         exercise(mutated.as_bytes());
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// HTTP rule matching
+
+/// The definition of a rule match, written as plainly as possible (exponential; small
+/// inputs only): `*` takes one segment, `**` any number, literals compare equal.
+fn naive_match(rule: &[&str], path: &[&str]) -> bool {
+    match rule.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|k| naive_match(rest, &path[k..])),
+        Some((seg, rest)) => match path.split_first() {
+            Some((p, tail)) => (*seg == "*" || seg == p) && naive_match(rest, tail),
+            None => false,
+        },
+    }
+}
+
+fn rule_matches(rule_segs: &[&str], method: &str, path_segs: &[&str]) -> bool {
+    let rule = aegis_compiler::ir::HttpRule::parse(&format!("GET /{}", rule_segs.join("/"))).unwrap();
+    let path = aegis_compiler::ir::api::canonical_path(&format!("/{}", path_segs.join("/"))).unwrap();
+    rule.matches(method, &path)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn http_rules_match_by_their_definition(
+        rule in prop::collection::vec(select(vec!["a", "b", "*", "**"]), 0..6),
+        path in prop::collection::vec(select(vec!["a", "b", "c"]), 0..7),
+    ) {
+        prop_assert_eq!(rule_matches(&rule, "GET", &path), naive_match(&rule, &path), "rule {:?} path {:?}", rule, path);
+        prop_assert!(!rule_matches(&rule, "POST", &path));
+    }
+}
+
+#[test]
+fn many_double_stars_against_a_long_path_stay_fast() {
+    // The agent chooses the request path; a rule with several `**` must not make the
+    // proxy backtrack exponentially (this took hours with a recursive matcher).
+    let rule: Vec<&str> = ["**"; 12].into_iter().chain(["z"]).collect();
+    let path: Vec<&str> = ["a"; 400].to_vec();
+    let start = std::time::Instant::now();
+    assert!(!rule_matches(&rule, "GET", &path));
+    let mut hit = path.clone();
+    hit.push("z");
+    assert!(rule_matches(&rule, "GET", &hit));
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "matching took {:?}", start.elapsed());
+}
