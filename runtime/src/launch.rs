@@ -147,7 +147,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let nftp = stage::nftables::prepare(&v)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
     let (seccomp_child, seccomp_note) = stage::seccomp::prepare(&v)?;
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    let env = agent_environment(&opts.env)?;
     let host_net = v.manifest.network_mode == NetworkMode::Host;
     lap(&mut timings, "verify+prepare");
 
@@ -553,4 +553,33 @@ fn child_failure(r: &ChildReport) -> RunError {
         Stage::Exec => RunError::internal("exec", why),
         s => RunError::NotVerified { layer: s.name(), why },
     }
+}
+
+/// Variables the agent gets from the supervisor's environment without asking: what
+/// programs need to find executables, speak the user's locale and draw on the terminal.
+/// Everything else (tokens, cloud credentials, SSH agent sockets) stays outside unless a
+/// `--env` names it.
+const PASSED_BY_DEFAULT: &[&str] = &["PATH", "LANG", "LANGUAGE", "TERM", "COLORTERM", "NO_COLOR", "TZ"];
+
+/// The agent's environment: the default set, `LC_*`, `HOME=/tmp` (its private, writable
+/// /tmp; the host home is not in the sandbox), and each `--env NAME[=VALUE]`.
+fn agent_environment(extra: &[String]) -> Result<Vec<(String, String)>, RunError> {
+    let mut env: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| PASSED_BY_DEFAULT.contains(&k.as_str()) || k.starts_with("LC_"))
+        .collect();
+    env.insert("HOME".into(), "/tmp".into());
+    for e in extra {
+        let (k, v) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(e) {
+                Ok(v) => (e.clone(), v),
+                Err(_) => return Err(RunError::Refused(format!("--env {e}: not set in this environment"))),
+            },
+        };
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(RunError::Refused(format!("--env {e}: `{k}` is not a variable name")));
+        }
+        env.insert(k, v);
+    }
+    Ok(env.into_iter().collect())
 }

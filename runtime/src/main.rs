@@ -20,6 +20,10 @@ struct Args {
     /// Hash-chained audit log to append to.
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
+    /// Pass an environment variable to the agent: NAME (its value here) or NAME=VALUE.
+    /// Only PATH, locale and terminal variables pass by default, so host secrets stay out.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
     /// Print the enforcement report and stage timings to stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -58,6 +62,7 @@ fn main() {
         trust_key: args.trust_key,
         allow_unsigned: args.allow_unsigned,
         params,
+        env: args.env,
         audit_log: args.audit_log,
         verbose: args.verbose,
         command: args.command,

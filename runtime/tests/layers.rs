@@ -73,7 +73,7 @@ fn every_layer_enforced_and_verified() {
                   while read l; do case $l in Seccomp:*|NoNewPrivs:*|CapEff:*|CapBnd:*) echo $l;; esac; done < /proc/self/status; \
                   /usr/bin/id 2>/dev/null || echo id-exec-denied";
     let param = format!("WORKSPACE={}", ws.display());
-    let mut cmd = b.command(&["--verbose", "--param", &param], &["/bin/sh", "-c", script]);
+    let mut cmd = b.command(&["--verbose", "--param", &param, "--env", "WS"], &["/bin/sh", "-c", script]);
     cmd.env("WS", &ws);
     let o = cmd.output().unwrap();
     let (out, err) = text(&o);

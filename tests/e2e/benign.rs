@@ -81,16 +81,18 @@ fn run_workload(policy: &Path) {
     let bundle = lab.build(policy, "bundle");
     let log = lab.path("audit.log");
     let params = [("WORKSPACE", ws.as_path())];
-    let mut c = lab.exec_cmd(&bundle, &params, &log, &["/usr/bin/python3", "-c", WORKLOAD, &ws.display().to_string()]);
     // Identity for the commits; HOME is the workspace (the host's is not in the sandbox).
-    // The test runner may set PYTHONDONTWRITEBYTECODE; an agent writing its bytecode cache
-    // into the workspace is part of the workload.
-    c.env_remove("PYTHONDONTWRITEBYTECODE")
-        .env("HOME", &ws)
-        .env("GIT_AUTHOR_NAME", "Agent")
-        .env("GIT_AUTHOR_EMAIL", "agent@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Agent")
-        .env("GIT_COMMITTER_EMAIL", "agent@example.invalid");
+    // Only what `--env` names reaches the agent, so the test runner's own variables (e.g.
+    // PYTHONDONTWRITEBYTECODE) do not.
+    let home = ws.display().to_string();
+    let env = [
+        ("HOME", home.as_str()),
+        ("GIT_AUTHOR_NAME", "Agent"),
+        ("GIT_AUTHOR_EMAIL", "agent@example.invalid"),
+        ("GIT_COMMITTER_NAME", "Agent"),
+        ("GIT_COMMITTER_EMAIL", "agent@example.invalid"),
+    ];
+    let mut c = lab.exec_cmd_env(&bundle, &params, &env, &log, &["/usr/bin/python3", "-c", WORKLOAD, &home]);
     let r = run_for(&mut c, Duration::from_secs(60));
     assert_eq!(r.code, 0, "the benign workload failed:\n{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("DONE 3 files, 2 commits"), "{}", r.stdout);

@@ -72,6 +72,12 @@ impl Lab {
 
     /// `aegis-exec --trust-key K --audit-log LOG --param N=V... BUNDLE -- CMD...`.
     pub fn exec_cmd(&self, bundle: &Path, params: &[(&str, &Path)], log: &Path, cmd: &[&str]) -> Command {
+        self.exec_cmd_env(bundle, params, &[], log, cmd)
+    }
+
+    /// Like [`Lab::exec_cmd`], passing `env` to the agent with `--env NAME=VALUE` (the
+    /// agent gets only PATH, locale and terminal variables from the host by default).
+    pub fn exec_cmd_env(&self, bundle: &Path, params: &[(&str, &Path)], env: &[(&str, &str)], log: &Path, cmd: &[&str]) -> Command {
         let mut c = Command::new(bin("aegis-exec"));
         c.env("AEGIS_STATE_DIR", &self.state)
             // nft is in /usr/sbin; a test runner's PATH may lack it.
@@ -82,6 +88,9 @@ impl Lab {
             .arg(log);
         for (k, v) in params {
             c.arg("--param").arg(format!("{k}={}", v.display()));
+        }
+        for (k, v) in env {
+            c.arg("--env").arg(format!("{k}={v}"));
         }
         c.arg(bundle).arg("--").args(cmd);
         c

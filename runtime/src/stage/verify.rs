@@ -25,6 +25,8 @@ pub struct LaunchOptions {
     pub trust_key: Option<PathBuf>,
     pub allow_unsigned: bool,
     pub params: Vec<(String, String)>,
+    /// `--env NAME` / `NAME=VALUE`: variables passed to the agent besides the default set.
+    pub env: Vec<String>,
     pub audit_log: Option<PathBuf>,
     pub verbose: bool,
     pub command: Vec<String>,
