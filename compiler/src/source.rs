@@ -47,6 +47,9 @@ pub struct SourceFile {
     pub name: String,
     pub path: PathBuf,
     pub text: Arc<str>,
+    /// Byte offset where each line starts, so `locate` is a binary search, not a scan
+    /// (a 10,000-rule policy locates every rule when it is compiled).
+    line_starts: Vec<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -71,7 +74,11 @@ impl fmt::Display for Location {
 impl SourceMap {
     pub fn add(&mut self, name: String, path: PathBuf, text: impl Into<Arc<str>>) -> FileId {
         let id = FileId(u32::try_from(self.files.len()).unwrap_or(u32::MAX));
-        self.files.push(SourceFile { name, path, text: text.into() });
+        let text: Arc<str> = text.into();
+        let line_starts = std::iter::once(0)
+            .chain(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1))
+            .collect();
+        self.files.push(SourceFile { name, path, text, line_starts });
         id
     }
 
@@ -99,12 +106,18 @@ impl SourceMap {
     }
 
     pub fn locate(&self, origin: Origin) -> Location {
-        let text = self.text(origin.file);
+        let file = self.get(origin.file);
+        let text = file.map(|f| &*f.text).unwrap_or("");
         let offset = (origin.span.start as usize).min(text.len());
-        let before = text.get(..offset).unwrap_or(text);
-        let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+        let (line, line_start) = match file {
+            Some(f) => {
+                // The last line start at or before `offset`.
+                let i = f.line_starts.partition_point(|s| *s <= offset).saturating_sub(1);
+                (i + 1, f.line_starts.get(i).copied().unwrap_or(0))
+            }
+            None => (1, 0),
+        };
+        let column = text.get(line_start..offset).map(|s| s.chars().count()).unwrap_or(0) + 1;
         Location {
             file: self.name(origin.file).to_string(),
             line: u32::try_from(line).unwrap_or(u32::MAX),
@@ -118,5 +131,24 @@ impl SourceMap {
         let start = (origin.span.start as usize).min(text.len());
         let end = (origin.span.end as usize).clamp(start, text.len());
         text.get(start..end).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_counts_lines_and_characters() {
+        let mut m = SourceMap::default();
+        let f = m.add("p.toml".into(), PathBuf::from("p.toml"), "a = 1\nbé = \"x\"\n\nz");
+        let at = |start: u32| m.locate(Origin { file: f, span: Span { start, end: start } });
+        assert_eq!((at(0).line, at(0).column), (1, 1));
+        assert_eq!((at(4).line, at(4).column), (1, 5));
+        assert_eq!((at(6).line, at(6).column), (2, 1));
+        // `é` is two bytes but one column.
+        assert_eq!((at(11).line, at(11).column), (2, 5));
+        assert_eq!((at(17).line, at(17).column), (4, 1));
+        assert_eq!(at(999).line, 4, "offsets past the end clamp to the last line");
     }
 }

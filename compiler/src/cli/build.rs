@@ -76,7 +76,7 @@ pub fn run(args: &BuildArgs, format: Format) -> Exit {
             return Exit::Invalid;
         }
     };
-    let fields = emit::bundle::manifest_fields(&compiled.policy, artifacts.landlock_abi, issue);
+    let fields = emit::bundle::manifest_fields(&compiled.policy, &artifacts.digest, artifacts.landlock_abi, issue);
     let mut writer = BundleWriter::new(fields);
     for (name, bytes) in artifacts.files {
         if let Err(e) = writer.add(name, bytes) {
@@ -100,7 +100,7 @@ pub fn run(args: &BuildArgs, format: Format) -> Exit {
                 display(&args.out),
                 compiled.policy.agent.name,
                 signed.as_deref().map(|k| format!("signed by key {k}")).unwrap_or_else(|| "UNSIGNED (aegis-exec refuses it without --allow-unsigned)".into()),
-                compiled.policy.digest()
+                artifacts.digest
             );
             if !artifacts.losses.is_empty() {
                 println!("{} loss(es): see {}/loss-report.txt", artifacts.losses.len(), display(&args.out));
@@ -111,7 +111,7 @@ pub fn run(args: &BuildArgs, format: Format) -> Exit {
             "agent": compiled.policy.agent.name,
             "files": contents.files().keys().collect::<Vec<_>>(),
             "signed_by": signed,
-            "policy_digest": compiled.policy.digest(),
+            "policy_digest": artifacts.digest,
             "manifest_sha256": contents.manifest_sha256(),
             "losses": artifacts.losses,
         })),

@@ -18,7 +18,7 @@ pub struct Issue {
     pub expires_at: Option<u64>,
 }
 
-pub fn manifest_fields(policy: &Policy, landlock_abi: Option<u32>, issue: Issue) -> ManifestFields {
+pub fn manifest_fields(policy: &Policy, digest: &str, landlock_abi: Option<u32>, issue: Issue) -> ManifestFields {
     let mut namespaces: BTreeSet<Namespace> =
         [Namespace::User, Namespace::Mount, Namespace::Pid, Namespace::Ipc, Namespace::Uts, Namespace::Cgroup].into();
     if policy.network.mode != IrMode::Host {
@@ -36,7 +36,7 @@ pub fn manifest_fields(policy: &Policy, landlock_abi: Option<u32>, issue: Issue)
     ManifestFields {
         agent: policy.agent.name.clone(),
         compiler: CompilerInfo { name: "aegisc".into(), version: env!("CARGO_PKG_VERSION").into() },
-        policy_sha256: policy.digest().trim_start_matches("sha256:").to_string(),
+        policy_sha256: digest.trim_start_matches("sha256:").to_string(),
         architectures: ["x86_64".to_string(), "aarch64".to_string()].into(),
         kernel: KernelRequirements {
             landlock_abi: landlock_abi.map(|a| a.max(u32::from(policy.enforcement.min_landlock_abi.unwrap_or(0)))),

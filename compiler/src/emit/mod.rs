@@ -57,6 +57,8 @@ pub struct Artifacts {
     pub losses: LossReport,
     /// Minimum Landlock ABI the bundle needs (None: no Landlock artifact).
     pub landlock_abi: Option<u32>,
+    /// The policy digest (`sha256:<hex>`), computed once: it serialises the whole IR.
+    pub digest: String,
 }
 
 /// An error from a target lowering (the policy is valid but a target cannot express it).
@@ -114,9 +116,10 @@ pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError
     }
 
     files.insert("policy.ir.json".to_string(), pretty_json(&policy.to_json()));
-    files.insert("policy.sha256".to_string(), format!("{}\n", policy.digest()).into_bytes());
+    let digest = policy.digest();
+    files.insert("policy.sha256".to_string(), format!("{digest}\n").into_bytes());
     losses.sort_by(|a, b| (a.layer, &a.rule, &a.what).cmp(&(b.layer, &b.rule, &b.what)));
     losses.dedup();
     files.insert("loss-report.txt".to_string(), render_losses(&losses).into_bytes());
-    Ok(Artifacts { files, losses, landlock_abi })
+    Ok(Artifacts { files, losses, landlock_abi, digest })
 }

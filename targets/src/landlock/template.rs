@@ -99,6 +99,15 @@ impl PathTemplate {
         &self.components
     }
 
+    /// `self` and every template above it up to its root (`/a/b` → `/a/b`, `/a`, `/`), so
+    /// "is this path inside a denied one" is a few map lookups instead of a scan.
+    pub fn ancestors(&self) -> impl Iterator<Item = PathTemplate> + '_ {
+        (0..=self.components.len()).rev().map(|n| PathTemplate {
+            param: self.param.clone(),
+            components: self.components.get(..n).unwrap_or_default().to_vec(),
+        })
+    }
+
     /// True when `self` names `other` or a directory above it, judged lexically. Templates
     /// with different roots are unrelated here (their relation is only known at launch).
     pub fn contains(&self, other: &PathTemplate) -> bool {
