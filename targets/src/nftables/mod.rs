@@ -190,26 +190,32 @@ struct Builder {
     items: Vec<Value>,
 }
 
+/// A JSON object from owned values. `json!` would re-serialise every interpolated `Value`
+/// (a deep copy per rule); building the map directly keeps large rulesets linear and cheap.
+fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
 impl Builder {
     fn push(&mut self, kind: &str, mut body: Value) {
         if let Some(o) = body.as_object_mut() {
             // family/table first so the bytes read naturally; preserve_order keeps it.
             let mut full = serde_json::Map::new();
-            full.insert("family".into(), json!(FAMILY));
-            full.insert(if kind == "table" { "name" } else { "table" }.into(), json!(self.table));
+            full.insert("family".into(), Value::String(FAMILY.into()));
+            full.insert(if kind == "table" { "name" } else { "table" }.into(), Value::String(self.table.clone()));
             for (k, v) in std::mem::take(o) {
                 full.insert(k, v);
             }
-            self.items.push(json!({ kind: Value::Object(full) }));
+            self.items.push(obj([(kind, Value::Object(full))]));
         }
     }
     fn rule(&mut self, chain: &str, expr: Vec<Value>) {
-        self.push("rule", json!({"chain": chain, "expr": expr}));
+        self.push("rule", obj([("chain", Value::String(chain.into())), ("expr", Value::Array(expr))]));
     }
 }
 
 fn m(left: Value, right: Value) -> Value {
-    json!({"match": {"op": "==", "left": left, "right": right}})
+    obj([("match", obj([("op", Value::String("==".into())), ("left", left), ("right", right)]))])
 }
 
 fn payload(proto: &str, field: &str) -> Value {
