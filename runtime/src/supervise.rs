@@ -77,16 +77,48 @@ pub fn kill_agent(pid: libc::pid_t, leaf: Option<&Leaf>) {
     }
 }
 
+/// Kernel denials the supervisor can observe in `/dev/kmsg` (the kernel prints audit
+/// records there when no audit daemon consumes them): nftables log lines with the agent's
+/// prefix (host mode); seccomp records (audit type 1326) of processes in the agent's leaf,
+/// except ENOSYS, which the filter returns by design for unknown syscalls and `clone3`;
+/// Landlock access records (type 1423) of the agent's own domain, learned from the domain's
+/// allocation record (type 1424), whose pid is the agent's. Counted per layer and written at
+/// most once a second per layer (with one sample line), so a looping agent cannot flood the
+/// log. Limits: with an audit daemon running, seccomp and Landlock records go to it instead;
+/// Landlock logs only when the kernel's audit is enabled (`auditctl -e 1`); records the
+/// kernel prints after the agent has exited may be missed.
 struct Kmsg {
     fd: i32,
-    prefix: String,
-    count: u64,
+    nft_prefix: Option<String>,
+    agent_pid: i32,
+    landlock_domain: Option<String>,
+    /// layer → (denials since the last record, first sample line)
+    pending: std::collections::BTreeMap<&'static str, (u64, String)>,
     last_flush: Instant,
-    sample: String,
+}
+
+/// Whether a seccomp record is for a call every AEGIS filter answers with ENOSYS by design
+/// (`clone3`, so libc falls back to `clone`; numbers unknown to the architecture): those
+/// are not policy denials. (The record's `code` carries the action without its errno.)
+fn returns_enosys_by_design(line: &str) -> bool {
+    use aegis_targets::seccomp::syscalls::Arch;
+    let arch = audit_field(line, "arch").and_then(|a| u32::from_str_radix(a, 16).ok()).and_then(Arch::from_audit_arch);
+    let nr = audit_field(line, "syscall").and_then(|n| n.parse::<u32>().ok());
+    match (arch, nr) {
+        (Some(a), Some(n)) => a.syscall_name(n).is_none_or(|name| name == "clone3"),
+        _ => false,
+    }
+}
+
+/// The value of `key=` in an audit record (up to the next space).
+fn audit_field<'a>(rec: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!(" {key}=");
+    let at = rec.find(&pat)? + pat.len();
+    rec.get(at..)?.split(' ').next()
 }
 
 impl Kmsg {
-    fn open(prefix: String) -> Option<Kmsg> {
+    fn open(nft_prefix: Option<String>, agent_pid: i32) -> Option<Kmsg> {
         // SAFETY: open(2) of a literal path.
         let fd = unsafe { libc::open(c"/dev/kmsg".as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
         if fd < 0 {
@@ -97,14 +129,62 @@ impl Kmsg {
         unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
         Some(Kmsg {
             fd,
-            prefix,
-            count: 0,
+            nft_prefix,
+            agent_pid,
+            landlock_domain: None,
+            pending: Default::default(),
             last_flush: Instant::now(),
-            sample: String::new(),
         })
     }
 
-    fn read(&mut self) {
+    fn count(&mut self, layer: &'static str, sample: &str) {
+        let e = self.pending.entry(layer).or_insert((0, String::new()));
+        e.0 += 1;
+        if e.1.is_empty() {
+            e.1 = sample.chars().take(300).collect();
+        }
+    }
+
+    fn classify(&mut self, rec: &str, leaf: Option<&Leaf>) {
+        let line = rec.split_once(';').map(|(_, l)| l).unwrap_or(rec).lines().next().unwrap_or_default();
+        if let Some(p) = self.nft_prefix.as_deref()
+            && let Some(pos) = line.find(p)
+        {
+            let sample = line.get(pos + p.len()..).unwrap_or_default().to_string();
+            self.count("nftables", &sample);
+        } else if line.contains("type=1326") {
+            let pid: Option<i32> = audit_field(line, "pid").and_then(|p| p.parse().ok());
+            let ours = match (pid, leaf) {
+                (Some(p), Some(l)) => p == self.agent_pid || l.verify_member(p).is_ok(),
+                (Some(p), None) => p == self.agent_pid,
+                (None, _) => false,
+            };
+            if ours && !returns_enosys_by_design(line) {
+                let sample = ["syscall", "comm", "code"]
+                    .iter()
+                    .filter_map(|k| audit_field(line, k).map(|v| format!("{k}={v}")))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.count("seccomp", &sample);
+            }
+        } else if line.contains("type=1424") && line.contains("status=allocated") {
+            if audit_field(line, "pid").and_then(|p| p.parse::<i32>().ok()) == Some(self.agent_pid) {
+                self.landlock_domain = audit_field(line, "domain").map(str::to_string);
+            }
+        } else if line.contains("type=1423")
+            && let Some(d) = self.landlock_domain.as_deref()
+            && audit_field(line, "domain") == Some(d)
+        {
+            let sample = ["blockers", "path", "name"]
+                .iter()
+                .filter_map(|k| audit_field(line, k).map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(" ");
+            self.count("landlock", &sample);
+        }
+    }
+
+    fn read(&mut self, leaf: Option<&Leaf>) {
         let mut buf = [0u8; 2048];
         loop {
             // SAFETY: reading one kmsg record into our buffer.
@@ -116,29 +196,20 @@ impl Kmsg {
                 }
                 return;
             }
-            let rec = String::from_utf8_lossy(buf.get(..n as usize).unwrap_or_default());
-            if let Some(pos) = rec.find(&self.prefix) {
-                self.count += 1;
-                if self.sample.is_empty() {
-                    let line = rec.get(pos + self.prefix.len()..).unwrap_or_default();
-                    self.sample = line.lines().next().unwrap_or_default().chars().take(300).collect();
-                }
-            }
+            let rec = String::from_utf8_lossy(buf.get(..n as usize).unwrap_or_default()).into_owned();
+            self.classify(&rec, leaf);
         }
     }
 
-    fn take_event(&mut self, force: bool) -> Option<Event> {
-        if self.count == 0 || (!force && self.last_flush.elapsed() < Duration::from_secs(1)) {
-            return None;
+    fn take_events(&mut self, force: bool) -> Vec<Event> {
+        if self.pending.is_empty() || (!force && self.last_flush.elapsed() < Duration::from_secs(1)) {
+            return Vec::new();
         }
         self.last_flush = Instant::now();
-        let e = Event::KernelDenial {
-            layer: "nftables".into(),
-            detail: std::mem::take(&mut self.sample),
-            count: self.count,
-        };
-        self.count = 0;
-        Some(e)
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(layer, (count, detail))| Event::KernelDenial { layer: layer.into(), detail, count })
+            .collect()
     }
 }
 
@@ -163,12 +234,12 @@ pub fn run(
     let mut grace: Option<Instant> = None;
     let mut wall_hit = false;
     let mut oom_seen = leaf.map(|l| l.usage().oom_kills).unwrap_or(0);
-    let mut kmsg = limits.deny_prefix.clone().and_then(Kmsg::open);
+    let mut kmsg = Kmsg::open(limits.deny_prefix.clone(), pid);
     loop {
         if let Some(o) = reap(pid, libc::WNOHANG) {
             if let Some(k) = kmsg.as_mut() {
-                k.read();
-                if let Some(e) = k.take_event(true) {
+                k.read(leaf);
+                for e in k.take_events(true) {
                     events(e);
                 }
             }
@@ -211,8 +282,8 @@ pub fn run(
             }
         }
         if let Some(k) = kmsg.as_mut() {
-            k.read();
-            if let Some(e) = k.take_event(false) {
+            k.read(leaf);
+            for e in k.take_events(false) {
                 events(e);
             }
         }

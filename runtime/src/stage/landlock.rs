@@ -8,7 +8,7 @@
 //! `min_abi`, otherwise the child refuses to exec (exit 126); the supervisor checks the
 //! kernel's ABI before anything is created, so an old kernel is refused early and precisely.
 
-use aegis_targets::landlock::{Abi, Enforcement, LandlockArtifact, Mode, Params, kernel_abi};
+use aegis_targets::landlock::{Abi, Enforcement, LandlockArtifact, Mode, Params, RestrictFlag, kernel_abi};
 
 use crate::child::{ChildReport, Fail, INFO_LANDLOCK_ABI, INFO_LANDLOCK_DETAILS, INFO_LANDLOCK_STATUS, INFO_LEN};
 use crate::exit::RunError;
@@ -51,6 +51,14 @@ pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError
         });
     }
     let params = crate::stage::mounts::params(v)?;
+    // Audit: by default Landlock does not log denials after the exec that starts the agent.
+    // Where the kernel can (ABI 7), ask it to, so the supervisor can record them from the
+    // kernel log. This is host-side observability, not policy: it is not in the artifact,
+    // so the bundle's minimum ABI stays what the policy needs.
+    let mut art = art;
+    if kernel >= RestrictFlag::LogNewExecOn.since() {
+        art.restrict_flags.insert(RestrictFlag::LogNewExecOn);
+    }
     Ok((ChildLandlock { plan: Some((art, params, mode)) }, None))
 }
 

@@ -75,7 +75,9 @@ pub fn apply_in_child(s: &ChildSeccomp, info: &mut [u32; INFO_LEN], msg: &mut Ch
     let Some(program) = &s.program else {
         return Ok(());
     };
-    if let Err(e) = seccomp::apply(program, ApplyOptions::default()) {
+    // SECCOMP_FILTER_FLAG_LOG: the kernel logs refused calls (audit type 1326), which the
+    // supervisor records as kernel denials; allowed calls are never logged.
+    if let Err(e) = seccomp::apply(program, ApplyOptions { log: true }) {
         msg.set_msg(&e.to_string());
         let errno = match e {
             seccomp::ApplyError::Install { errno } | seccomp::ApplyError::NoNewPrivs { errno } => errno,
