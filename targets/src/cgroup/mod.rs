@@ -463,13 +463,22 @@ impl Leaf {
 
     fn mkdir(&mut self, h: Hier, root: &Path) -> Result<PathBuf, CgroupError> {
         let parent = root.join(PARENT_DIR);
-        match std::fs::create_dir(&parent) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("creating", &parent)(e)),
-        }
         let dir = parent.join(&self.name);
-        std::fs::create_dir(&dir).map_err(io("creating", &dir))?;
+        // Another supervisor removes the shared parent when its own leaf was the last one
+        // (`Leaf::remove`); if that happens between our two mkdirs, create it again.
+        let mut attempts = 0;
+        loop {
+            match std::fs::create_dir(&parent) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io("creating", &parent)(e)),
+            }
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == ErrorKind::NotFound && attempts < 10 => attempts += 1,
+                Err(e) => return Err(io("creating", &dir)(e)),
+            }
+        }
         self.dirs.push((h, dir.clone()));
         self.report.paths.push(dir.display().to_string());
         Ok(dir)
