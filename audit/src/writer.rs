@@ -337,7 +337,7 @@ impl AuditWriter {
         if let Some(c) = self.cache.filter(|c| c.end == len) {
             return Ok(c);
         }
-        let tail = read_tail(&self.file, len).map_err(|e| self.tail_error(e))?;
+        let tail = read_tail(&self.file, len).map_err(|e| tail_error(&self.path, e, "reading log tail"))?;
         let mut st = match &tail.last_line {
             None => ChainState {
                 end: 0,
@@ -377,21 +377,6 @@ impl AuditWriter {
             self.repair(&mut st, &tail.torn)?;
         }
         Ok(st)
-    }
-
-    fn tail_error(&self, e: TailError) -> AuditError {
-        match e {
-            TailError::Io(source) => AuditError::Io {
-                what: "reading log tail",
-                path: self.path.clone(),
-                source,
-            },
-            TailError::Damaged(offset, msg) => AuditError::CorruptTail {
-                path: self.path.clone(),
-                offset,
-                msg,
-            },
-        }
     }
 
     /// Cut off a torn last line and record that we did.
@@ -524,20 +509,8 @@ impl AuditWriter {
             Some(t) if t.end <= end => t,
             _ => {
                 // Start from the last checkpoint's stored frontier instead of the whole log.
-                let found = find_last_line_with(&self.file, end, CHECKPOINT_MARKER).map_err(
-                    |e| match e {
-                        TailError::Io(source) => AuditError::Io {
-                            what: "searching log for checkpoint",
-                            path: self.path.clone(),
-                            source,
-                        },
-                        TailError::Damaged(offset, msg) => AuditError::CorruptTail {
-                            path: self.path.clone(),
-                            offset,
-                            msg,
-                        },
-                    },
-                )?;
+                let found = find_last_line_with(&self.file, end, CHECKPOINT_MARKER)
+                    .map_err(|e| tail_error(&self.path, e, "searching log for checkpoint"))?;
                 found
                     .and_then(|(off, line)| tree_from_checkpoint(off, &line))
                     .unwrap_or(TreeState {
@@ -752,5 +725,13 @@ fn send_syslog(body: &str, line: &[u8]) {
             c"%s".as_ptr(),
             c.as_ptr(),
         );
+    }
+}
+
+/// A tail read or search failure as the writer reports it (`what` was being done).
+fn tail_error(path: &Path, e: TailError, what: &'static str) -> AuditError {
+    match e {
+        TailError::Io(source) => AuditError::Io { what, path: path.to_path_buf(), source },
+        TailError::Damaged(offset, msg) => AuditError::CorruptTail { path: path.to_path_buf(), offset, msg },
     }
 }
