@@ -51,6 +51,13 @@ pub struct Exposure {
     pub reasons: Vec<ExposureReason>,
 }
 
+/// Whether an exec grant names a shell or interpreter (`python3.11` counts as `python`).
+fn is_interpreter(p: &PathPattern) -> bool {
+    let name = basename(p);
+    let bare = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    INTERPRETERS.contains(&name) || INTERPRETERS.contains(&bare)
+}
+
 fn basename(p: &PathPattern) -> &str {
     p.components.last().map(String::as_str).unwrap_or("")
 }
@@ -166,9 +173,7 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
                     .help("an agent that can write what it can execute can run any code it downloads; keep executables out of write paths"),
             );
         }
-        let name = basename(&e.path);
-        let bare = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-        if INTERPRETERS.contains(&name) || INTERPRETERS.contains(&bare) {
+        if is_interpreter(&e.path) {
             out.push(
                 Diagnostic::warning(Code::LintInterpreter, format!("'{}' is a shell or interpreter: it runs any code given to it", e.path))
                     .at_opt(e.origin)
@@ -288,12 +293,7 @@ pub fn exposure(policy: &Policy) -> Exposure {
     if secrets > 0 {
         add((secrets as f64 * 0.5).min(2.5), format!("{secrets} secret location(s) readable"));
     }
-    let interp = user(FsAccess::Exec)
-        .filter(|e| {
-            let n = basename(&e.path);
-            INTERPRETERS.contains(&n) || INTERPRETERS.contains(&n.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.'))
-        })
-        .count();
+    let interp = user(FsAccess::Exec).filter(|e| is_interpreter(&e.path)).count();
     if interp > 0 {
         add((interp as f64 * 0.7).min(2.0), format!("{interp} shell/interpreter(s) executable"));
     }

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aegis_targets::bundle::{self, BundleWriter};
 
-use super::{Exit, Format, eprint_diagnostics, eprint_error, print_json};
-use crate::compile_file;
+use super::{Exit, Format, compile_or_report, eprint_diagnostics, eprint_error, print_json};
 use crate::emit::{self, bundle::Issue};
 use crate::ir::units::parse_duration_ms;
 
@@ -41,13 +40,9 @@ fn issue(args: &BuildArgs) -> Result<Issue, String> {
 }
 
 pub fn run(args: &BuildArgs, format: Format) -> Exit {
-    let compiled = match compile_file(&args.policy) {
+    let compiled = match compile_or_report(&args.policy) {
         Ok(c) => c,
-        Err(f) => {
-            eprint_diagnostics(&f.diagnostics, &f.sources);
-            eprintln!("error: {} is invalid", args.policy.display());
-            return Exit::Invalid;
-        }
+        Err(exit) => return exit,
     };
     if format == Format::Human {
         eprint_diagnostics(&compiled.warnings, &compiled.sources);

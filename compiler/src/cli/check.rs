@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use super::{Exit, Format, eprint_diagnostics, print_json};
-use crate::compile_file;
+use super::{Exit, Format, compile_or_report, print_json};
 use crate::eval::{self, FsQuery, Params, Query, QueryError, Verdict};
 use crate::ir::Protocol;
 
@@ -37,13 +36,9 @@ pub fn parse_query(words: &[String]) -> Result<Query, QueryError> {
 }
 
 pub fn run(policy_path: &Path, params: &[String], words: &[String], format: Format) -> Exit {
-    let compiled = match compile_file(policy_path) {
+    let compiled = match compile_or_report(policy_path) {
         Ok(c) => c,
-        Err(f) => {
-            eprint_diagnostics(&f.diagnostics, &f.sources);
-            eprintln!("error: {} is invalid", policy_path.display());
-            return Exit::Invalid;
-        }
+        Err(exit) => return exit,
     };
     let query_error = |e: QueryError| {
         eprintln!("error: {e}");

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use aegis_targets::seccomp::{self, Action, SeccompData, SockFilter, syscalls::Arch};
 
-use super::{Exit, Format, eprint_diagnostics, print_json};
-use crate::compile_file;
+use super::{Exit, Format, compile_or_report, print_json};
 use crate::emit::seccomp as lower;
 use crate::ir::SyscallAction;
 use crate::lower::errno_name;
@@ -68,12 +67,9 @@ pub fn run(target: &Path, syscall: &str, args: &[String], arch: Arch, format: Fo
             }
         }
     } else {
-        let c = match compile_file(target) {
+        let c = match compile_or_report(target) {
             Ok(c) => c,
-            Err(f) => {
-                eprint_diagnostics(&f.diagnostics, &f.sources);
-                return Exit::Invalid;
-            }
+            Err(exit) => return exit,
         };
         let mut losses = Vec::new();
         let spec = match lower::spec(&c.policy, &mut losses) {

@@ -4,13 +4,13 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Exit, Format, diagnostics_json, eprint_diagnostics, print_json};
+use super::{Exit, Format, compile_or_report, diagnostics_json, print_json};
 use crate::ir::units::{format_duration_ms, format_size};
 use crate::ir::*;
 use crate::lint::exposure;
 use crate::lower::errno_name;
 use crate::source::{Origin, SourceMap};
-use crate::{Compiled, compile_file};
+use crate::Compiled;
 
 fn loc(sources: &SourceMap, o: Option<Origin>) -> String {
     o.map(|o| sources.locate(o).to_string()).unwrap_or_else(|| "built-in".into())
@@ -156,13 +156,9 @@ pub fn render(c: &Compiled) -> String {
 }
 
 pub fn run(path: &Path, format: Format) -> Exit {
-    let c = match compile_file(path) {
+    let c = match compile_or_report(path) {
         Ok(c) => c,
-        Err(f) => {
-            eprint_diagnostics(&f.diagnostics, &f.sources);
-            eprintln!("error: {} is invalid", path.display());
-            return Exit::Invalid;
-        }
+        Err(exit) => return exit,
     };
     match format {
         Format::Human => print!("{}", render(&c)),

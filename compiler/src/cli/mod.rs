@@ -153,6 +153,16 @@ pub fn diagnostics_json(diags: &[Diagnostic], sources: &SourceMap) -> serde_json
     serde_json::Value::Array(diags.iter().map(|d| diag::to_json(d, sources)).collect())
 }
 
+/// Compiles `path`, or prints its diagnostics and says the input is invalid (exit 2):
+/// the first step of every command that takes a policy.
+pub fn compile_or_report(path: &std::path::Path) -> Result<crate::Compiled, Exit> {
+    crate::compile_file(path).map_err(|f| {
+        eprint_diagnostics(&f.diagnostics, &f.sources);
+        eprintln!("error: {} is invalid", path.display());
+        Exit::Invalid
+    })
+}
+
 /// Renders an error that carries a miette diagnostic (bundle and key errors) to stderr.
 pub fn eprint_error(e: &dyn miette::Diagnostic) {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();

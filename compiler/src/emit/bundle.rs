@@ -7,7 +7,7 @@ use aegis_targets::bundle::{
     NetworkMode,
 };
 
-use crate::ir::{Layer, Level, NetworkMode as IrMode, Policy};
+use crate::ir::{Level, NetworkMode as IrMode, Policy};
 
 /// When the bundle is issued, its serial and optional expiry (from flags or
 /// `SOURCE_DATE_EPOCH`, so builds are reproducible).
@@ -32,7 +32,6 @@ pub fn manifest_fields(policy: &Policy, digest: &str, landlock_abi: Option<u32>,
             (l.word().to_string(), if *v == Level::Required { Enforcement::Required } else { Enforcement::BestEffort })
         })
         .collect();
-    let _ = Layer::ALL;
     ManifestFields {
         agent: policy.agent.name.clone(),
         compiler: CompilerInfo { name: "aegisc".into(), version: env!("CARGO_PKG_VERSION").into() },

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::ir::api::canonical_path;
+use crate::ir::api::{canonical_path, is_http_method};
 use crate::ir::net::{Destination, Protocol, name_matches, parse_host_name};
 use crate::ir::path::{PathError, PathPattern};
 use crate::ir::*;
@@ -156,10 +156,6 @@ pub fn evaluate(policy: &Policy, params: &Params, query: &Query) -> Result<Decis
             Ok(deny(format!("no allow rule of api '{api}' matches {method} {path} (default deny)"), None, vec![]))
         }
     }
-}
-
-fn is_http_method(m: &str) -> bool {
-    crate::ir::api::is_http_method(m)
 }
 
 fn find_api<'p>(policy: &'p Policy, name: &str) -> Result<&'p Api, QueryError> {
