@@ -2,10 +2,10 @@
 //!
 //! `host` mode: every allowed endpoint becomes an accept rule in the agent's chain (names
 //! are resolved at launch into named sets), DNS only to the declared resolvers, the rest
-//! logged and dropped. `deny` endpoints need no rule there: nothing is accepted unless an
-//! allow rule matches, and the compiler rejects an allow that a deny fully covers only as a
-//! lint; where a deny overlaps an allow partially (a CIDR hole), the loss report says the
-//! kernel rules enforce the stricter reading by dropping the overlapping allow.
+//! logged and dropped. `deny` endpoints need no rule of their own, since nothing is
+//! accepted unless an allow rule matches: an allow that a deny overlaps at all (same
+//! protocol, a shared port, the same name or intersecting networks) is left out, the
+//! stricter reading, and the loss report says so.
 //! `none`/`proxy` mode: the ruleset for the agent's own namespace (loopback, and in proxy
 //! mode the proxy port only); the proxy checks names.
 
