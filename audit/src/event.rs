@@ -65,6 +65,32 @@ pub enum Event {
         /// Human-readable reason.
         reason: String,
     },
+    /// One decision of the egress proxy: a tunnel (CONNECT), an inspected HTTP request, a
+    /// plain-HTTP forward, or a question to the decision endpoint.
+    ProxyRequest {
+        /// `tunnel`, `inspect`, `forward` or `decision`.
+        mode: String,
+        /// Destination host as the agent named it (normalised: lower case, IPs canonical).
+        host: String,
+        /// Destination port.
+        port: u16,
+        /// HTTP method (`None` for tunnels).
+        method: Option<String>,
+        /// Request path without the query (`None` for tunnels).
+        path: Option<String>,
+        /// The verdict.
+        decision: Verdict,
+        /// The policy rule that decided (`None`: default deny or a protocol check).
+        rule: Option<String>,
+        /// Human-readable reason.
+        reason: String,
+        /// Bytes sent upstream (request body or tunnel payload).
+        bytes_up: u64,
+        /// Bytes received from upstream.
+        bytes_down: u64,
+        /// The requesting executable, when it could be determined from `/proc`.
+        exe: Option<String>,
+    },
     /// A denial observed from the kernel (seccomp, Landlock audit, nftables counters).
     KernelDenial {
         /// `seccomp`, `landlock`, `nftables`, ...
@@ -190,6 +216,7 @@ impl Event {
             Event::EnforcementReport { .. } => "enforcement_report",
             Event::AgentStarted { .. } => "agent_started",
             Event::Decision { .. } => "decision",
+            Event::ProxyRequest { .. } => "proxy_request",
             Event::KernelDenial { .. } => "kernel_denial",
             Event::Resource { .. } => "resource",
             Event::AgentExited { .. } => "agent_exited",
@@ -202,7 +229,7 @@ impl Event {
     /// The verdict, for decision events.
     pub fn verdict(&self) -> Option<Verdict> {
         match self {
-            Event::Decision { decision, .. } => Some(*decision),
+            Event::Decision { decision, .. } | Event::ProxyRequest { decision, .. } => Some(*decision),
             _ => None,
         }
     }

@@ -95,6 +95,33 @@ pub fn summary(ev: &Event) -> String {
                 rule.as_deref().unwrap_or("default-deny")
             )
         }
+        Event::ProxyRequest {
+            mode,
+            host,
+            port,
+            method,
+            path,
+            decision,
+            rule,
+            reason,
+            bytes_up,
+            bytes_down,
+            exe,
+        } => {
+            let v = match decision {
+                Verdict::Allow => "ALLOW",
+                Verdict::Deny => "DENY",
+            };
+            let what = match (method, path) {
+                (Some(m), Some(p)) => format!("{m} {host}:{port}{p}"),
+                _ => format!("{host}:{port}"),
+            };
+            format!(
+                "{v} {mode} {what} rule={} ({reason}) up={bytes_up}B down={bytes_down}B exe={}",
+                rule.as_deref().unwrap_or("none"),
+                exe.as_deref().unwrap_or("?")
+            )
+        }
         Event::KernelDenial {
             layer,
             detail,
