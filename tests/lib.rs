@@ -85,3 +85,6 @@ pub fn snapshot_settings(area: &str) -> insta::Settings {
     s.set_prepend_module_to_snapshot(false);
     s
 }
+
+/// An isolated upstream network (namespace, veth, test CA, test servers) for the proxy tests.
+pub mod upstream;

@@ -15,3 +15,6 @@ mod launch;
 mod attacks;
 /// A benign coding workload (python, git) under coding-agent runs with no false denial.
 mod benign;
+/// The egress proxy and API gate (issue 7): inbox-manager and research-agent against test
+/// servers in an isolated upstream namespace; attacks denied and audited, benign tools work.
+mod proxy;
