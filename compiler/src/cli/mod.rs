@@ -5,7 +5,7 @@
 //! 2 invalid input (policy, bundle, key or arguments), 3 internal error.
 
 mod build;
-mod check;
+pub mod check;
 pub mod diff;
 mod explain;
 pub mod inspect;

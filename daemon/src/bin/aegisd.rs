@@ -1,0 +1,93 @@
+//! `aegisd --socket PATH [--audit-log PATH] [--trust-key PUB | --allow-unsigned] [--group NAME|GID]`:
+//! the AEGIS decision daemon (see the crate docs and `docs/aegisd.md`). Exit 2 when the
+//! configuration is at fault (the path is taken, unknown group, bad key), 3 when the system
+//! is (cannot bind, cannot open the audit log).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aegis_daemon::StartError;
+use aegis_daemon::registry::Trust;
+use aegis_daemon::server::{self, Config, Server};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "aegisd",
+    version,
+    about = "Answer AEGIS policy questions (fs, exec, net, api) over a Unix socket, auditing every decision",
+    after_help = "Protocol, permissions and an example session: docs/aegisd.md"
+)]
+struct Args {
+    /// Unix socket to serve (created mode 0600, or 0660 with --group; a stale socket is replaced).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Append one hash-chained record per decision to this audit log.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// Minisign public key that registered bundles must be signed with.
+    #[arg(long, conflicts_with = "allow_unsigned")]
+    trust_key: Option<PathBuf>,
+    /// Accept unsigned bundles (development only).
+    #[arg(long)]
+    allow_unsigned: bool,
+    /// Also admit members of this group (name or gid); they may check and list, not register.
+    #[arg(long, value_name = "NAME|GID")]
+    group: Option<String>,
+}
+
+fn start(args: Args) -> Result<(), StartError> {
+    // Before any thread exists, so that only the signal thread receives them.
+    let signals = server::block_exit_signals()?;
+    let trust = match (&args.trust_key, args.allow_unsigned) {
+        (Some(k), _) => Trust::Key(aegis_targets::bundle::load_public_key(k).map_err(|e| StartError::TrustKey(e.to_string()))?),
+        (None, true) => Trust::AllowUnsigned,
+        (None, false) => Trust::NoBundles,
+    };
+    let group = match &args.group {
+        Some(g) => Some(aegis_daemon::peer::resolve_group(g).ok_or_else(|| StartError::UnknownGroup(g.clone()))?),
+        None => None,
+    };
+    let server = Server::bind(Config { socket: args.socket, audit_log: args.audit_log, trust, group })?;
+    server.exit_on_signals(signals)?;
+    eprintln!(
+        "aegisd: serving {} (mode {}{})",
+        server.socket().display(),
+        if group.is_some() { "0660" } else { "0600" },
+        group.map(|g| format!(", group {g}")).unwrap_or_default()
+    );
+    server.serve();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    match start(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aegisd: error: {e}");
+            ExitCode::from(match e {
+                StartError::NotASocket { .. } | StartError::InUse { .. } | StartError::UnknownGroup(_) | StartError::TrustKey(_) => 2,
+                _ => 3,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,433 @@
+//! The daemon proper: accept loop, one thread per connection, request handling, audit.
+//!
+//! Input: a [`Config`] (socket path, audit log, trust, group). Output: a [`Server`] that
+//! serves until the process ends, answering each request line with one response line, and an
+//! audit record per decision: every `check-*` answered with a verdict, every `register`
+//! (accepted or refused) and every refused connection (`Event::Decision`, component
+//! `aegisd`). Invariants: at most [`MAX_CONNECTIONS`] connections are served at once (the
+//! next is told `busy` and closed); a request line is at most [`MAX_LINE`] bytes (a longer
+//! one is answered `request_too_large` and the connection closed, since the stream can no
+//! longer be trusted to be in step); an idle connection is closed after [`IDLE_TIMEOUT`];
+//! a verdict is sent only after its audit record was appended; no request and no peer can
+//! stop the accept loop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use aegis_audit::{AuditContext, AuditWriter, Event, Verdict as AuditVerdict, WriterOptions};
+use aegis_compiler::eval::{Query, Verdict};
+use serde_json::{Value, json};
+
+use crate::error::{RequestError, StartError};
+use crate::peer::{self, Admission, PeerCred};
+use crate::protocol::{MAX_LINE, RegisterSource, Request, error_response, to_line};
+use crate::registry::{Provenance, Registered, Registry, Trust};
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// An idle connection is closed after this long without a complete request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A peer that does not read its responses is dropped after this long.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `aegisd` was started with.
+#[derive(Debug)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub audit_log: Option<PathBuf>,
+    pub trust: Trust,
+    /// `--group`: its members are admitted (and the socket is mode 0660, that group).
+    pub group: Option<u32>,
+}
+
+/// Shared by every connection thread.
+struct State {
+    registry: Registry,
+    trust: Trust,
+    admission: Admission,
+    audit: Option<Mutex<AuditWriter>>,
+    active: AtomicUsize,
+}
+
+/// A bound daemon, ready to serve.
+pub struct Server {
+    listener: UnixListener,
+    state: Arc<State>,
+    socket: PathBuf,
+}
+
+impl Server {
+    /// Opens the audit log and binds the socket (see [`crate::socket::bind`]).
+    pub fn bind(config: Config) -> Result<Server, StartError> {
+        let audit = match &config.audit_log {
+            Some(p) => Some(Mutex::new(
+                AuditWriter::open(p, WriterOptions::default())
+                    .map_err(|e| StartError::Audit { path: p.clone(), message: e.to_string() })?,
+            )),
+            None => None,
+        };
+        let listener = crate::socket::bind(&config.socket, config.group)?;
+        let state = State {
+            registry: Registry::default(),
+            trust: config.trust,
+            admission: Admission { own_uid: peer::own_uid(), group: config.group },
+            audit,
+            active: AtomicUsize::new(0),
+        };
+        Ok(Server { listener, state: Arc::new(state), socket: config.socket })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Serves forever (until the process is signalled).
+    pub fn serve(&self) {
+        for conn in self.listener.incoming() {
+            let stream = match conn {
+                Ok(s) => s,
+                // EMFILE and friends: back off instead of spinning; the loop must survive.
+                Err(e) => {
+                    eprintln!("aegisd: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let n = self.state.active.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot(Arc::clone(&self.state));
+            if n >= MAX_CONNECTIONS {
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let mut s = &stream;
+                let _ = s.write_all(&to_line(&error_response(&RequestError::Busy { limit: MAX_CONNECTIONS })));
+                drop(slot);
+                continue;
+            }
+            let spawned = std::thread::Builder::new().name("aegisd-conn".into()).spawn(move || {
+                let state = Arc::clone(&slot.0);
+                serve_connection(&state, stream);
+                drop(slot);
+            });
+            if let Err(e) = spawned {
+                // The closure (and its slot) was dropped with the failed spawn.
+                eprintln!("aegisd: cannot start a connection thread: {e}");
+            }
+        }
+    }
+}
+
+/// One connection's place among [`MAX_CONNECTIONS`]; released on drop, whatever happens.
+struct Slot(Arc<State>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+enum Line {
+    Request(Vec<u8>),
+    TooLong,
+    End,
+}
+
+/// Reads one request line of at most [`MAX_LINE`] bytes. A final line without a newline is a
+/// peer that went away mid-request: it is dropped, not answered.
+fn read_line(reader: &mut impl BufRead) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    let limit = (MAX_LINE + 1) as u64;
+    let n = reader.take(limit).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        return Ok(Line::Request(buf));
+    }
+    if buf.len() > MAX_LINE { Ok(Line::TooLong) } else { Ok(Line::End) }
+}
+
+fn serve_connection(state: &State, stream: UnixStream) {
+    let peer = match peer::peer_cred(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("aegisd: cannot read peer credentials, closing: {e}");
+            return;
+        }
+    };
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut out = &stream;
+    if !state.admission.admits(&peer) {
+        let e = RequestError::NotPermitted { uid: peer.uid, what: "use this daemon" };
+        let audited = state.audit(
+            "",
+            "",
+            "",
+            "connection",
+            &format!("{peer}"),
+            AuditVerdict::Deny,
+            None,
+            "peer is neither root, the daemon's user, nor a member of its group",
+        );
+        let e = audited.err().unwrap_or(e);
+        let _ = out.write_all(&to_line(&error_response(&e)));
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let line = match read_line(&mut reader) {
+            Ok(Line::Request(l)) => l,
+            Ok(Line::TooLong) => {
+                let _ = out.write_all(&to_line(&error_response(&RequestError::TooLarge { limit: MAX_LINE })));
+                return;
+            }
+            // End of stream, idle timeout, reset: nothing more to answer.
+            Ok(Line::End) | Err(_) => return,
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let response = match state.answer(&peer, &line) {
+            Ok(v) => v,
+            Err(e) => error_response(&e),
+        };
+        if out.write_all(&to_line(&response)).is_err() {
+            return;
+        }
+    }
+}
+
+impl State {
+    fn answer(&self, peer: &PeerCred, line: &[u8]) -> Result<Value, RequestError> {
+        let request = Request::parse(line)?;
+        if let Some(q) = request.query() {
+            let (agent, query) = q?;
+            return self.check(peer, agent, &query);
+        }
+        if let Some(src) = request.register_source() {
+            let params = match &request {
+                Request::Register { params, .. } => params.clone(),
+                _ => Default::default(),
+            };
+            return self.register(peer, src?, &params);
+        }
+        Ok(self.list())
+    }
+
+    fn check(&self, peer: &PeerCred, agent: &str, query: &Query) -> Result<Value, RequestError> {
+        let r = self.registry.get(agent)?;
+        let answer = r.check(query)?;
+        let d = &answer.decision;
+        let (subject, target) = describe(query);
+        let rule = d.rule.as_ref().map(|rule| match &answer.location {
+            Some(l) => format!("{} '{}' ({l})", rule.kind, rule.text),
+            None => format!("{} '{}'", rule.kind, rule.text),
+        });
+        let verdict = match d.verdict {
+            Verdict::Allow => AuditVerdict::Allow,
+            Verdict::Deny => AuditVerdict::Deny,
+        };
+        let bundle = match &r.from {
+            Provenance::Bundle { manifest_sha256, .. } => format!("sha256:{manifest_sha256}"),
+            Provenance::Policy { .. } => String::new(),
+        };
+        self.audit(
+            r.name(),
+            &bundle,
+            &r.policy_digest,
+            subject,
+            &target,
+            verdict,
+            rule,
+            &format!("{} [asked by {peer}]", d.reason),
+        )?;
+        Ok(json!({
+            "ok": true,
+            "agent": r.name(),
+            "verdict": d.verdict,
+            "reason": d.reason,
+            "rule": d.rule.as_ref().map(|rule| json!({
+                "kind": rule.kind,
+                "text": rule.text,
+                "location": answer.location,
+            })),
+            "notes": d.notes,
+        }))
+    }
+
+    fn register(
+        &self,
+        peer: &PeerCred,
+        src: RegisterSource,
+        params: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Value, RequestError> {
+        let path = match &src {
+            RegisterSource::Policy(p) | RegisterSource::Bundle(p) => p.clone(),
+        };
+        let loaded = if self.admission.is_admin(peer) {
+            match &src {
+                RegisterSource::Policy(p) => Registered::from_policy(p, params),
+                RegisterSource::Bundle(b) => Registered::from_bundle(b, params, &self.trust),
+            }
+        } else {
+            Err(RequestError::NotPermitted { uid: peer.uid, what: "register policies" })
+        };
+        let r = match loaded {
+            Ok(r) => r,
+            Err(e) => {
+                // First line only: a refused policy's full diagnostics belong to the client.
+                let why = e.to_string();
+                let why = why.lines().next().unwrap_or_default();
+                self.audit("", "", "", "register", &path, AuditVerdict::Deny, None, &format!("{why} [asked by {peer}]"))?;
+                return Err(e);
+            }
+        };
+        let (kind, bundle, signed_by) = match &r.from {
+            Provenance::Policy { .. } => ("policy", String::new(), None),
+            Provenance::Bundle { manifest_sha256, signed_by, .. } => {
+                ("bundle", format!("sha256:{manifest_sha256}"), signed_by.clone())
+            }
+        };
+        let name = r.name().to_string();
+        let digest = r.policy_digest.clone();
+        // Audit before the new policy takes effect: no answer from it goes unrecorded.
+        let replaces = self.registry.get(&name).is_ok();
+        let reason = format!(
+            "registered agent '{name}' from {kind} {path}{}{} [asked by {peer}]",
+            signed_by.as_deref().map(|k| format!(" signed by key {k}")).unwrap_or_default(),
+            if replaces { ", replacing the previous registration" } else { "" }
+        );
+        self.audit(&name, &bundle, &digest, "register", &path, AuditVerdict::Allow, None, &reason)?;
+        let replaced = self.registry.insert(r).is_some();
+        Ok(json!({
+            "ok": true,
+            "registered": name,
+            "from": kind,
+            "path": path,
+            "policy_digest": digest,
+            "signed_by": signed_by,
+            "replaced": replaced,
+        }))
+    }
+
+    fn list(&self) -> Value {
+        let agents: Vec<Value> = self
+            .registry
+            .all()
+            .iter()
+            .map(|r| {
+                let (kind, path, signed_by) = match &r.from {
+                    Provenance::Policy { path } => ("policy", path.display().to_string(), None),
+                    Provenance::Bundle { dir, signed_by, .. } => ("bundle", dir.display().to_string(), signed_by.clone()),
+                };
+                json!({
+                    "agent": r.name(),
+                    "from": kind,
+                    "path": path,
+                    "policy_digest": r.policy_digest,
+                    "signed_by": signed_by,
+                    "params": r.raw_params,
+                })
+            })
+            .collect();
+        json!({ "ok": true, "agents": agents })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        agent: &str,
+        bundle: &str,
+        policy: &str,
+        subject: &str,
+        target: &str,
+        decision: AuditVerdict,
+        rule: Option<String>,
+        reason: &str,
+    ) -> Result<(), RequestError> {
+        let Some(log) = &self.audit else { return Ok(()) };
+        let ctx = AuditContext { agent: agent.into(), bundle_digest: bundle.into(), policy_digest: policy.into() };
+        let event = Event::Decision {
+            component: "aegisd".into(),
+            subject: subject.into(),
+            target: target.into(),
+            decision,
+            rule,
+            reason: reason.into(),
+        };
+        let mut w = log.lock().unwrap_or_else(PoisonError::into_inner);
+        w.append(&ctx, &event).map(|_| ()).map_err(|e| RequestError::Audit(e.to_string()))
+    }
+}
+
+/// The audit subject and target of a query.
+fn describe(q: &Query) -> (&'static str, String) {
+    use aegis_compiler::eval::FsQuery;
+    match q {
+        Query::Fs { access: FsQuery::Exec, path } => ("exec", path.clone()),
+        Query::Fs { access, path } => ("fs", format!("{} {path}", access.word())),
+        Query::Net { host, port, protocol } => ("net", format!("{host}:{port}/{protocol}")),
+        Query::ApiScope { api, scope } => ("api", format!("{api} scope {scope}")),
+        Query::ApiHttp { api, method, path } => ("api", format!("{api} {method} {path}")),
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, blocked by [`block_exit_signals`] and awaited by
+/// [`Server::exit_on_signals`].
+pub struct ExitSignals(libc::sigset_t);
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread. Call it first thing in `main`,
+/// before any thread exists, so every thread inherits the mask and only the waiting thread
+/// of [`Server::exit_on_signals`] ever sees them.
+pub fn block_exit_signals() -> Result<ExitSignals, StartError> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
+        libc::sigaddset(&raw mut set, libc::SIGHUP);
+    }
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(StartError::Signals(std::io::Error::from_raw_os_error(rc)));
+    }
+    Ok(ExitSignals(set))
+}
+
+impl Server {
+    /// Starts a thread that, on any of `signals`, waits for an audit append in progress to
+    /// finish (so the log never ends in a torn record), removes the socket file and exits 0.
+    /// Without it a stopped daemon leaves a stale socket behind (the next start replaces it,
+    /// but until then `ls` misleads an operator).
+    pub fn exit_on_signals(&self, signals: ExitSignals) -> Result<(), StartError> {
+        let state = Arc::clone(&self.state);
+        let socket = self.socket.clone();
+        std::thread::Builder::new()
+            .name("aegisd-signals".into())
+            .spawn(move || {
+                let set = signals.0;
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialised and blocked in every thread; `sig` is writable.
+                let rc = unsafe { libc::sigwait(&raw const set, &raw mut sig) };
+                if rc == 0 {
+                    eprintln!("aegisd: signal {sig}, removing {} and exiting", socket.display());
+                }
+                // Held until exit: no further record is started.
+                let _guard = state.audit.as_ref().map(|m| m.lock().unwrap_or_else(PoisonError::into_inner));
+                let _ = std::fs::remove_file(&socket);
+                std::process::exit(0);
+            })
+            .map(|_| ())
+            .map_err(StartError::Signals)
+    }
+}
