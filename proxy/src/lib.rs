@@ -11,3 +11,8 @@ pub mod sni;
 pub mod gate;
 pub mod resolve;
 pub mod tls;
+pub mod http1;
+pub mod relay;
+pub mod exe;
+pub mod decision;
+pub mod server;

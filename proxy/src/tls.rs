@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+pub use rustls::ClientConfig;
+use rustls::{RootCertStore, ServerConfig};
 
 use crate::addr::Host;
 

@@ -136,6 +136,7 @@ pub struct ChildPlan {
     pub old_mask: libc::sigset_t,
     pub ns: stage::namespaces::ChildNs,
     pub mounts: stage::mounts::ChildMounts,
+    pub seed: stage::mounts::ChildSeed,
     pub caps: stage::caps::ChildCaps,
     pub landlock: stage::landlock::ChildLandlock,
     pub seccomp: stage::seccomp::ChildSeccomp,
@@ -211,6 +212,7 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.info = info;
     report.msg = msg.msg;
     r?;
+    timed(report, Stage::Mounts, || stage::mounts::seed_in_child(&plan.seed))?;
     {
         // While we mounted, the supervisor moved us into the cgroup leaf and (none mode)
         // loaded the nftables table into our network namespace; wait for it.

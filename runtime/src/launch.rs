@@ -135,19 +135,21 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             report.push(Layer::new("verify", LayerStatus::Partially, "UNSIGNED bundle accepted (--allow-unsigned); digests checked"));
         }
     }
-    if v.manifest.network_mode == NetworkMode::Proxy {
-        return Err(RunError::Unavailable {
-            layer: "network",
-            why: "network mode `proxy` needs the AEGIS egress proxy, which this build does not have yet".into(),
-        });
-    }
+    let proxy_mode = v.manifest.network_mode == NetworkMode::Proxy;
+    let proxy_prep = if proxy_mode { Some(stage::proxy::prepare(&v, &opts.resolve, &opts.upstream_ca)?) } else { None };
 
     // Everything is parsed and prepared now, before any namespace or cgroup exists.
     let cg = stage::cgroup::prepare(&v)?;
     let nftp = stage::nftables::prepare(&v)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
     let (seccomp_child, seccomp_note) = stage::seccomp::prepare(&v)?;
-    let env = agent_environment(&opts.env)?;
+    let mut env = agent_environment(&opts.env)?;
+    if let Some(p) = &proxy_prep {
+        // The proxy's variables win over `--env`: the agent cannot be pointed elsewhere.
+        env.retain(|(k, _)| !p.env.iter().any(|(pk, _)| pk == k));
+        env.extend(p.env.iter().cloned());
+        env.sort();
+    }
     let host_net = v.manifest.network_mode == NetworkMode::Host;
     lap(&mut timings, "verify+prepare");
 
@@ -188,6 +190,14 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 lo_up: full && !host_net,
             },
             mounts,
+            seed: stage::mounts::ChildSeed {
+                dir: proxy_prep.as_ref().filter(|_| full).and_then(|_| std::ffi::CString::new(stage::proxy::SEED_DIR).ok()),
+                files: proxy_prep
+                    .as_ref()
+                    .filter(|_| full)
+                    .map(|p| p.seed_files.iter().filter_map(|(k, b)| Some((std::ffi::CString::new(k.as_str()).ok()?, b.clone()))).collect())
+                    .unwrap_or_default(),
+            },
             caps: stage::caps::ChildCaps {
                 uid: if full { ids.inner_uid } else { ids.host_uid },
                 gid: if full { ids.inner_gid } else { ids.host_gid },
@@ -217,6 +227,14 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             );
             if v.required("namespaces") {
                 return Err(RunError::Unavailable { layer: "namespaces", why });
+            }
+            if proxy_mode {
+                // Without its own network namespace the agent would reach the host's
+                // network directly: the proxy would be a suggestion, not a boundary.
+                return Err(RunError::Unavailable {
+                    layer: "network",
+                    why: format!("network mode `proxy` needs a network namespace (the proxy must be the only route out): {why}"),
+                });
             }
             if !host_net && v.required("nftables") {
                 // Network mode `none` is a network namespace; without one the agent would
@@ -251,8 +269,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut guard = ChildGuard { pid, armed: true };
     close(go_r);
     close(rep_w);
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, ids, go_w, rep_r);
-    let (child_report, ns_detail, nft_child) = match result {
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, proxy_mode, ids, go_w, rep_r);
+    let (child_report, ns_detail, nft_child, listener) = match result {
         Ok(r) => r,
         Err(e) => {
             close(go_w);
@@ -281,6 +299,15 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     timings.child_ns = r.stage_ns;
     let _ = child_report;
     guard.armed = false;
+    let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
+    let mut proxy_layer = None;
+    let mut proxy_handle = None;
+    if let (Some(p), Some(l)) = (proxy_prep, listener) {
+        let summary = p.summary.clone();
+        proxy_handle = Some(stage::proxy::start(p, l, pid, leaf.as_ref().and_then(|l| l.procs_files().into_iter().next()), proxy_tx)?);
+        proxy_layer = Some(Layer::new("proxy", LayerStatus::Fully, summary));
+        lap(&mut timings, "proxy");
+    }
 
     // ── report ───────────────────────────────────────────────────────────────────────
     report.push(cg_layer);
@@ -320,6 +347,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         nft_layer = Layer::new("nftables", LayerStatus::Fully, "network mode none: own network namespace with loopback only (no ruleset needed)");
     }
     report.push(nft_layer);
+    if let Some(l) = proxy_layer {
+        report.push(l);
+    }
     report.push(Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked")));
     report.push(Layer::new("no_new_privs", LayerStatus::Fully, "set and verified"));
     report.landlock_abi = Some(aegis_targets::landlock::kernel_abi().0).filter(|a| *a > 0);
@@ -371,7 +401,16 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         deny_prefix: (host_net && table.is_some()).then(|| aegis_targets::nftables::log_prefix(&v.manifest.agent)),
     };
     let mut events = Vec::new();
-    let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, &mut |e| events.push(e), opts.verbose);
+    let mut proxy_sink = |batch: Vec<Event>| {
+        for e in batch {
+            audit.queue(e);
+        }
+        if let Err(e) = audit.flush() {
+            eprintln!("aegis-exec: {e}");
+        }
+    };
+    let proxy_feed = proxy_handle.as_ref().map(|h| supervise::ProxyFeed { rx: &proxy_rx, active: h.as_ref() });
+    let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, &mut |e| events.push(e), proxy_feed, &mut proxy_sink, opts.verbose);
     let usage = leaf.as_ref().map(|l| l.usage()).unwrap_or_default();
     if usage.pids_limit_hits > 0 {
         events.push(Event::Resource {
@@ -463,7 +502,12 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     Ok(outcome.exit_code())
 }
 
-type ChildSetup = (Option<ChildReport>, String, Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>);
+type ChildSetup = (
+    Option<ChildReport>,
+    String,
+    Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>,
+    Option<std::net::TcpListener>,
+);
 
 #[allow(clippy::too_many_arguments)]
 fn parent_setup(
@@ -473,6 +517,7 @@ fn parent_setup(
     leaf: Option<&aegis_targets::cgroup::Leaf>,
     nftp: Option<&stage::nftables::Prepared>,
     host_net: bool,
+    proxy_mode: bool,
     ids: namespaces::Ids,
     go_w: i32,
     _rep_r: i32,
@@ -503,11 +548,13 @@ fn parent_setup(
     } else {
         enter()?;
     }
+    // The proxy's listener exists before the agent may run (it waits for `N`).
+    let listener = if proxy_mode && matches!(iso, Isolation::Full { .. }) { Some(stage::proxy::listen_in(pid)?) } else { None };
     // SAFETY: as above.
     if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
     }
-    Ok((None, ns_detail, nft_child))
+    Ok((None, ns_detail, nft_child, listener))
 }
 
 /// Reads reports until EOF; returns the last complete one.

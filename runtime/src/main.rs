@@ -24,6 +24,14 @@ struct Args {
     /// Only PATH, locale and terminal variables pass by default, so host secrets stay out.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
+    /// Proxy mode: pin the proxy's DNS answer for NAME (like curl --resolve). Answers are
+    /// still vetted: loopback, link-local and metadata addresses need a CIDR grant.
+    #[arg(long = "resolve", value_name = "NAME=IP[,IP]")]
+    resolve: Vec<String>,
+    /// Proxy mode: extra trust anchors (PEM) for the proxy's upstream TLS, besides the
+    /// system roots; also added to the agent's trust bundle.
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    upstream_ca: Vec<PathBuf>,
     /// Print the enforcement report and stage timings to stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -66,6 +74,8 @@ fn main() {
         audit_log: args.audit_log,
         verbose: args.verbose,
         command: args.command,
+        resolve: args.resolve,
+        upstream_ca: args.upstream_ca,
     };
     std::process::exit(aegis_runtime::launch::run(&opts));
 }

@@ -220,13 +220,42 @@ impl Drop for Kmsg {
     }
 }
 
-/// Runs until the agent is reaped. `events` receives audit events as they happen.
+/// The proxy's decisions, drained on every wake-up of the loop (at most 50 ms apart).
+pub struct ProxyFeed<'a> {
+    pub rx: &'a std::sync::mpsc::Receiver<Event>,
+    pub active: &'a aegis_proxy::server::Proxy,
+}
+
+impl ProxyFeed<'_> {
+    fn drain(&self, sink: &mut dyn FnMut(Vec<Event>)) {
+        let batch: Vec<Event> = self.rx.try_iter().collect();
+        if !batch.is_empty() {
+            sink(batch);
+        }
+    }
+
+    /// After the agent exited: its connections end as their sockets close; wait a moment
+    /// for their last records (bytes moved) before the log is closed.
+    fn finish(&self, sink: &mut dyn FnMut(Vec<Event>)) {
+        let until = Instant::now() + Duration::from_millis(500);
+        while self.active.active_connections() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.drain(sink);
+    }
+}
+
+/// Runs until the agent is reaped. `events` receives audit events as they happen; the
+/// proxy's decisions (if any) go to `proxy_sink` in batches as they arrive.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     pid: libc::pid_t,
     leaf: Option<&Leaf>,
     limits: &Limits,
     signals: &Signals,
     events: &mut dyn FnMut(Event),
+    proxy: Option<ProxyFeed>,
+    proxy_sink: &mut dyn FnMut(Vec<Event>),
     verbose: bool,
 ) -> Outcome {
     let start = Instant::now();
@@ -237,6 +266,9 @@ pub fn run(
     let mut kmsg = Kmsg::open(limits.deny_prefix.clone(), pid);
     loop {
         if let Some(o) = reap(pid, libc::WNOHANG) {
+            if let Some(p) = &proxy {
+                p.finish(proxy_sink);
+            }
             if let Some(k) = kmsg.as_mut() {
                 k.read(leaf);
                 for e in k.take_events(true) {
@@ -247,7 +279,7 @@ pub fn run(
         }
         let now = Instant::now();
         // Poll at most every 50 ms when there is something to watch (OOM counter).
-        let mut wake = now + if leaf.is_some() { Duration::from_millis(50) } else { Duration::from_secs(1) };
+        let mut wake = now + if leaf.is_some() || proxy.is_some() { Duration::from_millis(50) } else { Duration::from_secs(1) };
         for t in [deadline, grace].into_iter().flatten() {
             wake = wake.min(t);
         }
@@ -286,6 +318,9 @@ pub fn run(
             for e in k.take_events(false) {
                 events(e);
             }
+        }
+        if let Some(p) = &proxy {
+            p.drain(proxy_sink);
         }
         let now = Instant::now();
         if let Some(d) = deadline

@@ -52,6 +52,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod nftables;
 pub mod no_new_privs;
+pub mod proxy;
 pub mod seccomp;
 pub mod verify;
 

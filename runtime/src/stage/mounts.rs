@@ -20,6 +20,7 @@ use crate::stage::verify::Verified;
 pub const WHAT_PRIVATE: u32 = 1;
 pub const WHAT_PROC: u32 = 2;
 pub const WHAT_PLAN: u32 = 3;
+pub const WHAT_SEED: u32 = 4;
 
 pub const FILE: &str = "mounts.json";
 
@@ -133,6 +134,56 @@ pub fn describe(what: u32) -> &'static str {
         WHAT_PRIVATE => "making / private (MS_REC|MS_PRIVATE)",
         WHAT_PROC => "mounting a fresh /proc",
         WHAT_PLAN => "applying the mount plan",
+        WHAT_SEED => "writing the proxy trust bundle into the private /tmp",
         _ => "mounts",
     }
+}
+
+/// Files the supervisor prepared for the agent's private `/tmp` (the proxy's trust
+/// bundle): `dir` is created 0755, each file 0444 with O_EXCL|O_NOFOLLOW, before any
+/// agent code runs. Runs after the mount plan (so `/tmp` is the sandbox's own tmpfs).
+pub struct ChildSeed {
+    pub dir: Option<std::ffi::CString>,
+    pub files: Vec<(std::ffi::CString, Vec<u8>)>,
+}
+
+pub fn seed_in_child(seed: &ChildSeed) -> Result<(), Fail> {
+    if let Some(d) = &seed.dir {
+        // SAFETY: mkdir with a NUL-terminated path we own.
+        if unsafe { libc::mkdir(d.as_ptr(), 0o755) } != 0 && crate::child::last_errno() != libc::EEXIST {
+            return Err(Fail::errno(Stage::Mounts, WHAT_SEED));
+        }
+    }
+    for (path, bytes) in &seed.files {
+        // SAFETY: open with a NUL-terminated path we own and constant flags.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o444 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(Fail::errno(Stage::Mounts, WHAT_SEED));
+        }
+        let mut off = 0;
+        while off < bytes.len() {
+            let rest = bytes.get(off..).unwrap_or_default();
+            // SAFETY: writing from a live slice to the fd we opened.
+            let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+            if n <= 0 {
+                if n < 0 && crate::child::last_errno() == libc::EINTR {
+                    continue;
+                }
+                let f = Fail::errno(Stage::Mounts, WHAT_SEED);
+                // SAFETY: closing our fd.
+                unsafe { libc::close(fd) };
+                return Err(f);
+            }
+            off += n as usize;
+        }
+        // SAFETY: closing our fd.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
 }

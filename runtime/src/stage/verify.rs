@@ -30,6 +30,10 @@ pub struct LaunchOptions {
     pub audit_log: Option<PathBuf>,
     pub verbose: bool,
     pub command: Vec<String>,
+    /// `--resolve NAME=IP`: pinned answers for the proxy's name resolution.
+    pub resolve: Vec<String>,
+    /// `--upstream-ca PEM`: extra trust anchors for the proxy's upstream TLS.
+    pub upstream_ca: Vec<PathBuf>,
 }
 
 /// A verified launch.

@@ -1,0 +1,796 @@
+//! The proxy server: accepts the agent's connections and handles each in its own thread.
+//!
+//! Input: a listening socket (created by the supervisor inside the agent's network
+//! namespace, never inherited by the agent) and a [`Proxy`] configuration. Output: relayed
+//! traffic for what the policy allows, `403` with an `X-Aegis-Reason` header for what it
+//! denies, and one audit event per decision on the configured channel.
+//!
+//! Per connection, the first request decides the shape:
+//! - `CONNECT host:port`: the destination is checked; an `[api.*]` host is **inspected**
+//!   (TLS terminated with the sandbox CA, every request on the connection checked against
+//!   the API's HTTP rules, the credential injected into allowed requests, forwarded over
+//!   verified TLS); any other allowed host is **tunnelled** after its ClientHello's SNI
+//!   was checked against the CONNECT host (port 22 may carry SSH instead of TLS).
+//! - `GET http://host/...` (absolute form): checked the same way, forwarded over plain TCP,
+//!   never with a credential.
+//! - `POST /.aegis/v1/check`: the decision endpoint ([`crate::decision`]).
+//!
+//! Invariants: names are resolved by the supervisor and only vetted addresses are dialled
+//! ([`Gate::vet`]); what is forwarded is exactly what was evaluated (the canonical path);
+//! a request the checker cannot frame unambiguously is refused, never forwarded.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use aegis_audit::{Event, Verdict as AuditVerdict};
+use aegis_compiler::eval::{Decision, Verdict};
+use aegis_compiler::ir::api::canonical_path;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
+
+use crate::addr::{Host, parse_authority};
+use crate::exe::AgentProcs;
+use crate::gate::{ApiGate, Gate, rule_text};
+use crate::http1::{self, Framing, Header, Request};
+use crate::resolve::Resolver;
+use crate::sni::{self, Hello};
+use crate::tls::SandboxCa;
+
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_CONNECTIONS: usize = 256;
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_DECISION_BODY: u64 = 64 * 1024;
+
+/// Everything a proxy needs; shared by all connection threads.
+pub struct Proxy {
+    pub gate: Gate,
+    pub ca: SandboxCa,
+    pub upstream_tls: Arc<ClientConfig>,
+    pub resolver: Resolver,
+    /// This host's own addresses (refused unless a CIDR grants them).
+    pub own_addresses: HashSet<IpAddr>,
+    pub agent: AgentProcs,
+    pub events: std::sync::Mutex<Sender<Event>>,
+    active: AtomicUsize,
+}
+
+impl Proxy {
+    pub fn new(gate: Gate, ca: SandboxCa, upstream_tls: Arc<ClientConfig>, resolver: Resolver, agent: AgentProcs, events: Sender<Event>) -> Proxy {
+        Proxy {
+            gate,
+            ca,
+            upstream_tls,
+            resolver,
+            own_addresses: crate::resolve::own_addresses(),
+            agent,
+            events: std::sync::Mutex::new(events),
+            active: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Proxy {
+    /// Connections being served right now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the accept loop in a thread. It runs until the process exits.
+pub fn spawn(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("aegis-proxy".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(stream) = conn else { continue };
+            if proxy.active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                let mut s = stream;
+                let _ = s.write_all(&http1::simple_response(503, "too many connections through the proxy", "", true));
+                continue;
+            }
+            proxy.active.fetch_add(1, Ordering::Relaxed);
+            let p = proxy.clone();
+            let spawned = std::thread::Builder::new().name("aegis-proxy-conn".into()).spawn(move || {
+                Conn::new(&p, stream).run();
+                p.active.fetch_sub(1, Ordering::Relaxed);
+            });
+            if spawned.is_err() {
+                proxy.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+/// One audit record in the making.
+struct Record {
+    mode: &'static str,
+    host: String,
+    port: u16,
+    method: Option<String>,
+    path: Option<String>,
+    verdict: Verdict,
+    rule: Option<String>,
+    reason: String,
+    up: u64,
+    down: u64,
+}
+
+impl Record {
+    fn new(mode: &'static str, host: &str, port: u16) -> Record {
+        Record {
+            mode,
+            host: host.to_string(),
+            port,
+            method: None,
+            path: None,
+            verdict: Verdict::Deny,
+            rule: None,
+            reason: String::new(),
+            up: 0,
+            down: 0,
+        }
+    }
+    fn decided(mut self, d: &Decision) -> Record {
+        self.verdict = d.verdict;
+        self.rule = rule_text(d);
+        self.reason = d.reason.clone();
+        self
+    }
+    fn denied(mut self, reason: impl Into<String>) -> Record {
+        self.verdict = Verdict::Deny;
+        self.reason = reason.into();
+        self
+    }
+}
+
+type Upstream = BufReader<StreamOwned<ClientConnection, TcpStream>>;
+type ClientTls = BufReader<StreamOwned<ServerConnection, TcpStream>>;
+
+/// Whether to keep serving requests on a connection.
+enum Next {
+    Continue,
+    Close,
+}
+
+struct Conn<'a> {
+    p: &'a Proxy,
+    stream: TcpStream,
+    /// The executable behind the connection, looked up in parallel from the moment of
+    /// accept (the client is alive then; it may be gone when the record is written).
+    exe_lookup: Option<std::thread::JoinHandle<Option<String>>>,
+    exe: Option<Option<String>>,
+}
+
+impl<'a> Conn<'a> {
+    fn new(p: &'a Proxy, stream: TcpStream) -> Conn<'a> {
+        let exe_lookup = stream.peer_addr().ok().and_then(|peer| {
+            let agent = p.agent.clone();
+            std::thread::Builder::new().name("aegis-proxy-exe".into()).spawn(move || agent.exe_of(&peer)).ok()
+        });
+        Conn {
+            p,
+            stream,
+            exe_lookup,
+            exe: None,
+        }
+    }
+
+    fn emit(&mut self, r: Record) {
+        let exe = match &self.exe {
+            Some(e) => e.clone(),
+            None => {
+                let e = self.exe_lookup.take().and_then(|h| h.join().ok()).flatten();
+                self.exe = Some(e.clone());
+                e
+            }
+        };
+        let ev = Event::ProxyRequest {
+            mode: r.mode.into(),
+            host: r.host,
+            port: r.port,
+            method: r.method,
+            path: r.path,
+            decision: match r.verdict {
+                Verdict::Allow => AuditVerdict::Allow,
+                Verdict::Deny => AuditVerdict::Deny,
+            },
+            rule: r.rule,
+            reason: r.reason,
+            bytes_up: r.up,
+            bytes_down: r.down,
+            exe,
+        };
+        if let Ok(tx) = self.p.events.lock() {
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn run(mut self) {
+        let _ = self.stream.set_nodelay(true);
+        let _ = self.stream.set_read_timeout(Some(IDLE_TIMEOUT));
+        let Ok(read_half) = self.stream.try_clone() else { return };
+        let mut rd = BufReader::with_capacity(16 * 1024, read_half);
+        loop {
+            let req = match read_request(&mut rd) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    let reason = format!("malformed request: {e}");
+                    let _ = self.stream.write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
+                    self.emit(Record::new("forward", "?", 0).denied(reason));
+                    return;
+                }
+            };
+            let next = if req.head.method == "CONNECT" {
+                self.connect(req, rd);
+                return;
+            } else if req.head.target.starts_with('/') {
+                self.decision_endpoint(&req, &mut rd)
+            } else if req.head.target.len() > 7 && req.head.target.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://")) {
+                self.forward_plain(&req, &mut rd)
+            } else {
+                let reason = "only CONNECT, absolute http:// requests and the decision endpoint are served";
+                let _ = self.stream.write_all(&http1::simple_response(400, reason, &format!("{reason}\n"), true));
+                self.emit(Record::new("forward", "?", 0).denied(format!("{reason} (target `{}`)", req.head.target)));
+                Next::Close
+            };
+            if matches!(next, Next::Close) || !req.keep_alive {
+                return;
+            }
+        }
+    }
+
+    /// Destination check + resolution + vetting. `Err` carries the denial record.
+    fn admit(&self, host: &Host, port: u16, mode: &'static str) -> Result<(Decision, Vec<IpAddr>), Box<Record>> {
+        let d = self.p.gate.destination(host, port);
+        if d.verdict == Verdict::Deny {
+            return Err(Box::new(Record::new(mode, &host.text(), port).decided(&d)));
+        }
+        let addrs = self
+            .p
+            .resolver
+            .lookup(host, port)
+            .and_then(|a| self.p.gate.vet(host, port, &a, &self.p.own_addresses))
+            .map_err(|why| Box::new(Record::new(mode, &host.text(), port).denied(why)))?;
+        Ok((d, addrs))
+    }
+
+    fn refuse(&mut self, status: u16, r: Record) {
+        let body = format!("AEGIS denied this request: {}\n", r.reason);
+        let _ = self.stream.write_all(&http1::simple_response(status, &r.reason, &body, true));
+        self.emit(r);
+    }
+
+    fn connect(mut self, req: Request, rd: BufReader<TcpStream>) {
+        let (host, port) = match parse_authority(&req.head.target, None) {
+            Ok(hp) => hp,
+            Err(e) => {
+                let r = Record::new("tunnel", &req.head.target, 0).denied(format!("bad CONNECT target: {e}"));
+                return self.refuse(400, r);
+            }
+        };
+        let api = self.p.gate.api_for(&host, port).cloned();
+        let mode = if api.is_some() { "inspect" } else { "tunnel" };
+        let (d, addrs) = match self.admit(&host, port, mode) {
+            Ok(x) => x,
+            Err(r) => return self.refuse(403, *r),
+        };
+        match api {
+            Some(api) => self.inspect(host, port, api, addrs, rd),
+            None => self.tunnel(host, port, d, addrs, rd),
+        }
+    }
+
+    fn tunnel(mut self, host: Host, port: u16, d: Decision, addrs: Vec<IpAddr>, rd: BufReader<TcpStream>) {
+        let rec = || Record::new("tunnel", &host.text(), port);
+        if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+            return;
+        }
+        // Read (not peek) the client's first bytes until the ClientHello is complete; they
+        // are sent upstream first.
+        let _ = self.stream.set_read_timeout(Some(HELLO_TIMEOUT));
+        let mut first = rd.buffer().to_vec();
+        let mut buf = [0u8; 4096];
+        let verdict = loop {
+            let h = sni::parse(&first);
+            if h != Hello::Incomplete || first.len() > sni::MAX_HELLO {
+                break h;
+            }
+            if port == 22 && first.starts_with(b"SSH-") {
+                break Hello::NotTls;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => break Hello::Incomplete,
+                Ok(n) => first.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            }
+        };
+        drop(rd);
+        let refusal = match (&verdict, &host) {
+            (Hello::Sni(n), Host::Name(h)) if n == h => None,
+            (Hello::Sni(n), _) => Some(format!("TLS server name `{n}` differs from the CONNECT host `{host}`")),
+            (Hello::NoSni, Host::Ip(_)) => None,
+            (Hello::NoSni, Host::Name(_)) => Some(format!("TLS ClientHello has no server name; it must name `{host}`")),
+            (Hello::NotTls, _) if port == 22 && first.starts_with(b"SSH-") => None,
+            (Hello::NotTls, _) => Some("the tunnel carries neither TLS nor (on port 22) SSH".to_string()),
+            (Hello::Malformed(why), _) => Some(format!("malformed TLS ClientHello: {why}")),
+            (Hello::Incomplete, _) => Some("the client closed or sent no complete ClientHello".to_string()),
+        };
+        if let Some(why) = refusal {
+            // The 200 was sent already: all we can do is close. The record says why.
+            self.emit(rec().denied(why));
+            return;
+        }
+        let _ = self.stream.set_read_timeout(None);
+        let mut up = match dial(&addrs, port) {
+            Ok(s) => s,
+            Err(e) => {
+                self.emit(rec().decided(&d).denied(format!("allowed, but no vetted address answered: {e}")));
+                return;
+            }
+        };
+        if up.write_all(&first).is_err() {
+            return;
+        }
+        let Ok(client) = self.stream.try_clone() else { return };
+        let (up_bytes, down_bytes) = crate::relay::tcp(client, up);
+        let mut r = rec().decided(&d);
+        r.up = up_bytes + first.len() as u64;
+        r.down = down_bytes;
+        self.emit(r);
+    }
+
+    fn inspect(mut self, host: Host, port: u16, api: ApiGate, addrs: Vec<IpAddr>, rd: BufReader<TcpStream>) {
+        let rec = || Record::new("inspect", &host.text(), port);
+        let cfg = match self.p.ca.server_config(&host) {
+            Ok(c) => c,
+            Err(e) => {
+                let r = rec().denied(format!("internal: {e}"));
+                return self.refuse(502, r);
+            }
+        };
+        if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+            return;
+        }
+        let Ok(mut sconn) = ServerConnection::new(cfg) else { return };
+        // Bytes the client sent right after CONNECT (a pipelined ClientHello).
+        let early = rd.buffer().to_vec();
+        drop(rd);
+        if !early.is_empty() && (sconn.read_tls(&mut early.as_slice()).is_err() || sconn.process_new_packets().is_err()) {
+            return;
+        }
+        let Ok(sock) = self.stream.try_clone() else { return };
+        let mut tls = StreamOwned::new(sconn, sock);
+        while tls.conn.is_handshaking() {
+            if tls.conn.complete_io(&mut tls.sock).is_err() {
+                self.emit(rec().denied("TLS handshake with the agent failed (does it trust the sandbox CA?)"));
+                return;
+            }
+        }
+        match tls.conn.server_name() {
+            Some(n) if Host::Name(n.to_ascii_lowercase()) == host => {}
+            other => {
+                let why = match other {
+                    Some(n) => format!("TLS server name `{n}` differs from the CONNECT host `{host}`"),
+                    None => format!("TLS ClientHello has no server name; it must name `{host}`"),
+                };
+                self.emit(rec().denied(why));
+                return;
+            }
+        }
+        let mut client: ClientTls = BufReader::with_capacity(16 * 1024, tls);
+        let mut upstream: Option<Upstream> = None;
+        loop {
+            let req = match read_request(&mut client) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(e) => {
+                    let reason = format!("malformed request: {e}");
+                    let _ = client.get_mut().write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
+                    self.emit(rec().denied(reason));
+                    return;
+                }
+            };
+            match self.inspect_one(&host, port, &api, &addrs, req, &mut client, &mut upstream) {
+                Next::Continue => {}
+                Next::Close => {
+                    let _ = client.get_mut().flush();
+                    client.get_mut().conn.send_close_notify();
+                    let _ = client.get_mut().flush();
+                    return;
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn inspect_one(
+        &mut self,
+        host: &Host,
+        port: u16,
+        api: &ApiGate,
+        addrs: &[IpAddr],
+        req: Request,
+        client: &mut ClientTls,
+        upstream: &mut Option<Upstream>,
+    ) -> Next {
+        let method = req.head.method.clone();
+        let mut rec = Record::new("inspect", &host.text(), port);
+        rec.method = Some(method.clone());
+        let target = req.head.target.clone();
+        let raw_path = target.split(['?', '#']).next().unwrap_or("").to_string();
+        rec.path = Some(raw_path.clone());
+        let refuse = |this: &mut Self, client: &mut ClientTls, status: u16, rec: Record| {
+            let body = format!("AEGIS denied this request: {}\n", rec.reason);
+            let _ = client.get_mut().write_all(&http1::simple_response(status, &rec.reason, &body, true));
+            let _ = client.get_mut().flush();
+            this.emit(rec);
+            Next::Close
+        };
+        // The authority must be the host the tunnel was opened for.
+        let authority_ok = |a: &str| match parse_authority(a, Some(port)) {
+            Ok((h, p)) => h == *host && p == port,
+            Err(_) => false,
+        };
+        match &req.host {
+            Some(h) if authority_ok(h) => {}
+            Some(h) => return refuse(self, client, 403, rec.denied(format!("Host `{h}` differs from the CONNECT host `{host}`"))),
+            None => return refuse(self, client, 400, rec.denied("request without a Host header")),
+        }
+        if !target.starts_with('/') {
+            return refuse(self, client, 400, rec.denied("inside a tunnel, requests must use a path (origin form)"));
+        }
+        let query = target.split_once('?').map(|(_, q)| q.to_string());
+        let canonical = match canonical_path(&raw_path) {
+            Ok(segs) => format!("/{}", segs.join("/")),
+            Err(why) => return refuse(self, client, 403, rec.denied(format!("path refused: {why}"))),
+        };
+        rec.path = Some(canonical.clone());
+        let d = self.p.gate.http(api, &method, &canonical);
+        if d.verdict == Verdict::Deny {
+            return refuse(self, client, 403, rec.decided(&d));
+        }
+        let keep_upgrade = match req.upgrade.as_deref() {
+            None => false,
+            Some("websocket") => true,
+            Some(other) => return refuse(self, client, 403, rec.denied(format!("upgrade to `{other}` is not allowed (only websocket)"))),
+        };
+        // Build exactly what was evaluated.
+        let mut headers: Vec<Header> = http1::forwardable_headers(&req, keep_upgrade);
+        if let Some(c) = &api.credential {
+            headers.retain(|h| !h.name.eq_ignore_ascii_case(&c.header));
+            headers.push(Header {
+                name: c.header.clone(),
+                value: c.value.expose().as_bytes().to_vec(),
+            });
+        }
+        let out_target = match &query {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical.clone(),
+        };
+        if req.expect_continue && client.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return Next::Close;
+        }
+        // Dial (or reuse) the upstream connection.
+        if upstream.is_none() {
+            match dial_tls(&self.p.upstream_tls, host, addrs, port) {
+                Ok(u) => *upstream = Some(u),
+                Err(e) => {
+                    let r = rec.decided(&d);
+                    let reason = format!("allowed, but the upstream failed: {e}");
+                    let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                    self.emit(Record { reason, ..r });
+                    return Next::Close;
+                }
+            }
+        }
+        let Some(up) = upstream.as_mut() else { return Next::Close };
+        let upgrade = keep_upgrade.then_some("websocket");
+        let sent = http1::write_request_head(up.get_mut(), &method, &out_target, &headers, upgrade)
+            .map_err(|e| e.to_string())
+            .and_then(|_| http1::copy_body(client, up.get_mut(), req.framing, None).map_err(|e| e.to_string()))
+            .and_then(|n| up.get_mut().flush().map(|_| n).map_err(|e| e.to_string()));
+        let up_bytes = match sent {
+            Ok(n) => n,
+            Err(e) => {
+                *upstream = None;
+                let reason = format!("allowed, but forwarding the request failed: {e}");
+                let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                self.emit(Record { reason, ..rec.decided(&d) });
+                return Next::Close;
+            }
+        };
+        let mut rec = rec.decided(&d);
+        rec.up = up_bytes;
+        // Relay the response (skipping interim 1xx other than 101).
+        let resp = loop {
+            match http1::read_response_head(up, MAX_HEAD) {
+                Ok(r) if (100..200).contains(&r.status) && r.status != 101 => {
+                    if http1::write_response_head(client.get_mut(), &r).is_err() {
+                        return Next::Close;
+                    }
+                }
+                Ok(r) => break r,
+                Err(e) => {
+                    *upstream = None;
+                    let reason = format!("allowed, but the upstream response was unusable: {e}");
+                    let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                    self.emit(Record { reason, ..rec });
+                    return Next::Close;
+                }
+            }
+        };
+        if resp.status == 101 {
+            if !keep_upgrade || http1::write_response_head(client.get_mut(), &resp).is_err() {
+                self.emit(Record {
+                    reason: "upstream switched protocols without an allowed upgrade".into(),
+                    verdict: Verdict::Deny,
+                    ..rec
+                });
+                return Next::Close;
+            }
+            let _ = client.get_mut().flush();
+            let Some(up) = upstream.take() else { return Next::Close };
+            let from_client = client.buffer().to_vec();
+            let from_up = up.buffer().to_vec();
+            let mut up_stream = up.into_inner();
+            let cs = client.get_mut();
+            let (u, dn) = crate::relay::tls((&mut cs.conn, &mut cs.sock), (&mut up_stream.conn, &mut up_stream.sock), (from_client, from_up));
+            rec.up += u;
+            rec.down += dn;
+            self.emit(rec);
+            return Next::Close;
+        }
+        let framing = match http1::response_framing(&method, &resp) {
+            Ok(f) => f,
+            Err(e) => {
+                *upstream = None;
+                let reason = format!("allowed, but the upstream response framing is ambiguous: {e}");
+                let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                self.emit(Record { reason, ..rec });
+                return Next::Close;
+            }
+        };
+        let upstream_closes = http1::header(&resp.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+        let relayed = http1::write_response_head(client.get_mut(), &resp)
+            .map_err(|e| e.to_string())
+            .and_then(|_| http1::copy_body(up, client.get_mut(), framing, None).map_err(|e| e.to_string()));
+        let _ = client.get_mut().flush();
+        match relayed {
+            Ok(n) => rec.down = n,
+            Err(e) => {
+                rec.reason = format!("{}; the response was cut short: {e}", rec.reason);
+                *upstream = None;
+                self.emit(rec);
+                return Next::Close;
+            }
+        }
+        self.emit(rec);
+        if upstream_closes || framing == Framing::UntilClose {
+            *upstream = None;
+        }
+        if framing == Framing::UntilClose || !req.keep_alive {
+            Next::Close
+        } else {
+            Next::Continue
+        }
+    }
+
+    /// `GET http://host/path` from a proxy-aware client: plain HTTP, checked like inspect
+    /// mode for API hosts (no credential is ever sent in clear), like a tunnel otherwise.
+    fn forward_plain(&mut self, req: &Request, rd: &mut BufReader<TcpStream>) -> Next {
+        let rest = req.head.target.get(7..).unwrap_or("");
+        let (authority, path_q) = match rest.find('/') {
+            Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
+            None => (rest, "/"),
+        };
+        let mut rec = Record::new("forward", authority, 80);
+        rec.method = Some(req.head.method.clone());
+        let (host, port) = match parse_authority(authority, Some(80)) {
+            Ok(hp) => hp,
+            Err(e) => {
+                self.refuse(400, rec.denied(format!("bad URL authority: {e}")));
+                return Next::Close;
+            }
+        };
+        rec.host = host.text();
+        rec.port = port;
+        if authority.contains('@') {
+            self.refuse(400, rec.denied("user information in the URL is not accepted"));
+            return Next::Close;
+        }
+        if let Some(h) = &req.host
+            && parse_authority(h, Some(80)).ok() != Some((host.clone(), port))
+        {
+            self.refuse(403, rec.denied(format!("Host `{h}` differs from the URL's host `{host}`")));
+            return Next::Close;
+        }
+        let raw_path = path_q.split(['?', '#']).next().unwrap_or("/");
+        rec.path = Some(raw_path.to_string());
+        let query = path_q.split_once('?').map(|(_, q)| q.to_string());
+        let canonical = match canonical_path(raw_path) {
+            Ok(segs) => format!("/{}", segs.join("/")),
+            Err(why) => {
+                self.refuse(403, rec.denied(format!("path refused: {why}")));
+                return Next::Close;
+            }
+        };
+        rec.path = Some(canonical.clone());
+        let (d, addrs) = match self.admit(&host, port, "forward") {
+            Ok(x) => x,
+            Err(mut r) => {
+                r.method = rec.method.take();
+                r.path = rec.path.take();
+                self.refuse(403, *r);
+                return Next::Close;
+            }
+        };
+        let d = match self.p.gate.api_for(&host, port) {
+            Some(api) => {
+                let api = api.clone();
+                self.p.gate.http(&api, &req.head.method, &canonical)
+            }
+            None => d,
+        };
+        if d.verdict == Verdict::Deny {
+            self.refuse(403, rec.decided(&d));
+            return Next::Close;
+        }
+        if req.upgrade.is_some() {
+            self.refuse(403, rec.denied("protocol upgrades are not forwarded over plain HTTP"));
+            return Next::Close;
+        }
+        let mut rec = rec.decided(&d);
+        let mut up = match dial(&addrs, port) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("allowed, but no vetted address answered: {e}");
+                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                self.emit(Record { reason, ..rec });
+                return Next::Close;
+            }
+        };
+        let mut headers = http1::forwardable_headers(req, false);
+        headers.push(Header {
+            name: "Connection".into(),
+            value: b"close".to_vec(),
+        });
+        let out_target = match &query {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical,
+        };
+        if req.expect_continue && self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            return Next::Close;
+        }
+        let sent = http1::write_request_head(&mut up, &req.head.method, &out_target, &headers, None)
+            .map_err(|e| e.to_string())
+            .and_then(|_| http1::copy_body(rd, &mut up, req.framing, None).map_err(|e| e.to_string()));
+        match sent {
+            Ok(n) => rec.up = n,
+            Err(e) => {
+                let reason = format!("allowed, but forwarding failed: {e}");
+                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                self.emit(Record { reason, ..rec });
+                return Next::Close;
+            }
+        }
+        let mut upr = BufReader::new(up);
+        let resp = loop {
+            match http1::read_response_head(&mut upr, MAX_HEAD) {
+                Ok(r) if (100..200).contains(&r.status) => {}
+                Ok(r) => break r,
+                Err(e) => {
+                    let reason = format!("allowed, but the upstream response was unusable: {e}");
+                    let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                    self.emit(Record { reason, ..rec });
+                    return Next::Close;
+                }
+            }
+        };
+        let framing = match http1::response_framing(&req.head.method, &resp) {
+            Ok(f) => f,
+            Err(e) => {
+                let reason = format!("allowed, but the upstream response framing is ambiguous: {e}");
+                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                self.emit(Record { reason, ..rec });
+                return Next::Close;
+            }
+        };
+        let relayed = http1::write_response_head(&mut self.stream, &resp)
+            .map_err(|e| e.to_string())
+            .and_then(|_| http1::copy_body(&mut upr, &mut self.stream, framing, None).map_err(|e| e.to_string()));
+        if let Ok(n) = relayed {
+            rec.down = n;
+        }
+        self.emit(rec);
+        if framing == Framing::UntilClose { Next::Close } else { Next::Continue }
+    }
+
+    fn decision_endpoint(&mut self, req: &Request, rd: &mut BufReader<TcpStream>) -> Next {
+        let mut rec = Record::new("decision", "aegis", self.stream.local_addr().map(|a| a.port()).unwrap_or(0));
+        rec.method = Some(req.head.method.clone());
+        rec.path = Some(req.head.target.split('?').next().unwrap_or("").to_string());
+        if req.head.target != crate::decision::PATH || req.head.method != "POST" {
+            let reason = format!("the proxy answers only POST {} (see AEGIS_DECISION_URL)", crate::decision::PATH);
+            let _ = self.stream.write_all(&http1::simple_response(404, &reason, &format!("{reason}\n"), true));
+            self.emit(rec.denied(reason));
+            return Next::Close;
+        }
+        let mut body = Vec::new();
+        if let Err(e) = http1::copy_body(rd, &mut body, req.framing, Some(MAX_DECISION_BODY)) {
+            let reason = format!("bad request body: {e}");
+            let _ = self.stream.write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
+            self.emit(rec.denied(reason));
+            return Next::Close;
+        }
+        let (status, json, close) = match crate::decision::answer(&self.p.gate, &body) {
+            Ok((json, asked, d)) => {
+                rec.method = Some(asked.kind);
+                rec.path = Some(asked.target);
+                let r = Record {
+                    verdict: d.verdict,
+                    rule: rule_text(&d),
+                    reason: d.reason.clone(),
+                    ..rec
+                };
+                self.emit(r);
+                (200, json, false)
+            }
+            Err((status, json)) => {
+                self.emit(rec.denied(format!("malformed question: {}", json.get("error").and_then(|e| e.as_str()).unwrap_or(""))));
+                (status, json, true)
+            }
+        };
+        let body = json.to_string();
+        let head = format!(
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            if status == 200 { "OK" } else { "Bad Request" },
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if self.stream.write_all(head.as_bytes()).and_then(|_| self.stream.write_all(body.as_bytes())).is_err() || close {
+            return Next::Close;
+        }
+        Next::Continue
+    }
+}
+
+fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, http1::HttpError> {
+    match http1::read_request_head(r, MAX_HEAD)? {
+        None => Ok(None),
+        Some(h) => http1::validate_request(h).map(Some),
+    }
+}
+
+/// Connects to the first vetted address that answers.
+fn dial(addrs: &[IpAddr], port: u16) -> Result<TcpStream, String> {
+    let mut last = String::from("no address");
+    for ip in addrs {
+        match TcpStream::connect_timeout(&SocketAddr::new(*ip, port), DIAL_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = format!("{ip}:{port}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+fn dial_tls(cfg: &Arc<ClientConfig>, host: &Host, addrs: &[IpAddr], port: u16) -> Result<Upstream, String> {
+    let sock = dial(addrs, port)?;
+    let name = match host {
+        Host::Name(n) => ServerName::try_from(n.clone()).map_err(|e| e.to_string())?,
+        Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+    };
+    let conn = ClientConnection::new(cfg.clone(), name).map_err(|e| e.to_string())?;
+    let mut s = StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| format!("TLS to {host}: {e}"))?;
+    }
+    Ok(BufReader::with_capacity(16 * 1024, s))
+}

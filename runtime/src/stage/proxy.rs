@@ -1,0 +1,193 @@
+//! Network mode `proxy`: the egress proxy of `aegis_proxy`, run by the supervisor.
+//!
+//! Input: the verified bundle's typed policy (`policy.ir.json`), the launch parameters,
+//! `--resolve` pins, `--upstream-ca` files, and the credentials the policy names (from the
+//! supervisor's environment or host files). Output, before clone: [`Prepared`] (the policy
+//! gate with credentials loaded, the per-sandbox CA, upstream TLS, the trust bundle and the
+//! environment for the agent); after clone: a listener on `127.0.0.1:3128` created inside
+//! the agent's network namespace by a short-lived supervisor thread that joins it with
+//! `setns` (the socket stays in that namespace; the agent, already cloned, never holds it),
+//! and the proxy's accept thread. Invariants: a credential that cannot be loaded, a missing
+//! network namespace or a listener that cannot be created stops the launch; the CA key
+//! never leaves this process; credentials never enter the agent's environment (a
+//! placeholder does, for tools that insist on the variable).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use aegis_audit::Event;
+use aegis_compiler::ir::{NetworkMode, Policy, SecretSource};
+use aegis_proxy::exe::AgentProcs;
+use aegis_proxy::gate::{Gate, HostSecrets};
+use aegis_proxy::resolve::Resolver;
+use aegis_proxy::server::Proxy;
+use aegis_proxy::tls::{SandboxCa, read_pem_certs, system_roots_path, upstream_config};
+
+use crate::exit::RunError;
+use crate::stage::verify::Verified;
+
+/// Port the proxy listens on inside the agent's namespace (the nftables artifact opens it).
+pub const PORT: u16 = 3128;
+/// Where the agent finds the trust bundle (system roots + upstream CAs + sandbox CA).
+pub const CA_BUNDLE: &str = "/tmp/.aegis/ca-bundle.pem";
+/// The sandbox CA alone (for `NODE_EXTRA_CA_CERTS`, which adds to Node's built-in roots).
+pub const SANDBOX_CA: &str = "/tmp/.aegis/sandbox-ca.pem";
+pub const SEED_DIR: &str = "/tmp/.aegis";
+/// What a tool sees in a credential variable it insists on.
+pub const PLACEHOLDER: &str = "aegis-proxy-injects-this-credential";
+
+pub struct Prepared {
+    gate: Gate,
+    ca: SandboxCa,
+    upstream: Arc<aegis_proxy::tls::ClientConfig>,
+    resolver: Resolver,
+    /// Files the child writes into its private /tmp: (path, contents).
+    pub seed_files: Vec<(String, Vec<u8>)>,
+    /// Variables added to the agent's environment (override `--env`).
+    pub env: Vec<(String, String)>,
+    /// One line for the enforcement report.
+    pub summary: String,
+}
+
+fn env_vars(credential_vars: &[String]) -> Vec<(String, String)> {
+    let url = format!("http://127.0.0.1:{PORT}");
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "npm_config_proxy", "npm_config_https_proxy", "CARGO_HTTP_PROXY"] {
+        env.insert(k.into(), url.clone());
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        env.insert(k.into(), "localhost,127.0.0.1,::1".into());
+    }
+    for k in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT", "CARGO_HTTP_CAINFO", "AWS_CA_BUNDLE", "npm_config_cafile"] {
+        env.insert(k.into(), CA_BUNDLE.into());
+    }
+    env.insert("NODE_EXTRA_CA_CERTS".into(), SANDBOX_CA.into());
+    env.insert("AEGIS_DECISION_URL".into(), format!("{url}{}", aegis_proxy::decision::PATH));
+    for v in credential_vars {
+        env.insert(v.clone(), PLACEHOLDER.into());
+    }
+    env.into_iter().collect()
+}
+
+/// Reads the typed policy from the bundle and prepares everything the proxy needs.
+pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Result<Prepared, RunError> {
+    let ir = v
+        .file("policy.ir.json")
+        .ok_or_else(|| RunError::Refused("proxy mode needs policy.ir.json in the bundle".into()))?;
+    let policy: Policy = serde_json::from_slice(ir).map_err(|e| RunError::Refused(format!("policy.ir.json: {e}")))?;
+    if policy.network.mode != NetworkMode::Proxy {
+        return Err(RunError::Refused("policy.ir.json does not say network mode `proxy`, but the manifest does".into()));
+    }
+    let mut params = aegis_compiler::eval::Params::new();
+    for (k, p) in &v.params {
+        let (name, pat) = aegis_compiler::eval::parse_param(&format!("{k}={}", p.display())).map_err(|e| RunError::Refused(e.0))?;
+        params.insert(name, pat);
+    }
+    let credential_vars: Vec<String> = policy
+        .apis
+        .values()
+        .filter_map(|a| match a.credential.as_ref().map(|c| &c.source) {
+            Some(SecretSource::Env(var)) => Some(var.clone()),
+            _ => None,
+        })
+        .collect();
+    let apis = policy.apis.len();
+    let creds = policy.apis.values().filter(|a| a.credential.is_some()).count();
+    let names = policy.network.allow.iter().filter(|e| e.destination.is_name()).count();
+    let gate = Gate::new(policy, params, &HostSecrets).map_err(RunError::Refused)?;
+    let resolver = Resolver::with_pins(resolve).map_err(RunError::Refused)?;
+    let mut extra = Vec::new();
+    let mut extra_pem = Vec::new();
+    for p in upstream_ca {
+        extra.extend(read_pem_certs(p).map_err(|e| RunError::Refused(format!("--upstream-ca {e}")))?);
+        extra_pem.extend(std::fs::read(p).map_err(|e| RunError::Refused(format!("--upstream-ca {}: {e}", p.display())))?);
+        extra_pem.push(b'\n');
+    }
+    let upstream = upstream_config(&extra).map_err(|e| RunError::Unavailable { layer: "proxy", why: e })?;
+    let ca = SandboxCa::generate(&v.manifest.agent).map_err(|e| RunError::internal("proxy CA", e))?;
+    let mut bundle = system_roots_path().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+    bundle.push(b'\n');
+    bundle.extend_from_slice(&extra_pem);
+    bundle.extend_from_slice(ca.cert_pem().as_bytes());
+    let summary = format!(
+        "egress proxy on 127.0.0.1:{PORT} in the agent's network namespace (the only route out): {names} allowed name endpoint(s); {apis} API(s) inspected with a per-sandbox CA, {creds} with an injected credential; {} pinned name(s)",
+        resolve.len()
+    );
+    Ok(Prepared {
+        seed_files: vec![(CA_BUNDLE.into(), bundle), (SANDBOX_CA.into(), ca.cert_pem().as_bytes().to_vec())],
+        env: env_vars(&credential_vars),
+        gate,
+        ca,
+        upstream,
+        resolver,
+        summary,
+    })
+}
+
+/// Creates the proxy's listening socket inside the network namespace of `pid`, from a
+/// helper thread (so the supervisor's own thread never changes namespace).
+pub fn listen_in(pid: libc::pid_t) -> Result<TcpListener, RunError> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| RunError::internal("opening the agent's network namespace", e))?;
+    let t = std::thread::Builder::new()
+        .name("aegis-proxy-listen".into())
+        .spawn(move || -> Result<TcpListener, String> {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a namespace fd we opened; affects this helper thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns into the agent's network namespace: {}", std::io::Error::last_os_error()));
+            }
+            lo_up().map_err(|e| format!("bringing loopback up: {e}"))?;
+            TcpListener::bind(("127.0.0.1", PORT)).map_err(|e| format!("binding 127.0.0.1:{PORT}: {e}"))
+        })
+        .map_err(|e| RunError::internal("proxy thread", e))?;
+    match t.join() {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(why)) => Err(RunError::Unavailable { layer: "proxy", why }),
+        Err(_) => Err(RunError::internal("proxy thread", "panicked")),
+    }
+}
+
+fn lo_up() -> std::io::Result<()> {
+    // SAFETY: socket(2) with constant arguments.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *c as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    let ok = unsafe {
+        libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(s) };
+    if ok { Ok(()) } else { Err(err) }
+}
+
+/// Starts serving on `listener`. Decisions go to `events`.
+pub fn start(p: Prepared, listener: TcpListener, agent_pid: libc::pid_t, procs_file: Option<PathBuf>, events: Sender<Event>) -> Result<Arc<Proxy>, RunError> {
+    let proxy = Proxy::new(
+        p.gate,
+        p.ca,
+        p.upstream,
+        p.resolver,
+        AgentProcs {
+            pid: agent_pid,
+            procs_file,
+        },
+        events,
+    );
+    let proxy = Arc::new(proxy);
+    aegis_proxy::server::spawn(listener, proxy.clone()).map_err(|e| RunError::internal("starting the proxy", e))?;
+    Ok(proxy)
+}
