@@ -1,7 +1,7 @@
 //! Real launches of signed bundles with `aegis-exec`, as root: every example policy that
 //! `aegis-exec` supports runs, and for a set of paths, executables and endpoints the real
-//! attempt inside the sandbox agrees with `aegisc check` (the reference evaluator); proxy
-//! bundles, unsigned and tampered bundles and missing parameters are refused; each launch's
+//! attempt inside the sandbox agrees with `aegisc check` (the reference evaluator); a proxy
+//! bundle whose credential is missing, unsigned and tampered bundles and missing parameters are refused; each launch's
 //! audit log verifies and records the launch. Also holds the helpers `attacks` and `benign`
 //! share ([`Lab`], [`audit_events`], probes).
 
@@ -485,30 +485,28 @@ fn network_none_sandbox_agrees_with_aegisc_check() {
 }
 
 #[test]
-fn proxy_mode_bundles_are_refused_with_exit_126() {
+fn a_proxy_mode_launch_whose_credential_is_missing_is_refused_before_the_agent_runs() {
     if !sandbox_ready() {
         return;
     }
+    // The test process has no GMAIL_TOKEN: the proxy could not inject the credential the
+    // policy names, so the launch stops (exit 125) instead of running a half-working agent.
+    assert!(std::env::var_os("GMAIL_TOKEN").is_none(), "the test environment must not set GMAIL_TOKEN");
     let lab = Lab::new();
     let app = lab.root_dir("app");
     let state = lab.agent_dir("state");
-    let out = lab.agent_dir("out");
-    for (name, params) in [
-        ("inbox-manager.toml", vec![("APP", app.as_path()), ("STATE", state.as_path())]),
-        ("research-agent.toml", vec![("OUTPUT", out.as_path())]),
-    ] {
-        let bundle = lab.build(&policy(name), &format!("bundle-{name}"));
-        let log = lab.path(&format!("{name}.log"));
-        let marker = lab.path(&format!("{name}.ran"));
-        let cmd = format!("echo ran > {}", marker.display());
-        let r = lab.exec(&bundle, &params, &log, &["/usr/bin/python3", "-c", &format!("import os; os.system({cmd:?})")]);
-        assert_eq!(r.code, 126, "{name}: {}{}", r.stdout, r.stderr);
-        assert!(r.stderr.contains("proxy"), "{name}: the refusal names the proxy mode: {}", r.stderr);
-        assert!(!marker.exists(), "{name}: the agent ran");
-        let k = kinds(&audit_events(&log));
-        assert!(!k.contains(&"agent_started".to_string()), "{name}: {k:?}");
-        assert!(k.contains(&"note".to_string()), "{name}: the refusal is audited: {k:?}");
-    }
+    let bundle = lab.build(&policy("inbox-manager.toml"), "bundle-inbox");
+    let log = lab.path("inbox.log");
+    let marker = lab.path("inbox.ran");
+    let cmd = format!("echo ran > {}", marker.display());
+    let params = vec![("APP", app.as_path()), ("STATE", state.as_path())];
+    let r = lab.exec(&bundle, &params, &log, &["/usr/bin/python3", "-c", &format!("import os; os.system({cmd:?})")]);
+    assert_eq!(r.code, 125, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("GMAIL_TOKEN"), "the refusal names the missing variable: {}", r.stderr);
+    assert!(!marker.exists(), "the agent ran");
+    let k = kinds(&audit_events(&log));
+    assert!(!k.contains(&"agent_started".to_string()), "{k:?}");
+    assert!(k.contains(&"note".to_string()), "the refusal is audited: {k:?}");
 }
 
 #[test]

@@ -8,8 +8,10 @@
 mod build;
 /// `aegisc diff` on widening and narrowing changes.
 mod diff;
-/// Real launches as root: example policies agree with `aegisc check` layer by layer; proxy,
-/// unsigned, tampered and incomplete launches refused; the audit log records each launch.
+
+/// Real launches as root: example policies agree with `aegisc check` layer by layer; a proxy
+/// bundle without its credential, unsigned, tampered and incomplete launches are refused;
+/// the audit log records each launch.
 mod launch;
 /// Attacks an agent might try (fs, exec, network, escapes, resource bombs), each contained.
 mod attacks;
