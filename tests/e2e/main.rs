@@ -8,7 +8,6 @@
 mod build;
 /// `aegisc diff` on widening and narrowing changes.
 mod diff;
-
 /// Real launches as root: example policies agree with `aegisc check` layer by layer; a proxy
 /// bundle without its credential, unsigned, tampered and incomplete launches are refused;
 /// the audit log records each launch.
