@@ -188,8 +188,9 @@ pub fn bundle_verdict(dir: &Path, host: &HostReport) -> Result<String, String> {
     if !m.kernel.cgroup_versions.is_empty() && required("cgroup") && host.cgroup_layout.is_none() {
         missing.push("no cgroup filesystem".into());
     }
-    if m.network_mode == bundle::NetworkMode::Proxy {
-        missing.push("network mode proxy not implemented yet (egress proxy)".into());
+    if m.network_mode == bundle::NetworkMode::Proxy && host.user_namespaces.is_err() {
+        // The proxy is the only route out only inside the agent's own network namespace.
+        missing.push("network mode proxy needs a network namespace (user namespaces unavailable)".into());
     }
     if missing.is_empty() {
         Ok(format!("{}: can run", m.agent))
