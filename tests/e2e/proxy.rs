@@ -496,8 +496,8 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
     if out[0].get("ok").is_some() {
         failures.push(format!("direct connect to {ip}:443 succeeded: {}", out[0]));
     }
-    if status(&out[1]) == 200 {
-        failures.push(format!("CONNECT to the upstream's IP (no CIDR grant) allowed: {}", out[1]));
+    if status(&out[1]) != 403 || denial(&recs, &[&ip], None).is_none() {
+        failures.push(format!("CONNECT to the upstream's IP (no CIDR grant): expected 403 and a deny record, got {}", out[1]));
     }
     for (i, (target, spellings)) in connects.iter().enumerate() {
         let r = &out[2 + i];
@@ -939,4 +939,25 @@ fn closing_an_idle_inspected_connection_is_not_audited_as_a_denial() {
     let denials: Vec<&&Value> = recs.iter().filter(|r| r["decision"] == "deny").collect();
     assert!(denials.is_empty(), "one allowed request, yet: {denials:?}");
     assert_eq!(recs.len(), 1, "one record per request: {recs:?}");
+}
+
+/// Gap (runtime): a direct connection that ignores the proxy fails (ENETUNREACH: the agent's
+/// namespace has no route but loopback) but leaves no trace in the audit log, because no
+/// packet is ever created for the namespace's nftables table to log, and the kernel-log
+/// reader only runs in host mode. Issue 7 asks for "a direct connect that bypasses the proxy"
+/// to be denied *and logged*.
+#[test]
+#[ignore = "GAP (runtime): a direct connect in proxy mode fails with ENETUNREACH but is not audited (no packet for nftables to log)"]
+fn a_direct_connection_that_bypasses_the_proxy_is_audited() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("bypass", None) else { return };
+    let lab = Lab::new();
+    let ip = up.ip.to_string();
+    let (out, l) = probe(&lab, &up, &[], &json!([{"op": "direct", "host": ip, "port": 443}, {"op": "direct", "host": "1.1.1.1", "port": 53}]));
+    assert!(out.iter().all(|r| r.get("ok").is_none()), "{out:?}");
+    assert!(up.requests().is_empty());
+    let traces: Vec<&Value> = l.events.iter().filter(|e| e["kind"] == "kernel_denial" || (e["kind"] == "proxy_request" && e["decision"] == "deny")).collect();
+    assert!(!traces.is_empty(), "two bypass attempts, no audit record: {:?}", l.events.iter().map(|e| &e["kind"]).collect::<Vec<_>>());
 }
