@@ -95,6 +95,8 @@ pub enum HttpError {
     TooManyHeaders,
     #[error("connection closed in the middle of the message head")]
     TruncatedHead,
+    #[error("timed out waiting for a request")]
+    IdleTimeout,
     #[error("bare LF line ending in the {what} (only CRLF is accepted)")]
     BareLf { what: &'static str },
     #[error("CR not followed by LF in the {what}")]
@@ -176,7 +178,8 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// The status code the proxy answers with: 400 malformed, 413 body too large, 417
+    /// The status code the proxy answers with: 400 malformed, 408 idle timeout, 413 body
+    /// too large, 417
     /// unsupported expectation, 431 head too large, 501 unknown transfer coding, 505
     /// unsupported version, 502 for upstream faults (wrapped with [`HttpError::upstream`])
     /// and failed writes to the peer being relayed to.
@@ -185,6 +188,7 @@ impl HttpError {
             HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge { .. } => 413,
             HttpError::UnsupportedExpectation => 417,
+            HttpError::IdleTimeout => 408,
             HttpError::UnsupportedTransferEncoding => 501,
             HttpError::UnsupportedVersion { .. } => 505,
             HttpError::Upstream(_) | HttpError::WriteFailed { .. } => 502,
@@ -230,13 +234,30 @@ fn read_head_bytes<R: BufRead>(
     max_head: usize,
     what: &'static str,
 ) -> Result<Option<Vec<u8>>, HttpError> {
-    let mut head: Vec<u8> = Vec::new();
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
     let mut total = 0usize; // bytes seen, including skipped leading CRLFs
     let mut leading = true; // still before the first byte of the start line
     let mut prev_cr = false;
     let mut line_len = 0usize;
     loop {
-        let buf = fill(r, "reading a message head")?;
+        let buf = match fill(r, "reading a message head") {
+            Ok(buf) => buf,
+            // Between messages, a read timeout is an idle connection and a TLS peer that
+            // closed without close_notify has simply gone: nothing was cut short.
+            Err(HttpError::ReadFailed { source, .. }) if total == 0 => {
+                return match source.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                        Err(HttpError::IdleTimeout)
+                    }
+                    io::ErrorKind::UnexpectedEof => Ok(None),
+                    _ => Err(HttpError::ReadFailed {
+                        during: "waiting for a message head",
+                        source,
+                    }),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         if buf.is_empty() {
             return if total == 0 {
                 Ok(None)
@@ -499,6 +520,12 @@ fn has_token(headers: &[Header], name: &str, token: &str) -> bool {
     list_tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Whether the `Connection` headers list `token` (case-insensitive, any of several
+/// headers, comma-separated): e.g. `has_connection_token(&resp.headers, "close")`.
+pub fn has_connection_token(headers: &[Header], token: &str) -> bool {
+    has_token(headers, "connection", token)
+}
+
 fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(HttpError::InvalidContentLength);
@@ -544,26 +571,22 @@ fn is_host_byte(b: u8) -> bool {
 
 /// Body framing of a request, refusing every ambiguous combination.
 fn request_framing(head: &RequestHead) -> Result<Framing, HttpError> {
-    let te: Vec<&[u8]> = all_named(&head.headers, "transfer-encoding").collect();
-    let cl: Vec<&[u8]> = all_named(&head.headers, "content-length").collect();
-    if !te.is_empty() && !cl.is_empty() {
+    let te = first_two(&head.headers, "transfer-encoding");
+    let cl = first_two(&head.headers, "content-length");
+    if te.0.is_some() && cl.0.is_some() {
         return Err(HttpError::ConflictingFraming);
     }
-    if !te.is_empty() {
-        if head.minor_version == 0 {
-            return Err(HttpError::TransferEncodingInHttp10);
-        }
-        // Exactly one header whose whole value is `chunked`: `gzip, chunked`,
-        // `chunked, chunked`, `xchunked` and stray whitespace are all refused.
-        return match te.as_slice() {
-            [v] if v.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
-            _ => Err(HttpError::UnsupportedTransferEncoding),
-        };
+    if te.0.is_some() && head.minor_version == 0 {
+        return Err(HttpError::TransferEncodingInHttp10);
     }
-    match cl.as_slice() {
-        [] => Ok(Framing::None),
-        [v] => Ok(Framing::Length(parse_content_length(v)?)),
-        _ => Err(HttpError::DuplicateContentLength),
+    // Exactly one TE header whose whole value is `chunked`: `gzip, chunked`,
+    // `chunked, chunked` (in one header or two), `xchunked` and stray bytes are refused.
+    match (te, cl) {
+        ((Some(v), None), _) if v.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
+        ((Some(_), _), _) => Err(HttpError::UnsupportedTransferEncoding),
+        (_, (None, _)) => Ok(Framing::None),
+        (_, (Some(v), None)) => Ok(Framing::Length(parse_content_length(v)?)),
+        (_, (Some(_), Some(_))) => Err(HttpError::DuplicateContentLength),
     }
 }
 
@@ -1210,6 +1233,64 @@ pub fn copy_body<R: BufRead, W: Write>(
                 r.consume(n);
                 flush_out(w)?;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_sizes_are_minimal_lower_case() {
+        for (n, want) in [
+            (0u64, "0\r\n"),
+            (1, "1\r\n"),
+            (15, "f\r\n"),
+            (16, "10\r\n"),
+            (0xabcdef, "abcdef\r\n"),
+            (u64::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let mut buf = [0u8; 20];
+            let len = write_hex(n, &mut buf);
+            assert_eq!(&buf[..len], want.as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(parse_chunk_size(b"0").unwrap(), 0);
+        assert_eq!(parse_chunk_size(b"00000000000000000000001A").unwrap(), 26);
+        assert_eq!(parse_chunk_size(b"a;x=\"y z\"").unwrap(), 10);
+        assert_eq!(parse_chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        assert!(matches!(
+            parse_chunk_size(b"1ffffffffffffffff"),
+            Err(HttpError::ChunkSizeOverflow)
+        ));
+        for bad in [&b""[..], b";x", b"a x", b"a\tx", b"-1", b"0x1", b"a;\x01"] {
+            assert!(
+                matches!(parse_chunk_size(bad), Err(HttpError::InvalidChunkSize)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_lengths() {
+        assert_eq!(parse_content_length(b"0").unwrap(), 0);
+        assert_eq!(
+            parse_content_length(b"18446744073709551615").unwrap(),
+            u64::MAX
+        );
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b" 1",
+            b"1 ",
+            b"1,1",
+            b"+1",
+        ] {
+            assert!(parse_content_length(bad).is_err(), "{bad:?}");
         }
     }
 }

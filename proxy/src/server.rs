@@ -106,6 +106,29 @@ pub fn spawn(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<std::t
     })
 }
 
+/// Serves one transparent TCP forward: connections to `target` inside the agent's
+/// namespace (the supervisor put `target`'s address on its loopback) are checked like a
+/// CONNECT to `target` and relayed to the real address. Audit mode `tcp`.
+pub fn spawn_forward(listener: TcpListener, target: SocketAddr, proxy: Arc<Proxy>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("aegis-proxy-fwd".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(stream) = conn else { continue };
+            if proxy.active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                continue;
+            }
+            proxy.active.fetch_add(1, Ordering::Relaxed);
+            let p = proxy.clone();
+            let spawned = std::thread::Builder::new().name("aegis-proxy-fwd-conn".into()).spawn(move || {
+                Conn::new(&p, stream).forward_tcp(target);
+                p.active.fetch_sub(1, Ordering::Relaxed);
+            });
+            if spawned.is_err() {
+                proxy.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
 /// One audit record in the making.
 struct Record {
     mode: &'static str,
@@ -243,6 +266,25 @@ impl<'a> Conn<'a> {
                 return;
             }
         }
+    }
+
+    fn forward_tcp(mut self, target: SocketAddr) {
+        let host = Host::Ip(crate::addr::canonical_ip(target.ip()));
+        let (d, addrs) = match self.admit(&host, target.port(), "tcp") {
+            Ok(x) => x,
+            Err(r) => return self.emit(*r),
+        };
+        let rec = Record::new("tcp", &host.text(), target.port()).decided(&d);
+        let up = match dial(&addrs, target.port()) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("allowed, but the destination did not answer: {e}");
+                return self.emit(Record { reason, ..rec });
+            }
+        };
+        let Ok(client) = self.stream.try_clone() else { return };
+        let (u, dn) = crate::relay::tcp(client, up);
+        self.emit(Record { up: u, down: dn, ..rec });
     }
 
     /// Destination check + resolution + vetting. `Err` carries the denial record.

@@ -9,8 +9,9 @@ use std::rc::Rc;
 use proptest::prelude::*;
 use aegis_proxy::http1::{
     Framing, Header, HttpError, Request, RequestHead, ResponseHead, copy_body, forwardable_headers,
-    forwardable_response_headers, header, read_request_head, read_response_head, response_framing,
-    simple_response, validate_request, write_request_head, write_response_head,
+    forwardable_response_headers, has_connection_token, header, read_request_head,
+    read_response_head, response_framing, simple_response, validate_request, write_request_head,
+    write_response_head,
 };
 
 const MAX: usize = 64 * 1024;
@@ -1179,4 +1180,58 @@ fn statuses_match_the_documented_table() {
             .to_string(),
         "upstream: both Content-Length and Transfer-Encoding present"
     );
+}
+
+/// A reader that fails with `kind` before yielding anything.
+struct Failing(io::ErrorKind);
+
+impl Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::new(self.0, "test"))
+    }
+}
+
+#[test]
+fn idle_timeouts_and_eof_between_requests() {
+    for kind in [io::ErrorKind::WouldBlock, io::ErrorKind::TimedOut] {
+        let e = read_request_head(&mut BufReader::new(Failing(kind)), MAX).unwrap_err();
+        assert!(matches!(e, HttpError::IdleTimeout), "{kind:?}: {e}");
+        assert_eq!(e.status(), 408);
+    }
+    // A TLS client that leaves without close_notify between requests has just gone.
+    let got = read_request_head(
+        &mut BufReader::new(Failing(io::ErrorKind::UnexpectedEof)),
+        MAX,
+    );
+    assert!(got.unwrap().is_none());
+    let e = read_request_head(
+        &mut BufReader::new(Failing(io::ErrorKind::ConnectionReset)),
+        MAX,
+    )
+    .unwrap_err();
+    assert!(matches!(e, HttpError::ReadFailed { .. }), "{e}");
+    // Mid-head, a timeout is a failed read, not an idle connection.
+    let mut r = BufReader::new(Read::chain(
+        &b"GET / HT"[..],
+        Failing(io::ErrorKind::TimedOut),
+    ));
+    let e = read_request_head(&mut r, MAX).unwrap_err();
+    assert!(matches!(e, HttpError::ReadFailed { .. }), "{e}");
+    let e =
+        read_response_head(&mut BufReader::new(Failing(io::ErrorKind::TimedOut)), MAX).unwrap_err();
+    assert_eq!(e.status(), 502);
+}
+
+#[test]
+fn connection_tokens_are_found_in_lists() {
+    let h = resp(
+        200,
+        1,
+        &[("Connection", "keep-alive"), ("connection", "Foo, CLOSE")],
+    );
+    assert!(has_connection_token(&h.headers, "close"));
+    assert!(has_connection_token(&h.headers, "foo"));
+    assert!(!has_connection_token(&h.headers, "upgrade"));
+    let h = resp(200, 1, &[("Connection", "closed")]);
+    assert!(!has_connection_token(&h.headers, "close"));
 }

@@ -269,7 +269,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut guard = ChildGuard { pid, armed: true };
     close(go_r);
     close(rep_w);
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, proxy_mode, ids, go_w, rep_r);
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
     let (child_report, ns_detail, nft_child, listener) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -506,7 +506,7 @@ type ChildSetup = (
     Option<ChildReport>,
     String,
     Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>,
-    Option<std::net::TcpListener>,
+    Option<stage::proxy::Listeners>,
 );
 
 #[allow(clippy::too_many_arguments)]
@@ -517,7 +517,7 @@ fn parent_setup(
     leaf: Option<&aegis_targets::cgroup::Leaf>,
     nftp: Option<&stage::nftables::Prepared>,
     host_net: bool,
-    proxy_mode: bool,
+    proxy: Option<&stage::proxy::Prepared>,
     ids: namespaces::Ids,
     go_w: i32,
     _rep_r: i32,
@@ -549,7 +549,10 @@ fn parent_setup(
         enter()?;
     }
     // The proxy's listener exists before the agent may run (it waits for `N`).
-    let listener = if proxy_mode && matches!(iso, Isolation::Full { .. }) { Some(stage::proxy::listen_in(pid)?) } else { None };
+    let listener = match proxy {
+        Some(p) if matches!(iso, Isolation::Full { .. }) => Some(stage::proxy::listen_in(pid, &p.forwards)?),
+        _ => None,
+    };
     // SAFETY: as above.
     if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));

@@ -38,6 +38,26 @@ fn own_ns(mode: NetMode) -> NetPolicy {
     NetPolicy { mode, endpoints: vec![], resolvers: vec![] }
 }
 
+/// Proxy mode with two transparent TCP forwards (a database, and an IPv6 service).
+fn proxy_forwards() -> NetPolicy {
+    NetPolicy {
+        mode: NetMode::Proxy { port: 3128 },
+        endpoints: vec![
+            Endpoint {
+                host: Host::Ip("10.0.0.5".parse().unwrap()),
+                ports: vec![PortRange { lo: 5432, hi: 5432 }],
+                protocols: vec![Proto::Tcp],
+            },
+            Endpoint {
+                host: Host::Ip("2001:db8::5".parse().unwrap()),
+                ports: vec![PortRange { lo: 8000, hi: 8001 }],
+                protocols: vec![Proto::Tcp],
+            },
+        ],
+        resolvers: vec![],
+    }
+}
+
 fn snap(name: &str, value: String) {
     let mut s = insta::Settings::clone_current();
     s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../snapshots/nftables"));
@@ -65,6 +85,7 @@ fn snapshots_per_mode_and_determinism() {
         ("host", "coding-agent", host_policy()),
         ("none", "offline", own_ns(NetMode::None)),
         ("proxy", "browser", own_ns(NetMode::Proxy { port: 3128 })),
+        ("proxy_forwards", "db-client", proxy_forwards()),
     ] {
         let a = lower(agent, &p).unwrap();
         assert_eq!(a.to_json(), lower(agent, &p).unwrap().to_json(), "{name}: same input, same bytes");
@@ -94,6 +115,12 @@ fn bad_policies_are_rejected() {
     let mut p = own_ns(NetMode::None);
     p.endpoints = host_policy().endpoints;
     assert!(lower("a", &p).is_err(), "endpoints need host mode");
+    let mut p = proxy_forwards();
+    p.endpoints[0].host = Host::Name("db.example.com".into());
+    assert!(lower("a", &p).is_err(), "a proxy-mode forward is one address");
+    let mut p = proxy_forwards();
+    p.endpoints[0].protocols = vec![Proto::Udp];
+    assert!(lower("a", &p).is_err(), "a proxy-mode forward is TCP");
     assert!(Ruleset::from_json(br#"{"nftables":[{"table":{"family":"ip","name":"filter"}}]}"#).is_err());
 }
 
@@ -123,7 +150,12 @@ fn every_filled_artifact_passes_nft_check() {
     let dir = tempfile::tempdir().unwrap();
     let mut resolved = BTreeMap::new();
     resolved.insert("api.github.com".to_string(), vec!["192.0.2.10".parse::<IpAddr>().unwrap()]);
-    for (name, p) in [("host", host_policy()), ("none", own_ns(NetMode::None)), ("proxy", own_ns(NetMode::Proxy { port: 3128 }))] {
+    for (name, p) in [
+        ("host", host_policy()),
+        ("none", own_ns(NetMode::None)),
+        ("proxy", own_ns(NetMode::Proxy { port: 3128 })),
+        ("proxy_forwards", proxy_forwards()),
+    ] {
         let a = lower("check", &p).unwrap();
         let f = dir.path().join(format!("{name}.json"));
         std::fs::write(&f, a.fill("aegis_check", &resolved)).unwrap();

@@ -48,6 +48,8 @@ pub struct Prepared {
     pub seed_files: Vec<(String, Vec<u8>)>,
     /// Variables added to the agent's environment (override `--env`).
     pub env: Vec<(String, String)>,
+    /// Transparent TCP forwards: (address, port) the agent may connect to directly.
+    pub forwards: Vec<std::net::SocketAddr>,
     /// One line for the enforcement report.
     pub summary: String,
 }
@@ -94,6 +96,21 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
             _ => None,
         })
         .collect();
+    let forwards: Vec<std::net::SocketAddr> = aegis_compiler::emit::nftables::proxy_forwards(&policy.network)
+        .0
+        .into_iter()
+        .flat_map(|e| {
+            let addr = match &e.destination {
+                aegis_compiler::ir::Destination::Network(c) => Some(c.addr),
+                _ => None,
+            };
+            e.ports
+                .iter()
+                .flat_map(|r| r.first..=r.last)
+                .filter_map(move |port| addr.map(|a| std::net::SocketAddr::new(a, port)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let apis = policy.apis.len();
     let creds = policy.apis.values().filter(|a| a.credential.is_some()).count();
     let names = policy.network.allow.iter().filter(|e| e.destination.is_name()).count();
@@ -113,12 +130,14 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
     bundle.extend_from_slice(&extra_pem);
     bundle.extend_from_slice(ca.cert_pem().as_bytes());
     let summary = format!(
-        "egress proxy on 127.0.0.1:{PORT} in the agent's network namespace (the only route out): {names} allowed name endpoint(s); {apis} API(s) inspected with a per-sandbox CA, {creds} with an injected credential; {} pinned name(s)",
+        "egress proxy on 127.0.0.1:{PORT} in the agent's network namespace (the only route out): {names} allowed name endpoint(s); {apis} API(s) inspected with a per-sandbox CA, {creds} with an injected credential; {} transparent TCP forward(s); {} pinned name(s)",
+        forwards.len(),
         resolve.len()
     );
     Ok(Prepared {
         seed_files: vec![(CA_BUNDLE.into(), bundle), (SANDBOX_CA.into(), ca.cert_pem().as_bytes().to_vec())],
         env: env_vars(&credential_vars),
+        forwards,
         gate,
         ca,
         upstream,
@@ -127,20 +146,40 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
     })
 }
 
-/// Creates the proxy's listening socket inside the network namespace of `pid`, from a
-/// helper thread (so the supervisor's own thread never changes namespace).
-pub fn listen_in(pid: libc::pid_t) -> Result<TcpListener, RunError> {
+/// The proxy's sockets inside the agent's network namespace.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    /// One per transparent forward, with the address it stands for.
+    pub forwards: Vec<(TcpListener, std::net::SocketAddr)>,
+}
+
+/// Creates the proxy's listening sockets inside the network namespace of `pid`, from a
+/// helper thread (so the supervisor's own thread never changes namespace): loopback up,
+/// `127.0.0.1:3128`, and for each transparent forward its address on loopback and a
+/// listener on it.
+pub fn listen_in(pid: libc::pid_t, forwards: &[std::net::SocketAddr]) -> Result<Listeners, RunError> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| RunError::internal("opening the agent's network namespace", e))?;
+    let forwards = forwards.to_vec();
     let t = std::thread::Builder::new()
         .name("aegis-proxy-listen".into())
-        .spawn(move || -> Result<TcpListener, String> {
+        .spawn(move || -> Result<Listeners, String> {
             use std::os::fd::AsRawFd;
             // SAFETY: setns on a namespace fd we opened; affects this helper thread only.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(format!("setns into the agent's network namespace: {}", std::io::Error::last_os_error()));
             }
             lo_up().map_err(|e| format!("bringing loopback up: {e}"))?;
-            TcpListener::bind(("127.0.0.1", PORT)).map_err(|e| format!("binding 127.0.0.1:{PORT}: {e}"))
+            let proxy = TcpListener::bind(("127.0.0.1", PORT)).map_err(|e| format!("binding 127.0.0.1:{PORT}: {e}"))?;
+            let mut out = Vec::new();
+            let mut added = std::collections::BTreeSet::new();
+            for a in forwards {
+                if !a.ip().is_loopback() && added.insert(a.ip()) {
+                    add_loopback_address(a.ip()).map_err(|e| format!("adding {} to the namespace's loopback: {e}", a.ip()))?;
+                }
+                let l = TcpListener::bind(a).map_err(|e| format!("binding the forward {a}: {e}"))?;
+                out.push((l, a));
+            }
+            Ok(Listeners { proxy, forwards: out })
         })
         .map_err(|e| RunError::internal("proxy thread", e))?;
     match t.join() {
@@ -148,6 +187,88 @@ pub fn listen_in(pid: libc::pid_t) -> Result<TcpListener, RunError> {
         Ok(Err(why)) => Err(RunError::Unavailable { layer: "proxy", why }),
         Err(_) => Err(RunError::internal("proxy thread", "panicked")),
     }
+}
+
+/// `ifaddrmsg` of rtnetlink (not in the libc crate).
+#[repr(C)]
+struct IfAddrMsg {
+    family: u8,
+    prefixlen: u8,
+    flags: u8,
+    scope: u8,
+    index: u32,
+}
+
+/// Adds `ip` (host prefix) to `lo` with one RTM_NEWADDR over rtnetlink; EEXIST is fine.
+fn add_loopback_address(ip: std::net::IpAddr) -> std::io::Result<()> {
+    let (family, bytes): (u8, Vec<u8>) = match ip {
+        std::net::IpAddr::V4(v4) => (libc::AF_INET as u8, v4.octets().to_vec()),
+        std::net::IpAddr::V6(v6) => (libc::AF_INET6 as u8, v6.octets().to_vec()),
+    };
+    // SAFETY: if_nametoindex with a NUL-terminated constant.
+    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if index == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let attr_len = 4 + bytes.len();
+    let attr_space = (attr_len + 3) & !3;
+    let total = std::mem::size_of::<libc::nlmsghdr>() + std::mem::size_of::<IfAddrMsg>() + 2 * attr_space;
+    let mut msg = Vec::with_capacity(total);
+    let hdr = libc::nlmsghdr {
+        nlmsg_len: total as u32,
+        nlmsg_type: libc::RTM_NEWADDR,
+        nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
+        nlmsg_seq: 1,
+        nlmsg_pid: 0,
+    };
+    let ifa = IfAddrMsg {
+        family,
+        prefixlen: if family == libc::AF_INET as u8 { 32 } else { 128 },
+        // IFA_F_NODAD: no duplicate address detection on loopback.
+        flags: 0x02,
+        scope: libc::RT_SCOPE_HOST,
+        index,
+    };
+    // SAFETY: both are repr(C) plain data; we copy their bytes.
+    unsafe {
+        msg.extend_from_slice(std::slice::from_raw_parts((&hdr as *const libc::nlmsghdr).cast::<u8>(), std::mem::size_of::<libc::nlmsghdr>()));
+        msg.extend_from_slice(std::slice::from_raw_parts((&ifa as *const IfAddrMsg).cast::<u8>(), std::mem::size_of::<IfAddrMsg>()));
+    }
+    // IFA_LOCAL = 2, IFA_ADDRESS = 1 (linux/if_addr.h).
+    for ty in [2u16, 1u16] {
+        msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
+        msg.extend_from_slice(&ty.to_ne_bytes());
+        msg.extend_from_slice(&bytes);
+        msg.resize(msg.len() + (attr_space - attr_len), 0);
+    }
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let result = (|| {
+        // SAFETY: sending our buffer on the socket we opened.
+        if unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ack = [0u8; 1024];
+        // SAFETY: receiving into our buffer.
+        let n = unsafe { libc::recv(fd, ack.as_mut_ptr().cast(), ack.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let hl = std::mem::size_of::<libc::nlmsghdr>();
+        // nlmsghdr (type at bytes 4..6), then nlmsgerr whose first field is the errno.
+        let ty = ack.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]])).unwrap_or(0);
+        let err = ack.get(hl..hl + 4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(-libc::EIO);
+        if ty == libc::NLMSG_ERROR as u16 && err != 0 && err != -libc::EEXIST {
+            return Err(std::io::Error::from_raw_os_error(-err));
+        }
+        Ok(())
+    })();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(fd) };
+    result
 }
 
 fn lo_up() -> std::io::Result<()> {
@@ -174,8 +295,8 @@ fn lo_up() -> std::io::Result<()> {
     if ok { Ok(()) } else { Err(err) }
 }
 
-/// Starts serving on `listener`. Decisions go to `events`.
-pub fn start(p: Prepared, listener: TcpListener, agent_pid: libc::pid_t, procs_file: Option<PathBuf>, events: Sender<Event>) -> Result<Arc<Proxy>, RunError> {
+/// Starts serving on the listeners. Decisions go to `events`.
+pub fn start(p: Prepared, listeners: Listeners, agent_pid: libc::pid_t, procs_file: Option<PathBuf>, events: Sender<Event>) -> Result<Arc<Proxy>, RunError> {
     let proxy = Proxy::new(
         p.gate,
         p.ca,
@@ -188,6 +309,9 @@ pub fn start(p: Prepared, listener: TcpListener, agent_pid: libc::pid_t, procs_f
         events,
     );
     let proxy = Arc::new(proxy);
-    aegis_proxy::server::spawn(listener, proxy.clone()).map_err(|e| RunError::internal("starting the proxy", e))?;
+    aegis_proxy::server::spawn(listeners.proxy, proxy.clone()).map_err(|e| RunError::internal("starting the proxy", e))?;
+    for (l, target) in listeners.forwards {
+        aegis_proxy::server::spawn_forward(l, target, proxy.clone()).map_err(|e| RunError::internal("starting a proxy forward", e))?;
+    }
     Ok(proxy)
 }

@@ -257,10 +257,17 @@ pub fn lower(agent: &str, policy: &NetPolicy) -> Result<Ruleset, NftError> {
     b.push("table", json!({}));
     match policy.mode {
         NetMode::None | NetMode::Proxy { .. } => {
-            if !policy.endpoints.is_empty() {
+            // In proxy mode an endpoint is a transparent TCP forward: the supervisor adds the
+            // address to the namespace's loopback and relays what arrives there.
+            let forwards_ok = matches!(policy.mode, NetMode::Proxy { .. })
+                && policy
+                    .endpoints
+                    .iter()
+                    .all(|e| matches!(e.host, Host::Ip(_)) && e.protocols == [Proto::Tcp] && !e.ports.is_empty());
+            if !policy.endpoints.is_empty() && !forwards_ok {
                 return Err(invalid(
                     "endpoints",
-                    "endpoints need `host` mode (in `proxy` mode the proxy enforces them)",
+                    "endpoints need `host` mode (in `proxy` mode only single-address TCP forwards; the proxy enforces the rest)",
                 ));
             }
             for (chain, hook) in [("input", "input"), ("output", "output")] {
@@ -278,6 +285,26 @@ pub fn lower(agent: &str, policy: &NetPolicy) -> Result<Ruleset, NftError> {
                     for (chain, dir) in [("input", "iif"), ("output", "oif")] {
                         for field in ["dport", "sport"] {
                             b.rule(chain, vec![lo(dir), m(payload("tcp", field), json!(port)), json!({"accept": null})]);
+                        }
+                    }
+                    for e in &policy.endpoints {
+                        let Host::Ip(a) = &e.host else { continue };
+                        let fam = if a.is_ipv4() { "ip" } else { "ip6" };
+                        let mut ports = e.ports.clone();
+                        ports.sort();
+                        ports.dedup();
+                        for (chain, dir) in [("input", "iif"), ("output", "oif")] {
+                            for (addr_field, port_field) in [("daddr", "dport"), ("saddr", "sport")] {
+                                b.rule(
+                                    chain,
+                                    vec![
+                                        lo(dir),
+                                        m(payload(fam, addr_field), json!(a.to_string())),
+                                        m(payload("tcp", port_field), ports_value(&ports)),
+                                        json!({"accept": null}),
+                                    ],
+                                );
+                            }
                         }
                     }
                 }
