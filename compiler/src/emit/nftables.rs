@@ -65,10 +65,8 @@ pub fn proxy_forwards(net: &crate::ir::Network) -> (Vec<&crate::ir::Endpoint>, V
             Some(format!("more than {MAX_FORWARD_PORTS} ports: only CONNECT through the proxy reaches it"))
         } else if c.addr.is_loopback() && e.ports.iter().any(|p| p.first <= PROXY_PORT && PROXY_PORT <= p.last) {
             Some(format!("port {PROXY_PORT} on loopback is the proxy itself"))
-        } else if let Some(d) = overlapping_deny(net, e) {
-            Some(format!("overlaps deny {d}: not forwarded (the proxy still checks CONNECTs)"))
         } else {
-            None
+            overlapping_deny(net, e).map(|d| format!("overlaps deny {d}: not forwarded (the proxy still checks CONNECTs)"))
         };
         match why {
             None => yes.push(e),
