@@ -34,7 +34,9 @@ fn upstream(name: &str, static_dir: Option<PathBuf>) -> Option<Upstream> {
         eprintln!("SKIP: {why}");
         return None;
     }
+    let t0 = std::time::Instant::now();
     let mut up = Upstream::start(name);
+    let t1 = t0.elapsed();
     up.serve(&Serve {
         credentials: vec![
             ("gmail.googleapis.com", "Authorization", format!("Bearer {GMAIL_TOKEN}")),
@@ -42,6 +44,7 @@ fn upstream(name: &str, static_dir: Option<PathBuf>) -> Option<Upstream> {
         ],
         static_dir,
     });
+    eprintln!("upstream {name}: 10.233.{}.0/30, namespace and PKI in {t1:?}, servers listening after {:?}", up.index, t0.elapsed());
     Some(up)
 }
 
@@ -110,7 +113,7 @@ fn the_test_upstream_serves_every_fixture_directly() {
                 post(g, "/gmail/v1/users/me/messages/x/..%2Fsend", &auth, "{}"),
                 get(g, "/gmail/v1/users/me/messages/send", &format!("{auth}X-HTTP-Method-Override: POST\r\n")),
             ]},
-            {"op": "upload", "target": "files.example.net:443", "path": "/upload", "mb": 2, "headers": {"X-Api-Key": FILES_KEY}},
+            {"op": "upload", "target": "files.example.net:443", "path": "/upload", "mb": 24, "headers": {"X-Api-Key": FILES_KEY}},
             {"op": "sse", "target": "files.example.net:443", "path": "/events", "headers": {"X-Api-Key": FILES_KEY}},
             {"op": "ws", "target": "files.example.net:443", "path": "/ws", "messages": ["one", "two"], "headers": {"X-Api-Key": FILES_KEY}},
             {"op": "tls", "target": "www.example.com:8443", "sni": "www.example.com", "requests": [get("www.example.com", "/headers", &key)]},
@@ -122,6 +125,7 @@ fn the_test_upstream_serves_every_fixture_directly() {
     assert_eq!(out[1]["status"], 200, "{}", out[1]);
     assert_eq!(out[1]["server"]["sha256"], out[1]["local_sha256"], "{}", out[1]);
     assert_eq!(out[1]["server"]["chunked"], true);
+    eprintln!("24 MiB chunked upload, Python client straight to the upstream: {} s", out[1]["seconds"]);
     let t: Vec<f64> = out[2]["events"].as_array().unwrap().iter().map(|e| e["t"].as_f64().unwrap()).collect();
     assert_eq!(t.len(), 5, "{}", out[2]);
     assert!(t[4] - t[0] > 0.75, "events arrive as they are sent: {t:?}");
@@ -260,12 +264,25 @@ fn probe(lab: &Lab, up: &Upstream, extra_resolve: &[(&str, String)], ops: &Value
     (out, l)
 }
 
-/// Proxy setup that every test needs; None (after printing why) when this host cannot.
+/// False (after printing why) unless this host can run the proxy tests: root, python3, nft
+/// (see [`sandbox_ready`]), ip and openssl for the upstream, and the tools the probe agent
+/// runs (`/usr/bin/curl`, `/usr/bin/git`, Python `requests`: Debian curl, git,
+/// python3-requests).
 fn ready() -> bool {
-    sandbox_ready() && upstream::unavailable().is_none_or(|why| {
-        eprintln!("SKIP: {why}");
-        false
-    })
+    if !sandbox_ready() {
+        return false;
+    }
+    let why = if let Some(why) = upstream::unavailable() {
+        why
+    } else if let Some(tool) = ["/usr/bin/curl", "/usr/bin/git"].into_iter().find(|t| !Path::new(t).exists()) {
+        format!("{tool} is missing (the probe agent runs it through the proxy)")
+    } else if !Command::new("/usr/bin/python3").args(["-c", "import requests"]).status().is_ok_and(|s| s.success()) {
+        "Python `requests` is missing for /usr/bin/python3 (Debian python3-requests)".into()
+    } else {
+        return true;
+    };
+    eprintln!("SKIP: {why}");
+    false
 }
 
 fn lower_host(r: &Value) -> String {
@@ -787,6 +804,7 @@ fn benign_tools_work_through_the_proxy() {
             r,
         );
     }
+    eprintln!("chunked upload through the proxy (Python client): 24 MiB inspect {} s, 8 MiB tunnel {} s", out[7]["seconds"], out[8]["seconds"]);
     for (k, what) in [(9, "server-sent events (inspect)"), (10, "server-sent events (tunnel)")] {
         let t: Vec<f64> = out[k]["events"].as_array().map(|e| e.iter().map(|x| x["t"].as_f64().unwrap()).collect()).unwrap_or_default();
         // Five events 250 ms apart: the first must arrive long before the last was sent.
