@@ -1235,3 +1235,77 @@ fn connection_tokens_are_found_in_lists() {
     let h = resp(200, 1, &[("Connection", "closed")]);
     assert!(!has_connection_token(&h.headers, "close"));
 }
+
+fn header_strategy() -> impl Strategy<Value = (String, String)> {
+    let names = prop_oneof![
+        Just("Host"),
+        Just("Content-Length"),
+        Just("Transfer-Encoding"),
+        Just("Connection"),
+        Just("Keep-Alive"),
+        Just("Upgrade"),
+        Just("TE"),
+        Just("Trailer"),
+        Just("Expect"),
+        Just("Proxy-Authorization"),
+        Just("X-HTTP-Method-Override"),
+        Just("X-Custom"),
+        Just("Accept"),
+        Just("Cookie"),
+    ];
+    let values = prop_oneof![
+        Just("chunked".to_string()),
+        Just("close".to_string()),
+        Just("keep-alive, x-custom".to_string()),
+        Just("upgrade".to_string()),
+        Just("websocket".to_string()),
+        Just("100-continue".to_string()),
+        "[0-9]{1,4}",
+        "[ -~]{0,12}",
+    ];
+    (names.prop_map(String::from), values)
+}
+
+proptest! {
+    /// Whatever a client sends, if the proxy accepts it, the head it forwards parses back to
+    /// the same request, with the same framing, and carries no hop-by-hop or override header.
+    #[test]
+    fn accepted_requests_forward_to_an_equivalent_head(
+        method in prop_oneof![Just("GET"), Just("POST"), Just("HEAD"), Just("DELETE")],
+        minor in 0u8..2,
+        headers in proptest::collection::vec(header_strategy(), 0..8),
+        keep_upgrade in any::<bool>(),
+        with_host in proptest::bool::weighted(0.8),
+    ) {
+        let mut raw = format!("{method} /p?q=1 HTTP/1.{minor}\r\n");
+        if with_host {
+            raw.push_str("Host: Example.COM\r\n");
+        }
+        for (n, v) in &headers {
+            raw.push_str(&format!("{n}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        let Ok(Some(h)) = read(raw.as_bytes()) else { return Ok(()) };
+        let Ok(req) = validate_request(h) else { return Ok(()) };
+        let fwd = forwardable_headers(&req, keep_upgrade);
+        for banned in ["connection", "keep-alive", "te", "trailer", "expect",
+                       "proxy-authorization", "x-http-method-override"] {
+            prop_assert!(header(&fwd, banned).is_none(), "{} forwarded", banned);
+        }
+        let mut out = Vec::new();
+        write_request_head(&mut out, &req.head.method, &req.head.target, &fwd, None).unwrap();
+        let again = validate_request(read(&out).unwrap().unwrap());
+        // An HTTP/1.0 request without Host is forwarded as HTTP/1.1, which needs one: the
+        // caller adds Host from the target; everything else must round-trip.
+        if req.host.is_none() {
+            prop_assert!(matches!(again, Err(HttpError::MissingHost)));
+            return Ok(());
+        }
+        let again = again.unwrap();
+        prop_assert_eq!(again.framing, req.framing);
+        prop_assert_eq!(&again.host, &req.host);
+        prop_assert_eq!(&again.head.method, &req.head.method);
+        prop_assert_eq!(&again.head.target, &req.head.target);
+        prop_assert_eq!(&again.head.headers, &fwd);
+    }
+}
