@@ -3,7 +3,8 @@
 //! pair on its own /30 (`10.233.X.1` on the host, `10.233.X.2` inside), a test CA and one
 //! server certificate for every host name the tests use (generated with the `openssl` CLI into
 //! a temporary directory), and the test servers of `tests/fixtures/proxy/server.py` running
-//! inside the namespace (`ip netns exec`), listening on 443 and 8443 (TLS) and 80 (plain).
+//! inside the namespace (`ip netns exec`), listening on 443 and 8443 (TLS), 80 (plain) and
+//! any raw TCP echo ports asked for.
 //! Invariants: X is claimed atomically (creating the host-side link `aegupXh` fails if another
 //! test or process holds X), so tests run in parallel; nothing is routed off the machine and
 //! nothing touches `/etc/hosts` (names reach the upstream through `aegis-exec --resolve`);
@@ -70,6 +71,8 @@ pub struct Serve<'a> {
     /// Directory served under `/repo.git/...` (e.g. a bare repository after
     /// `git update-server-info`), for any host.
     pub static_dir: Option<PathBuf>,
+    /// Extra raw TCP echo listeners (greeting `echo PORT`, then each line echoed).
+    pub echo_ports: Vec<u16>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -163,17 +166,19 @@ impl Upstream {
         self.dir.path().join("requests.jsonl")
     }
 
-    /// Starts `server.py` inside the namespace (443 and 8443 TLS, 80 plain) and waits until
-    /// it listens.
+    /// Starts `server.py` inside the namespace (443 and 8443 TLS, 80 plain, the echo ports)
+    /// and waits until it listens.
     pub fn serve(&mut self, s: &Serve) {
         let mut creds = serde_json::Map::new();
         for (host, header, value) in &s.credentials {
             creds.insert(host.to_string(), serde_json::json!({"header": header, "value": value}));
         }
+        let mut listen = vec![serde_json::json!({"port": 443, "tls": true}), serde_json::json!({"port": 8443, "tls": true}), serde_json::json!({"port": 80, "tls": false})];
+        listen.extend(s.echo_ports.iter().map(|p| serde_json::json!({"port": p, "echo": true})));
         let cfg = serde_json::json!({
             "cert": self.pki.cert, "key": self.pki.key, "log": self.log_path(),
             "static": s.static_dir,
-            "listen": [{"port": 443, "tls": true}, {"port": 8443, "tls": true}, {"port": 80, "tls": false}],
+            "listen": listen,
             "credentials": creds,
         });
         let cfg_path = self.dir.path().join(format!("server-{}.json", self.servers.len()));

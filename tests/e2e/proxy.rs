@@ -30,6 +30,10 @@ fn fixtures() -> PathBuf {
 
 /// An upstream with its servers, or None (after printing why) when this host cannot make one.
 fn upstream(name: &str, static_dir: Option<PathBuf>) -> Option<Upstream> {
+    upstream_with(name, static_dir, vec![])
+}
+
+fn upstream_with(name: &str, static_dir: Option<PathBuf>, echo_ports: Vec<u16>) -> Option<Upstream> {
     if let Some(why) = upstream::unavailable() {
         eprintln!("SKIP: {why}");
         return None;
@@ -43,6 +47,7 @@ fn upstream(name: &str, static_dir: Option<PathBuf>) -> Option<Upstream> {
             ("files.example.net", "X-Api-Key", FILES_KEY.to_string()),
         ],
         static_dir,
+        echo_ports,
     });
     eprintln!("upstream {name}: 10.233.{}.0/30, namespace and PKI in {t1:?}, servers listening after {:?}", up.index, t0.elapsed());
     Some(up)
@@ -177,6 +182,7 @@ const NAMES: &[&str] = &[
     "arxiv.org",
     "export.arxiv.org",
     "docs.python.org",
+    "plainapi.example.org",
 ];
 
 /// One proxy-mode launch: what the agent printed and exited with, the audit log's
@@ -234,7 +240,7 @@ fn launch(lab: &Lab, up: &Upstream, bundle: &Path, params: &[(&str, &Path)], env
 
 /// The test policy `gate.toml`, extended by a file that gives `[api.files]` its credential
 /// from a host file (only root can read it): the bundle and its parameters.
-fn gate_bundle(lab: &Lab) -> (PathBuf, Vec<(&'static str, PathBuf)>) {
+fn gate_bundle(lab: &Lab, extra_toml: &str) -> (PathBuf, Vec<(&'static str, PathBuf)>) {
     let key = lab.path("files.key");
     std::fs::write(&key, format!("{FILES_KEY}\n")).unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -242,7 +248,7 @@ fn gate_bundle(lab: &Lab) -> (PathBuf, Vec<(&'static str, PathBuf)>) {
     std::fs::write(
         &pol,
         format!(
-            "version = 1\n[agent]\nextends = [{:?}]\n[api.files]\nhost = \"files.example.net\"\ncredential = {{ header = \"X-Api-Key\", from_file = {:?} }}\n",
+            "version = 1\n[agent]\nextends = [{:?}]\n[api.files]\nhost = \"files.example.net\"\ncredential = {{ header = \"X-Api-Key\", from_file = {:?} }}\n{extra_toml}",
             fixtures().join("gate.toml").display().to_string(),
             key.display().to_string()
         ),
@@ -254,7 +260,12 @@ fn gate_bundle(lab: &Lab) -> (PathBuf, Vec<(&'static str, PathBuf)>) {
 
 /// Runs `client.py OPS` in the gate sandbox; returns one result per op and the launch.
 fn probe(lab: &Lab, up: &Upstream, extra_resolve: &[(&str, String)], ops: &Value) -> (Vec<Value>, Launch) {
-    let (bundle, params) = gate_bundle(lab);
+    probe_with(lab, up, "", extra_resolve, ops)
+}
+
+/// [`probe`] with more policy text appended to the gate policy's extension.
+fn probe_with(lab: &Lab, up: &Upstream, extra_toml: &str, extra_resolve: &[(&str, String)], ops: &Value) -> (Vec<Value>, Launch) {
+    let (bundle, params) = gate_bundle(lab, extra_toml);
     let params: Vec<(&str, &Path)> = params.iter().map(|(k, v)| (*k, v.as_path())).collect();
     let client = fixtures().join("client.py").display().to_string();
     let l = launch(lab, up, &bundle, &params, &[], extra_resolve, &["/usr/bin/python3", &client, &ops.to_string()]);
@@ -488,6 +499,15 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
         ("example.com.evil.com:443", vec!["example.com.evil.com"]),
         ("evilexample.com:443", vec!["evilexample.com"]),
         ("www.example.com:8443", vec!["www.example.com"]),
+        ("gmail.googleapis.com:8443", vec!["gmail.googleapis.com"]),
+        ("0177.0.0.1:443", vec!["0177.0.0.1", "127.0.0.1"]),
+        ("[::ffff:7f00:1]:443", vec!["::ffff:7f00:1", "::ffff:127.0.0.1", "127.0.0.1"]),
+        ("0.0.0.0:443", vec!["0.0.0.0"]),
+        ("[::]:443", vec!["::"]),
+        ("localhost:443", vec!["localhost"]),
+        ("2852039166:443", vec!["2852039166", "169.254.169.254"]),
+        ("[fd00:ec2::254]:443", vec!["fd00:ec2::254"]),
+        ("100.100.100.200:443", vec!["100.100.100.200"]),
     ];
     let mut ops = vec![json!({"op": "direct", "host": ip, "port": 443}), json!({"op": "connect", "target": format!("{ip}:443")})];
     for (t, _) in &connects {
@@ -501,6 +521,8 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
         json!({"op": "tls", "target": format!("{g}:443"), "sni": "files.example.net", "requests": [get("files.example.net", "/headers", "")]}),
         json!({"op": "urllib", "url": "http://evil.test/plain"}),
         json!({"op": "urllib", "url": "http://gmail.googleapis.com/gmail/v1/users/me/messages"}),
+        // An API on plain HTTP with a credential: never sent in clear.
+        json!({"op": "urllib", "url": "http://plainapi.example.org/headers"}),
         // Controls.
         json!({"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/control", "")]}),
         json!({"op": "urllib", "url": "http://plain.example.com/control"}),
@@ -518,6 +540,7 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
     }
     for (i, (target, spellings)) in connects.iter().enumerate() {
         let r = &out[2 + i];
+        eprintln!("  CONNECT {target:<30} {} {}", status(r), r["reason"].as_str().unwrap_or(""));
         if status(r) != 403 {
             failures.push(format!("CONNECT {target}: expected 403, got {r}"));
         } else if r["reason"].as_str().is_none_or(str::is_empty) {
@@ -547,17 +570,30 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
     if status(&out[t + 4]) == 200 {
         failures.push(format!("plain http to the gmail API on port 80: {}", out[t + 4]));
     }
+    if !recs.iter().any(|r| lower_host(r) == "plainapi.example.org") {
+        failures.push(format!("plain http to plainapi.example.org: no audit record ({})", out[t + 5]));
+    }
     // Controls.
-    assert_eq!(out[t + 5]["responses"][0]["status"], 200, "control: an allowed tunnel works: {}", out[t + 5]);
-    assert_eq!(status(&out[t + 6]), 200, "control: allowed plain http works: {}", out[t + 6]);
+    assert_eq!(out[t + 6]["responses"][0]["status"], 200, "control: an allowed tunnel works: {}", out[t + 6]);
+    assert_eq!(status(&out[t + 7]), 200, "control: allowed plain http works: {}", out[t + 7]);
 
     let reqs = up.requests();
-    let paths: Vec<&str> = reqs.iter().map(|r| r["path"].as_str().unwrap()).collect();
-    if paths != ["/control", "/control"] {
-        failures.push(format!("the server saw more than the two controls: {reqs:?}"));
+    for r in &reqs {
+        let control = r["path"] == "/control" && (r["host"] == "www.example.com" || r["host"] == "plain.example.com");
+        // The plain-HTTP API may be served (the rules allow it), but without its credential.
+        let plain_api = r["host"] == "plainapi.example.org";
+        if !control && !plain_api {
+            failures.push(format!("the server saw a request it should not have: {r}"));
+        }
+        if plain_api && !header_values(r, "X-Plain-Key").is_empty() {
+            failures.push(format!("a credential was sent in clear: {r}"));
+        }
+        if !header_values(r, "Authorization").is_empty() {
+            failures.push(format!("a credential reached a plain or tunnel host: {r}"));
+        }
     }
-    if let Some(r) = reqs.iter().find(|r| r["listen_port"] == 80 && r["host"] == "plain.example.com") {
-        assert!(header_values(r, "Authorization").is_empty());
+    if reqs.iter().filter(|r| r["path"] == "/control").count() != 2 {
+        failures.push(format!("the two controls did not both reach the server: {reqs:?}"));
     }
     assert!(failures.is_empty(), "{} attack(s) not denied and audited:\n{}\naudit records: {recs:#?}", failures.len(), failures.join("\n"));
 }
@@ -608,6 +644,11 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         ("Host of another API", get("files.example.net", "/headers", "")),
         ("Host with another port", get(&format!("{g}:8443"), m, "")),
         ("drafts/send", post(g, "/gmail/v1/users/me/drafts/send", "", "{}")),
+        ("%00", post(g, &format!("{m}/send%00/modify"), "", "{}")),
+        ("no Host", format!("GET {m}/m1 HTTP/1.1\r\nAccept: */*\r\n\r\n")),
+        ("two Hosts", format!("GET {m}/m1 HTTP/1.1\r\nHost: {g}\r\nHost: files.example.net\r\n\r\n")),
+        ("absolute form naming another API", format!("GET https://files.example.net/headers HTTP/1.1\r\nHost: {g}\r\n\r\n")),
+        ("bare LF", format!("POST {m}/send HTTP/1.1\nHost: {g}\nContent-Length: 2\n\n{{}}")),
         ("upload", post(g, "/upload/gmail/v1/users/me/messages/send", "", "{}")),
     ];
     let smuggled = format!("POST {m}/send HTTP/1.1\r\nHost: {g}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}");
@@ -659,8 +700,11 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         rs.iter().all(|x| (400..500).contains(&status(x)) || status(x) == 501) && r["after"].as_str().is_none_or(|a| !a.contains("HTTP/1.1 200"))
     };
     let gmail_denials = recs.iter().filter(|r| r["decision"] == "deny" && lower_host(r) == g).count();
+    let mut table = String::new();
     for (i, (what, _)) in attacks.iter().enumerate() {
         let r = &out[i];
+        let first = &r["responses"][0];
+        table.push_str(&format!("  {what:<34} {} {}\n", if first.is_null() { r["error"].to_string() } else { first["status"].to_string() }, first["reason"].as_str().or(r["error"].as_str()).unwrap_or("")));
         if !refused(r) {
             failures.push(format!("{what}: not refused: {r}"));
         }
@@ -672,6 +716,7 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
             failures.push(format!("{what}: 403 without X-Aegis-Reason: {r}"));
         }
     }
+    eprintln!("API gate attacks (first response, reason):\n{table}");
     if gmail_denials < attacks.len() {
         failures.push(format!("{} attacks on the gmail host but only {gmail_denials} deny records", attacks.len()));
     }
@@ -776,6 +821,8 @@ fn benign_tools_work_through_the_proxy() {
         {"op": "requests", "url": format!("{m}/m2/modify"), "method": "POST", "headers": {"Content-Type": "application/json"}, "body": "{\"addLabelIds\": [\"Label_1\"]}"},
         {"op": "git_clone", "url": "https://git.example.com/repo.git", "dest": "/tmp/clone"},
         {"op": "upload", "target": "files.example.net:443", "path": "/upload", "mb": 24},
+        {"op": "mkfile", "path": "/tmp/big.bin", "mb": 3},
+        {"op": "curl", "url": "https://files.example.net/upload", "args": ["--data-binary", "@/tmp/big.bin", "-H", "Content-Type: application/octet-stream"]},
         {"op": "upload", "target": "www.example.com:443", "path": "/upload", "mb": 8},
         {"op": "sse", "target": "files.example.net:443", "path": "/events"},
         {"op": "sse", "target": "www.example.com:443", "path": "/events"},
@@ -796,7 +843,7 @@ fn benign_tools_work_through_the_proxy() {
     check(status(&out[4]) == 200 && out[4]["body"].as_str().unwrap().contains("www.example.com/requests"), "requests (tunnel)", &out[4]);
     check(status(&out[5]) == 200 && out[5]["body"].as_str().unwrap().contains("Label_1"), "requests (inspect, POST modify)", &out[5]);
     check(out[6]["rc"] == 0 && out[6]["content"]["README.md"] == "fetched through the AEGIS proxy\n", "git clone over HTTPS", &out[6]);
-    for (k, what, mb) in [(7, "24 MiB chunked upload (inspect)", 24), (8, "8 MiB chunked upload (tunnel)", 8)] {
+    for (k, what, mb) in [(7, "24 MiB chunked upload (inspect)", 24), (10, "8 MiB chunked upload (tunnel)", 8)] {
         let r = &out[k];
         check(
             status(r) == 200 && r["server"]["sha256"] == r["local_sha256"] && r["server"]["bytes"] == mb * 1024 * 1024 && r["server"]["chunked"] == true,
@@ -804,14 +851,17 @@ fn benign_tools_work_through_the_proxy() {
             r,
         );
     }
-    eprintln!("chunked upload through the proxy (Python client): 24 MiB inspect {} s, 8 MiB tunnel {} s", out[7]["seconds"], out[8]["seconds"]);
-    for (k, what) in [(9, "server-sent events (inspect)"), (10, "server-sent events (tunnel)")] {
+    // curl sends a 3 MiB body with `Expect: 100-continue`, which the proxy answers itself.
+    let curl_up: Value = serde_json::from_str(out[9]["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    check(status(&out[9]) == 200 && curl_up["sha256"] == out[8]["sha256"] && curl_up["bytes"] == 3 * 1024 * 1024, "curl upload with Expect: 100-continue (inspect)", &out[9]);
+    eprintln!("chunked upload through the proxy (Python client): 24 MiB inspect {} s, 8 MiB tunnel {} s", out[7]["seconds"], out[10]["seconds"]);
+    for (k, what) in [(11, "server-sent events (inspect)"), (12, "server-sent events (tunnel)")] {
         let t: Vec<f64> = out[k]["events"].as_array().map(|e| e.iter().map(|x| x["t"].as_f64().unwrap()).collect()).unwrap_or_default();
         // Five events 250 ms apart: the first must arrive long before the last was sent.
         check(status(&out[k]) == 200 && t.len() == 5 && t[4] - t[0] > 0.75, what, &out[k]);
     }
-    check(out[11]["status"] == 101 && out[11]["accept_ok"] == true && out[11]["echo"] == json!(["hello", "x".repeat(300)]) && out[11]["close_echoed"] == true, "WebSocket (inspect)", &out[11]);
-    check(out[12]["status"] == 101 && out[12]["echo"] == json!(["tunnelled"]), "WebSocket (tunnel)", &out[12]);
+    check(out[13]["status"] == 101 && out[13]["accept_ok"] == true && out[13]["echo"] == json!(["hello", "x".repeat(300)]) && out[13]["close_echoed"] == true, "WebSocket (inspect)", &out[13]);
+    check(out[14]["status"] == 101 && out[14]["echo"] == json!(["tunnelled"]), "WebSocket (tunnel)", &out[14]);
 
     // The server saw the credentials where they belong.
     let reqs = up.requests();
@@ -978,4 +1028,35 @@ fn a_direct_connection_that_bypasses_the_proxy_is_audited() {
     assert!(up.requests().is_empty());
     let traces: Vec<&Value> = l.events.iter().filter(|e| e["kind"] == "kernel_denial" || (e["kind"] == "proxy_request" && e["decision"] == "deny")).collect();
     assert!(!traces.is_empty(), "two bypass attempts, no audit record: {:?}", l.events.iter().map(|e| &e["kind"]).collect::<Vec<_>>());
+}
+
+/// A single-address TCP endpoint (`10.233.X.2:7000`, a stand-in for a database) is reached by
+/// a direct connection through the supervisor's transparent forward, audited (mode `tcp`);
+/// other ports of the same address stay unreachable and never reach the server.
+#[test]
+fn a_single_address_tcp_endpoint_is_reached_through_a_transparent_forward() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream_with("tcp", None, vec![7000, 7001]) else { return };
+    let lab = Lab::new();
+    let ip = up.ip.to_string();
+    let ops = json!([
+        {"op": "tcp_echo", "host": ip, "port": 7000, "lines": ["SELECT 1;", "SELECT 2;"]},
+        // (nftables drops these: a short timeout keeps the test fast)
+        {"op": "tcp_echo", "host": ip, "port": 7001, "lines": ["SELECT 3;"], "timeout": 1},
+        {"op": "tcp_echo", "host": ip, "port": 443, "lines": [], "timeout": 1},
+    ]);
+    let (out, l) = probe_with(&lab, &up, &format!("[network]\nallow = [\"{ip}:7000\"]\n"), &[], &ops);
+    assert_eq!(out[0]["greeting"], "echo 7000", "{}", out[0]);
+    assert_eq!(out[0]["echo"], json!(["SELECT 1;", "SELECT 2;"]), "{}", out[0]);
+    assert!(out[1].get("error").is_some(), "port 7001 is not granted: {}", out[1]);
+    assert!(out[2].get("error").is_some(), "port 443 is not granted: {}", out[2]);
+    let reqs = up.requests();
+    let ports: Vec<&Value> = reqs.iter().map(|r| &r["listen_port"]).collect();
+    assert_eq!(ports, [&json!(7000)], "only the granted port was reached: {reqs:?}");
+    let recs = l.proxy_records();
+    let rec = recs.iter().find(|r| r["mode"] == "tcp" && r["port"] == 7000).unwrap_or_else(|| panic!("no tcp record: {recs:?}"));
+    assert_eq!(rec["decision"], "allow", "{rec}");
+    assert!(rec["bytes_up"].as_u64().unwrap() >= 20 && rec["bytes_down"].as_u64().unwrap() >= 30, "bytes are counted: {rec}");
 }
