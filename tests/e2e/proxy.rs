@@ -1060,3 +1060,31 @@ fn a_single_address_tcp_endpoint_is_reached_through_a_transparent_forward() {
     assert_eq!(rec["decision"], "allow", "{rec}");
     assert!(rec["bytes_up"].as_u64().unwrap() >= 20 && rec["bytes_down"].as_u64().unwrap() >= 30, "bytes are counted: {rec}");
 }
+
+/// Finding (proxy, `gate::vet`): a catch-all grant (`0.0.0.0/0:443`, `[::/0]:443`, what a
+/// user writes to mean "the internet") counts as the "explicit CIDR grant" that admits special
+/// addresses, so `CONNECT 169.254.169.254:443`, `127.0.0.1:443`, `[::1]:443`,
+/// `[fd00:ec2::254]:443`, and allowed names pinned to metadata or loopback, all get `200`: the
+/// agent reaches the cloud metadata service and the host's own loopback services (the proxy
+/// dials from the host's namespace). Expected: only a grant that names the special range
+/// itself (e.g. `169.254.169.254/32`, `127.0.0.0/8`) opens it, as docs/proxy.md says
+/// ("grants it explicitly").
+#[test]
+#[ignore = "BUG (proxy): 0.0.0.0/0 and ::/0 grants admit cloud metadata and the host's loopback"]
+fn a_catch_all_cidr_grant_does_not_open_metadata_or_the_hosts_loopback() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("catchall", None) else { return };
+    let lab = Lab::new();
+    let pinned = [("meta.example.com", "169.254.169.254".to_string()), ("loop.example.com", "127.0.0.1".to_string())];
+    let targets = ["169.254.169.254:443", "127.0.0.1:443", "[::1]:443", "meta.example.com:443", "loop.example.com:443", "[fd00:ec2::254]:443"];
+    let mut ops: Vec<Value> = targets.iter().map(|t| json!({"op": "connect", "target": t})).collect();
+    // Control: the grant does open ordinary addresses.
+    ops.push(json!({"op": "tls", "target": format!("{}:443", up.ip), "sni": null, "requests": [get("www.example.com", "/control", "")]}));
+    let (out, l) = probe_with(&lab, &up, "[network]\nallow = [\"0.0.0.0/0:443\", \"[::/0]:443\"]\n", &pinned, &Value::Array(ops));
+    let recs = l.proxy_records();
+    let opened: Vec<String> = targets.iter().zip(&out).filter(|(_, r)| status(r) != 403).map(|(t, r)| format!("CONNECT {t}: {r}")).collect();
+    eprintln!("control through the catch-all grant: {}", out[targets.len()]);
+    assert!(opened.is_empty(), "a catch-all grant opened special addresses:\n{}\n{recs:#?}", opened.join("\n"));
+}
