@@ -598,9 +598,17 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
     assert!(failures.is_empty(), "{} attack(s) not denied and audited:\n{}\naudit records: {recs:#?}", failures.len(), failures.join("\n"));
 }
 
-/// One raw request on its own inspected connection to the fake Gmail.
+/// Raw requests on their own inspected connection to the fake Gmail.
 fn gmail_tls(requests: &[String]) -> Value {
-    json!({"op": "tls", "target": "gmail.googleapis.com:443", "sni": "gmail.googleapis.com", "requests": requests, "read_after": 1.0})
+    json!({"op": "tls", "target": "gmail.googleapis.com:443", "sni": "gmail.googleapis.com", "requests": requests})
+}
+
+/// Like [`gmail_tls`], then reads whatever else the connection carries for up to a second
+/// (the answer to a smuggled request would be there).
+fn gmail_tls_then_read(requests: &[String]) -> Value {
+    let mut v = gmail_tls(requests);
+    v["read_after"] = json!(1.0);
+    v
 }
 
 /// Attacks on the API gate, each on its own connection to the inspected fake Gmail, with the
@@ -663,6 +671,7 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         ("TE chunked, identity", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked, identity\r\n\r\n{chunked_smuggle}")),
         ("TE obs-fold", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nContent-Length: 2\r\nTransfer-Encoding:\r\n chunked\r\n\r\n{{}}{smuggled}")),
         ("two Content-Lengths", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nContent-Length: 2\r\nContent-Length: {}\r\n\r\n{{}}{smuggled}", 2 + smuggled.len())),
+        ("chunk size overflow", format!("POST {bm} HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000002\r\n{{}}\r\n0\r\n\r\n{smuggled}")),
         ("HTTP/2 preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_string()),
         ("h2c upgrade", get(g, m, "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n")),
     ];
@@ -670,7 +679,7 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
     // not match), so the server log shows whether any part of it got through.
     let n_tricks = tricks.len();
     let attacks: Vec<(&str, String)> = tricks.into_iter().chain(smuggling).enumerate().map(|(i, (w, r))| (w, mark(&r, i))).collect();
-    let mut ops: Vec<Value> = attacks.iter().map(|(_, r)| gmail_tls(std::slice::from_ref(r))).collect();
+    let mut ops: Vec<Value> = attacks.iter().map(|(_, r)| gmail_tls_then_read(std::slice::from_ref(r))).collect();
     let base = ops.len();
     let auth_fake = "Authorization: Bearer agent-made-this-up\r\n";
     ops.extend([
@@ -689,6 +698,20 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         json!({"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/headers", "")]}),
         // ALPN: h2 is never negotiated.
         json!({"op": "tls", "target": format!("{g}:443"), "sni": g, "alpn": ["h2", "http/1.1"], "requests": [get(g, "/gmail/v1/users/me/labels", "")]}),
+        // Allowed GETs whose bodies hold a send: forwarded with their framing (the server
+        // reads the body as a body) or refused, never split into two requests.
+        gmail_tls(&[format!("GET {m}/m1?body=cl HTTP/1.1\r\nHost: {g}\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len())]),
+        gmail_tls(&[format!("GET {m}/m1?body=chunked HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len())]),
+        // Trailers of an allowed chunked request carry an override and a credential.
+        gmail_tls(&[format!(
+            "POST {bm}?trailers=1 HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\nX-HTTP-Method-Override: DELETE\r\nAuthorization: Bearer agent-trailer\r\n\r\n"
+        )]),
+        // A WebSocket upgrade the server declines (200, not 101), then a send on the same
+        // connection: the proxy must keep parsing HTTP instead of relaying blindly.
+        gmail_tls(&[
+            get(g, "/gmail/v1/users/me/labels?upgrade=1", "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+            post(g, &format!("{m}/send?after-upgrade=1"), "", "{}"),
+        ]),
     ]);
     let (out, l) = probe(&lab, &up, &[], &Value::Array(ops));
     let recs = l.proxy_records();
@@ -696,15 +719,16 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
     let mut failures = Vec::new();
     let refused = |r: &Value| {
         let rs = r["responses"].as_array().cloned().unwrap_or_default();
-        // 4xx, or 501 for a transfer coding the proxy does not implement (RFC 9112 §6.1).
-        rs.iter().all(|x| (400..500).contains(&status(x)) || status(x) == 501) && r["after"].as_str().is_none_or(|a| !a.contains("HTTP/1.1 200"))
+        // 4xx; 501 for a transfer coding the proxy does not implement (RFC 9112 §6.1); 502
+        // when a streamed body turns out malformed after the head was checked.
+        rs.iter().all(|x| (400..500).contains(&status(x)) || status(x) == 501 || status(x) == 502) && r["after"].as_str().is_none_or(|a| !a.contains("HTTP/1.1 200"))
     };
     let gmail_denials = recs.iter().filter(|r| r["decision"] == "deny" && lower_host(r) == g).count();
     let mut table = String::new();
     for (i, (what, _)) in attacks.iter().enumerate() {
         let r = &out[i];
         let first = &r["responses"][0];
-        table.push_str(&format!("  {what:<34} {} {}\n", if first.is_null() { r["error"].to_string() } else { first["status"].to_string() }, first["reason"].as_str().or(r["error"].as_str()).unwrap_or("")));
+        table.push_str(&format!("  {what:<34} {:>6}s {} {}\n", r["elapsed"], if first.is_null() { r["error"].to_string() } else { first["status"].to_string() }, first["reason"].as_str().or(r["error"].as_str()).unwrap_or("")));
         if !refused(r) {
             failures.push(format!("{what}: not refused: {r}"));
         }
@@ -780,6 +804,24 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
     }
     if out[base + 7]["alpn"] == "h2" {
         failures.push(format!("the proxy negotiated h2: {}", out[base + 7]));
+    }
+    for (k, q) in [(8, "body=cl"), (9, "body=chunked")] {
+        if let Some(seen) = reqs.iter().find(|r| r["target"].as_str().unwrap().contains(q))
+            && seen["body_len"] != smuggled.len()
+        {
+            failures.push(format!("GET with a body ({q}): the server read {} body bytes, not {}: {seen} / {}", seen["body_len"], smuggled.len(), out[base + k]));
+        }
+    }
+    if let Some(seen) = reqs.iter().find(|r| r["target"].as_str().unwrap().contains("trailers=1")) {
+        let bad: Vec<&Value> = seen["trailers"].as_array().unwrap().iter().filter(|t| t.as_str().unwrap().to_ascii_lowercase().starts_with("x-http-method-override") || t.as_str().unwrap().contains("agent-trailer")).collect();
+        if !bad.is_empty() {
+            failures.push(format!("trailers reached the server unfiltered: {bad:?}"));
+        }
+    }
+    let up_r = &out[base + 11];
+    let st: Vec<i64> = up_r["responses"].as_array().unwrap().iter().map(status).collect();
+    if st.get(1).is_some_and(|s| !(400..500).contains(s)) || reqs.iter().any(|r| r["target"].as_str().unwrap().contains("after-upgrade")) {
+        failures.push(format!("a send after a declined upgrade got through: {up_r}"));
     }
     assert!(!l.log_text().contains(GMAIL_TOKEN) && !l.log_text().contains(FILES_KEY), "a secret reached the audit log");
     assert!(failures.is_empty(), "{} API gate check(s) failed:\n{}\nserver saw: {reqs:#?}", failures.len(), failures.join("\n"));
