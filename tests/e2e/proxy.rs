@@ -526,6 +526,8 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
         // Controls.
         json!({"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/control", "")]}),
         json!({"op": "urllib", "url": "http://plain.example.com/control"}),
+        // SNI mismatch hidden in a ClientHello split over two records, sent in pieces.
+        json!({"op": "tls_fragmented", "target": "www.example.com:443", "sni": "evil.test", "path": "/frag-evil", "split": "records"}),
     ]);
     let (out, l) = probe(&lab, &up, &pinned, &Value::Array(ops));
     let recs = l.proxy_records();
@@ -569,6 +571,10 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
     }
     if status(&out[t + 4]) == 200 {
         failures.push(format!("plain http to the gmail API on port 80: {}", out[t + 4]));
+    }
+    let sni_denials = recs.iter().filter(|r| r["decision"] == "deny" && r["mode"] == "tunnel" && r["reason"].as_str().is_some_and(|x| x.contains("evil.test"))).count();
+    if out[t + 8]["status"] == 200 || sni_denials < 2 {
+        failures.push(format!("SNI evil.test in a fragmented ClientHello: {} ({sni_denials} tunnel denials name evil.test, want 2)", out[t + 8]));
     }
     if !recs.iter().any(|r| lower_host(r) == "plainapi.example.org") {
         failures.push(format!("plain http to plainapi.example.org: no audit record ({})", out[t + 5]));
@@ -805,6 +811,10 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
     if out[base + 7]["alpn"] == "h2" {
         failures.push(format!("the proxy negotiated h2: {}", out[base + 7]));
     }
+    for (k, what) in [(8, "GET + CL body"), (9, "GET + chunked body"), (10, "chunked with trailers"), (11, "declined upgrade, then send")] {
+        let st: Vec<String> = out[base + k]["responses"].as_array().unwrap().iter().map(|x| format!("{} {}", status(x), x["reason"].as_str().unwrap_or(""))).collect();
+        eprintln!("  {what:<34} {st:?}");
+    }
     for (k, q) in [(8, "body=cl"), (9, "body=chunked")] {
         if let Some(seen) = reqs.iter().find(|r| r["target"].as_str().unwrap().contains(q))
             && seen["body_len"] != smuggled.len()
@@ -870,6 +880,9 @@ fn benign_tools_work_through_the_proxy() {
         {"op": "sse", "target": "www.example.com:443", "path": "/events"},
         {"op": "ws", "target": "files.example.net:443", "path": "/ws", "messages": ["hello", "x".repeat(300)]},
         {"op": "ws", "target": "ws.example.com:443", "path": "/ws", "messages": ["tunnelled"]},
+        // A ClientHello arriving in 7-byte pieces, and split over two TLS records.
+        {"op": "tls_fragmented", "target": "www.example.com:443", "path": "/frag-tcp", "split": "tcp"},
+        {"op": "tls_fragmented", "target": "www.example.com:443", "path": "/frag-records", "split": "records"},
     ]);
     let (out, l) = probe(&lab, &up, &[], &ops);
     let mut failures = Vec::new();
@@ -904,6 +917,8 @@ fn benign_tools_work_through_the_proxy() {
     }
     check(out[13]["status"] == 101 && out[13]["accept_ok"] == true && out[13]["echo"] == json!(["hello", "x".repeat(300)]) && out[13]["close_echoed"] == true, "WebSocket (inspect)", &out[13]);
     check(out[14]["status"] == 101 && out[14]["echo"] == json!(["tunnelled"]), "WebSocket (tunnel)", &out[14]);
+    check(out[15]["status"] == 200, "a ClientHello in small TCP pieces (tunnel)", &out[15]);
+    check(out[16]["status"] == 200, "a ClientHello split over two TLS records (tunnel)", &out[16]);
 
     // The server saw the credentials where they belong.
     let reqs = up.requests();
