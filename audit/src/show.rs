@@ -113,7 +113,8 @@ pub fn summary(ev: &Event) -> String {
                 Verdict::Deny => "DENY",
             };
             let what = match (method, path) {
-                (Some(m), Some(p)) => format!("{m} {host}:{port}{p}"),
+                (Some(m), Some(p)) if p.starts_with('/') => format!("{m} {host}:{port}{p}"),
+                (Some(m), Some(p)) => format!("{m} {host}:{port} {p}"),
                 _ => format!("{host}:{port}"),
             };
             format!(

@@ -598,6 +598,10 @@ impl<'a> Conn<'a> {
             }
         };
         let upstream_closes = http1::header(&resp.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+        let resp = http1::ResponseHead {
+            headers: http1::forwardable_response_headers(&method, &resp, framing, false),
+            ..resp
+        };
         let relayed = http1::write_response_head(client.get_mut(), &resp)
             .map_err(|e| e.to_string())
             .and_then(|_| http1::copy_body(up, client.get_mut(), framing, None).map_err(|e| e.to_string()));
@@ -741,6 +745,10 @@ impl<'a> Conn<'a> {
                 self.emit(Record { reason, ..rec });
                 return Next::Close;
             }
+        };
+        let resp = http1::ResponseHead {
+            headers: http1::forwardable_response_headers(&req.head.method, &resp, framing, false),
+            ..resp
         };
         let relayed = http1::write_response_head(&mut self.stream, &resp)
             .map_err(|e| e.to_string())
