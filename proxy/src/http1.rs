@@ -235,10 +235,10 @@ fn read_head_bytes<R: BufRead>(
     what: &'static str,
 ) -> Result<Option<Vec<u8>>, HttpError> {
     let mut head: Vec<u8> = Vec::with_capacity(1024);
-    let mut total = 0usize; // bytes seen, including skipped leading CRLFs
+    let mut total = 0usize; // bytes consumed, including skipped leading CRLFs
     let mut leading = true; // still before the first byte of the start line
     let mut prev_cr = false;
-    let mut line_len = 0usize;
+    let mut line_empty = true;
     loop {
         let buf = match fill(r, "reading a message head") {
             Ok(buf) => buf,
@@ -265,49 +265,65 @@ fn read_head_bytes<R: BufRead>(
                 Err(HttpError::TruncatedHead)
             };
         }
+        // Only look at as many bytes as the limit still allows.
+        let room = max_head.saturating_sub(total);
+        if room == 0 {
+            return Err(HttpError::HeadTooLarge { limit: max_head });
+        }
+        let scan = &buf[..buf.len().min(room)];
         // Where this buffer's part of the head starts (None while skipping leading CRLFs).
         let mut start = if leading { None } else { Some(0) };
         let mut end = None;
-        for (i, &b) in buf.iter().enumerate() {
-            total += 1;
-            if total > max_head {
-                return Err(HttpError::HeadTooLarge { limit: max_head });
-            }
+        let mut i = 0;
+        while i < scan.len() {
             if prev_cr {
                 prev_cr = false;
-                if b != b'\n' {
+                if scan[i] != b'\n' {
                     return Err(HttpError::BareCr { what });
                 }
-                if line_len == 0 && !leading {
+                if line_empty && !leading {
                     end = Some(i);
                     break;
                 }
-                line_len = 0;
+                line_empty = true;
+                i += 1;
                 continue;
             }
-            match b {
-                b'\r' => prev_cr = true,
-                b'\n' => return Err(HttpError::BareLf { what }),
-                0 => return Err(HttpError::NulByte { what }),
-                _ => {
-                    if leading {
-                        leading = false;
-                        start = Some(i);
-                    }
-                    line_len += 1;
-                }
+            // Fast path: skip the run of bytes above CR (everything printable); only CR,
+            // LF, NUL and other control bytes need a decision.
+            let run = i;
+            while i < scan.len() && scan[i] > b'\r' {
+                i += 1;
             }
+            let special = scan.get(i).copied();
+            if i > run || special.is_some_and(|b| b != b'\r' && b != b'\n' && b != 0) {
+                // Content (other control bytes such as HTAB are judged by the parser).
+                if leading {
+                    leading = false;
+                    start = Some(run);
+                }
+                line_empty = false;
+            }
+            match special {
+                None => break,
+                Some(b'\r') => prev_cr = true,
+                Some(b'\n') => return Err(HttpError::BareLf { what }),
+                Some(0) => return Err(HttpError::NulByte { what }),
+                Some(_) => {}
+            }
+            i += 1;
         }
-        let n = buf.len();
         match (start, end) {
-            (Some(s), Some(i)) => {
-                head.extend_from_slice(&buf[s..=i]);
-                r.consume(i + 1);
+            (Some(s), Some(e)) => {
+                head.extend_from_slice(&buf[s..=e]);
+                r.consume(e + 1);
                 return Ok(Some(head));
             }
-            (Some(s), None) => head.extend_from_slice(&buf[s..]),
+            (Some(s), None) => head.extend_from_slice(&scan[s..]),
             (None, _) => {}
         }
+        let n = scan.len();
+        total += n;
         r.consume(n);
     }
 }
@@ -320,23 +336,10 @@ fn split_first_line(head: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Parses the header block with httparse after checking the shapes httparse would report
-/// only vaguely (obs-fold, whitespace before the colon), so each gets its own error.
+/// Parses the header block with httparse. httparse refuses obs-fold and whitespace before
+/// the colon as a bad header name; only then is the block looked at again, so that each of
+/// these smuggling shapes gets its own error.
 fn parse_header_block(block: &[u8]) -> Result<Vec<Header>, HttpError> {
-    for line in block.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Err(HttpError::ObsFold);
-        }
-        let name_end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
-        let name = &line[..name_end];
-        if name.last().is_some_and(|&b| b == b' ' || b == b'\t') {
-            return Err(HttpError::SpaceBeforeColon);
-        }
-    }
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match httparse::parse_headers(block, &mut slots) {
         Ok(httparse::Status::Complete((_, parsed))) => Ok(parsed
@@ -351,8 +354,26 @@ fn parse_header_block(block: &[u8]) -> Result<Vec<Header>, HttpError> {
         Err(httparse::Error::HeaderValue) => Err(HttpError::InvalidHeaderValue {
             name: String::from("a header"),
         }),
-        Err(_) => Err(HttpError::InvalidHeaderName),
+        Err(_) => Err(diagnose_header_block(block)),
     }
+}
+
+/// Names the first obs-fold or whitespace-before-colon line of a block httparse refused.
+fn diagnose_header_block(block: &[u8]) -> HttpError {
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            return HttpError::ObsFold;
+        }
+        let name_end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
+        if line[..name_end]
+            .last()
+            .is_some_and(|&b| b == b' ' || b == b'\t')
+        {
+            return HttpError::SpaceBeforeColon;
+        }
+    }
+    HttpError::InvalidHeaderName
 }
 
 fn is_tchar(b: u8) -> bool {
