@@ -183,6 +183,7 @@ const NAMES: &[&str] = &[
     "export.arxiv.org",
     "docs.python.org",
     "plainapi.example.org",
+    "nocert.example.org",
 ];
 
 /// One proxy-mode launch: what the agent printed and exited with, the audit log's
@@ -208,6 +209,12 @@ impl Launch {
 /// the upstream, the test CA trusted upstream, `GMAIL_TOKEN` in aegis-exec's own environment
 /// only. `cmd` empty: the bundle's own command.
 fn launch(lab: &Lab, up: &Upstream, bundle: &Path, params: &[(&str, &Path)], env: &[(&str, &str)], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
+    launch_ca(lab, up, true, bundle, params, env, extra_resolve, cmd)
+}
+
+/// [`launch`], passing the test CA with `--upstream-ca` only when `with_ca`.
+#[allow(clippy::too_many_arguments)]
+fn launch_ca(lab: &Lab, up: &Upstream, with_ca: bool, bundle: &Path, params: &[(&str, &Path)], env: &[(&str, &str)], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
     let log = lab.path(&format!("audit-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
     let mut c = Command::new(bin("aegis-exec"));
     c.env("AEGIS_STATE_DIR", &lab.state)
@@ -217,9 +224,10 @@ fn launch(lab: &Lab, up: &Upstream, bundle: &Path, params: &[(&str, &Path)], env
         .arg(&lab.public)
         .arg("--audit-log")
         .arg(&log)
-        .arg("--upstream-ca")
-        .arg(&up.pki.ca)
         .args(up.resolve_args(NAMES));
+    if with_ca {
+        c.arg("--upstream-ca").arg(&up.pki.ca);
+    }
     for (name, ip) in extra_resolve {
         c.arg("--resolve").arg(format!("{name}={ip}"));
     }
@@ -265,10 +273,15 @@ fn probe(lab: &Lab, up: &Upstream, extra_resolve: &[(&str, String)], ops: &Value
 
 /// [`probe`] with more policy text appended to the gate policy's extension.
 fn probe_with(lab: &Lab, up: &Upstream, extra_toml: &str, extra_resolve: &[(&str, String)], ops: &Value) -> (Vec<Value>, Launch) {
+    probe_ca(lab, up, true, extra_toml, extra_resolve, ops)
+}
+
+/// [`probe_with`], passing the test CA to the proxy only when `with_ca`.
+fn probe_ca(lab: &Lab, up: &Upstream, with_ca: bool, extra_toml: &str, extra_resolve: &[(&str, String)], ops: &Value) -> (Vec<Value>, Launch) {
     let (bundle, params) = gate_bundle(lab, extra_toml);
     let params: Vec<(&str, &Path)> = params.iter().map(|(k, v)| (*k, v.as_path())).collect();
     let client = fixtures().join("client.py").display().to_string();
-    let l = launch(lab, up, &bundle, &params, &[], extra_resolve, &["/usr/bin/python3", &client, &ops.to_string()]);
+    let l = launch_ca(lab, up, with_ca, &bundle, &params, &[], extra_resolve, &["/usr/bin/python3", &client, &ops.to_string()]);
     assert_eq!(l.run.code, 0, "the probe agent failed: exit {}\n{}\n{}", l.run.code, l.run.stdout, l.run.stderr);
     let out: Vec<Value> = serde_json::from_str(l.run.stdout.trim()).unwrap_or_else(|e| panic!("probe output {e}: {}\n{}", l.run.stdout, l.run.stderr));
     assert_eq!(out.len(), ops.as_array().unwrap().len());
@@ -526,6 +539,13 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
         // Controls.
         json!({"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/control", "")]}),
         json!({"op": "urllib", "url": "http://plain.example.com/control"}),
+        // One plain connection to the proxy: an allowed forward, then a denied one, then a
+        // denied CONNECT.
+        json!({"op": "proxy_raw", "requests": [
+            "GET http://plain.example.com/keepalive-1 HTTP/1.1\r\nHost: plain.example.com\r\n\r\n",
+            "GET http://evil.test/keepalive-2 HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+            "CONNECT evilexample.com:443 HTTP/1.1\r\nHost: evilexample.com:443\r\n\r\n",
+        ]}),
         // SNI mismatch hidden in a ClientHello split over two records, sent in pieces.
         json!({"op": "tls_fragmented", "target": "www.example.com:443", "sni": "evil.test", "path": "/frag-evil", "split": "records"}),
     ]);
@@ -573,8 +593,13 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
         failures.push(format!("plain http to the gmail API on port 80: {}", out[t + 4]));
     }
     let sni_denials = recs.iter().filter(|r| r["decision"] == "deny" && r["mode"] == "tunnel" && r["reason"].as_str().is_some_and(|x| x.contains("evil.test"))).count();
-    if out[t + 8]["status"] == 200 || sni_denials < 2 {
-        failures.push(format!("SNI evil.test in a fragmented ClientHello: {} ({sni_denials} tunnel denials name evil.test, want 2)", out[t + 8]));
+    if out[t + 9]["status"] == 200 || sni_denials < 2 {
+        failures.push(format!("SNI evil.test in a fragmented ClientHello: {} ({sni_denials} tunnel denials name evil.test, want 2)", out[t + 9]));
+    }
+    let ka: Vec<i64> = out[t + 8]["responses"].as_array().unwrap().iter().map(status).collect();
+    // The connection may close after the first denial; nothing after it may succeed.
+    if ka.first() != Some(&200) || ka[1..].iter().any(|s| *s != 403) {
+        failures.push(format!("keep-alive on the proxy connection: want [200, 403, 403] (or closed after a 403), got {}", out[t + 8]));
     }
     if !recs.iter().any(|r| lower_host(r) == "plainapi.example.org") {
         failures.push(format!("plain http to plainapi.example.org: no audit record ({})", out[t + 5]));
@@ -585,7 +610,7 @@ fn destination_attacks_are_denied_audited_and_never_reach_a_server() {
 
     let reqs = up.requests();
     for r in &reqs {
-        let control = r["path"] == "/control" && (r["host"] == "www.example.com" || r["host"] == "plain.example.com");
+        let control = (r["path"] == "/control" && (r["host"] == "www.example.com" || r["host"] == "plain.example.com")) || r["path"] == "/keepalive-1";
         // The plain-HTTP API may be served (the rules allow it), but without its credential.
         let plain_api = r["host"] == "plainapi.example.org";
         if !control && !plain_api {
@@ -640,6 +665,7 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         ("dotdot", post(g, &format!("{m}/x/../send"), "", "{}")),
         ("%2e%2e", post(g, &format!("{m}/x/%2e%2e/send"), "", "{}")),
         ("%2E%2E upper", post(g, &format!("{m}/x/%2E%2E/send"), "", "{}")),
+        ("%2e", post(g, &format!("{m}/%2e/send"), "", "{}")),
         ("%2F", post(g, &format!("{m}/..%2Fmessages%2Fsend/modify"), "", "{}")),
         ("%2f in one segment", get(g, &format!("{m}/..%2fdrafts%2fsend"), "X-HTTP-Method-Override: POST\r\n")),
         (";x", post(g, &format!("{m}/send;x"), "", "{}")),
@@ -1105,7 +1131,7 @@ fn a_single_address_tcp_endpoint_is_reached_through_a_transparent_forward() {
         {"op": "tcp_echo", "host": ip, "port": 443, "lines": [], "timeout": 1},
     ]);
     let (out, l) = probe_with(&lab, &up, &format!("[network]\nallow = [\"{ip}:7000\"]\n"), &[], &ops);
-    assert_eq!(out[0]["greeting"], "echo 7000", "{}", out[0]);
+    assert_eq!(out[0]["greeting"], "echo 7000", "{}\naudit: {:?}\nserver: {:?}", out[0], l.proxy_records(), up.requests());
     assert_eq!(out[0]["echo"], json!(["SELECT 1;", "SELECT 2;"]), "{}", out[0]);
     assert!(out[1].get("error").is_some(), "port 7001 is not granted: {}", out[1]);
     assert!(out[2].get("error").is_some(), "port 443 is not granted: {}", out[2]);
@@ -1144,4 +1170,28 @@ fn a_catch_all_cidr_grant_does_not_open_metadata_or_the_hosts_loopback() {
     let opened: Vec<String> = targets.iter().zip(&out).filter(|(_, r)| status(r) != 403).map(|(t, r)| format!("CONNECT {t}: {r}")).collect();
     eprintln!("control through the catch-all grant: {}", out[targets.len()]);
     assert!(opened.is_empty(), "a catch-all grant opened special addresses:\n{}\n{recs:#?}", opened.join("\n"));
+}
+
+/// The proxy verifies upstream TLS: an API host whose certificate does not name it
+/// (`nocert.example.org`), and every inspected host when the test CA is not passed with
+/// `--upstream-ca`, are answered 502 and never receive a request, so their credentials are
+/// never sent.
+#[test]
+fn the_proxy_verifies_upstream_tls_before_sending_a_credential() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("verify", None) else { return };
+    let lab = Lab::new();
+    let nocert = json!({"op": "tls", "target": "nocert.example.org:443", "sni": "nocert.example.org", "requests": [get("nocert.example.org", "/secret", "")]});
+    let gmail = gmail_tls(&[get("gmail.googleapis.com", "/gmail/v1/users/me/labels", "")]);
+    let (out, l) = probe(&lab, &up, &[], &json!([nocert, gmail]));
+    assert_eq!(out[0]["responses"][0]["status"], 502, "a certificate without the API's name: {}", out[0]);
+    assert_eq!(out[1]["responses"][0]["status"], 200, "control: {}", out[1]);
+    assert!(l.proxy_records().iter().any(|r| r["host"] == "nocert.example.org"), "the failure is audited");
+    let (out, _) = probe_ca(&lab, &up, false, "", &[], &json!([gmail]));
+    assert_eq!(out[0]["responses"][0]["status"], 502, "an upstream CA the proxy does not trust: {}", out[0]);
+    let reqs = up.requests();
+    let hosts: Vec<&Value> = reqs.iter().map(|r| &r["host"]).collect();
+    assert_eq!(hosts, [&json!("gmail.googleapis.com")], "only the control reached the server: {reqs:?}");
 }
