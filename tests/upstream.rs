@@ -8,7 +8,9 @@
 //! Invariants: X is claimed atomically (creating the host-side link `aegupXh` fails if another
 //! test or process holds X), so tests run in parallel; nothing is routed off the machine and
 //! nothing touches `/etc/hosts` (names reach the upstream through `aegis-exec --resolve`);
-//! `Drop` kills the servers and deletes the veth pair and the namespace, also on panic.
+//! `Drop` kills the servers and deletes the veth pair and the namespace, also on panic; the
+//! servers also die with the test's thread, and namespaces of dead test processes are deleted
+//! by the next run.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::Ipv4Addr;
@@ -104,9 +106,33 @@ fn must(c: &mut Command, what: &str) {
     assert!(o.status.success(), "{what}: {c:?}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
 
+unsafe extern "C" {
+    fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+}
+
+const PR_SET_PDEATHSIG: i32 = 1;
+const SIGKILL: u64 = 9;
+
+/// Deletes upstream namespaces left by test processes that no longer exist (killed before
+/// their `Drop` ran); deleting a namespace also deletes its veth pair. Runs once per process.
+fn remove_stale_namespaces() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("aegis-up-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = ip_cmd().args(["netns", "del", &name]).stderr(Stdio::null()).status();
+            }
+        }
+    });
+}
+
 impl Upstream {
     /// Creates the namespace, the veth pair and the PKI (no servers yet: see [`Upstream::serve`]).
     pub fn start(name: &str) -> Upstream {
+        remove_stale_namespaces();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let dir = tempfile::Builder::new().prefix(&format!("aegis-up-{name}-")).tempdir_in("/var/tmp").unwrap();
@@ -186,12 +212,18 @@ impl Upstream {
         std::fs::write(self.log_path(), "").unwrap();
         let err_path = self.dir.path().join("server.stderr");
         let script = repo_root().join("tests/fixtures/proxy/server.py");
-        let mut child = self
-            .exec(&["/usr/bin/python3", "-u", &script.display().to_string(), &cfg_path.display().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&err_path).unwrap())
-            .spawn()
-            .unwrap();
+        let mut cmd = self.exec(&["/usr/bin/python3", "-u", &script.display().to_string(), &cfg_path.display().to_string()]);
+        cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&err_path).unwrap());
+        // The servers die with the test (thread) that started them, even when it is killed
+        // before `Drop` runs (`ip netns exec` execs python, which keeps the setting).
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
         let out = child.stdout.take().unwrap();
         self.servers.push(child);
         let (tx, rx) = std::sync::mpsc::channel();
