@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aegis_audit::{AuditContext, AuditWriter, Event, Verdict as AuditVerdict, WriterOptions};
+use aegis_audit::{AuditContext, AuditWriter, Durability, Event, Verdict as AuditVerdict, WriterOptions};
 use aegis_compiler::eval::{Query, Verdict};
 use serde_json::{Value, json};
 
@@ -31,6 +31,8 @@ use crate::registry::{Provenance, Registered, Registry, Trust};
 pub const MAX_CONNECTIONS: usize = 64;
 /// An idle connection is closed after this long without a complete request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a record waits for its sync with `--audit-group-commit`.
+pub const GROUP_COMMIT_DELAY: Duration = Duration::from_millis(20);
 /// A peer that does not read its responses is dropped after this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,6 +41,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Config {
     pub socket: PathBuf,
     pub audit_log: Option<PathBuf>,
+    /// `--audit-group-commit`: sync the log at most every [`GROUP_COMMIT_DELAY`] instead of
+    /// before every answer. A crash of aegisd still loses nothing (records are written
+    /// before the answer); a power loss may lose the last window.
+    pub group_commit: bool,
     pub trust: Trust,
     /// `--group`: its members are admitted (and the socket is mode 0660, that group).
     pub group: Option<u32>,
@@ -63,9 +69,14 @@ pub struct Server {
 impl Server {
     /// Opens the audit log and binds the socket (see [`crate::socket::bind`]).
     pub fn bind(config: Config) -> Result<Server, StartError> {
+        let durability = if config.group_commit {
+            Durability::Group { max_records: 256, max_delay: GROUP_COMMIT_DELAY }
+        } else {
+            Durability::EveryRecord
+        };
         let audit = match &config.audit_log {
             Some(p) => Some(Mutex::new(
-                AuditWriter::open(p, WriterOptions::default())
+                AuditWriter::open(p, WriterOptions { durability, ..WriterOptions::default() })
                     .map_err(|e| StartError::Audit { path: p.clone(), message: e.to_string() })?,
             )),
             None => None,

@@ -302,7 +302,8 @@ fn answers_agree_with_the_reference_evaluator_and_each_decision_is_audited() {
 
 #[test]
 fn register_replaces_validates_parameters_and_is_audited() {
-    let d = Daemon::start(&[]);
+    // Group commit syncs later, but still writes each record before its answer.
+    let d = Daemon::start(&["--audit-group-commit"]);
     let ca = policy("coding-agent.toml");
     register(&d, &ca, json!({"WORKSPACE":"/home/u/repo"}));
     let q = json!({"op":"check-fs","agent":"coding-agent","access":"write","path":"/srv/checkout/a.rs"});

@@ -25,6 +25,9 @@ struct Args {
     /// Append one hash-chained record per decision to this audit log.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Sync the audit log every 20 ms (group commit) instead of before every answer.
+    #[arg(long, requires = "audit_log")]
+    audit_group_commit: bool,
     /// Minisign public key that registered bundles must be signed with.
     #[arg(long, conflicts_with = "allow_unsigned")]
     trust_key: Option<PathBuf>,
@@ -48,7 +51,13 @@ fn start(args: Args) -> Result<(), StartError> {
         Some(g) => Some(aegis_daemon::peer::resolve_group(g).ok_or_else(|| StartError::UnknownGroup(g.clone()))?),
         None => None,
     };
-    let server = Server::bind(Config { socket: args.socket, audit_log: args.audit_log, trust, group })?;
+    let server = Server::bind(Config {
+        socket: args.socket,
+        audit_log: args.audit_log,
+        group_commit: args.audit_group_commit,
+        trust,
+        group,
+    })?;
     server.exit_on_signals(signals)?;
     eprintln!(
         "aegisd: serving {} (mode {}{})",
