@@ -207,14 +207,15 @@ impl Launch {
 
 /// `aegis-exec` in proxy mode: every name of [`NAMES`] (and `extra_resolve`) pinned to
 /// the upstream, the test CA trusted upstream, `GMAIL_TOKEN` in aegis-exec's own environment
-/// only. `cmd` empty: the bundle's own command.
-fn launch(lab: &Lab, up: &Upstream, bundle: &Path, params: &[(&str, &Path)], env: &[(&str, &str)], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
+/// only; `env` are `--env` arguments (`NAME=VALUE` or `NAME`). `cmd` empty: the bundle's own
+/// command.
+fn launch(lab: &Lab, up: &Upstream, bundle: &Path, params: &[(&str, &Path)], env: &[&str], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
     launch_ca(lab, up, true, bundle, params, env, extra_resolve, cmd)
 }
 
 /// [`launch`], passing the test CA with `--upstream-ca` only when `with_ca`.
 #[allow(clippy::too_many_arguments)]
-fn launch_ca(lab: &Lab, up: &Upstream, with_ca: bool, bundle: &Path, params: &[(&str, &Path)], env: &[(&str, &str)], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
+fn launch_ca(lab: &Lab, up: &Upstream, with_ca: bool, bundle: &Path, params: &[(&str, &Path)], env: &[&str], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
     let log = lab.path(&format!("audit-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
     let mut c = Command::new(bin("aegis-exec"));
     c.env("AEGIS_STATE_DIR", &lab.state)
@@ -234,8 +235,8 @@ fn launch_ca(lab: &Lab, up: &Upstream, with_ca: bool, bundle: &Path, params: &[(
     for (k, v) in params {
         c.arg("--param").arg(format!("{k}={}", v.display()));
     }
-    for (k, v) in env {
-        c.arg("--env").arg(format!("{k}={v}"));
+    for e in env {
+        c.arg("--env").arg(e);
     }
     c.arg(bundle);
     if !cmd.is_empty() {
@@ -438,7 +439,7 @@ fn research_agent_reads_allowed_sites_and_nothing_else() {
     let out_s = out.display().to_string();
     let pythonpath = out.join("code").display().to_string();
     let probes = "https://example.com/ https://evil.test/exfiltrate?notes=1 https://evilexample.com/ https://example.com.evil.com/ https://www.example.com/";
-    let l = launch(&lab, &up, &bundle, &[("OUTPUT", out.as_path())], &[("OUTPUT", &out_s), ("PYTHONPATH", &pythonpath), ("RESEARCH_PROBES", probes)], &[], &[]);
+    let l = launch(&lab, &up, &bundle, &[("OUTPUT", out.as_path())], &[&format!("OUTPUT={out_s}"), &format!("PYTHONPATH={pythonpath}"), &format!("RESEARCH_PROBES={probes}")], &[], &[]);
     assert_eq!(l.run.code, 0, "exit {}\n{}\n{}", l.run.code, l.run.stdout, l.run.stderr);
     let summary: Value = serde_json::from_str(l.run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}\n{}", l.run.stdout, l.run.stderr));
     eprintln!("research agent: {summary}");
@@ -1194,4 +1195,41 @@ fn the_proxy_verifies_upstream_tls_before_sending_a_credential() {
     let reqs = up.requests();
     let hosts: Vec<&Value> = reqs.iter().map(|r| &r["host"]).collect();
     assert_eq!(hosts, [&json!("gmail.googleapis.com")], "only the control reached the server: {reqs:?}");
+}
+
+/// An operator who passes the credential's variable to the agent (`--env GMAIL_TOKEN`, which
+/// would copy aegis-exec's own value) still gives the agent only a placeholder; the file a
+/// `from_file` credential comes from is unreadable inside the sandbox; neither secret is in
+/// any environment, command line or file the agent can see.
+#[test]
+fn credential_variables_and_files_never_reach_the_agent() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("secrets", None) else { return };
+    let lab = Lab::new();
+    let (bundle, params) = gate_bundle(&lab, "");
+    let params: Vec<(&str, &Path)> = params.iter().map(|(k, v)| (*k, v.as_path())).collect();
+    let key_file = lab.path("files.key").display().to_string();
+    let ops = json!([
+        {"op": "env"},
+        {"op": "secrets", "needle_hex": to_hex(GMAIL_TOKEN), "dirs": []},
+        {"op": "secrets", "needle_hex": to_hex(FILES_KEY), "dirs": []},
+        {"op": "run", "argv": ["/usr/bin/python3", "-c", format!("open({key_file:?}).read()")]},
+        {"op": "urllib", "url": "https://gmail.googleapis.com/gmail/v1/users/me/labels"},
+    ]);
+    let client = fixtures().join("client.py").display().to_string();
+    let l = launch(&lab, &up, &bundle, &params, &["GMAIL_TOKEN"], &[], &["/usr/bin/python3", &client, &ops.to_string()]);
+    assert_eq!(l.run.code, 0, "exit {}\n{}\n{}", l.run.code, l.run.stdout, l.run.stderr);
+    let out: Vec<Value> = serde_json::from_str(l.run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}\n{}", l.run.stdout, l.run.stderr));
+    let seen = out[0]["env"]["GMAIL_TOKEN"].as_str().unwrap_or("");
+    assert!(!seen.contains(GMAIL_TOKEN), "--env GMAIL_TOKEN gave the agent the real token");
+    assert!(!seen.is_empty(), "a tool that insists on the variable sees a placeholder: {}", out[0]["env"]);
+    assert_eq!(out[1]["found"], json!([]), "{}", out[1]);
+    assert_eq!(out[2]["found"], json!([]), "{}", out[2]);
+    assert_ne!(out[3]["rc"], 0, "the from_file secret is readable in the sandbox: {}", out[3]);
+    assert_eq!(status(&out[4]), 200, "the proxy still injects the real token: {}", out[4]);
+    let reqs = up.requests();
+    assert_eq!(header_values(&reqs[0], "Authorization"), [format!("Bearer {GMAIL_TOKEN}")], "{reqs:?}");
+    assert!(!l.log_text().contains(GMAIL_TOKEN) && !l.log_text().contains(FILES_KEY));
 }
