@@ -547,6 +547,24 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
         assert_eq!(error_code(&v), *code, "{}", String::from_utf8_lossy(line));
         assert!(v["error"]["message"].is_string());
     }
+    // Random bytes (no newline, not all blank): one error each, in step.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..300 {
+        let len = 1 + (i * 37) % 700;
+        let mut line: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .filter(|b| *b != b'\n')
+            .collect();
+        line.push(b'{');
+        c.send(&line);
+        let v = c.recv().expect("an answer to garbage");
+        assert_eq!(error_code(&v), "aegis::daemon::malformed_request");
+    }
     // Same connection, still in step.
     c.send(&serde_json::to_vec(&ok).unwrap());
     assert_eq!(c.recv().unwrap()["verdict"], "ALLOW");
