@@ -237,11 +237,11 @@ impl<'a> Conn<'a> {
         let _ = self.stream.set_nodelay(true);
         let _ = self.stream.set_read_timeout(Some(IDLE_TIMEOUT));
         let Ok(read_half) = self.stream.try_clone() else { return };
-        let mut rd = BufReader::with_capacity(16 * 1024, read_half);
+        let mut rd = BufReader::with_capacity(64 * 1024, read_half);
         loop {
             let req = match read_request(&mut rd) {
                 Ok(Some(r)) => r,
-                Ok(None) => return,
+                Ok(None) | Err(http1::HttpError::IdleTimeout) => return,
                 Err(e) => {
                     let reason = format!("malformed request: {e}");
                     let _ = self.stream.write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
@@ -424,12 +424,12 @@ impl<'a> Conn<'a> {
                 return;
             }
         }
-        let mut client: ClientTls = BufReader::with_capacity(16 * 1024, tls);
+        let mut client: ClientTls = BufReader::with_capacity(64 * 1024, tls);
         let mut upstream: Option<Upstream> = None;
         loop {
             let req = match read_request(&mut client) {
                 Ok(Some(r)) => r,
-                Ok(None) => return,
+                Ok(None) | Err(http1::HttpError::IdleTimeout) => return,
                 Err(e) => {
                     let reason = format!("malformed request: {e}");
                     let _ = client.get_mut().write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
@@ -597,14 +597,15 @@ impl<'a> Conn<'a> {
                 return Next::Close;
             }
         };
-        let upstream_closes = http1::header(&resp.headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+        let upstream_closes = http1::has_connection_token(&resp.headers, "close")
+            || (resp.minor_version == 0 && !http1::has_connection_token(&resp.headers, "keep-alive"));
         let resp = http1::ResponseHead {
             headers: http1::forwardable_response_headers(&method, &resp, framing, false),
             ..resp
         };
         let relayed = http1::write_response_head(client.get_mut(), &resp)
             .map_err(|e| e.to_string())
-            .and_then(|_| http1::copy_body(up, client.get_mut(), framing, None).map_err(|e| e.to_string()));
+            .and_then(|_| http1::copy_body(up, client.get_mut(), framing, None).map_err(|e| e.upstream().to_string()));
         let _ = client.get_mut().flush();
         match relayed {
             Ok(n) => rec.down = n,
@@ -842,5 +843,5 @@ fn dial_tls(cfg: &Arc<ClientConfig>, host: &Host, addrs: &[IpAddr], port: u16) -
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock).map_err(|e| format!("TLS to {host}: {e}"))?;
     }
-    Ok(BufReader::with_capacity(16 * 1024, s))
+    Ok(BufReader::with_capacity(64 * 1024, s))
 }
