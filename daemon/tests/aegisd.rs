@@ -329,17 +329,32 @@ fn register_replaces_validates_parameters_and_is_audited() {
     assert_eq!(error_code(&v), "aegis::daemon::invalid_policy");
     assert!(v["error"]["message"].as_str().unwrap().contains("aegis::policy::relative_path"), "{v}");
 
+    // The client resolves relative paths against its own working directory.
+    let o = Command::new(AEGIS)
+        .current_dir(repo().join("daemon"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["register", "../policies/inbox-manager.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!("registered agent 'inbox-manager' from policy {}\n", policy("inbox-manager.toml").display());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want);
+    let o = d.aegis(&["register", "/nonexistent/policy.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
     let list = d.ask(&json!({"op":"list"}));
-    assert_eq!(list["agents"].as_array().unwrap().len(), 1);
+    assert_eq!(list["agents"].as_array().unwrap().len(), 2);
+    assert_eq!(list["agents"][0]["agent"], "coding-agent");
     assert_eq!(list["agents"][0]["params"]["WORKSPACE"], "/srv/checkout");
 
     // register ×2 allowed, 2 checks before... every register attempt and check is a record.
     let lines = d.audit_lines();
     let registers: Vec<&Value> = lines.iter().filter(|l| l["event"]["subject"] == "register").collect();
-    assert_eq!(registers.len(), 6, "2 accepted, 4 refused");
-    assert_eq!(registers.iter().filter(|l| l["event"]["decision"] == "allow").count(), 2);
+    assert_eq!(registers.len(), 8, "3 accepted, 5 refused");
+    assert_eq!(registers.iter().filter(|l| l["event"]["decision"] == "allow").count(), 3);
     assert!(registers[1]["event"]["reason"].as_str().unwrap().contains("replacing the previous registration"));
-    assert_eq!(lines.len(), 6 + 3);
+    assert_eq!(lines.len(), 8 + 3);
 }
 
 // ---------------------------------------------------------------------------------------

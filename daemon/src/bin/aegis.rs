@@ -74,8 +74,11 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 let (k, v) = p.split_once('=').ok_or_else(|| format!("--param `{p}`: expected NAME=/absolute/path"))?;
                 map.insert(k.to_string(), v.to_string());
             }
-            // The daemon has its own working directory: send an absolute path.
-            let abs = std::path::absolute(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            // The daemon has its own working directory: send an absolute path, resolved so
+            // that locations in answers read naturally (a missing file is the daemon's to report).
+            let abs = std::fs::canonicalize(&target)
+                .or_else(|_| std::path::absolute(&target))
+                .map_err(|e| format!("{}: {e}", target.display()))?;
             let s = abs.to_str().ok_or_else(|| format!("{}: not UTF-8", abs.display()))?.to_string();
             if abs.is_dir() {
                 Request::Register { policy: None, bundle: Some(s), params: map }
