@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 
 use crate::launch::{Lab, audit_events, run_for, sandbox_ready};
 
-
 const GMAIL_TOKEN: &str = "ya29.test-gmail-token-7f3a9c";
 const FILES_KEY: &str = "files-key-51d2e8b0";
 
