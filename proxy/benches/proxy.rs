@@ -1,0 +1,575 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Egress proxy benchmark: what the proxy costs an agent, compared with going direct, on
+//! loopback, in one run.
+//!
+//! Input: nothing (all loopback, no network): an in-process HTTPS upstream (rustls, a test CA
+//! made with rcgen, HTTP/1.1 keep-alive, `GET /small` → 13-byte body, `GET /big` → 100 MiB
+//! body), the real `aegis_proxy::server` with a policy compiled in-process (a tunnelled name
+//! `bench.test`, an inspected `[api.bench]` at `api.bench.test` with a credential, both pinned
+//! to 127.0.0.1 and granted by a `127.0.0.0/8` CIDR), and a rustls client that speaks CONNECT.
+//! Output: a table on stdout (median and p90 latency per request, throughput of a 100 MiB GET
+//! in MB/s, proxied minus/over direct). Invariants: direct and proxied samples are taken
+//! interleaved (one of each, in turn) so machine noise hits both alike; every response is
+//! checked (status, body length) so a fast failure can never pass for a fast request; the
+//! client does full TLS handshakes (no session resumption), as a fresh agent process would.
+//!
+//! Run: `cargo bench -p aegis-proxy --bench proxy` (`BENCH_ITERS=N` changes the latency
+//! sample count, default 300; `BENCH_ROUNDS=N` the throughput rounds, default 4).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aegis_proxy::addr::parse_host;
+use aegis_proxy::exe::AgentProcs;
+use aegis_proxy::gate::{Gate, SecretStore};
+use aegis_proxy::resolve::Resolver;
+use aegis_proxy::server::{self, Proxy};
+use aegis_proxy::tls::{SandboxCa, upstream_config};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::client::Resumption;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+
+const SMALL_BODY: &[u8] = b"Hello, world\n";
+const BIG_LEN: usize = 100 * 1024 * 1024;
+const CHUNK: usize = 1024 * 1024;
+const TUNNEL_HOST: &str = "bench.test";
+const API_HOST: &str = "api.bench.test";
+const TOKEN: &str = "bench-token-not-secret";
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+// ---------------------------------------------------------------------------------------
+// Upstream: an HTTPS server with keep-alive.
+
+struct Upstream {
+    addr: SocketAddr,
+    ca: CertificateDer<'static>,
+    /// Requests that arrived carrying the proxy-injected credential.
+    with_token: Arc<AtomicUsize>,
+}
+
+fn start_upstream() -> Upstream {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut cap = CertificateParams::default();
+    cap.distinguished_name.push(DnType::CommonName, "bench upstream CA");
+    cap.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = cap.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(cap, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut lp = CertificateParams::default();
+    lp.distinguished_name.push(DnType::CommonName, TUNNEL_HOST);
+    lp.subject_alt_names = vec![
+        SanType::DnsName(TUNNEL_HOST.try_into().unwrap()),
+        SanType::DnsName(API_HOST.try_into().unwrap()),
+    ];
+    let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
+    let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = Arc::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let with_token = Arc::new(AtomicUsize::new(0));
+    let counter = with_token.clone();
+    std::thread::spawn(move || {
+        let big = Arc::new(vec![b'x'; CHUNK]);
+        for s in listener.incoming() {
+            let Ok(s) = s else { continue };
+            let (cfg, big, counter) = (cfg.clone(), big.clone(), counter.clone());
+            std::thread::spawn(move || serve(s, cfg, &big, &counter));
+        }
+    });
+    Upstream {
+        addr,
+        ca: ca_cert.der().clone(),
+        with_token,
+    }
+}
+
+/// Serves HTTP/1.1 requests on one connection until the client goes away.
+fn serve(sock: TcpStream, cfg: Arc<ServerConfig>, big: &[u8], with_token: &AtomicUsize) {
+    let _ = sock.set_nodelay(true);
+    let Ok(conn) = ServerConnection::new(cfg) else { return };
+    let mut rd = BufReader::with_capacity(16 * 1024, StreamOwned::new(conn, sock));
+    let want_auth = format!("authorization: bearer {TOKEN}").to_ascii_lowercase();
+    loop {
+        let mut line = String::new();
+        if rd.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+        let mut close = false;
+        loop {
+            let mut h = String::new();
+            if rd.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let lower = h.trim_end().to_ascii_lowercase();
+            if lower.is_empty() {
+                break;
+            }
+            if lower == want_auth {
+                with_token.fetch_add(1, Ordering::Relaxed);
+            }
+            if lower == "connection: close" {
+                close = true;
+            }
+        }
+        let w = rd.get_mut();
+        let ok = match path.as_str() {
+            "/small" => {
+                let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", SMALL_BODY.len()).into_bytes();
+                resp.extend_from_slice(SMALL_BODY);
+                w.write_all(&resp).is_ok()
+            }
+            "/big" => {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {BIG_LEN}\r\n\r\n");
+                w.write_all(head.as_bytes()).is_ok() && (0..BIG_LEN / CHUNK).all(|_| w.write_all(big).is_ok())
+            }
+            _ => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").is_ok(),
+        };
+        if !ok || w.flush().is_err() || close {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Proxy, configured the way aegis-exec configures it.
+
+struct BenchSecrets;
+
+impl SecretStore for BenchSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        (name == "BENCH_TOKEN").then(|| TOKEN.to_string())
+    }
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.to_string()))
+    }
+}
+
+fn start_proxy(up: &Upstream, exe_lookup: bool) -> (SocketAddr, String, Arc<Proxy>) {
+    let port = up.addr.port();
+    let policy = format!(
+        r#"version = 1
+[agent]
+name = "proxy-bench"
+
+[network]
+mode = "proxy"
+allow = ["{TUNNEL_HOST}:{port}", "127.0.0.0/8:{port}"]
+
+[api.bench]
+host = "{API_HOST}"
+port = {port}
+allow = ["GET /small", "GET /big"]
+deny = ["POST /send"]
+credential = {{ header = "Authorization", prefix = "Bearer ", from_env = "BENCH_TOKEN" }}
+"#
+    );
+    let compiled = match aegis_compiler::compile_bytes("proxy-bench.toml", policy.as_bytes()) {
+        Ok(c) => c,
+        Err(f) => panic!("bench policy does not compile: {:?}", f.diagnostics.iter().map(|d| &d.message).collect::<Vec<_>>()),
+    };
+    let gate = Gate::new(compiled.policy, BTreeMap::new(), &BenchSecrets).unwrap();
+    let ca = SandboxCa::generate("proxy-bench").unwrap();
+    let ca_pem = ca.cert_pem().to_string();
+    let upstream_tls = upstream_config(std::slice::from_ref(&up.ca)).unwrap();
+    let resolver = Resolver::with_pins(&[format!("{TUNNEL_HOST}=127.0.0.1"), format!("{API_HOST}=127.0.0.1")]).unwrap();
+    let agent = AgentProcs {
+        // Beyond any pid_max, so /proc/PID/net/tcp does not exist and the lookup ends at once.
+        pid: if exe_lookup { std::process::id() as i32 } else { i32::MAX },
+        procs_file: None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Drain audit events as the supervisor's audit writer would.
+    std::thread::spawn(move || for _ in rx {});
+    let proxy = Arc::new(Proxy::new(gate, ca, upstream_tls, resolver, agent, tx));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    server::spawn(listener, proxy.clone()).unwrap();
+    (addr, ca_pem, proxy)
+}
+
+// ---------------------------------------------------------------------------------------
+// Client.
+
+type Tls = BufReader<StreamOwned<ClientConnection, TcpStream>>;
+
+fn client_config(anchor: CertificateDer<'static>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(anchor).unwrap();
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every new connection is a full handshake, as from a freshly started agent process.
+    cfg.resumption = Resumption::disabled();
+    Arc::new(cfg)
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Direct,
+    Proxy(SocketAddr),
+}
+
+struct Client {
+    upstream: SocketAddr,
+}
+
+impl Client {
+    /// TCP (+ CONNECT through the proxy) + TLS handshake, ready for requests.
+    fn open(&self, route: Route, cfg: &Arc<ClientConfig>, host: &str) -> Tls {
+        self.open_phases(route, cfg, host, &mut Vec::new())
+    }
+
+    /// [`Client::open`], pushing the time at each phase's end into `marks` (connected,
+    /// CONNECT answered, handshake done).
+    fn open_phases(&self, route: Route, cfg: &Arc<ClientConfig>, host: &str, marks: &mut Vec<Instant>) -> Tls {
+        let port = self.upstream.port();
+        let sock = match route {
+            Route::Direct => {
+                let s = TcpStream::connect(self.upstream).unwrap();
+                marks.push(Instant::now());
+                marks.push(Instant::now());
+                s
+            }
+            Route::Proxy(p) => {
+                let mut s = TcpStream::connect(p).unwrap();
+                marks.push(Instant::now());
+                s.set_nodelay(true).unwrap();
+                s.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes()).unwrap();
+                // Nothing follows the proxy's answer until we send the ClientHello, so one
+                // read up to the blank line takes exactly the answer.
+                let mut head = Vec::new();
+                let mut b = [0u8; 256];
+                while !head.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut b).unwrap();
+                    assert!(n > 0, "proxy closed during CONNECT");
+                    head.extend_from_slice(&b[..n]);
+                }
+                assert!(head.starts_with(b"HTTP/1.1 200"), "CONNECT refused: {}", String::from_utf8_lossy(&head));
+                marks.push(Instant::now());
+                s
+            }
+        };
+        sock.set_nodelay(true).unwrap();
+        let conn = ClientConnection::new(cfg.clone(), ServerName::try_from(host.to_string()).unwrap()).unwrap();
+        let mut s = StreamOwned::new(conn, sock);
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).unwrap();
+        }
+        marks.push(Instant::now());
+        BufReader::with_capacity(64 * 1024, s)
+    }
+
+    /// One GET on an open connection; checks the status and returns the body length.
+    fn get(&self, c: &mut Tls, host: &str, path: &str) -> usize {
+        let port = self.upstream.port();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: aegis-bench\r\n\r\n");
+        c.get_mut().write_all(req.as_bytes()).unwrap();
+        c.get_mut().flush().unwrap();
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap();
+        assert!(line.starts_with("HTTP/1.1 200"), "{host}{path}: {line}");
+        let mut len = None;
+        loop {
+            line.clear();
+            c.read_line(&mut line).unwrap();
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = Some(v.trim().parse::<usize>().unwrap());
+            }
+        }
+        let len = len.expect("response without Content-Length");
+        let mut left = len;
+        while left > 0 {
+            let buf = c.fill_buf().unwrap();
+            assert!(!buf.is_empty(), "body cut short with {left} bytes left");
+            let k = buf.len().min(left);
+            c.consume(k);
+            left -= k;
+        }
+        len
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Statistics and the report.
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Stats {
+    median: f64,
+    p90: f64,
+}
+
+fn stats(v: &[Duration]) -> Stats {
+    let mut s: Vec<f64> = v.iter().map(|d| us(*d)).collect();
+    s.sort_by(|a, b| a.total_cmp(b));
+    Stats {
+        median: pct(&s, 0.5),
+        p90: pct(&s, 0.9),
+    }
+}
+
+/// Median of the per-pair differences (proxied − direct of the same turn).
+fn paired_median(direct: &[Duration], other: &[Duration]) -> f64 {
+    let mut d: Vec<f64> = direct.iter().zip(other).map(|(a, b)| us(*b) - us(*a)).collect();
+    d.sort_by(|a, b| a.total_cmp(b));
+    pct(&d, 0.5)
+}
+
+fn latency_table(title: &str, target: Option<f64>, direct: &[Duration], others: &[(&str, &[Duration])]) {
+    let d = stats(direct);
+    println!("\n{title} ({} samples each, interleaved)", direct.len());
+    println!("  {:<22} {:>12} {:>12} {:>16} {:>18}", "route", "median µs", "p90 µs", "added (median)", "added (paired med)");
+    println!("  {:<22} {:>12.1} {:>12.1} {:>16} {:>18}", "direct", d.median, d.p90, "-", "-");
+    for (name, v) in others {
+        let s = stats(v);
+        let added = s.median - d.median;
+        let paired = paired_median(direct, v);
+        let verdict = match target {
+            Some(t) if paired < t => format!("  [target < {t:.0} µs: met]"),
+            Some(t) => format!("  [target < {t:.0} µs: MISSED]"),
+            None => String::new(),
+        };
+        println!("  {name:<22} {:>12.1} {:>12.1} {added:>16.1} {paired:>18.1}{verdict}", s.median, s.p90);
+    }
+}
+
+/// Median µs of `f` over `n` runs.
+fn time_it(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f();
+        v.push(t.elapsed());
+    }
+    stats(&v).median
+}
+
+/// What the proxy does per connection and per request, timed one piece at a time in this
+/// thread (the same calls `server.rs` makes), to show where added latency comes from.
+fn costs(p: &Proxy, up: &Upstream) {
+    let port = up.addr.port();
+    let tunnel = parse_host(TUNNEL_HOST).unwrap();
+    let api_host = parse_host(API_HOST).unwrap();
+    let api = p.gate.api_for(&api_host, port).cloned().unwrap();
+    let addrs = p.resolver.lookup(&tunnel, port).unwrap();
+    // A live connection of this process, as the agent's would be when the proxy accepts it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (_server_end, _) = listener.accept().unwrap();
+    let peer = client.local_addr().unwrap();
+    let tcp_table = std::fs::read_to_string(format!("/proc/{}/net/tcp", std::process::id())).unwrap_or_default();
+    println!("
+4. per-connection work of the proxy, timed alone (median µs)");
+    let rows: Vec<(String, f64)> = vec![
+        ("Gate::destination (CONNECT check)".into(), time_it(200, || drop(p.gate.destination(&tunnel, port)))),
+        ("Resolver::lookup + Gate::vet".into(), time_it(200, || drop(p.resolver.lookup(&tunnel, port).and_then(|a| p.gate.vet(&tunnel, port, &a, &p.own_addresses))))),
+        ("Gate::http (per inspected request)".into(), time_it(200, || drop(p.gate.http(&api, "GET", "/small")))),
+        ("SandboxCa::server_config (cached)".into(), time_it(200, || drop(p.ca.server_config(&api_host)))),
+        ("thread spawn + join".into(), time_it(200, || drop(std::thread::spawn(|| ()).join()))),
+        ("TcpStream::connect to upstream (dial)".into(), time_it(200, || drop(TcpStream::connect((addrs[0], port))))),
+        (
+            format!("AgentProcs::exe_of (/proc/PID/net/tcp: {} lines)", tcp_table.lines().count()),
+            time_it(30, || drop(p.agent.exe_of(&peer))),
+        ),
+    ];
+    for (what, us) in rows {
+        println!("  {what:<58} {us:>10.1}");
+    }
+}
+
+fn iters(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
+}
+
+/// Section 1: a small GET on a new connection per request, direct vs tunnel vs inspect
+/// through `via`, interleaved; prints totals and per-phase medians.
+fn new_connection_block(c: &Client, n: usize, via: Route, direct_cfg: &Arc<ClientConfig>, inspect_cfg: &Arc<ClientConfig>, title: &str) {
+    // Each sample: time to TCP connected, CONNECT answered, TLS handshake done, response read.
+    let one = |route: Route, cfg: &Arc<ClientConfig>, host: &str| -> [Duration; 4] {
+        let mut marks = Vec::with_capacity(4);
+        let t = Instant::now();
+        let mut s = c.open_phases(route, cfg, host, &mut marks);
+        assert_eq!(c.get(&mut s, host, "/small"), SMALL_BODY.len());
+        marks.push(Instant::now());
+        let mut out = [Duration::ZERO; 4];
+        let mut prev = t;
+        for (o, m) in out.iter_mut().zip(&marks) {
+            *o = m.duration_since(prev);
+            prev = *m;
+        }
+        out
+    };
+    let (mut d_ph, mut t_ph, mut i_ph) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        d_ph.push(one(Route::Direct, direct_cfg, TUNNEL_HOST));
+        t_ph.push(one(via, direct_cfg, TUNNEL_HOST));
+        i_ph.push(one(via, inspect_cfg, API_HOST));
+    }
+    let total = |v: &[[Duration; 4]]| -> Vec<Duration> { v.iter().map(|p| p.iter().sum()).collect() };
+    let (d_new, t_new, i_new) = (total(&d_ph), total(&t_ph), total(&i_ph));
+    latency_table(title, Some(100.0), &d_new, &[("tunnel (CONNECT+SNI)", &t_new)]);
+    latency_table("   same connections, inspect mode (TLS terminated and re-originated)", None, &d_new, &[("inspect", &i_new)]);
+    println!("   phases, median µs: {:>10} {:>10} {:>10} {:>10}", "connect", "CONNECT", "handshake", "GET");
+    for (name, v) in [("direct", &d_ph), ("tunnel", &t_ph), ("inspect", &i_ph)] {
+        let m: Vec<f64> = (0..4).map(|i| stats(&v.iter().map(|p| p[i]).collect::<Vec<_>>()).median).collect();
+        println!("   {name:<18} {:>10.1} {:>10.1} {:>10.1} {:>10.1}", m[0], m[1], m[2], m[3]);
+    }
+}
+
+fn main() {
+    let n = iters("BENCH_ITERS", 300);
+    let rounds = iters("BENCH_ROUNDS", 4);
+    let started = Instant::now();
+    let up = start_upstream();
+    // As aegis-exec runs it: the connecting executable is looked up for each connection.
+    let (proxy, sandbox_ca_pem, shared) = start_proxy(&up, true);
+    // The same proxy with that lookup made free (its agent pid does not exist), to show what
+    // the rest of the proxy costs.
+    let (proxy_noexe, sandbox_ca_pem_noexe, _) = start_proxy(&up, false);
+    let direct_cfg = client_config(up.ca.clone());
+    let anchor = |pem: &str| {
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    };
+    let inspect_cfg = client_config(anchor(&sandbox_ca_pem));
+    let inspect_cfg_noexe = client_config(anchor(&sandbox_ca_pem_noexe));
+    let c = Client { upstream: up.addr };
+    let via = Route::Proxy(proxy);
+    let via_noexe = Route::Proxy(proxy_noexe);
+
+    println!("aegis-proxy benchmark: loopback, upstream 127.0.0.1:{}, proxy {proxy}", up.addr.port());
+    println!(
+        "cpus: {}; kernel {}; cpu: {}; loadavg before: {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+            .unwrap_or_default(),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    );
+    println!("TLS: rustls 0.23 / ring, TLS 1.3 full handshakes (no resumption), ECDSA P-256 certificates");
+
+    // Warm-up: certificate minting for the API host, caches, thread stacks.
+    for _ in 0..20 {
+        assert_eq!(c.get(&mut c.open(Route::Direct, &direct_cfg, TUNNEL_HOST), TUNNEL_HOST, "/small"), SMALL_BODY.len());
+        for (v, icfg) in [(via, &inspect_cfg), (via_noexe, &inspect_cfg_noexe)] {
+            assert_eq!(c.get(&mut c.open(v, &direct_cfg, TUNNEL_HOST), TUNNEL_HOST, "/small"), SMALL_BODY.len());
+            assert_eq!(c.get(&mut c.open(v, icfg, API_HOST), API_HOST, "/small"), SMALL_BODY.len());
+        }
+    }
+
+    // 1. New connection per request.
+    new_connection_block(
+        &c,
+        n,
+        via,
+        &direct_cfg,
+        &inspect_cfg,
+        "1. small HTTPS GET, new connection per request (TCP [+ CONNECT] + TLS handshake + GET), proxy as aegis-exec runs it",
+    );
+    new_connection_block(
+        &c,
+        n,
+        via_noexe,
+        &direct_cfg,
+        &inspect_cfg_noexe,
+        "1b. same, proxy with the per-connection executable lookup disabled (AgentProcs pid that does not exist)",
+    );
+
+    // 2. Kept-alive connection, after the handshake.
+    let mut d_conn = c.open(Route::Direct, &direct_cfg, TUNNEL_HOST);
+    let mut t_conn = c.open(via, &direct_cfg, TUNNEL_HOST);
+    let mut i_conn = c.open(via, &inspect_cfg, API_HOST);
+    for _ in 0..10 {
+        c.get(&mut d_conn, TUNNEL_HOST, "/small");
+        c.get(&mut t_conn, TUNNEL_HOST, "/small");
+        c.get(&mut i_conn, API_HOST, "/small");
+    }
+    let (mut d_ka, mut t_ka, mut i_ka) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n * 3 {
+        for (conn, host, out) in [(&mut d_conn, TUNNEL_HOST, &mut d_ka), (&mut t_conn, TUNNEL_HOST, &mut t_ka), (&mut i_conn, API_HOST, &mut i_ka)] {
+            let t = Instant::now();
+            assert_eq!(c.get(conn, host, "/small"), SMALL_BODY.len());
+            out.push(t.elapsed());
+        }
+    }
+    latency_table(
+        "2. small HTTPS GET on a kept-alive connection (request → full response)",
+        None,
+        &d_ka,
+        &[("tunnel", &t_ka), ("inspect", &i_ka)],
+    );
+    drop((d_conn, t_conn, i_conn));
+
+    // 3. Throughput of a 100 MiB GET (request sent → last byte), on a fresh connection each.
+    let (mut d_big, mut t_big, mut i_big) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (route, cfg, host, out) in [
+            (Route::Direct, &direct_cfg, TUNNEL_HOST, &mut d_big),
+            (via, &direct_cfg, TUNNEL_HOST, &mut t_big),
+            (via, &inspect_cfg, API_HOST, &mut i_big),
+        ] {
+            let mut s = c.open(route, cfg, host);
+            let t = Instant::now();
+            assert_eq!(c.get(&mut s, host, "/big"), BIG_LEN);
+            out.push(t.elapsed());
+        }
+    }
+    let mbps = |v: &[Duration]| -> (f64, f64) {
+        let mut r: Vec<f64> = v.iter().map(|d| BIG_LEN as f64 / 1e6 / d.as_secs_f64()).collect();
+        r.sort_by(|a, b| a.total_cmp(b));
+        (pct(&r, 0.5), r[0])
+    };
+    let (d_med, d_min) = mbps(&d_big);
+    println!("\n3. throughput of a 100 MiB GET ({rounds} rounds, interleaved; MB = 10^6 bytes)");
+    println!("  {:<22} {:>14} {:>14} {:>12}", "route", "median MB/s", "worst MB/s", "% of direct");
+    println!("  {:<22} {d_med:>14.0} {d_min:>14.0} {:>12}", "direct", "100 %");
+    for (name, v, target) in [("tunnel (splice)", &t_big, 80.0), ("inspect (TLS↔TLS)", &i_big, 50.0)] {
+        let (m, w) = mbps(v);
+        let p = m / d_med * 100.0;
+        let verdict = if p >= target { "met" } else { "MISSED" };
+        println!("  {name:<22} {m:>14.0} {w:>14.0} {p:>10.1} %  [target ≥ {target:.0} %: {verdict}]");
+    }
+
+    costs(&shared, &up);
+
+    let injected = up.with_token.load(Ordering::Relaxed);
+    assert!(injected >= 2 * n, "the proxy injected the credential into only {injected} upstream requests");
+    println!("\ncheck: {injected} upstream requests carried the proxy-injected credential (inspect mode only)");
+    println!("total bench time: {:.1} s; loadavg after: {}", started.elapsed().as_secs_f64(), std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+}
