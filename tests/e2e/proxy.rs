@@ -1224,3 +1224,56 @@ fn credential_variables_and_files_never_reach_the_agent() {
     assert_eq!(header_values(&reqs[0], "Authorization"), [format!("Bearer {GMAIL_TOKEN}")], "{reqs:?}");
     assert!(!l.log_text().contains(GMAIL_TOKEN) && !l.log_text().contains(FILES_KEY));
 }
+
+/// A tunnel carries TLS whose SNI is the CONNECT host, or (on port 22 only) SSH: plaintext
+/// HTTP through a CONNECT on 443, and HTTP through a CONNECT on 22, are refused, audited,
+/// and never reach the server; an SSH banner on 22 is relayed (to an echo server standing in
+/// for sshd). Pinned answers that mix a good and a refused address dial only the good one.
+#[test]
+fn tunnels_carry_only_tls_or_ssh_and_mixed_answers_dial_only_vetted_addresses() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream_with("tunnel", None, vec![22]) else { return };
+    let lab = Lab::new();
+    let pinned = [
+        ("ssh.example.com", up.ip.to_string()),
+        ("mixed.example.com", format!("127.0.0.1,{},169.254.169.254", up.ip)),
+        ("allbad.example.com", "127.0.0.1,169.254.169.254".to_string()),
+    ];
+    let ops = json!([
+        {"op": "tunnel_raw", "target": "www.example.com:443", "send": get("www.example.com", "/plaintext-443", "")},
+        {"op": "tunnel_raw", "target": "ssh.example.com:22", "send": get("ssh.example.com", "/plaintext-22", "")},
+        {"op": "tunnel_raw", "target": "ssh.example.com:22", "send": "SSH-2.0-aegis_test\r\n"},
+        {"op": "tls", "target": "mixed.example.com:443", "sni": "mixed.example.com", "requests": [get("mixed.example.com", "/mixed", "")]},
+        {"op": "connect", "target": "allbad.example.com:443"},
+    ]);
+    let (out, l) = probe_with(&lab, &up, "[network]\nallow = [\"*.example.com:22\"]\n", &pinned, &ops);
+    let recs = l.proxy_records();
+    let reqs = up.requests();
+    let mut failures = Vec::new();
+    for (k, what) in [(0, "plaintext HTTP through CONNECT :443"), (1, "HTTP through CONNECT :22")] {
+        let r = &out[k];
+        if r["received"].as_str().is_some_and(|x| x.contains("HTTP/1.1 200")) || reqs.iter().any(|q| q["target"].as_str().is_some_and(|t| t.starts_with("/plaintext"))) {
+            failures.push(format!("{what}: got through: {r}"));
+        }
+        if r["received"].as_str().is_some_and(|x| x.contains("GET /plaintext")) {
+            failures.push(format!("{what}: relayed to the echo server: {r}"));
+        }
+    }
+    let denied_tunnels = recs.iter().filter(|r| r["decision"] == "deny" && r["mode"] == "tunnel").count();
+    if denied_tunnels < 2 {
+        failures.push(format!("want 2 tunnel denials (non-TLS on 443, non-SSH on 22), got {denied_tunnels}"));
+    }
+    let ssh = out[2]["received"].as_str().unwrap_or("");
+    if !(ssh.contains("echo 22") && ssh.contains("SSH-2.0-aegis_test")) {
+        failures.push(format!("an SSH banner on :22 is relayed: {}", out[2]));
+    }
+    if out[3]["responses"][0]["status"] != 200 {
+        failures.push(format!("a name with one good pinned address among refused ones: {}", out[3]));
+    }
+    if status(&out[4]) != 403 || denial(&recs, &["allbad.example.com"], None).is_none() {
+        failures.push(format!("a name with only refused addresses: {}", out[4]));
+    }
+    assert!(failures.is_empty(), "{}\naudit: {recs:#?}\nserver: {reqs:?}", failures.join("\n"));
+}
