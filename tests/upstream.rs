@@ -1,6 +1,7 @@
 //! An isolated upstream network for the proxy tests. Input: a name (for messages). Output: an
 //! [`Upstream`]: a fresh network namespace (`aegis-up-<pid>-<n>`) joined to the host by a veth
-//! pair on its own /30 (`10.233.X.1` on the host, `10.233.X.2` inside), a test CA and one
+//! pair on its own /30 (`10.233.X.1` on the host, `10.233.X.2` inside) and /64
+//! (`fd00:a3:0:X::1` and `::2`), a test CA and one
 //! server certificate for every host name the tests use (generated with the `openssl` CLI into
 //! a temporary directory), and the test servers of `tests/fixtures/proxy/server.py` running
 //! inside the namespace (`ip netns exec`), listening on 443 and 8443 (TLS), 80 (plain) and
@@ -13,7 +14,7 @@
 //! by the next run.
 
 use std::io::{BufRead as _, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -57,6 +58,8 @@ pub struct Upstream {
     pub ip: Ipv4Addr,
     /// The host's end of the veth pair.
     pub host_ip: Ipv4Addr,
+    /// The servers' IPv6 address (`fd00:a3:0:X::2`, unique local; the host has `::1`).
+    pub ip6: Ipv6Addr,
     pub netns: String,
     pub pki: Pki,
     /// Scratch: certificates, server configuration, the request log, server stderr.
@@ -143,6 +146,7 @@ impl Upstream {
             index: 0,
             ip: Ipv4Addr::UNSPECIFIED,
             host_ip: Ipv4Addr::UNSPECIFIED,
+            ip6: Ipv6Addr::UNSPECIFIED,
             netns,
             pki: Pki { ca: PathBuf::new(), cert: PathBuf::new(), key: PathBuf::new() },
             dir,
@@ -176,7 +180,12 @@ impl Upstream {
         must(ip_cmd().args(["-n", &ns, "addr", "add", &format!("{}/30", up.ip), "dev", &p]), "upstream address");
         must(ip_cmd().args(["-n", &ns, "link", "set", &p, "up"]), "upstream link up");
         must(ip_cmd().args(["-n", &ns, "link", "set", "lo", "up"]), "upstream loopback up");
-        up.pki = make_pki(up.dir.path(), up.ip);
+        // IPv6 too (no duplicate address detection: the link is ours alone).
+        up.ip6 = Ipv6Addr::new(0xfd00, 0xa3, 0, u16::from(x), 0, 0, 0, 2);
+        let host6 = Ipv6Addr::new(0xfd00, 0xa3, 0, u16::from(x), 0, 0, 0, 1);
+        must(ip_cmd().args(["-6", "addr", "add", &format!("{host6}/64"), "dev", &h, "nodad"]), "host IPv6 address");
+        must(ip_cmd().args(["-n", &ns, "-6", "addr", "add", &format!("{}/64", up.ip6), "dev", &p, "nodad"]), "upstream IPv6 address");
+        up.pki = make_pki(up.dir.path(), up.ip, up.ip6);
         up
     }
 
@@ -285,8 +294,8 @@ impl Drop for Upstream {
     }
 }
 
-/// A P-256 CA and a server certificate for [`CERT_NAMES`] and `ip`, valid for two days.
-fn make_pki(dir: &Path, ip: Ipv4Addr) -> Pki {
+/// A P-256 CA and a server certificate for [`CERT_NAMES`], `ip` and `ip6`, valid for two days.
+fn make_pki(dir: &Path, ip: Ipv4Addr, ip6: Ipv6Addr) -> Pki {
     let p = |f: &str| dir.join(f);
     let openssl = |args: &[&str], what: &str| {
         let mut c = Command::new("openssl");
@@ -306,6 +315,7 @@ fn make_pki(dir: &Path, ip: Ipv4Addr) -> Pki {
     );
     let mut san: Vec<String> = CERT_NAMES.iter().map(|n| format!("DNS:{n}")).collect();
     san.push(format!("IP:{ip}"));
+    san.push(format!("IP:{ip6}"));
     let ext = format!(
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
         san.join(",")

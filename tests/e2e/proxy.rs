@@ -1229,8 +1229,9 @@ fn credential_variables_and_files_never_reach_the_agent() {
 /// HTTP through a CONNECT on 443, and HTTP through a CONNECT on 22, are refused, audited,
 /// and never reach the server; an SSH banner on 22 is relayed (to an echo server standing in
 /// for sshd). Pinned answers that mix a good and a refused address dial only the good one.
+/// IPv6 destinations (a pinned name, a granted literal) work.
 #[test]
-fn tunnels_carry_only_tls_or_ssh_and_mixed_answers_dial_only_vetted_addresses() {
+fn tunnels_carry_only_tls_or_ssh_and_only_vetted_addresses_are_dialled() {
     if !ready() {
         return;
     }
@@ -1240,15 +1241,20 @@ fn tunnels_carry_only_tls_or_ssh_and_mixed_answers_dial_only_vetted_addresses() 
         ("ssh.example.com", up.ip.to_string()),
         ("mixed.example.com", format!("127.0.0.1,{},169.254.169.254", up.ip)),
         ("allbad.example.com", "127.0.0.1,169.254.169.254".to_string()),
+        ("v6.example.com", up.ip6.to_string()),
     ];
+    let ip6 = up.ip6.to_string();
     let ops = json!([
         {"op": "tunnel_raw", "target": "www.example.com:443", "send": get("www.example.com", "/plaintext-443", "")},
         {"op": "tunnel_raw", "target": "ssh.example.com:22", "send": get("ssh.example.com", "/plaintext-22", "")},
         {"op": "tunnel_raw", "target": "ssh.example.com:22", "send": "SSH-2.0-aegis_test\r\n"},
         {"op": "tls", "target": "mixed.example.com:443", "sni": "mixed.example.com", "requests": [get("mixed.example.com", "/mixed", "")]},
         {"op": "connect", "target": "allbad.example.com:443"},
+        // IPv6: a name pinned to the upstream's IPv6 address, and the address itself granted.
+        {"op": "tls", "target": "v6.example.com:443", "sni": "v6.example.com", "requests": [get("v6.example.com", "/v6-name", "")]},
+        {"op": "tls", "target": format!("[{ip6}]:443"), "sni": null, "requests": [get(&format!("[{ip6}]"), "/v6-literal", "")]},
     ]);
-    let (out, l) = probe_with(&lab, &up, "[network]\nallow = [\"*.example.com:22\"]\n", &pinned, &ops);
+    let (out, l) = probe_with(&lab, &up, &format!("[network]\nallow = [\"*.example.com:22\", \"[{ip6}]:443\"]\n"), &pinned, &ops);
     let recs = l.proxy_records();
     let reqs = up.requests();
     let mut failures = Vec::new();
@@ -1274,6 +1280,11 @@ fn tunnels_carry_only_tls_or_ssh_and_mixed_answers_dial_only_vetted_addresses() 
     }
     if status(&out[4]) != 403 || denial(&recs, &["allbad.example.com"], None).is_none() {
         failures.push(format!("a name with only refused addresses: {}", out[4]));
+    }
+    for (k, what) in [(5, "a name pinned to an IPv6 address"), (6, "a granted IPv6 literal")] {
+        if out[k]["responses"][0]["status"] != 200 {
+            failures.push(format!("{what}: {}", out[k]));
+        }
     }
     assert!(failures.is_empty(), "{}\naudit: {recs:#?}\nserver: {reqs:?}", failures.join("\n"));
 }
