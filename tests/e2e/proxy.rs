@@ -1191,7 +1191,8 @@ fn the_proxy_verifies_upstream_tls_before_sending_a_credential() {
 /// An operator who passes the credential's variable to the agent (`--env GMAIL_TOKEN`, which
 /// would copy aegis-exec's own value) still gives the agent only a placeholder; the file a
 /// `from_file` credential comes from is unreadable inside the sandbox; neither secret is in
-/// any environment, command line or file the agent can see.
+/// any environment, command line or file the agent can see, and neither is the sandbox CA's
+/// private key.
 #[test]
 fn credential_variables_and_files_never_reach_the_agent() {
     if !ready() {
@@ -1208,6 +1209,10 @@ fn credential_variables_and_files_never_reach_the_agent() {
         {"op": "secrets", "needle_hex": to_hex(FILES_KEY), "dirs": []},
         {"op": "run", "argv": ["/usr/bin/python3", "-c", format!("open({key_file:?}).read()")]},
         {"op": "urllib", "url": "https://gmail.googleapis.com/gmail/v1/users/me/labels"},
+        // The sandbox CA's private key stays with the supervisor: /tmp/.aegis holds
+        // certificates only.
+        {"op": "secrets", "needle_hex": to_hex("PRIVATE KEY"), "dirs": []},
+        {"op": "run", "argv": ["/usr/bin/python3", "-c", "import os; print(sorted(os.listdir('/tmp/.aegis')))"]},
     ]);
     let client = fixtures().join("client.py").display().to_string();
     let l = launch(&lab, &up, &bundle, &params, &["GMAIL_TOKEN"], &[], &["/usr/bin/python3", &client, &ops.to_string()]);
@@ -1220,6 +1225,8 @@ fn credential_variables_and_files_never_reach_the_agent() {
     assert_eq!(out[2]["found"], json!([]), "{}", out[2]);
     assert_ne!(out[3]["rc"], 0, "the from_file secret is readable in the sandbox: {}", out[3]);
     assert_eq!(status(&out[4]), 200, "the proxy still injects the real token: {}", out[4]);
+    assert_eq!(out[5]["found"], json!([]), "a private key is visible in the sandbox: {}", out[5]);
+    assert!(out[5]["scanned"]["files"].as_u64().unwrap() >= 2, "the CA files under /tmp/.aegis were scanned: {} {}", out[5], out[6]);
     let reqs = up.requests();
     assert_eq!(header_values(&reqs[0], "Authorization"), [format!("Bearer {GMAIL_TOKEN}")], "{reqs:?}");
     assert!(!l.log_text().contains(GMAIL_TOKEN) && !l.log_text().contains(FILES_KEY));
