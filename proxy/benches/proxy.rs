@@ -489,6 +489,9 @@ fn costs(p: &Proxy, up: &Upstream) {
     }
 }
 
+/// Name, route, client TLS configuration, host, target (% of direct) of a throughput row.
+type ThroughputRoute<'a> = (&'static str, Route, &'a Arc<ClientConfig>, &'static str, Option<f64>);
+
 /// User + system CPU time of this whole process so far.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct we pass; an all-zero rusage is a valid value.
@@ -657,7 +660,7 @@ fn main() {
     if run(3) {
         // 3. Throughput of a 100 MiB GET (request sent → last byte), on a fresh connection each,
         // with the CPU time the whole process (client, upstream and proxy threads) spent on it.
-        let routes: [(&str, Route, &Arc<ClientConfig>, &str, Option<f64>); 5] = [
+        let routes: [ThroughputRoute; 5] = [
             ("direct", Route::Direct, &direct_cfg, TUNNEL_HOST, None),
             ("tunnel (splice)", via, &direct_cfg, TUNNEL_HOST, Some(80.0)),
             ("inspect (TLS↔TLS)", via, &inspect_cfg, API_HOST, Some(50.0)),
