@@ -167,6 +167,14 @@ pub fn parse_authority(s: &str, default_port: Option<u16>) -> Result<(Host, u16)
 /// Why an address is never dialled unless a policy CIDR grants it; `None` for ordinary
 /// addresses (public or private networks).
 pub fn special_range(ip: IpAddr) -> Option<&'static str> {
+    special(ip).map(|(why, _)| why)
+}
+
+/// The special range an address is in: why it is special, and the range's prefix length
+/// in the address's canonical family. A grant opens such an address only when its network
+/// lies inside that range (its prefix is at least this long): `0.0.0.0/0` is not a grant
+/// of the metadata service, `169.254.169.254/32` is.
+pub fn special(ip: IpAddr) -> Option<(&'static str, u8)> {
     match canonical_ip(ip) {
         IpAddr::V4(v4) => special_v4(v4),
         IpAddr::V6(v6) => {
@@ -174,21 +182,24 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
             // NAT64 (64:ff9b::/96) carries an IPv4 address that the gateway will dial.
             if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6].iter().all(|s| *s == 0) {
                 let o = v6.octets();
-                return special_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15])).or(Some("NAT64 address"));
+                return Some(match special_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15])) {
+                    Some((why, p)) => (why, 96 + p),
+                    None => ("NAT64 address", 96),
+                });
             }
             if v6.is_loopback() {
-                Some("loopback")
+                Some(("loopback", 128))
             } else if v6.is_unspecified() {
-                Some("unspecified address (reaches this host)")
+                Some(("unspecified address (reaches this host)", 128))
             } else if seg[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
+                Some(("link-local", 10))
             } else if seg[0] & 0xff00 == 0xff00 {
-                Some("multicast")
+                Some(("multicast", 8))
             } else if v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
-                Some("cloud metadata service")
+                Some(("cloud metadata service", 128))
             } else if seg[0..6].iter().all(|s| *s == 0) {
                 // IPv4-compatible (deprecated) ::a.b.c.d
-                Some("IPv4-compatible IPv6 address")
+                Some(("IPv4-compatible IPv6 address", 96))
             } else {
                 None
             }
@@ -196,18 +207,18 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-fn special_v4(v4: Ipv4Addr) -> Option<&'static str> {
+fn special_v4(v4: Ipv4Addr) -> Option<(&'static str, u8)> {
     let o = v4.octets();
     if v4 == Ipv4Addr::new(169, 254, 169, 254) || v4 == Ipv4Addr::new(100, 100, 100, 200) || v4 == Ipv4Addr::new(169, 254, 170, 2) {
-        Some("cloud metadata service")
+        Some(("cloud metadata service", 32))
     } else if o[0] == 127 {
-        Some("loopback")
+        Some(("loopback", 8))
     } else if o[0] == 0 {
-        Some("unspecified address (reaches this host)")
+        Some(("unspecified address (reaches this host)", 8))
     } else if o[0] == 169 && o[1] == 254 {
-        Some("link-local")
+        Some(("link-local", 16))
     } else if o[0] >= 224 {
-        Some("multicast, broadcast or reserved")
+        Some(("multicast, broadcast or reserved", 4))
     } else {
         None
     }

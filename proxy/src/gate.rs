@@ -17,7 +17,9 @@ use aegis_compiler::eval::{self, Decision, Params, Query, Verdict};
 use aegis_compiler::ir::net::Protocol;
 use aegis_compiler::ir::{Policy, SecretSource};
 
-use crate::addr::{Host, special_range};
+use aegis_compiler::ir::net::Destination;
+
+use crate::addr::{Host, special};
 
 /// A secret value that never prints.
 #[derive(Clone)]
@@ -179,24 +181,29 @@ impl Gate {
         }
     }
 
-    /// The addresses of `host` that may be dialled: special ranges and this host's own
-    /// addresses only with an explicit CIDR grant; any address an explicit `deny` names is
-    /// dropped. `Err` says why nothing is left.
+    /// The addresses of `host` that may be dialled: an address in a special range
+    /// (loopback, link-local, metadata, ...) only when a CIDR grant lies inside that range,
+    /// and one of this host's own addresses only when a grant names exactly that address
+    /// (a catch-all such as `0.0.0.0/0` opens neither); any address an explicit `deny`
+    /// names is dropped. `Err` says why nothing is left.
     pub fn vet(&self, host: &Host, port: u16, addrs: &[IpAddr], own: &HashSet<IpAddr>) -> Result<Vec<IpAddr>, String> {
         let mut ok = Vec::new();
         let mut why = BTreeMap::new();
         for ip in addrs {
             let ip = crate::addr::canonical_ip(*ip);
             let d = self.destination(&Host::Ip(ip), port);
-            let granted = d.verdict == Verdict::Allow;
             let explicit_deny = d.verdict == Verdict::Deny && d.rule.is_some();
-            let special = special_range(ip).or_else(|| own.contains(&ip).then_some("an address of this host"));
+            let special = match special(ip) {
+                Some((w, prefix)) => Some((w, prefix)),
+                None if own.contains(&ip) => Some(("an address of this host", if ip.is_ipv4() { 32 } else { 128 })),
+                None => None,
+            };
             if explicit_deny {
                 why.insert(ip, d.reason);
-            } else if let Some(s) = special
-                && !granted
+            } else if let Some((w, min_prefix)) = special
+                && !self.narrow_grant(ip, port, min_prefix)
             {
-                why.insert(ip, format!("{s} (no CIDR grant names it)"));
+                why.insert(ip, format!("{w} (only a CIDR grant inside that range opens it)"));
             } else {
                 ok.push(ip);
             }
@@ -210,5 +217,70 @@ impl Gate {
             });
         }
         Ok(ok)
+    }
+
+    /// Whether a TCP allow endpoint covering `ip:port` has a network at least as narrow as
+    /// `/min_prefix`.
+    fn narrow_grant(&self, ip: IpAddr, port: u16, min_prefix: u8) -> bool {
+        self.policy.network.allow.iter().any(|e| {
+            e.protocol == Protocol::Tcp
+                && e.ports.iter().any(|r| r.contains(port))
+                && match &e.destination {
+                    Destination::Network(c) => c.contains(ip) && c.prefix >= min_prefix,
+                    _ => false,
+                }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    struct NoSecrets;
+    impl SecretStore for NoSecrets {
+        fn env(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn file(&self, p: &str) -> std::io::Result<String> {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, p.to_string()))
+        }
+    }
+
+    fn gate(allow: &str) -> Gate {
+        let toml = format!("version = 1\n[agent]\nname = \"t\"\n[network]\nmode = \"proxy\"\nallow = [{allow}]\n");
+        let c = match aegis_compiler::compile_bytes("t.toml", toml.as_bytes()) {
+            Ok(c) => c,
+            Err(_) => panic!("test policy does not compile: {toml}"),
+        };
+        Gate::new(c.policy, Params::new(), &NoSecrets).unwrap()
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_catch_all_grant_opens_neither_metadata_nor_loopback_nor_this_host() {
+        let g = gate(r#""0.0.0.0/0:443", "[::/0]:443""#);
+        let own: HashSet<IpAddr> = ips(&["10.9.9.9"]).into_iter().collect();
+        let h = Host::Name("x.example".into());
+        for bad in ["169.254.169.254", "127.0.0.1", "::1", "fd00:ec2::254", "64:ff9b::a9fe:a9fe", "10.9.9.9", "0.0.0.0", "224.0.0.1"] {
+            assert!(g.vet(&h, 443, &ips(&[bad]), &own).is_err(), "{bad}");
+        }
+        assert_eq!(g.vet(&h, 443, &ips(&["127.0.0.1", "93.184.216.34"]), &own).unwrap(), ips(&["93.184.216.34"]));
+    }
+
+    #[test]
+    fn a_grant_inside_the_special_range_opens_it() {
+        let g = gate(r#""127.0.0.0/8:8080", "169.254.169.254:80", "10.9.9.9:22""#);
+        let own: HashSet<IpAddr> = ips(&["10.9.9.9"]).into_iter().collect();
+        let h = Host::Name("x.example".into());
+        assert!(g.vet(&h, 8080, &ips(&["127.0.0.2"]), &own).is_ok());
+        assert!(g.vet(&h, 8081, &ips(&["127.0.0.2"]), &own).is_err(), "other port");
+        assert!(g.vet(&h, 80, &ips(&["169.254.169.254"]), &own).is_ok());
+        assert!(g.vet(&h, 22, &ips(&["10.9.9.9"]), &own).is_ok());
+        assert!(g.vet(&h, 22, &ips(&["::ffff:127.0.0.1"]), &own).is_err());
     }
 }

@@ -1136,16 +1136,13 @@ fn a_single_address_tcp_endpoint_is_reached_through_a_transparent_forward() {
     assert!(rec["bytes_up"].as_u64().unwrap() >= 20 && rec["bytes_down"].as_u64().unwrap() >= 30, "bytes are counted: {rec}");
 }
 
-/// Finding (proxy, `gate::vet`): a catch-all grant (`0.0.0.0/0:443`, `[::/0]:443`, what a
-/// user writes to mean "the internet") counts as the "explicit CIDR grant" that admits special
-/// addresses, so `CONNECT 169.254.169.254:443`, `127.0.0.1:443`, `[::1]:443`,
-/// `[fd00:ec2::254]:443`, and allowed names pinned to metadata or loopback, all get `200`: the
-/// agent reaches the cloud metadata service and the host's own loopback services (the proxy
-/// dials from the host's namespace). Expected: only a grant that names the special range
-/// itself (e.g. `169.254.169.254/32`, `127.0.0.0/8`) opens it, as docs/proxy.md says
-/// ("grants it explicitly").
+/// A catch-all grant (`0.0.0.0/0:443`, `[::/0]:443`, what a user writes to mean "the
+/// internet") does not open special addresses: `CONNECT 169.254.169.254:443`,
+/// `127.0.0.1:443`, `[::1]:443`, `[fd00:ec2::254]:443`, and allowed names pinned to metadata or
+/// loopback are all refused, because the proxy dials from the host's namespace and would
+/// otherwise reach the cloud metadata service and the host's own loopback services. Only a
+/// grant inside the special range (`169.254.169.254/32`, `127.0.0.0/8`) opens it.
 #[test]
-#[ignore = "BUG (proxy): 0.0.0.0/0 and ::/0 grants admit cloud metadata and the host's loopback"]
 fn a_catch_all_cidr_grant_does_not_open_metadata_or_the_hosts_loopback() {
     if !ready() {
         return;
