@@ -205,20 +205,20 @@ credential = {{ header = "Authorization", prefix = "Bearer ", from_env = "BENCH_
 }
 
 /// The floor for a CONNECT tunnel on this machine: no policy, no audit, no SNI check, no
-/// thread started per connection (workers wait in `accept`), both directions relayed by one
-/// thread with poll(2). The gap between it and the real proxy is what the proxy's own
+/// thread started per connection (workers wait in `accept`), both directions relayed with
+/// splice(2) (as the proxy does) by one thread with poll(2). The gap between it and the real proxy is what the proxy's own
 /// design costs; the gap between it and direct is what any CONNECT hop costs.
 fn start_floor_tunnel(upstream: SocketAddr) -> SocketAddr {
     let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
     let addr = listener.local_addr().unwrap();
     for _ in 0..4 {
         let l = listener.clone();
-        std::thread::spawn(move || {
+        std::thread::Builder::new().name("bench-relay".into()).spawn(move || {
             for s in l.incoming() {
                 let Ok(s) = s else { continue };
                 floor_one(s, upstream);
             }
-        });
+        }).unwrap();
     }
     addr
 }
@@ -237,43 +237,64 @@ fn floor_one(mut client: TcpStream, upstream: SocketAddr) {
     if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
         return;
     }
-    let Ok(mut up) = TcpStream::connect(upstream) else { return };
+    let Ok(up) = TcpStream::connect(upstream) else { return };
     let _ = up.set_nodelay(true);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut open = [true, true];
-    while open[0] || open[1] {
-        let mut fds = [
-            libc::pollfd {
-                fd: client.as_raw_fd(),
-                events: if open[0] { libc::POLLIN } else { 0 },
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: up.as_raw_fd(),
-                events: if open[1] { libc::POLLIN } else { 0 },
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll on two pollfds we own.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, 10_000) } <= 0 {
+    // One pipe per direction; splice(2) like the proxy's tunnel, but both directions in this
+    // one thread, driven by poll(2).
+    let mut pipes = [[0i32; 2]; 2];
+    for p in &mut pipes {
+        // SAFETY: pipe2 fills the two-element array.
+        if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
             return;
         }
-        for (i, f) in fds.iter().enumerate() {
-            if f.revents == 0 {
+        // SAFETY: resizing our own pipe; failure only means smaller chunks.
+        unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, 256 * 1024) };
+    }
+    let fds = [client.as_raw_fd(), up.as_raw_fd()];
+    let mut open = [true, true];
+    'relay: while open[0] || open[1] {
+        let mut pfd = [0, 1].map(|i| libc::pollfd {
+            fd: fds[i],
+            events: if open[i] { libc::POLLIN } else { 0 },
+            revents: 0,
+        });
+        // SAFETY: poll on two pollfds we own.
+        if unsafe { libc::poll(pfd.as_mut_ptr(), 2, 10_000) } <= 0 {
+            break;
+        }
+        for i in 0..2 {
+            if pfd[i].revents == 0 || !open[i] {
                 continue;
             }
-            let (from, to) = if i == 0 { (&mut client, &mut up) } else { (&mut up, &mut client) };
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    open[i] = false;
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                }
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
+            let (from, to, pipe) = (fds[i], fds[1 - i], pipes[i]);
+            // SAFETY: splice between fds we own, null offsets (sockets and pipes have none).
+            let n = unsafe { libc::splice(from, std::ptr::null_mut(), pipe[1], std::ptr::null_mut(), 256 * 1024, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) };
+            if n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock) {
+                open[i] = false;
+                // SAFETY: half-closing a socket we own.
+                unsafe { libc::shutdown(to, libc::SHUT_WR) };
+                continue;
             }
+            let mut left = n.max(0) as usize;
+            while left > 0 {
+                // Blocking the writer is fine here: the bench moves one response at a time.
+                // SAFETY: as above.
+                let m = unsafe { libc::splice(pipe[0], std::ptr::null_mut(), to, std::ptr::null_mut(), left, libc::SPLICE_F_MOVE) };
+                if m <= 0 {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+                        continue;
+                    }
+                    break 'relay;
+                }
+                left -= m as usize;
+            }
+        }
+    }
+    for p in pipes {
+        // SAFETY: closing the pipes we created.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
         }
     }
 }
@@ -492,6 +513,33 @@ fn costs(p: &Proxy, up: &Upstream) {
 /// Name, route, client TLS configuration, host, target (% of direct) of a throughput row.
 type ThroughputRoute<'a> = (&'static str, Route, &'a Arc<ClientConfig>, &'static str, Option<f64>);
 
+/// Run time (ns, from schedstat) of each live thread of this process: tid → (is a proxy
+/// thread, ns). Proxy threads are named `aegis-proxy*` (threads they start inherit the name).
+fn thread_cpu() -> BTreeMap<u32, (bool, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        let ns = std::fs::read_to_string(e.path().join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+            .unwrap_or(0);
+        out.insert(tid, (comm.starts_with("aegis-proxy") || comm.starts_with("bench-relay"), ns));
+    }
+    out
+}
+
+/// CPU time spent by proxy threads between two [`thread_cpu`] snapshots.
+fn proxy_cpu_since(before: &BTreeMap<u32, (bool, u64)>) -> Duration {
+    let ns: u64 = thread_cpu()
+        .iter()
+        .filter(|(_, (proxy, _))| *proxy)
+        .map(|(tid, (_, ns))| ns.saturating_sub(before.get(tid).map(|b| b.1).unwrap_or(0)))
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 /// User + system CPU time of this whole process so far.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage fills the struct we pass; an all-zero rusage is a valid value.
@@ -634,15 +682,22 @@ fn main() {
         // 2. Kept-alive connection, after the handshake.
         let mut d_conn = c.open(Route::Direct, &direct_cfg, TUNNEL_HOST);
         let mut t_conn = c.open(via, &direct_cfg, TUNNEL_HOST);
+        let mut f_conn = c.open(Route::Proxy(floor), &direct_cfg, TUNNEL_HOST);
         let mut i_conn = c.open(via, &inspect_cfg, API_HOST);
         for _ in 0..10 {
             c.get(&mut d_conn, TUNNEL_HOST, "/small");
             c.get(&mut t_conn, TUNNEL_HOST, "/small");
+            c.get(&mut f_conn, TUNNEL_HOST, "/small");
             c.get(&mut i_conn, API_HOST, "/small");
         }
-        let (mut d_ka, mut t_ka, mut i_ka) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut d_ka, mut t_ka, mut i_ka, mut f_ka) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n * 3 {
-            for (conn, host, out) in [(&mut d_conn, TUNNEL_HOST, &mut d_ka), (&mut t_conn, TUNNEL_HOST, &mut t_ka), (&mut i_conn, API_HOST, &mut i_ka)] {
+            for (conn, host, out) in [
+                (&mut d_conn, TUNNEL_HOST, &mut d_ka),
+                (&mut t_conn, TUNNEL_HOST, &mut t_ka),
+                (&mut i_conn, API_HOST, &mut i_ka),
+                (&mut f_conn, TUNNEL_HOST, &mut f_ka),
+            ] {
                 let t = Instant::now();
                 assert_eq!(c.get(conn, host, "/small"), SMALL_BODY.len());
                 out.push(t.elapsed());
@@ -652,52 +707,56 @@ fn main() {
             "2. small HTTPS GET on a kept-alive connection (request → full response)",
             None,
             &d_ka,
-            &[("tunnel", &t_ka), ("inspect", &i_ka)],
+            &[("tunnel", &t_ka), ("inspect", &i_ka), ("minimal relay", &f_ka)],
         );
-        drop((d_conn, t_conn, i_conn));
+        drop((d_conn, t_conn, i_conn, f_conn));
     }
 
     if run(3) {
         // 3. Throughput of a 100 MiB GET (request sent → last byte), on a fresh connection each,
         // with the CPU time the whole process (client, upstream and proxy threads) spent on it.
-        let routes: [ThroughputRoute; 5] = [
+        let routes: [ThroughputRoute; 6] = [
             ("direct", Route::Direct, &direct_cfg, TUNNEL_HOST, None),
             ("tunnel (splice)", via, &direct_cfg, TUNNEL_HOST, Some(80.0)),
             ("inspect (TLS↔TLS)", via, &inspect_cfg, API_HOST, Some(50.0)),
             ("tunnel, no exe lookup", via_noexe, &direct_cfg, TUNNEL_HOST, None),
             ("inspect, no exe lookup", via_noexe, &inspect_cfg_noexe, API_HOST, None),
+            ("minimal relay (splice)", Route::Proxy(floor), &direct_cfg, TUNNEL_HOST, None),
         ];
-        let mut samples: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); routes.len()];
+        let mut samples: Vec<Vec<(Duration, Duration, Duration)>> = vec![Vec::new(); routes.len()];
         for _ in 0..rounds {
             for ((_, route, cfg, host, _), out) in routes.iter().zip(samples.iter_mut()) {
                 let mut s = c.open(*route, cfg, host);
                 // Let the proxy's per-connection work (exe lookup) run first: it is counted in
                 // the latency sections, here only the transfer is.
                 std::thread::sleep(Duration::from_millis(50));
-                let (t, cpu) = (Instant::now(), cpu_time());
+                let (threads, t, cpu) = (thread_cpu(), Instant::now(), cpu_time());
                 assert_eq!(c.get(&mut s, host, "/big"), BIG_LEN);
-                out.push((t.elapsed(), cpu_time().saturating_sub(cpu)));
+                out.push((t.elapsed(), cpu_time().saturating_sub(cpu), proxy_cpu_since(&threads)));
             }
         }
-        let mbps = |v: &[(Duration, Duration)]| -> (f64, f64, f64) {
-            let mut r: Vec<f64> = v.iter().map(|(d, _)| BIG_LEN as f64 / 1e6 / d.as_secs_f64()).collect();
+        let mbps = |v: &[(Duration, Duration, Duration)]| -> (f64, f64, f64, f64) {
+            let per_100mb = |d: Duration| d.as_secs_f64() * 1e3 / (BIG_LEN as f64 / 1e8);
+            let mut r: Vec<f64> = v.iter().map(|(d, _, _)| BIG_LEN as f64 / 1e6 / d.as_secs_f64()).collect();
             r.sort_by(|a, b| a.total_cmp(b));
-            let mut cpu: Vec<f64> = v.iter().map(|(_, c)| c.as_secs_f64() * 1e3 / (BIG_LEN as f64 / 1e8)).collect();
+            let mut cpu: Vec<f64> = v.iter().map(|(_, c, _)| per_100mb(*c)).collect();
             cpu.sort_by(|a, b| a.total_cmp(b));
-            (pct(&r, 0.5), r[0], pct(&cpu, 0.5))
+            let mut pcpu: Vec<f64> = v.iter().map(|(_, _, c)| per_100mb(*c)).collect();
+            pcpu.sort_by(|a, b| a.total_cmp(b));
+            (pct(&r, 0.5), r[0], pct(&cpu, 0.5), pct(&pcpu, 0.5))
         };
-        let (d_med, _, _) = mbps(&samples[0]);
-        println!("\n3. throughput of a 100 MiB GET ({rounds} rounds, interleaved; MB = 10^6 bytes; CPU = all threads of this process)");
-        println!("  {:<24} {:>12} {:>12} {:>12} {:>16}", "route", "median MB/s", "worst MB/s", "% of direct", "CPU ms / 100 MB");
+        let (d_med, _, _, _) = mbps(&samples[0]);
+        println!("\n3. throughput of a 100 MiB GET ({rounds} rounds, interleaved; MB = 10^6 bytes; CPU = all threads of this process, \"of it proxy\" = the proxy's or minimal relay's threads)");
+        println!("  {:<26} {:>12} {:>12} {:>12} {:>14} {:>14}", "route", "median MB/s", "worst MB/s", "% of direct", "CPU ms/100MB", "of it proxy");
         for ((name, _, _, _, target), v) in routes.iter().zip(&samples) {
-            let (m, w, cpu) = mbps(v);
+            let (m, w, cpu, pcpu) = mbps(v);
             let p = m / d_med * 100.0;
             let verdict = match target {
                 Some(t) if p >= *t => format!("  [target ≥ {t:.0} %: met]"),
                 Some(t) => format!("  [target ≥ {t:.0} %: MISSED]"),
                 None => String::new(),
             };
-            println!("  {name:<24} {m:>12.0} {w:>12.0} {p:>10.1} % {cpu:>16.0}{verdict}");
+            println!("  {name:<26} {m:>12.0} {w:>12.0} {p:>10.1} % {cpu:>14.0} {pcpu:>14.0}{verdict}");
         }
 
     }
