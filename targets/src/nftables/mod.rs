@@ -11,7 +11,13 @@
 //! [`LoadedTable`] deletes it on drop ([`delete_table`], one nf_tables netlink transaction). Invariants: default deny — in `host` mode every packet
 //! from the agent's sockets that no rule accepts is logged (prefix `aegis:<agent>:deny `,
 //! rate-limited) and dropped; in `none`/`proxy` modes (the agent's own namespace) everything
-//! but loopback (proxy mode: only the proxy port on loopback) is logged and dropped.
+//! but loopback (proxy mode: only the proxy port on loopback) is logged to the NFLOG group
+//! [`NFLOG_GROUP`] (rate-limited) and rejected (TCP reset, otherwise ICMP port unreachable)
+//! so the agent fails fast. Own-namespace tables accept output to `lo` only when the
+//! destination is a local address (`fib daddr type local`): the runtime routes every other
+//! destination to `lo` so that a direct connect creates a packet for this table to log and
+//! reject, instead of failing with ENETUNREACH unseen; and they accept `ct state related`,
+//! which is the reject's own reset/ICMP answer travelling back to the agent.
 //!
 //! Matching the agent's sockets in `host` mode: the rule is
 //! `socket cgroupv2 level <depth> "<path>" goto agent`, and the cgroup path exists only at
@@ -44,6 +50,9 @@ pub const FAMILY: &str = "inet";
 pub const AGENT_CHAIN: &str = "agent";
 /// Rate limit of deny log lines (per second); the drop itself is never rate limited.
 pub const LOG_RATE_PER_SEC: u64 = 10;
+/// NFLOG group the own-namespace tables (`none`, `proxy`) log denied packets to. Fixed: the
+/// namespace belongs to one agent, so no other listener can clash with it.
+pub const NFLOG_GROUP: u16 = 1;
 
 /// Errors of the nftables target.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +253,24 @@ fn deny_tail(b: &mut Builder, chain: &str, agent: &str) {
     b.rule(chain, vec![json!({"counter": null}), json!({"drop": null})]);
 }
 
+/// The end of an own-namespace chain: log to NFLOG (the kernel log stays silent for
+/// non-initial namespaces unless the host sets `nf_log_all_netns`), then reject so the agent
+/// gets ECONNREFUSED/EPERM at once instead of retrying for minutes.
+fn reject_tail(b: &mut Builder, chain: &str, agent: &str) {
+    b.rule(
+        chain,
+        vec![
+            json!({"limit": {"rate": LOG_RATE_PER_SEC, "per": "second", "burst": 2 * LOG_RATE_PER_SEC}}),
+            json!({"log": {"prefix": log_prefix(agent), "group": NFLOG_GROUP}}),
+        ],
+    );
+    b.rule(
+        chain,
+        vec![m(json!({"meta": {"key": "l4proto"}}), json!("tcp")), json!({"counter": null}), json!({"reject": {"type": "tcp reset"}})],
+    );
+    b.rule(chain, vec![json!({"counter": null}), json!({"reject": {"type": "icmpx", "expr": "port-unreachable"}})]);
+}
+
 /// Lowers a network policy into the agent's table. Same input, same bytes.
 pub fn lower(agent: &str, policy: &NetPolicy) -> Result<Ruleset, NftError> {
     if !crate::cgroup::valid_agent_name(agent) {
@@ -277,6 +304,9 @@ pub fn lower(agent: &str, policy: &NetPolicy) -> Result<Ruleset, NftError> {
                 );
             }
             let lo = |dir: &str| m(json!({"meta": {"key": dir}}), json!("lo"));
+            // Output to `lo` is loopback traffic only when the destination is local: the
+            // runtime's default routes point at `lo` too.
+            let local = || json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}});
             match policy.mode {
                 NetMode::Proxy { port } => {
                     if port == 0 {
@@ -284,7 +314,12 @@ pub fn lower(agent: &str, policy: &NetPolicy) -> Result<Ruleset, NftError> {
                     }
                     for (chain, dir) in [("input", "iif"), ("output", "oif")] {
                         for field in ["dport", "sport"] {
-                            b.rule(chain, vec![lo(dir), m(payload("tcp", field), json!(port)), json!({"accept": null})]);
+                            let mut e = vec![lo(dir)];
+                            if chain == "output" {
+                                e.push(local());
+                            }
+                            e.extend([m(payload("tcp", field), json!(port)), json!({"accept": null})]);
+                            b.rule(chain, e);
                         }
                     }
                     for e in &policy.endpoints {
@@ -295,25 +330,35 @@ pub fn lower(agent: &str, policy: &NetPolicy) -> Result<Ruleset, NftError> {
                         ports.dedup();
                         for (chain, dir) in [("input", "iif"), ("output", "oif")] {
                             for (addr_field, port_field) in [("daddr", "dport"), ("saddr", "sport")] {
-                                b.rule(
-                                    chain,
-                                    vec![
-                                        lo(dir),
-                                        m(payload(fam, addr_field), json!(a.to_string())),
-                                        m(payload("tcp", port_field), ports_value(&ports)),
-                                        json!({"accept": null}),
-                                    ],
-                                );
+                                let mut e = vec![lo(dir)];
+                                if chain == "output" {
+                                    e.push(local());
+                                }
+                                e.extend([
+                                    m(payload(fam, addr_field), json!(a.to_string())),
+                                    m(payload("tcp", port_field), ports_value(&ports)),
+                                    json!({"accept": null}),
+                                ]);
+                                b.rule(chain, e);
                             }
                         }
                     }
                 }
                 _ => {
                     b.rule("input", vec![lo("iif"), json!({"accept": null})]);
-                    b.rule("output", vec![lo("oif"), json!({"accept": null})]);
+                    b.rule("output", vec![lo("oif"), local(), json!({"accept": null})]);
                 }
             }
-            deny_tail(&mut b, "output", agent);
+            for chain in ["input", "output"] {
+                b.rule(
+                    chain,
+                    vec![
+                        json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["related"]}}),
+                        json!({"accept": null}),
+                    ],
+                );
+            }
+            reject_tail(&mut b, "output", agent);
         }
         NetMode::Host => lower_host(&mut b, agent, policy)?,
     }
@@ -631,8 +676,15 @@ fn value_text(v: &Value) -> String {
                     p.get("protocol").map(value_text).unwrap_or_default(),
                     p.get("field").map(value_text).unwrap_or_default()
                 )
+            } else if let Some(f) = o.get("fib") {
+                format!("fib {} {}", f.get("flags").map(value_text).unwrap_or_default(), f.get("result").map(value_text).unwrap_or_default())
             } else if let Some(k) = o.get("meta").or_else(|| o.get("ct")).and_then(|x| x.get("key")) {
-                if o.contains_key("ct") { format!("ct {}", value_text(k)) } else { value_text(k) }
+                match (o.contains_key("ct"), k.as_str()) {
+                    (true, _) => format!("ct {}", value_text(k)),
+                    // `iif lo`/`oif lo` read as nft prints them; other keys need `meta`.
+                    (false, Some("iif" | "oif")) => value_text(k),
+                    (false, _) => format!("meta {}", value_text(k)),
+                }
             } else {
                 v.to_string()
             }
@@ -656,7 +708,15 @@ fn expr_text(e: &Value) -> String {
             v.get("per").map(value_text).unwrap_or_default(),
             v.get("burst").map(value_text).unwrap_or_default()
         ),
-        "log" => format!("log prefix \"{}\"", v.get("prefix").map(value_text).unwrap_or_default()),
+        "log" => match v.get("group") {
+            Some(g) => format!("log group {} prefix \"{}\"", value_text(g), v.get("prefix").map(value_text).unwrap_or_default()),
+            None => format!("log prefix \"{}\"", v.get("prefix").map(value_text).unwrap_or_default()),
+        },
+        "reject" => match (v.get("type"), v.get("expr")) {
+            (Some(t), Some(e)) => format!("reject with {} {}", value_text(t), value_text(e)),
+            (Some(t), None) => format!("reject with {}", value_text(t)),
+            _ => "reject".into(),
+        },
         other => other.to_string(),
     }
 }
