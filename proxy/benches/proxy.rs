@@ -190,9 +190,11 @@ credential = {{ header = "Authorization", prefix = "Bearer ", from_env = "BENCH_
     let upstream_tls = upstream_config(std::slice::from_ref(&up.ca)).unwrap();
     let resolver = Resolver::with_pins(&[format!("{TUNNEL_HOST}=127.0.0.1"), format!("{API_HOST}=127.0.0.1")]).unwrap();
     let agent = AgentProcs {
-        // Beyond any pid_max, so /proc/PID/net/tcp does not exist and the lookup ends at once.
+        // Beyond any pid_max, so no process is scanned and the lookup ends at once.
         pid: if exe_lookup { std::process::id() as i32 } else { i32::MAX },
         procs_file: None,
+        // What aegis-exec gives the proxy: one exact sock_diag lookup per connection.
+        diag: if exe_lookup { aegis_proxy::exe::diag_socket().ok().map(std::sync::Mutex::new) } else { None },
     };
     let (tx, rx) = std::sync::mpsc::channel();
     // Drain audit events as the supervisor's audit writer would.
@@ -490,7 +492,7 @@ fn costs(p: &Proxy, up: &Upstream) {
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (_server_end, _) = listener.accept().unwrap();
     let peer = client.local_addr().unwrap();
-    let tcp_table = std::fs::read_to_string(format!("/proc/{}/net/tcp", std::process::id())).unwrap_or_default();
+    let ours = client.peer_addr().unwrap();
     println!("
 4. per-connection work of the proxy, timed alone (median µs)");
     let rows: Vec<(String, f64)> = vec![
@@ -500,10 +502,8 @@ fn costs(p: &Proxy, up: &Upstream) {
         ("SandboxCa::server_config (cached)".into(), time_it(200, || drop(p.ca.server_config(&api_host)))),
         ("thread spawn + join".into(), time_it(200, || drop(std::thread::spawn(|| ()).join()))),
         ("TcpStream::connect to upstream (dial)".into(), time_it(200, || drop(TcpStream::connect((addrs[0], port))))),
-        (
-            format!("AgentProcs::exe_of (/proc/PID/net/tcp: {} lines)", tcp_table.lines().count()),
-            time_it(30, || drop(p.agent.exe_of(&peer))),
-        ),
+        ("AgentProcs::socket_inode (one sock_diag lookup)".into(), time_it(200, || { std::hint::black_box(p.agent.socket_inode(peer, ours)); })),
+        ("AgentProcs::exe_of (inode + this process's fds)".into(), time_it(200, || drop(p.agent.exe_of(peer, ours)))),
     ];
     for (what, us) in rows {
         println!("  {what:<58} {us:>10.1}");

@@ -14,12 +14,14 @@ use std::os::fd::AsRawFd;
 
 use rustls::{ClientConnection, ServerConnection};
 
-/// Tunnel between two TCP streams. Returns (bytes client→upstream, bytes upstream→client).
-pub fn tcp(client: TcpStream, upstream: TcpStream) -> (u64, u64) {
+/// Tunnel between two TCP streams; `meanwhile` runs once the bytes flow (work that should
+/// not delay them). Returns (bytes client→upstream, bytes upstream→client).
+pub fn tcp(client: TcpStream, upstream: TcpStream, meanwhile: impl FnOnce()) -> (u64, u64) {
     let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
         return (0, 0);
     };
     let up = std::thread::spawn(move || pump(c2, u2));
+    meanwhile();
     let down = pump(upstream, client);
     let up = up.join().unwrap_or(0);
     (up, down)

@@ -183,35 +183,31 @@ enum Next {
 struct Conn<'a> {
     p: &'a Proxy,
     stream: TcpStream,
-    /// The executable behind the connection, looked up in parallel from the moment of
-    /// accept (the client is alive then; it may be gone when the record is written).
-    exe_lookup: Option<std::thread::JoinHandle<Option<String>>>,
+    /// Inode of the agent's end of the connection (one sock_diag lookup at accept).
+    inode: Option<u64>,
+    /// The executable behind the connection, resolved once, at a moment the proxy waits
+    /// anyway (for the upstream's answer, or while a tunnel relays).
     exe: Option<Option<String>>,
 }
 
 impl<'a> Conn<'a> {
     fn new(p: &'a Proxy, stream: TcpStream) -> Conn<'a> {
-        let exe_lookup = stream.peer_addr().ok().and_then(|peer| {
-            let agent = p.agent.clone();
-            std::thread::Builder::new().name("aegis-proxy-exe".into()).spawn(move || agent.exe_of(&peer)).ok()
-        });
-        Conn {
-            p,
-            stream,
-            exe_lookup,
-            exe: None,
+        let inode = match (stream.peer_addr(), stream.local_addr()) {
+            (Ok(peer), Ok(ours)) => p.agent.socket_inode(peer, ours),
+            _ => None,
+        };
+        Conn { p, stream, inode, exe: None }
+    }
+
+    fn resolve_exe(&mut self) {
+        if self.exe.is_none() {
+            self.exe = Some(self.inode.and_then(|i| self.p.agent.exe_of_inode(i)));
         }
     }
 
     fn emit(&mut self, r: Record) {
-        let exe = match &self.exe {
-            Some(e) => e.clone(),
-            None => {
-                let e = self.exe_lookup.take().and_then(|h| h.join().ok()).flatten();
-                self.exe = Some(e.clone());
-                e
-            }
-        };
+        self.resolve_exe();
+        let exe = self.exe.clone().flatten();
         let ev = Event::ProxyRequest {
             mode: r.mode.into(),
             host: r.host,
@@ -283,7 +279,7 @@ impl<'a> Conn<'a> {
             }
         };
         let Ok(client) = self.stream.try_clone() else { return };
-        let (u, dn) = crate::relay::tcp(client, up);
+        let (u, dn) = crate::relay::tcp(client, up, || self.resolve_exe());
         self.emit(Record { up: u, down: dn, ..rec });
     }
 
@@ -379,7 +375,7 @@ impl<'a> Conn<'a> {
             return;
         }
         let Ok(client) = self.stream.try_clone() else { return };
-        let (up_bytes, down_bytes) = crate::relay::tcp(client, up);
+        let (up_bytes, down_bytes) = crate::relay::tcp(client, up, || self.resolve_exe());
         let mut r = rec().decided(&d);
         r.up = up_bytes + first.len() as u64;
         r.down = down_bytes;
@@ -548,6 +544,8 @@ impl<'a> Conn<'a> {
         };
         let mut rec = rec.decided(&d);
         rec.up = up_bytes;
+        // While the upstream works on its answer.
+        self.resolve_exe();
         // Relay the response (skipping interim 1xx other than 101).
         let resp = loop {
             match http1::read_response_head(up, MAX_HEAD) {
@@ -716,6 +714,7 @@ impl<'a> Conn<'a> {
         let sent = http1::write_request_head(&mut up, &req.head.method, &out_target, &headers, None)
             .map_err(|e| e.to_string())
             .and_then(|_| http1::copy_body(rd, &mut up, req.framing, None).map_err(|e| e.to_string()));
+        self.resolve_exe();
         match sent {
             Ok(n) => rec.up = n,
             Err(e) => {

@@ -149,6 +149,8 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
 /// The proxy's sockets inside the agent's network namespace.
 pub struct Listeners {
     pub proxy: TcpListener,
+    /// NETLINK_SOCK_DIAG socket in the agent's namespace (finds which process connected).
+    pub diag: Option<std::os::fd::OwnedFd>,
     /// One per transparent forward, with the address it stands for.
     pub forwards: Vec<(TcpListener, std::net::SocketAddr)>,
 }
@@ -179,7 +181,11 @@ pub fn listen_in(pid: libc::pid_t, forwards: &[std::net::SocketAddr]) -> Result<
                 let l = TcpListener::bind(a).map_err(|e| format!("binding the forward {a}: {e}"))?;
                 out.push((l, a));
             }
-            Ok(Listeners { proxy, forwards: out })
+            Ok(Listeners {
+                proxy,
+                forwards: out,
+                diag: aegis_proxy::exe::diag_socket().ok(),
+            })
         })
         .map_err(|e| RunError::internal("proxy thread", e))?;
     match t.join() {
@@ -305,6 +311,7 @@ pub fn start(p: Prepared, listeners: Listeners, agent_pid: libc::pid_t, procs_fi
         AgentProcs {
             pid: agent_pid,
             procs_file,
+            diag: listeners.diag.map(std::sync::Mutex::new),
         },
         events,
     );
