@@ -14,101 +14,186 @@ use std::os::fd::AsRawFd;
 
 use rustls::{ClientConnection, ServerConnection};
 
-/// Tunnel between two TCP streams; `meanwhile` runs once the bytes flow (work that should
-/// not delay them). Returns (bytes client→upstream, bytes upstream→client).
+/// Tunnel between two TCP streams, both directions in this one thread (poll + non-blocking
+/// splice through a pipe per direction: no copy through user space, no second thread);
+/// `meanwhile` runs once, after the first bytes moved (work that should not delay them).
+/// Returns (bytes client→upstream, bytes upstream→client).
 pub fn tcp(client: TcpStream, upstream: TcpStream, meanwhile: impl FnOnce()) -> (u64, u64) {
-    let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+    let (Ok(up), Ok(down)) = (Dir::new(&client, &upstream), Dir::new(&upstream, &client)) else {
         return (0, 0);
     };
-    let up = std::thread::spawn(move || pump(c2, u2));
-    meanwhile();
-    let down = pump(upstream, client);
-    let up = up.join().unwrap_or(0);
-    (up, down)
-}
-
-/// Copies `from` → `to` until EOF or error, then half-closes `to`. Uses splice(2) through a
-/// pipe (no copy through user space) and falls back to read/write.
-fn pump(mut from: TcpStream, mut to: TcpStream) -> u64 {
-    let mut total = 0u64;
-    match splice_all(&from, &to, &mut total) {
-        Ok(()) => {}
-        Err(_) if total == 0 => {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match from.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if to.write_all(buf.get(..n).unwrap_or_default()).is_err() {
-                            break;
-                        }
-                        total += n as u64;
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-        }
-        Err(_) => {}
+    if client.set_nonblocking(true).is_err() || upstream.set_nonblocking(true).is_err() {
+        return (0, 0);
     }
-    let _ = to.shutdown(Shutdown::Write);
-    let _ = from.shutdown(Shutdown::Read);
-    total
-}
-
-fn splice_all(from: &TcpStream, to: &TcpStream, total: &mut u64) -> std::io::Result<()> {
-    let mut p = [0i32; 2];
-    // SAFETY: pipe2 fills our two-element array.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    struct Pipe([i32; 2]);
-    impl Drop for Pipe {
-        fn drop(&mut self) {
-            // SAFETY: closing the pipe we created.
-            unsafe {
-                libc::close(self.0[0]);
-                libc::close(self.0[1]);
-            }
-        }
-    }
-    let pipe = Pipe(p);
-    const CHUNK: usize = 256 * 1024;
-    // SAFETY (for the fcntl): setting the pipe size on our own pipe; failure is harmless.
-    unsafe { libc::fcntl(pipe.0[1], libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+    let mut dirs = [up, down];
+    let mut meanwhile = Some(meanwhile);
     loop {
-        // SAFETY: splice between fds we own; null offsets (sockets and pipes have none).
-        let n = unsafe {
-            libc::splice(from.as_raw_fd(), std::ptr::null_mut(), pipe.0[1], std::ptr::null_mut(), CHUNK, libc::SPLICE_F_MOVE)
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
+        let mut progressed = false;
+        for d in dirs.iter_mut() {
+            progressed |= d.step();
+        }
+        if progressed && let Some(f) = meanwhile.take() {
+            f();
+        }
+        if dirs.iter().all(|d| d.done) {
+            break;
+        }
+        // Poll each socket for what its directions need.
+        let mut fds = [
+            libc::pollfd {
+                fd: client.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: upstream.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            },
+        ];
+        // dirs[0] reads the client and writes upstream; dirs[1] the other way round.
+        for (i, d) in dirs.iter().enumerate() {
+            if d.done {
                 continue;
             }
-            return Err(e);
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        let mut left = n as usize;
-        while left > 0 {
-            // SAFETY: as above.
-            let m = unsafe {
-                libc::splice(pipe.0[0], std::ptr::null_mut(), to.as_raw_fd(), std::ptr::null_mut(), left, libc::SPLICE_F_MOVE)
-            };
-            if m < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                // Bytes already moved: report them, but stop (no fallback mid-stream).
-                *total += (n as usize - left) as u64;
-                return if *total == 0 { Ok(()) } else { Err(e) };
+            if d.wants_read() {
+                fds[i].events |= libc::POLLIN;
             }
-            left -= m as usize;
+            if d.in_pipe > 0 {
+                fds[1 - i].events |= libc::POLLOUT;
+            }
         }
-        *total += n as u64;
+        // A socket nothing is wanted from is left out: poll would report its hang-up over
+        // and over and this loop would spin.
+        for f in fds.iter_mut() {
+            if f.events == 0 {
+                f.fd = -1;
+            }
+        }
+        // SAFETY: poll on two pollfds we own (negative fds are ignored).
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 && std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
+            break;
+        }
+    }
+    let _ = client.set_nonblocking(false);
+    let _ = upstream.set_nonblocking(false);
+    (dirs[0].moved, dirs[1].moved)
+}
+
+/// One direction of a tunnel: `from` → pipe → `to`.
+struct Dir {
+    from: i32,
+    to: i32,
+    to_stream: Option<TcpStream>,
+    pipe: [i32; 2],
+    in_pipe: usize,
+    eof: bool,
+    done: bool,
+    moved: u64,
+}
+
+const PIPE_SIZE: usize = 256 * 1024;
+
+impl Dir {
+    fn new(from: &TcpStream, to: &TcpStream) -> std::io::Result<Dir> {
+        let mut p = [0i32; 2];
+        // SAFETY: pipe2 fills our two-element array.
+        if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: resizing our own pipe; failure only means smaller splices.
+        unsafe { libc::fcntl(p[1], libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
+        Ok(Dir {
+            from: from.as_raw_fd(),
+            to: to.as_raw_fd(),
+            to_stream: to.try_clone().ok(),
+            pipe: p,
+            in_pipe: 0,
+            eof: false,
+            done: false,
+            moved: 0,
+        })
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.eof && self.in_pipe < PIPE_SIZE
+    }
+
+    /// Moves what can move without blocking; true if any byte moved or the state changed.
+    fn step(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        let mut progressed = false;
+        loop {
+            let mut moved_now = false;
+            if self.wants_read() {
+                // SAFETY: splice between fds we own; null offsets (sockets and pipes have none).
+                let n = unsafe {
+                    libc::splice(self.from, std::ptr::null_mut(), self.pipe[1], std::ptr::null_mut(), PIPE_SIZE - self.in_pipe, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+                };
+                match n {
+                    0 => {
+                        self.eof = true;
+                        progressed = true;
+                    }
+                    n if n > 0 => {
+                        self.in_pipe += n as usize;
+                        moved_now = true;
+                    }
+                    _ => {
+                        let e = std::io::Error::last_os_error().kind();
+                        if e != ErrorKind::WouldBlock && e != ErrorKind::Interrupted {
+                            self.eof = true;
+                            progressed = true;
+                        }
+                    }
+                }
+            }
+            if self.in_pipe > 0 {
+                // SAFETY: as above.
+                let n = unsafe {
+                    libc::splice(self.pipe[0], std::ptr::null_mut(), self.to, std::ptr::null_mut(), self.in_pipe, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+                };
+                if n > 0 {
+                    self.in_pipe -= n as usize;
+                    self.moved += n as u64;
+                    moved_now = true;
+                } else if n < 0 {
+                    let e = std::io::Error::last_os_error().kind();
+                    if e != ErrorKind::WouldBlock && e != ErrorKind::Interrupted {
+                        // The receiver is gone: nothing more can be delivered this way.
+                        self.in_pipe = 0;
+                        self.eof = true;
+                        progressed = true;
+                    }
+                }
+            }
+            progressed |= moved_now;
+            if !moved_now {
+                break;
+            }
+        }
+        if self.eof && self.in_pipe == 0 {
+            self.done = true;
+            // Half-close: the other side learns this direction ended.
+            if let Some(t) = &self.to_stream {
+                let _ = t.shutdown(Shutdown::Write);
+            }
+            progressed = true;
+        }
+        progressed
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        // SAFETY: closing the pipe we created.
+        unsafe {
+            libc::close(self.pipe[0]);
+            libc::close(self.pipe[1]);
+        }
     }
 }
 

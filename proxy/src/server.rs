@@ -83,48 +83,76 @@ impl Proxy {
     }
 }
 
-/// Starts the accept loop in a thread. It runs until the process exits.
-pub fn spawn(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("aegis-proxy".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(stream) = conn else { continue };
-            if proxy.active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                let mut s = stream;
-                let _ = s.write_all(&http1::simple_response(503, "too many connections through the proxy", "", true));
-                continue;
+/// Idle acceptors kept waiting in `accept` (so a new connection never waits for a thread
+/// to be created), and the most kept when load drops.
+const MIN_IDLE: usize = 4;
+const MAX_IDLE: usize = 16;
+
+/// A pool of threads blocked in `accept` on one listener: the one the kernel wakes serves
+/// the connection itself; a spawner thread tops the pool up in the background when fewer
+/// than [`MIN_IDLE`] are left, up to [`MAX_CONNECTIONS`] busy ones (further connections
+/// wait in the listen backlog); surplus idle threads retire.
+struct Pool {
+    idle: AtomicUsize,
+    wake: std::sync::Condvar,
+    lock: std::sync::Mutex<()>,
+}
+
+type Handler = fn(&Proxy, TcpStream);
+
+fn start_pool(name: &'static str, listener: TcpListener, proxy: Arc<Proxy>, handler: Handler) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let listener = Arc::new(listener);
+    let pool = Arc::new(Pool {
+        idle: AtomicUsize::new(0),
+        wake: std::sync::Condvar::new(),
+        lock: std::sync::Mutex::new(()),
+    });
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        loop {
+            while pool.idle.load(Ordering::Acquire) < MIN_IDLE && proxy.active.load(Ordering::Acquire) < MAX_CONNECTIONS {
+                pool.idle.fetch_add(1, Ordering::AcqRel);
+                let (l, p, pl) = (listener.clone(), proxy.clone(), pool.clone());
+                if std::thread::Builder::new().name("aegis-proxy-conn".into()).spawn(move || acceptor(&l, &p, &pl, handler)).is_err() {
+                    pool.idle.fetch_sub(1, Ordering::AcqRel);
+                    break;
+                }
             }
-            proxy.active.fetch_add(1, Ordering::Relaxed);
-            let p = proxy.clone();
-            let spawned = std::thread::Builder::new().name("aegis-proxy-conn".into()).spawn(move || {
-                Conn::new(&p, stream).run();
-                p.active.fetch_sub(1, Ordering::Relaxed);
-            });
-            if spawned.is_err() {
-                proxy.active.fetch_sub(1, Ordering::Relaxed);
-            }
+            let Ok(guard) = pool.lock.lock() else { return };
+            // Re-checked every second as well, in case a wake-up was missed.
+            let _ = pool.wake.wait_timeout(guard, Duration::from_secs(1));
         }
     })
+}
+
+fn acceptor(listener: &TcpListener, proxy: &Proxy, pool: &Pool, handler: Handler) {
+    loop {
+        let Ok((stream, _)) = listener.accept() else { continue };
+        proxy.active.fetch_add(1, Ordering::AcqRel);
+        if pool.idle.fetch_sub(1, Ordering::AcqRel) <= MIN_IDLE {
+            pool.wake.notify_one();
+        }
+        handler(proxy, stream);
+        proxy.active.fetch_sub(1, Ordering::AcqRel);
+        if pool.idle.load(Ordering::Acquire) >= MAX_IDLE {
+            return;
+        }
+        pool.idle.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts serving the proxy port. Runs until the process exits.
+pub fn spawn(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    start_pool("aegis-proxy", listener, proxy, |p, s| Conn::new(p, s).run())
 }
 
 /// Serves one transparent TCP forward: connections to `target` inside the agent's
 /// namespace (the supervisor put `target`'s address on its loopback) are checked like a
 /// CONNECT to `target` and relayed to the real address. Audit mode `tcp`.
-pub fn spawn_forward(listener: TcpListener, target: SocketAddr, proxy: Arc<Proxy>) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("aegis-proxy-fwd".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(stream) = conn else { continue };
-            if proxy.active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                continue;
-            }
-            proxy.active.fetch_add(1, Ordering::Relaxed);
-            let p = proxy.clone();
-            let spawned = std::thread::Builder::new().name("aegis-proxy-fwd-conn".into()).spawn(move || {
-                Conn::new(&p, stream).forward_tcp(target);
-                p.active.fetch_sub(1, Ordering::Relaxed);
-            });
-            if spawned.is_err() {
-                proxy.active.fetch_sub(1, Ordering::Relaxed);
-            }
+pub fn spawn_forward(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // The target is the address the agent connected to: the accepted socket's own address.
+    start_pool("aegis-proxy-fwd", listener, proxy, |p, s| {
+        if let Ok(t) = s.local_addr() {
+            Conn::new(p, s).forward_tcp(t);
         }
     })
 }

@@ -317,8 +317,8 @@ pub fn start(p: Prepared, listeners: Listeners, agent_pid: libc::pid_t, procs_fi
     );
     let proxy = Arc::new(proxy);
     aegis_proxy::server::spawn(listeners.proxy, proxy.clone()).map_err(|e| RunError::internal("starting the proxy", e))?;
-    for (l, target) in listeners.forwards {
-        aegis_proxy::server::spawn_forward(l, target, proxy.clone()).map_err(|e| RunError::internal("starting a proxy forward", e))?;
+    for (l, _) in listeners.forwards {
+        aegis_proxy::server::spawn_forward(l, proxy.clone()).map_err(|e| RunError::internal("starting a proxy forward", e))?;
     }
     Ok(proxy)
 }
