@@ -270,7 +270,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     close(go_r);
     close(rep_w);
     let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
-    let (child_report, ns_detail, nft_child, listener) = match result {
+    let (child_report, ns_detail, nft_child, listener, nflog) = match result {
         Ok(r) => r,
         Err(e) => {
             close(go_w);
@@ -399,6 +399,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         wall_time: spec.and_then(|s| s.wall_time_ms).map(Duration::from_millis),
         oom_group: spec.is_some_and(|s| s.memory_oom_group),
         deny_prefix: (host_net && table.is_some()).then(|| aegis_targets::nftables::log_prefix(&v.manifest.agent)),
+        nflog,
     };
     let mut events = Vec::new();
     let mut proxy_sink = |batch: Vec<Event>| {
@@ -507,6 +508,7 @@ type ChildSetup = (
     String,
     Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>,
     Option<stage::proxy::Listeners>,
+    Option<stage::netlog::Observer>,
 );
 
 #[allow(clippy::too_many_arguments)]
@@ -548,6 +550,23 @@ fn parent_setup(
     } else {
         enter()?;
     }
+    // With the table loaded: route outside destinations to `lo` and listen on NFLOG, so a
+    // direct connect is rejected at once and recorded. Not a reason to refuse the launch
+    // (the table rejects everything either way), but the report says what is observed.
+    let mut nflog = None;
+    if let Some((Some(_), layer)) = nft_child.as_mut() {
+        let context = if proxy.is_some() { "outside the proxy" } else { "in network mode none" };
+        match stage::netlog::observe(pid, context) {
+            Ok(o) => {
+                nflog = Some(o);
+                layer.detail.push_str(&format!(
+                    "; denials observed (other destinations routed to lo, logged to NFLOG group {}, rejected)",
+                    stage::netlog::NFLOG_GROUP
+                ));
+            }
+            Err(e) => layer.detail.push_str(&format!("; denials NOT observed ({e}): a direct connect fails unrecorded")),
+        }
+    }
     // The proxy's listener exists before the agent may run (it waits for `N`).
     let listener = match proxy {
         Some(p) if matches!(iso, Isolation::Full { .. }) => Some(stage::proxy::listen_in(pid, &p.forwards)?),
@@ -557,7 +576,7 @@ fn parent_setup(
     if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
     }
-    Ok((None, ns_detail, nft_child, listener))
+    Ok((None, ns_detail, nft_child, listener, nflog))
 }
 
 /// Reads reports until EOF; returns the last complete one.

@@ -1,7 +1,8 @@
 //! Supervision of a running agent: forward signals, enforce the wall-clock limit, watch for
 //! OOM kills (and emulate `memory.oom.group` on v1 by killing the whole leaf), collect
-//! nftables deny log lines from the kernel log (host mode; rate-limited into one audit
-//! record per second), reap the agent, and read its resource usage.
+//! nftables denials — from the kernel log in host mode, from the namespace's NFLOG socket
+//! ([`crate::stage::netlog`]) in `none`/`proxy` modes — rate-limited into one audit record
+//! per second per layer ([`Denials`]), reap the agent, and read its resource usage.
 //!
 //! Input: the agent's pid, its cgroup leaf, limits, the signalfd. Output: an [`Outcome`]
 //! (wait status, rusage, cgroup usage) and the audit events that happened. Invariants: the
@@ -12,9 +13,7 @@
 //!
 //! What cannot be observed here: seccomp denials that return an errno leave no trace
 //! without `SECCOMP_RET_LOG`/user notification; Landlock denials are only visible through
-//! the audit subsystem (Landlock ABI 7 audit records go to auditd, not to us); nftables log
-//! lines from the agent's own network namespace (`none` mode) are only emitted with
-//! `net.netfilter.nf_log_all_netns=1`.
+//! the audit subsystem (Landlock ABI 7 audit records go to auditd, not to us).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,46 @@ pub struct Limits {
     pub oom_group: bool,
     /// nftables log prefix to look for in /dev/kmsg (host mode).
     pub deny_prefix: Option<String>,
+    /// The NFLOG listener of the agent's network namespace (`none`/`proxy` modes).
+    pub nflog: Option<crate::stage::netlog::Observer>,
+}
+
+/// Kernel denials counted per layer and written at most once a second per layer, as one
+/// record with the count and the first sample line, so a looping agent cannot flood the log.
+/// Shared by every source (kernel log, NFLOG).
+struct Denials {
+    /// layer → (denials since the last record, first sample line)
+    pending: std::collections::BTreeMap<&'static str, (u64, String)>,
+    last_flush: Instant,
+}
+
+impl Denials {
+    fn new() -> Denials {
+        Denials {
+            pending: Default::default(),
+            last_flush: Instant::now(),
+        }
+    }
+
+    fn count(&mut self, layer: &'static str, sample: &str) {
+        let e = self.pending.entry(layer).or_insert((0, String::new()));
+        e.0 += 1;
+        if e.1.is_empty() {
+            e.1 = sample.chars().take(300).collect();
+        }
+    }
+
+    /// The records due now (all of them when `force`, at the agent's exit).
+    fn take_events(&mut self, force: bool) -> Vec<Event> {
+        if self.pending.is_empty() || (!force && self.last_flush.elapsed() < Duration::from_secs(1)) {
+            return Vec::new();
+        }
+        self.last_flush = Instant::now();
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(layer, (count, detail))| Event::KernelDenial { layer: layer.into(), detail, count })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,9 +121,7 @@ pub fn kill_agent(pid: libc::pid_t, leaf: Option<&Leaf>) {
 /// prefix (host mode); seccomp records (audit type 1326) of processes in the agent's leaf,
 /// except ENOSYS, which the filter returns by design for unknown syscalls and `clone3`;
 /// Landlock access records (type 1423) of the agent's own domain, learned from the domain's
-/// allocation record (type 1424), whose pid is the agent's. Counted per layer and written at
-/// most once a second per layer (with one sample line), so a looping agent cannot flood the
-/// log. Limits: with an audit daemon running, seccomp and Landlock records go to it instead;
+/// allocation record (type 1424), whose pid is the agent's. Counted into [`Denials`]. Limits: with an audit daemon running, seccomp and Landlock records go to it instead;
 /// Landlock logs only when the kernel's audit is enabled (`auditctl -e 1`); records the
 /// kernel prints after the agent has exited may be missed.
 struct Kmsg {
@@ -92,9 +129,6 @@ struct Kmsg {
     nft_prefix: Option<String>,
     agent_pid: i32,
     landlock_domain: Option<String>,
-    /// layer → (denials since the last record, first sample line)
-    pending: std::collections::BTreeMap<&'static str, (u64, String)>,
-    last_flush: Instant,
 }
 
 /// Whether a seccomp record is for a call every AEGIS filter answers with ENOSYS by design
@@ -132,26 +166,16 @@ impl Kmsg {
             nft_prefix,
             agent_pid,
             landlock_domain: None,
-            pending: Default::default(),
-            last_flush: Instant::now(),
         })
     }
 
-    fn count(&mut self, layer: &'static str, sample: &str) {
-        let e = self.pending.entry(layer).or_insert((0, String::new()));
-        e.0 += 1;
-        if e.1.is_empty() {
-            e.1 = sample.chars().take(300).collect();
-        }
-    }
-
-    fn classify(&mut self, rec: &str, leaf: Option<&Leaf>) {
+    fn classify(&mut self, rec: &str, leaf: Option<&Leaf>, denials: &mut Denials) {
         let line = rec.split_once(';').map(|(_, l)| l).unwrap_or(rec).lines().next().unwrap_or_default();
         if let Some(p) = self.nft_prefix.as_deref()
             && let Some(pos) = line.find(p)
         {
             let sample = line.get(pos + p.len()..).unwrap_or_default().to_string();
-            self.count("nftables", &sample);
+            denials.count("nftables", &sample);
         } else if line.contains("type=1326") {
             let pid: Option<i32> = audit_field(line, "pid").and_then(|p| p.parse().ok());
             let ours = match (pid, leaf) {
@@ -165,7 +189,7 @@ impl Kmsg {
                     .filter_map(|k| audit_field(line, k).map(|v| format!("{k}={v}")))
                     .collect::<Vec<_>>()
                     .join(" ");
-                self.count("seccomp", &sample);
+                denials.count("seccomp", &sample);
             }
         } else if line.contains("type=1424") && line.contains("status=allocated") {
             if audit_field(line, "pid").and_then(|p| p.parse::<i32>().ok()) == Some(self.agent_pid) {
@@ -180,11 +204,11 @@ impl Kmsg {
                 .filter_map(|k| audit_field(line, k).map(|v| format!("{k}={v}")))
                 .collect::<Vec<_>>()
                 .join(" ");
-            self.count("landlock", &sample);
+            denials.count("landlock", &sample);
         }
     }
 
-    fn read(&mut self, leaf: Option<&Leaf>) {
+    fn read(&mut self, leaf: Option<&Leaf>, denials: &mut Denials) {
         let mut buf = [0u8; 2048];
         loop {
             // SAFETY: reading one kmsg record into our buffer.
@@ -197,19 +221,8 @@ impl Kmsg {
                 return;
             }
             let rec = String::from_utf8_lossy(buf.get(..n as usize).unwrap_or_default()).into_owned();
-            self.classify(&rec, leaf);
+            self.classify(&rec, leaf, denials);
         }
-    }
-
-    fn take_events(&mut self, force: bool) -> Vec<Event> {
-        if self.pending.is_empty() || (!force && self.last_flush.elapsed() < Duration::from_secs(1)) {
-            return Vec::new();
-        }
-        self.last_flush = Instant::now();
-        std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|(layer, (count, detail))| Event::KernelDenial { layer: layer.into(), detail, count })
-            .collect()
     }
 }
 
@@ -264,16 +277,23 @@ pub fn run(
     let mut wall_hit = false;
     let mut oom_seen = leaf.map(|l| l.usage().oom_kills).unwrap_or(0);
     let mut kmsg = Kmsg::open(limits.deny_prefix.clone(), pid);
+    let mut denials = Denials::new();
+    let read_denials = |kmsg: &mut Option<Kmsg>, denials: &mut Denials| {
+        if let Some(k) = kmsg.as_mut() {
+            k.read(leaf, denials);
+        }
+        if let Some(o) = &limits.nflog {
+            o.drain(&mut |line| denials.count("nftables", &line));
+        }
+    };
     loop {
         if let Some(o) = reap(pid, libc::WNOHANG) {
             if let Some(p) = &proxy {
                 p.finish(proxy_sink);
             }
-            if let Some(k) = kmsg.as_mut() {
-                k.read(leaf);
-                for e in k.take_events(true) {
-                    events(e);
-                }
+            read_denials(&mut kmsg, &mut denials);
+            for e in denials.take_events(true) {
+                events(e);
             }
             return o;
         }
@@ -295,9 +315,14 @@ pub fn run(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: limits.nflog.as_ref().map(|o| o.fd()).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        // SAFETY: poll on two pollfd structs we own (a negative fd is ignored).
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.max(1)) };
+        // SAFETY: poll on the pollfd structs we own (a negative fd is ignored).
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.max(1)) };
         for Received { signo, from_kernel } in signals.drain() {
             if signo == libc::SIGCHLD {
                 continue;
@@ -313,11 +338,9 @@ pub fn run(
                 grace = Some(Instant::now() + KILL_GRACE);
             }
         }
-        if let Some(k) = kmsg.as_mut() {
-            k.read(leaf);
-            for e in k.take_events(false) {
-                events(e);
-            }
+        read_denials(&mut kmsg, &mut denials);
+        for e in denials.take_events(false) {
+            events(e);
         }
         if let Some(p) = &proxy {
             p.drain(proxy_sink);

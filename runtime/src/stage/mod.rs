@@ -50,6 +50,7 @@ pub mod fds;
 pub mod landlock;
 pub mod mounts;
 pub mod namespaces;
+pub mod netlog;
 pub mod nftables;
 pub mod no_new_privs;
 pub mod proxy;
