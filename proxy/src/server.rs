@@ -431,11 +431,26 @@ impl<'a> Conn<'a> {
         }
         let Ok(sock) = self.stream.try_clone() else { return };
         let mut tls = StreamOwned::new(sconn, sock);
-        while tls.conn.is_handshaking() {
-            if tls.conn.complete_io(&mut tls.sock).is_err() {
-                self.emit(rec().denied("TLS handshake with the agent failed (does it trust the sandbox CA?)"));
-                return;
+        // The upstream connection (dial + verified TLS handshake) is made while the agent's
+        // handshake runs: the destination is already admitted, and nothing is sent to it
+        // before a request passes the rules.
+        let (handshake_ok, early_upstream) = std::thread::scope(|scope| {
+            let dialer = std::thread::Builder::new()
+                .name("aegis-proxy-dial".into())
+                .spawn_scoped(scope, || dial_tls(&self.p.upstream_tls, &host, &addrs, port));
+            let mut ok = true;
+            while tls.conn.is_handshaking() {
+                if tls.conn.complete_io(&mut tls.sock).is_err() {
+                    ok = false;
+                    break;
+                }
             }
+            let up = dialer.ok().and_then(|h| h.join().ok()).and_then(Result::ok);
+            (ok, up)
+        });
+        if !handshake_ok {
+            self.emit(rec().denied("TLS handshake with the agent failed (does it trust the sandbox CA?)"));
+            return;
         }
         match tls.conn.server_name() {
             Some(n) if Host::Name(n.to_ascii_lowercase()) == host => {}
@@ -449,7 +464,7 @@ impl<'a> Conn<'a> {
             }
         }
         let mut client: ClientTls = BufReader::with_capacity(64 * 1024, tls);
-        let mut upstream: Option<Upstream> = None;
+        let mut upstream: Option<Upstream> = early_upstream;
         loop {
             let req = match read_request(&mut client) {
                 Ok(Some(r)) => r,
@@ -542,6 +557,11 @@ impl<'a> Conn<'a> {
             return Next::Close;
         }
         // Dial (or reuse) the upstream connection.
+        // A kept (or early) upstream connection the server closed meanwhile is replaced
+        // before anything is sent on it.
+        if upstream.as_ref().is_some_and(is_stale) {
+            *upstream = None;
+        }
         if upstream.is_none() {
             match dial_tls(&self.p.upstream_tls, host, addrs, port) {
                 Ok(u) => *upstream = Some(u),
@@ -556,10 +576,13 @@ impl<'a> Conn<'a> {
         }
         let Some(up) = upstream.as_mut() else { return Next::Close };
         let upgrade = keep_upgrade.then_some("websocket");
-        let sent = http1::write_request_head(up.get_mut(), &method, &out_target, &headers, upgrade)
-            .map_err(|e| e.to_string())
-            .and_then(|_| http1::copy_body(client, up.get_mut(), req.framing, None).map_err(|e| e.to_string()))
-            .and_then(|n| up.get_mut().flush().map(|_| n).map_err(|e| e.to_string()));
+        let sent = {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, up.get_mut());
+            http1::write_request_head(&mut w, &method, &out_target, &headers, upgrade)
+                .map_err(|e| e.to_string())
+                .and_then(|_| http1::copy_body(client, &mut w, req.framing, None).map_err(|e| e.to_string()))
+                .and_then(|n| w.flush().map(|_| n).map_err(|e| e.to_string()))
+        };
         let up_bytes = match sent {
             Ok(n) => n,
             Err(e) => {
@@ -629,9 +652,14 @@ impl<'a> Conn<'a> {
             headers: http1::forwardable_response_headers(&method, &resp, framing, false),
             ..resp
         };
-        let relayed = http1::write_response_head(client.get_mut(), &resp)
-            .map_err(|e| e.to_string())
-            .and_then(|_| http1::copy_body(up, client.get_mut(), framing, None).map_err(|e| e.upstream().to_string()));
+        // Buffered so the head and the first piece of the body leave in one TLS record.
+        let relayed = {
+            let mut w = std::io::BufWriter::with_capacity(64 * 1024, client.get_mut());
+            http1::write_response_head(&mut w, &resp)
+                .map_err(|e| e.to_string())
+                .and_then(|_| http1::copy_body(up, &mut w, framing, None).map_err(|e| e.upstream().to_string()))
+                .and_then(|n| w.flush().map(|_| n).map_err(|e| e.to_string()))
+        };
         let _ = client.get_mut().flush();
         match relayed {
             Ok(n) => rec.down = n,
@@ -842,6 +870,23 @@ fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, http1::HttpErr
         None => Ok(None),
         Some(h) => http1::validate_request(h).map(Some),
     }
+}
+
+/// Whether an idle upstream connection has something to say (a close, a TLS alert, stray
+/// bytes): then it is not reused.
+fn is_stale(up: &Upstream) -> bool {
+    if !up.buffer().is_empty() {
+        return true;
+    }
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: up.get_ref().sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r != 0
 }
 
 /// Connects to the first vetted address that answers.
