@@ -642,6 +642,61 @@ fn host_abstract_unix_sockets_are_unreachable_in_network_none() {
     assert_eq!(got, format!("ERR {}", 111), "ECONNREFUSED: no such socket in the agent's netns");
 }
 
+/// In network mode `none` a direct attempt to reach the outside (TCP over IPv4 and IPv6, UDP)
+/// fails at once, not after a timeout, and is recorded. The first layer to stop it is seccomp:
+/// without a network grant the filter refuses INET sockets (EPERM), and the record names the
+/// `socket` call. (Behind it, the namespace's table would reject a packet and record its
+/// destination over NFLOG; `runtime/tests/netlog.rs` shows that layer alone, and proxy mode,
+/// where INET sockets exist, in `a_direct_connection_that_bypasses_the_proxy_is_audited`.)
+#[test]
+fn direct_connects_in_network_none_fail_fast_and_are_recorded() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let bundle = lab.build(&fixture("probe-none.toml"), "bundle");
+    let (data, out) = (lab.root_dir("data"), lab.agent_dir("out"));
+    let log = lab.path("audit.log");
+    let body = r##"
+import time
+def timed(name, f):
+    t0 = time.monotonic()
+    t(name, f)
+    R[name + "_s"] = round(time.monotonic() - t0, 3)
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(20)
+    u.connect(("192.0.2.7", 53))
+    u.send(b"query")
+    u.recv(512)
+timed("tcp4", lambda: socket.create_connection(("192.0.2.7", 443), timeout=20))
+timed("tcp6", lambda: socket.create_connection(("2001:db8::7", 443), timeout=20))
+timed("udp4", udp)
+"##;
+    let script = format!("{PRELUDE}\n{body}\ndone()\n");
+    let started = Instant::now();
+    let r = lab.exec(&bundle, &[("DATA", data.as_path()), ("OUT", out.as_path())], &log, &["/usr/bin/python3", "-c", &script]);
+    let took = started.elapsed();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {}\n{}", r.stdout, r.stderr));
+    eprintln!("outcomes: {v}");
+    for k in ["tcp4", "tcp6", "udp4"] {
+        denied(&v, k, &["EPERM", "ECONNREFUSED", "EHOSTUNREACH"]);
+        assert!(v[format!("{k}_s")].as_f64().unwrap() < 2.0, "{k}: fails at once, not after a timeout: {v}");
+    }
+    assert!(took < Duration::from_secs(20), "the launch took {took:?}");
+    let events = assert_launch_recorded(&log);
+    let denials: Vec<&Value> = events.iter().filter(|e| e["kind"] == "kernel_denial").collect();
+    eprintln!("kernel denials: {denials:?}");
+    let count: u64 = denials.iter().map(|d| d["count"].as_u64().unwrap()).sum();
+    assert!(count >= 3, "each attempt is recorded: {denials:?}");
+    let named = denials.iter().any(|d| {
+        let detail = d["detail"].as_str().unwrap_or("");
+        (d["layer"] == "seccomp" && detail.contains("syscall=41 ")) || (d["layer"] == "nftables" && detail.contains("192.0.2.7:443/tcp"))
+    });
+    assert!(named, "a record names the refused socket call or the destination: {denials:?}");
+}
+
 /// BUG (runtime/landlock): in network mode `host` the agent shares the host's network
 /// namespace and with it every abstract UNIX socket of the host (the containerd-shim
 /// CVE-2020-15257 class). The kernel has Landlock ABI 7, whose
