@@ -16,7 +16,9 @@
 //!                verify membership                             propagation and a fresh /proc)
 //! 5  nftables    none mode: load the table into
 //!                the child's netns, verify
-//!                over netlink                 → N   (waits for N)
+//!                over netlink
+//!    netlog      none/proxy: default routes to
+//!                lo, NFLOG socket for denials → N   (waits for N)
 //!                                               3  namespaces  unshare the cgroup ns (rooted at the leaf)
 //!                                               6  caps        switch uid/gid, drop every capability set
 //!                                               7  no_new_privs

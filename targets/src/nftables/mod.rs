@@ -29,7 +29,8 @@
 //! the JSON one. The agent is not running yet while both load, so there is no window.
 //! nft resolves the path relative to `/sys/fs/cgroup` to the cgroup id at load time, so the
 //! leaf must exist first. Kernel log lines from a non-initial network namespace are only
-//! emitted when `net.netfilter.nf_log_all_netns=1`; drops happen regardless.
+//! emitted when `net.netfilter.nf_log_all_netns=1`, which is why the own-namespace tables log
+//! to NFLOG instead (read by the runtime's `stage::netlog`).
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
