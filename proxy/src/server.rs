@@ -559,7 +559,7 @@ impl<'a> Conn<'a> {
         // Dial (or reuse) the upstream connection.
         // A kept (or early) upstream connection the server closed meanwhile is replaced
         // before anything is sent on it.
-        if upstream.as_ref().is_some_and(is_stale) {
+        if upstream.as_mut().is_some_and(is_stale) {
             *upstream = None;
         }
         if upstream.is_none() {
@@ -872,21 +872,31 @@ fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, http1::HttpErr
     }
 }
 
-/// Whether an idle upstream connection has something to say (a close, a TLS alert, stray
-/// bytes): then it is not reused.
-fn is_stale(up: &Upstream) -> bool {
+/// Whether an idle upstream connection can no longer be used: it was closed, sent an alert
+/// or stray application data. TLS 1.3 session tickets, which servers send after the
+/// handshake, are consumed here and do not make a connection stale.
+fn is_stale(up: &mut Upstream) -> bool {
     if !up.buffer().is_empty() {
         return true;
     }
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: up.get_ref().sock.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    let s = up.get_mut();
+    if s.sock.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let stale = loop {
+        match s.conn.read_tls(&mut s.sock) {
+            Ok(0) => break true,
+            Ok(_) => match s.conn.process_new_packets() {
+                Ok(st) if st.plaintext_bytes_to_read() > 0 || st.peer_has_closed() => break true,
+                Ok(_) => continue,
+                Err(_) => break true,
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break true,
+        }
     };
-    // SAFETY: poll on one pollfd we own, without waiting.
-    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
-    r != 0
+    stale || s.sock.set_nonblocking(false).is_err()
 }
 
 /// Connects to the first vetted address that answers.
