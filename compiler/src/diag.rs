@@ -86,6 +86,7 @@ codes! {
     LintNoLimits => "aegis::lint::no_resource_limits",
     LintBestEffort => "aegis::lint::best_effort_layer",
     LintBroadWrite => "aegis::lint::broad_write",
+    LintIgnoredSetting => "aegis::lint::ignored_setting",
 }
 
 impl fmt::Display for Code {

@@ -257,6 +257,28 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
                 .help("add [resources] memory = \"1GiB\", pids = 256, wall_time = \"1h\""),
         );
     }
+    // Settings the network mode makes meaningless: better said than silently dropped.
+    let net = &policy.network;
+    if net.mode == crate::ir::NetworkMode::Proxy {
+        for r in &net.dns {
+            out.push(
+                Diagnostic::warning(Code::LintIgnoredSetting, format!("dns resolver '{}' has no effect in proxy mode", r.address))
+                    .at_opt(r.origin)
+                    .label("ignored")
+                    .help("the supervisor resolves names for the proxy (and vets the answers); remove it, or pin answers at launch with `aegis-exec --resolve`"),
+            );
+        }
+    }
+    if net.mode == crate::ir::NetworkMode::None {
+        for d in &net.deny {
+            out.push(
+                Diagnostic::warning(Code::LintIgnoredSetting, format!("deny endpoint '{d}' has no effect in none mode"))
+                    .at_opt(d.origin)
+                    .label("ignored")
+                    .help("in `none` mode nothing outside the sandbox is reachable at all; the deny is redundant"),
+            );
+        }
+    }
     for (layer, level) in &policy.enforcement.layers {
         if *level == Level::BestEffort {
             out.push(

@@ -283,3 +283,17 @@ wall_time = "1h"
     let e = aegis_compiler::lint::exposure(&c.policy);
     assert!(e.reasons.iter().any(|r| r.reason == "1 executable path(s) also writable"), "{:?}", e.reasons);
 }
+
+#[test]
+fn settings_the_network_mode_ignores_are_warned_about() {
+    let lints = |text: &str| -> Vec<String> {
+        let Ok(c) = compile_bytes("net.toml", text.as_bytes()) else { panic!("policy must compile: {text}") };
+        c.warnings.iter().filter(|w| w.code.as_str() == "aegis::lint::ignored_setting").map(|w| w.message.clone()).collect()
+    };
+    let proxy = "version = 1\n[agent]\nname = \"p\"\n[network]\nmode = \"proxy\"\nallow = [\"example.com:443\"]\ndns = [\"1.1.1.1\"]\n";
+    assert_eq!(lints(proxy), ["dns resolver '1.1.1.1' has no effect in proxy mode"]);
+    let none = "version = 1\n[agent]\nname = \"n\"\n[network]\nmode = \"none\"\ndeny = [\"10.0.0.0/8:443\"]\n";
+    assert_eq!(lints(none), ["deny endpoint '10.0.0.0/8:443/tcp' has no effect in none mode"]);
+    let host = "version = 1\n[agent]\nname = \"h\"\n[network]\nmode = \"host\"\nallow = [\"10.0.0.1:443\"]\ndns = [\"1.1.1.1\"]\n";
+    assert!(lints(host).is_empty(), "dns matters in host mode");
+}
