@@ -558,11 +558,14 @@ fn parent_setup(
         let context = if proxy.is_some() { "outside the proxy" } else { "in network mode none" };
         match stage::netlog::observe(pid, context) {
             Ok(o) => {
-                nflog = Some(o);
                 layer.detail.push_str(&format!(
                     "; denials observed (other destinations routed to lo, logged to NFLOG group {}, rejected)",
                     stage::netlog::NFLOG_GROUP
                 ));
+                if let Some(gap) = o.gap() {
+                    layer.detail.push_str(&format!(" except IPv6 ({gap})"));
+                }
+                nflog = Some(o);
             }
             Err(e) => layer.detail.push_str(&format!("; denials NOT observed ({e}): a direct connect fails unrecorded")),
         }

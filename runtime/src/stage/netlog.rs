@@ -55,6 +55,7 @@ fn errno(what: &'static str, e: i32) -> NetlogError {
 pub struct Observer {
     fd: OwnedFd,
     context: &'static str,
+    gap: Option<String>,
 }
 
 /// Enters the network namespace of `pid` on a helper thread, routes every outside
@@ -67,7 +68,7 @@ pub fn observe(pid: libc::pid_t, context: &'static str) -> Result<Observer, Netl
     })?;
     let t = std::thread::Builder::new()
         .name("aegis-netlog".into())
-        .spawn(move || -> Result<OwnedFd, NetlogError> {
+        .spawn(move || -> Result<(OwnedFd, Option<String>), NetlogError> {
             // SAFETY: setns on a namespace fd we opened; it affects this helper thread only,
             // which ends right after.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
@@ -77,14 +78,15 @@ pub fn observe(pid: libc::pid_t, context: &'static str) -> Result<Observer, Netl
             // connect keeps failing fast with ENETUNREACH.
             let sock = nflog_socket()?;
             lo_up()?;
-            for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-                add_default_route_to_lo(family)?;
-            }
-            Ok(sock)
+            add_default_route_to_lo(libc::AF_INET as u8)?;
+            // A host without IPv6 (disabled in the namespace) has no IPv6 to reach: IPv4 is
+            // still observed, and the report names the gap.
+            let gap = add_default_route_to_lo(libc::AF_INET6 as u8).err().map(|e| e.to_string());
+            Ok((sock, gap))
         })
         .map_err(|source| NetlogError::Os { what: "spawning the netlog thread", source })?;
     match t.join() {
-        Ok(r) => r.map(|fd| Observer { fd, context }),
+        Ok(r) => r.map(|(fd, gap)| Observer { fd, context, gap }),
         Err(_) => Err(errno("netlog thread", libc::EIO)),
     }
 }
@@ -92,6 +94,11 @@ pub fn observe(pid: libc::pid_t, context: &'static str) -> Result<Observer, Netl
 impl Observer {
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// What is not observed (an IPv6 route that could not be added), if anything.
+    pub fn gap(&self) -> Option<&str> {
+        self.gap.as_deref()
     }
 
     /// Reads every pending message (non-blocking) and hands one line per denied packet to
