@@ -150,8 +150,10 @@ fn tampered_bundle_is_refused_before_anything_is_created() {
     assert!(leaves("rt-tamper").is_empty());
 }
 
+/// The proxy answers from the bundle's typed policy (`policy.ir.json`); a proxy-mode bundle
+/// without it (this one is built from targets alone) cannot be enforced and is refused.
 #[test]
-fn proxy_mode_is_refused_with_a_clear_message() {
+fn a_proxy_mode_bundle_without_its_typed_policy_is_refused() {
     if !need_root("proxy") {
         return;
     }
@@ -164,8 +166,9 @@ fn proxy_mode_is_refused_with_a_clear_message() {
     });
     let b = build(&spec, true);
     let o = b.run(&[], &["/bin/true"]);
-    assert_eq!(o.status.code(), Some(126));
-    assert!(text(&o).1.contains("proxy"), "{}", text(&o).1);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
+    assert!(text(&o).1.contains("policy.ir.json"), "{}", text(&o).1);
+    assert!(leaves("rt-proxy").is_empty(), "nothing was created");
 }
 
 #[test]

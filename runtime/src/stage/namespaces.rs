@@ -172,6 +172,33 @@ fn ns_ino(path: &[u8]) -> Option<u64> {
     (r == 0).then_some(st.st_ino)
 }
 
+/// Sets `lo` up in the calling thread's network namespace (idempotent). Raw syscalls only,
+/// so the child may call it; the supervisor's proxy thread calls it too. `Err` is
+/// (`WHAT_LO_SOCKET` or `WHAT_LO_UP`, errno).
+pub fn loopback_up() -> Result<(), (u32, i32)> {
+    // SAFETY: socket(2) with constant arguments.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err((WHAT_LO_SOCKET, crate::child::last_errno()));
+    }
+    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *c as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own.
+    let ok = unsafe {
+        libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
+        }
+    };
+    let errno = crate::child::last_errno();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(s) };
+    if ok { Ok(()) } else { Err((WHAT_LO_UP, errno)) }
+}
+
 /// Child side, right after the go byte: hostname and loopback up.
 pub fn apply_in_child(ns: &ChildNs) -> Result<(), Fail> {
     if let Some(h) = &ns.hostname {
@@ -182,29 +209,11 @@ pub fn apply_in_child(ns: &ChildNs) -> Result<(), Fail> {
         }
     }
     if ns.lo_up {
-        // SAFETY: socket(2) with constant arguments.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if s < 0 {
-            return Err(Fail::errno(Stage::Namespaces, WHAT_LO_SOCKET));
-        }
-        // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *s as libc::c_char;
-        }
-        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own.
-        let ok = unsafe {
-            libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
-                req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-                libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
-            }
-        };
-        let err = Fail::errno(Stage::Namespaces, WHAT_LO_UP);
-        // SAFETY: closing the socket we opened.
-        unsafe { libc::close(s) };
-        if !ok {
-            return Err(err);
-        }
+        loopback_up().map_err(|(what, errno)| Fail {
+            stage: Stage::Namespaces,
+            what,
+            errno,
+        })?;
     }
     Ok(())
 }

@@ -170,7 +170,8 @@ pub fn listen_in(pid: libc::pid_t, forwards: &[std::net::SocketAddr]) -> Result<
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(format!("setns into the agent's network namespace: {}", std::io::Error::last_os_error()));
             }
-            lo_up().map_err(|e| format!("bringing loopback up: {e}"))?;
+            crate::stage::namespaces::loopback_up()
+                .map_err(|(_, errno)| format!("bringing loopback up: {}", std::io::Error::from_raw_os_error(errno)))?;
             let proxy = TcpListener::bind(("127.0.0.1", PORT)).map_err(|e| format!("binding 127.0.0.1:{PORT}: {e}"))?;
             let mut out = Vec::new();
             let mut added = std::collections::BTreeSet::new();
@@ -275,30 +276,6 @@ fn add_loopback_address(ip: std::net::IpAddr) -> std::io::Result<()> {
     // SAFETY: closing the socket we opened.
     unsafe { libc::close(fd) };
     result
-}
-
-fn lo_up() -> std::io::Result<()> {
-    // SAFETY: socket(2) with constant arguments.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *c as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
-    let ok = unsafe {
-        libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
-        }
-    };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing the socket we opened.
-    unsafe { libc::close(s) };
-    if ok { Ok(()) } else { Err(err) }
 }
 
 /// Starts serving on the listeners. Decisions go to `events`.
