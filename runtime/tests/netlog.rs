@@ -61,7 +61,9 @@ fn direct_connects_in_none_mode_fail_fast_and_are_recorded_with_their_destinatio
     assert!(err.contains("denials observed"), "the report says denials are observed: {err}");
 
     let denials: Vec<serde_json::Value> = b.events("kernel_denial").into_iter().filter(|e| e["layer"] == "nftables").collect();
-    eprintln!("kernel denials: {denials:?}");
+    for line in std::fs::read_to_string(&b.log).unwrap().lines().filter(|l| l.contains("\"kernel_denial\"")) {
+        eprintln!("audit record: {line}");
+    }
     let count: u64 = denials.iter().map(|d| d["count"].as_u64().unwrap()).sum();
     assert_eq!(count, 3, "one count per attempt: {denials:?}");
     assert_eq!(denials[0]["detail"], "connect to 192.0.2.9:443/tcp in network mode none (dropped and rejected)", "{denials:?}");
