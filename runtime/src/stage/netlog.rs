@@ -77,7 +77,7 @@ pub fn observe(pid: libc::pid_t, context: &'static str) -> Result<Observer, Netl
             // The socket first: if it cannot be bound, no route is added, and a direct
             // connect keeps failing fast with ENETUNREACH.
             let sock = nflog_socket()?;
-            lo_up()?;
+            crate::stage::namespaces::loopback_up().map_err(|(_, e)| errno("bringing lo up", e))?;
             add_default_route_to_lo(libc::AF_INET as u8)?;
             // A host without IPv6 (disabled in the namespace) has no IPv6 to reach: IPv4 is
             // still observed, and the report names the gap.
@@ -254,29 +254,6 @@ fn add_default_route_to_lo(family: u8) -> Result<(), NetlogError> {
         e if e == libc::EEXIST => Ok(()),
         e => Err(errno(if family == libc::AF_INET as u8 { "adding 0.0.0.0/0 dev lo" } else { "adding ::/0 dev lo" }, e)),
     }
-}
-
-fn lo_up() -> Result<(), NetlogError> {
-    // SAFETY: socket(2) with constant arguments.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(os("socket for SIOCSIFFLAGS"));
-    }
-    // SAFETY: we own `s` from here on.
-    let s = unsafe { OwnedFd::from_raw_fd(s) };
-    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *c as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
-    let ok = unsafe {
-        libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) == 0 && {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) == 0
-        }
-    };
-    if ok { Ok(()) } else { Err(os("bringing lo up")) }
 }
 
 // ── parsers (pure; no panics on any bytes) ─────────────────────────────────────────────
