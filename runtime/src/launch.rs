@@ -151,6 +151,15 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         env.sort();
     }
     let host_net = v.manifest.network_mode == NetworkMode::Host;
+    let force_no_userns = std::env::var_os("AEGIS_EXEC_TEST_NO_USERNS").is_some();
+    // none/proxy: make the agent's network namespace now and let `nft` load its table
+    // while everything else is prepared and the agent cloned into it (the load is the
+    // longest step of a launch). Falls back to loading after clone if it cannot start.
+    let mut premade_netns = match &nftp {
+        Some(p) if !host_net => stage::nftables::start_premade(p),
+        _ => None,
+    };
+    let premade = premade_netns.is_some();
     lap(&mut timings, "verify+prepare");
 
     // ── 2. cgroup ─────────────────────────────────────────────────────────────────────
@@ -187,7 +196,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             ns: stage::namespaces::ChildNs {
                 new_cgroupns: full,
                 hostname: if full { std::ffi::CString::new(v.manifest.agent.as_str()).ok() } else { None },
-                lo_up: full && !host_net,
+                // A premade namespace already has lo up (and belongs to the supervisor's
+                // user namespace, where the child has no capability).
+                lo_up: full && !host_net && !premade,
             },
             mounts,
             seed: stage::mounts::ChildSeed {
@@ -212,10 +223,31 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut plan = build_plan(iso)?;
     plan.landlock = landlock_child;
     plan.seccomp = seccomp_child;
-    let force_no_userns = std::env::var_os("AEGIS_EXEC_TEST_NO_USERNS").is_some();
-    // SAFETY: the supervisor is single-threaded here (no thread was ever spawned), and the
-    // child only runs `child::run`, which neither allocates nor parses.
-    let first = if force_no_userns { Err(libc::EPERM) } else { unsafe { namespaces::clone_child(iso.clone_flags()) } };
+    let first = if force_no_userns {
+        Err(libc::EPERM)
+    } else if let Some(n) = &premade_netns {
+        // Born in the premade namespace: this thread enters it for the clone only.
+        let home = std::fs::File::open("/proc/self/ns/net").map_err(|e| RunError::internal("opening /proc/self/ns/net", e))?;
+        namespaces::enter_net(&n.ns)?;
+        // SAFETY: as below.
+        let r = unsafe { namespaces::clone_child(iso.clone_flags() & !libc::CLONE_NEWNET) };
+        if let Ok(0) = r {
+            child::run(&plan)
+        }
+        if let Err(e) = namespaces::enter_net(&home) {
+            if let Ok(pid) = r {
+                // SAFETY: kill(2) on our own child; the launch is abandoned.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = supervise::reap_blocking(pid);
+            }
+            return Err(e);
+        }
+        r
+    } else {
+        // SAFETY: the supervisor is single-threaded here (no thread was ever spawned), and
+        // the child only runs `child::run`, which neither allocates nor parses.
+        unsafe { namespaces::clone_child(iso.clone_flags()) }
+    };
     let pid = match first {
         Ok(0) => child::run(&plan),
         Ok(pid) => pid,
@@ -245,6 +277,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 });
             }
             iso = Isolation::None;
+            if let Some(n) = premade_netns.take() {
+                // Unused: reap its `nft`; the namespace goes with the file.
+                let _ = n.finish();
+            }
             userns_note = format!("best-effort: {why}; running with Landlock + seccomp + cgroup only");
             if !host_net {
                 nft_layer = Layer::new(
@@ -269,7 +305,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut guard = ChildGuard { pid, armed: true };
     close(go_r);
     close(rep_w);
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), premade_netns.take(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
     let (child_report, ns_detail, nft_child, listener, nflog) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -518,6 +554,7 @@ fn parent_setup(
     pid: libc::pid_t,
     leaf: Option<&aegis_targets::cgroup::Leaf>,
     nftp: Option<&stage::nftables::Prepared>,
+    premade: Option<aegis_targets::nftables::PendingNetns>,
     host_net: bool,
     proxy: Option<&stage::proxy::Prepared>,
     ids: namespaces::Ids,
@@ -542,7 +579,12 @@ fn parent_setup(
         None => Ok(()),
     };
     let mut nft_child = None;
-    if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
+    if let (Some(pending), Some(p)) = (premade, nftp) {
+        // `nft` has been loading since before clone; the migration runs meanwhile.
+        let (loaded, entered) = stage::nftables::finish_premade(v, p, pending, enter);
+        entered?;
+        nft_child = Some(loaded?);
+    } else if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
         // The cgroup migration runs while `nft` loads the table.
         let (loaded, entered) = stage::nftables::load_in_child_netns(v, p, pid, enter);
         entered?;

@@ -207,3 +207,26 @@ fn apply_loads_verifies_and_deletes_on_drop() {
     std::fs::remove_dir(&leaf).unwrap();
     assert!(ok, "apply failed");
 }
+
+/// The fast path of `none`/`proxy` launches: a namespace made before the agent, loaded by
+/// `nft` in the background, verified over netlink, and not the host's namespace.
+#[test]
+fn a_premade_namespace_gets_its_table_and_is_not_the_hosts() {
+    if !nft_available() || !is_root() {
+        eprintln!("SKIP: needs root and nft");
+        return;
+    }
+    let a = lower("premade", &own_ns(NetMode::Proxy { port: 3128 })).unwrap();
+    let json = a.fill("aegis_premade_test", &BTreeMap::new());
+    let pending = aegis_targets::nftables::load_in_new_netns(&json, "aegis_premade_test").unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    let theirs = pending.ns.metadata().unwrap().ino();
+    let mine = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    assert_ne!(theirs, mine, "a new network namespace");
+    let loaded = pending.finish().unwrap();
+    assert_eq!(loaded.table(), "aegis_premade_test");
+    assert!(!aegis_targets::nftables::table_exists("aegis_premade_test"), "nothing in the host namespace");
+    // A ruleset nft refuses is an error, not a silently empty namespace.
+    let bad = aegis_targets::nftables::load_in_new_netns(br#"{"nftables":[{"rule":{}}]}"#, "aegis_bad").unwrap();
+    assert!(bad.finish().is_err());
+}

@@ -172,6 +172,16 @@ fn ns_ino(path: &[u8]) -> Option<u64> {
     (r == 0).then_some(st.st_ino)
 }
 
+/// Moves the calling thread into the network namespace `ns` (an open `/proc/.../ns/net`).
+pub fn enter_net(ns: &std::fs::File) -> Result<(), RunError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setns on a namespace fd we hold open.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(RunError::os("setns(CLONE_NEWNET)"));
+    }
+    Ok(())
+}
+
 /// Sets `lo` up in the calling thread's network namespace (idempotent). Raw syscalls only,
 /// so the child may call it; the supervisor's proxy thread calls it too. `Err` is
 /// (`WHAT_LO_SOCKET` or `WHAT_LO_UP`, errno).

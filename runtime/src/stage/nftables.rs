@@ -3,8 +3,9 @@
 //! Input: the bundle's `nftables.json` and network mode. Output: the agent's table loaded
 //! and verified present — in `host` mode into the host's network namespace with the
 //! dispatch rule matching the agent's cgroup2 leaf (host names resolved now, at launch,
-//! into the named sets), in `none` mode into the child's own network namespace (loaded from
-//! outside with `setns`, while the child waits). Invariants: `host` mode without a ruleset,
+//! into the named sets), in `none`/`proxy` mode into the agent's own network namespace
+//! (made before the agent and loaded while it is prepared and cloned; or, if that cannot
+//! start, loaded from outside with `setns` while the child waits). Invariants: `host` mode without a ruleset,
 //! or on a host without a cgroup2 tree, is refused when nftables is required (the agent
 //! would have unfiltered host network); the table is deleted on every exit path
 //! ([`LoadedTable`]'s `Drop`); in `none` mode it dies with the namespace. The table name is
@@ -135,6 +136,39 @@ pub fn load_host(v: &Verified, p: &Prepared, leaf: Option<&Leaf>) -> Result<(Opt
     }
 }
 
+/// The report line and error policy of a table loaded into the agent's own namespace.
+fn own_netns_result(v: &Verified, p_table: &str, res: Result<LoadedTable, nft::NftError>) -> Result<(Option<LoadedTable>, Layer), RunError> {
+    match res {
+        Ok(t) => Ok((
+            Some(t),
+            Layer::new(
+                "nftables",
+                LayerStatus::Fully,
+                format!("table inet {p_table} in the agent's network namespace (loopback only), verified over netlink"),
+            ),
+        )),
+        Err(e) if v.required("nftables") => Err(RunError::Unavailable {
+            layer: "nftables",
+            why: e.to_string(),
+        }),
+        Err(e) => Ok((None, Layer::new("nftables", LayerStatus::NotEnforced, format!("best-effort: {e}")))),
+    }
+}
+
+/// none/proxy mode, the fast path: the agent's network namespace is created before the
+/// agent, and `nft` loads the table into it while the supervisor prepares and clones (the
+/// agent is born in it). `None` when that cannot start; the launch then loads the table
+/// after clone ([`load_in_child_netns`]).
+pub fn start_premade(p: &Prepared) -> Option<nft::PendingNetns> {
+    nft::load_in_new_netns(&p.json, &p.table).ok()
+}
+
+/// Waits for the table of [`start_premade`], running `during` (the cgroup migration) first.
+pub fn finish_premade<R>(v: &Verified, p: &Prepared, pending: nft::PendingNetns, during: impl FnOnce() -> R) -> (Result<(Option<LoadedTable>, Layer), RunError>, R) {
+    let r = during();
+    (own_netns_result(v, &p.table, pending.finish()), r)
+}
+
 /// none/proxy mode: load into the child's network namespace, running `during` (the cgroup
 /// migration) while `nft` works.
 pub fn load_in_child_netns<R>(
@@ -145,20 +179,5 @@ pub fn load_in_child_netns<R>(
 ) -> (Result<(Option<LoadedTable>, Layer), RunError>, R) {
     let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let (res, r) = nft::apply_overlapped(&p.json, &p.table, None, Some(&ns), during);
-    let out = match res {
-        Ok(t) => Ok((
-            Some(t),
-            Layer::new(
-                "nftables",
-                LayerStatus::Fully,
-                format!("table inet {} in the agent's network namespace (loopback only), verified over netlink", p.table),
-            ),
-        )),
-        Err(e) if v.required("nftables") => Err(RunError::Unavailable {
-            layer: "nftables",
-            why: e.to_string(),
-        }),
-        Err(e) => Ok((None, Layer::new("nftables", LayerStatus::NotEnforced, format!("best-effort: {e}")))),
-    };
-    (out, r)
+    (own_netns_result(v, &p.table, res), r)
 }

@@ -827,6 +827,98 @@ pub fn apply_overlapped<R>(
     (result, r)
 }
 
+/// A network namespace made for an agent that does not exist yet: `nft` runs in it
+/// (loading the table) while the supervisor prepares and clones the agent into it. The
+/// namespace belongs to the supervisor's (initial) user namespace, so the agent holds no
+/// capability over it, not even to take `lo` down.
+pub struct PendingNetns {
+    /// The namespace (an open `/proc/<nft>/ns/net`): setns into it before clone.
+    pub ns: std::fs::File,
+    /// `None` once finished.
+    child: Option<std::process::Child>,
+    table: String,
+}
+
+impl Drop for PendingNetns {
+    /// An abandoned load (the launch failed first): stop and reap `nft`.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `nft -j -f -` in a new network namespace (unshared, loopback up, before exec)
+/// with `json` on stdin. Returns as soon as the namespace exists; the load goes on.
+pub fn load_in_new_netns(json: &[u8], table: &str) -> Result<PendingNetns, NftError> {
+    let what = "loading the ruleset into a new network namespace";
+    let mut cmd = Command::new("nft");
+    cmd.args(["-j", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: the closure runs in the forked child before exec and makes raw syscalls only
+    // (unshare, socket, ioctl, close), which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if s < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
+                *d = *c as libc::c_char;
+            }
+            let ok = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+                req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+                libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
+            };
+            let err = std::io::Error::last_os_error();
+            libc::close(s);
+            if ok { Ok(()) } else { Err(err) }
+        });
+    }
+    // `spawn` returns once exec succeeded, so the namespace exists now; nft cannot finish
+    // before it has read stdin, which is written after the namespace is opened.
+    let mut child = cmd.spawn().map_err(|source| NftError::Spawn { what, source })?;
+    let ns = match std::fs::File::open(format!("/proc/{}/ns/net", child.id())) {
+        Ok(f) => f,
+        Err(source) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(NftError::Spawn { what: "opening the new network namespace", source });
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(json).map_err(|source| NftError::Spawn { what, source })?;
+    }
+    Ok(PendingNetns {
+        ns,
+        child: Some(child),
+        table: table.to_string(),
+    })
+}
+
+impl PendingNetns {
+    /// Waits for `nft` and verifies the table over netlink. The returned table lives and
+    /// dies with the namespace (it is not deleted on drop).
+    pub fn finish(mut self) -> Result<LoadedTable, NftError> {
+        let path = PathBuf::from(format!("/proc/self/fd/{}", self.ns.as_raw_fd()));
+        if let Some(c) = self.child.take() {
+            finish_nft(c, "loading the ruleset")?;
+        }
+        if !table_present(&self.table, Some(&path))? {
+            return Err(NftError::Missing(format!("{FAMILY} {}", self.table)));
+        }
+        Ok(LoadedTable {
+            table: self.table.clone(),
+            netns: None,
+            removed: true,
+        })
+    }
+}
+
 impl LoadedTable {
     pub fn table(&self) -> &str {
         &self.table
