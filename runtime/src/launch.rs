@@ -223,14 +223,41 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut plan = build_plan(iso)?;
     plan.landlock = landlock_child;
     plan.seccomp = seccomp_child;
+    // The agent is born in its cgroup2 leaf where the kernel allows it (CLONE_INTO_CGROUP):
+    // on a pure cgroup v2 host that replaces the migration, which waits for an RCU grace
+    // period, the longest step of a launch; v1 hierarchies (hybrid hosts) still migrate.
+    let cg_dir = leaf.as_ref().and_then(|l| l.unified_dir()).and_then(|d| {
+        let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: open(2) of a NUL-terminated path with constant flags.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        // SAFETY: a new fd we own.
+        (fd >= 0).then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    });
+    let mut born_in_unified = false;
+    let mut clone_agent = |flags: libc::c_int| -> Result<libc::pid_t, i32> {
+        if let Some(fd) = &cg_dir {
+            use std::os::fd::AsRawFd;
+            // SAFETY: as for clone_child below.
+            match unsafe { namespaces::clone_child_into(flags, fd.as_raw_fd()) } {
+                Ok(Some(pid)) => {
+                    born_in_unified = true;
+                    return Ok(pid);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // SAFETY: the supervisor is single-threaded here (no thread was ever spawned, or
+        // every one was joined), and the child only runs `child::run`.
+        unsafe { namespaces::clone_child(flags) }
+    };
     let first = if force_no_userns {
         Err(libc::EPERM)
     } else if let Some(n) = &premade_netns {
         // Born in the premade namespace: this thread enters it for the clone only.
         let home = std::fs::File::open("/proc/self/ns/net").map_err(|e| RunError::internal("opening /proc/self/ns/net", e))?;
         namespaces::enter_net(&n.ns)?;
-        // SAFETY: as below.
-        let r = unsafe { namespaces::clone_child(iso.clone_flags() & !libc::CLONE_NEWNET) };
+        let r = clone_agent(iso.clone_flags() & !libc::CLONE_NEWNET);
         if let Ok(0) = r {
             child::run(&plan)
         }
@@ -244,9 +271,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         }
         r
     } else {
-        // SAFETY: the supervisor is single-threaded here (no thread was ever spawned), and
-        // the child only runs `child::run`, which neither allocates nor parses.
-        unsafe { namespaces::clone_child(iso.clone_flags()) }
+        clone_agent(iso.clone_flags())
     };
     let pid = match first {
         Ok(0) => child::run(&plan),
@@ -305,7 +330,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut guard = ChildGuard { pid, armed: true };
     close(go_r);
     close(rep_w);
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), nftp.as_ref(), premade_netns.take(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
+    drop(cg_dir);
+    let born = Born { in_unified_leaf: born_in_unified };
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), born, nftp.as_ref(), premade_netns.take(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
     let (child_report, ns_detail, nft_child, listener, nflog) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -539,6 +566,13 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     Ok(outcome.exit_code())
 }
 
+/// Where the kernel created the agent.
+#[derive(Clone, Copy)]
+struct Born {
+    /// In its cgroup2 leaf already (CLONE_INTO_CGROUP): that hierarchy needs no migration.
+    in_unified_leaf: bool,
+}
+
 type ChildSetup = (
     Option<ChildReport>,
     String,
@@ -553,6 +587,7 @@ fn parent_setup(
     iso: Isolation,
     pid: libc::pid_t,
     leaf: Option<&aegis_targets::cgroup::Leaf>,
+    born: Born,
     nftp: Option<&stage::nftables::Prepared>,
     premade: Option<aegis_targets::nftables::PendingNetns>,
     host_net: bool,
@@ -575,7 +610,7 @@ fn parent_setup(
         return Err(RunError::os("signalling the child"));
     }
     let enter = || match leaf {
-        Some(l) => stage::cgroup::enter(l, pid),
+        Some(l) => stage::cgroup::enter(l, pid, born.in_unified_leaf),
         None => Ok(()),
     };
     let mut nft_child = None;

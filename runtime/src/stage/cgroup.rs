@@ -72,8 +72,9 @@ pub fn create(v: &Verified, p: Option<&Prepared>, instance: &str) -> Result<(Opt
 }
 
 /// Moves the child into the leaf and verifies it is a member in every hierarchy.
-pub fn enter(leaf: &Leaf, pid: libc::pid_t) -> Result<(), RunError> {
-    leaf.add_pid(pid).map_err(|e| RunError::Unavailable {
+pub fn enter(leaf: &Leaf, pid: libc::pid_t, born_in_unified: bool) -> Result<(), RunError> {
+    let added = if born_in_unified { leaf.add_pid_except_unified(pid) } else { leaf.add_pid(pid) };
+    added.map_err(|e| RunError::Unavailable {
         layer: "cgroup",
         why: e.to_string(),
     })?;
@@ -82,3 +83,4 @@ pub fn enter(leaf: &Leaf, pid: libc::pid_t) -> Result<(), RunError> {
         why: e.to_string(),
     })
 }
+

@@ -129,6 +129,50 @@ pub unsafe fn clone_child(flags: libc::c_int) -> Result<libc::pid_t, i32> {
     }
 }
 
+/// `struct clone_args` of clone3(2) (the fields up to `cgroup`, CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Like [`clone_child`], but the child is born in the cgroup2 directory `cgroup_dir` (an
+/// `O_PATH` fd) with `CLONE_INTO_CGROUP`: no migration afterwards, so no wait for the
+/// kernel's cgroup migration lock (an RCU grace period, milliseconds). `Ok(None)` when
+/// the kernel refuses the flag (too old, or a cgroup that cannot take the process): the
+/// caller clones the plain way and migrates.
+///
+/// # Safety
+/// As [`clone_child`].
+pub unsafe fn clone_child_into(flags: libc::c_int, cgroup_dir: i32) -> Result<Option<libc::pid_t>, i32> {
+    let args = CloneArgs {
+        flags: (flags as u32 as u64) | 0x2_0000_0000, // CLONE_INTO_CGROUP
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup_dir as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork(2); `args`
+    // lives across the call; the caller upholds the single-thread contract.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if r >= 0 {
+        return Ok(Some(r as libc::pid_t));
+    }
+    match crate::child::last_errno() {
+        libc::ENOSYS | libc::E2BIG | libc::EOPNOTSUPP | libc::EBUSY | libc::EBADF => Ok(None),
+        e => Err(e),
+    }
+}
+
 /// Writes the uid/gid maps of a child created with `CLONE_NEWUSER`.
 pub fn write_maps(pid: libc::pid_t, ids: Ids) -> Result<(), RunError> {
     let (umap, gmap) = if ids.root {

@@ -661,6 +661,16 @@ impl Leaf {
         Ok(())
     }
 
+    /// Moves `pid` into the leaf in every hierarchy but the cgroup2 one (for a process that
+    /// was created there with `CLONE_INTO_CGROUP`: a second write would only cost another
+    /// migration lock round).
+    pub fn add_pid_except_unified(&self, pid: i32) -> Result<(), CgroupError> {
+        for (_, d) in self.dirs.iter().filter(|(h, _)| *h != Hier::Unified) {
+            write_file(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Checks `/proc/<pid>/cgroup` lists this leaf in every hierarchy it was created in.
     pub fn verify_member(&self, pid: i32) -> Result<(), CgroupError> {
         let p = PathBuf::from(format!("/proc/{pid}/cgroup"));
