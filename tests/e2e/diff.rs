@@ -19,7 +19,8 @@ fn diff_explains_widening_and_narrowing_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     // (name, base policy, edits, widens?)
-    let cases: &[(&str, &str, &[(&str, &str)], bool)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+    let cases: &[Case] = &[
         ("unchanged", "coding-agent.toml", &[], false),
         ("add-endpoint", "coding-agent.toml", &[("\"pypi.org:443\",", "\"pypi.org:443\",\n  \"api.openai.com:443\",")], true),
         ("covered-endpoint", "research-agent.toml", &[("\"arxiv.org:443\",", "\"arxiv.org:443\",\n  \"upload.wikimedia.org:443\",")], false),
