@@ -27,10 +27,12 @@ pub fn tcp(client: TcpStream, upstream: TcpStream, meanwhile: impl FnOnce()) -> 
     }
     let mut dirs = [up, down];
     let mut meanwhile = Some(meanwhile);
+    // Which sockets poll said are readable (both at first: bytes may be waiting already).
+    let mut readable = [true, true];
     loop {
         let mut progressed = false;
-        for d in dirs.iter_mut() {
-            progressed |= d.step();
+        for (d, r) in dirs.iter_mut().zip(readable) {
+            progressed |= d.step(r);
         }
         if progressed && let Some(f) = meanwhile.take() {
             f();
@@ -75,6 +77,7 @@ pub fn tcp(client: TcpStream, upstream: TcpStream, meanwhile: impl FnOnce()) -> 
         if r < 0 && std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
             break;
         }
+        readable = [0, 1].map(|i| fds[i].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0);
     }
     let _ = client.set_nonblocking(false);
     let _ = upstream.set_nonblocking(false);
@@ -121,14 +124,17 @@ impl Dir {
     }
 
     /// Moves what can move without blocking; true if any byte moved or the state changed.
-    fn step(&mut self) -> bool {
+    /// `readable`: poll said the source has something (no read is tried otherwise: an
+    /// attempt that can only say EAGAIN is a wasted system call per message).
+    fn step(&mut self, readable: bool) -> bool {
         if self.done {
             return false;
         }
         let mut progressed = false;
+        let mut try_read = readable;
         loop {
             let mut moved_now = false;
-            if self.wants_read() {
+            if try_read && self.wants_read() {
                 // SAFETY: splice between fds we own; null offsets (sockets and pipes have none).
                 let n = unsafe {
                     libc::splice(self.from, std::ptr::null_mut(), self.pipe[1], std::ptr::null_mut(), PIPE_SIZE - self.in_pipe, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
@@ -150,6 +156,8 @@ impl Dir {
                         }
                     }
                 }
+                // One read per wake-up unless it filled the pipe's request (more may wait).
+                try_read = n > 0 && self.in_pipe >= PIPE_SIZE;
             }
             if self.in_pipe > 0 {
                 // SAFETY: as above.
