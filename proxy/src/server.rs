@@ -1,4 +1,5 @@
-//! The proxy server: accepts the agent's connections and handles each in its own thread.
+//! The proxy server: a pool of threads waiting in `accept`; the one the kernel wakes handles
+//! that connection to its end.
 //!
 //! Input: a listening socket (created by the supervisor inside the agent's network
 //! namespace, never inherited by the agent) and a [`Proxy`] configuration. Output: relayed
@@ -14,6 +15,8 @@
 //! - `GET http://host/...` (absolute form): checked the same way, forwarded over plain TCP,
 //!   never with a credential.
 //! - `POST /.aegis/v1/check`: the decision endpoint ([`crate::decision`]).
+//! - On a transparent-forward listener ([`spawn_forward`]): a direct TCP connection to a
+//!   single-address endpoint, checked like a CONNECT to it and relayed.
 //!
 //! Invariants: names are resolved by the supervisor and only vetted addresses are dialled
 //! ([`Gate::vet`]); what is forwarded is exactly what was evaluated (the canonical path);
