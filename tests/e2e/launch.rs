@@ -585,13 +585,10 @@ fn unsigned_tampered_and_incomplete_launches_are_refused() {
     assert_launch_recorded(&lab.path("ok.log"));
 }
 
-/// Finding (compiler/evaluator): a parameter directory under the host's `/tmp` is covered by
-/// the built-in `/tmp` write grant in `aegisc check` (it answers ALLOW for writing into the
-/// read-only `${DATASET}`), while the sandbox bind-mounts `${DATASET}` read-only over its
-/// private `/tmp` and the write fails with EROFS. The kernel is stricter, so nothing leaks,
-/// but the oracle and the enforcement disagree.
+/// A parameter directory under the host's `/tmp` is bind-mounted read-only over the
+/// sandbox's private `/tmp`: writing into it fails with EROFS, and `aegisc check` agrees (the
+/// built-in `/tmp` write grant does not reach inside a parameter bound there).
 #[test]
-#[ignore = "BUG: aegisc check says ALLOW for writing into a read-only parameter dir under /tmp (built-in /tmp grant); the sandbox says EROFS"]
 fn a_read_only_parameter_under_tmp_is_read_only_for_the_evaluator_too() {
     if !sandbox_ready() {
         return;

@@ -204,9 +204,21 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
     let mut best_deny: Option<&FsRule> = None;
     let mut best_grant: Option<&FsRule> = None;
     let (mut deny_depth, mut grant_depth) = (0usize, 0usize);
+    // The sandbox's /tmp is a private tmpfs, but a parameter whose value lies under the
+    // host's /tmp is bound over it at launch with the parameter's own access: inside such a
+    // parameter its rules decide, and the built-in /tmp grant does not apply.
+    let in_param_under_tmp = policy.filesystem.rules.iter().any(|r| {
+        r.path.param().is_some() && {
+            let rp = resolve(&r.path, params);
+            rp.param().is_none() && rp.components.first().is_some_and(|c| c == "tmp") && rp.covers(&q)
+        }
+    });
     for r in &policy.filesystem.rules {
         let is_deny = r.access == FsAccess::Deny;
         if !is_deny && !grants(access, r.access) {
+            continue;
+        }
+        if in_param_under_tmp && r.origin.is_none() && r.path.components.len() == 1 && r.path.components.first().is_some_and(|c| c == "tmp") && r.path.param().is_none() {
             continue;
         }
         let rp = resolve(&r.path, params);
@@ -242,7 +254,10 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
         let reason = format!("path '{raw}' is covered by {} grant '{}'", g.access.word(), g.path);
         return Ok(allow(reason, rule_ref(g), note(unresolved_denies, "deny rules")));
     }
-    let notes = note(unresolved_grants, &format!("{} grants", access.word()));
+    let mut notes = note(unresolved_grants, &format!("{} grants", access.word()));
+    if in_param_under_tmp {
+        notes.push("the built-in /tmp grant does not reach inside a parameter whose value lies under /tmp: the parameter is bound over the private /tmp with its own access".into());
+    }
     Ok(deny(format!("no {} grant covers '{raw}' (default deny)", access.word()), None, notes))
 }
 

@@ -297,3 +297,18 @@ fn settings_the_network_mode_ignores_are_warned_about() {
     let host = "version = 1\n[agent]\nname = \"h\"\n[network]\nmode = \"host\"\nallow = [\"10.0.0.1:443\"]\ndns = [\"1.1.1.1\"]\n";
     assert!(lints(host).is_empty(), "dns matters in host mode");
 }
+
+#[test]
+fn a_parameter_under_tmp_keeps_its_own_access_inside_the_private_tmp() {
+    use aegis_compiler::eval::{FsQuery, Query, Verdict, evaluate, parse_param};
+    let text = "version = 1\n[agent]\nname = \"t\"\n[parameters]\nDATA = \"input\"\n[filesystem]\nread = [\"${DATA}\"]\n";
+    let Ok(c) = compile_bytes("t.toml", text.as_bytes()) else { panic!("policy must compile") };
+    let params: aegis_compiler::eval::Params = [parse_param("DATA=/tmp/job/data").unwrap()].into_iter().collect();
+    let ask = |access, path: &str| evaluate(&c.policy, &params, &Query::Fs { access, path: path.into() }).unwrap();
+    let w = ask(FsQuery::Write, "/tmp/job/data/x.csv");
+    assert_eq!(w.verdict, Verdict::Deny, "{w:?}");
+    assert!(w.notes.iter().any(|n| n.contains("built-in /tmp")), "{w:?}");
+    assert_eq!(ask(FsQuery::Read, "/tmp/job/data/x.csv").verdict, Verdict::Allow);
+    // Elsewhere in /tmp the private tmpfs is writable as always.
+    assert_eq!(ask(FsQuery::Write, "/tmp/job/other.txt").verdict, Verdict::Allow);
+}
