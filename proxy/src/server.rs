@@ -129,7 +129,11 @@ fn start_pool(name: &'static str, listener: TcpListener, proxy: Arc<Proxy>, hand
 
 fn acceptor(listener: &TcpListener, proxy: &Proxy, pool: &Pool, handler: Handler) {
     loop {
-        let Ok((stream, _)) = listener.accept() else { continue };
+        let Ok((stream, _)) = listener.accept() else {
+            // Out of descriptors or memory: back off instead of spinning on the error.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         proxy.active.fetch_add(1, Ordering::AcqRel);
         if pool.idle.fetch_sub(1, Ordering::AcqRel) <= MIN_IDLE {
             pool.wake.notify_one();
