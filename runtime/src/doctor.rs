@@ -192,8 +192,35 @@ pub fn bundle_verdict(dir: &Path, host: &HostReport) -> Result<String, String> {
         // The proxy is the only route out only inside the agent's own network namespace.
         missing.push("network mode proxy needs a network namespace (user namespaces unavailable)".into());
     }
+    // Proxy mode: the credentials the proxy injects must be there at launch (a missing one
+    // refuses it). Say where each comes from and whether it is present now.
+    let mut needs = Vec::new();
+    if m.network_mode == bundle::NetworkMode::Proxy
+        && let Ok(ir) = std::fs::read(dir.join("policy.ir.json"))
+        && let Ok(policy) = serde_json::from_slice::<aegis_compiler::ir::Policy>(&ir)
+    {
+        for api in policy.apis.values() {
+            match api.credential.as_ref().map(|c| &c.source) {
+                Some(aegis_compiler::ir::SecretSource::Env(var)) => needs.push(format!(
+                    "api '{}' needs ${var} in aegis-exec's environment ({})",
+                    api.name,
+                    if std::env::var_os(var).is_some() { "set now" } else { "NOT set now" }
+                )),
+                Some(aegis_compiler::ir::SecretSource::File(path)) => needs.push(format!(
+                    "api '{}' needs the credential file {path} ({})",
+                    api.name,
+                    if Path::new(path).is_file() { "present" } else { "MISSING" }
+                )),
+                None => {}
+            }
+        }
+    }
     if missing.is_empty() {
-        Ok(format!("{}: can run", m.agent))
+        if needs.is_empty() {
+            Ok(format!("{}: can run", m.agent))
+        } else {
+            Ok(format!("{}: can run; {}", m.agent, needs.join("; ")))
+        }
     } else {
         Err(format!("{}: cannot run: {}", m.agent, missing.join("; ")))
     }

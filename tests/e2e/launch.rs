@@ -509,6 +509,31 @@ fn a_proxy_mode_launch_whose_credential_is_missing_is_refused_before_the_agent_r
     assert!(k.contains(&"note".to_string()), "the refusal is audited: {k:?}");
 }
 
+/// `aegis-exec doctor` on a proxy bundle says which credential the launch will need and
+/// whether it is there now (a missing one refuses the launch, as the test above shows).
+#[test]
+fn doctor_names_the_credentials_a_proxy_bundle_needs() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let bundle = lab.build(&policy("inbox-manager.toml"), "bundle-doctor");
+    let doctor = |token: Option<&str>| {
+        let mut c = Command::new(bin("aegis-exec"));
+        c.arg("doctor").arg(&bundle).env_remove("GMAIL_TOKEN");
+        if let Some(t) = token {
+            c.env("GMAIL_TOKEN", t);
+        }
+        run(&mut c)
+    };
+    let without = doctor(None);
+    assert_eq!(without.code, 0, "{}", without.stderr);
+    assert!(without.stdout.contains("inbox-manager: can run; api 'gmail' needs $GMAIL_TOKEN in aegis-exec's environment (NOT set now)"), "{}", without.stdout);
+    let with = doctor(Some("t0ken"));
+    assert!(with.stdout.contains("$GMAIL_TOKEN in aegis-exec's environment (set now)"), "{}", with.stdout);
+    assert!(!with.stdout.contains("t0ken"), "the secret itself is never printed");
+}
+
 #[test]
 fn unsigned_tampered_and_incomplete_launches_are_refused() {
     if !sandbox_ready() {
