@@ -91,6 +91,9 @@ struct Dir {
     to_stream: Option<TcpStream>,
     pipe: [i32; 2],
     in_pipe: usize,
+    /// The pipe refused more (its slots are per segment: small segments fill it long before
+    /// `PIPE_SIZE` bytes); reading waits until bytes moved out, or poll would spin.
+    pipe_full: bool,
     eof: bool,
     done: bool,
     moved: u64,
@@ -113,6 +116,7 @@ impl Dir {
             to_stream: to.try_clone().ok(),
             pipe: p,
             in_pipe: 0,
+            pipe_full: false,
             eof: false,
             done: false,
             moved: 0,
@@ -120,7 +124,7 @@ impl Dir {
     }
 
     fn wants_read(&self) -> bool {
-        !self.eof && self.in_pipe < PIPE_SIZE
+        !self.eof && !self.pipe_full && self.in_pipe < PIPE_SIZE
     }
 
     /// Moves what can move without blocking; true if any byte moved or the state changed.
@@ -150,7 +154,10 @@ impl Dir {
                     }
                     _ => {
                         let e = std::io::Error::last_os_error().kind();
-                        if e != ErrorKind::WouldBlock && e != ErrorKind::Interrupted {
+                        if e == ErrorKind::WouldBlock && self.in_pipe > 0 {
+                            // Poll said the socket has data, so it is the pipe that is full.
+                            self.pipe_full = true;
+                        } else if e != ErrorKind::WouldBlock && e != ErrorKind::Interrupted {
                             self.eof = true;
                             progressed = true;
                         }
@@ -166,6 +173,7 @@ impl Dir {
                 };
                 if n > 0 {
                     self.in_pipe -= n as usize;
+                    self.pipe_full = false;
                     self.moved += n as u64;
                     moved_now = true;
                 } else if n < 0 {
