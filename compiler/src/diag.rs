@@ -65,6 +65,7 @@ codes! {
     InvalidHttpRule => "aegis::policy::invalid_http_rule",
     InvalidCredential => "aegis::policy::invalid_credential",
     ApiWithoutProxy => "aegis::policy::api_without_proxy",
+    DuplicateApiHost => "aegis::policy::duplicate_api_host",
     // Resources
     InvalidSize => "aegis::policy::invalid_size",
     InvalidDuration => "aegis::policy::invalid_duration",

@@ -180,7 +180,8 @@ pub fn special(ip: IpAddr) -> Option<(&'static str, u8)> {
         IpAddr::V6(v6) => {
             let seg = v6.segments();
             // NAT64 (64:ff9b::/96) carries an IPv4 address that the gateway will dial.
-            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6].iter().all(|s| *s == 0) {
+            // Local-use NAT64 (64:ff9b:1::/48, RFC 8215) may embed it the same way.
+            if seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2..6].iter().all(|s| *s == 0) || seg[2] == 1) {
                 let o = v6.octets();
                 return Some(match special_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15])) {
                     Some((why, p)) => (why, 96 + p),
@@ -209,7 +210,12 @@ pub fn special(ip: IpAddr) -> Option<(&'static str, u8)> {
 
 fn special_v4(v4: Ipv4Addr) -> Option<(&'static str, u8)> {
     let o = v4.octets();
-    if v4 == Ipv4Addr::new(169, 254, 169, 254) || v4 == Ipv4Addr::new(100, 100, 100, 200) || v4 == Ipv4Addr::new(169, 254, 170, 2) {
+    // AWS/GCP/Azure IMDS, Alibaba, ECS task metadata, Azure WireServer.
+    if v4 == Ipv4Addr::new(169, 254, 169, 254)
+        || v4 == Ipv4Addr::new(100, 100, 100, 200)
+        || v4 == Ipv4Addr::new(169, 254, 170, 2)
+        || v4 == Ipv4Addr::new(168, 63, 129, 16)
+    {
         Some(("cloud metadata service", 32))
     } else if o[0] == 127 {
         Some(("loopback", 8))
@@ -253,6 +259,8 @@ mod tests {
         }
         assert_eq!(special_range("64:ff9b::a9fe:a9fe".parse().unwrap()), Some("cloud metadata service"));
         assert_eq!(special_range("fd00:ec2::254".parse().unwrap()), Some("cloud metadata service"));
+        assert_eq!(special_range("168.63.129.16".parse().unwrap()), Some("cloud metadata service"));
+        assert_eq!(special_range("64:ff9b:1::a9fe:a9fe".parse().unwrap()), Some("cloud metadata service"));
     }
 
     #[test]

@@ -15,6 +15,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+/// Most descriptors one executable lookup reads (about 10 µs each).
+pub const MAX_FDS_SCANNED: usize = 4096;
+
 #[derive(Debug)]
 pub struct AgentProcs {
     pub pid: i32,
@@ -127,12 +130,16 @@ impl AgentProcs {
         }
     }
 
-    /// The executable of the agent process holding socket `inode`.
+    /// The executable of the agent process holding socket `inode`. The scan is bounded
+    /// ([`MAX_FDS_SCANNED`] descriptors in all): an agent holding many descriptors gets an
+    /// undetermined `exe` instead of costing the supervisor CPU per connection.
     pub fn exe_of_inode(&self, inode: u64) -> Option<String> {
         let link = format!("socket:[{inode}]");
+        let mut budget = MAX_FDS_SCANNED;
         for pid in self.pids() {
             let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
             for e in dir.flatten() {
+                budget = budget.checked_sub(1)?;
                 if std::fs::read_link(e.path()).ok().is_some_and(|t| t.as_os_str() == link.as_str()) {
                     return std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string());
                 }

@@ -114,6 +114,10 @@ impl Gate {
                     })
                 }
             };
+            if let Some(other) = apis.iter().find(|a: &&ApiGate| a.host.eq_ignore_ascii_case(&api.host) && a.port == api.port) {
+                // The compiler refuses this; a bundle that has it anyway is not run.
+                return Err(format!("api '{}' and api '{}' both describe {}:{}", other.name, api.name, api.host, api.port));
+            }
             apis.push(ApiGate {
                 name: api.name.clone(),
                 host: api.host.to_ascii_lowercase(),

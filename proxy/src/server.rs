@@ -361,8 +361,21 @@ impl<'a> Conn<'a> {
 
     fn tunnel(mut self, host: Host, port: u16, d: Decision, addrs: Vec<IpAddr>, rd: BufReader<TcpStream>) {
         let rec = || Record::new("tunnel", &host.text(), port);
+        // Dial first, so an unreachable destination is a 502 the agent can read; nothing is
+        // sent to it before the ClientHello passed the SNI check.
+        let mut up = match dial(&addrs, port) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("allowed, but no vetted address answered: {e}");
+                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                return self.emit(Record { reason, ..rec().decided(&d) });
+            }
+        };
         if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
-            return;
+            return self.emit(Record {
+                reason: format!("{}; the agent left before the tunnel opened", d.reason),
+                ..rec().decided(&d)
+            });
         }
         // Read (not peek) the client's first bytes until the ClientHello is complete; they
         // are sent upstream first.
@@ -399,15 +412,11 @@ impl<'a> Conn<'a> {
             return;
         }
         let _ = self.stream.set_read_timeout(None);
-        let mut up = match dial(&addrs, port) {
-            Ok(s) => s,
-            Err(e) => {
-                self.emit(rec().decided(&d).denied(format!("allowed, but no vetted address answered: {e}")));
-                return;
-            }
-        };
-        if up.write_all(&first).is_err() {
-            return;
+        if let Err(e) = up.write_all(&first) {
+            return self.emit(Record {
+                reason: format!("{}; the upstream closed before the ClientHello was delivered: {e}", d.reason),
+                ..rec().decided(&d)
+            });
         }
         let Ok(client) = self.stream.try_clone() else { return };
         let (up_bytes, down_bytes) = crate::relay::tcp(client, up, || self.resolve_exe());
@@ -538,6 +547,11 @@ impl<'a> Conn<'a> {
             Err(why) => return refuse(self, client, 403, rec.denied(format!("path refused: {why}"))),
         };
         rec.path = Some(canonical.clone());
+        // TRACE makes a server echo the request, headers included: with the injected
+        // credential, that would hand the secret to the agent. No rule can allow it.
+        if method.eq_ignore_ascii_case("TRACE") || method.eq_ignore_ascii_case("TRACK") {
+            return refuse(self, client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded"));
+        }
         let d = self.p.gate.http(api, &method, &canonical);
         if d.verdict == Verdict::Deny {
             return refuse(self, client, 403, rec.decided(&d));
@@ -561,6 +575,8 @@ impl<'a> Conn<'a> {
             None => canonical.clone(),
         };
         if req.expect_continue && client.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            let reason = format!("{}; the agent left before sending the body", d.reason);
+            self.emit(Record { reason, ..rec.decided(&d) });
             return Next::Close;
         }
         // Dial (or reuse) the upstream connection.
@@ -609,6 +625,9 @@ impl<'a> Conn<'a> {
             match http1::read_response_head(up, MAX_HEAD) {
                 Ok(r) if (100..200).contains(&r.status) && r.status != 101 => {
                     if http1::write_response_head(client.get_mut(), &r).is_err() {
+                        *upstream = None;
+                        let reason = format!("{}; the agent left before the response", rec.reason);
+                        self.emit(Record { reason, ..rec });
                         return Next::Close;
                     }
                 }
@@ -623,12 +642,17 @@ impl<'a> Conn<'a> {
             }
         };
         if resp.status == 101 {
-            if !keep_upgrade || http1::write_response_head(client.get_mut(), &resp).is_err() {
+            if !keep_upgrade {
                 self.emit(Record {
                     reason: "upstream switched protocols without an allowed upgrade".into(),
                     verdict: Verdict::Deny,
                     ..rec
                 });
+                return Next::Close;
+            }
+            if http1::write_response_head(client.get_mut(), &resp).is_err() {
+                let reason = format!("{}; the agent left before the upgrade completed", rec.reason);
+                self.emit(Record { reason, ..rec });
                 return Next::Close;
             }
             let _ = client.get_mut().flush();
@@ -772,6 +796,8 @@ impl<'a> Conn<'a> {
             None => canonical,
         };
         if req.expect_continue && self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+            let reason = format!("{}; the agent left before sending the body", rec.reason);
+            self.emit(Record { reason, ..rec });
             return Next::Close;
         }
         let sent = http1::write_request_head(&mut up, &req.head.method, &out_target, &headers, None)
@@ -816,8 +842,14 @@ impl<'a> Conn<'a> {
         let relayed = http1::write_response_head(&mut self.stream, &resp)
             .map_err(|e| e.to_string())
             .and_then(|_| http1::copy_body(&mut upr, &mut self.stream, framing, None).map_err(|e| e.to_string()));
-        if let Ok(n) = relayed {
-            rec.down = n;
+        match relayed {
+            Ok(n) => rec.down = n,
+            Err(e) => {
+                // The agent cannot tell where this response ends: close its connection.
+                rec.reason = format!("{}; the response was cut short: {e}", rec.reason);
+                self.emit(rec);
+                return Next::Close;
+            }
         }
         self.emit(rec);
         if framing == Framing::UntilClose { Next::Close } else { Next::Continue }
@@ -913,6 +945,9 @@ fn dial(addrs: &[IpAddr], port: u16) -> Result<TcpStream, String> {
         match TcpStream::connect_timeout(&SocketAddr::new(*ip, port), DIAL_TIMEOUT) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
+                // An upstream that stalls (handshake, response) frees the thread eventually.
+                let _ = s.set_read_timeout(Some(IDLE_TIMEOUT));
+                let _ = s.set_write_timeout(Some(IDLE_TIMEOUT));
                 return Ok(s);
             }
             Err(e) => last = format!("{ip}:{port}: {e}"),

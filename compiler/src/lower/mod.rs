@@ -482,6 +482,17 @@ impl Lower<'_> {
             let allow = self.http_rules(&a.allow);
             let deny = self.http_rules(&a.deny);
             let credential = a.credential.as_ref().and_then(|c| self.credential(c));
+            // One host:port, one API: the proxy must know which rules and which credential
+            // apply to a connection (two would let one API's allow undo the other's deny).
+            if let Some(other) = out.values().find(|o: &&Api| o.host == host && o.port == port) {
+                self.err(
+                    Code::DuplicateApiHost,
+                    host_s.origin,
+                    format!("[api.{n}] and [api.{}] both describe {host}:{port}", other.name),
+                    "put all rules of one host in one [api.NAME] table (one credential per host)",
+                );
+                continue;
+            }
             out.insert(
                 n.clone(),
                 Api { name: n.clone(), host, port, scopes, allow, deny, credential, origin: Some(a.name.origin) },

@@ -87,6 +87,7 @@ const EXPECTED: &[(&str, Code)] = &[
     ("invalid-api-host", Code::InvalidHost),
     ("api-without-proxy", Code::ApiWithoutProxy),
     ("api-in-none-mode", Code::ApiWithoutProxy),
+    ("duplicate-api-host", Code::DuplicateApiHost),
     ("invalid-size-ambiguous-unit", Code::InvalidSize),
     ("invalid-size-unit-case", Code::InvalidSize),
     ("invalid-size-fraction", Code::InvalidSize),
