@@ -275,7 +275,7 @@ impl<'a> Conn<'a> {
                 Ok(None) | Err(http1::HttpError::IdleTimeout) => return,
                 Err(e) => {
                     let reason = format!("malformed request: {e}");
-                    let _ = self.stream.write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
+                    reply(&mut &self.stream, e.status(), &reason);
                     self.emit(Record::new("forward", "?", 0).denied(reason));
                     return;
                 }
@@ -289,7 +289,7 @@ impl<'a> Conn<'a> {
                 self.forward_plain(&req, &mut rd)
             } else {
                 let reason = "only CONNECT, absolute http:// requests and the decision endpoint are served";
-                let _ = self.stream.write_all(&http1::simple_response(400, reason, &format!("{reason}\n"), true));
+                reply(&mut &self.stream, 400, reason);
                 self.emit(Record::new("forward", "?", 0).denied(format!("{reason} (target `{}`)", req.head.target)));
                 Next::Close
             };
@@ -367,7 +367,7 @@ impl<'a> Conn<'a> {
             Ok(s) => s,
             Err(e) => {
                 let reason = format!("allowed, but no vetted address answered: {e}");
-                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                reply(&mut &self.stream, 502, &reason);
                 return self.emit(Record { reason, ..rec().decided(&d) });
             }
         };
@@ -487,7 +487,7 @@ impl<'a> Conn<'a> {
                 Ok(None) | Err(http1::HttpError::IdleTimeout) => return,
                 Err(e) => {
                     let reason = format!("malformed request: {e}");
-                    let _ = client.get_mut().write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
+                    reply(client.get_mut(), e.status(), &reason);
                     self.emit(rec().denied(reason));
                     return;
                 }
@@ -591,7 +591,7 @@ impl<'a> Conn<'a> {
                 Err(e) => {
                     let r = rec.decided(&d);
                     let reason = format!("allowed, but the upstream failed: {e}");
-                    let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                    reply(client.get_mut(), 502, &reason);
                     self.emit(Record { reason, ..r });
                     return Next::Close;
                 }
@@ -611,7 +611,7 @@ impl<'a> Conn<'a> {
             Err(e) => {
                 *upstream = None;
                 let reason = format!("allowed, but forwarding the request failed: {e}");
-                let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                reply(client.get_mut(), 502, &reason);
                 self.emit(Record { reason, ..rec.decided(&d) });
                 return Next::Close;
             }
@@ -620,96 +620,64 @@ impl<'a> Conn<'a> {
         rec.up = up_bytes;
         // While the upstream works on its answer.
         self.resolve_exe();
-        // Relay the response (skipping interim 1xx other than 101).
-        let resp = loop {
-            match http1::read_response_head(up, MAX_HEAD) {
-                Ok(r) if (100..200).contains(&r.status) && r.status != 101 => {
-                    if http1::write_response_head(client.get_mut(), &r).is_err() {
-                        *upstream = None;
-                        let reason = format!("{}; the agent left before the response", rec.reason);
-                        self.emit(Record { reason, ..rec });
-                        return Next::Close;
-                    }
-                }
-                Ok(r) => break r,
-                Err(e) => {
+        match relay_response(&method, up, client.get_mut(), true) {
+            Relayed::Done { down, framing, upstream_closes } => {
+                rec.down = down;
+                self.emit(rec);
+                if upstream_closes || framing == Framing::UntilClose {
                     *upstream = None;
-                    let reason = format!("allowed, but the upstream response was unusable: {e}");
-                    let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
-                    self.emit(Record { reason, ..rec });
-                    return Next::Close;
                 }
+                if framing == Framing::UntilClose || !req.keep_alive { Next::Close } else { Next::Continue }
             }
-        };
-        if resp.status == 101 {
-            if !keep_upgrade {
-                self.emit(Record {
-                    reason: "upstream switched protocols without an allowed upgrade".into(),
-                    verdict: Verdict::Deny,
-                    ..rec
-                });
-                return Next::Close;
-            }
-            if http1::write_response_head(client.get_mut(), &resp).is_err() {
-                let reason = format!("{}; the agent left before the upgrade completed", rec.reason);
+            Relayed::Switching(resp) => self.switch_protocols(resp, keep_upgrade, rec, client, upstream),
+            Relayed::AgentLeft => {
+                *upstream = None;
+                let reason = format!("{}; the agent left before the response", rec.reason);
                 self.emit(Record { reason, ..rec });
-                return Next::Close;
+                Next::Close
             }
-            let _ = client.get_mut().flush();
-            let Some(up) = upstream.take() else { return Next::Close };
-            let from_client = client.buffer().to_vec();
-            let from_up = up.buffer().to_vec();
-            let mut up_stream = up.into_inner();
-            let cs = client.get_mut();
-            let (u, dn) = crate::relay::tls((&mut cs.conn, &mut cs.sock), (&mut up_stream.conn, &mut up_stream.sock), (from_client, from_up));
-            rec.up += u;
-            rec.down += dn;
-            self.emit(rec);
+            Relayed::Unusable(reason) => {
+                *upstream = None;
+                reply(client.get_mut(), 502, &reason);
+                self.emit(Record { reason, ..rec });
+                Next::Close
+            }
+            Relayed::CutShort(why) => {
+                *upstream = None;
+                rec.reason = format!("{}; {why}", rec.reason);
+                self.emit(rec);
+                Next::Close
+            }
+        }
+    }
+
+    /// An allowed WebSocket upgrade the upstream accepted: relay both ways until the end.
+    fn switch_protocols(&mut self, resp: http1::ResponseHead, keep_upgrade: bool, mut rec: Record, client: &mut ClientTls, upstream: &mut Option<Upstream>) -> Next {
+        if !keep_upgrade {
+            *upstream = None;
+            self.emit(Record {
+                reason: "upstream switched protocols without an allowed upgrade".into(),
+                verdict: Verdict::Deny,
+                ..rec
+            });
             return Next::Close;
         }
-        let framing = match http1::response_framing(&method, &resp) {
-            Ok(f) => f,
-            Err(e) => {
-                *upstream = None;
-                let reason = format!("allowed, but the upstream response framing is ambiguous: {e}");
-                let _ = client.get_mut().write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
-                self.emit(Record { reason, ..rec });
-                return Next::Close;
-            }
-        };
-        let upstream_closes = http1::has_connection_token(&resp.headers, "close")
-            || (resp.minor_version == 0 && !http1::has_connection_token(&resp.headers, "keep-alive"));
-        let resp = http1::ResponseHead {
-            headers: http1::forwardable_response_headers(&method, &resp, framing, false),
-            ..resp
-        };
-        // Buffered so the head and the first piece of the body leave in one TLS record.
-        let relayed = {
-            let mut w = std::io::BufWriter::with_capacity(64 * 1024, client.get_mut());
-            http1::write_response_head(&mut w, &resp)
-                .map_err(|e| e.to_string())
-                .and_then(|_| http1::copy_body(up, &mut w, framing, None).map_err(|e| e.upstream().to_string()))
-                .and_then(|n| w.flush().map(|_| n).map_err(|e| e.to_string()))
-        };
+        if http1::write_response_head(client.get_mut(), &resp).is_err() {
+            let reason = format!("{}; the agent left before the upgrade completed", rec.reason);
+            self.emit(Record { reason, ..rec });
+            return Next::Close;
+        }
         let _ = client.get_mut().flush();
-        match relayed {
-            Ok(n) => rec.down = n,
-            Err(e) => {
-                rec.reason = format!("{}; the response was cut short: {e}", rec.reason);
-                *upstream = None;
-                self.emit(rec);
-                return Next::Close;
-            }
-        }
+        let Some(up) = upstream.take() else { return Next::Close };
+        let from_client = client.buffer().to_vec();
+        let from_up = up.buffer().to_vec();
+        let mut up_stream = up.into_inner();
+        let cs = client.get_mut();
+        let (u, dn) = crate::relay::tls((&mut cs.conn, &mut cs.sock), (&mut up_stream.conn, &mut up_stream.sock), (from_client, from_up));
+        rec.up += u;
+        rec.down += dn;
         self.emit(rec);
-        if upstream_closes || framing == Framing::UntilClose {
-            *upstream = None;
-        }
-        if framing == Framing::UntilClose || !req.keep_alive {
-            Next::Close
-        } else {
-            Next::Continue
-        }
+        Next::Close
     }
 
     /// `GET http://host/path` from a proxy-aware client: plain HTTP, checked like inspect
@@ -781,7 +749,7 @@ impl<'a> Conn<'a> {
             Ok(s) => s,
             Err(e) => {
                 let reason = format!("allowed, but no vetted address answered: {e}");
-                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                reply(&mut &self.stream, 502, &reason);
                 self.emit(Record { reason, ..rec });
                 return Next::Close;
             }
@@ -808,51 +776,35 @@ impl<'a> Conn<'a> {
             Ok(n) => rec.up = n,
             Err(e) => {
                 let reason = format!("allowed, but forwarding failed: {e}");
-                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
+                reply(&mut &self.stream, 502, &reason);
                 self.emit(Record { reason, ..rec });
                 return Next::Close;
             }
         }
         let mut upr = BufReader::new(up);
-        let resp = loop {
-            match http1::read_response_head(&mut upr, MAX_HEAD) {
-                Ok(r) if (100..200).contains(&r.status) => {}
-                Ok(r) => break r,
-                Err(e) => {
-                    let reason = format!("allowed, but the upstream response was unusable: {e}");
-                    let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
-                    self.emit(Record { reason, ..rec });
-                    return Next::Close;
-                }
-            }
-        };
-        let framing = match http1::response_framing(&req.head.method, &resp) {
-            Ok(f) => f,
-            Err(e) => {
-                let reason = format!("allowed, but the upstream response framing is ambiguous: {e}");
-                let _ = self.stream.write_all(&http1::simple_response(502, &reason, &format!("{reason}\n"), true));
-                self.emit(Record { reason, ..rec });
-                return Next::Close;
-            }
-        };
-        let resp = http1::ResponseHead {
-            headers: http1::forwardable_response_headers(&req.head.method, &resp, framing, false),
-            ..resp
-        };
-        let relayed = http1::write_response_head(&mut self.stream, &resp)
-            .map_err(|e| e.to_string())
-            .and_then(|_| http1::copy_body(&mut upr, &mut self.stream, framing, None).map_err(|e| e.to_string()));
-        match relayed {
-            Ok(n) => rec.down = n,
-            Err(e) => {
-                // The agent cannot tell where this response ends: close its connection.
-                rec.reason = format!("{}; the response was cut short: {e}", rec.reason);
+        match relay_response(&req.head.method, &mut upr, &mut &self.stream, false) {
+            Relayed::Done { down, framing, .. } => {
+                rec.down = down;
                 self.emit(rec);
-                return Next::Close;
+                if framing == Framing::UntilClose { Next::Close } else { Next::Continue }
+            }
+            Relayed::Unusable(reason) => {
+                reply(&mut &self.stream, 502, &reason);
+                self.emit(Record { reason, ..rec });
+                Next::Close
+            }
+            // The agent cannot tell where this response ends: close its connection.
+            Relayed::CutShort(why) => {
+                rec.reason = format!("{}; {why}", rec.reason);
+                self.emit(rec);
+                Next::Close
+            }
+            // Interim answers are not forwarded here, and upgrades were refused above.
+            Relayed::Switching(_) | Relayed::AgentLeft => {
+                self.emit(rec);
+                Next::Close
             }
         }
-        self.emit(rec);
-        if framing == Framing::UntilClose { Next::Close } else { Next::Continue }
     }
 
     fn decision_endpoint(&mut self, req: &Request, rd: &mut BufReader<TcpStream>) -> Next {
@@ -861,14 +813,14 @@ impl<'a> Conn<'a> {
         rec.path = Some(req.head.target.split('?').next().unwrap_or("").to_string());
         if req.head.target != crate::decision::PATH || req.head.method != "POST" {
             let reason = format!("the proxy answers only POST {} (see AEGIS_DECISION_URL)", crate::decision::PATH);
-            let _ = self.stream.write_all(&http1::simple_response(404, &reason, &format!("{reason}\n"), true));
+            reply(&mut &self.stream, 404, &reason);
             self.emit(rec.denied(reason));
             return Next::Close;
         }
         let mut body = Vec::new();
         if let Err(e) = http1::copy_body(rd, &mut body, req.framing, Some(MAX_DECISION_BODY)) {
             let reason = format!("bad request body: {e}");
-            let _ = self.stream.write_all(&http1::simple_response(e.status(), &reason, &format!("{reason}\n"), true));
+            reply(&mut &self.stream, e.status(), &reason);
             self.emit(rec.denied(reason));
             return Next::Close;
         }
@@ -901,6 +853,65 @@ impl<'a> Conn<'a> {
             return Next::Close;
         }
         Next::Continue
+    }
+}
+
+/// A complete answer of the proxy itself (`400`, `404`, `502`, ...) whose body is the reason.
+fn reply<W: Write>(w: &mut W, status: u16, reason: &str) {
+    let _ = w.write_all(&http1::simple_response(status, reason, &format!("{reason}\n"), true));
+    let _ = w.flush();
+}
+
+/// How relaying one upstream response to the agent ended.
+enum Relayed {
+    /// The body went through: its payload bytes, its framing, and whether the upstream
+    /// closes the connection after it.
+    Done { down: u64, framing: Framing, upstream_closes: bool },
+    /// `101 Switching Protocols`: the head, not yet written to the agent.
+    Switching(http1::ResponseHead),
+    /// The agent went away while an interim response was forwarded.
+    AgentLeft,
+    /// Nothing of the final response reached the agent: answer `502` with this reason.
+    Unusable(String),
+    /// The response was cut short after it started; the agent's connection must close.
+    CutShort(String),
+}
+
+/// Reads the response to a `method` request from `up` and relays it to `client`: interim
+/// `1xx` answers are forwarded (`forward_interim`, except `101`, which is returned) or
+/// skipped; the head goes through the hop-by-hop filter with a framing header regenerated
+/// for the re-framed body; head and first piece of the body leave in one write.
+fn relay_response<R: BufRead, W: Write>(method: &str, up: &mut R, client: &mut W, forward_interim: bool) -> Relayed {
+    let resp = loop {
+        match http1::read_response_head(up, MAX_HEAD) {
+            Ok(r) if (100..200).contains(&r.status) && !(forward_interim && r.status == 101) => {
+                if forward_interim && http1::write_response_head(client, &r).is_err() {
+                    return Relayed::AgentLeft;
+                }
+            }
+            Ok(r) if r.status == 101 => return Relayed::Switching(r),
+            Ok(r) => break r,
+            Err(e) => return Relayed::Unusable(format!("allowed, but the upstream response was unusable: {e}")),
+        }
+    };
+    let framing = match http1::response_framing(method, &resp) {
+        Ok(f) => f,
+        Err(e) => return Relayed::Unusable(format!("allowed, but the upstream response framing is ambiguous: {e}")),
+    };
+    let upstream_closes = http1::has_connection_token(&resp.headers, "close")
+        || (resp.minor_version == 0 && !http1::has_connection_token(&resp.headers, "keep-alive"));
+    let resp = http1::ResponseHead {
+        headers: http1::forwardable_response_headers(method, &resp, framing, false),
+        ..resp
+    };
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, client);
+    let relayed = http1::write_response_head(&mut w, &resp)
+        .map_err(|e| e.to_string())
+        .and_then(|_| http1::copy_body(up, &mut w, framing, None).map_err(|e| e.upstream().to_string()))
+        .and_then(|n| w.flush().map(|_| n).map_err(|e| e.to_string()));
+    match relayed {
+        Ok(down) => Relayed::Done { down, framing, upstream_closes },
+        Err(e) => Relayed::CutShort(format!("the response was cut short: {e}")),
     }
 }
 
