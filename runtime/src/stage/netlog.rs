@@ -15,6 +15,8 @@
 //! thread that entered the namespace, so the supervisor's own namespace never changes; it is
 //! CLOEXEC and opened after the agent was cloned, so the agent never holds it; every parser
 //! checks every length and never panics, whatever bytes the kernel (or a test) hands it.
+//! The same small rtnetlink helpers also add the addresses of the proxy's transparent
+//! forwards to the namespace's loopback ([`add_loopback_address`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -151,7 +153,7 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// One netlink message: header, 4-byte preamble (nfgenmsg / rtmsg prefix), attributes.
+/// One netlink message: header, preamble (nfgenmsg, rtmsg or ifaddrmsg), attributes.
 fn nl_message(ty: u16, flags: u16, preamble: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
     let mut msg = vec![0u8; NLMSG_HDR];
     msg.extend_from_slice(preamble);
@@ -253,6 +255,34 @@ fn add_default_route_to_lo(family: u8) -> Result<(), NetlogError> {
         0 => Ok(()),
         e if e == libc::EEXIST => Ok(()),
         e => Err(errno(if family == libc::AF_INET as u8 { "adding 0.0.0.0/0 dev lo" } else { "adding ::/0 dev lo" }, e)),
+    }
+}
+
+/// `ip addr add IP/32 dev lo` (or /128): RTM_NEWADDR with IFA_LOCAL and IFA_ADDRESS, no
+/// duplicate address detection; EEXIST is fine. Used for the proxy's transparent forwards.
+pub fn add_loopback_address(ip: std::net::IpAddr) -> Result<(), NetlogError> {
+    const IFA_ADDRESS: u16 = 1;
+    const IFA_LOCAL: u16 = 2;
+    const IFA_F_NODAD: u8 = 0x02;
+    let (family, prefix, bytes) = match ip {
+        std::net::IpAddr::V4(v4) => (libc::AF_INET as u8, 32u8, v4.octets().to_vec()),
+        std::net::IpAddr::V6(v6) => (libc::AF_INET6 as u8, 128u8, v6.octets().to_vec()),
+    };
+    // SAFETY: if_nametoindex with a NUL-terminated constant.
+    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if index == 0 {
+        return Err(os("finding lo"));
+    }
+    // struct ifaddrmsg { family, prefixlen, flags, scope; u32 index }
+    let mut ifa = vec![family, prefix, IFA_F_NODAD, libc::RT_SCOPE_HOST];
+    ifa.extend_from_slice(&index.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    let msg = nl_message(libc::RTM_NEWADDR, flags, &ifa, &[(IFA_LOCAL, &bytes), (IFA_ADDRESS, &bytes)]);
+    let sock = socket(libc::NETLINK_ROUTE, "rtnetlink socket")?;
+    match request(&sock, &msg, "adding an address to lo")? {
+        0 => Ok(()),
+        e if e == libc::EEXIST => Ok(()),
+        e => Err(errno("adding an address to lo", e)),
     }
 }
 

@@ -177,7 +177,7 @@ pub fn listen_in(pid: libc::pid_t, forwards: &[std::net::SocketAddr]) -> Result<
             let mut added = std::collections::BTreeSet::new();
             for a in forwards {
                 if !a.ip().is_loopback() && added.insert(a.ip()) {
-                    add_loopback_address(a.ip()).map_err(|e| format!("adding {} to the namespace's loopback: {e}", a.ip()))?;
+                    crate::stage::netlog::add_loopback_address(a.ip()).map_err(|e| format!("adding {} to the namespace's loopback: {e}", a.ip()))?;
                 }
                 let l = TcpListener::bind(a).map_err(|e| format!("binding the forward {a}: {e}"))?;
                 out.push((l, a));
@@ -194,88 +194,6 @@ pub fn listen_in(pid: libc::pid_t, forwards: &[std::net::SocketAddr]) -> Result<
         Ok(Err(why)) => Err(RunError::Unavailable { layer: "proxy", why }),
         Err(_) => Err(RunError::internal("proxy thread", "panicked")),
     }
-}
-
-/// `ifaddrmsg` of rtnetlink (not in the libc crate).
-#[repr(C)]
-struct IfAddrMsg {
-    family: u8,
-    prefixlen: u8,
-    flags: u8,
-    scope: u8,
-    index: u32,
-}
-
-/// Adds `ip` (host prefix) to `lo` with one RTM_NEWADDR over rtnetlink; EEXIST is fine.
-fn add_loopback_address(ip: std::net::IpAddr) -> std::io::Result<()> {
-    let (family, bytes): (u8, Vec<u8>) = match ip {
-        std::net::IpAddr::V4(v4) => (libc::AF_INET as u8, v4.octets().to_vec()),
-        std::net::IpAddr::V6(v6) => (libc::AF_INET6 as u8, v6.octets().to_vec()),
-    };
-    // SAFETY: if_nametoindex with a NUL-terminated constant.
-    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    if index == 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let attr_len = 4 + bytes.len();
-    let attr_space = (attr_len + 3) & !3;
-    let total = std::mem::size_of::<libc::nlmsghdr>() + std::mem::size_of::<IfAddrMsg>() + 2 * attr_space;
-    let mut msg = Vec::with_capacity(total);
-    let hdr = libc::nlmsghdr {
-        nlmsg_len: total as u32,
-        nlmsg_type: libc::RTM_NEWADDR,
-        nlmsg_flags: (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
-        nlmsg_seq: 1,
-        nlmsg_pid: 0,
-    };
-    let ifa = IfAddrMsg {
-        family,
-        prefixlen: if family == libc::AF_INET as u8 { 32 } else { 128 },
-        // IFA_F_NODAD: no duplicate address detection on loopback.
-        flags: 0x02,
-        scope: libc::RT_SCOPE_HOST,
-        index,
-    };
-    // SAFETY: both are repr(C) plain data; we copy their bytes.
-    unsafe {
-        msg.extend_from_slice(std::slice::from_raw_parts((&hdr as *const libc::nlmsghdr).cast::<u8>(), std::mem::size_of::<libc::nlmsghdr>()));
-        msg.extend_from_slice(std::slice::from_raw_parts((&ifa as *const IfAddrMsg).cast::<u8>(), std::mem::size_of::<IfAddrMsg>()));
-    }
-    // IFA_LOCAL = 2, IFA_ADDRESS = 1 (linux/if_addr.h).
-    for ty in [2u16, 1u16] {
-        msg.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-        msg.extend_from_slice(&ty.to_ne_bytes());
-        msg.extend_from_slice(&bytes);
-        msg.resize(msg.len() + (attr_space - attr_len), 0);
-    }
-    // SAFETY: socket(2) with constant arguments.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let result = (|| {
-        // SAFETY: sending our buffer on the socket we opened.
-        if unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut ack = [0u8; 1024];
-        // SAFETY: receiving into our buffer.
-        let n = unsafe { libc::recv(fd, ack.as_mut_ptr().cast(), ack.len(), 0) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let hl = std::mem::size_of::<libc::nlmsghdr>();
-        // nlmsghdr (type at bytes 4..6), then nlmsgerr whose first field is the errno.
-        let ty = ack.get(4..6).map(|b| u16::from_ne_bytes([b[0], b[1]])).unwrap_or(0);
-        let err = ack.get(hl..hl + 4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(-libc::EIO);
-        if ty == libc::NLMSG_ERROR as u16 && err != 0 && err != -libc::EEXIST {
-            return Err(std::io::Error::from_raw_os_error(-err));
-        }
-        Ok(())
-    })();
-    // SAFETY: closing the socket we opened.
-    unsafe { libc::close(fd) };
-    result
 }
 
 /// Starts serving on the listeners. Decisions go to `events`.
