@@ -226,31 +226,18 @@ pub fn enter_net(ns: &std::fs::File) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Sets `lo` up in the calling thread's network namespace (idempotent). Raw syscalls only,
-/// so the child may call it; the supervisor's proxy thread calls it too. `Err` is
-/// (`WHAT_LO_SOCKET` or `WHAT_LO_UP`, errno).
+/// Sets `lo` up in the calling thread's network namespace ([`aegis_targets::nftables::loopback_up`];
+/// raw syscalls only, so the child may call it). `Err` is (`WHAT_LO_SOCKET` or `WHAT_LO_UP`,
+/// errno).
 pub fn loopback_up() -> Result<(), (u32, i32)> {
-    // SAFETY: socket(2) with constant arguments.
-    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err((WHAT_LO_SOCKET, crate::child::last_errno()));
-    }
-    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *c as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own.
-    let ok = unsafe {
-        libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
-        }
-    };
-    let errno = crate::child::last_errno();
-    // SAFETY: closing the socket we opened.
-    unsafe { libc::close(s) };
-    if ok { Ok(()) } else { Err((WHAT_LO_UP, errno)) }
+    use aegis_targets::nftables::LoopbackStep;
+    aegis_targets::nftables::loopback_up().map_err(|(step, errno)| {
+        let what = match step {
+            LoopbackStep::Socket => WHAT_LO_SOCKET,
+            LoopbackStep::Flags => WHAT_LO_UP,
+        };
+        (what, errno)
+    })
 }
 
 /// Child side, right after the go byte: hostname and loopback up.

@@ -827,6 +827,42 @@ pub fn apply_overlapped<R>(
     (result, r)
 }
 
+/// Which step of [`loopback_up`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopbackStep {
+    /// Opening the socket the ioctls go through.
+    Socket,
+    /// SIOCGIFFLAGS / SIOCSIFFLAGS on `lo`.
+    Flags,
+}
+
+/// Sets `lo` up in the calling thread's network namespace (idempotent). Raw syscalls only
+/// (socket, ioctl, close): callable between fork and exec. `Err` is the step and errno.
+pub fn loopback_up() -> Result<(), (LoopbackStep, i32)> {
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+    // SAFETY: socket(2) with constant arguments.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if s < 0 {
+        return Err((LoopbackStep::Socket, errno()));
+    }
+    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *c as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    let ok = unsafe {
+        libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
+        }
+    };
+    let e = errno();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(s) };
+    if ok { Ok(()) } else { Err((LoopbackStep::Flags, e)) }
+}
+
 /// A network namespace made for an agent that does not exist yet: `nft` runs in it
 /// (loading the table) while the supervisor prepares and clones the agent into it. The
 /// namespace belongs to the supervisor's (initial) user namespace, so the agent holds no
@@ -856,27 +892,13 @@ pub fn load_in_new_netns(json: &[u8], table: &str) -> Result<PendingNetns, NftEr
     let mut cmd = Command::new("nft");
     cmd.args(["-j", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: the closure runs in the forked child before exec and makes raw syscalls only
-    // (unshare, socket, ioctl, close), which are async-signal-safe.
+    // (unshare, then socket, ioctl, close in `loopback_up`), which are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             if libc::unshare(libc::CLONE_NEWNET) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-            if s < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut req: libc::ifreq = std::mem::zeroed();
-            for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
-                *d = *c as libc::c_char;
-            }
-            let ok = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
-                req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-                libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
-            };
-            let err = std::io::Error::last_os_error();
-            libc::close(s);
-            if ok { Ok(()) } else { Err(err) }
+            loopback_up().map_err(|(_, e)| std::io::Error::from_raw_os_error(e))
         });
     }
     // `spawn` returns once exec succeeded, so the namespace exists now; nft cannot finish
