@@ -187,7 +187,7 @@ credential = {{ header = "Authorization", prefix = "Bearer ", from_env = "BENCH_
     let gate = Gate::new(compiled.policy, BTreeMap::new(), &BenchSecrets).unwrap();
     let ca = SandboxCa::generate("proxy-bench").unwrap();
     let ca_pem = ca.cert_pem().to_string();
-    let upstream_tls = upstream_config(std::slice::from_ref(&up.ca)).unwrap();
+    let upstream_tls = upstream_config(&[], std::slice::from_ref(&up.ca)).unwrap();
     let resolver = Resolver::with_pins(&[format!("{TUNNEL_HOST}=127.0.0.1"), format!("{API_HOST}=127.0.0.1")]).unwrap();
     let agent = AgentProcs {
         // Beyond any pid_max, so no process is scanned and the lookup ends at once.

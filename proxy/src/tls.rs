@@ -98,15 +98,15 @@ impl SandboxCa {
     }
 }
 
-/// Certificates in a PEM file (any other PEM sections are skipped).
-pub fn read_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Certificates in PEM text (any other PEM sections are skipped); `what` names the source
+/// in errors.
+pub fn pem_certs(bytes: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut out = Vec::new();
-    for c in CertificateDer::pem_slice_iter(&bytes) {
-        out.push(c.map_err(|e| format!("{}: {e:?}", path.display()))?);
+    for c in CertificateDer::pem_slice_iter(bytes) {
+        out.push(c.map_err(|e| format!("{what}: {e:?}"))?);
     }
     if out.is_empty() {
-        return Err(format!("{}: no certificate in this file", path.display()));
+        return Err(format!("{what}: no certificate in this file"));
     }
     Ok(out)
 }
@@ -122,12 +122,17 @@ pub fn system_roots_path() -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Client configuration for upstream TLS: verified against the system roots plus `extra`.
-pub fn upstream_config(extra: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+/// The host's trust store as PEM text (empty when there is none); read once per launch, it
+/// serves both the proxy's upstream verification and the agent's trust bundle.
+pub fn system_roots_pem() -> Vec<u8> {
+    system_roots_path().and_then(|p| std::fs::read(p).ok()).unwrap_or_default()
+}
+
+/// Client configuration for upstream TLS: verified against `system_pem` (see
+/// [`system_roots_pem`]) plus `extra`.
+pub fn upstream_config(system_pem: &[u8], extra: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
-    if let Some(p) = system_roots_path()
-        && let Ok(certs) = read_pem_certs(&p)
-    {
+    if let Ok(certs) = pem_certs(system_pem, "system CA bundle") {
         // Some distribution bundles carry certificates webpki rejects; skip those.
         let _ = roots.add_parsable_certificates(certs);
     }

@@ -185,10 +185,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let (rep_r, rep_w) = pipe()?;
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
-    let build_plan = |iso: Isolation| -> Result<ChildPlan, RunError> {
+    // The child's plan for an isolation, and the mounts line of the report.
+    let build_plan = |iso: Isolation| -> Result<(ChildPlan, String), RunError> {
         let full = matches!(iso, Isolation::Full { .. });
-        let (mounts, _) = stage::mounts::prepare(&v, full)?;
-        Ok(ChildPlan {
+        let (mounts, mounts_detail) = stage::mounts::prepare(&v, full)?;
+        let plan = ChildPlan {
             go_read: go_r,
             report_write: rep_w,
             parent_fds: [go_w, rep_r],
@@ -217,10 +218,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             landlock: stage::landlock::ChildLandlock::placeholder(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
             exec: stage::exec::ChildExec::prepare(&v.command, &env)?,
-        })
+        };
+        Ok((plan, mounts_detail))
     };
     let landlock_min_abi = stage::landlock::min_abi(&landlock_child);
-    let mut plan = build_plan(iso)?;
+    let (mut plan, mut mounts_detail) = build_plan(iso)?;
     plan.landlock = landlock_child;
     plan.seccomp = seccomp_child;
     // The agent is born in its cgroup2 leaf where the kernel allows it (CLONE_INTO_CGROUP):
@@ -314,7 +316,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                     "best-effort: no network namespace, the agent has the host's network (Landlock TCP rules still apply if the bundle has them)",
                 );
             }
-            let mut p2 = build_plan(iso)?;
+            let (mut p2, detail) = build_plan(iso)?;
+            mounts_detail = detail;
             std::mem::swap(&mut p2.landlock, &mut plan.landlock);
             std::mem::swap(&mut p2.seccomp, &mut plan.seccomp);
             plan = p2;
@@ -385,7 +388,6 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         ),
         Isolation::None => Layer::new("namespaces", LayerStatus::NotEnforced, userns_note.clone()),
     });
-    let (_, mounts_detail) = stage::mounts::prepare(&v, matches!(iso, Isolation::Full { .. }))?;
     let info = r.info;
     let plan_applied = v.file(stage::mounts::FILE).is_some() && matches!(iso, Isolation::Full { .. });
     report.push(if plan_applied {

@@ -24,7 +24,7 @@ use aegis_proxy::exe::AgentProcs;
 use aegis_proxy::gate::{Gate, HostSecrets};
 use aegis_proxy::resolve::Resolver;
 use aegis_proxy::server::Proxy;
-use aegis_proxy::tls::{SandboxCa, read_pem_certs, system_roots_path, upstream_config};
+use aegis_proxy::tls::{SandboxCa, pem_certs, system_roots_pem, upstream_config};
 
 use crate::exit::RunError;
 use crate::stage::verify::Verified;
@@ -119,13 +119,14 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
     let mut extra = Vec::new();
     let mut extra_pem = Vec::new();
     for p in upstream_ca {
-        extra.extend(read_pem_certs(p).map_err(|e| RunError::Refused(format!("--upstream-ca {e}")))?);
-        extra_pem.extend(std::fs::read(p).map_err(|e| RunError::Refused(format!("--upstream-ca {}: {e}", p.display())))?);
+        let pem = std::fs::read(p).map_err(|e| RunError::Refused(format!("--upstream-ca {}: {e}", p.display())))?;
+        extra.extend(pem_certs(&pem, &p.display().to_string()).map_err(|e| RunError::Refused(format!("--upstream-ca {e}")))?);
+        extra_pem.extend(pem);
         extra_pem.push(b'\n');
     }
-    let upstream = upstream_config(&extra).map_err(|e| RunError::Unavailable { layer: "proxy", why: e })?;
+    let mut bundle = system_roots_pem();
+    let upstream = upstream_config(&bundle, &extra).map_err(|e| RunError::Unavailable { layer: "proxy", why: e })?;
     let ca = SandboxCa::generate(&v.manifest.agent).map_err(|e| RunError::internal("proxy CA", e))?;
-    let mut bundle = system_roots_path().and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
     bundle.push(b'\n');
     bundle.extend_from_slice(&extra_pem);
     bundle.extend_from_slice(ca.cert_pem().as_bytes());
