@@ -334,8 +334,7 @@ impl<'a> Conn<'a> {
     }
 
     fn refuse(&mut self, status: u16, r: Record) {
-        let body = format!("AEGIS denied this request: {}\n", r.reason);
-        let _ = self.stream.write_all(&http1::simple_response(status, &r.reason, &body, true));
+        deny_reply(&mut &self.stream, status, &r.reason);
         self.emit(r);
     }
 
@@ -522,9 +521,7 @@ impl<'a> Conn<'a> {
         let raw_path = target.split(['?', '#']).next().unwrap_or("").to_string();
         rec.path = Some(raw_path.clone());
         let refuse = |this: &mut Self, client: &mut ClientTls, status: u16, rec: Record| {
-            let body = format!("AEGIS denied this request: {}\n", rec.reason);
-            let _ = client.get_mut().write_all(&http1::simple_response(status, &rec.reason, &body, true));
-            let _ = client.get_mut().flush();
+            deny_reply(client.get_mut(), status, &rec.reason);
             this.emit(rec);
             Next::Close
         };
@@ -859,6 +856,12 @@ impl<'a> Conn<'a> {
 /// A complete answer of the proxy itself (`400`, `404`, `502`, ...) whose body is the reason.
 fn reply<W: Write>(w: &mut W, status: u16, reason: &str) {
     let _ = w.write_all(&http1::simple_response(status, reason, &format!("{reason}\n"), true));
+    let _ = w.flush();
+}
+
+/// A denial: `status` with the reason in `X-Aegis-Reason` and in the body.
+fn deny_reply<W: Write>(w: &mut W, status: u16, reason: &str) {
+    let _ = w.write_all(&http1::simple_response(status, reason, &format!("AEGIS denied this request: {reason}\n"), true));
     let _ = w.flush();
 }
 
