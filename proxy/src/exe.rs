@@ -39,9 +39,8 @@ pub fn diag_socket() -> std::io::Result<OwnedFd> {
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_HDR: usize = 16;
-/// `struct inet_diag_req_v2`: family, protocol, ext, pad, states, then `inet_diag_sockid`
-/// (sport, dport, src[4], dst[4], if, cookie[2]).
+const NLMSG_HDR: usize = aegis_targets::netlink::HEADER_LEN;
+/// Size of `struct inet_diag_req_v2`.
 const REQ_LEN: usize = 56;
 
 fn put_addr(buf: &mut [u8], ip: IpAddr) {
@@ -56,22 +55,20 @@ fn diag_inode(fd: &OwnedFd, local: SocketAddr, remote: SocketAddr) -> Option<u64
     if local.is_ipv4() != remote.is_ipv4() {
         return None;
     }
-    let mut msg = [0u8; NLMSG_HDR + REQ_LEN];
-    msg[0..4].copy_from_slice(&((NLMSG_HDR + REQ_LEN) as u32).to_ne_bytes());
-    msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    msg[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    let r = NLMSG_HDR;
-    msg[r] = if local.is_ipv4() { libc::AF_INET as u8 } else { libc::AF_INET6 as u8 };
-    msg[r + 1] = libc::IPPROTO_TCP as u8;
-    msg[r + 4..r + 8].copy_from_slice(&u32::MAX.to_ne_bytes());
-    let id = r + 8;
-    msg[id..id + 2].copy_from_slice(&local.port().to_be_bytes());
-    msg[id + 2..id + 4].copy_from_slice(&remote.port().to_be_bytes());
-    put_addr(&mut msg[id + 4..id + 20], local.ip());
-    put_addr(&mut msg[id + 20..id + 36], remote.ip());
+    // struct inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid
+    // (sport, dport, src[4], dst[4], if, cookie[2]).
+    let mut req = [0u8; REQ_LEN];
+    req[0] = if local.is_ipv4() { libc::AF_INET as u8 } else { libc::AF_INET6 as u8 };
+    req[1] = libc::IPPROTO_TCP as u8;
+    req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    let id = 8;
+    req[id..id + 2].copy_from_slice(&local.port().to_be_bytes());
+    req[id + 2..id + 4].copy_from_slice(&remote.port().to_be_bytes());
+    put_addr(&mut req[id + 4..id + 20], local.ip());
+    put_addr(&mut req[id + 20..id + 36], remote.ip());
     // cookie = INET_DIAG_NOCOOKIE
-    msg[id + 40..id + 48].copy_from_slice(&[0xff; 8]);
+    req[id + 40..id + 48].copy_from_slice(&[0xff; 8]);
+    let msg = aegis_targets::netlink::message(SOCK_DIAG_BY_FAMILY, libc::NLM_F_REQUEST as u16, 1, &req, &[]);
     // SAFETY: send/recv on a netlink socket we own, with our own buffers.
     unsafe {
         if libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) < 0 {

@@ -18,5 +18,6 @@ pub mod bundle;
 pub mod cgroup;
 pub mod landlock;
 pub mod mounts;
+pub mod netlink;
 pub mod nftables;
 pub mod seccomp;

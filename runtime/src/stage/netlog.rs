@@ -149,27 +149,9 @@ const NFULA_PREFIX: u16 = 10;
 const NLMSG_HDR: usize = 16;
 const NFGENMSG: usize = 4;
 
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// One netlink message: header, preamble (nfgenmsg, rtmsg or ifaddrmsg), attributes.
+/// One netlink request (sequence number 1): [`aegis_targets::netlink::message`].
 fn nl_message(ty: u16, flags: u16, preamble: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut msg = vec![0u8; NLMSG_HDR];
-    msg.extend_from_slice(preamble);
-    msg.resize(align4(msg.len()), 0);
-    for (t, payload) in attrs {
-        msg.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        msg.extend_from_slice(&t.to_ne_bytes());
-        msg.extend_from_slice(payload);
-        msg.resize(align4(msg.len()), 0);
-    }
-    let len = (msg.len() as u32).to_ne_bytes();
-    msg.splice(0..4, len);
-    msg.splice(4..6, ty.to_ne_bytes());
-    msg.splice(6..8, flags.to_ne_bytes());
-    msg.splice(8..12, 1u32.to_ne_bytes());
-    msg
+    aegis_targets::netlink::message(ty, flags, 1, preamble, attrs)
 }
 
 fn socket(protocol: libc::c_int, what: &'static str) -> Result<OwnedFd, NetlogError> {
@@ -319,7 +301,7 @@ fn messages(data: &[u8]) -> Vec<(u16, &[u8])> {
             break;
         }
         out.push((ty, data.get(off + NLMSG_HDR..end).unwrap_or_default()));
-        off = off.saturating_add(align4(len));
+        off = off.saturating_add(aegis_targets::netlink::align4(len));
     }
     out
 }
@@ -335,7 +317,7 @@ fn attributes(data: &[u8]) -> Vec<(u16, &[u8])> {
             break;
         }
         out.push((ty & 0x3fff, data.get(off + 4..end).unwrap_or_default()));
-        off = off.saturating_add(align4(len));
+        off = off.saturating_add(aegis_targets::netlink::align4(len));
     }
     out
 }

@@ -1059,27 +1059,10 @@ fn netfilter_socket(netns: Option<&Path>) -> Result<std::os::fd::OwnedFd, NftErr
 }
 
 fn nl_msg(ty: u16, flags: u16, seq: u32, res_id: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (t, payload) in attrs {
-        let len = 4 + payload.len();
-        body.extend_from_slice(&(len as u16).to_ne_bytes());
-        body.extend_from_slice(&t.to_ne_bytes());
-        body.extend_from_slice(payload);
-        body.resize((body.len() + 3) & !3, 0);
-    }
-    let total = 16 + 4 + body.len();
-    let mut msg = Vec::with_capacity(total);
-    msg.extend_from_slice(&(total as u32).to_ne_bytes());
-    msg.extend_from_slice(&ty.to_ne_bytes());
-    msg.extend_from_slice(&flags.to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // struct nfgenmsg { family, version, res_id (big endian) }
     let family = if res_id == 0 { NFPROTO_INET } else { 0 };
-    msg.push(family);
-    msg.push(0);
-    msg.extend_from_slice(&res_id.to_be_bytes());
-    msg.extend_from_slice(&body);
-    msg
+    let r = res_id.to_be_bytes();
+    crate::netlink::message(ty, flags, seq, &[family, 0, r[0], r[1]], attrs)
 }
 
 fn nl_send(sock: &std::os::fd::OwnedFd, msg: &[u8]) -> Result<(), NftError> {
