@@ -7,76 +7,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aegis_targets::bundle::*;
 
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x & 0xff) as u8
-        })
-        .collect()
-}
+/// The bundle tests' fixtures: the same realistic artifact set and manifest fields.
+#[path = "../tests/bundle_support/mod.rs"]
+mod bundle_support;
 
 fn artifacts() -> Vec<(String, Vec<u8>)> {
-    let text = |seed: u64, len: usize| -> Vec<u8> {
-        bytes(seed, len).iter().map(|b| b"abcdefghij {}\":,\n"[(*b % 17) as usize]).collect()
-    };
-    vec![
-        ("seccomp.x86_64.bpf".into(), bytes(1, 4096)),
-        ("seccomp.x86_64.asm".into(), text(2, 12_000)),
-        ("seccomp.aarch64.bpf".into(), bytes(3, 4096)),
-        ("seccomp.aarch64.asm".into(), text(4, 12_000)),
-        ("landlock.json".into(), text(5, 6000)),
-        ("mounts.json".into(), text(6, 3000)),
-        ("cgroup.json".into(), text(7, 800)),
-        ("nftables.json".into(), text(8, 5000)),
-        ("policy.ir.json".into(), text(9, 4000)),
-        ("policy.sha256".into(), format!("{}\n", "ab".repeat(32)).into_bytes()),
-        ("loss-report.txt".into(), b"no losses\n".to_vec()),
-    ]
-}
-
-fn fields() -> ManifestFields {
-    ManifestFields {
-        agent: "coding-agent".into(),
-        compiler: CompilerInfo { name: "aegisc".into(), version: "0.1.0".into() },
-        policy_sha256: "ab".repeat(32),
-        architectures: BTreeSet::from(["x86_64".to_string(), "aarch64".to_string()]),
-        kernel: KernelRequirements {
-            landlock_abi: Some(4),
-            cgroup_versions: BTreeSet::from([CgroupVersion::V1, CgroupVersion::V2]),
-            nftables: true,
-            namespaces: BTreeSet::from([Namespace::Mount, Namespace::Net, Namespace::User]),
-            seccomp: true,
-        },
-        enforcement: BTreeMap::from([("seccomp".to_string(), Enforcement::Required)]),
-        network_mode: NetworkMode::Proxy,
-        parameters: BTreeMap::from([(
-            "WORKSPACE".to_string(),
-            LaunchParameter { description: "repository".into() },
-        )]),
-        entrypoint: None,
-        issued_at: 1_700_000_000,
-        expires_at: None,
-        serial: 1,
-    }
+    bundle_support::realistic_artifacts()
 }
 
 fn writer() -> BundleWriter {
-    let mut w = BundleWriter::new(fields());
-    for (n, b) in artifacts() {
-        w.add(n, b).unwrap();
-    }
-    w
+    bundle_support::writer(bundle_support::fields("coding-agent", 1), &artifacts())
 }
 
 fn measure(label: &str, n: usize, mut f: impl FnMut()) {
