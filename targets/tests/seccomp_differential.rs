@@ -12,6 +12,8 @@ use aegis_targets::seccomp::syscalls::{AUDIT_ARCH_ARM, AUDIT_ARCH_I386, X32_SYSC
 use aegis_targets::seccomp::*;
 use proptest::prelude::*;
 
+mod seccomp_support;
+
 fn boundary_values() -> Vec<u64> {
     let mut v = vec![
         0,
@@ -450,25 +452,7 @@ fn same_input_same_bytes_and_raw_roundtrip() {
 #[test]
 fn long_jumps_are_correct_in_a_program_over_256_instructions() {
     // Many argument-checked syscalls push shared returns out of jump range.
-    let mut spec = SeccompSpec::new(Action::Errno(1));
-    for (i, (_, name)) in Arch::X86_64
-        .table()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 3 == 0)
-    {
-        if aegis_targets::seccomp::syscalls::is_pointer_arg(name, 0) {
-            continue;
-        }
-        spec.push(
-            name,
-            Rule::when(vec![ArgCond::new(0, CmpOp::Eq, i as u64)], Action::Allow),
-        );
-        spec.push(
-            name,
-            Rule::when(vec![ArgCond::new(0, CmpOp::Gt, 1 << 40)], Action::Errno(3)),
-        );
-    }
+    let spec = seccomp_support::spec_needing_trampolines();
     let prog = compile(&spec, Arch::X86_64, &SyscallWeights::agent_mix()).unwrap();
     assert!(prog.len() > 1000, "{} instructions", prog.len());
     assert!(

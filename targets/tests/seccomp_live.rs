@@ -8,6 +8,8 @@ use aegis_targets::seccomp::apply::{Mode, status_of};
 use aegis_targets::seccomp::hardening::{Hardening, aegis_default};
 use aegis_targets::seccomp::*;
 
+mod seccomp_support;
+
 /// Run `f` in a forked child; its return value is the child's exit code. Returns the exit
 /// code, or 128 + signal if the child was killed.
 fn in_child(f: impl FnOnce() -> i32) -> i32 {
@@ -391,25 +393,7 @@ fn kernel_accepts_programs_with_trampolines() {
     if !x86_64_only() {
         return;
     }
-    let mut spec = SeccompSpec::new(Action::Errno(1));
-    for (i, (_, name)) in Arch::X86_64
-        .table()
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 3 == 0)
-    {
-        if aegis_targets::seccomp::syscalls::is_pointer_arg(name, 0) {
-            continue;
-        }
-        spec.push(
-            name,
-            Rule::when(vec![ArgCond::new(0, CmpOp::Eq, i as u64)], Action::Allow),
-        );
-        spec.push(
-            name,
-            Rule::when(vec![ArgCond::new(0, CmpOp::Gt, 1 << 40)], Action::Errno(3)),
-        );
-    }
+    let mut spec = seccomp_support::spec_needing_trampolines();
     for name in ["exit_group", "getpid"] {
         spec.set(name, vec![Rule::always(Action::Allow)]);
     }
