@@ -18,7 +18,7 @@ use crate::report::{EnforcementReport, Layer, LayerStatus, Timings};
 use crate::signals::Signals;
 use crate::stage::namespaces::{self, Isolation};
 use crate::stage::verify::{LaunchOptions, Verified};
-use crate::stage::{self, Stage};
+use crate::stage::{self, Instance, Stage};
 use crate::supervise;
 
 fn pipe() -> Result<(i32, i32), RunError> {
@@ -71,13 +71,6 @@ pub fn run(opts: &LaunchOptions) -> i32 {
         eprintln!("aegis-exec: {e}");
     }
     code
-}
-
-fn instance_id() -> String {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime into our struct.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    format!("{}-{:x}", std::process::id(), (ts.tv_nsec as u64) & 0x00ff_ffff)
 }
 
 /// Kills and reaps the child if the launch is abandoned after clone.
@@ -139,8 +132,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let proxy_prep = if proxy_mode { Some(stage::proxy::prepare(&v, &opts.resolve, &opts.upstream_ca)?) } else { None };
 
     // Everything is parsed and prepared now, before any namespace or cgroup exists.
+    let instance = Instance::new();
     let cg = stage::cgroup::prepare(&v)?;
-    let nftp = stage::nftables::prepare(&v)?;
+    let nftp = stage::nftables::prepare(&v, &instance)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
     let (seccomp_child, seccomp_note) = stage::seccomp::prepare(&v)?;
     let mut env = agent_environment(&opts.env)?;
@@ -163,8 +157,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     lap(&mut timings, "verify+prepare");
 
     // ── 2. cgroup ─────────────────────────────────────────────────────────────────────
-    let instance = instance_id();
-    let (mut leaf, cg_layer) = stage::cgroup::create(&v, cg.as_ref(), &instance)?;
+    let (mut leaf, cg_layer) = stage::cgroup::create(&v, cg.as_ref(), &instance.id())?;
     report.cgroup_mode = cg.as_ref().map(|p| p.layout.name().to_string()).unwrap_or_default();
     lap(&mut timings, "cgroup");
 
@@ -463,7 +456,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let limits = supervise::Limits {
         wall_time: spec.and_then(|s| s.wall_time_ms).map(Duration::from_millis),
         oom_group: spec.is_some_and(|s| s.memory_oom_group),
-        deny_prefix: (host_net && table.is_some()).then(|| aegis_targets::nftables::log_prefix(&v.manifest.agent)),
+        deny_prefix: nftp.as_ref().filter(|_| host_net && table.is_some()).map(|p| p.log_prefix.clone()),
         nflog,
     };
     let mut events = Vec::new();
@@ -509,27 +502,22 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         cleanup_errors.push(e.to_string());
     }
     // Leftovers of supervisors that were SIGKILLed (they cannot clean up themselves): swept
-    // after the agent exited, so it costs no launch latency.
-    // A stale table always comes with a stale leaf (same dead supervisor), so tables are
-    // only listed (one `nft` run) when a stale leaf was found.
+    // after the agent exited, so it costs no launch latency. Tables are listed over netlink
+    // (one dump, no `nft` process), cheap enough for every run.
     let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
-    let mut stale = false;
     if let Some(p) = &cg {
         for d in aegis_targets::cgroup::sweep_stale(&p.layout, &alive) {
-            stale = true;
             audit.queue(Event::Note {
                 component: "supervisor".into(),
                 message: format!("removed stale cgroup leaf {}", d.display()),
             });
         }
     }
-    if stale {
-        for t in aegis_targets::nftables::sweep_stale(&alive) {
-            audit.queue(Event::Note {
-                component: "supervisor".into(),
-                message: format!("removed stale nftables table inet {t}"),
-            });
-        }
+    for t in aegis_targets::nftables::sweep_stale(&alive) {
+        audit.queue(Event::Note {
+            component: "supervisor".into(),
+            message: format!("removed stale nftables table inet {t}"),
+        });
     }
     let (cpu_user_us, cpu_sys_us) = outcome.cpu_us();
     let peak = usage.memory_peak.or_else(|| u64::try_from(outcome.rusage.ru_maxrss).ok().map(|kb| kb * 1024));

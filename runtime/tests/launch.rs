@@ -14,7 +14,7 @@ fn true_runs_and_everything_is_cleaned_up() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "stdout {out}\nstderr {err}");
     assert!(err.contains("enforcement report"), "{err}");
-    assert!(leaves("rt-true").is_empty(), "cgroup leaves removed: {:?}", leaves("rt-true"));
+    assert!(b.leaves().is_empty(), "cgroup leaves removed: {:?}", b.leaves());
     // (Notes about stale leaves swept from earlier crashed runs may appear in between.)
     let kinds: Vec<String> = b.kinds().into_iter().filter(|k| k != "note").collect();
     assert_eq!(
@@ -43,7 +43,7 @@ fn agent_sees_new_namespaces_pid_1_and_its_uid_map() {
     let uid = if is_root() { 65534 } else { unsafe { libc::getuid() } };
     assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [uid.to_string(), uid.to_string(), "1".into()]), "uid map {out}");
     assert!(out.contains(&format!("\n{uid}\n")), "runs as uid {uid}: {out}");
-    assert!(out.contains("\nrt-ns\n"), "hostname is the agent name: {out}");
+    assert!(out.contains(&format!("\n{}\n", b.agent)), "hostname is the agent name: {out}");
     for n in ["user", "mnt", "pid", "net", "ipc", "uts", "cgroup"] {
         let mine = std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
         let line = out.lines().find(|l| l.starts_with(&format!("{n}="))).unwrap();

@@ -96,7 +96,7 @@ fn every_layer_enforced_and_verified() {
     }
     let report = &b.events("enforcement_report")[0];
     assert_eq!(report["cgroup_mode"], aegis_targets::cgroup::Layout::detect().unwrap().name());
-    assert!(leaves("rt-layers").is_empty());
+    assert!(b.leaves().is_empty());
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn a_required_layer_that_fails_stops_the_launch() {
     assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
     assert!(text(&o).1.contains("missing --param WORKSPACE"), "{}", text(&o).1);
     assert!(b.kinds().contains(&"bundle_refused".to_string()));
-    assert!(leaves("rt-fail").is_empty());
+    assert!(b.leaves().is_empty());
 }
 
 #[test]
@@ -147,7 +147,7 @@ fn tampered_bundle_is_refused_before_anything_is_created() {
     std::fs::write(&f, t).unwrap();
     let o = b.run(&[], &["/bin/true"]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
-    assert!(leaves("rt-tamper").is_empty());
+    assert!(b.leaves().is_empty());
 }
 
 /// The proxy answers from the bundle's typed policy (`policy.ir.json`); a proxy-mode bundle
@@ -168,7 +168,7 @@ fn a_proxy_mode_bundle_without_its_typed_policy_is_refused() {
     let o = b.run(&[], &["/bin/true"]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o).1);
     assert!(text(&o).1.contains("policy.ir.json"), "{}", text(&o).1);
-    assert!(leaves("rt-proxy").is_empty(), "nothing was created");
+    assert!(b.leaves().is_empty(), "nothing was created");
 }
 
 #[test]
@@ -180,7 +180,7 @@ fn blocked_user_namespaces_refuse_or_degrade_as_the_bundle_says() {
     let o = b.command(&[], &["/bin/true"]).env("AEGIS_EXEC_TEST_NO_USERNS", "1").output().unwrap();
     assert_eq!(o.status.code(), Some(126), "required namespaces: precise refusal");
     assert!(text(&o).1.contains("namespaces unavailable"), "{}", text(&o).1);
-    assert!(leaves("rt-nouserns").is_empty(), "cgroup leaf removed after the refusal");
+    assert!(b.leaves().is_empty(), "cgroup leaf removed after the refusal");
 
     let mut spec = Spec::new("rt-bestns");
     spec.enforcement.insert("namespaces".into(), Enforcement::BestEffort);
@@ -220,6 +220,6 @@ fn doctor_reports_this_host() {
         // A bundle that needs nothing this host lacks runs; the report says so.
         let b = build(&Spec::new("rt-doctor"), true);
         let o = std::process::Command::new(EXE).arg("doctor").arg(&b.dir).output().unwrap();
-        assert!(text(&o).0.contains("rt-doctor: can run"), "{}", text(&o).0);
+        assert!(text(&o).0.contains(&format!("{}: can run", b.agent)), "{}", text(&o).0);
     }
 }

@@ -12,7 +12,7 @@ fn fork_bomb_is_contained_by_pids_max_and_recorded() {
         return;
     }
     let mut spec = Spec::new("rt-forkbomb");
-    let mut cg = cgroup_spec("rt-forkbomb");
+    let mut cg = cgroup_spec(&spec.agent);
     cg.pids_max = 16;
     cg.wall_time_ms = Some(10_000);
     spec.cgroup = Some(cg);
@@ -28,7 +28,7 @@ fn fork_bomb_is_contained_by_pids_max_and_recorded() {
     assert!(live <= 16, "never more than pids.max tasks: {live}\n{out}\n{err}");
     let res = b.events("resource");
     assert!(res.iter().any(|e| e["limit"] == "pids_limit"), "pids limit recorded: {res:?}\n{err}");
-    assert!(leaves("rt-forkbomb").is_empty());
+    assert!(b.leaves().is_empty());
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn memory_bomb_is_killed_by_the_memory_limit_and_recorded() {
         return;
     }
     let mut spec = Spec::new("rt-membomb");
-    let mut cg = cgroup_spec("rt-membomb");
+    let mut cg = cgroup_spec(&spec.agent);
     cg.memory_max = 48 << 20;
     spec.cgroup = Some(cg);
     let b = build(&spec, true);
@@ -55,7 +55,7 @@ fn memory_bomb_is_killed_by_the_memory_limit_and_recorded() {
     assert_eq!(exited["signal"], libc::SIGKILL);
     let peak = exited["peak_memory_bytes"].as_u64().unwrap();
     assert!(peak <= 48 << 20, "peak {peak} within the limit");
-    assert!(leaves("rt-membomb").is_empty());
+    assert!(b.leaves().is_empty());
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn wall_time_kills_the_agent_and_is_recorded() {
         return;
     }
     let mut spec = Spec::new("rt-wall");
-    let mut cg = cgroup_spec("rt-wall");
+    let mut cg = cgroup_spec(&spec.agent);
     cg.wall_time_ms = Some(400);
     spec.cgroup = Some(cg);
     let b = build(&spec, true);
@@ -74,5 +74,5 @@ fn wall_time_kills_the_agent_and_is_recorded() {
     assert_eq!(o.status.code(), Some(128 + libc::SIGKILL));
     let res = b.events("resource");
     assert!(res.iter().any(|e| e["limit"] == "wall_time"), "{res:?}");
-    assert!(leaves("rt-wall").is_empty());
+    assert!(b.leaves().is_empty());
 }

@@ -6,21 +6,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn wait_for_leaf(agent: &str) -> Vec<std::path::PathBuf> {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(5) {
-        let l = leaves(agent);
-        let pids = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids") || p.starts_with("/sys/fs/cgroup/unified"));
-        if let Some(p) = pids
-            && !std::fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default().trim().is_empty()
-        {
-            return l;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("agent {agent} never appeared in its cgroup");
-}
-
 #[test]
 fn usr1_is_forwarded_to_the_agent() {
     if !need_root("forwarding") {
@@ -32,13 +17,13 @@ fn usr1_is_forwarded_to_the_agent() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_leaf("rt-sig");
+    b.wait_for_leaf();
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(42), "the agent's trap ran and its status passed through");
-    assert!(leaves("rt-sig").is_empty());
+    assert!(b.leaves().is_empty());
 }
 
 #[test]
@@ -57,16 +42,16 @@ fn sigterm_to_the_supervisor_kills_an_agent_that_ignores_it_and_cleans_up() {
     let b = build(&spec, true);
     // `sleep` as pid 1 of its namespace has no SIGTERM handler, so SIGTERM is ignored.
     let mut child = b.command(&[], &["/bin/sleep", "30"]).spawn().unwrap();
-    wait_for_leaf("rt-term");
-    assert_eq!(nft_tables_with("aegis_rt_term_").len(), 1, "host-mode table loaded");
+    b.wait_for_leaf();
+    assert_eq!(b.tables().len(), 1, "host-mode table loaded");
     let t = Instant::now();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(status.code(), Some(128 + libc::SIGKILL), "killed after the grace period");
-    assert!(leaves("rt-term").is_empty(), "leaf removed");
-    assert!(nft_tables_with("aegis_rt_term_").is_empty(), "table removed");
+    assert!(b.leaves().is_empty(), "leaf removed");
+    assert!(b.tables().is_empty(), "table removed");
     assert!(b.kinds().contains(&"agent_exited".to_string()));
 }
 
@@ -77,7 +62,7 @@ fn kill_9_of_the_agent_is_reported_and_cleaned_up() {
     }
     let b = build(&Spec::new("rt-kill9"), true);
     let mut child = b.command(&[], &["/bin/sleep", "30"]).spawn().unwrap();
-    let l = wait_for_leaf("rt-kill9");
+    let l = b.wait_for_leaf();
     let procs_file = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids")).unwrap().join("cgroup.procs");
     let pid: i32 = std::fs::read_to_string(procs_file).unwrap().lines().next().unwrap().trim().parse().unwrap();
     // Wait until it has exec'd (before that it is still aegis-exec's child setting up).
@@ -90,7 +75,7 @@ fn kill_9_of_the_agent_is_reported_and_cleaned_up() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGKILL));
-    assert!(leaves("rt-kill9").is_empty());
+    assert!(b.leaves().is_empty());
     let exited = &b.events("agent_exited")[0];
     assert_eq!(exited["signal"], libc::SIGKILL);
 }

@@ -7,20 +7,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn wait_for_leaf(agent: &str) -> Vec<std::path::PathBuf> {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(5) {
-        let l = leaves(agent);
-        if let Some(p) = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids"))
-            && !std::fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default().trim().is_empty()
-        {
-            return l;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("agent {agent} never appeared in its cgroup");
-}
-
 #[test]
 fn sigkill_of_the_supervisor_kills_the_agent_and_the_next_run_sweeps_the_leftovers() {
     if !need_root("sigkill_supervisor") {
@@ -39,7 +25,7 @@ fn sigkill_of_the_supervisor_kills_the_agent_and_the_next_run_sweeps_the_leftove
     });
     let b = build(&spec, true);
     let mut child = b.command(&[], &["/bin/sleep", "30"]).spawn().unwrap();
-    let l = wait_for_leaf("rt-orphan");
+    let l = b.wait_for_leaf();
     let procs = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids")).unwrap().join("cgroup.procs");
     let agent: i32 = std::fs::read_to_string(&procs).unwrap().lines().next().unwrap().trim().parse().unwrap();
     // SAFETY: killing the supervisor we started.
@@ -51,10 +37,10 @@ fn sigkill_of_the_supervisor_kills_the_agent_and_the_next_run_sweeps_the_leftove
         assert!(t.elapsed() < Duration::from_secs(3), "agent outlived its supervisor");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let table = format!("aegis_rt_orphan_{}", child.id());
+    let table = format!("aegis_{}_{}_", b.agent.replace('-', "_"), child.id());
     // Another aegis-exec on this machine (other test suites) may sweep them first.
     let left_table = nft_tables_with(&table).len() == 1;
-    let left_leaf = !leaves("rt-orphan").is_empty();
+    let left_leaf = !b.leaves().is_empty();
     if !(left_table && left_leaf) {
         eprintln!("note: leftovers already swept by a concurrent aegis-exec (table {left_table}, leaf {left_leaf})");
     }
@@ -62,7 +48,7 @@ fn sigkill_of_the_supervisor_kills_the_agent_and_the_next_run_sweeps_the_leftove
     let o = b.run(&[], &["/bin/true"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o).1);
     assert!(nft_tables_with(&table).is_empty(), "stale table swept");
-    assert!(leaves("rt-orphan").is_empty(), "stale leaf swept: {:?}", leaves("rt-orphan"));
+    assert!(b.leaves().is_empty(), "stale leaf swept: {:?}", b.leaves());
     if left_table && left_leaf {
         let notes = b.events("note");
         assert!(notes.iter().any(|n| n["message"].as_str().unwrap_or("").contains("stale cgroup leaf")), "{notes:?}");

@@ -132,12 +132,39 @@ fn fill_puts_resolved_addresses_in_the_named_sets_and_renames_the_table() {
         "api.github.com".to_string(),
         vec!["140.82.121.6".parse::<IpAddr>().unwrap(), "2606:50c0::6".parse().unwrap()],
     );
-    let filled: serde_json::Value = serde_json::from_slice(&a.fill("aegis_coding_agent_7", &resolved)).unwrap();
+    let prefix = aegis_targets::nftables::instance_log_prefix("coding-agent", "7-0000beef");
+    let filled: serde_json::Value = serde_json::from_slice(&a.fill("aegis_coding_agent_7", &prefix, &resolved)).unwrap();
     let items = filled["nftables"].as_array().unwrap();
     let set = |n: &str| items.iter().find(|o| o["set"]["name"] == n).unwrap()["set"].clone();
     assert_eq!(set("h4_api.github.com")["elem"], serde_json::json!(["140.82.121.6"]));
     assert_eq!(set("h6_api.github.com")["elem"], serde_json::json!(["2606:50c0::6"]));
     assert!(items.iter().filter(|o| o.get("rule").is_some()).all(|o| o["rule"]["table"] == "aegis_coding_agent_7"));
+    // Every log statement carries this instance's prefix, none the agent-wide one.
+    let logs: Vec<&serde_json::Value> = items
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .flat_map(|r| r["expr"].as_array().unwrap())
+        .filter_map(|e| e.get("log"))
+        .collect();
+    assert!(!logs.is_empty());
+    assert!(logs.iter().all(|l| l["prefix"] == "aegis:coding-agent:7-0000beef:deny "), "{logs:?}");
+}
+
+/// Two launches of one agent at once get different tables, and a later run can still tell
+/// which supervisor each belonged to.
+#[test]
+fn instance_tables_are_unique_and_name_their_supervisor() {
+    use aegis_targets::nftables::{instance_table, table_pid};
+    let a = instance_table("coding_agent", 4242, 0x0a0b_0c0d);
+    let b = instance_table("coding_agent", 4242, 0x0102_0304);
+    assert_ne!(a, b);
+    assert_eq!(a, "aegis_coding_agent_4242_0a0b0c0d");
+    assert_eq!(table_pid(&a), Some(4242));
+    // Older names (`aegis_<agent>_<pid>`) and an agent name ending in digits.
+    assert_eq!(table_pid("aegis_coding_agent_77"), Some(77));
+    assert_eq!(table_pid(&instance_table("a_12345678", 9, 0x1234_5678)), Some(9));
+    assert_eq!(table_pid("aegis_coding_agent"), None);
+    assert_eq!(table_pid("filter"), None);
 }
 
 /// Every artifact, filled with plausible launch values, passes `nft -c -j -f FILE`; the host
@@ -158,7 +185,7 @@ fn every_filled_artifact_passes_nft_check() {
     ] {
         let a = lower("check", &p).unwrap();
         let f = dir.path().join(format!("{name}.json"));
-        std::fs::write(&f, a.fill("aegis_check", &resolved)).unwrap();
+        std::fs::write(&f, a.fill("aegis_check", "aegis:check:1-00000001:deny ", &resolved)).unwrap();
         let out = Command::new("nft").args(["-c", "-j", "-f"]).arg(&f).output().unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         // Also the unfilled artifact (empty sets) is valid input.
@@ -187,7 +214,8 @@ fn apply_loads_verifies_and_deletes_on_drop() {
     let table = format!("aegis_nfttest_{}", std::process::id());
     let cg = aegis_targets::nftables::nft_cgroup_path(&leaf).unwrap();
     let dispatch = dispatch_rule(&table, &cg, 1);
-    let loaded = apply(&a.fill(&table, &BTreeMap::new()), &table, Some(&dispatch), None);
+    let prefix = aegis_targets::nftables::instance_log_prefix("nfttest", "1-00000001");
+    let loaded = apply(&a.fill(&table, &prefix, &BTreeMap::new()), &table, Some(&dispatch), None);
     let ok = loaded.is_ok();
     if let Err(e) = &loaded {
         eprintln!("apply: {e}");
@@ -195,15 +223,17 @@ fn apply_loads_verifies_and_deletes_on_drop() {
     if ok {
         assert!(table_exists(&table));
         assert!(aegis_targets::nftables::table_present(&table, None).unwrap(), "netlink sees the table");
+        assert!(aegis_targets::nftables::list_tables(None).unwrap().contains(&table), "the netlink dump lists it");
         assert!(!aegis_targets::nftables::table_present("aegis_no_such_table_x", None).unwrap());
         let listed = Command::new("nft").args(["list", "table", "inet", &table]).output().unwrap();
         let text = String::from_utf8_lossy(&listed.stdout);
         assert!(text.contains("socket cgroupv2 level 1"), "{text}");
-        assert!(text.contains("log prefix \"aegis:nfttest:deny \""), "{text}");
+        assert!(text.contains("log prefix \"aegis:nfttest:1-00000001:deny \""), "{text}");
     }
     drop(loaded);
     assert!(!table_exists(&table), "table deleted on drop");
     assert!(!aegis_targets::nftables::table_present(&table, None).unwrap(), "netlink agrees");
+    assert!(!aegis_targets::nftables::list_tables(None).unwrap().contains(&table));
     std::fs::remove_dir(&leaf).unwrap();
     assert!(ok, "apply failed");
 }
@@ -217,7 +247,7 @@ fn a_premade_namespace_gets_its_table_and_is_not_the_hosts() {
         return;
     }
     let a = lower("premade", &own_ns(NetMode::Proxy { port: 3128 })).unwrap();
-    let json = a.fill("aegis_premade_test", &BTreeMap::new());
+    let json = a.fill("aegis_premade_test", "aegis:premade:1-00000001:deny ", &BTreeMap::new());
     let pending = aegis_targets::nftables::load_in_new_netns(&json, "aegis_premade_test").unwrap();
     use std::os::unix::fs::MetadataExt as _;
     let theirs = pending.ns.metadata().unwrap().ino();

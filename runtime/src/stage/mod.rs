@@ -59,6 +59,45 @@ pub mod proxy;
 pub mod seccomp;
 pub mod verify;
 
+/// One launch's identity on this host. Everything a launch creates that other launches can
+/// see (cgroup leaf, host-mode nftables table, kernel log prefix) is named by it, never by
+/// the agent alone: two launches of one agent at once (or two test suites) must not
+/// collide. The supervisor's pid lets a later run sweep what a killed supervisor left; the
+/// random nonce keeps apart supervisors with one pid in different pid namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instance {
+    pub pid: u32,
+    pub nonce: u32,
+}
+
+impl Instance {
+    pub fn new() -> Instance {
+        let mut nonce = [0u8; 4];
+        // SAFETY: getrandom writes at most 4 bytes into our buffer.
+        let got = unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), nonce.len(), libc::GRND_NONBLOCK) };
+        let mut nonce = u32::from_ne_bytes(nonce);
+        if got != 4 {
+            // No entropy yet (early boot): the clock still separates launches.
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime into our struct.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+            nonce = ts.tv_nsec as u32 ^ (ts.tv_sec as u32).rotate_left(16);
+        }
+        Instance { pid: std::process::id(), nonce }
+    }
+
+    /// `<pid>-<nonce>`: the cgroup leaf's suffix and the kernel log prefix's middle.
+    pub fn id(&self) -> String {
+        format!("{}-{:08x}", self.pid, self.nonce)
+    }
+}
+
+impl Default for Instance {
+    fn default() -> Instance {
+        Instance::new()
+    }
+}
+
 /// Stage ids as reported by the child over the report pipe (stable: they index timings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u32)]

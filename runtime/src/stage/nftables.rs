@@ -8,8 +8,10 @@
 //! start, loaded from outside with `setns` while the child waits). Invariants: `host` mode without a ruleset,
 //! or on a host without a cgroup2 tree, is refused when nftables is required (the agent
 //! would have unfiltered host network); the table is deleted on every exit path
-//! ([`LoadedTable`]'s `Drop`); in `none` mode it dies with the namespace. The table name is
-//! `aegis_<agent>_<supervisor pid>` so concurrent runs of one agent do not collide.
+//! ([`LoadedTable`]'s `Drop`); in `none` mode it dies with the namespace. The table name
+//! (`aegis_<agent>_<supervisor pid>_<nonce>`) and the log prefix are the launch's
+//! [`Instance`]'s, so concurrent runs of one agent do not collide or read each other's
+//! denials.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -21,6 +23,7 @@ use aegis_targets::nftables::{self as nft, LoadedTable, NetMode, Ruleset};
 
 use crate::exit::RunError;
 use crate::report::{Layer, LayerStatus};
+use crate::stage::Instance;
 use crate::stage::verify::Verified;
 
 pub const FILE: &str = "nftables.json";
@@ -28,6 +31,8 @@ pub const FILE: &str = "nftables.json";
 pub struct Prepared {
     pub ruleset: Ruleset,
     pub table: String,
+    /// The prefix of this launch's log lines (host mode: found in the kernel log).
+    pub log_prefix: String,
     /// The nft JSON to load (sets filled).
     pub json: Vec<u8>,
     pub resolved: BTreeMap<String, Vec<IpAddr>>,
@@ -47,7 +52,7 @@ fn sanitize(agent: &str) -> String {
 }
 
 /// Parses the ruleset and resolves host names (before any namespace exists).
-pub fn prepare(v: &Verified) -> Result<Option<Prepared>, RunError> {
+pub fn prepare(v: &Verified, instance: &Instance) -> Result<Option<Prepared>, RunError> {
     let net = mode(v);
     let Some(bytes) = v.file(FILE) else {
         if net == NetworkMode::Host && v.required("nftables") {
@@ -79,11 +84,13 @@ pub fn prepare(v: &Verified) -> Result<Option<Prepared>, RunError> {
             .unwrap_or_default();
         resolved.insert(hs.name.clone(), addrs);
     }
-    let table = format!("aegis_{}_{}", sanitize(&v.manifest.agent), std::process::id());
-    let json = ruleset.fill(&table, &resolved);
+    let table = nft::instance_table(&sanitize(&v.manifest.agent), instance.pid, instance.nonce);
+    let log_prefix = nft::instance_log_prefix(&v.manifest.agent, &instance.id());
+    let json = ruleset.fill(&table, &log_prefix, &resolved);
     Ok(Some(Prepared {
         ruleset,
         table,
+        log_prefix,
         json,
         resolved,
     }))

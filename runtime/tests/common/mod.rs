@@ -61,7 +61,11 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A bundle spec for agent `<agent>-<this test process's pid>`: unique per test run, so
+    /// that concurrent suites on one machine never see each other's cgroup leaves or
+    /// nftables tables (which are named after the agent).
     pub fn new(agent: &str) -> Spec {
+        let agent = &format!("{agent}-{}", std::process::id());
         Spec {
             agent: agent.into(),
             network: NetworkMode::None,
@@ -82,6 +86,8 @@ impl Spec {
 
 /// A bundle directory (and key pair) in a temp dir.
 pub struct TestBundle {
+    /// The agent's name (unique per test process, see [`Spec::new`]).
+    pub agent: String,
     pub tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub public_key: PathBuf,
@@ -150,6 +156,7 @@ pub fn build(spec: &Spec, signed: bool) -> TestBundle {
     let state = tmp.path().join("state");
     let log = tmp.path().join("audit.log");
     TestBundle {
+        agent: spec.agent.clone(),
         dir,
         public_key: pk,
         state,
@@ -228,6 +235,35 @@ pub fn leaves(agent: &str) -> Vec<PathBuf> {
     out
 }
 
+impl TestBundle {
+    /// This bundle's cgroup leaves currently present.
+    pub fn leaves(&self) -> Vec<PathBuf> {
+        leaves(&self.agent)
+    }
+
+    /// This bundle's host-mode nftables tables currently loaded (`aegis_<agent>_...`).
+    pub fn tables(&self) -> Vec<String> {
+        nft_tables_with(&format!("aegis_{}_", self.agent.replace('-', "_")))
+    }
+
+    /// Waits until the agent is in its cgroup leaf (pids or unified hierarchy) and
+    /// returns the leaves.
+    pub fn wait_for_leaf(&self) -> Vec<PathBuf> {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(5) {
+            let l = self.leaves();
+            let pids = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids") || p.starts_with("/sys/fs/cgroup/unified"));
+            if let Some(p) = pids
+                && !std::fs::read_to_string(p.join("cgroup.procs")).unwrap_or_default().trim().is_empty()
+            {
+                return l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("agent {} never appeared in its cgroup", self.agent);
+    }
+}
+
 pub fn nft_tables_with(prefix: &str) -> Vec<String> {
     let o = Command::new("nft").args(["list", "tables"]).output().unwrap();
     String::from_utf8_lossy(&o.stdout)
@@ -235,4 +271,61 @@ pub fn nft_tables_with(prefix: &str) -> Vec<String> {
         .filter(|l| l.contains(prefix))
         .map(str::to_string)
         .collect()
+}
+
+/// The typed policy (`policy.ir.json`) of a policy given as TOML, compiled in memory.
+pub fn policy_ir(toml: &str) -> Vec<u8> {
+    let compiled = aegis_compiler::compile_bytes("test.toml", toml.as_bytes()).unwrap_or_else(|f| panic!("test policy does not compile: {:?}", f.diagnostics));
+    let mut out = serde_json::to_vec_pretty(&compiled.policy.to_json()).unwrap();
+    out.push(b'\n');
+    out
+}
+
+/// The unprivileged user the rootless tests run as (uid 1000, `cloudsdk` on the development
+/// machine), if it exists and `setpriv` is installed. Prints SKIP otherwise.
+pub fn unprivileged_user(test: &str) -> Option<u32> {
+    const UID: u32 = 1000;
+    // SAFETY: getpwuid returns a pointer to static storage or null; we only test for null.
+    let exists = unsafe { !libc::getpwuid(UID).is_null() };
+    if !exists {
+        eprintln!("SKIP {test}: no user with uid {UID}");
+        return None;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIP {test}: setpriv (util-linux) is not installed");
+        return None;
+    }
+    Some(UID)
+}
+
+impl TestBundle {
+    /// Hands the bundle's scratch directory (bundle, keys, state, log) to `uid`, so that
+    /// `aegis-exec` run as that user can read the bundle and write its log and state.
+    pub fn give_to(&self, uid: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        fn walk(p: &Path, uid: u32) {
+            std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+            if p.is_dir() && !p.is_symlink() {
+                for e in std::fs::read_dir(p).unwrap().flatten() {
+                    walk(&e.path(), uid);
+                }
+            }
+        }
+        walk(self.tmp.path(), uid);
+        std::fs::set_permissions(self.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Like [`TestBundle::command`], run as `uid` (its own gid and groups) through `setpriv`.
+    pub fn command_as(&self, uid: u32, extra: &[&str], cmd: &[&str]) -> Command {
+        let inner = self.command(extra, cmd);
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--init-groups")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .env("AEGIS_STATE_DIR", &self.state)
+            .stdin(Stdio::null());
+        c
+    }
 }

@@ -166,9 +166,16 @@ pub fn table_name(agent: &str) -> String {
     format!("aegis_{}", agent.replace('-', "_"))
 }
 
-/// Log prefix of denied packets for `agent` (parsed back from the kernel log by the runtime).
+/// Log prefix of denied packets for `agent`, as compiled into the artifact.
 pub fn log_prefix(agent: &str) -> String {
     format!("aegis:{agent}:deny ")
+}
+
+/// Log prefix of one running instance (what [`Ruleset::fill`] loads, and what the runtime
+/// looks for in the kernel log): the host's kernel log is shared by every launch, so two
+/// launches of one agent must not read each other's denials.
+pub fn instance_log_prefix(agent: &str, instance: &str) -> String {
+    format!("aegis:{agent}:{instance}:deny ")
 }
 
 fn valid_host_name(n: &str) -> bool {
@@ -571,9 +578,11 @@ impl Ruleset {
     }
 
     /// The nft JSON to load: this ruleset with `table` renamed (one table per running
-    /// instance) and each host set given its resolved addresses (`resolved` is keyed by
-    /// host name; names missing from it stay empty and so match nothing).
-    pub fn fill(&self, table: &str, resolved: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Vec<u8> {
+    /// instance), every log statement's prefix replaced by `log_prefix` (one per running
+    /// instance too: see [`instance_log_prefix`]), and each host set given its resolved
+    /// addresses (`resolved` is keyed by host name; names missing from it stay empty and so
+    /// match nothing).
+    pub fn fill(&self, table: &str, log_prefix: &str, resolved: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Vec<u8> {
         let mut doc = self.doc.clone();
         if let Some(items) = doc.get_mut("nftables").and_then(Value::as_array_mut) {
             for item in items.iter_mut() {
@@ -584,6 +593,13 @@ impl Ruleset {
                         && kind != "metainfo"
                     {
                         *t = json!(table);
+                    }
+                    if kind == "rule" {
+                        for e in body.get_mut("expr").and_then(Value::as_array_mut).into_iter().flatten() {
+                            if let Some(p) = e.get_mut("log").and_then(|l| l.get_mut("prefix")) {
+                                *p = json!(log_prefix);
+                            }
+                        }
                     }
                     if kind != "set" {
                         continue;
@@ -983,28 +999,120 @@ pub fn table_exists(table: &str) -> bool {
     run_nft(&["list", "table", FAMILY, table], b"", None, "listing").is_ok()
 }
 
-/// Deletes `inet aegis_*_<pid>` tables of the host namespace whose supervisor pid is not
-/// alive (left by a supervisor killed with SIGKILL). Returns the deleted table names.
+/// The name of one running instance's table: `aegis_<agent>_<supervisor pid>_<nonce>`
+/// (`agent` already made an nft identifier, `nonce` 8 hex digits). The pid lets a later run
+/// sweep what a killed supervisor left ([`sweep_stale`]); the nonce keeps two supervisors
+/// with one pid apart (pid namespaces share the host's network namespace).
+pub fn instance_table(agent: &str, pid: u32, nonce: u32) -> String {
+    format!("aegis_{agent}_{pid}_{nonce:08x}")
+}
+
+/// The supervisor pid in a table name of [`instance_table`] (or of the older
+/// `aegis_<agent>_<pid>` form).
+pub fn table_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("aegis_")?;
+    let mut parts = rest.rsplit('_');
+    let last = parts.next()?;
+    if last.len() == 8 && last.bytes().all(|b| b.is_ascii_hexdigit())
+        && let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok())
+        && parts.next().is_some()
+    {
+        return Some(pid);
+    }
+    last.parse().ok()
+}
+
+/// Deletes `inet aegis_*` tables of the host namespace whose supervisor pid
+/// ([`table_pid`]) is not alive (left by a supervisor killed with SIGKILL). Netlink only (a
+/// dump and one delete per stale table, no `nft` process), so the runtime can afford it
+/// after every host-mode launch. Returns the deleted table names; nothing when the caller
+/// may not list tables (not root).
 pub fn sweep_stale(alive: &dyn Fn(i32) -> bool) -> Vec<String> {
-    let Ok(out) = run_nft(&["list", "tables"], b"", None, "listing tables") else {
+    let Ok(tables) = list_tables(None) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
-    for line in String::from_utf8_lossy(&out).lines() {
-        let Some(name) = line.trim().strip_prefix("table inet ") else { continue };
+    for name in tables {
         if !name.starts_with("aegis_") {
             continue;
         }
-        let Some(pid) = name.rsplit('_').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(pid) = table_pid(&name) else { continue };
         if alive(pid) {
             continue;
         }
-        let cmd = format!("delete table {FAMILY} {name}\n");
-        if run_nft(&["-f", "-"], cmd.as_bytes(), None, "deleting a stale table").is_ok() {
-            removed.push(name.to_string());
+        if let Ok(true) = delete_table(&name, None) {
+            removed.push(name);
         }
     }
     removed
+}
+
+/// Names of the `inet` tables in the network namespace at `netns` (or the current one):
+/// one NFT_MSG_GETTABLE dump over netlink.
+pub fn list_tables(netns: Option<&Path>) -> Result<Vec<String>, NftError> {
+    let sock = netfilter_socket(netns)?;
+    let msg = nl_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+        (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
+        1,
+        0,
+        &[],
+    );
+    nl_send(&sock, &msg)?;
+    let mut names = Vec::new();
+    let mut buf = vec![0u8; 32768];
+    loop {
+        // SAFETY: receiving into our buffer.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            return Err(nl_err("netlink receive"));
+        }
+        let data = buf.get(..n as usize).unwrap_or_default();
+        let mut off = 0usize;
+        while let Some(hdr) = data.get(off..off + 16) {
+            let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+            let ty = u16::from_ne_bytes([hdr[4], hdr[5]]);
+            if len < 16 || off + len > data.len() {
+                return Err(NftError::Shape("malformed netlink reply".into()));
+            }
+            let body = data.get(off + 16..off + len).unwrap_or_default();
+            match ty {
+                NLMSG_DONE => return Ok(names),
+                NLMSG_ERROR => {
+                    let e = body.get(..4).map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]])).unwrap_or(-libc::EINVAL);
+                    return Err(NftError::Spawn {
+                        what: "listing tables",
+                        source: std::io::Error::from_raw_os_error(e.wrapping_neg()),
+                    });
+                }
+                t if t == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWTABLE && body.first() == Some(&NFPROTO_INET) => {
+                    if let Some(name) = table_name_attr(body.get(4..).unwrap_or_default()) {
+                        names.push(name);
+                    }
+                }
+                _ => {}
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// NFTA_TABLE_NAME among the attributes of a table message (after its nfgenmsg).
+fn table_name_attr(mut attrs: &[u8]) -> Option<String> {
+    while let Some(h) = attrs.get(..4) {
+        let len = usize::from(u16::from_ne_bytes([h[0], h[1]]));
+        let ty = u16::from_ne_bytes([h[2], h[3]]) & 0x3fff;
+        if len < 4 {
+            return None;
+        }
+        let payload = attrs.get(4..len)?;
+        if ty == NFTA_TABLE_NAME {
+            let end = payload.iter().position(|b| *b == 0).unwrap_or(payload.len());
+            return String::from_utf8(payload.get(..end)?.to_vec()).ok();
+        }
+        attrs = attrs.get((len + 3) & !3..).unwrap_or_default();
+    }
+    None
 }
 
 const NETLINK_NETFILTER: libc::c_int = 12;
@@ -1014,6 +1122,7 @@ const NFT_MSG_GETTABLE: u16 = 1;
 const NFTA_TABLE_NAME: u16 = 1;
 const NFPROTO_INET: u8 = 1;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 
 fn nl_err(what: &'static str) -> NftError {
     NftError::Spawn {
