@@ -26,6 +26,7 @@ pub mod audit;
 pub mod child;
 pub mod doctor;
 pub mod exit;
+pub mod handoff;
 pub mod launch;
 pub mod report;
 pub mod signals;
