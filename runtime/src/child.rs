@@ -39,7 +39,7 @@ pub struct ChildReport {
     pub msg: [u8; MSG_LEN],
 }
 
-pub const INFO_LEN: usize = 8;
+pub const INFO_LEN: usize = 10;
 pub const MSG_LEN: usize = 512;
 pub const INFO_MOUNTS_MOUNTED: usize = 0;
 pub const INFO_MOUNTS_SKIPPED: usize = 1;
@@ -50,6 +50,9 @@ pub const INFO_LANDLOCK_ABI: usize = 4;
 pub const INFO_LANDLOCK_DETAILS: usize = 5;
 pub const INFO_SECCOMP_MODE: usize = 6;
 pub const INFO_SECCOMP_LEN: usize = 7;
+/// errno of the default route to `lo` for IPv4 / IPv6 (0 = added; see `stage::netns`).
+pub const INFO_NET_ROUTE4_ERRNO: usize = 8;
+pub const INFO_NET_ROUTE6_ERRNO: usize = 9;
 
 impl ChildReport {
     pub const SIZE: usize = std::mem::size_of::<ChildReport>();
@@ -130,11 +133,17 @@ pub struct ChildPlan {
     pub go_read: i32,
     /// Write end of the report pipe (close-on-exec).
     pub report_write: i32,
-    /// Fds of the supervisor's pipe ends, closed first thing in the child.
-    pub parent_fds: [i32; 2],
+    /// Fds of the supervisor's pipe ends and handoff end, closed first thing in the child.
+    pub parent_fds: [i32; 3],
+    /// The child's end of the descriptor handoff ([`crate::handoff`]); the supervisor drops
+    /// its copy right after clone.
+    pub handoff: Option<crate::handoff::Sender>,
     /// Signal mask to restore before exec (the supervisor blocks forwarded signals).
     pub old_mask: libc::sigset_t,
     pub ns: stage::namespaces::ChildNs,
+    /// Sockets and routes of the agent's network namespace, made from inside (empty when
+    /// the supervisor does it, or there is no own network namespace).
+    pub net: stage::netns::ChildNet,
     pub mounts: stage::mounts::ChildMounts,
     pub seed: stage::mounts::ChildSeed,
     pub caps: stage::caps::ChildCaps,
@@ -177,7 +186,7 @@ pub fn run(plan: &ChildPlan) -> ! {
     unsafe { libc::_exit(CHILD_FAILED) }
 }
 
-fn timed(report: &mut ChildReport, s: Stage, f: impl FnOnce() -> Result<(), Fail>) -> Result<(), Fail> {
+fn timed<T>(report: &mut ChildReport, s: Stage, f: impl FnOnce() -> Result<T, Fail>) -> Result<T, Fail> {
     let t = now_ns();
     let r = f();
     if let Some(slot) = report.stage_ns.get_mut(s as usize) {
@@ -213,18 +222,37 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.msg = msg.msg;
     r?;
     timed(report, Stage::Mounts, || stage::mounts::seed_in_child(&plan.seed))?;
+    // The sockets that live in our network namespace, made while we hold its capabilities
+    // and handed to the supervisor (none without a handoff channel: nothing to make).
+    let rtnl = match &plan.handoff {
+        Some(tx) if !plan.net.is_empty() => timed(report, Stage::Nftables, || plan.net.create(&mut &*tx))?,
+        _ => -1,
+    };
     {
         // While we mounted, the supervisor moved us into the cgroup leaf and (none mode)
-        // loaded the nftables table into our network namespace; wait for it.
+        // loaded the nftables table into our network namespace; wait for it. `N`: the table
+        // is in place, route outside destinations to lo so denials are seen; `n`: no table.
         let t = now_ns();
         // SAFETY: read into a 1-byte stack buffer.
         let n = unsafe { libc::read(plan.go_read, go.as_mut_ptr().cast(), 1) };
-        if n != 1 || go[0] != b'N' {
+        if n != 1 || (go[0] != b'N' && go[0] != b'n') {
             // SAFETY: see run().
             unsafe { libc::_exit(CHILD_FAILED) }
         }
+        let routed = if go[0] == b'N' {
+            plan.net.route(rtnl)
+        } else {
+            if rtnl >= 0 {
+                // SAFETY: closing the socket `create` returned to us.
+                unsafe { libc::close(rtnl) };
+            }
+            stage::netns::Routed { v4: libc::ENOENT, v6: libc::ENOENT }
+        };
+        info[INFO_NET_ROUTE4_ERRNO] = routed.v4 as u32;
+        info[INFO_NET_ROUTE6_ERRNO] = routed.v6 as u32;
+        report.info = info;
         if let Some(slot) = report.stage_ns.get_mut(Stage::Nftables as usize) {
-            *slot = now_ns().saturating_sub(t);
+            *slot = slot.saturating_add(now_ns().saturating_sub(t));
         }
     }
     // Now in the leaf: the cgroup namespace is rooted there.

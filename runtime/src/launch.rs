@@ -6,6 +6,7 @@
 //! `clone` and a SIGTERM to the supervisor — cleans up; the agent never execs unless every
 //! required layer reported success and was verified.
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use aegis_audit::Event;
@@ -14,6 +15,7 @@ use aegis_targets::bundle::NetworkMode;
 use crate::audit::Audit;
 use crate::child::{self, ChildPlan, ChildReport};
 use crate::exit::RunError;
+use crate::handoff;
 use crate::report::{EnforcementReport, Layer, LayerStatus, Timings};
 use crate::signals::Signals;
 use crate::stage::namespaces::{self, Isolation};
@@ -176,16 +178,24 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let cap_last = stage::caps::cap_last();
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
+    let (handoff_rx, handoff_tx) = handoff::channel()?;
+    // The sockets of the agent's network namespace (none/proxy mode): made by the child from
+    // inside, or by the supervisor itself in the namespace it premade (see stage::netns).
+    let net_plan = || stage::netns::ChildNet::plan(proxy_prep.as_ref().map(|p| p.forwards.as_slice()), !host_net && nftp.is_some());
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
     // The child's plan for an isolation, and the mounts line of the report.
     let build_plan = |iso: Isolation| -> Result<(ChildPlan, String), RunError> {
         let full = matches!(iso, Isolation::Full { .. });
         let (mounts, mounts_detail) = stage::mounts::prepare(&v, full)?;
+        // The trust bundle goes into the agent's private /tmp, which only a mount plan makes
+        // (without one, /tmp is the host's: nothing is written there).
+        let private_tmp = full && mounts.plan.is_some();
         let plan = ChildPlan {
             go_read: go_r,
             report_write: rep_w,
-            parent_fds: [go_w, rep_r],
+            parent_fds: [go_w, rep_r, handoff_rx.raw()],
+            handoff: None,
             old_mask: signals.old_mask,
             ns: stage::namespaces::ChildNs {
                 new_cgroupns: full,
@@ -194,12 +204,17 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 // user namespace, where the child has no capability).
                 lo_up: full && !host_net && !premade,
             },
+            net: if full && !host_net && !premade {
+                net_plan()
+            } else {
+                stage::netns::ChildNet::default()
+            },
             mounts,
             seed: stage::mounts::ChildSeed {
-                dir: proxy_prep.as_ref().filter(|_| full).and_then(|_| std::ffi::CString::new(stage::proxy::SEED_DIR).ok()),
+                dir: proxy_prep.as_ref().filter(|_| private_tmp).and_then(|_| std::ffi::CString::new(stage::proxy::SEED_DIR).ok()),
                 files: proxy_prep
                     .as_ref()
-                    .filter(|_| full)
+                    .filter(|_| private_tmp)
                     .map(|p| p.seed_files.iter().filter_map(|(k, b)| Some((std::ffi::CString::new(k.as_str()).ok()?, b.clone()))).collect())
                     .unwrap_or_default(),
             },
@@ -218,6 +233,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let (mut plan, mut mounts_detail) = build_plan(iso)?;
     plan.landlock = landlock_child;
     plan.seccomp = seccomp_child;
+    plan.handoff = Some(handoff_tx);
     // The agent is born in its cgroup2 leaf where the kernel allows it (CLONE_INTO_CGROUP):
     // on a pure cgroup v2 host that replaces the migration, which waits for an RCU grace
     // period, the longest step of a launch; v1 hierarchies (hybrid hosts) still migrate.
@@ -246,6 +262,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         // every one was joined), and the child only runs `child::run`.
         unsafe { namespaces::clone_child(flags) }
     };
+    // Sockets the supervisor made in its premade namespace, and its rtnetlink socket there.
+    let mut premade_net: Option<(handoff::Collected, stage::netns::ChildNet, Option<OwnedFd>)> = None;
     let first = if force_no_userns {
         Err(libc::EPERM)
     } else if let Some(n) = &premade_netns {
@@ -255,6 +273,26 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         let r = clone_agent(iso.clone_flags() & !libc::CLONE_NEWNET);
         if let Ok(0) = r {
             child::run(&plan)
+        }
+        // Still inside: the namespace belongs to our user namespace, not the child's, so we
+        // make its sockets here, on this thread (the child could not).
+        if let Ok(pid) = r {
+            let mut sink = handoff::Collected::default();
+            let plan = net_plan();
+            match plan.create(&mut sink) {
+                Ok(rtnl) => {
+                    // SAFETY: `create` hands us ownership of its rtnetlink socket (or -1).
+                    let rtnl = (rtnl >= 0).then(|| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rtnl) });
+                    premade_net = Some((sink, plan, rtnl));
+                }
+                Err(f) => {
+                    let _ = namespaces::enter_net(&home);
+                    // SAFETY: kill(2) on our own child; the launch is abandoned.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = supervise::reap_blocking(pid);
+                    return Err(fail_error(f, ""));
+                }
+            }
         }
         if let Err(e) = namespaces::enter_net(&home) {
             if let Ok(pid) = r {
@@ -313,6 +351,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             mounts_detail = detail;
             std::mem::swap(&mut p2.landlock, &mut plan.landlock);
             std::mem::swap(&mut p2.seccomp, &mut plan.seccomp);
+            std::mem::swap(&mut p2.handoff, &mut plan.handoff);
             plan = p2;
             // SAFETY: as above.
             match unsafe { namespaces::clone_child(0) } {
@@ -326,21 +365,27 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut guard = ChildGuard { pid, armed: true };
     close(go_r);
     close(rep_w);
+    // Our copy of the child's handoff end: once the child's copy closes (exec), the
+    // channel reaches EOF.
+    plan.handoff = None;
     drop(cg_dir);
     let born = Born { in_unified_leaf: born_in_unified };
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), born, nftp.as_ref(), premade_netns.take(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
-    let (child_report, ns_detail, nft_child, listener, nflog) = match result {
+    let premade_routes = premade_net.as_mut().map(|(_, plan, rtnl)| (&*plan, rtnl.take()));
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), born, nftp.as_ref(), premade_netns.take(), premade_routes, host_net, ids, go_w);
+    let (ns_detail, agent_netns, mut nft_child, supervisor_routed) = match result {
         Ok(r) => r,
         Err(e) => {
+            // A child that failed first says why (our failure to signal it is only the
+            // consequence): with the go pipe closed it stops waiting and exits.
             close(go_w);
+            let report = read_reports(rep_r);
             close(rep_r);
-            return Err(e);
+            return Err(match report {
+                Some(r) if r.ok == 0 && r.stage != 0 => child_failure(&r),
+                _ => e,
+            });
         }
     };
-    if let Some((t, l)) = nft_child {
-        table = t;
-        nft_layer = l;
-    }
     lap(&mut timings, "clone+maps+cgroup+nft(overlapped)");
     // Wait for the child's verdict: a report, then EOF when exec closes the pipe.
     let final_report = read_reports(rep_r);
@@ -356,8 +401,44 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         }
     };
     timings.child_ns = r.stage_ns;
-    let _ = child_report;
     guard.armed = false;
+    // The agent exec'd: everything the child handed over is queued now.
+    let mut handed = handoff_rx.drain()?;
+    if let Some((c, _, _)) = premade_net.take() {
+        handed.extend(c.0);
+    }
+    // With the table loaded, outside destinations are routed to lo and NFLOG is read, so a
+    // direct connect is rejected at once and recorded. Not a reason to refuse the launch
+    // (the table rejects everything either way), but the report says what is observed.
+    let mut nflog = None;
+    if let Some((Some(_), layer)) = nft_child.as_mut() {
+        let routed = supervisor_routed.unwrap_or(stage::netns::Routed {
+            v4: r.info[child::INFO_NET_ROUTE4_ERRNO] as i32,
+            v6: r.info[child::INFO_NET_ROUTE6_ERRNO] as i32,
+        });
+        let context = if proxy_mode { "outside the proxy" } else { "in network mode none" };
+        match stage::netlog::observer_from(&mut handed, routed, context) {
+            Ok(o) => {
+                layer.detail.push_str(&format!(
+                    "; denials observed (other destinations routed to lo, logged to NFLOG group {}, rejected)",
+                    stage::netlog::NFLOG_GROUP
+                ));
+                if let Some(gap) = o.gap() {
+                    layer.detail.push_str(&format!(" except IPv6 ({gap})"));
+                }
+                nflog = Some(o);
+            }
+            Err(e) => layer.detail.push_str(&format!("; denials NOT observed ({e}): a direct connect fails unrecorded")),
+        }
+    }
+    if let Some((t, l)) = nft_child {
+        table = t;
+        nft_layer = l;
+    }
+    let listener = match &proxy_prep {
+        Some(p) if matches!(iso, Isolation::Full { .. }) => Some(stage::proxy::listeners_from(&mut handed, &p.forwards, agent_netns)?),
+        _ => None,
+    };
     let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
     let mut proxy_layer = None;
     let mut proxy_handle = None;
@@ -563,12 +644,15 @@ struct Born {
     in_unified_leaf: bool,
 }
 
+/// What the supervisor learned while the child set itself up: the namespaces line of the
+/// report, the inode of the agent's network namespace (0 without one), the table loaded
+/// into it (with its report line), and the routes the supervisor added itself (premade
+/// namespace; otherwise the child reports them).
 type ChildSetup = (
-    Option<ChildReport>,
     String,
+    u64,
     Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>,
-    Option<stage::proxy::Listeners>,
-    Option<stage::netlog::Observer>,
+    Option<stage::netns::Routed>,
 );
 
 #[allow(clippy::too_many_arguments)]
@@ -580,16 +664,22 @@ fn parent_setup(
     born: Born,
     nftp: Option<&stage::nftables::Prepared>,
     premade: Option<aegis_targets::nftables::PendingNetns>,
+    premade_routes: Option<(&stage::netns::ChildNet, Option<OwnedFd>)>,
     host_net: bool,
-    proxy: Option<&stage::proxy::Prepared>,
     ids: namespaces::Ids,
     go_w: i32,
-    _rep_r: i32,
 ) -> Result<ChildSetup, RunError> {
     let mut ns_detail = String::new();
+    let mut agent_netns = 0;
     if let Isolation::Full { .. } = iso {
         namespaces::write_maps(pid, ids)?;
         ns_detail = namespaces::verify(pid, iso)?;
+        if !host_net {
+            // Read now: once the agent has exited, its namespace links are gone.
+            agent_netns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+                .map_err(|e| RunError::internal("reading the agent's network namespace", e))?;
+        }
     }
     // The id maps are in place: let the child mount while we do the slow rest (cgroup v1
     // migrations wait for RCU grace periods; `nft` is a process start). The child waits for
@@ -617,36 +707,22 @@ fn parent_setup(
     } else {
         enter()?;
     }
-    // With the table loaded: route outside destinations to `lo` and listen on NFLOG, so a
-    // direct connect is rejected at once and recorded. Not a reason to refuse the launch
-    // (the table rejects everything either way), but the report says what is observed.
-    let mut nflog = None;
-    if let Some((Some(_), layer)) = nft_child.as_mut() {
-        let context = if proxy.is_some() { "outside the proxy" } else { "in network mode none" };
-        match stage::netlog::observe(pid, context) {
-            Ok(o) => {
-                layer.detail.push_str(&format!(
-                    "; denials observed (other destinations routed to lo, logged to NFLOG group {}, rejected)",
-                    stage::netlog::NFLOG_GROUP
-                ));
-                if let Some(gap) = o.gap() {
-                    layer.detail.push_str(&format!(" except IPv6 ({gap})"));
-                }
-                nflog = Some(o);
-            }
-            Err(e) => layer.detail.push_str(&format!("; denials NOT observed ({e}): a direct connect fails unrecorded")),
-        }
+    let table_loaded = matches!(nft_child, Some((Some(_), _)));
+    // Routes to lo only once the table is in place (premade namespace: our own rtnetlink
+    // socket there; otherwise the child adds them after `N`).
+    let mut routed = None;
+    if let Some((net, rtnl)) = premade_routes {
+        routed = Some(match rtnl {
+            Some(fd) if table_loaded => net.route(std::os::fd::IntoRawFd::into_raw_fd(fd)),
+            _ => stage::netns::Routed { v4: libc::ENOENT, v6: libc::ENOENT },
+        });
     }
-    // The proxy's listener exists before the agent may run (it waits for `N`).
-    let listener = match proxy {
-        Some(p) if matches!(iso, Isolation::Full { .. }) => Some(stage::proxy::listen_in(pid, &p.forwards)?),
-        _ => None,
-    };
+    let go: &[u8; 1] = if table_loaded { b"N" } else { b"n" };
     // SAFETY: as above.
-    if unsafe { libc::write(go_w, b"N".as_ptr().cast(), 1) } != 1 {
+    if unsafe { libc::write(go_w, go.as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
     }
-    Ok((None, ns_detail, nft_child, listener, nflog))
+    Ok((ns_detail, agent_netns, nft_child, routed))
 }
 
 /// Reads reports until EOF; returns the last complete one.
@@ -674,22 +750,33 @@ fn read_reports(fd: i32) -> Option<ChildReport> {
 }
 
 fn child_failure(r: &ChildReport) -> RunError {
-    let stage = Stage::from_u32(r.stage).unwrap_or(Stage::Exec);
+    stage_failure(Stage::from_u32(r.stage).unwrap_or(Stage::Exec), r.what, r.errno, &r.msg())
+}
+
+/// A failed step of the child's stages that the supervisor ran itself (premade namespace).
+fn fail_error(f: child::Fail, msg: &str) -> RunError {
+    stage_failure(f.stage, f.what, f.errno, msg)
+}
+
+fn stage_failure(stage: Stage, what: u32, errno: i32, msg: &str) -> RunError {
     let what = match stage {
-        Stage::Namespaces => stage::namespaces::describe(r.what),
-        Stage::Mounts => stage::mounts::describe(r.what),
-        Stage::Caps => stage::caps::describe(r.what),
-        Stage::NoNewPrivs => stage::no_new_privs::describe(r.what),
-        Stage::Landlock => stage::landlock::describe(r.what),
-        Stage::Seccomp => stage::seccomp::describe(r.what),
-        Stage::Fds => stage::fds::describe(r.what),
-        _ => stage::exec::describe(r.what),
+        Stage::Namespaces => stage::namespaces::describe(what),
+        Stage::Mounts => stage::mounts::describe(what),
+        Stage::Caps => stage::caps::describe(what),
+        Stage::NoNewPrivs => stage::no_new_privs::describe(what),
+        Stage::Landlock => stage::landlock::describe(what),
+        Stage::Seccomp => stage::seccomp::describe(what),
+        Stage::Fds => stage::fds::describe(what),
+        Stage::Nftables => stage::netns::describe(what),
+        _ => stage::exec::describe(what),
     };
-    let errno = if r.errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(r.errno)) } else { String::new() };
-    let msg = r.msg();
+    let errno = if errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(errno)) } else { String::new() };
     let why = if msg.is_empty() { format!("{what}{errno}") } else { format!("{what}{errno}: {msg}") };
     match stage {
         Stage::Exec => RunError::internal("exec", why),
+        // The agent's network namespace could not be given its sockets: the network layer
+        // (proxy, forwards) is not available.
+        Stage::Nftables => RunError::Unavailable { layer: "network", why },
         s => RunError::NotVerified { layer: s.name(), why },
     }
 }

@@ -14,11 +14,11 @@
 //!                                               3  namespaces  hostname, lo up
 //! 2  cgroup      move the child into the leaf,  4  mounts      mount plan + pivot_root (or private
 //!                verify membership                             propagation and a fresh /proc)
-//! 5  nftables    none mode: load the table into
-//!                the child's netns, verify
-//!                over netlink
-//!    netlog      none/proxy: default routes to
-//!                lo, NFLOG socket for denials → N   (waits for N)
+//! 5  nftables    none/proxy mode: load the      5  netns       proxy and forward listeners, NFLOG
+//!                table into the child's netns,                 socket: made here, handed to the
+//!                verify over netlink                           supervisor (`handoff`), closed here
+//!                                        → N (table in place) or n (none)
+//!                                               5  netns       N: default routes to lo (denials seen)
 //!                                               3  namespaces  unshare the cgroup ns (rooted at the leaf)
 //!                                               6  caps        switch uid/gid, drop every capability set
 //!                                               7  no_new_privs
@@ -27,23 +27,34 @@
 //!                                                              everything after it must pass it
 //!                                               10 fds         close every inherited fd but the report pipe
 //!                                               11 exec        report "ok" + timings + facts, execve
+//!    after exec: drain the handoff, check each socket (kind, namespace, address), start the
+//!    proxy and the NFLOG reader
 //! ```
 //!
 //! Why this order: the cgroup leaf exists (limits written) before the child, and the child
 //! is in it before any agent code can run; the nftables table of host mode needs the leaf's path;
 //! namespaces come before mounts (the mount plan needs a private mount namespace) and
 //! before nftables of none mode (the rules live in the child's network namespace, loaded
-//! from outside because the child cannot run `nft`); capabilities are needed for mounts and
-//! are dropped right after; no_new_privs must precede Landlock and seccomp (both require it
-//! without CAP_SYS_ADMIN); seccomp is last because every later syscall must pass it; fds
-//! are closed at the very end so that the report pipe stays usable to say why a stage failed.
+//! from outside because the child cannot run `nft`); the sockets of the agent's network
+//! namespace are made by the child (`netns`) because only it holds the capabilities of the
+//! user namespace that owns that network namespace (an unprivileged supervisor cannot even
+//! enter it), and before the caps stage for the same reason; the routes to lo wait for the
+//! table (without it they would turn a fast ENETUNREACH into a hang); capabilities are
+//! needed for mounts and are dropped right after; no_new_privs must precede Landlock and
+//! seccomp (both require it without CAP_SYS_ADMIN); seccomp is last because every later
+//! syscall must pass it; fds are closed at the very end so that the report pipe stays usable
+//! to say why a stage failed. When the supervisor premade the agent's network namespace
+//! (root, none/proxy mode with a table: `nft` loads it while the agent is prepared), that
+//! namespace belongs to the supervisor's user namespace, and the supervisor runs the
+//! `netns` steps itself while it is inside for the clone.
 //! After `clone` the child parses nothing: every stage's `Child*` struct holds decoded,
-//! validated data (C strings, numbers, the artifacts' typed values) in memory the child shares
-//! copy-on-write. AEGIS's own child stages make raw syscalls only; the mount plan and
-//! Landlock apply functions allocate while resolving launch paths inside the new root (safe:
-//! the supervisor is single-threaded when it clones). The cgroup migration and the none-mode
-//! nftables load overlap with the child's mount stage (`N` byte); both are in place and
-//! verified before the child drops capabilities, and so before anything of the agent runs.
+//! validated data (C strings, numbers, the artifacts' typed values, prebuilt netlink
+//! requests) in memory the child shares copy-on-write. AEGIS's own child stages make raw
+//! syscalls only; the mount plan and Landlock apply functions allocate while resolving launch
+//! paths inside the new root (safe: the supervisor is single-threaded when it clones). The
+//! cgroup migration and the none-mode nftables load overlap with the child's mount and netns
+//! stages (`N` byte); both are in place and verified before the child drops capabilities,
+//! and so before anything of the agent runs.
 
 pub mod caps;
 pub mod cgroup;
@@ -53,6 +64,7 @@ pub mod landlock;
 pub mod mounts;
 pub mod namespaces;
 pub mod netlog;
+pub mod netns;
 pub mod nftables;
 pub mod no_new_privs;
 pub mod proxy;

@@ -1,56 +1,33 @@
 //! Observing nftables denials in the agent's own network namespace (`none` and `proxy`
 //! modes).
 //!
-//! Input: the agent's pid (its `/proc/<pid>/ns/net`, where the supervisor has just loaded
-//! the table of [`aegis_targets::nftables`]). Output: an [`Observer`], a netlink socket bound
-//! to the table's NFLOG group ([`NFLOG_GROUP`]), whose records [`Observer::drain`] turns into
-//! one line per denied packet, e.g. `connect to 10.233.1.2:443/tcp outside the proxy
-//! (dropped and rejected)`. Why both steps: the namespace has only loopback, so a direct
-//! connect to an outside address fails with ENETUNREACH before any packet exists; default
-//! routes `0.0.0.0/0 dev lo` and `::/0 dev lo` (RTM_NEWROUTE over rtnetlink) make the packet
-//! exist and reach the output hook, where the table logs it to NFLOG (the kernel log is
-//! silent for non-initial namespaces unless the host sets `nf_log_all_netns`) and rejects it.
-//! Invariants: the routes are only added after the table is loaded (without the table they
-//! would turn a fast ENETUNREACH into a hang); the socket is created from a short-lived
-//! thread that entered the namespace, so the supervisor's own namespace never changes; it is
-//! CLOEXEC and opened after the agent was cloned, so the agent never holds it; every parser
-//! checks every length and never panics, whatever bytes the kernel (or a test) hands it.
-//! The same small rtnetlink helpers also add the addresses of the proxy's transparent
-//! forwards to the namespace's loopback ([`add_loopback_address`]).
+//! Input: a NETLINK_NETFILTER socket made in the agent's namespace and bound to the table's
+//! NFLOG group ([`NFLOG_GROUP`]) by the requests of [`nflog_requests`] (sent by
+//! [`super::netns`], from inside the namespace). Output: an [`Observer`], whose records
+//! [`Observer::drain`] turns into one line per denied packet, e.g. `connect to
+//! 10.233.1.2:443/tcp outside the proxy (dropped and rejected)`. Why routes too: the
+//! namespace has only loopback, so a direct connect to an outside address fails with
+//! ENETUNREACH before any packet exists; default routes `0.0.0.0/0 dev lo` and `::/0 dev lo`
+//! ([`default_route_to_lo`]) make the packet exist and reach the output hook, where the table
+//! logs it to NFLOG (the kernel log is silent for non-initial namespaces unless the host sets
+//! `nf_log_all_netns`) and rejects it. Invariants: the routes are only added after the table
+//! is loaded (without the table they would turn a fast ENETUNREACH into a hang); requests are
+//! built here, before clone, and sent with [`request_raw`] (raw syscalls, a stack buffer), so
+//! the child can send them; every parser checks every length and never panics, whatever bytes
+//! the kernel (or a test) hands it. The same builders make the addresses of the proxy's
+//! transparent forwards on the namespace's loopback ([`loopback_address`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 pub use aegis_targets::nftables::NFLOG_GROUP;
+
+use crate::handoff::{self, Message, Tag};
+use crate::stage::netns::Routed;
 
 /// Bytes of each denied packet copied to us: enough for an IPv6 header, a few extension
 /// headers and the ports.
 pub const COPY_RANGE: u32 = 128;
-
-/// Errors while setting up the observer.
-#[derive(Debug, thiserror::Error)]
-pub enum NetlogError {
-    #[error("netlog: {what}: {source}")]
-    Os {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn os(what: &'static str) -> NetlogError {
-    NetlogError::Os {
-        what,
-        source: std::io::Error::last_os_error(),
-    }
-}
-
-fn errno(what: &'static str, e: i32) -> NetlogError {
-    NetlogError::Os {
-        what,
-        source: std::io::Error::from_raw_os_error(e),
-    }
-}
 
 /// The NFLOG listener of one agent's network namespace.
 #[derive(Debug)]
@@ -60,40 +37,39 @@ pub struct Observer {
     gap: Option<String>,
 }
 
-/// Enters the network namespace of `pid` on a helper thread, routes every outside
-/// destination to `lo` and binds a netlink socket to [`NFLOG_GROUP`]. `context` ends each
-/// record's destination (`"outside the proxy"`, `"in network mode none"`).
-pub fn observe(pid: libc::pid_t, context: &'static str) -> Result<Observer, NetlogError> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| NetlogError::Os {
-        what: "opening the agent's network namespace",
-        source,
-    })?;
-    let t = std::thread::Builder::new()
-        .name("aegis-netlog".into())
-        .spawn(move || -> Result<(OwnedFd, Option<String>), NetlogError> {
-            // SAFETY: setns on a namespace fd we opened; it affects this helper thread only,
-            // which ends right after.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(os("entering the agent's network namespace"));
-            }
-            // The socket first: if it cannot be bound, no route is added, and a direct
-            // connect keeps failing fast with ENETUNREACH.
-            let sock = nflog_socket()?;
-            crate::stage::namespaces::loopback_up().map_err(|(_, e)| errno("bringing lo up", e))?;
-            add_default_route_to_lo(libc::AF_INET as u8)?;
-            // A host without IPv6 (disabled in the namespace) has no IPv6 to reach: IPv4 is
-            // still observed, and the report names the gap.
-            let gap = add_default_route_to_lo(libc::AF_INET6 as u8).err().map(|e| e.to_string());
-            Ok((sock, gap))
-        })
-        .map_err(|source| NetlogError::Os { what: "spawning the netlog thread", source })?;
-    match t.join() {
-        Ok(r) => r.map(|(fd, gap)| Observer { fd, context, gap }),
-        Err(_) => Err(errno("netlog thread", libc::EIO)),
+/// The observer out of the messages the agent's namespace handed over (tag
+/// [`Tag::NFLOG`]) and the routes that were added (see [`super::netns`]). `Err` says why
+/// denials are not observed.
+pub fn observer_from(msgs: &mut Vec<Message>, routed: Routed, context: &'static str) -> Result<Observer, String> {
+    let Some(m) = handoff::take(msgs, Tag::NFLOG, 0).or_else(|| msgs.iter().position(|m| m.tag == Tag::NFLOG).map(|i| msgs.remove(i))) else {
+        return Err("no NFLOG socket was made".into());
+    };
+    let errno = |e: i32| std::io::Error::from_raw_os_error(e);
+    let Some(fd) = m.fd else {
+        let step = match m.index {
+            NFLOG_STEP_SOCKET => "netfilter netlink socket",
+            NFLOG_STEP_BIND => "binding the NFLOG group",
+            _ => "setting the NFLOG copy mode",
+        };
+        return Err(format!("{step}: {}", errno(m.arg as i32)));
+    };
+    handoff::check_socket(&Message { fd: Some(fd.try_clone().map_err(|e| e.to_string())?), ..m }, libc::AF_NETLINK, libc::SOCK_RAW).map_err(|e| e.to_string())?;
+    if routed.v4 != 0 {
+        return Err(format!("adding 0.0.0.0/0 dev lo: {}", errno(routed.v4)));
     }
+    let gap = (routed.v6 != 0).then(|| format!("adding ::/0 dev lo: {}", errno(routed.v6)));
+    Ok(Observer::new(fd, context, gap))
 }
 
 impl Observer {
+    /// The observer of the NFLOG socket `fd` (made in the agent's namespace by
+    /// [`super::netns`]); `context` ends each record's destination (`"outside the proxy"`,
+    /// `"in network mode none"`); `gap` names what is not observed (an IPv6 route that could
+    /// not be added).
+    pub fn new(fd: OwnedFd, context: &'static str, gap: Option<String>) -> Observer {
+        Observer { fd, context, gap }
+    }
+
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -131,7 +107,7 @@ impl Observer {
     }
 }
 
-// ── netlink plumbing ───────────────────────────────────────────────────────────────────
+// ── netlink requests (built by the supervisor before clone, sent raw by the child) ───
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_ULOG: u16 = 4;
@@ -148,123 +124,144 @@ const NFULA_PAYLOAD: u16 = 9;
 const NFULA_PREFIX: u16 = 10;
 const NLMSG_HDR: usize = 16;
 const NFGENMSG: usize = 4;
+/// `lo` is interface 1 in every network namespace (the kernel's `LOOPBACK_IFINDEX`), so the
+/// requests can be built before the namespace exists.
+pub const LO_INDEX: u32 = 1;
 
 /// One netlink request (sequence number 1): [`aegis_targets::netlink::message`].
 fn nl_message(ty: u16, flags: u16, preamble: &[u8], attrs: &[(u16, &[u8])]) -> Vec<u8> {
     aegis_targets::netlink::message(ty, flags, 1, preamble, attrs)
 }
 
-fn socket(protocol: libc::c_int, what: &'static str) -> Result<OwnedFd, NetlogError> {
-    // SAFETY: socket(2) with constant arguments.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(os(what));
-    }
-    // SAFETY: a fresh fd nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// One prebuilt request and whether its answer decides anything.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub msg: Vec<u8>,
+    /// `false`: the kernel's answer is read and ignored.
+    pub checked: bool,
 }
 
-/// Sends `msg` (which asks for an ACK) and returns the kernel's errno (0 = success).
-fn request(sock: &OwnedFd, msg: &[u8], what: &'static str) -> Result<i32, NetlogError> {
-    // SAFETY: sending our buffer on our socket (connected to the kernel by default).
-    if unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } != msg.len() as isize {
-        return Err(os(what));
-    }
-    let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: receiving into our buffer.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(os(what));
-        }
-        let data = buf.get(..n as usize).unwrap_or_default();
-        for (ty, body) in messages(data) {
-            if ty == libc::NLMSG_ERROR as u16 {
-                return Ok(read_i32(body, 0).map(|e| -e).unwrap_or(libc::EIO));
-            }
-        }
-    }
-}
+/// Steps of the NFLOG setup, as reported in a failed [`crate::handoff::Tag::NFLOG`] message.
+pub const NFLOG_STEP_SOCKET: u32 = 0;
+pub const NFLOG_STEP_BIND: u32 = 1;
+pub const NFLOG_STEP_MODE: u32 = 2;
 
-fn nflog_socket() -> Result<OwnedFd, NetlogError> {
-    let sock = socket(NETLINK_NETFILTER, "netfilter netlink socket")?;
+/// The requests that make a NETLINK_NETFILTER socket the listener of [`NFLOG_GROUP`], in
+/// order: make nfnetlink_log the namespace's logger for both families (older kernels need
+/// it; newer ones accept and ignore it, so those answers are not checked), bind the group,
+/// set the copy mode.
+pub fn nflog_requests() -> Vec<Request> {
     let ty = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
     let pre = |family: u8, res_id: u16| {
         let r = res_id.to_be_bytes();
         [family, 0, r[0], r[1]]
     };
-    // Make nfnetlink_log the namespace's logger for both families (older kernels need it;
-    // newer ones accept and ignore it, so its answer is not checked).
+    let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         for cmd in [NFULNL_CFG_CMD_PF_UNBIND, NFULNL_CFG_CMD_PF_BIND] {
-            request(&sock, &nl_message(ty, flags, &pre(family, 0), &[(NFULA_CFG_CMD, &[cmd])]), "NFLOG pf bind")?;
+            out.push(Request {
+                msg: nl_message(ty, flags, &pre(family, 0), &[(NFULA_CFG_CMD, &[cmd])]),
+                checked: false,
+            });
         }
     }
-    let bind = nl_message(ty, flags, &pre(libc::AF_UNSPEC as u8, NFLOG_GROUP), &[(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND])]);
-    match request(&sock, &bind, "NFLOG group bind")? {
-        0 => {}
-        e => return Err(errno("binding the NFLOG group", e)),
-    }
+    out.push(Request {
+        msg: nl_message(ty, flags, &pre(libc::AF_UNSPEC as u8, NFLOG_GROUP), &[(NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND])]),
+        checked: true,
+    });
     // struct nfulnl_msg_config_mode { __be32 copy_range; __u8 copy_mode; __u8 _pad; }
     let mut mode = COPY_RANGE.to_be_bytes().to_vec();
     mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
     // One packet per message, sent at once: the default batches up to 100 packets for a
     // second, and an agent that exits sooner would take its denials with its namespace.
     let qthresh = 1u32.to_be_bytes();
-    let cfg = nl_message(ty, flags, &pre(libc::AF_UNSPEC as u8, NFLOG_GROUP), &[(NFULA_CFG_MODE, &mode), (NFULA_CFG_QTHRESH, &qthresh)]);
-    match request(&sock, &cfg, "NFLOG copy mode")? {
-        0 => Ok(sock),
-        e => Err(errno("setting the NFLOG copy mode", e)),
-    }
+    out.push(Request {
+        msg: nl_message(ty, flags, &pre(libc::AF_UNSPEC as u8, NFLOG_GROUP), &[(NFULA_CFG_MODE, &mode), (NFULA_CFG_QTHRESH, &qthresh)]),
+        checked: true,
+    });
+    out
 }
 
-/// `ip route add default dev lo` (and `-6`): RTM_NEWROUTE with RTA_OIF; EEXIST is fine.
-fn add_default_route_to_lo(family: u8) -> Result<(), NetlogError> {
+/// `ip route add default dev lo` for `family` (AF_INET or AF_INET6): RTM_NEWROUTE with
+/// RTA_OIF. EEXIST is fine.
+pub fn default_route_to_lo(family: u8) -> Vec<u8> {
     const RTA_OIF: u16 = 4;
-    // SAFETY: if_nametoindex with a NUL-terminated constant.
-    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    if index == 0 {
-        return Err(os("finding lo"));
-    }
     // struct rtmsg { family, dst_len, src_len, tos, table, protocol, scope, type; u32 flags }
     let mut rtm = vec![family, 0, 0, 0, libc::RT_TABLE_MAIN, libc::RTPROT_STATIC, libc::RT_SCOPE_LINK, libc::RTN_UNICAST];
     rtm.extend_from_slice(&0u32.to_ne_bytes());
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
-    let msg = nl_message(libc::RTM_NEWROUTE, flags, &rtm, &[(RTA_OIF, &index.to_ne_bytes())]);
-    let sock = socket(libc::NETLINK_ROUTE, "rtnetlink socket")?;
-    match request(&sock, &msg, "adding a default route to lo")? {
-        0 => Ok(()),
-        e if e == libc::EEXIST => Ok(()),
-        e => Err(errno(if family == libc::AF_INET as u8 { "adding 0.0.0.0/0 dev lo" } else { "adding ::/0 dev lo" }, e)),
-    }
+    nl_message(libc::RTM_NEWROUTE, flags, &rtm, &[(RTA_OIF, &LO_INDEX.to_ne_bytes())])
 }
 
 /// `ip addr add IP/32 dev lo` (or /128): RTM_NEWADDR with IFA_LOCAL and IFA_ADDRESS, no
 /// duplicate address detection; EEXIST is fine. Used for the proxy's transparent forwards.
-pub fn add_loopback_address(ip: std::net::IpAddr) -> Result<(), NetlogError> {
+pub fn loopback_address(ip: IpAddr) -> Vec<u8> {
     const IFA_ADDRESS: u16 = 1;
     const IFA_LOCAL: u16 = 2;
     const IFA_F_NODAD: u8 = 0x02;
     let (family, prefix, bytes) = match ip {
-        std::net::IpAddr::V4(v4) => (libc::AF_INET as u8, 32u8, v4.octets().to_vec()),
-        std::net::IpAddr::V6(v6) => (libc::AF_INET6 as u8, 128u8, v6.octets().to_vec()),
+        IpAddr::V4(v4) => (libc::AF_INET as u8, 32u8, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (libc::AF_INET6 as u8, 128u8, v6.octets().to_vec()),
     };
-    // SAFETY: if_nametoindex with a NUL-terminated constant.
-    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    if index == 0 {
-        return Err(os("finding lo"));
-    }
     // struct ifaddrmsg { family, prefixlen, flags, scope; u32 index }
     let mut ifa = vec![family, prefix, IFA_F_NODAD, libc::RT_SCOPE_HOST];
-    ifa.extend_from_slice(&index.to_ne_bytes());
+    ifa.extend_from_slice(&LO_INDEX.to_ne_bytes());
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
-    let msg = nl_message(libc::RTM_NEWADDR, flags, &ifa, &[(IFA_LOCAL, &bytes), (IFA_ADDRESS, &bytes)]);
-    let sock = socket(libc::NETLINK_ROUTE, "rtnetlink socket")?;
-    match request(&sock, &msg, "adding an address to lo")? {
-        0 => Ok(()),
-        e if e == libc::EEXIST => Ok(()),
-        e => Err(errno("adding an address to lo", e)),
+    nl_message(libc::RTM_NEWADDR, flags, &ifa, &[(IFA_LOCAL, &bytes), (IFA_ADDRESS, &bytes)])
+}
+
+/// A raw netlink socket of `protocol` in the calling thread's network namespace. `Err` is
+/// the errno. Raw syscalls only (callable in the child).
+pub fn raw_socket(protocol: libc::c_int) -> Result<RawFd, i32> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 { Err(last_errno()) } else { Ok(fd) }
+}
+
+/// A NETLINK_NETFILTER socket (raw; see [`raw_socket`]).
+pub fn netfilter_socket() -> Result<RawFd, i32> {
+    raw_socket(NETLINK_NETFILTER)
+}
+
+fn last_errno() -> i32 {
+    crate::child::last_errno()
+}
+
+/// Sends `msg` (which asks for an ACK) on `sock` and returns the kernel's answer (0 =
+/// success, else its errno); `Err` is a local errno (send or receive failed). Raw syscalls
+/// and a stack buffer only: callable in the child between clone and exec.
+pub fn request_raw(sock: RawFd, msg: &[u8]) -> Result<i32, i32> {
+    // SAFETY: sending our buffer on our socket (addressed to the kernel by default).
+    if unsafe { libc::send(sock, msg.as_ptr().cast(), msg.len(), 0) } != msg.len() as isize {
+        return Err(last_errno());
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: receiving into our stack buffer.
+        let n = unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = last_errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        let data = buf.get(..n as usize).unwrap_or_default();
+        let mut off = 0usize;
+        while let (Some(len), Some(ty)) = (read_u32_ne(data, off), read_u16_ne(data, off + 4)) {
+            let len = len as usize;
+            if len < NLMSG_HDR {
+                break;
+            }
+            if ty == libc::NLMSG_ERROR as u16 {
+                return Ok(read_i32(data, off + NLMSG_HDR).map(|e| e.wrapping_neg()).unwrap_or(libc::EIO));
+            }
+            off = off.saturating_add(aegis_targets::netlink::align4(len));
+        }
+        if n == 0 {
+            return Err(libc::EIO);
+        }
     }
 }
 

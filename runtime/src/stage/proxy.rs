@@ -4,10 +4,10 @@
 //! `--resolve` pins, `--upstream-ca` files, and the credentials the policy names (from the
 //! supervisor's environment or host files). Output, before clone: [`Prepared`] (the policy
 //! gate with credentials loaded, the per-sandbox CA, upstream TLS, the trust bundle and the
-//! environment for the agent); after clone: a listener on `127.0.0.1:3128` created inside
-//! the agent's network namespace by a short-lived supervisor thread that joins it with
-//! `setns` (the socket stays in that namespace; the agent, already cloned, never holds it),
-//! and the proxy's accept thread. Invariants: a credential that cannot be loaded, a missing
+//! environment for the agent); after clone: the listener on `127.0.0.1:3128` and the
+//! forward listeners, made inside the agent's network namespace ([`super::netns`]) and
+//! handed over ([`crate::handoff`]; the agent never holds them), checked here
+//! ([`listeners_from`]), and the proxy's accept threads. Invariants: a credential that cannot be loaded, a missing
 //! network namespace or a listener that cannot be created stops the launch; the CA key
 //! never leaves this process; credentials never enter the agent's environment (a
 //! placeholder does, for tools that insist on the variable).
@@ -27,6 +27,7 @@ use aegis_proxy::server::Proxy;
 use aegis_proxy::tls::{SandboxCa, pem_certs, system_roots_pem, upstream_config};
 
 use crate::exit::RunError;
+use crate::handoff::{self, Message, Tag};
 use crate::stage::verify::Verified;
 
 /// Port the proxy listens on inside the agent's namespace (the nftables artifact opens it).
@@ -156,45 +157,41 @@ pub struct Listeners {
     pub forwards: Vec<(TcpListener, std::net::SocketAddr)>,
 }
 
-/// Creates the proxy's listening sockets inside the network namespace of `pid`, from a
-/// helper thread (so the supervisor's own thread never changes namespace): loopback up,
-/// `127.0.0.1:3128`, and for each transparent forward its address on loopback and a
-/// listener on it.
-pub fn listen_in(pid: libc::pid_t, forwards: &[std::net::SocketAddr]) -> Result<Listeners, RunError> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| RunError::internal("opening the agent's network namespace", e))?;
-    let forwards = forwards.to_vec();
-    let t = std::thread::Builder::new()
-        .name("aegis-proxy-listen".into())
-        .spawn(move || -> Result<Listeners, String> {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on a namespace fd we opened; affects this helper thread only.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("setns into the agent's network namespace: {}", std::io::Error::last_os_error()));
-            }
-            crate::stage::namespaces::loopback_up()
-                .map_err(|(_, errno)| format!("bringing loopback up: {}", std::io::Error::from_raw_os_error(errno)))?;
-            let proxy = TcpListener::bind(("127.0.0.1", PORT)).map_err(|e| format!("binding 127.0.0.1:{PORT}: {e}"))?;
-            let mut out = Vec::new();
-            let mut added = std::collections::BTreeSet::new();
-            for a in forwards {
-                if !a.ip().is_loopback() && added.insert(a.ip()) {
-                    crate::stage::netlog::add_loopback_address(a.ip()).map_err(|e| format!("adding {} to the namespace's loopback: {e}", a.ip()))?;
-                }
-                let l = TcpListener::bind(a).map_err(|e| format!("binding the forward {a}: {e}"))?;
-                out.push((l, a));
-            }
-            Ok(Listeners {
-                proxy,
-                forwards: out,
-                diag: aegis_proxy::exe::diag_socket().ok(),
-            })
-        })
-        .map_err(|e| RunError::internal("proxy thread", e))?;
-    match t.join() {
-        Ok(Ok(l)) => Ok(l),
-        Ok(Err(why)) => Err(RunError::Unavailable { layer: "proxy", why }),
-        Err(_) => Err(RunError::internal("proxy thread", "panicked")),
+/// The proxy's sockets out of the messages the agent's namespace handed over
+/// ([`super::netns`]): the listener on `127.0.0.1:3128` (checked: a listening TCP socket on
+/// that address, in the namespace whose inode is `agent_netns`), one listener per forward
+/// (same checks), the sock_diag socket if it could be made. Missing or wrong: the launch
+/// stops (the proxy must be the agent's way out).
+pub fn listeners_from(msgs: &mut Vec<Message>, forwards: &[std::net::SocketAddr], agent_netns: u64) -> Result<Listeners, RunError> {
+    let unavailable = |why: String| RunError::Unavailable { layer: "proxy", why };
+    let listener = |m: Message, want: std::net::SocketAddr| -> Result<TcpListener, RunError> {
+        handoff::check_socket(&m, if want.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }, libc::SOCK_STREAM)?;
+        let fd = m.fd.ok_or_else(|| unavailable(format!("no {} for {want}", m.tag.name())))?;
+        if handoff::socket_netns_ino(&fd)? != agent_netns {
+            return Err(RunError::NotVerified {
+                layer: "proxy",
+                why: format!("the {} for {want} is not in the agent's network namespace", m.tag.name()),
+            });
+        }
+        let l = TcpListener::from(fd);
+        match l.local_addr() {
+            Ok(a) if a == want => Ok(l),
+            other => Err(RunError::NotVerified {
+                layer: "proxy",
+                why: format!("the {} is bound to {other:?}, expected {want}", m.tag.name()),
+            }),
+        }
+    };
+    let proxy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], PORT));
+    let proxy = handoff::take(msgs, Tag::PROXY_LISTENER, 0).ok_or_else(|| unavailable(format!("no listener on {proxy_addr} was made in the agent's network namespace")))?;
+    let proxy = listener(proxy, proxy_addr)?;
+    let mut out = Vec::new();
+    for (i, a) in forwards.iter().enumerate() {
+        let m = handoff::take(msgs, Tag::FORWARD, i as u32).ok_or_else(|| unavailable(format!("no listener for the forward {a}")))?;
+        out.push((listener(m, *a)?, *a));
     }
+    let diag = handoff::take(msgs, Tag::SOCK_DIAG, 0).and_then(|m| m.fd);
+    Ok(Listeners { proxy, forwards: out, diag })
 }
 
 /// Starts serving on the listeners. Decisions go to `events`.

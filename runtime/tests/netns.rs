@@ -1,0 +1,123 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The sockets of the agent's network namespace (the proxy's listener, transparent-forward
+//! listeners, the NFLOG socket) are made inside that namespace and handed to the supervisor
+//! (`aegis_runtime::handoff`): by the supervisor in its premade namespace (root, with a
+//! table), by the child otherwise, and by the child of an unprivileged supervisor, which
+//! cannot `setns` into the agent's namespace at all. Only loopback is used.
+
+mod common;
+use aegis_targets::bundle::{Enforcement, NetworkMode};
+use aegis_targets::nftables::{NetMode, NetPolicy};
+use common::*;
+use std::net::TcpListener;
+
+const PY: &str = "/usr/bin/python3";
+
+/// Agent script: asks the proxy for a host the policy does not allow (the proxy answers
+/// 403 itself), then talks through the transparent forward to `127.0.0.2:<port>`.
+fn agent_script(forward_port: u16) -> String {
+    format!(
+        "import socket\n\
+         s=socket.create_connection(('127.0.0.1',3128),timeout=5)\n\
+         s.sendall(b'GET http://not-granted.invalid/ HTTP/1.1\\r\\nHost: not-granted.invalid\\r\\n\\r\\n')\n\
+         print('proxy:', s.recv(64).split(b'\\r\\n')[0].decode())\n\
+         f=socket.create_connection(('127.0.0.2',{forward_port}),timeout=5)\n\
+         print('forward:', f.recv(64).decode())\n"
+    )
+}
+
+/// A proxy-mode bundle that allows one transparent forward to `127.0.0.2:<port>`; with
+/// `table`, its nftables ruleset too (root then premakes the namespace).
+fn proxy_bundle(agent: &str, port: u16, table: bool, rootless: bool) -> TestBundle {
+    let toml = format!(
+        "version = 1\n[agent]\nname = \"{agent}\"\n[filesystem]\nread = [\"/usr\"]\n[exec]\nallow = [\"{PY}\"]\n[network]\nmode = \"proxy\"\nallow = [\"127.0.0.2:{port}\"]\n"
+    );
+    let mut spec = Spec::new(agent);
+    spec.network = NetworkMode::Proxy;
+    spec.extra_files.push(("policy.ir.json".into(), policy_ir(&toml)));
+    spec.net = table.then(|| NetPolicy {
+        mode: NetMode::Proxy { port: 3128 },
+        endpoints: vec![aegis_targets::nftables::Endpoint {
+            host: aegis_targets::nftables::Host::Ip("127.0.0.2".parse().unwrap()),
+            ports: vec![aegis_targets::nftables::PortRange { lo: port, hi: port }],
+            protocols: vec![aegis_targets::nftables::Proto::Tcp],
+        }],
+        resolvers: vec![],
+    });
+    if rootless {
+        // This host's cgroups cannot be delegated to a user (hybrid v1), and `nft` needs
+        // the caller's own capabilities: both best-effort, and the report must say so.
+        spec.enforcement.insert("cgroup".into(), Enforcement::BestEffort);
+        spec.enforcement.insert("nftables".into(), Enforcement::BestEffort);
+    }
+    build(&spec, true)
+}
+
+/// A host service on `127.0.0.2:<port>` that greets each connection.
+fn greeter() -> u16 {
+    let l = TcpListener::bind(("127.0.0.2", 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            use std::io::Write as _;
+            let _ = c.write_all(b"hello from the host");
+        }
+    });
+    port
+}
+
+fn assert_proxy_served(o: &std::process::Output, b: &TestBundle) {
+    let (out, err) = text(o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("proxy: HTTP/1.1 403"), "the proxy answered inside the agent's namespace: {out}\n{err}");
+    assert!(out.contains("forward: hello from the host"), "the transparent forward relayed: {out}\n{err}");
+    assert!(err.contains("proxy         fully enforced"), "{err}");
+    let requests = b.events("proxy_request");
+    assert!(
+        requests.iter().any(|r| r.to_string().contains("not-granted.invalid")),
+        "the refused request is audited: {requests:?}"
+    );
+}
+
+#[test]
+fn root_premade_namespace_gets_its_sockets_from_the_supervisor() {
+    if !need_root("premade_sockets") || !have_nft() || !std::path::Path::new(PY).exists() {
+        eprintln!("SKIP premade_sockets: needs root, nft and {PY}");
+        return;
+    }
+    let port = greeter();
+    let b = proxy_bundle("rt-hand-premade", port, true, false);
+    let o = b.run(&["--verbose"], &[PY, "-c", &agent_script(port)]);
+    assert_proxy_served(&o, &b);
+    let err = text(&o).1;
+    assert!(err.contains("nftables      fully enforced"), "{err}");
+    assert!(err.contains("denials observed"), "NFLOG socket made in the premade namespace: {err}");
+}
+
+#[test]
+fn root_child_makes_the_sockets_in_its_own_namespace() {
+    if !need_root("child_sockets") || !std::path::Path::new(PY).exists() {
+        return;
+    }
+    // No ruleset: no premade namespace, so the child makes the listeners from inside.
+    let port = greeter();
+    let b = proxy_bundle("rt-hand-child", port, false, false);
+    let o = b.run(&["--verbose"], &[PY, "-c", &agent_script(port)]);
+    assert_proxy_served(&o, &b);
+}
+
+#[test]
+fn an_unprivileged_supervisor_runs_proxy_mode() {
+    if !need_root("rootless_proxy") || !std::path::Path::new(PY).exists() {
+        return;
+    }
+    let Some(uid) = unprivileged_user("rootless_proxy") else { return };
+    let port = greeter();
+    let b = proxy_bundle("rt-hand-user", port, true, true);
+    b.give_to(uid);
+    let o = b.command_as(uid, &["--verbose"], &[PY, "-c", &agent_script(port)]).output().unwrap();
+    assert_proxy_served(&o, &b);
+    let err = text(&o).1;
+    assert!(err.contains("= 1000 1000 on the host"), "the agent is the user on the host: {err}");
+    assert!(err.contains("cgroup        not enforced"), "the report says the cgroup layer is missing: {err}");
+}
