@@ -42,6 +42,9 @@ pub enum Event {
         landlock_abi: Option<u32>,
         /// `v2`, `hybrid`, `v1` or `none`.
         cgroup_mode: String,
+        /// Who the agent runs as and who launched it (absent in logs of older runtimes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<AgentIdentity>,
     },
     /// The agent process was started.
     AgentStarted {
@@ -49,6 +52,9 @@ pub enum Event {
         command: Vec<String>,
         /// Its pid (in the supervisor's pid namespace).
         pid: u32,
+        /// Who the agent runs as and who launched it (absent in logs of older runtimes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<AgentIdentity>,
     },
     /// A policy decision taken by an AEGIS component (proxy, API check, supervisor).
     Decision {
@@ -158,6 +164,30 @@ pub struct CheckpointEvent {
     pub sig: String,
     /// Base64 minisign global signature (signature over `sig || trusted comment`).
     pub global_sig: String,
+}
+
+/// Who an agent runs as (the same ids inside its user namespace and on the host) and who
+/// launched it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentIdentity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups the agent holds.
+    pub groups: Vec<u32>,
+    /// Name of `uid` on the host, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Name of `gid` on the host, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The uid `aegis-exec` ran as.
+    pub launched_by_uid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_by: Option<String>,
+    /// `SUDO_UID` when root was reached through sudo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sudo_uid: Option<u32>,
 }
 
 /// Result of one enforcement layer.

@@ -50,7 +50,7 @@ pub use checkpoint::{
     SigningKey, UNTRUSTED_COMMENT, VerifyingKey, checkpoint_body, signature_file,
 };
 pub use error::AuditError;
-pub use event::{CheckpointEvent, EnforcementStatus, Event, LayerReport, ResourceLimit, Verdict};
+pub use event::{AgentIdentity, CheckpointEvent, EnforcementStatus, Event, LayerReport, ResourceLimit, Verdict};
 pub use record::{
     AuditContext, DOMAIN, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, from_hex,
     record_hash, to_hex,

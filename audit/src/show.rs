@@ -69,6 +69,7 @@ pub fn summary(ev: &Event) -> String {
             layers,
             landlock_abi,
             cgroup_mode,
+            ..
         } => {
             let l: Vec<String> = layers
                 .iter()
@@ -77,7 +78,10 @@ pub fn summary(ev: &Event) -> String {
             let abi = landlock_abi.map_or("none".to_string(), |a| a.to_string());
             format!("{} landlock_abi={abi} cgroup={cgroup_mode}", l.join(" "))
         }
-        Event::AgentStarted { command, pid } => format!("pid {pid}: {}", command.join(" ")),
+        Event::AgentStarted { command, pid, identity } => match identity {
+            Some(i) => format!("pid {pid} as uid {} gid {}: {}", i.uid, i.gid, command.join(" ")),
+            None => format!("pid {pid}: {}", command.join(" ")),
+        },
         Event::Decision {
             component,
             subject,

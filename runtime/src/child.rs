@@ -39,7 +39,7 @@ pub struct ChildReport {
     pub msg: [u8; MSG_LEN],
 }
 
-pub const INFO_LEN: usize = 10;
+pub const INFO_LEN: usize = 11;
 pub const MSG_LEN: usize = 512;
 pub const INFO_MOUNTS_MOUNTED: usize = 0;
 pub const INFO_MOUNTS_SKIPPED: usize = 1;
@@ -53,6 +53,8 @@ pub const INFO_SECCOMP_LEN: usize = 7;
 /// errno of the default route to `lo` for IPv4 / IPv6 (0 = added; see `stage::netns`).
 pub const INFO_NET_ROUTE4_ERRNO: usize = 8;
 pub const INFO_NET_ROUTE6_ERRNO: usize = 9;
+/// errno of writing `vm.memfd_noexec` (0 = set or not asked for).
+pub const INFO_MEMFD_ERRNO: usize = 10;
 
 impl ChildReport {
     pub const SIZE: usize = std::mem::size_of::<ChildReport>();

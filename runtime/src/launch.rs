@@ -16,6 +16,7 @@ use crate::audit::Audit;
 use crate::child::{self, ChildPlan, ChildReport};
 use crate::exit::RunError;
 use crate::handoff;
+use crate::identity::{self, Identity};
 use crate::report::{EnforcementReport, Layer, LayerStatus, Timings};
 use crate::signals::Signals;
 use crate::stage::namespaces::{self, Isolation};
@@ -130,6 +131,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             report.push(Layer::new("verify", LayerStatus::Partially, "UNSIGNED bundle accepted (--allow-unsigned); digests checked"));
         }
     }
+    // Who the agent runs as (refused input, like the bundle, before anything exists).
+    let ident = identity::decide(opts.user.as_deref(), &opts.groups)?;
+    report.identity = Some((ident.describe(), ident.to_audit()));
     let proxy_mode = v.manifest.network_mode == NetworkMode::Proxy;
     let proxy_prep = if proxy_mode { Some(stage::proxy::prepare(&v, &opts.resolve, &opts.upstream_ca)?) } else { None };
 
@@ -174,7 +178,6 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     }
 
     // ── 3. namespaces ─────────────────────────────────────────────────────────────────
-    let ids = namespaces::agent_ids();
     let cap_last = stage::caps::cap_last();
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
@@ -219,8 +222,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                     .unwrap_or_default(),
             },
             caps: stage::caps::ChildCaps {
-                uid: if full { ids.inner_uid } else { ids.host_uid },
-                gid: if full { ids.inner_gid } else { ids.host_gid },
+                uid: ident.uid,
+                gid: ident.gid,
+                groups: ident.root.then(|| ident.groups.clone()),
                 cap_last,
             },
             landlock: stage::landlock::ChildLandlock::placeholder(),
@@ -371,7 +375,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     drop(cg_dir);
     let born = Born { in_unified_leaf: born_in_unified };
     let premade_routes = premade_net.as_mut().map(|(_, plan, rtnl)| (&*plan, rtnl.take()));
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), born, nftp.as_ref(), premade_netns.take(), premade_routes, host_net, ids, go_w);
+    let result = parent_setup(&v, iso, pid, leaf.as_ref(), born, nftp.as_ref(), premade_netns.take(), premade_routes, host_net, &ident, go_w);
     let (ns_detail, agent_netns, mut nft_child, supervisor_routed) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -455,10 +459,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         Isolation::Full { .. } => Layer::new(
             "namespaces",
             LayerStatus::Fully,
-            format!(
-                "new {ns_detail},cgroup namespaces; agent is pid 1, uid {} gid {} inside = {} {} on the host",
-                ids.inner_uid, ids.inner_gid, ids.host_uid, ids.host_gid
-            ),
+            format!("new {ns_detail},cgroup namespaces; agent is pid 1 with the same uid and gid inside and on the host"),
         ),
         Isolation::None => Layer::new("namespaces", LayerStatus::NotEnforced, userns_note.clone()),
     });
@@ -469,10 +470,15 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             "mounts",
             if info[child::INFO_MOUNTS_SKIPPED] == 0 { LayerStatus::Fully } else { LayerStatus::Partially },
             format!(
-                "{mounts_detail}: {} mounted, {} skipped (missing on this host), memfd_noexec {}; pivot_root, host tree detached",
+                "{mounts_detail}: {} mounted, {} skipped (missing on this host), {}; pivot_root, host tree detached",
                 info[child::INFO_MOUNTS_MOUNTED],
                 info[child::INFO_MOUNTS_SKIPPED],
-                info[child::INFO_MEMFD_NOEXEC] == 1
+                match (info[child::INFO_MEMFD_NOEXEC], info[child::INFO_MEMFD_ERRNO] as i32) {
+                    (1, _) => "memfd_noexec 2 (memfd code cannot be executed)".to_string(),
+                    (_, 0) => "memfd_noexec not asked for".to_string(),
+                    (_, libc::EACCES) | (_, libc::EPERM) => "memfd_noexec NOT set (the vm.memfd_noexec sysctl is writable by the host's root only, even in the agent's own pid namespace)".to_string(),
+                    (_, e) => format!("memfd_noexec NOT set ({})", std::io::Error::from_raw_os_error(e)),
+                }
             ),
         )
     } else {
@@ -524,6 +530,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     audit.queue(Event::AgentStarted {
         command: v.command.clone(),
         pid: pid as u32,
+        identity: Some(ident.to_audit()),
     });
     audit.flush()?;
     lap(&mut timings, "audit");
@@ -666,13 +673,13 @@ fn parent_setup(
     premade: Option<aegis_targets::nftables::PendingNetns>,
     premade_routes: Option<(&stage::netns::ChildNet, Option<OwnedFd>)>,
     host_net: bool,
-    ids: namespaces::Ids,
+    ident: &Identity,
     go_w: i32,
 ) -> Result<ChildSetup, RunError> {
     let mut ns_detail = String::new();
     let mut agent_netns = 0;
     if let Isolation::Full { .. } = iso {
-        namespaces::write_maps(pid, ids)?;
+        namespaces::write_maps(pid, ident)?;
         ns_detail = namespaces::verify(pid, iso)?;
         if !host_net {
             // Read now: once the agent has exited, its namespace links are gone.

@@ -27,6 +27,7 @@ pub mod child;
 pub mod doctor;
 pub mod exit;
 pub mod handoff;
+pub mod identity;
 pub mod launch;
 pub mod report;
 pub mod signals;

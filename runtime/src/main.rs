@@ -32,6 +32,13 @@ struct Args {
     /// system roots; also added to the agent's trust bundle.
     #[arg(long = "upstream-ca", value_name = "PEM")]
     upstream_ca: Vec<PathBuf>,
+    /// Run the agent as this user (root only; default: the sudo invoker, else 65534). An
+    /// unprivileged launch always runs the agent as its own user.
+    #[arg(long, value_name = "NAME|UID[:GID]")]
+    user: Option<String>,
+    /// Keep this supplementary group (root only; repeatable). Others are dropped.
+    #[arg(long = "group", value_name = "NAME|GID")]
+    groups: Vec<String>,
     /// Print the enforcement report and stage timings to stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -76,6 +83,8 @@ fn main() {
         command: args.command,
         resolve: args.resolve,
         upstream_ca: args.upstream_ca,
+        user: args.user,
+        groups: args.groups,
     };
     std::process::exit(aegis_runtime::launch::run(&opts));
 }

@@ -43,6 +43,8 @@ impl Layer {
 
 #[derive(Debug, Clone, Default)]
 pub struct EnforcementReport {
+    /// Who the agent runs as: the report's line and the audit log's form.
+    pub identity: Option<(String, aegis_audit::AgentIdentity)>,
     pub layers: Vec<Layer>,
     pub landlock_abi: Option<u32>,
     pub cgroup_mode: String,
@@ -55,6 +57,9 @@ impl EnforcementReport {
 
     pub fn to_text(&self) -> String {
         let mut t = String::from("aegis-exec: enforcement report\n");
+        if let Some((line, _)) = &self.identity {
+            let _ = writeln!(t, "  {:<13} {line}", "agent");
+        }
         for l in &self.layers {
             let _ = writeln!(t, "  {:<13} {:<19} {}", l.layer, l.status.name(), l.detail);
         }
@@ -79,6 +84,7 @@ impl EnforcementReport {
                 .collect(),
             landlock_abi: self.landlock_abi,
             cgroup_mode: if self.cgroup_mode.is_empty() { "none".into() } else { self.cgroup_mode.clone() },
+            identity: self.identity.as_ref().map(|(_, i)| i.clone()),
         }
     }
 }

@@ -79,6 +79,8 @@ impl Lab {
     /// agent gets only PATH, locale and terminal variables from the host by default).
     pub fn exec_cmd_env(&self, bundle: &Path, params: &[(&str, &Path)], env: &[(&str, &str)], log: &Path, cmd: &[&str]) -> Command {
         let mut c = Command::new(bin("aegis-exec"));
+        // Under sudo the agent would default to the invoking user; these tests expect 65534.
+        c.env_remove("SUDO_UID").env_remove("SUDO_GID");
         c.env("AEGIS_STATE_DIR", &self.state)
             // nft is in /usr/sbin; a test runner's PATH may lack it.
             .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")

@@ -35,6 +35,7 @@ fn event(i: u64) -> Event {
             ],
             landlock_abi: Some(7),
             cgroup_mode: "hybrid".into(),
+            identity: None,
         },
         1 => Event::KernelDenial {
             layer: "seccomp".into(),

@@ -61,10 +61,12 @@ pub fn event(i: usize) -> Event {
             }],
             landlock_abi: Some(7),
             cgroup_mode: "hybrid".into(),
+            identity: None,
         },
         2 => Event::AgentStarted {
             command: vec!["/bin/agent".into(), "--x".into()],
             pid: 4242,
+            identity: None,
         },
         3 => Event::Decision {
             component: "proxy".into(),

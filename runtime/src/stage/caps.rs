@@ -4,7 +4,8 @@
 //! number (read by the supervisor from `/proc/sys/kernel/cap_last_cap`). Output, in the
 //! child: securebits locked (`NOROOT`, `NO_SETUID_FIXUP`, `KEEP_CAPS` off, no ambient raise),
 //! every capability removed from the bounding set, ambient set cleared, supplementary groups
-//! dropped, uid/gid switched, and effective/permitted/inheritable set to empty. Invariants:
+//! set to the named ones (root launcher; an unprivileged launch cannot change them), uid/gid
+//! switched, and effective/permitted/inheritable set to empty. Invariants:
 //! verified before returning (capget reads all-zero, every bounding bit reads 0), so nothing
 //! the agent execs can regain a capability, even as uid 0 of its namespace.
 
@@ -45,6 +46,9 @@ struct CapData {
 pub struct ChildCaps {
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups to set (root launcher: the named ones, often none). `None`:
+    /// leave them (an unprivileged launch, where the kernel denies setgroups).
+    pub groups: Option<Vec<libc::gid_t>>,
     pub cap_last: u32,
 }
 
@@ -77,10 +81,11 @@ pub fn apply_in_child(c: &ChildCaps) -> Result<(), Fail> {
     if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) } != 0 {
         return Err(Fail::errno(Stage::Caps, WHAT_AMBIENT));
     }
-    // SAFETY: setgroups with an empty list; EPERM means setgroups is denied in this user
-    // namespace (unprivileged launch), where the groups are the invoker's own anyway.
-    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 && crate::child::last_errno() != libc::EPERM {
-        return Err(Fail::errno(Stage::Caps, WHAT_SETGROUPS));
+    if let Some(groups) = &c.groups {
+        // SAFETY: setgroups with a pointer to `groups.len()` gids we own.
+        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+            return Err(Fail::errno(Stage::Caps, WHAT_SETGROUPS));
+        }
     }
     // SAFETY: set*id with plain integers.
     if unsafe { libc::setresgid(c.gid, c.gid, c.gid) } != 0 {
@@ -132,7 +137,7 @@ pub fn describe(what: u32) -> &'static str {
         WHAT_SECUREBITS => "setting securebits",
         WHAT_BOUNDING => "dropping the bounding set",
         WHAT_AMBIENT => "clearing ambient capabilities",
-        WHAT_SETGROUPS => "setgroups([])",
+        WHAT_SETGROUPS => "setgroups to the agent's supplementary groups",
         WHAT_SETGID => "setresgid to the agent's gid",
         WHAT_SETUID => "setresuid to the agent's uid",
         WHAT_CAPSET => "capset to empty sets",

@@ -12,7 +12,7 @@
 use aegis_targets::landlock::Params;
 use aegis_targets::mounts::MountPlan;
 
-use crate::child::{ChildReport, Fail, INFO_LEN, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
+use crate::child::{ChildReport, Fail, INFO_LEN, INFO_MEMFD_ERRNO, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
 use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;
@@ -81,6 +81,7 @@ pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut Chi
                 info[INFO_MOUNTS_MOUNTED] = r.mounted.len() as u32;
                 info[INFO_MOUNTS_SKIPPED] = r.skipped.len() as u32;
                 info[INFO_MEMFD_NOEXEC] = u32::from(r.memfd_noexec);
+                info[INFO_MEMFD_ERRNO] = r.memfd_noexec_errno.unwrap_or(0) as u32;
                 Ok(())
             }
             Err(e) => {

@@ -8,22 +8,19 @@
 //! `/proc/<child>/ns/*` with the supervisor's own and fails the launch if any required one is
 //! shared; the child checks `/proc/self/ns/cgroup` changed.
 //!
-//! Identity decision. The agent never runs with the host's root identity. When
-//! `aegis-exec` runs as root, the maps are `0 0 1` and `65534 65534 1` (same for gids): the
-//! child does its setup (mount plan, `/proc`, hostname, `vm.memfd_noexec`) as uid 0 of the
-//! new user namespace — whose capabilities only reach that namespace's own resources — and
-//! in the `caps` stage switches for good to uid/gid 65534 (`nobody`), drops every
-//! capability and sets no_new_privs, so nothing it execs can get back to uid 0. Mapping 0 is
-//! what lets the setup create files on the tmpfs it mounts (an unmapped owner gives
-//! EOVERFLOW) and pass the root-only permission of pid-namespace sysctls. When run by an
-//! unprivileged user U, the only possible map is `0 U 1`: the agent is uid 0 of its
-//! namespace (= U outside) with no capabilities (securebits `NOROOT` locked).
+//! Identity ([`crate::identity`]): the maps are identity maps of the agent's ids (`U U 1`,
+//! `G G 1`), plus `0 0 1` when `aegis-exec` runs as root. The child does its setup with the
+//! capabilities it holds in the new user namespace (as uid 0 of it under a root launcher,
+//! as U under an unprivileged one) and in the `caps` stage settles on the agent's ids for
+//! good, drops every capability and sets no_new_privs, so nothing it execs can get back to
+//! uid 0. An unprivileged map writer must deny setgroups first (kernel rule).
 
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt as _;
 
 use crate::child::Fail;
 use crate::exit::RunError;
+use crate::identity::Identity;
 use crate::stage::Stage;
 
 pub const WHAT_CGROUPNS: u32 = 1;
@@ -78,28 +75,6 @@ impl Isolation {
             }
             Isolation::None => vec![],
         }
-    }
-}
-
-/// Who the agent is: ids outside (host) and inside its user namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ids {
-    pub host_uid: u32,
-    pub host_gid: u32,
-    pub inner_uid: u32,
-    pub inner_gid: u32,
-    /// The supervisor is root (maps `0 0 1` + the agent's id).
-    pub root: bool,
-}
-
-/// The agent's ids (see the module doc).
-pub fn agent_ids() -> Ids {
-    // SAFETY: getuid/getgid/geteuid have no preconditions.
-    let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
-    if euid == 0 {
-        Ids { host_uid: 65534, host_gid: 65534, inner_uid: 65534, inner_gid: 65534, root: true }
-    } else {
-        Ids { host_uid: uid, host_gid: gid, inner_uid: 0, inner_gid: 0, root: false }
     }
 }
 
@@ -173,19 +148,16 @@ pub unsafe fn clone_child_into(flags: libc::c_int, cgroup_dir: i32) -> Result<Op
     }
 }
 
-/// Writes the uid/gid maps of a child created with `CLONE_NEWUSER`.
-pub fn write_maps(pid: libc::pid_t, ids: Ids) -> Result<(), RunError> {
-    let (umap, gmap) = if ids.root {
-        (format!("0 0 1\n{0} {0} 1\n", ids.host_uid), format!("0 0 1\n{0} {0} 1\n", ids.host_gid))
-    } else {
+/// Writes the uid/gid maps of a child created with `CLONE_NEWUSER` ([`Identity::maps`]).
+pub fn write_maps(pid: libc::pid_t, id: &Identity) -> Result<(), RunError> {
+    if !id.root {
         // An unprivileged writer may only map its own ids, and gids only after denying
         // setgroups.
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")
-            .map_err(|e| RunError::internal("writing setgroups", e))?;
-        (format!("0 {} 1\n", ids.host_uid), format!("0 {} 1\n", ids.host_gid))
-    };
-    std::fs::write(format!("/proc/{pid}/uid_map"), umap).map_err(|e| RunError::internal("writing uid_map", e))?;
-    std::fs::write(format!("/proc/{pid}/gid_map"), gmap).map_err(|e| RunError::internal("writing gid_map", e))?;
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").map_err(|e| RunError::internal("writing setgroups", e))?;
+    }
+    let (umap, gmap) = id.maps();
+    std::fs::write(format!("/proc/{pid}/uid_map"), &umap).map_err(|e| RunError::internal("writing uid_map", format!("{}: {e}", umap.trim().replace('\n', ", "))))?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), &gmap).map_err(|e| RunError::internal("writing gid_map", format!("{}: {e}", gmap.trim().replace('\n', ", "))))?;
     Ok(())
 }
 

@@ -34,6 +34,11 @@ pub struct LaunchOptions {
     pub resolve: Vec<String>,
     /// `--upstream-ca PEM`: extra trust anchors for the proxy's upstream TLS.
     pub upstream_ca: Vec<PathBuf>,
+    /// `--user NAME|UID[:GID]`: who the agent runs as (root launcher only; see
+    /// [`crate::identity`]).
+    pub user: Option<String>,
+    /// `--group NAME|GID`: supplementary groups the agent keeps (root launcher only).
+    pub groups: Vec<String>,
 }
 
 /// A verified launch.

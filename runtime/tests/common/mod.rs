@@ -169,6 +169,9 @@ impl TestBundle {
     /// `aegis-exec --trust-key K --audit-log L [extra] BUNDLE -- cmd...` as a Command.
     pub fn command(&self, extra: &[&str], cmd: &[&str]) -> Command {
         let mut c = Command::new(EXE);
+        // The agent's default identity under root depends on sudo's variables: tests say
+        // who they want.
+        c.env_remove("SUDO_UID").env_remove("SUDO_GID");
         c.env("AEGIS_STATE_DIR", &self.state)
             .arg("--trust-key")
             .arg(&self.public_key)

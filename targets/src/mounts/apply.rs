@@ -38,6 +38,10 @@ pub struct MountReport {
     pub losses: Vec<Loss>,
     /// True when `vm.memfd_noexec = 2` is in force in the sandbox's pid namespace.
     pub memfd_noexec: bool,
+    /// Why the plan's `memfd_noexec` could not be set, as an errno (`EACCES` when the
+    /// launcher is not the host's root: the sysctl is writable by global root only, even
+    /// in a child pid namespace).
+    pub memfd_noexec_errno: Option<i32>,
 }
 
 /// Why the plan could not be applied. The child must not exec after this.
@@ -183,7 +187,7 @@ pub fn apply(plan: &MountPlan, params: &Params) -> Result<MountReport, MountErro
                 .skipped
                 .push("memfd_noexec: not in a child pid namespace, left unchanged".to_owned());
         } else if let Err(e) = std::fs::write(&proc_sysctl, "2") {
-            report.skipped.push(format!("memfd_noexec: {e}"));
+            report.memfd_noexec_errno = Some(e.raw_os_error().unwrap_or(libc::EIO));
         } else {
             report.memfd_noexec = true;
         }
