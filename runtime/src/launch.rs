@@ -184,7 +184,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let (handoff_rx, handoff_tx) = handoff::channel()?;
     // The sockets of the agent's network namespace (none/proxy mode): made by the child from
     // inside, or by the supervisor itself in the namespace it premade (see stage::netns).
-    let net_plan = || stage::netns::ChildNet::plan(proxy_prep.as_ref().map(|p| p.forwards.as_slice()), !host_net && nftp.is_some());
+    let net_plan = |verify: bool| stage::netns::ChildNet::plan(proxy_prep.as_ref().map(|p| p.forwards.as_slice()), !host_net && nftp.is_some(), verify);
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
     // The child's plan for an isolation, and the mounts line of the report.
@@ -208,7 +208,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 lo_up: full && !host_net && !premade,
             },
             net: if full && !host_net && !premade {
-                net_plan()
+                // The table is loaded after clone and verified through the child's socket.
+                net_plan(nftp.is_some())
             } else {
                 stage::netns::ChildNet::default()
             },
@@ -282,7 +283,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         // make its sockets here, on this thread (the child could not).
         if let Ok(pid) = r {
             let mut sink = handoff::Collected::default();
-            let plan = net_plan();
+            let plan = net_plan(false);
             match plan.create(&mut sink) {
                 Ok(rtnl) => {
                     // SAFETY: `create` hands us ownership of its rtnetlink socket (or -1).
@@ -375,7 +376,22 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     drop(cg_dir);
     let born = Born { in_unified_leaf: born_in_unified };
     let premade_routes = premade_net.as_mut().map(|(_, plan, rtnl)| (&*plan, rtnl.take()));
-    let result = parent_setup(&v, iso, pid, leaf.as_ref(), born, nftp.as_ref(), premade_netns.take(), premade_routes, host_net, &ident, go_w);
+    // Messages the child handed over while the supervisor waited for one in particular.
+    let mut early = Vec::new();
+    let result = parent_setup(
+        &v,
+        iso,
+        pid,
+        leaf.as_ref(),
+        born,
+        nftp.as_ref(),
+        premade_netns.take(),
+        premade_routes,
+        host_net,
+        &ident,
+        go_w,
+        (&handoff_rx, &mut early),
+    );
     let (ns_detail, agent_netns, mut nft_child, supervisor_routed) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -407,7 +423,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     timings.child_ns = r.stage_ns;
     guard.armed = false;
     // The agent exec'd: everything the child handed over is queued now.
-    let mut handed = handoff_rx.drain()?;
+    let mut handed = early;
+    handed.extend(handoff_rx.drain()?);
     if let Some((c, _, _)) = premade_net.take() {
         handed.extend(c.0);
     }
@@ -675,6 +692,7 @@ fn parent_setup(
     host_net: bool,
     ident: &Identity,
     go_w: i32,
+    (handoff_rx, early): (&handoff::Receiver, &mut Vec<handoff::Message>),
 ) -> Result<ChildSetup, RunError> {
     let mut ns_detail = String::new();
     let mut agent_netns = 0;
@@ -707,8 +725,22 @@ fn parent_setup(
         entered?;
         nft_child = Some(loaded?);
     } else if !host_net && matches!(iso, Isolation::Full { .. }) && let Some(p) = nftp {
-        // The cgroup migration runs while `nft` loads the table.
-        let (loaded, entered) = stage::nftables::load_in_child_netns(v, p, pid, enter);
+        // The cgroup migration runs while `nft` loads the table; the child hands over the
+        // socket to verify it through as soon as its mounts are done.
+        let verify_sock = || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match handoff_rx.recv(deadline)? {
+                    Some(m) if m.tag == handoff::Tag::NETFILTER => {
+                        handoff::check_socket(&m, libc::AF_NETLINK, libc::SOCK_RAW)?;
+                        return m.fd.ok_or_else(|| RunError::internal("descriptor handoff", "netfilter socket missing"));
+                    }
+                    Some(m) => early.push(m),
+                    None => return Err(RunError::internal("child", "exited before handing over its netfilter socket")),
+                }
+            }
+        };
+        let (loaded, entered) = stage::nftables::load_in_child_netns(v, p, pid, enter, verify_sock);
         entered?;
         nft_child = Some(loaded?);
     } else {

@@ -29,6 +29,22 @@ attempt("udp4", udp)
 
 #[test]
 fn direct_connects_in_none_mode_fail_fast_and_are_recorded_with_their_destination() {
+    direct_connects(None);
+}
+
+/// The same for an unprivileged supervisor: `nft` loads the table as the user (in the
+/// agent's user namespace), the child makes the NFLOG socket and the routes.
+#[test]
+fn an_unprivileged_launch_filters_and_records_direct_connects_too() {
+    if !need_root("netlog_user") {
+        return;
+    }
+    if let Some(uid) = unprivileged_user("netlog_user") {
+        direct_connects(Some(uid));
+    }
+}
+
+fn direct_connects(user: Option<u32>) {
     if !need_root("netlog") || !have_nft() {
         return;
     }
@@ -36,9 +52,20 @@ fn direct_connects_in_none_mode_fail_fast_and_are_recorded_with_their_destinatio
         eprintln!("SKIP netlog: {PY} missing");
         return;
     }
-    let b = build(&Spec::new("rt-netlog"), true);
+    let mut spec = Spec::new("rt-netlog");
+    if user.is_some() {
+        // This host's cgroups cannot be delegated to a user; nftables stays required.
+        spec.enforcement.insert("cgroup".into(), aegis_targets::bundle::Enforcement::BestEffort);
+    }
+    let b = build(&spec, true);
     let started = std::time::Instant::now();
-    let o = b.run(&["--verbose"], &[PY, "-c", SCRIPT]);
+    let o = match user {
+        Some(uid) => {
+            b.give_to(uid);
+            b.command_as(uid, &["--verbose"], &[PY, "-c", SCRIPT]).output().unwrap()
+        }
+        None => b.run(&["--verbose"], &[PY, "-c", SCRIPT]),
+    };
     let took = started.elapsed();
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
@@ -59,6 +86,7 @@ fn direct_connects_in_none_mode_fail_fast_and_are_recorded_with_their_destinatio
     assert!(secs < 1.0, "udp4: {out}");
     assert!(took < std::time::Duration::from_secs(15), "the launch took {took:?}");
     assert!(err.contains("denials observed"), "the report says denials are observed: {err}");
+    assert!(err.contains("nftables      fully enforced"), "{err}");
 
     let denials: Vec<serde_json::Value> = b.events("kernel_denial").into_iter().filter(|e| e["layer"] == "nftables").collect();
     for line in std::fs::read_to_string(&b.log).unwrap().lines().filter(|l| l.contains("\"kernel_denial\"")) {

@@ -45,10 +45,9 @@ fn proxy_bundle(agent: &str, port: u16, table: bool, rootless: bool) -> TestBund
         resolvers: vec![],
     });
     if rootless {
-        // This host's cgroups cannot be delegated to a user (hybrid v1), and `nft` needs
-        // the caller's own capabilities: both best-effort, and the report must say so.
+        // This host's cgroups cannot be delegated to a user (hybrid v1): best-effort, and
+        // the report must say so. nftables stays required: the user loads it.
         spec.enforcement.insert("cgroup".into(), Enforcement::BestEffort);
-        spec.enforcement.insert("nftables".into(), Enforcement::BestEffort);
     }
     build(&spec, true)
 }
@@ -120,4 +119,6 @@ fn an_unprivileged_supervisor_runs_proxy_mode() {
     let err = text(&o).1;
     assert!(err.contains("agent         uid 1000"), "the agent is the user: {err}");
     assert!(err.contains("cgroup        not enforced"), "the report says the cgroup layer is missing: {err}");
+    assert!(err.contains("nftables      fully enforced"), "the user loaded the agent's table: {err}");
+    assert!(err.contains("denials observed"), "{err}");
 }

@@ -215,7 +215,7 @@ fn apply_loads_verifies_and_deletes_on_drop() {
     let cg = aegis_targets::nftables::nft_cgroup_path(&leaf).unwrap();
     let dispatch = dispatch_rule(&table, &cg, 1);
     let prefix = aegis_targets::nftables::instance_log_prefix("nfttest", "1-00000001");
-    let loaded = apply(&a.fill(&table, &prefix, &BTreeMap::new()), &table, Some(&dispatch), None);
+    let loaded = apply(&a.fill(&table, &prefix, &BTreeMap::new()), &table, Some(&dispatch));
     let ok = loaded.is_ok();
     if let Err(e) = &loaded {
         eprintln!("apply: {e}");

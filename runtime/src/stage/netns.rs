@@ -36,6 +36,7 @@ pub const WHAT_LISTEN_SOCKET: u32 = 3;
 pub const WHAT_BIND: u32 = 4;
 pub const WHAT_LISTEN: u32 = 5;
 pub const WHAT_HANDOFF: u32 = 6;
+pub const WHAT_NETFILTER: u32 = 7;
 
 /// A TCP listener to create: its tag, index and address.
 pub struct Listen {
@@ -127,6 +128,9 @@ pub struct ChildNet {
     pub routes: [Vec<u8>; 2],
     /// Hand over a sock_diag socket (the proxy names the connecting process with it).
     pub diag: bool,
+    /// Hand over a NETLINK_NETFILTER socket first (the supervisor verifies the table that
+    /// `nft` loads into this namespace through it: it may not be able to enter it).
+    pub netfilter: bool,
 }
 
 /// What [`ChildNet::route`] achieved: the errno of the IPv4 and the IPv6 route (0 = added).
@@ -146,9 +150,13 @@ fn fail(what: u32, errno: i32) -> Fail {
 
 impl ChildNet {
     /// The plan for none/proxy mode: forwards (proxy mode), the proxy listener, NFLOG when
-    /// a table will be loaded.
-    pub fn plan(proxy: Option<&[SocketAddr]>, observe: bool) -> ChildNet {
-        let mut net = ChildNet::default();
+    /// a table will be loaded (`observe`), the netfilter socket when the supervisor will
+    /// verify that table through it (`verify`).
+    pub fn plan(proxy: Option<&[SocketAddr]>, observe: bool, verify: bool) -> ChildNet {
+        let mut net = ChildNet {
+            netfilter: verify,
+            ..ChildNet::default()
+        };
         if let Some(forwards) = proxy {
             let mut seen = std::collections::BTreeSet::new();
             for a in forwards {
@@ -175,12 +183,17 @@ impl ChildNet {
 
     /// Whether there is anything to do.
     pub fn is_empty(&self) -> bool {
-        self.addresses.is_empty() && self.listeners.is_empty() && self.nflog.is_empty() && !self.diag
+        self.addresses.is_empty() && self.listeners.is_empty() && self.nflog.is_empty() && !self.diag && !self.netfilter
     }
 
     /// Step one (see the module doc). Returns an rtnetlink socket of the namespace for
     /// [`ChildNet::route`] (or -1 when there are no routes to add); the caller closes it.
     pub fn create(&self, sink: &mut dyn Sink) -> Result<RawFd, Fail> {
+        // First: the supervisor waits for it to verify the table while we go on.
+        if self.netfilter {
+            let fd = netlog::netfilter_socket().map_err(|e| fail(WHAT_NETFILTER, e))?;
+            sink.put(Tag::NETFILTER, 0, 0, Some(fd)).map_err(|e| fail(WHAT_HANDOFF, e))?;
+        }
         let need_rtnl = !self.addresses.is_empty() || !self.nflog.is_empty();
         let rtnl = if need_rtnl {
             netlog::raw_socket(libc::NETLINK_ROUTE).map_err(|e| fail(WHAT_RTNL, e))?
@@ -290,6 +303,7 @@ pub fn describe(what: u32) -> &'static str {
         WHAT_BIND => "binding a proxy listener in the agent's network namespace",
         WHAT_LISTEN => "listen on a proxy listener",
         WHAT_HANDOFF => "handing a socket to the supervisor",
+        WHAT_NETFILTER => "netfilter netlink socket in the agent's network namespace",
         _ => "network namespace setup",
     }
 }

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, ToSocketAddrs};
-use std::path::PathBuf;
 
 use aegis_targets::bundle::NetworkMode;
 use aegis_targets::cgroup::Leaf;
@@ -130,7 +129,7 @@ pub fn load_host(v: &Verified, p: &Prepared, leaf: Option<&Leaf>) -> Result<(Opt
         Err(e) => return fail(e.to_string()),
     };
     let dispatch = nft::dispatch_rule(&p.table, &path, level);
-    match nft::apply(&p.json, &p.table, Some(&dispatch), None) {
+    match nft::apply(&p.json, &p.table, Some(&dispatch)) {
         Ok(t) => Ok((
             Some(t),
             Layer::new(
@@ -176,15 +175,29 @@ pub fn finish_premade<R>(v: &Verified, p: &Prepared, pending: nft::PendingNetns,
     (own_netns_result(v, &p.table, pending.finish()), r)
 }
 
-/// none/proxy mode: load into the child's network namespace, running `during` (the cgroup
-/// migration) while `nft` works.
+/// none/proxy mode: loads the table into the child's network namespace by an `nft` that
+/// joins the child's user and network namespaces (so it works for an unprivileged
+/// supervisor too), running `during` (the cgroup migration) while `nft` works; then
+/// `verify_sock` (called only after a successful load) must yield a NETLINK_NETFILTER
+/// socket of that namespace, handed over by the child, to check the table through.
 pub fn load_in_child_netns<R>(
     v: &Verified,
     p: &Prepared,
     pid: libc::pid_t,
     during: impl FnOnce() -> R,
+    verify_sock: impl FnOnce() -> Result<std::os::fd::OwnedFd, RunError>,
 ) -> (Result<(Option<LoadedTable>, Layer), RunError>, R) {
-    let ns = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let (res, r) = nft::apply_overlapped(&p.json, &p.table, None, Some(&ns), during);
+    let ns = match nft::AgentNs::of_pid(pid) {
+        Ok(ns) => ns,
+        Err(e) => return (own_netns_result(v, &p.table, Err(e)), during()),
+    };
+    let (res, r) = nft::load_into(&p.json, &ns, during);
+    let res = match res {
+        Ok(()) => match verify_sock() {
+            Ok(sock) => nft::verify_on(&sock, &p.table),
+            Err(e) => return (Err(e), r),
+        },
+        Err(e) => Err(e),
+    };
     (own_netns_result(v, &p.table, res), r)
 }

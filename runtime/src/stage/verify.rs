@@ -8,7 +8,7 @@
 //! given one or the manifest's entrypoint). Invariants: signature, digests, file set and
 //! expiry are checked by `aegis_targets::bundle::verify`; a signed bundle's serial must not
 //! be lower than the highest one launched for the agent on this host (recorded in
-//! `$AEGIS_STATE_DIR/serials.json`, default `/var/lib/aegis`); an unsigned bundle is only
+//! `serials.json` in [`state_dir`]); an unsigned bundle is only
 //! accepted with `--allow-unsigned`, and that choice is audited; every refusal is exit 125.
 
 use std::collections::BTreeMap;
@@ -66,11 +66,23 @@ impl Verified {
     }
 }
 
-/// Where per-host state (the serial store) lives.
+/// Where per-host state (the serial store) lives: `$AEGIS_STATE_DIR`, else `/var/lib/aegis`
+/// for root, else the user's own `${XDG_STATE_HOME:-$HOME/.local/state}/aegis` (a user
+/// cannot write `/var/lib`; their rollback protection is their own).
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("AEGIS_STATE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/aegis"))
+    if let Some(d) = std::env::var_os("AEGIS_STATE_DIR") {
+        return PathBuf::from(d);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/aegis");
+    }
+    let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).filter(|p| p.is_absolute());
+    let home = || std::env::var_os("HOME").map(PathBuf::from).filter(|p| p.is_absolute()).map(|h| h.join(".local/state"));
+    match xdg.or_else(home) {
+        Some(d) => d.join("aegis"),
+        None => PathBuf::from("/var/lib/aegis"),
+    }
 }
 
 pub fn run(opts: &LaunchOptions) -> Result<Verified, RunError> {

@@ -738,44 +738,131 @@ fn expr_text(e: &Value) -> String {
     }
 }
 
-/// A table loaded by [`apply`]; deleted by [`LoadedTable::remove`] or on drop.
+/// A table loaded by [`apply`] into the host's namespace (deleted by
+/// [`LoadedTable::remove`] or on drop), or into an agent's own namespace (it dies with the
+/// namespace; nothing to delete).
 #[derive(Debug)]
 pub struct LoadedTable {
     table: String,
-    netns: Option<PathBuf>,
     removed: bool,
 }
 
-/// Starts `nft` with `args` and `input` on stdin (closed after writing), inside the network
-/// namespace at `netns` (a `/proc/<pid>/ns/net` path) when given.
-fn spawn_nft(args: &[&str], input: &[u8], netns: Option<&Path>, what: &'static str) -> Result<std::process::Child, NftError> {
-    let mut cmd = Command::new("nft");
+/// Directories searched for `nft`, in order: never the caller's `PATH` (a launcher's PATH
+/// may hold anything, and `nft` runs with the supervisor's privileges).
+pub const NFT_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/local/bin"];
+
+/// The `nft` binary: the first executable regular file named `nft` in [`NFT_DIRS`].
+pub fn nft_binary() -> Result<PathBuf, NftError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    NFT_DIRS
+        .iter()
+        .map(|d| Path::new(d).join("nft"))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .ok_or_else(|| NftError::Spawn {
+            what: "finding nft",
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no nft in {} (install the nftables package)", NFT_DIRS.join(", ")),
+            ),
+        })
+}
+
+/// The namespaces of a running agent that `nft` joins to load its table: its user namespace
+/// (joined first: there the helper holds CAP_NET_ADMIN over the agent's network namespace,
+/// whoever launched it, and keeps it across exec as an ambient capability) and its network
+/// namespace.
+#[derive(Debug)]
+pub struct AgentNs {
+    user: std::fs::File,
+    net: std::fs::File,
+}
+
+impl AgentNs {
+    /// Opens `/proc/<pid>/ns/{user,net}`.
+    pub fn of_pid(pid: i32) -> Result<AgentNs, NftError> {
+        let open = |ns: &str| {
+            std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).map_err(|source| NftError::Spawn {
+                what: "opening the agent's namespaces",
+                source,
+            })
+        };
+        Ok(AgentNs { user: open("user")?, net: open("net")? })
+    }
+}
+
+/// Where `nft` runs: the caller's namespaces, or an agent's.
+#[derive(Clone, Copy)]
+enum NftIn<'a> {
+    Here,
+    Agent(&'a AgentNs),
+}
+
+/// CAP_NET_ADMIN (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+
+/// In a forked child before exec: joins the agent's user then network namespace and makes
+/// CAP_NET_ADMIN ambient, so that `nft` (not uid 0 in that namespace when the launcher is
+/// not root) keeps it. Raw syscalls only.
+fn join_agent_ns(user: i32, net: i32) -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const V3: u32 = 0x2008_0522;
+    let err = std::io::Error::last_os_error;
+    // SAFETY: setns on namespace fds the parent opened; this process is single-threaded
+    // (just forked) and shares no fs struct, as joining a user namespace requires.
+    if unsafe { libc::setns(user, libc::CLONE_NEWUSER) } != 0 {
+        return Err(err());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setns(net, libc::CLONE_NEWNET) } != 0 {
+        return Err(err());
+    }
+    let mut hdr = Header { version: V3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a header and two data structs we own.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) != 0 {
+            return Err(err());
+        }
+        data[0].inheritable |= 1 << CAP_NET_ADMIN;
+        if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) != 0 {
+            return Err(err());
+        }
+        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, CAP_NET_ADMIN as libc::c_ulong, 0, 0) != 0 {
+            return Err(err());
+        }
+    }
+    Ok(())
+}
+
+/// Starts `nft` (at its absolute path, with an empty environment) with `args` and `input`
+/// on stdin (closed after writing), in the caller's namespaces or an agent's.
+fn spawn_nft(args: &[&str], input: &[u8], place: NftIn, what: &'static str) -> Result<std::process::Child, NftError> {
+    let mut cmd = Command::new(nft_binary()?);
     cmd.args(args)
+        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let ns_file = match netns {
-        Some(ns) => Some(std::fs::File::open(ns).map_err(|source| NftError::Spawn {
-            what: "opening the agent's network namespace",
-            source,
-        })?),
-        None => None,
-    };
-    if let Some(f) = &ns_file {
-        let fd = f.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls setns(2),
-        // which is async-signal-safe; `ns_file` lives until `spawn` below has returned.
+    if let NftIn::Agent(ns) = place {
+        let (user, net) = (ns.user.as_raw_fd(), ns.net.as_raw_fd());
+        // SAFETY: the closure runs in the forked child before exec and makes raw syscalls
+        // only (setns, capget, capset, prctl); the fds live until `spawn` has returned.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || join_agent_ns(user, net));
         }
     }
     let mut child = cmd.spawn().map_err(|source| NftError::Spawn { what, source })?;
-    drop(ns_file);
     if let Some(mut stdin) = child.stdin.take() {
         // nft reads all of stdin before it answers, and our inputs are far below the pipe
         // buffer, so writing before reading cannot deadlock.
@@ -796,46 +883,58 @@ fn finish_nft(child: std::process::Child, what: &'static str) -> Result<Vec<u8>,
     Ok(out.stdout)
 }
 
-/// Runs `nft` with `args`, `input` on stdin, inside the network namespace at `netns` (a
-/// `/proc/<pid>/ns/net` path) when given. Returns stdout.
-pub fn run_nft(args: &[&str], input: &[u8], netns: Option<&Path>, what: &'static str) -> Result<Vec<u8>, NftError> {
-    finish_nft(spawn_nft(args, input, netns, what)?, what)
+/// Runs `nft` with `args` and `input` on stdin in the caller's namespaces. Returns stdout.
+pub fn run_nft(args: &[&str], input: &[u8], what: &'static str) -> Result<Vec<u8>, NftError> {
+    finish_nft(spawn_nft(args, input, NftIn::Here, what)?, what)
 }
 
-/// Loads `json` (from [`Ruleset::fill`], whose table is `table`) and, in `host` mode, the
-/// `dispatch` text rule ([`dispatch_rule`]); then checks the table is there. On any failure
-/// the table is deleted again.
-pub fn apply(json: &[u8], table: &str, dispatch: Option<&str>, netns: Option<&Path>) -> Result<LoadedTable, NftError> {
-    apply_overlapped(json, table, dispatch, netns, || ()).0
+/// Loads `json` (from [`Ruleset::fill`], whose table is `table`) into the host's namespace
+/// and, in `host` mode, the `dispatch` text rule ([`dispatch_rule`]); then checks the
+/// table is there. On any failure the table is deleted again.
+pub fn apply(json: &[u8], table: &str, dispatch: Option<&str>) -> Result<LoadedTable, NftError> {
+    apply_overlapped(json, table, dispatch, || ()).0
+}
+
+/// Loads `json` into a running agent's network namespace ([`AgentNs`]), running `during`
+/// while `nft` works (`during` always runs). Verify with [`verify_on`] afterwards: the
+/// caller may not be able to enter that namespace itself.
+pub fn load_into<R>(json: &[u8], ns: &AgentNs, during: impl FnOnce() -> R) -> (Result<(), NftError>, R) {
+    let what = "loading the ruleset into the agent's network namespace";
+    let child = spawn_nft(&["-j", "-f", "-"], json, NftIn::Agent(ns), what);
+    let r = during();
+    (child.and_then(|c| finish_nft(c, what)).map(|_| ()), r)
+}
+
+/// Checks over `sock` (a NETLINK_NETFILTER socket of the agent's namespace, opened by a
+/// process with CAP_NET_ADMIN there) that `table` exists. The table lives and dies with
+/// that namespace.
+pub fn verify_on(sock: &std::os::fd::OwnedFd, table: &str) -> Result<LoadedTable, NftError> {
+    if !table_present_on(sock, table)? {
+        return Err(NftError::Missing(format!("{FAMILY} {table}")));
+    }
+    Ok(LoadedTable { table: table.to_string(), removed: true })
 }
 
 /// [`apply`], running `during` while the `nft` process loads the JSON (the supervisor uses
 /// it to migrate the agent into its cgroup leaf meanwhile). `during` always runs.
-pub fn apply_overlapped<R>(
-    json: &[u8],
-    table: &str,
-    dispatch: Option<&str>,
-    netns: Option<&Path>,
-    during: impl FnOnce() -> R,
-) -> (Result<LoadedTable, NftError>, R) {
+pub fn apply_overlapped<R>(json: &[u8], table: &str, dispatch: Option<&str>, during: impl FnOnce() -> R) -> (Result<LoadedTable, NftError>, R) {
     let what = "loading the ruleset";
-    let child = spawn_nft(&["-j", "-f", "-"], json, netns, what);
+    let child = spawn_nft(&["-j", "-f", "-"], json, NftIn::Here, what);
     let r = during();
     let result = child.and_then(|c| finish_nft(c, what)).and_then(|_| {
         let loaded = LoadedTable {
             table: table.to_string(),
-            netns: netns.map(Path::to_path_buf),
             removed: false,
         };
         if let Some(d) = dispatch {
             // `-e` echoes what the kernel committed: the rule must come back.
-            let echoed = run_nft(&["-e", "-f", "-"], d.as_bytes(), netns, "adding the cgroup dispatch rule")?;
+            let echoed = run_nft(&["-e", "-f", "-"], d.as_bytes(), "adding the cgroup dispatch rule")?;
             if !String::from_utf8_lossy(&echoed).contains("socket cgroupv2") {
                 return Err(NftError::Missing(format!("{FAMILY} {table} (dispatch rule not echoed)")));
             }
         }
         // The check asks the kernel directly over netlink (no third `nft` process).
-        if !table_present(table, netns)? {
+        if !table_present(table, None)? {
             return Err(NftError::Missing(format!("{FAMILY} {table}")));
         }
         Ok(loaded)
@@ -905,8 +1004,8 @@ impl Drop for PendingNetns {
 /// with `json` on stdin. Returns as soon as the namespace exists; the load goes on.
 pub fn load_in_new_netns(json: &[u8], table: &str) -> Result<PendingNetns, NftError> {
     let what = "loading the ruleset into a new network namespace";
-    let mut cmd = Command::new("nft");
-    cmd.args(["-j", "-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut cmd = Command::new(nft_binary()?);
+    cmd.args(["-j", "-f", "-"]).env_clear().stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: the closure runs in the forked child before exec and makes raw syscalls only
     // (unshare, then socket, ioctl, close in `loopback_up`), which are async-signal-safe.
     unsafe {
@@ -951,7 +1050,6 @@ impl PendingNetns {
         }
         Ok(LoadedTable {
             table: self.table.clone(),
-            netns: None,
             removed: true,
         })
     }
@@ -968,18 +1066,7 @@ impl LoadedTable {
             return Ok(());
         }
         self.removed = true;
-        if let Some(ns) = &self.netns
-            && !ns.exists()
-        {
-            // The namespace died with the agent, and the table with it.
-            return Ok(());
-        }
-        match delete_table(&self.table, self.netns.as_deref()) {
-            Ok(_) => Ok(()),
-            // The namespace may have gone between the check and the call.
-            Err(_) if self.netns.is_some() => Ok(()),
-            Err(e) => Err(e),
-        }
+        delete_table(&self.table, None).map(|_| ())
     }
 
     /// Forgets the table without deleting it (used when its namespace is gone).
@@ -996,7 +1083,7 @@ impl Drop for LoadedTable {
 
 /// Whether a `table inet <table>` exists in the current (host) network namespace.
 pub fn table_exists(table: &str) -> bool {
-    run_nft(&["list", "table", FAMILY, table], b"", None, "listing").is_ok()
+    run_nft(&["list", "table", FAMILY, table], b"", "listing").is_ok()
 }
 
 /// The name of one running instance's table: `aegis_<agent>_<supervisor pid>_<nonce>`
@@ -1269,7 +1356,11 @@ fn nl_ack(sock: &std::os::fd::OwnedFd) -> Result<Ack, NftError> {
 /// Asks the kernel (NFT_MSG_GETTABLE over netlink) whether `inet <table>` exists in the
 /// network namespace at `netns` (or the current one).
 pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError> {
-    let sock = netfilter_socket(netns)?;
+    table_present_on(&netfilter_socket(netns)?, table)
+}
+
+/// [`table_present`] over a NETLINK_NETFILTER socket of the namespace to ask.
+pub fn table_present_on(sock: &std::os::fd::OwnedFd, table: &str) -> Result<bool, NftError> {
     let mut name = table.as_bytes().to_vec();
     name.push(0);
     let msg = nl_msg(
@@ -1279,8 +1370,8 @@ pub fn table_present(table: &str, netns: Option<&Path>) -> Result<bool, NftError
         0,
         &[(NFTA_TABLE_NAME, &name)],
     );
-    nl_send(&sock, &msg)?;
-    match nl_ack(&sock)? {
+    nl_send(sock, &msg)?;
+    match nl_ack(sock)? {
         Ack::Done(found) => Ok(found),
         Ack::NotFound => Ok(false),
     }
