@@ -39,7 +39,7 @@ pub struct ChildReport {
     pub msg: [u8; MSG_LEN],
 }
 
-pub const INFO_LEN: usize = 11;
+pub const INFO_LEN: usize = 12;
 pub const MSG_LEN: usize = 512;
 pub const INFO_MOUNTS_MOUNTED: usize = 0;
 pub const INFO_MOUNTS_SKIPPED: usize = 1;
@@ -55,6 +55,8 @@ pub const INFO_NET_ROUTE4_ERRNO: usize = 8;
 pub const INFO_NET_ROUTE6_ERRNO: usize = 9;
 /// errno of writing `vm.memfd_noexec` (0 = set or not asked for).
 pub const INFO_MEMFD_ERRNO: usize = 10;
+/// 1 when the bounding set was emptied and the securebits locked (see `stage::caps`).
+pub const INFO_CAPS_BOUNDING: usize = 11;
 
 impl ChildReport {
     pub const SIZE: usize = std::mem::size_of::<ChildReport>();
@@ -259,7 +261,9 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     }
     // Now in the leaf: the cgroup namespace is rooted there.
     timed(report, Stage::Namespaces, || stage::namespaces::enter_cgroupns(&plan.ns))?;
-    timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
+    let bounding = timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
+    info[INFO_CAPS_BOUNDING] = u32::from(bounding);
+    report.info = info;
     // Changing uids clears the parent-death signal: arm it again, then make sure the
     // supervisor did not die in between (it holds the go pipe's write end open until the
     // agent has exec'd, so a hang-up means it is gone).

@@ -60,6 +60,11 @@ impl Tag {
     /// A NETLINK_NETFILTER socket opened with the child's capabilities (the supervisor
     /// verifies the agent's table through it).
     pub const NETFILTER: Tag = Tag(5);
+    /// A UDP socket bound to a forwarded address (host mode in the agent's own namespace);
+    /// `index` is its position in the launch's forward list. Without a descriptor: `arg` is
+    /// the errno (that target is not forwarded). [`Tag::FORWARD`] listeners of host mode
+    /// follow the same rule.
+    pub const UDP_FORWARD: Tag = Tag(6);
     /// Reserved for `unix`: the seccomp user-notification listener.
     pub const SECCOMP_LISTENER: Tag = Tag(16);
     /// Reserved for `unix`: the broker's control socket.
@@ -76,6 +81,7 @@ impl Tag {
             Tag::NFLOG => "NFLOG socket",
             Tag::SOCK_DIAG => "sock_diag socket",
             Tag::NETFILTER => "netfilter netlink socket",
+            Tag::UDP_FORWARD => "UDP forward socket",
             Tag::SECCOMP_LISTENER => "seccomp listener",
             Tag::BROKER_CONTROL => "broker control socket",
             _ => "descriptor",

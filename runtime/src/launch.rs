@@ -140,7 +140,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // Everything is parsed and prepared now, before any namespace or cgroup exists.
     let instance = Instance::new();
     let cg = stage::cgroup::prepare(&v)?;
-    let nftp = stage::nftables::prepare(&v, &instance)?;
+    // `host` mode filters the host's namespace only for root with a cgroup2 tree; anyone
+    // else's agent gets its own namespace with the granted endpoints forwarded.
+    let host_mode = stage::nftables::HostMode::decide(ident.root, cg.as_ref().map(|p| &p.layout));
+    let nftp = stage::nftables::prepare(&v, &instance, host_mode)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
     let (seccomp_child, seccomp_note) = stage::seccomp::prepare(&v)?;
     let mut env = agent_environment(&opts.env)?;
@@ -150,7 +153,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         env.extend(p.env.iter().cloned());
         env.sort();
     }
-    let host_net = v.manifest.network_mode == NetworkMode::Host;
+    // The agent shares the host's network namespace (cgroup-matched host mode) or not.
+    let host_net = v.manifest.network_mode == NetworkMode::Host && host_mode == stage::nftables::HostMode::Cgroup;
+    // Host mode forwarded from the agent's own namespace: (TCP, UDP) targets.
+    let forwarded = nftp.as_ref().and_then(|p| p.forwarded.clone());
     let force_no_userns = std::env::var_os("AEGIS_EXEC_TEST_NO_USERNS").is_some();
     // none/proxy: make the agent's network namespace now and let `nft` load its table
     // while everything else is prepared and the agent cloned into it (the load is the
@@ -184,7 +190,14 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let (handoff_rx, handoff_tx) = handoff::channel()?;
     // The sockets of the agent's network namespace (none/proxy mode): made by the child from
     // inside, or by the supervisor itself in the namespace it premade (see stage::netns).
-    let net_plan = |verify: bool| stage::netns::ChildNet::plan(proxy_prep.as_ref().map(|p| p.forwards.as_slice()), !host_net && nftp.is_some(), verify);
+    let net_plan = |verify: bool| {
+        use stage::netns::{ChildNet, NetSpec};
+        match (&proxy_prep, &forwarded) {
+            (Some(p), _) => ChildNet::plan(NetSpec { proxy: true, tcp: &p.forwards, observe: nftp.is_some(), verify, ..NetSpec::default() }),
+            (None, Some(f)) => ChildNet::plan(NetSpec { tcp: &f.tcp, udp: &f.udp, optional: true, observe: true, verify, ..NetSpec::default() }),
+            (None, None) => ChildNet::plan(NetSpec { observe: !host_net && nftp.is_some(), verify, ..NetSpec::default() }),
+        }
+    };
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
     // The child's plan for an isolation, and the mounts line of the report.
@@ -332,11 +345,18 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 });
             }
             if !host_net && v.required("nftables") {
-                // Network mode `none` is a network namespace; without one the agent would
-                // have the host's network. Only a bundle that makes this best-effort runs.
+                // Network mode `none` is a network namespace, and so is `host` mode for a
+                // launcher that cannot filter the host's namespace; without one the agent
+                // would have the host's network. Only a bundle that makes this best-effort runs.
                 return Err(RunError::Unavailable {
                     layer: "network",
-                    why: format!("network mode `none` needs a network namespace: {why}"),
+                    why: match &forwarded {
+                        Some(f) => format!(
+                            "network mode `host` needs a network namespace here ({}), to forward only the granted endpoints: {why}",
+                            f.why
+                        ),
+                        None => format!("network mode `none` needs a network namespace: {why}"),
+                    },
                 });
             }
             iso = Isolation::None;
@@ -349,7 +369,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 nft_layer = Layer::new(
                     "nftables",
                     LayerStatus::NotEnforced,
-                    "best-effort: no network namespace, the agent has the host's network (Landlock TCP rules still apply if the bundle has them)",
+                    format!(
+                        "best-effort: no network namespace{}, the agent has the host's network UNFILTERED (Landlock TCP rules still apply if the bundle has them)",
+                        forwarded.as_ref().map(|f| format!(" and {}", f.why)).unwrap_or_default()
+                    ),
                 );
             }
             let (mut p2, detail) = build_plan(iso)?;
@@ -437,12 +460,17 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             v4: r.info[child::INFO_NET_ROUTE4_ERRNO] as i32,
             v6: r.info[child::INFO_NET_ROUTE6_ERRNO] as i32,
         });
-        let context = if proxy_mode { "outside the proxy" } else { "in network mode none" };
+        let context = match (proxy_mode, &forwarded) {
+            (true, _) => "outside the proxy",
+            (false, Some(_)) => "outside the granted endpoints",
+            (false, None) => "in network mode none",
+        };
         match stage::netlog::observer_from(&mut handed, routed, context) {
             Ok(o) => {
                 layer.detail.push_str(&format!(
-                    "; denials observed (other destinations routed to lo, logged to NFLOG group {}, rejected)",
-                    stage::netlog::NFLOG_GROUP
+                    "; denials observed (other destinations routed to lo, logged to NFLOG group {}, {})",
+                    stage::netlog::NFLOG_GROUP,
+                    if forwarded.is_some() { "dropped" } else { "rejected" }
                 ));
                 if let Some(gap) = o.gap() {
                     layer.detail.push_str(&format!(" except IPv6 ({gap})"));
@@ -455,6 +483,14 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     if let Some((t, l)) = nft_child {
         table = t;
         nft_layer = l;
+    }
+    // Host mode in the agent's own namespace: the supervisor relays the granted endpoints.
+    if let (Some(fw), Isolation::Full { .. }) = (&forwarded, iso) {
+        use aegis_targets::nftables::Proto;
+        let targets: Vec<_> = fw.tcp.iter().map(|a| (*a, Proto::Tcp)).chain(fw.udp.iter().map(|a| (*a, Proto::Udp))).collect();
+        let f = stage::forward::Forwards::from_handoff(&mut handed, &targets, agent_netns)?;
+        nft_layer.detail.push_str(&format!("; {}", f.summary()));
+        f.start()?;
     }
     let listener = match &proxy_prep {
         Some(p) if matches!(iso, Isolation::Full { .. }) => Some(stage::proxy::listeners_from(&mut handed, &p.forwards, agent_netns)?),
@@ -512,7 +548,15 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     if let Some(l) = proxy_layer {
         report.push(l);
     }
-    report.push(Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked")));
+    report.push(if r.info[child::INFO_CAPS_BOUNDING] == 1 {
+        Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked"))
+    } else {
+        Layer::new(
+            "capabilities",
+            LayerStatus::Fully,
+            "effective, permitted, inheritable and ambient sets empty; the bounding set and securebits stay as they were (an unprivileged launch without a user namespace lacks CAP_SETPCAP), and no_new_privs keeps execve from granting anything",
+        )
+    });
     report.push(Layer::new("no_new_privs", LayerStatus::Fully, "set and verified"));
     report.landlock_abi = Some(aegis_targets::landlock::kernel_abi().0).filter(|a| *a > 0);
     report.push(match (landlock_note, info[child::INFO_LANDLOCK_STATUS]) {

@@ -167,6 +167,36 @@ fn instance_tables_are_unique_and_name_their_supervisor() {
     assert_eq!(table_pid("filter"), None);
 }
 
+/// Host mode for an agent with its own namespace: the supervisor forwards exactly what the
+/// agent chain accepts, one address:port at a time; a network wider than one address (or a
+/// huge port range) cannot be forwarded and says which grant it is.
+#[test]
+fn forward_targets_are_exactly_the_accepted_addresses_and_ports() {
+    let mut p = host_policy();
+    p.endpoints.remove(1); // the /16: see below
+    let a = lower("fwd", &p).unwrap();
+    let mut resolved = BTreeMap::new();
+    resolved.insert("api.github.com".to_string(), vec!["140.82.121.6".parse::<IpAddr>().unwrap(), "140.82.121.5".parse().unwrap()]);
+    let got: Vec<String> = a.forward_targets(&resolved).unwrap().iter().map(|(a, p)| format!("{a}/{p:?}")).collect();
+    assert_eq!(
+        got,
+        [
+            "127.0.0.53:53/Tcp",
+            "127.0.0.53:53/Udp",
+            "140.82.121.5:443/Tcp",
+            "140.82.121.6:443/Tcp",
+            "[::1]:53/Tcp",
+            "[::1]:53/Udp",
+            "[2001:db8::1]:5432/Tcp",
+        ]
+    );
+    // An unresolved name forwards nothing (it is unreachable, as in the host's namespace).
+    assert_eq!(a.forward_targets(&BTreeMap::new()).unwrap().len(), 5);
+    let wide = lower("fwd", &host_policy()).unwrap();
+    let e = wide.forward_targets(&resolved).unwrap_err();
+    assert!(e.contains("10.20.0.0/16"), "{e}");
+}
+
 /// Every artifact, filled with plausible launch values, passes `nft -c -j -f FILE`; the host
 /// dispatch rule passes `nft -c -f` against the loaded table.
 #[test]
@@ -188,6 +218,14 @@ fn every_filled_artifact_passes_nft_check() {
         std::fs::write(&f, a.fill("aegis_check", "aegis:check:1-00000001:deny ", &resolved)).unwrap();
         let out = Command::new("nft").args(["-c", "-j", "-f"]).arg(&f).output().unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        if name == "host" {
+            // The variant for the agent's own namespace (no cgroup dispatch, NFLOG).
+            let own = a.fill_own_netns("aegis_check", "aegis:check:1-00000001:deny ", &resolved);
+            assert!(String::from_utf8_lossy(&own).contains(r#""group":1"#));
+            std::fs::write(&f, own).unwrap();
+            let out = Command::new("nft").args(["-c", "-j", "-f"]).arg(&f).output().unwrap();
+            assert!(out.status.success(), "host in its own namespace: {}", String::from_utf8_lossy(&out.stderr));
+        }
         // Also the unfilled artifact (empty sets) is valid input.
         std::fs::write(&f, a.to_json()).unwrap();
         let out = Command::new("nft").args(["-c", "-j", "-f"]).arg(&f).output().unwrap();

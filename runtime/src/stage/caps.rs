@@ -63,7 +63,11 @@ fn capget() -> Option<[CapData; 2]> {
     (r == 0).then_some(data)
 }
 
-pub fn apply_in_child(c: &ChildCaps) -> Result<(), Fail> {
+/// Drops every capability (see the module doc). Returns whether the bounding set and the
+/// securebits could be set too: not without CAP_SETPCAP, which an unprivileged launch
+/// without a user namespace never has; it then holds no capability in any set but the
+/// bounding one, and no_new_privs (the next stage) keeps execve from granting any.
+pub fn apply_in_child(c: &ChildCaps) -> Result<bool, Fail> {
     let have_setpcap = capget().is_some_and(|d| d[0].effective & (1 << CAP_SETPCAP) != 0);
     if have_setpcap {
         // SAFETY: prctl with integer arguments.
@@ -104,15 +108,19 @@ pub fn apply_in_child(c: &ChildCaps) -> Result<(), Fail> {
     if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } != 0 {
         return Err(Fail::errno(Stage::Caps, WHAT_CAPSET));
     }
-    verify(c)
+    verify(c, have_setpcap)?;
+    Ok(have_setpcap)
 }
 
-fn verify(c: &ChildCaps) -> Result<(), Fail> {
+fn verify(c: &ChildCaps, bounding: bool) -> Result<(), Fail> {
     let Some(d) = capget() else {
         return Err(Fail::errno(Stage::Caps, WHAT_VERIFY));
     };
     if d.iter().any(|x| x.effective != 0 || x.permitted != 0 || x.inheritable != 0) {
         return Err(Fail::check(Stage::Caps, WHAT_VERIFY));
+    }
+    if !bounding {
+        return Ok(());
     }
     for cap in 0..=c.cap_last {
         // SAFETY: prctl with integer arguments.

@@ -60,6 +60,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod exec;
 pub mod fds;
+pub mod forward;
 pub mod landlock;
 pub mod mounts;
 pub mod namespaces;

@@ -38,17 +38,29 @@ pub const WHAT_LISTEN: u32 = 5;
 pub const WHAT_HANDOFF: u32 = 6;
 pub const WHAT_NETFILTER: u32 = 7;
 
-/// A TCP listener to create: its tag, index and address.
+/// A socket to create and bind: its tag, index, kind (a TCP listener, or a UDP socket) and
+/// address.
 pub struct Listen {
     pub tag: Tag,
     pub index: u32,
     addr: libc::sockaddr_storage,
     len: libc::socklen_t,
     family: libc::c_int,
+    ty: libc::c_int,
 }
 
 impl Listen {
+    /// A TCP listener.
     pub fn new(tag: Tag, index: u32, a: SocketAddr) -> Listen {
+        Listen::of_type(tag, index, a, libc::SOCK_STREAM)
+    }
+
+    /// A bound UDP socket.
+    pub fn udp(tag: Tag, index: u32, a: SocketAddr) -> Listen {
+        Listen::of_type(tag, index, a, libc::SOCK_DGRAM)
+    }
+
+    fn of_type(tag: Tag, index: u32, a: SocketAddr, ty: libc::c_int) -> Listen {
         // SAFETY: an all-zero sockaddr_storage is valid; we fill one variant below.
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let (len, family) = match a {
@@ -84,13 +96,15 @@ impl Listen {
             addr,
             len: len as libc::socklen_t,
             family,
+            ty,
         }
     }
 
-    /// socket, SO_REUSEADDR (as std's TcpListener), bind, listen. Raw syscalls only.
+    /// socket, SO_REUSEADDR (as std's TcpListener), bind, and listen for TCP. Raw syscalls
+    /// only.
     fn open(&self) -> Result<RawFd, (u32, i32)> {
         // SAFETY: socket(2) with integer arguments.
-        let fd = unsafe { libc::socket(self.family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        let fd = unsafe { libc::socket(self.family, self.ty | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             return Err((WHAT_LISTEN_SOCKET, crate::child::last_errno()));
         }
@@ -100,7 +114,7 @@ impl Listen {
             libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t);
             if libc::bind(fd, (&self.addr as *const libc::sockaddr_storage).cast(), self.len) != 0 {
                 Err(WHAT_BIND)
-            } else if libc::listen(fd, 128) != 0 {
+            } else if self.ty == libc::SOCK_STREAM && libc::listen(fd, 128) != 0 {
                 Err(WHAT_LISTEN)
             } else {
                 Ok(fd)
@@ -131,6 +145,26 @@ pub struct ChildNet {
     /// Hand over a NETLINK_NETFILTER socket first (the supervisor verifies the table that
     /// `nft` loads into this namespace through it: it may not be able to enter it).
     pub netfilter: bool,
+    /// A forward that cannot be made (its address, its socket) is handed over as a failure
+    /// (`arg` = errno) instead of stopping the launch: host mode, where a target that is not
+    /// forwarded is only unreachable. In proxy mode every forward must exist.
+    pub optional: bool,
+}
+
+/// What the agent's network namespace gets (see [`ChildNet::plan`]).
+#[derive(Default)]
+pub struct NetSpec<'a> {
+    /// The proxy's listener on `127.0.0.1:3128` (proxy mode).
+    pub proxy: bool,
+    /// Forwarded TCP and UDP targets (proxy mode's transparent forwards: TCP only).
+    pub tcp: &'a [SocketAddr],
+    pub udp: &'a [SocketAddr],
+    /// Forwards may fail one by one (host mode).
+    pub optional: bool,
+    /// A table will be loaded: observe denials (NFLOG, routes).
+    pub observe: bool,
+    /// The supervisor verifies that table through a socket of ours.
+    pub verify: bool,
 }
 
 /// What [`ChildNet::route`] achieved: the errno of the IPv4 and the IPv6 route (0 = added).
@@ -149,29 +183,33 @@ fn fail(what: u32, errno: i32) -> Fail {
 }
 
 impl ChildNet {
-    /// The plan for none/proxy mode: forwards (proxy mode), the proxy listener, NFLOG when
-    /// a table will be loaded (`observe`), the netfilter socket when the supervisor will
-    /// verify that table through it (`verify`).
-    pub fn plan(proxy: Option<&[SocketAddr]>, observe: bool, verify: bool) -> ChildNet {
+    /// The plan for the agent's own network namespace (see [`NetSpec`]). Forward `i` of
+    /// `tcp` is handed over as [`Tag::FORWARD`] `i`; of `udp`, as [`Tag::UDP_FORWARD`]
+    /// `tcp.len() + i` (one numbering for the launch's whole forward list).
+    pub fn plan(spec: NetSpec) -> ChildNet {
         let mut net = ChildNet {
-            netfilter: verify,
+            netfilter: spec.verify,
+            optional: spec.optional,
             ..ChildNet::default()
         };
-        if let Some(forwards) = proxy {
-            let mut seen = std::collections::BTreeSet::new();
-            for a in forwards {
-                if !a.ip().is_loopback() && seen.insert(a.ip()) {
-                    net.addresses.push(netlog::loopback_address(a.ip()));
-                }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in spec.tcp.iter().chain(spec.udp) {
+            if !a.ip().is_loopback() && seen.insert(a.ip()) {
+                net.addresses.push(netlog::loopback_address(a.ip()));
             }
+        }
+        if spec.proxy {
             let proxy_addr = SocketAddr::from(([127, 0, 0, 1], crate::stage::proxy::PORT));
             net.listeners.push(Listen::new(Tag::PROXY_LISTENER, 0, proxy_addr));
-            for (i, a) in forwards.iter().enumerate() {
-                net.listeners.push(Listen::new(Tag::FORWARD, i as u32, *a));
-            }
             net.diag = true;
         }
-        if observe {
+        for (i, a) in spec.tcp.iter().enumerate() {
+            net.listeners.push(Listen::new(Tag::FORWARD, i as u32, *a));
+        }
+        for (i, a) in spec.udp.iter().enumerate() {
+            net.listeners.push(Listen::udp(Tag::UDP_FORWARD, (spec.tcp.len() + i) as u32, *a));
+        }
+        if spec.observe {
             net.nflog = netlog::nflog_requests();
             net.routes = [
                 netlog::default_route_to_lo(libc::AF_INET as u8),
@@ -209,6 +247,9 @@ impl ChildNet {
         for a in &self.addresses {
             match netlog::request_raw(rtnl, a) {
                 Ok(0) | Ok(libc::EEXIST) => {}
+                // Optional forwards: the sockets bound to this address fail below, one by
+                // one, and are reported.
+                Ok(_) | Err(_) if self.optional => {}
                 Ok(e) | Err(e) => {
                     close_rtnl();
                     return Err(fail(WHAT_ADDRESS, e));
@@ -216,11 +257,15 @@ impl ChildNet {
             }
         }
         for l in &self.listeners {
-            let fd = l.open().map_err(|(what, e)| {
-                close_rtnl();
-                fail(what, e)
-            })?;
-            sink.put(l.tag, l.index, 0, Some(fd)).map_err(|e| {
+            let put = match l.open() {
+                Ok(fd) => sink.put(l.tag, l.index, 0, Some(fd)),
+                Err((_, e)) if self.optional && l.tag != Tag::PROXY_LISTENER => sink.put(l.tag, l.index, e as u32, None),
+                Err((what, e)) => {
+                    close_rtnl();
+                    return Err(fail(what, e));
+                }
+            };
+            put.map_err(|e| {
                 close_rtnl();
                 fail(WHAT_HANDOFF, e)
             })?;

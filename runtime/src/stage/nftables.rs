@@ -14,11 +14,11 @@
 //! denials.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use aegis_targets::bundle::NetworkMode;
 use aegis_targets::cgroup::Leaf;
-use aegis_targets::nftables::{self as nft, LoadedTable, NetMode, Ruleset};
+use aegis_targets::nftables::{self as nft, LoadedTable, NetMode, Proto, Ruleset};
 
 use crate::exit::RunError;
 use crate::report::{Layer, LayerStatus};
@@ -35,6 +35,45 @@ pub struct Prepared {
     /// The nft JSON to load (sets filled).
     pub json: Vec<u8>,
     pub resolved: BTreeMap<String, Vec<IpAddr>>,
+    /// Host mode in the agent's own namespace ([`super::forward`]); `json` is then the
+    /// own-namespace variant.
+    pub forwarded: Option<Forwarded>,
+}
+
+/// What host mode forwards from the agent's own namespace, and why it is forwarded.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub tcp: Vec<SocketAddr>,
+    pub udp: Vec<SocketAddr>,
+    pub why: &'static str,
+}
+
+/// How `host` mode is enforced for a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMode {
+    /// In the host's network namespace, matching the agent's sockets by cgroup2 path: root
+    /// with a cgroup2 tree.
+    Cgroup,
+    /// In the agent's own network namespace, the supervisor forwarding the granted
+    /// endpoints ([`super::forward`]): anyone else. `why` says which.
+    Forwarded { why: &'static str },
+}
+
+impl HostMode {
+    /// Root on a host with a cgroup2 tree (pure v2 or hybrid) filters the host's namespace;
+    /// everyone else gets the forwarded mode.
+    pub fn decide(root: bool, layout: Option<&aegis_targets::cgroup::Layout>) -> HostMode {
+        use aegis_targets::cgroup::Layout;
+        match (root, layout) {
+            (true, Some(Layout::V2 { .. } | Layout::Hybrid { .. })) => HostMode::Cgroup,
+            (true, _) => HostMode::Forwarded {
+                why: "no cgroup2 tree to match the agent's sockets by in the host's network namespace",
+            },
+            (false, _) => HostMode::Forwarded {
+                why: "the launcher is not root, so the host's own network namespace cannot be filtered",
+            },
+        }
+    }
 }
 
 /// Network mode of the launch (from the manifest; the ruleset's shape must agree).
@@ -50,8 +89,9 @@ fn sanitize(agent: &str) -> String {
         .collect()
 }
 
-/// Parses the ruleset and resolves host names (before any namespace exists).
-pub fn prepare(v: &Verified, instance: &Instance) -> Result<Option<Prepared>, RunError> {
+/// Parses the ruleset and resolves host names (before any namespace exists). `host` is how
+/// a `host`-mode ruleset will be enforced (ignored in other modes).
+pub fn prepare(v: &Verified, instance: &Instance, host: HostMode) -> Result<Option<Prepared>, RunError> {
     let net = mode(v);
     let Some(bytes) = v.file(FILE) else {
         if net == NetworkMode::Host && v.required("nftables") {
@@ -85,13 +125,28 @@ pub fn prepare(v: &Verified, instance: &Instance) -> Result<Option<Prepared>, Ru
     }
     let table = nft::instance_table(&sanitize(&v.manifest.agent), instance.pid, instance.nonce);
     let log_prefix = nft::instance_log_prefix(&v.manifest.agent, &instance.id());
-    let json = ruleset.fill(&table, &log_prefix, &resolved);
+    let (json, forwarded) = if let (NetworkMode::Host, HostMode::Forwarded { why }) = (net, host) {
+        let targets = ruleset.forward_targets(&resolved).map_err(|why| RunError::Unavailable {
+            layer: "nftables",
+            why: format!(
+                "network mode `host` without root forwards each granted address and port from the agent's own network namespace, and {why}; fix: grant single addresses and a few ports, use network mode `proxy` (names and wide networks through the proxy), or run aegis-exec as root"
+            ),
+        })?;
+        let pick = |p: Proto| targets.iter().filter(|(_, q)| *q == p).map(|(a, _)| *a).collect::<Vec<_>>();
+        (
+            ruleset.fill_own_netns(&table, &log_prefix, &resolved),
+            Some(Forwarded { tcp: pick(Proto::Tcp), udp: pick(Proto::Udp), why }),
+        )
+    } else {
+        (ruleset.fill(&table, &log_prefix, &resolved), None)
+    };
     Ok(Some(Prepared {
         ruleset,
         table,
         log_prefix,
         json,
         resolved,
+        forwarded,
     }))
 }
 
@@ -143,14 +198,22 @@ pub fn load_host(v: &Verified, p: &Prepared, leaf: Option<&Leaf>) -> Result<(Opt
 }
 
 /// The report line and error policy of a table loaded into the agent's own namespace.
-fn own_netns_result(v: &Verified, p_table: &str, res: Result<LoadedTable, nft::NftError>) -> Result<(Option<LoadedTable>, Layer), RunError> {
+fn own_netns_result(v: &Verified, p: &Prepared, res: Result<LoadedTable, nft::NftError>) -> Result<(Option<LoadedTable>, Layer), RunError> {
     match res {
         Ok(t) => Ok((
             Some(t),
             Layer::new(
                 "nftables",
                 LayerStatus::Fully,
-                format!("table inet {p_table} in the agent's network namespace (loopback only), verified over netlink"),
+                match &p.forwarded {
+                    Some(f) => format!(
+                        "host mode in the agent's own network namespace ({}): table inet {} verified over netlink, only the granted endpoints pass{}",
+                        f.why,
+                        p.table,
+                        resolved_text(p)
+                    ),
+                    None => format!("table inet {} in the agent's network namespace (loopback only), verified over netlink", p.table),
+                },
             ),
         )),
         Err(e) if v.required("nftables") => Err(RunError::Unavailable {
@@ -172,7 +235,7 @@ pub fn start_premade(p: &Prepared) -> Option<nft::PendingNetns> {
 /// Waits for the table of [`start_premade`], running `during` (the cgroup migration) first.
 pub fn finish_premade<R>(v: &Verified, p: &Prepared, pending: nft::PendingNetns, during: impl FnOnce() -> R) -> (Result<(Option<LoadedTable>, Layer), RunError>, R) {
     let r = during();
-    (own_netns_result(v, &p.table, pending.finish()), r)
+    (own_netns_result(v, p, pending.finish()), r)
 }
 
 /// none/proxy mode: loads the table into the child's network namespace by an `nft` that
@@ -189,7 +252,7 @@ pub fn load_in_child_netns<R>(
 ) -> (Result<(Option<LoadedTable>, Layer), RunError>, R) {
     let ns = match nft::AgentNs::of_pid(pid) {
         Ok(ns) => ns,
-        Err(e) => return (own_netns_result(v, &p.table, Err(e)), during()),
+        Err(e) => return (own_netns_result(v, p, Err(e)), during()),
     };
     let (res, r) = nft::load_into(&p.json, &ns, during);
     let res = match res {
@@ -199,5 +262,5 @@ pub fn load_in_child_netns<R>(
         },
         Err(e) => Err(e),
     };
-    (own_netns_result(v, &p.table, res), r)
+    (own_netns_result(v, p, res), r)
 }

@@ -634,6 +634,78 @@ impl Ruleset {
         out
     }
 
+    /// The nft JSON of a `host`-mode ruleset for the agent's own network namespace (a
+    /// launcher that cannot match the agent's sockets by cgroup in the host's namespace:
+    /// not root, or no cgroup2 tree). Like [`Ruleset::fill`], plus: every packet of the
+    /// namespace goes through the agent chain (the namespace is the agent's alone: no cgroup
+    /// dispatch), and denials are logged to [`NFLOG_GROUP`] (the kernel log is silent for
+    /// non-initial namespaces). The supervisor forwards what the chain accepts
+    /// ([`Ruleset::forward_targets`]).
+    pub fn fill_own_netns(&self, table: &str, log_prefix: &str, resolved: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Vec<u8> {
+        let mut doc: Value = serde_json::from_slice(&self.fill(table, log_prefix, resolved)).unwrap_or(Value::Null);
+        if let Some(items) = doc.get_mut("nftables").and_then(Value::as_array_mut) {
+            for item in items.iter_mut() {
+                let Some(rule) = item.get_mut("rule") else { continue };
+                for e in rule.get_mut("expr").and_then(Value::as_array_mut).into_iter().flatten() {
+                    if let Some(log) = e.get_mut("log").and_then(Value::as_object_mut) {
+                        log.remove("level");
+                        log.insert("group".into(), json!(NFLOG_GROUP));
+                    }
+                }
+            }
+            items.push(obj([(
+                "rule",
+                obj([
+                    ("family", json!(FAMILY)),
+                    ("table", json!(table)),
+                    ("chain", json!("output")),
+                    ("expr", json!([{"goto": {"target": AGENT_CHAIN}}])),
+                ]),
+            )]));
+        }
+        let mut out = serde_json::to_vec(&doc).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Every address, port and protocol the `host`-mode agent chain accepts, with names
+    /// resolved by `resolved`: what the supervisor forwards when the agent has its own
+    /// network namespace. `Err` names a grant that is not a finite, small set of single
+    /// addresses and ports (a network wider than one address, or more than
+    /// [`MAX_FORWARDS`] in all), which cannot be forwarded one by one.
+    pub fn forward_targets(&self, resolved: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Result<Vec<(std::net::SocketAddr, Proto)>, String> {
+        let mut out = std::collections::BTreeSet::new();
+        for r in self.objects("rule").filter(|r| r.get("chain").and_then(Value::as_str) == Some(AGENT_CHAIN)) {
+            let exprs: Vec<&Value> = r.get("expr").and_then(Value::as_array).into_iter().flatten().collect();
+            if !exprs.iter().any(|e| e.get("accept").is_some()) {
+                continue;
+            }
+            let mut addrs: Option<Vec<IpAddr>> = None;
+            let mut ports: Option<(Proto, Vec<u16>)> = None;
+            for m in exprs.iter().filter_map(|e| e.get("match")) {
+                let (Some(proto), Some(field)) = (m.pointer("/left/payload/protocol").and_then(Value::as_str), m.pointer("/left/payload/field").and_then(Value::as_str)) else {
+                    continue;
+                };
+                let right = m.get("right").unwrap_or(&Value::Null);
+                match (proto, field) {
+                    ("ip" | "ip6", "daddr") => addrs = Some(addresses(right, resolved)?),
+                    ("tcp" | "udp", "dport") => ports = Some((if proto == "tcp" { Proto::Tcp } else { Proto::Udp }, port_list(right)?)),
+                    _ => {}
+                }
+            }
+            let (Some(addrs), Some((proto, ports))) = (addrs, ports) else { continue };
+            for a in addrs {
+                for p in &ports {
+                    out.insert((std::net::SocketAddr::new(a, *p), proto));
+                    if out.len() > MAX_FORWARDS {
+                        return Err(format!("the grants add up to more than {MAX_FORWARDS} address:port pairs"));
+                    }
+                }
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// Human-readable twin (one line per rule, nft-like).
     pub fn to_text(&self) -> String {
         let mut out = format!("table {FAMILY} {} ({} mode)\n", self.table(), self.mode().name());
@@ -668,6 +740,62 @@ impl Ruleset {
             }
         }
         out
+    }
+}
+
+/// At most this many address:port pairs are forwarded one by one ([`Ruleset::forward_targets`]).
+pub const MAX_FORWARDS: usize = 256;
+
+fn addresses(v: &Value, resolved: &std::collections::BTreeMap<String, Vec<IpAddr>>) -> Result<Vec<IpAddr>, String> {
+    match v {
+        Value::String(s) => match s.strip_prefix('@') {
+            Some(set) => {
+                let (name, v4) = match (set.strip_prefix("h4_"), set.strip_prefix("h6_")) {
+                    (Some(n), _) => (n, true),
+                    (_, Some(n)) => (n, false),
+                    _ => return Err(format!("set {set} is not a host set")),
+                };
+                Ok(resolved.get(name).into_iter().flatten().filter(|a| a.is_ipv4() == v4).copied().collect())
+            }
+            None => s.parse().map(|a| vec![a]).map_err(|_| format!("{s} is not an address")),
+        },
+        Value::Object(o) if o.contains_key("prefix") => {
+            let addr = o.get("prefix").and_then(|p| p.get("addr")).and_then(Value::as_str).unwrap_or_default();
+            let len = o.get("prefix").and_then(|p| p.get("len")).and_then(Value::as_u64).unwrap_or(0);
+            match addr.parse::<IpAddr>() {
+                Ok(a) if len == if a.is_ipv4() { 32 } else { 128 } => Ok(vec![a]),
+                _ => Err(format!("the network {addr}/{len} is wider than one address")),
+            }
+        }
+        Value::Object(o) if o.contains_key("set") => {
+            let mut out = Vec::new();
+            for x in o.get("set").and_then(Value::as_array).into_iter().flatten() {
+                out.extend(addresses(x, resolved)?);
+            }
+            Ok(out)
+        }
+        other => Err(format!("destination {other} cannot be forwarded")),
+    }
+}
+
+fn port_list(v: &Value) -> Result<Vec<u16>, String> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()).map(|p| vec![p]).ok_or_else(|| format!("port {n}")),
+        Value::Object(o) if o.contains_key("range") => {
+            let r: Vec<u64> = o.get("range").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_u64).collect();
+            match r.as_slice() {
+                [lo, hi] if hi >= lo && hi - lo < MAX_FORWARDS as u64 => Ok((*lo..=*hi).filter_map(|p| u16::try_from(p).ok()).collect()),
+                _ => Err(format!("the port range {v} is too wide to forward port by port")),
+            }
+        }
+        Value::Object(o) if o.contains_key("set") => {
+            let mut out = Vec::new();
+            for x in o.get("set").and_then(Value::as_array).into_iter().flatten() {
+                out.extend(port_list(x)?);
+            }
+            Ok(out)
+        }
+        other => Err(format!("ports {other} cannot be forwarded")),
     }
 }
 
