@@ -71,7 +71,15 @@ struct Target {
 const SECRET: &str = "TOP-SECRET-7f3a\n";
 
 fn target() -> Target {
-    let lab = Lab::new();
+    target_in(Lab::new())
+}
+
+/// The attack lab as root and as an unprivileged user (see [`Lab::each`]).
+fn targets() -> Vec<Target> {
+    Lab::each().into_iter().map(target_in).collect()
+}
+
+fn target_in(lab: Lab) -> Target {
     let bundle = lab.build(&fixture("attack.toml"), "bundle");
     let work = lab.agent_dir("work");
     let data = lab.root_dir("data");
@@ -335,49 +343,53 @@ fn only_the_granted_endpoint_is_reachable() {
     if let Some(l) = v6 {
         tcp_greeter(l);
     }
-    let tg = target();
-    let mut probes = vec![
-        net("tcp", "127.0.0.1", 47801),
-        net("tcp", "127.0.0.2", 47801),
-        net("tcp", "127.0.0.1", other),
-        net("udp", "127.0.0.1", udp_port),
-        // IPv4-mapped IPv6: the packets are IPv4 to 127.0.0.2, dropped like the plain form.
-        net("tcp", "::ffff:127.0.0.2", 47801),
-    ];
-    if has_v6 {
-        probes.push(net("tcp", "::1", 47801));
-    }
-    let (got, events) = differential(&tg.lab, &fixture("attack.toml"), &tg.params(), &probes);
-    assert_eq!(got[0], "ok", "the granted endpoint answers");
-    // Landlock's TCP port rule refuses the other port at connect (EACCES); nftables drops the
-    // granted port on another address (the SYN never leaves: timeout or EPERM) and UDP.
-    assert!(is_err(&got[1], &["timeout", "EPERM"]), "127.0.0.2: {}", got[1]);
-    assert!(is_err(&got[2], &["EACCES"]), "other port: {}", got[2]);
-    assert!(is_err(&got[3], &["EPERM", "timeout"]), "udp: {}", got[3]);
-    assert!(is_err(&got[4], &["timeout", "EPERM"]), "::ffff:127.0.0.2: {}", got[4]);
-    if has_v6 {
-        assert!(is_err(&got[5], &["timeout", "EPERM", "EACCES"]), "::1: {}", got[5]);
-    }
-    // nftables drops are logged by the kernel and recorded by the supervisor.
-    let denials: Vec<&Value> = events.iter().filter(|e| e["kind"] == "kernel_denial").collect();
-    assert!(
-        denials.iter().any(|e| e.to_string().contains("DST=127.0.0.2")),
-        "the drop to 127.0.0.2 is in the audit log: {denials:?}"
-    );
+    for tg in targets() {
+        let mut probes = vec![
+            net("tcp", "127.0.0.1", 47801),
+            net("tcp", "127.0.0.2", 47801),
+            net("tcp", "127.0.0.1", other),
+            net("udp", "127.0.0.1", udp_port),
+            // IPv4-mapped IPv6: the packets are IPv4 to 127.0.0.2, dropped like the plain form.
+            net("tcp", "::ffff:127.0.0.2", 47801),
+        ];
+        if has_v6 {
+            probes.push(net("tcp", "::1", 47801));
+        }
+        let (got, events) = differential(&tg.lab, &fixture("attack.toml"), &tg.params(), &probes);
+        assert_eq!(got[0], "ok", "the granted endpoint answers");
+        // Landlock's TCP port rule refuses the other port at connect (EACCES); nftables drops the
+        // granted port on another address (the SYN never leaves: timeout or EPERM) and UDP.
+        assert!(is_err(&got[1], &["timeout", "EPERM"]), "127.0.0.2: {}", got[1]);
+        assert!(is_err(&got[2], &["EACCES"]), "other port: {}", got[2]);
+        assert!(is_err(&got[3], &["EPERM", "timeout"]), "udp: {}", got[3]);
+        assert!(is_err(&got[4], &["timeout", "EPERM"]), "::ffff:127.0.0.2: {}", got[4]);
+        if has_v6 {
+            assert!(is_err(&got[5], &["timeout", "EPERM", "EACCES"]), "::1: {}", got[5]);
+        }
+        // nftables drops are logged by the kernel and recorded by the supervisor.
+        let denials: Vec<&Value> = events.iter().filter(|e| e["kind"] == "kernel_denial").collect();
+        // (root: the kernel log line of the host-namespace table; a user: the NFLOG record of
+        // the table in the agent's own namespace)
+        assert!(
+            denials.iter().any(|e| e.to_string().contains("DST=127.0.0.2") || e.to_string().contains("127.0.0.2:47801/tcp")),
+            "the drop to 127.0.0.2 is in the audit log ({:?}): {denials:?}",
+            tg.lab.who
+        );
 
-    // Raw and packet sockets (ICMP and hand-made packets bypass TCP/UDP port rules).
-    let body = r##"
+        // Raw and packet sockets (ICMP and hand-made packets bypass TCP/UDP port rules).
+        let body = r##"
 t("raw_icmp", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
 t("raw_tcp", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP))
 t("raw6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6))
 t("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
 t("ping_dgram", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP).sendto(b"\x08\0\0\0\0\0\0\0", ("127.0.0.2", 0)))
 "##;
-    let (v, _) = tg.attack(body, &[]);
-    for k in ["raw_icmp", "raw_tcp", "raw6", "packet"] {
-        denied(&v, k, &["EPERM", "EACCES", "EAFNOSUPPORT", "EINVAL"]);
+        let (v, _) = tg.attack(body, &[]);
+        for k in ["raw_icmp", "raw_tcp", "raw6", "packet"] {
+            denied(&v, k, &["EPERM", "EACCES", "EAFNOSUPPORT", "EINVAL"]);
+        }
+        denied(&v, "ping_dgram", &["EPERM", "EACCES", "EAFNOSUPPORT", "EINVAL"]);
     }
-    denied(&v, "ping_dgram", &["EPERM", "EACCES", "EAFNOSUPPORT", "EINVAL"]);
 }
 
 #[test]
@@ -385,11 +397,11 @@ fn escapes_from_the_sandbox_are_refused() {
     if !sandbox_ready() {
         return;
     }
-    let tg = target();
-    // A host process the agent must not be able to signal.
-    let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
-    let vpid = victim.id().to_string();
-    let body = r##"
+    for tg in targets() {
+        // A host process the agent must not be able to signal.
+        let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+        let vpid = victim.id().to_string();
+        let body = r##"
 import signal, time
 VICTIM = int(A[0])
 t("status", lambda: " ".join(l.split()[1] for l in open("/proc/self/status") if l.startswith(("CapEff", "CapBnd", "NoNewPrivs", "Seccomp:"))))
@@ -435,65 +447,73 @@ t("control_getpid", lambda: call(39))
 open(W + "/escape-done", "w").write("1")
 time.sleep(1.5)
 "##;
-    let mut c = tg.lab.exec_cmd(&tg.bundle, &tg.params(), &tg.log, &[]);
-    // Replace the empty command with the attack (exec_cmd appends CMD after `--`).
-    let script = format!("{PRELUDE}\nW, D, A = sys.argv[1], sys.argv[2], sys.argv[3:]\n{body}\ndone()\n");
-    let (w, d) = (tg.work.display().to_string(), tg.data.display().to_string());
-    c.args(["/usr/bin/python3", "-c", &script, &w, &d, &vpid]);
-    let child = std::thread::spawn(move || run_for(&mut c, Duration::from_secs(60)));
-    // While the agent sleeps: it is still inside its cgroup leaf on the host.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !tg.work.join("escape-done").exists() {
-        assert!(Instant::now() < deadline, "the agent never finished its attempts");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let started: Vec<Value> = std::fs::read_to_string(&tg.log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
-        .filter(|e| e["kind"] == "agent_started")
-        .collect();
-    let host_pid = started[0]["pid"].as_u64().unwrap();
-    let cg = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).unwrap();
-    let r = child.join().unwrap();
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
-    eprintln!("outcomes: {}", serde_json::to_string_pretty(&v).unwrap());
-    assert!(cg.contains("/aegis/e2e-attack-"), "after the attempts the agent is still in its leaf: {cg}");
+        let mut c = tg.lab.exec_cmd(&tg.bundle, &tg.params(), &tg.log, &[]);
+        // Replace the empty command with the attack (exec_cmd appends CMD after `--`).
+        let script = format!("{PRELUDE}\nW, D, A = sys.argv[1], sys.argv[2], sys.argv[3:]\n{body}\ndone()\n");
+        let (w, d) = (tg.work.display().to_string(), tg.data.display().to_string());
+        c.args(["/usr/bin/python3", "-c", &script, &w, &d, &vpid]);
+        let child = std::thread::spawn(move || run_for(&mut c, Duration::from_secs(60)));
+        // While the agent sleeps: it is still inside its cgroup leaf on the host.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !tg.work.join("escape-done").exists() {
+            if child.is_finished() {
+                let r = child.join().unwrap();
+                panic!("the agent ended before finishing its attempts ({:?}): exit {}\n{}\n{}", tg.lab.who, r.code, r.stdout, r.stderr);
+            }
+            assert!(Instant::now() < deadline, "the agent never finished its attempts");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let started: Vec<Value> = std::fs::read_to_string(&tg.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
+            .filter(|e| e["kind"] == "agent_started")
+            .collect();
+        let host_pid = started[0]["pid"].as_u64().unwrap();
+        let cg = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).unwrap();
+        let r = child.join().unwrap();
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+        eprintln!("outcomes: {}", serde_json::to_string_pretty(&v).unwrap());
+        if tg.lab.who == Who::Root {
+            // (a user's launch has no cgroup leaf on this host: the report says so)
+            assert!(cg.contains("/aegis/e2e-attack-"), "after the attempts the agent is still in its leaf: {cg}");
+        }
 
-    assert_eq!(get(&v, "status"), "ok 0000000000000000 0000000000000000 1 2", "no capabilities, no_new_privs, seccomp filter");
-    // Its cgroup namespace is rooted at its leaf, and no cgroup fs is mounted in its root.
-    assert!(get(&v, "cgroup_view").contains("0::/"), "{}", get(&v, "cgroup_view"));
-    for k in ["cgroup_write /sys/fs/cgroup/cgroup.procs", "cgroup_write /sys/fs/cgroup/pids/cgroup.procs", "cgroup_write /sys/fs/cgroup/unified/cgroup.procs", "cgroup_write /sys/fs/cgroup/memory/cgroup.procs"] {
-        denied(&v, k, &["ENOENT", "EACCES", "EROFS", "EPERM"]);
+        assert_eq!(get(&v, "status"), "ok 0000000000000000 0000000000000000 1 2", "no capabilities, no_new_privs, seccomp filter");
+        // Its cgroup namespace is rooted at its leaf, and no cgroup fs is mounted in its root.
+        assert!(get(&v, "cgroup_view").contains("0::/"), "{}", get(&v, "cgroup_view"));
+        for k in ["cgroup_write /sys/fs/cgroup/cgroup.procs", "cgroup_write /sys/fs/cgroup/pids/cgroup.procs", "cgroup_write /sys/fs/cgroup/unified/cgroup.procs", "cgroup_write /sys/fs/cgroup/memory/cgroup.procs"] {
+            denied(&v, k, &["ENOENT", "EACCES", "EROFS", "EPERM"]);
+        }
+        for k in ["mount_cgroup2", "mount_tmpfs", "umount_mask", "pivot_root", "chroot", "unshare_user", "unshare_mnt", "unshare_net", "unshare_pid", "unshare_cgroup", "clone_newuser", "setns"] {
+            denied(&v, k, &["EPERM", "EACCES", "ENOSYS", "EINVAL"]);
+        }
+        for k in ["mount_bin", "unshare_bin", "strace"] {
+            let got = get(&v, k);
+            assert!(got.starts_with("ERR exit"), "{k}: {got}");
+        }
+        for k in ["ptrace_pid1", "ptrace_traceme", "process_vm_readv", "bpf", "perf_event_open", "kexec_load", "init_module", "keyctl", "userfaultfd"] {
+            denied(&v, k, &["EPERM", "EACCES", "ENOSYS", "ESRCH"]);
+        }
+        // The victim is outside its pid namespace: it does not exist for the agent.
+        denied(&v, "kill_victim", &["ESRCH", "EPERM"]);
+        assert!(victim.try_wait().unwrap().is_none(), "the host process was killed");
+        victim.kill().unwrap();
+        let _ = victim.wait();
+        assert_eq!(get(&v, "ppid"), "ok 0", "the supervisor is outside the agent's pid namespace");
+        for k in ["io_uring_setup", "io_uring_enter"] {
+            denied(&v, k, &["EPERM", "ENOSYS", "EACCES"]);
+        }
+        // x32 numbers never run (the filter rejects nr & 0x40000000).
+        for k in ["x32_getpid", "x32_write"] {
+            let got = get(&v, k);
+            assert!(got.starts_with("ERR"), "{k}: {got}");
+        }
+        assert!(!r.stdout.contains("X32-RAN"));
+        assert_eq!(get(&v, "control_getpid"), "ok 1", "the agent is pid 1 of its namespace");
+        assert_launch_recorded(&tg.log);
     }
-    for k in ["mount_cgroup2", "mount_tmpfs", "umount_mask", "pivot_root", "chroot", "unshare_user", "unshare_mnt", "unshare_net", "unshare_pid", "unshare_cgroup", "clone_newuser", "setns"] {
-        denied(&v, k, &["EPERM", "EACCES", "ENOSYS", "EINVAL"]);
-    }
-    for k in ["mount_bin", "unshare_bin", "strace"] {
-        let got = get(&v, k);
-        assert!(got.starts_with("ERR exit"), "{k}: {got}");
-    }
-    for k in ["ptrace_pid1", "ptrace_traceme", "process_vm_readv", "bpf", "perf_event_open", "kexec_load", "init_module", "keyctl", "userfaultfd"] {
-        denied(&v, k, &["EPERM", "EACCES", "ENOSYS", "ESRCH"]);
-    }
-    // The victim is outside its pid namespace: it does not exist for the agent.
-    denied(&v, "kill_victim", &["ESRCH", "EPERM"]);
-    assert!(victim.try_wait().unwrap().is_none(), "the host process was killed");
-    victim.kill().unwrap();
-    let _ = victim.wait();
-    assert_eq!(get(&v, "ppid"), "ok 0", "the supervisor is outside the agent's pid namespace");
-    for k in ["io_uring_setup", "io_uring_enter"] {
-        denied(&v, k, &["EPERM", "ENOSYS", "EACCES"]);
-    }
-    // x32 numbers never run (the filter rejects nr & 0x40000000).
-    for k in ["x32_getpid", "x32_write"] {
-        let got = get(&v, k);
-        assert!(got.starts_with("ERR"), "{k}: {got}");
-    }
-    assert!(!r.stdout.contains("X32-RAN"));
-    assert_eq!(get(&v, "control_getpid"), "ok 1", "the agent is pid 1 of its namespace");
-    assert_launch_recorded(&tg.log);
 }
 
 /// Terminal injection (the bubblewrap CVE-2017-5226 class): the agent shares the user's
@@ -714,9 +734,10 @@ fn host_abstract_unix_sockets_are_unreachable_in_network_host() {
     if !sandbox_ready() {
         return;
     }
-    let tg = target();
-    let got = abstract_socket_attempt(&tg.lab, &tg.bundle, &tg.params(), &tg.log);
-    assert!(got.starts_with("ERR"), "the agent reached a host abstract socket: {got}");
+    for tg in targets() {
+        let got = abstract_socket_attempt(&tg.lab, &tg.bundle, &tg.params(), &tg.log);
+        assert!(got.starts_with("ERR"), "the agent reached a host abstract socket: {got}");
+    }
 }
 
 /// BUG (nftables/landlock lowering): in network mode `host` the agent may listen on any TCP
@@ -729,28 +750,29 @@ fn the_agent_cannot_serve_inbound_connections_in_network_host() {
     if !sandbox_ready() {
         return;
     }
-    let tg = target();
-    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
-    let script = format!(
-        "import socket\nl = socket.socket(); l.settimeout(5)\ntry:\n    l.bind(('127.0.0.1', {port})); l.listen(); print('listening', flush=True)\n    c, _ = l.accept(); c.sendall(b'exfiltrated'); c.close(); print('served')\nexcept OSError as e:\n    print('ERR', e.errno)\n"
-    );
-    let mut c = tg.lab.exec_cmd(&tg.bundle, &tg.params(), &tg.log, &["/usr/bin/python3", "-c", &script]);
-    let agent = std::thread::spawn(move || run_for(&mut c, Duration::from_secs(60)));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut received = String::new();
-    while Instant::now() < deadline && !agent.is_finished() {
-        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)) {
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let _ = std::io::Read::read_to_string(&mut s, &mut received);
-            break;
+    for tg in targets() {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let script = format!(
+            "import socket\nl = socket.socket(); l.settimeout(5)\ntry:\n    l.bind(('127.0.0.1', {port})); l.listen(); print('listening', flush=True)\n    c, _ = l.accept(); c.sendall(b'exfiltrated'); c.close(); print('served')\nexcept OSError as e:\n    print('ERR', e.errno)\n"
+        );
+        let mut c = tg.lab.exec_cmd(&tg.bundle, &tg.params(), &tg.log, &["/usr/bin/python3", "-c", &script]);
+        let agent = std::thread::spawn(move || run_for(&mut c, Duration::from_secs(60)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut received = String::new();
+        while Instant::now() < deadline && !agent.is_finished() {
+            if let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)) {
+                s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let _ = std::io::Read::read_to_string(&mut s, &mut received);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let r = agent.join().unwrap();
+        assert!(received.is_empty(), "the agent served an inbound connection: {received:?}; agent said {}", r.stdout);
+        assert!(!r.stdout.contains("served"), "{}", r.stdout);
     }
-    let r = agent.join().unwrap();
-    assert!(received.is_empty(), "the agent served an inbound connection: {received:?}; agent said {}", r.stdout);
-    assert!(!r.stdout.contains("served"), "{}", r.stdout);
 }
 
 /// Finding (compiler/evaluator): `aegisc check attack.toml net ::ffff:127.0.0.1 47801 tcp`

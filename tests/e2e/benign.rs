@@ -1,8 +1,10 @@
-//! A benign coding workload under `policies/coding-agent.toml`, run for real as root: Python
-//! reads the repository, runs `git init/add/commit/log/status`, starts a helper Python, uses
-//! `/tmp`, and writes output files in the workspace. It must run with no false denial: exit
-//! 0, the expected output on the host (files, a commit `git log` sees), and no denial in the
-//! audit log.
+//! A benign coding workload under `policies/coding-agent.toml`, run for real as root and as
+//! an unprivileged user in their own checkout (mode 0755): Python reads the repository, runs
+//! `git init/add/commit/log/status`, starts a helper Python, uses `/tmp`, and writes output
+//! files in the workspace. It must run with no false denial: exit 0, the expected output on
+//! the host (files, a commit `git log` sees), and no denial in the audit log. Run by a user,
+//! everything the agent wrote belongs to that user, and the user's own `git status` works
+//! afterwards (no "dubious ownership").
 
 use std::path::Path;
 use std::process::Command;
@@ -61,6 +63,7 @@ print("DONE", len(files), "files,", len(report["log"]), "commits")
 /// A temp git repository (`git init`, no commits yet) owned by the agent: sources, a
 /// README, a `.gitignore`, and a secret `.env`.
 fn checkout(lab: &Lab) -> std::path::PathBuf {
+    let agent = lab.agent_uid();
     let ws = lab.agent_dir("repo");
     put(&ws.join("src/app.py"), "def hello():\n    return 'hello'\n", None);
     put(&ws.join("README.md"), "# demo\n", None);
@@ -68,16 +71,15 @@ fn checkout(lab: &Lab) -> std::path::PathBuf {
     put(&ws.join(".env"), "API_KEY=do-not-read\n", None);
     let r = run(Command::new("git").arg("init").arg("-q").arg(&ws));
     assert_eq!(r.code, 0, "git init: {}", r.stderr);
-    // The agent runs as uid 65534: it owns its checkout, as a user owns theirs.
-    let r = run(Command::new("chown").arg("-R").arg(format!("{AGENT_UID}:{AGENT_UID}")).arg(&ws));
+    // The agent owns its checkout, as a user owns theirs.
+    let r = run(Command::new("chown").arg("-R").arg(format!("{agent}:{agent}")).arg(&ws));
     assert_eq!(r.code, 0, "chown: {}", r.stderr);
     ws
 }
 
 /// Runs the workload under `policy` and checks it ran clean.
-fn run_workload(policy: &Path) {
-    let lab = Lab::new();
-    let ws = checkout(&lab);
+fn run_workload(lab: &Lab, policy: &Path) {
+    let ws = checkout(lab);
     let bundle = lab.build(policy, "bundle");
     let log = lab.path("audit.log");
     let params = [("WORKSPACE", ws.as_path())];
@@ -111,6 +113,25 @@ fn run_workload(policy: &Path) {
     assert_eq!(std::fs::read_to_string(ws.join(".env")).unwrap(), "API_KEY=do-not-read\n");
 
     let events = assert_launch_recorded(&log);
+    assert_identity(lab, &events);
+    if let Who::User(u) = lab.who {
+        // Everything the agent wrote is the user's, and the user's own git accepts the
+        // repository as it is (no safe.directory, no "dubious ownership").
+        for f in ["SUMMARY.md", "build/report.json", ".git/index", "src/app.py"] {
+            let m = std::fs::metadata(ws.join(f)).unwrap();
+            assert_eq!((std::os::unix::fs::MetadataExt::uid(&m), std::os::unix::fs::MetadataExt::gid(&m)), (u, u), "{f} belongs to the user");
+        }
+        let st = run(Command::new("setpriv")
+            .arg(format!("--reuid={u}"))
+            .arg(format!("--regid={u}"))
+            .arg("--init-groups")
+            .args(["git", "-C"])
+            .arg(&ws)
+            .args(["status", "--porcelain"])
+            .env("HOME", &ws));
+        assert_eq!(st.code, 0, "the user's git status: {}", st.stderr);
+        assert!(!st.stderr.contains("dubious ownership"), "{}", st.stderr);
+    }
     let denials: Vec<&Value> = events.iter().filter(|e| e["kind"] == "kernel_denial" || e["kind"] == "resource").collect();
     assert!(denials.is_empty(), "no denial or limit recorded: {denials:?}");
     let exited = events.iter().find(|e| e["kind"] == "agent_exited").unwrap();
@@ -141,5 +162,7 @@ fn benign_workload_runs_clean_under_coding_agent() {
     if !ready() {
         return;
     }
-    run_workload(&repo_root().join("policies/coding-agent.toml"));
+    for lab in Lab::each() {
+        run_workload(&lab, &repo_root().join("policies/coding-agent.toml"));
+    }
 }
