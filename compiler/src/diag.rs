@@ -88,6 +88,8 @@ codes! {
     LintBestEffort => "aegis::lint::best_effort_layer",
     LintBroadWrite => "aegis::lint::broad_write",
     LintIgnoredSetting => "aegis::lint::ignored_setting",
+    LintBroadUnix => "aegis::lint::broad_unix_grant",
+    LintUnixNotVisible => "aegis::lint::unix_socket_not_visible",
 }
 
 impl fmt::Display for Code {

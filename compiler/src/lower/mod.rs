@@ -345,11 +345,20 @@ impl Lower<'_> {
                 );
             }
         }
+        let mut unix = Vec::new();
+        for s in &n.unix {
+            match self.path(s, "unix") {
+                Some(path) => unix.push(UnixGrant { path, origin: Some(s.origin) }),
+                None => ok = false,
+            }
+        }
         allow.sort();
         allow.dedup();
         deny.sort();
         deny.dedup();
-        ok.then_some(Network { mode, mode_origin: n.mode.as_ref().map(|m| m.origin), allow, deny, dns })
+        unix.sort();
+        unix.dedup_by(|later, first| later.path == first.path);
+        ok.then_some(Network { mode, mode_origin: n.mode.as_ref().map(|m| m.origin), allow, deny, dns, unix })
     }
 
     fn endpoint(&mut self, e: &EndpointSyntax) -> Option<Endpoint> {
