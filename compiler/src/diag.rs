@@ -76,6 +76,7 @@ codes! {
     InvalidErrno => "aegis::policy::invalid_errno",
     ConflictingSyscall => "aegis::policy::conflicting_syscall",
     InvalidProfile => "aegis::policy::invalid_seccomp_profile",
+    IoUringUnmediated => "aegis::policy::io_uring_unmediated",
     InvalidEnforcement => "aegis::policy::invalid_enforcement",
     // Lints (warnings)
     LintWriteAndExec => "aegis::lint::write_and_exec",

@@ -779,6 +779,19 @@ impl Lower<'_> {
                 }
                 continue;
             }
+            if n.value.starts_with("io_uring_") && matches!(action, SyscallAction::Allow | SyscallAction::Log) {
+                // io_uring runs connect, sendmsg and openat without passing through seccomp:
+                // the supervisor's checks (unix sockets, `docs/mediation.md`) would not see
+                // them, so the policy could not be enforced as written.
+                ok = false;
+                self.err(
+                    Code::IoUringUnmediated,
+                    n.origin,
+                    format!("`{}` would let the agent bypass the supervisor's checks", n.value),
+                    "io_uring's connect and open operations never pass through seccomp, so [network] unix (and every mediated call) could not be enforced; remove it",
+                );
+                continue;
+            }
             list_of.insert(n.value.clone(), which);
             rules.insert(n.value.clone(), SyscallRule { name: n.value.clone(), action, origin: Some(n.origin) });
         }

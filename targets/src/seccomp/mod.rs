@@ -61,7 +61,7 @@ pub use cache::{CacheReport, check_cacheable};
 pub use codegen::{CodegenError, SyscallWeights, compile, compile_all};
 pub use disasm::disassemble;
 pub use emulator::run;
-pub use hardening::{ExecGate, Hardening, aegis_default, base_spec};
+pub use hardening::{ConnectGate, ExecGate, Hardening, aegis_default, base_spec};
 pub use spec::{Action, ArgCond, CmpOp, Rule, SeccompData, SeccompSpec, decide};
 pub use syscalls::Arch;
 
