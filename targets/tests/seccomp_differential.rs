@@ -752,3 +752,42 @@ fn mediation_goes_last_and_survives_explicit_grants_and_foreign_bases() {
     assert_eq!(d("connect", [3, 1, 2, 0, 0, 0]), Action::Errno(13));
     assert_eq!(d("socketpair", [1, 1, 0, 0, 0, 0]), Action::Errno(13));
 }
+
+/// The two filters a notifying program is installed as: for every syscall number and the
+/// argument vectors of the differential, the kernel's combination of their verdicts is the
+/// original program's verdict, the policy filter never notifies and the notify filter never
+/// refuses (so LOG on the one and a listener on the other change nothing else).
+#[test]
+fn a_notifying_program_split_in_two_filters_is_the_same_program() {
+    use aegis_targets::seccomp::split::{combine, split};
+    let specs = [
+        hardening::aegis_default(&Hardening { connect: ConnectGate::Mediate, exec: ExecGate::Notify, ..Hardening::default() }),
+        hardening::aegis_default(&Hardening { connect: ConnectGate::Mediate, inet_network: true, ..Hardening::default() }),
+    ];
+    let weights = SyscallWeights::agent_mix();
+    for spec in &specs {
+        for arch in Arch::ALL {
+            let prog = compile(spec, arch, &weights).unwrap();
+            let (policy, notify) = split(&prog).expect("the program notifies");
+            assert!(split(&policy).is_none(), "the policy filter never notifies");
+            for nr in (0..=arch.highest_nr() + 8).chain([u32::MAX, X32_SYSCALL_BIT | 42]) {
+                let args = match arch.syscall_name(nr) {
+                    Some(name) => arg_vectors(spec, arch, name),
+                    None => vec![[0; 6]],
+                };
+                for a in args {
+                    for d in [SeccompData::new(arch, nr, a), SeccompData { arch: AUDIT_ARCH_I386, ..SeccompData::new(arch, nr, a) }] {
+                        let whole = run(&prog, &d).unwrap();
+                        let (p, n) = (run(&policy, &d).unwrap(), run(&notify, &d).unwrap());
+                        assert_eq!(combine(p, n), whole, "{arch} nr {nr} {a:x?}");
+                        let n = Action::from_ret(n);
+                        assert!(n == Action::Allow || n == Action::UserNotif, "notify filter returns {n}");
+                    }
+                }
+            }
+            // The always-allowed syscalls stay decided from arch and number in both.
+            assert_eq!(check_cacheable(spec, arch, &prog).unwrap().always_allowed.len(), spec.always_allowed(arch).len());
+        }
+    }
+    assert!(split(&compile(&hardening::aegis_default(&Hardening::default()), Arch::X86_64, &weights).unwrap()).is_none());
+}
