@@ -280,6 +280,7 @@ fn merge(mut base: PolicyFile, next: PolicyFile) -> PolicyFile {
     base.network.allow.extend(n.allow);
     base.network.deny.extend(n.deny);
     base.network.dns.extend(n.dns);
+    base.network.unix.extend(n.unix);
     for api in next.apis {
         match base.apis.iter_mut().find(|a| a.name.value == api.name.value) {
             Some(a) => {

@@ -76,6 +76,7 @@ codes! {
     InvalidErrno => "aegis::policy::invalid_errno",
     ConflictingSyscall => "aegis::policy::conflicting_syscall",
     InvalidProfile => "aegis::policy::invalid_seccomp_profile",
+    IoUringUnmediated => "aegis::policy::io_uring_unmediated",
     InvalidEnforcement => "aegis::policy::invalid_enforcement",
     // Lints (warnings)
     LintWriteAndExec => "aegis::lint::write_and_exec",
@@ -88,6 +89,8 @@ codes! {
     LintBestEffort => "aegis::lint::best_effort_layer",
     LintBroadWrite => "aegis::lint::broad_write",
     LintIgnoredSetting => "aegis::lint::ignored_setting",
+    LintBroadUnix => "aegis::lint::broad_unix_grant",
+    LintUnixNotVisible => "aegis::lint::unix_socket_not_visible",
 }
 
 impl fmt::Display for Code {

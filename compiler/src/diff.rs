@@ -205,6 +205,14 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
     for d in dno.difference(&dnn) {
         acc.push(ChangeKind::Removed, "network", format!("may query DNS at {d}"), false);
     }
+    let unix_old: Vec<&PathPattern> = no.unix.iter().map(|g| &g.path).collect();
+    for g in nn.unix.iter().filter(|g| !unix_old.contains(&&g.path)) {
+        let covered = unix_old.iter().any(|o| o.covers(&g.path));
+        acc.push(ChangeKind::Added, "network", format!("may connect to unix sockets at {}", g.path), !covered);
+    }
+    for g in no.unix.iter().filter(|g| !nn.unix.iter().any(|n| n.path == g.path)) {
+        acc.push(ChangeKind::Removed, "network", format!("may connect to unix sockets at {}", g.path), false);
+    }
     // APIs.
     for (name, a) in &new.apis {
         let Some(o) = old.apis.get(name) else {

@@ -25,6 +25,32 @@ const HOME_SECRETS: &[&str] = &[".ssh", ".aws", ".config/gcloud", ".azure", ".ku
 /// Secret locations at fixed absolute paths.
 const SYSTEM_SECRETS: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root", "/var/run/secrets", "/run/secrets"];
 
+/// Unix sockets of daemons that act as root for whoever connects (container engines, the
+/// system bus, systemd's private interfaces, the host's init): a grant covering one hands
+/// the agent the host.
+const ROOT_EQUIVALENT_SOCKETS: &[&str] = &[
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+    "/run/crio/crio.sock",
+    "/run/dbus/system_bus_socket",
+    "/var/run/dbus/system_bus_socket",
+    "/run/systemd/private",
+    "/run/systemd/io.systemd.Manager",
+    "/run/snapd.socket",
+    "/run/libvirt/libvirt-sock",
+];
+
+/// The root-equivalent daemon sockets a unix grant covers.
+fn root_equivalent_sockets(grant: &PathPattern) -> Vec<&'static str> {
+    ROOT_EQUIVALENT_SOCKETS
+        .iter()
+        .filter(|s| PathPattern::parse(s, &|_| false).is_ok_and(|p| grant.covers(&p)))
+        .copied()
+        .collect()
+}
+
 /// Parameter names that conventionally hold source code, where `.env` files live.
 const CODE_PARAMS: &[&str] = &["WORKSPACE", "REPO", "REPOSITORY", "PROJECT", "SRC", "SOURCE", "APP", "CODE", "CHECKOUT", "HOME"];
 
@@ -230,6 +256,33 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
             );
         }
     }
+    let fs_rules = &policy.filesystem.rules;
+    for g in &policy.network.unix {
+        let daemons = root_equivalent_sockets(&g.path);
+        if !daemons.is_empty() {
+            out.push(
+                Diagnostic::warning(Code::LintBroadUnix, format!("unix grant '{}' lets the agent talk to {}", g.path, daemons.join(", ")))
+                    .at_opt(g.origin)
+                    .label("root-equivalent daemons")
+                    .help("these daemons act as root for whoever connects; grant the one socket the agent needs, e.g. unix = [\"/run/app/app.sock\"]"),
+            );
+        }
+        if let Some(d) = fs_rules.iter().find(|r| r.access == FsAccess::Deny && r.path.covers(&g.path)) {
+            out.push(
+                Diagnostic::warning(Code::LintShadowedGrant, format!("unix grant '{}' is inside deny pattern '{}'", g.path, d.path))
+                    .at_opt(g.origin)
+                    .label("never takes effect")
+                    .help("deny beats every grant: remove one of the two"),
+            );
+        } else if !fs_rules.iter().any(|r| r.access != FsAccess::Deny && r.path.covers(&g.path)) {
+            out.push(
+                Diagnostic::warning(Code::LintUnixNotVisible, format!("unix grant '{}' names a path no filesystem grant makes visible", g.path))
+                    .at_opt(g.origin)
+                    .label("not in the sandbox")
+                    .help("the sandbox's mount namespace holds only granted paths; add the socket's directory to [filesystem] read"),
+            );
+        }
+    }
     for r in &policy.syscalls.rules {
         if matches!(r.action, SyscallAction::Allow | SyscallAction::Log) && DANGEROUS_SYSCALLS.contains(&r.name.as_str()) {
             out.push(
@@ -336,6 +389,13 @@ pub fn exposure(policy: &Policy) -> Exposure {
     let any = net.allow.iter().filter(|e| matches!(&e.destination, Destination::Network(c) if c.is_any())).count();
     if any > 0 {
         add(3.0, "network to any address".into());
+    }
+    if !net.unix.is_empty() {
+        add((0.3 * net.unix.len() as f64).min(1.0), format!("{} unix socket grant(s)", net.unix.len()));
+    }
+    let daemons: std::collections::BTreeSet<&str> = net.unix.iter().flat_map(|g| root_equivalent_sockets(&g.path)).collect();
+    if !daemons.is_empty() {
+        add(3.0, format!("root-equivalent daemon socket(s) reachable: {}", daemons.into_iter().collect::<Vec<_>>().join(", ")));
     }
     let creds = policy.apis.values().filter(|a| a.credential.is_some()).count();
     if creds > 0 {

@@ -385,6 +385,7 @@ fn describe(q: &Query) -> (&'static str, String) {
         Query::Fs { access: FsQuery::Exec, path } => ("exec", path.clone()),
         Query::Fs { access, path } => ("fs", format!("{} {path}", access.word())),
         Query::Net { host, port, protocol } => ("net", format!("{host}:{port}/{protocol}")),
+        Query::Unix { path } => ("unix", path.clone()),
         Query::ApiScope { api, scope } => ("api", format!("{api} scope {scope}")),
         Query::ApiHttp { api, method, path } => ("api", format!("{api} {method} {path}")),
     }

@@ -287,7 +287,7 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.msg = msg.msg;
     r?;
     // Seccomp is the last restriction: from here on every syscall must pass the filter.
-    let r = timed(report, Stage::Seccomp, || stage::seccomp::apply_in_child(&plan.seccomp, &mut info, &mut msg));
+    let r = timed(report, Stage::Seccomp, || stage::seccomp::apply_in_child(&plan.seccomp, plan.handoff.as_ref(), &mut info, &mut msg));
     report.info = info;
     report.msg = msg.msg;
     r?;

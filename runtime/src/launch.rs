@@ -145,7 +145,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let host_mode = stage::nftables::HostMode::decide(ident.root, cg.as_ref().map(|p| &p.layout));
     let nftp = stage::nftables::prepare(&v, &instance, host_mode)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
-    let (seccomp_child, seccomp_note) = stage::seccomp::prepare(&v)?;
+    let (seccomp_child, seccomp_note, mediation) = stage::seccomp::prepare(&v)?;
     let mut env = agent_environment(&opts.env)?;
     if let Some(p) = &proxy_prep {
         // The proxy's variables win over `--env`: the agent cannot be pointed elsewhere.
@@ -430,6 +430,23 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         }
     };
     lap(&mut timings, "clone+maps+cgroup+nft(overlapped)");
+    // Records of the supervisor's own decisions (proxy, seccomp notifications).
+    let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
+    // A filter that notifies is served before the child execs: the exec itself, and the
+    // agent's first connect, wait for an answer.
+    let mut early = Vec::new();
+    let mut notify_server = None;
+    if let Some(m) = &mediation {
+        match stage::seccomp::take_handover(m, &handoff_rx, &mut early) {
+            Ok(Some(h)) => notify_server = Some(stage::seccomp::serve(m, h, pid, proxy_tx.clone())?),
+            Ok(None) => {} // the child ended first; its report says why
+            Err(e) => {
+                close(go_w);
+                close(rep_r);
+                return Err(e);
+            }
+        }
+    }
     // Wait for the child's verdict: a report, then EOF when exec closes the pipe.
     let final_report = read_reports(rep_r);
     close(rep_r);
@@ -496,7 +513,6 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         Some(p) if matches!(iso, Isolation::Full { .. }) => Some(stage::proxy::listeners_from(&mut handed, &p.forwards, agent_netns)?),
         _ => None,
     };
-    let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
     let mut proxy_layer = None;
     let mut proxy_handle = None;
     if let (Some(p), Some(l)) = (proxy_prep, listener) {
@@ -582,7 +598,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         (None, 2) => Layer::new(
             "seccomp",
             LayerStatus::Fully,
-            format!("filter of {} instructions installed; Seccomp mode 2 verified", info[child::INFO_SECCOMP_LEN]),
+            match mediation.as_ref().filter(|_| notify_server.is_some()) {
+                Some(m) => format!("filter of {} instructions installed; Seccomp mode 2 verified; {}", info[child::INFO_SECCOMP_LEN], m.describe()),
+                None => format!("filter of {} instructions installed; Seccomp mode 2 verified", info[child::INFO_SECCOMP_LEN]),
+            },
         ),
         (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
     });
@@ -617,8 +636,19 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             eprintln!("aegis-exec: {e}");
         }
     };
-    let proxy_feed = proxy_handle.as_ref().map(|h| supervise::ProxyFeed { rx: &proxy_rx, active: h.as_ref() });
+    let proxy_feed = (proxy_handle.is_some() || notify_server.is_some()).then_some(supervise::ProxyFeed { rx: &proxy_rx, active: proxy_handle.as_deref() });
     let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, &mut |e| events.push(e), proxy_feed, &mut proxy_sink, opts.verbose);
+    if let Some(s) = notify_server.take() {
+        let stats = s.stop();
+        proxy_sink(proxy_rx.try_iter().collect());
+        events.push(Event::Note {
+            component: "supervisor".into(),
+            message: format!(
+                "seccomp notifications: {} answered ({} refused, {} abandoned by the agent), at most {} at once, throttled {} time(s), supervisor cpu {} us",
+                stats.handled, stats.refused, stats.gone, stats.max_workers, stats.throttled, stats.cpu_us
+            ),
+        });
+    }
     let usage = leaf.as_ref().map(|l| l.usage()).unwrap_or_default();
     if usage.pids_limit_hits > 0 {
         events.push(Event::Resource {

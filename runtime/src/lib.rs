@@ -23,6 +23,7 @@
 //! launch stricter, used by tests of the best-effort mode).
 
 pub mod audit;
+pub mod broker;
 pub mod child;
 pub mod doctor;
 pub mod exit;
@@ -33,6 +34,7 @@ pub mod report;
 pub mod signals;
 pub mod stage;
 pub mod supervise;
+pub mod unotify;
 
 pub use exit::{EXIT_INTERNAL, EXIT_REFUSED, EXIT_UNENFORCEABLE, RunError};
 pub use stage::verify::LaunchOptions;

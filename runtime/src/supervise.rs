@@ -233,10 +233,13 @@ impl Drop for Kmsg {
     }
 }
 
-/// The proxy's decisions, drained on every wake-up of the loop (at most 50 ms apart).
+/// The supervisor's own decisions (proxy, seccomp notification handlers), drained on every
+/// wake-up of the loop (at most 50 ms apart).
 pub struct ProxyFeed<'a> {
     pub rx: &'a std::sync::mpsc::Receiver<Event>,
-    pub active: &'a aegis_proxy::server::Proxy,
+    /// The proxy, whose connections are waited for at the end (`None`: records of the
+    /// seccomp notification handlers only).
+    pub active: Option<&'a aegis_proxy::server::Proxy>,
 }
 
 impl ProxyFeed<'_> {
@@ -251,7 +254,7 @@ impl ProxyFeed<'_> {
     /// for their last records (bytes moved) before the log is closed.
     fn finish(&self, sink: &mut dyn FnMut(Vec<Event>)) {
         let until = Instant::now() + Duration::from_millis(500);
-        while self.active.active_connections() > 0 && Instant::now() < until {
+        while self.active.is_some_and(|p| p.active_connections() > 0) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
         self.drain(sink);

@@ -6,7 +6,7 @@
 
 use aegis_targets::seccomp::cache::{check_cacheable, is_const_allow};
 use aegis_targets::seccomp::codegen::CodegenError;
-use aegis_targets::seccomp::hardening::{self, ExecGate, Hardening};
+use aegis_targets::seccomp::hardening::{self, ConnectGate, ExecGate, Hardening};
 use aegis_targets::seccomp::spec::ENOSYS;
 use aegis_targets::seccomp::syscalls::{AUDIT_ARCH_ARM, AUDIT_ARCH_I386, X32_SYSCALL_BIT};
 use aegis_targets::seccomp::*;
@@ -186,6 +186,7 @@ fn aegis_default_with_every_grant_matches_decide() {
     let h = Hardening {
         inet_network: true,
         exec: ExecGate::Notify,
+        connect: ConnectGate::Mediate,
         namespaces: true,
         mount: true,
         bpf: true,
@@ -686,4 +687,107 @@ proptest! {
             let _ = cost::longest_path(&prog);
         }
     }
+}
+
+#[test]
+fn mediated_connections_go_to_the_supervisor_and_nothing_else_does() {
+    for inet_network in [false, true] {
+        let spec = hardening::aegis_default(&Hardening {
+            inet_network,
+            connect: ConnectGate::Mediate,
+            ..Hardening::default()
+        });
+        differential(&spec);
+        for a in Arch::ALL {
+            let d = |name: &str, args: [u64; 6]| {
+                decide(&spec, a, &SeccompData::new(a, a.nr(name).unwrap(), args))
+            };
+            let notif = Action::UserNotif;
+            let (unix, inet, stream, dgram, seqpacket, raw) = (1, 2, 1, 2, 5, 3);
+            let (cloexec, nonblock) = (0o2_000_000, 0o4000);
+            assert_eq!(d("connect", [3, 0x7fff_0000, 110, 0, 0, 0]), notif);
+            assert_eq!(d("sendto", [3, 0x7fff_0000, 10, 0, 0, 0]), Action::Allow, "send(): no address");
+            assert_eq!(d("sendto", [3, 0x7fff_0000, 10, 0, 0x7fff_1000, 16]), notif);
+            assert_eq!(d("sendto", [3, 0, 0, 0, 0x1_0000_0000, 16]), notif, "a high-half address");
+            assert_eq!(d("socket", [unix, stream | cloexec, 0, 0, 0, 0]), Action::Allow);
+            assert_eq!(d("socket", [unix, seqpacket | nonblock, 0, 0, 0, 0]), Action::Allow);
+            assert_eq!(d("socket", [unix, dgram | cloexec, 0, 0, 0, 0]), notif);
+            assert_eq!(d("socket", [unix, raw, 0, 0, 0, 0]), notif, "AF_UNIX turns SOCK_RAW into datagram");
+            assert_eq!(d("socket", [unix | 0xffff_0000_0000, dgram, 0, 0, 0, 0]), notif, "int args are truncated");
+            assert_eq!(d("socket", [unix, 0xffff_ffff_0000_0000 | stream, 0, 0, 0, 0]), Action::Allow);
+            assert_eq!(d("socketpair", [unix, stream, 0, 0x7fff_0000, 0, 0]), Action::Allow);
+            assert_eq!(d("socketpair", [unix, dgram, 0, 0x7fff_0000, 0, 0]), notif);
+            let want = if inet_network { Action::Allow } else { Action::Errno(1) };
+            assert_eq!(d("socket", [inet, dgram, 0, 0, 0, 0]), want, "other families as before");
+            assert_eq!(d("socket", [17, raw, 0, 0, 0, 0]), Action::Errno(1), "AF_PACKET stays denied");
+            for other in ["sendmsg", "recvfrom", "bind", "accept4", "read"] {
+                assert_eq!(d(other, [3, 0x7fff_0000, 16, 0, 0x7fff_1000, 16]), Action::Allow, "{other}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mediation_goes_last_and_survives_explicit_grants_and_foreign_bases() {
+    // An imported base (Docker's, argument rules on socket) and an explicit allow of
+    // connect/socket after hardening: mediation applied last still catches every call.
+    for mut spec in [docker_spec(), hardening::base_spec()] {
+        spec.allow("connect");
+        spec.allow("socket");
+        hardening::mediate_connections(&mut spec);
+        differential(&spec);
+        let a = Arch::X86_64;
+        let d = |name: &str, args: [u64; 6]| decide(&spec, a, &SeccompData::new(a, a.nr(name).unwrap(), args));
+        assert_eq!(d("connect", [3, 1, 2, 0, 0, 0]), Action::UserNotif);
+        assert_eq!(d("socket", [1, 2, 0, 0, 0, 0]), Action::UserNotif);
+        assert_eq!(d("socket", [1, 1, 0, 0, 0, 0]), Action::Allow);
+    }
+    // A denied call stays denied: mediation never grants.
+    let mut spec = hardening::base_spec();
+    spec.set("connect", vec![Rule::always(Action::Errno(13))]);
+    spec.set("socketpair", vec![Rule::always(Action::Errno(13))]);
+    hardening::mediate_connections(&mut spec);
+    let a = Arch::X86_64;
+    let d = |name: &str, args: [u64; 6]| decide(&spec, a, &SeccompData::new(a, a.nr(name).unwrap(), args));
+    assert_eq!(d("connect", [3, 1, 2, 0, 0, 0]), Action::Errno(13));
+    assert_eq!(d("socketpair", [1, 1, 0, 0, 0, 0]), Action::Errno(13));
+}
+
+/// The two filters a notifying program is installed as: for every syscall number and the
+/// argument vectors of the differential, the kernel's combination of their verdicts is the
+/// original program's verdict, the policy filter never notifies and the notify filter never
+/// refuses (so LOG on the one and a listener on the other change nothing else).
+#[test]
+fn a_notifying_program_split_in_two_filters_is_the_same_program() {
+    use aegis_targets::seccomp::split::{combine, split};
+    let specs = [
+        hardening::aegis_default(&Hardening { connect: ConnectGate::Mediate, exec: ExecGate::Notify, ..Hardening::default() }),
+        hardening::aegis_default(&Hardening { connect: ConnectGate::Mediate, inet_network: true, ..Hardening::default() }),
+    ];
+    let weights = SyscallWeights::agent_mix();
+    for spec in &specs {
+        for arch in Arch::ALL {
+            let prog = compile(spec, arch, &weights).unwrap();
+            let (policy, notify) = split(&prog).expect("the program notifies");
+            assert!(split(&policy).is_none(), "the policy filter never notifies");
+            for nr in (0..=arch.highest_nr() + 8).chain([u32::MAX, X32_SYSCALL_BIT | 42]) {
+                let args = match arch.syscall_name(nr) {
+                    Some(name) => arg_vectors(spec, arch, name),
+                    None => vec![[0; 6]],
+                };
+                for a in args {
+                    for d in [SeccompData::new(arch, nr, a), SeccompData { arch: AUDIT_ARCH_I386, ..SeccompData::new(arch, nr, a) }] {
+                        let whole = run(&prog, &d).unwrap();
+                        let (p, n) = (run(&policy, &d).unwrap(), run(&notify, &d).unwrap());
+                        assert_eq!(combine(p, n), whole, "{arch} nr {nr} {a:x?}");
+                        let n = Action::from_ret(n);
+                        assert!(n == Action::Allow || n == Action::UserNotif, "notify filter returns {n}");
+                    }
+                }
+            }
+            // The always-allowed syscalls stay decided from arch and number in both.
+            assert_eq!(check_cacheable(spec, arch, &prog).unwrap().always_allowed.len(), spec.always_allowed(arch).len());
+        }
+    }
+    assert!(split(&compile(&hardening::aegis_default(&Hardening::default()), Arch::X86_64, &weights).unwrap()).is_none());
 }

@@ -612,3 +612,52 @@ fn seccompiler_agrees_and_executes_more_instructions() {
         );
     }
 }
+
+/// What the export says about a mediated spec: `connect` is `SCMP_ACT_NOTIFY` (runc refuses
+/// it without a seccomp agent), and the argument-dependent mediation (`sendto` with an
+/// address, `AF_UNIX` datagram sockets) is never wider than the spec: every call the export
+/// allows, the supervisor-mediated spec allows or mediates; `sendto` without an address and
+/// unix stream sockets stay allowed where OCI can say so.
+#[test]
+fn oci_export_of_mediated_connections_is_never_wider() {
+    use aegis_targets::seccomp::hardening::ConnectGate;
+    let spec = aegis_default(&Hardening {
+        connect: ConnectGate::Mediate,
+        inet_network: true,
+        ..Hardening::default()
+    });
+    let exported = oci::export(&spec, &Arch::ALL);
+    let text = serde_json::to_string_pretty(&exported.json).unwrap();
+    assert!(text.contains("SCMP_ACT_NOTIFY"), "{text}");
+    assert!(
+        exported.losses.iter().any(|l| l.starts_with("connect: answered by the AEGIS supervisor")),
+        "{:?}",
+        exported.losses
+    );
+    let back = oci::import(&text).unwrap().spec;
+    let a = Arch::X86_64;
+    let d = |s: &aegis_targets::seccomp::SeccompSpec, name: &str, args: [u64; 6]| {
+        decide(s, a, &SeccompData::new(a, a.nr(name).unwrap(), args))
+    };
+    let probes: &[(&str, [u64; 6])] = &[
+        ("connect", [3, 1, 16, 0, 0, 0]),
+        ("sendto", [3, 1, 16, 0, 0, 0]),
+        ("sendto", [3, 1, 16, 0, 0x7fff_0000, 16]),
+        ("socket", [1, 1, 0, 0, 0, 0]),
+        ("socket", [1, 2, 0, 0, 0, 0]),
+        ("socket", [1, 3, 0, 0, 0, 0]),
+        ("socketpair", [1, 1, 0, 0x7fff_0000, 0, 0]),
+        ("socketpair", [1, 5 | 0o2_000_000, 0, 0x7fff_0000, 0, 0]),
+        ("socketpair", [1, 2, 0, 0x7fff_0000, 0, 0]),
+        ("socketpair", [2, 1, 0, 0x7fff_0000, 0, 0]),
+    ];
+    for (name, args) in probes {
+        let (orig, exp) = (d(&spec, name, *args), d(&back, name, *args));
+        // Never wider: the same verdict, or the default refusal.
+        assert!(exp == orig || exp == spec.default_action, "{name} {args:x?}: export says {exp}, the spec {orig}");
+    }
+    assert_eq!(d(&back, "sendto", [3, 1, 16, 0, 0, 0]), Action::Allow, "send() stays allowed");
+    assert_eq!(d(&back, "socketpair", [1, 1, 0, 0x7fff_0000, 0, 0]), Action::Allow);
+    assert_eq!(d(&back, "connect", [3, 1, 16, 0, 0, 0]), Action::UserNotif);
+    assert_eq!(d(&back, "sendto", [3, 1, 16, 0, 0x7fff_0000, 16]), spec.default_action);
+}

@@ -7,7 +7,7 @@ use super::{Exit, Format, compile_or_report, print_json};
 use crate::eval::{self, FsQuery, Params, Query, QueryError, Verdict};
 use crate::ir::Protocol;
 
-pub const USAGE: &str = "queries: fs read|write|exec PATH | exec PATH | net HOST PORT [tcp|udp] | api NAME SCOPE | api NAME METHOD PATH";
+pub const USAGE: &str = "queries: fs read|write|exec PATH | exec PATH | net HOST PORT [tcp|udp] | unix PATH | api NAME SCOPE | api NAME METHOD PATH";
 
 pub fn parse_query(words: &[String]) -> Result<Query, QueryError> {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -29,6 +29,7 @@ pub fn parse_query(words: &[String]) -> Result<Query, QueryError> {
             };
             Ok(Query::Net { host: host.to_string(), port, protocol })
         }
+        ["unix", path] => Ok(Query::Unix { path: path.to_string() }),
         ["api", name, scope] => Ok(Query::ApiScope { api: name.to_string(), scope: scope.to_string() }),
         ["api", name, method, path] => Ok(Query::ApiHttp { api: name.to_string(), method: method.to_string(), path: path.to_string() }),
         _ => Err(QueryError(format!("cannot understand the query `{}`; {USAGE}", w.join(" ")))),

@@ -79,6 +79,9 @@ pub fn render(c: &Compiled) -> String {
     for d in &net.dns {
         let _ = writeln!(o, "  dns    {:<44} {}", d.address.to_string(), loc(s, d.origin));
     }
+    for g in &net.unix {
+        let _ = writeln!(o, "  unix   {:<44} {}", g.path.to_string(), loc(s, g.origin));
+    }
     if !p.apis.is_empty() {
         let _ = writeln!(o, "\nAPIs (checked per request by the proxy; deny beats allow)");
         for a in p.apis.values() {

@@ -5,11 +5,12 @@
 //! group → that group denied; see `aegis_targets::seccomp::Hardening`), then the policy's own
 //! `[syscalls]` rules are applied on top, so an explicit, visible `allow = ["ptrace"]` (which
 //! the lints flag) is the only way to get a dangerous call back. Denials use the policy's
-//! errno. Invariants: every program passes the constant-action cache check (each always
+//! errno. Every policy mediates connections ([`ConnectGate::Mediate`]): the supervisor
+//! checks pathname unix sockets against `[network] unix`. Invariants: every program passes the constant-action cache check (each always
 //! allowed syscall is decided from arch and number alone); same policy, same bytes.
 
 use aegis_targets::seccomp::{
-    self, Action, ExecGate, Hardening, Rule, SeccompSpec, SockFilter, SyscallWeights, oci,
+    self, Action, ConnectGate, ExecGate, Hardening, Rule, SeccompSpec, SockFilter, SyscallWeights, oci,
     syscalls::Arch,
 };
 
@@ -34,6 +35,9 @@ pub fn hardening(policy: &Policy) -> Hardening {
     Hardening {
         inet_network: policy.network.mode != NetworkMode::None,
         exec: if has_exec { ExecGate::Allow } else { ExecGate::Notify },
+        // Every policy: a pathname unix socket is reachable only through a `[network] unix`
+        // grant, which only the supervisor can check (the address is in the agent's memory).
+        connect: ConnectGate::Mediate,
         namespaces: explicitly_allowed(policy, &["unshare", "setns"]),
         mount: explicitly_allowed(policy, &["mount", "umount2", "pivot_root", "move_mount", "fsmount", "open_tree"]),
         bpf: explicitly_allowed(policy, &["bpf"]),
@@ -71,7 +75,10 @@ pub fn spec(policy: &Policy, losses: &mut LossReport) -> Result<SeccompSpec, Emi
             imported.spec
         }
     };
-    hardening(policy).apply(&mut spec);
+    // The connect gate goes last, so that a `[syscalls] allow = ["connect"]` (or `socket`)
+    // lets the call run but never past the supervisor's unix socket check.
+    let h = hardening(policy);
+    Hardening { connect: ConnectGate::Allow, ..h }.apply(&mut spec);
     for r in &policy.syscalls.rules {
         let action = match r.action {
             SyscallAction::Allow => Action::Allow,
@@ -80,6 +87,9 @@ pub fn spec(policy: &Policy, losses: &mut LossReport) -> Result<SeccompSpec, Emi
             SyscallAction::Kill => Action::KillProcess,
         };
         spec.set(&r.name, vec![Rule::always(action)]);
+    }
+    if h.connect == ConnectGate::Mediate {
+        seccomp::hardening::mediate_connections(&mut spec);
     }
     let errno = policy.syscalls.default_errno;
     if errno != seccomp::spec::EPERM {

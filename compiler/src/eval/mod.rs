@@ -4,6 +4,8 @@
 //! Output: a [`Decision`]: ALLOW or DENY, with the rule that decided it and its source
 //! location, or the default-deny reason. Queries that are themselves malformed (a relative
 //! path, an unknown API) are a [`QueryError`], not a decision.
+//! Unix socket queries are answered from `[network] unix` grants, never from filesystem
+//! grants (a filesystem `deny` still beats them).
 //! Laws (property-tested): a matching `deny` rule always wins (deny beats allow); with no
 //! matching grant the answer is DENY (default deny); the answer never depends on rule order.
 //! The evaluator is pure: it never looks at the filesystem or the network.
@@ -39,6 +41,9 @@ impl FsQuery {
 pub enum Query {
     Fs { access: FsQuery, path: String },
     Net { host: String, port: u16, protocol: Protocol },
+    /// `connect`/`sendto` to the pathname unix socket at `path` (as the agent sees it, with
+    /// symlinks resolved).
+    Unix { path: String },
     ApiScope { api: String, scope: String },
     ApiHttp { api: String, method: String, path: String },
 }
@@ -126,6 +131,7 @@ pub fn evaluate(policy: &Policy, params: &Params, query: &Query) -> Result<Decis
     match query {
         Query::Fs { access, path } => eval_fs(policy, params, *access, path),
         Query::Net { host, port, protocol } => eval_net(policy, host, *port, *protocol),
+        Query::Unix { path } => eval_unix(policy, params, path),
         Query::ApiScope { api, scope } => {
             let a = find_api(policy, api)?;
             Ok(match a.scopes.iter().find(|s| s.name == *scope) {
@@ -345,4 +351,71 @@ fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Resul
         return Ok(allow(format!("{host}:{port}/{protocol} matches allowed endpoint '{a}'{how}"), endpoint_ref(a), notes));
     }
     Ok(deny(format!("no allowed endpoint matches {host}:{port}/{protocol} (default deny)"), None, notes))
+}
+
+/// The most specific pattern of `patterns` that covers `q` (ties: the first), after
+/// parameters are resolved; parameters that leave a pattern incomparable with `q` are
+/// added to `unresolved`.
+fn most_specific<'r, T>(
+    items: impl Iterator<Item = &'r T>,
+    path_of: impl Fn(&T) -> &PathPattern,
+    q: &PathPattern,
+    params: &Params,
+    unresolved: &mut std::collections::BTreeSet<String>,
+) -> Option<&'r T> {
+    let mut best: Option<(&T, usize)> = None;
+    for item in items {
+        let rp = resolve(path_of(item), params);
+        if rp.root != q.root {
+            unresolved.extend(rp.param().into_iter().chain(q.param()).map(str::to_string));
+            continue;
+        }
+        if rp.covers(q) && best.is_none_or(|(_, d)| rp.components.len() > d) {
+            best = Some((item, rp.components.len()));
+        }
+    }
+    best.map(|(item, _)| item)
+}
+
+/// A note naming the parameters whose rules could not be compared with the query.
+fn unresolved_note(set: &std::collections::BTreeSet<String>, what: &str, raw: &str) -> Vec<String> {
+    if set.is_empty() {
+        return vec![];
+    }
+    let names: Vec<String> = set.iter().map(|p| format!("${{{p}}}")).collect();
+    let flags: Vec<String> = set.iter().map(|p| format!("--param {p}=/path")).collect();
+    vec![format!("{what} involving {} could not be compared with '{raw}'; pass {} to include them", names.join(", "), flags.join(" "))]
+}
+
+fn eval_unix(policy: &Policy, params: &Params, raw: &str) -> Result<Decision, QueryError> {
+    let query = PathPattern::parse(raw, &|n| policy.parameters.contains_key(n)).map_err(|e| QueryError(path_error_text(raw, &e)))?;
+    let q = resolve(&query, params);
+    let fs = &policy.filesystem.rules;
+    let (mut unresolved_denies, mut unresolved_grants) = Default::default();
+    let denied = most_specific(fs.iter().filter(|r| r.access == FsAccess::Deny), |r| &r.path, &q, params, &mut unresolved_denies);
+    if let Some(d) = denied {
+        return Ok(deny(format!("socket path '{raw}' matches deny pattern '{}'", d.path), Some(rule_ref(d)), vec![]));
+    }
+    let grant = most_specific(policy.network.unix.iter(), |g| &g.path, &q, params, &mut unresolved_grants);
+    let mut ignored = Default::default();
+    let visible = most_specific(fs.iter().filter(|r| r.access != FsAccess::Deny), |r| &r.path, &q, params, &mut ignored);
+    if let Some(g) = grant {
+        let mut notes = unresolved_note(&unresolved_denies, "deny rules", raw);
+        if visible.is_none() {
+            notes.push(format!(
+                "no filesystem grant covers '{raw}': in the sandbox's own mount namespace there is no socket there to connect to; add its directory to [filesystem] read"
+            ));
+        }
+        let rule = RuleRef { kind: "unix socket grant".into(), text: g.path.to_string(), origin: g.origin };
+        return Ok(allow(format!("socket path '{raw}' is covered by unix grant '{}'", g.path), rule, notes));
+    }
+    let mut notes = unresolved_note(&unresolved_grants, "unix grants", raw);
+    if let Some(v) = visible {
+        notes.push(format!(
+            "{} grant '{}' makes the path visible, but a filesystem grant never allows connecting to a socket; add it to [network] unix",
+            v.access.word(),
+            v.path
+        ));
+    }
+    Ok(deny(format!("no [network] unix grant covers socket path '{raw}' (default deny)"), None, notes))
 }

@@ -21,6 +21,9 @@
 //!   which admits the allowed endpoints and API hosts. `Host`: the host network, filtered to
 //!   the allowed endpoints (names resolved at launch) and DNS to `dns` resolvers. `deny`
 //!   endpoints beat `allow`. API hosts are implicitly allowed endpoints (TCP, their port).
+//!   Pathname **unix sockets** are a network grant of their own (`unix`), in every mode: a
+//!   filesystem grant makes a socket file visible, never connectable; a filesystem `deny`
+//!   beats a `unix` grant. Abstract unix sockets are not paths (Landlock scopes them).
 //! * **APIs.** A call is allowed if an `allow` rule matches the canonical request and no `deny`
 //!   rule does; a scope is allowed if listed.
 //! * **Resources.** Absent limits are not enforced (a lint says so). Swap is always 0.
@@ -183,6 +186,19 @@ pub struct Network {
     pub allow: Vec<Endpoint>,
     pub deny: Vec<Endpoint>,
     pub dns: Vec<Resolver>,
+    /// Pathname unix sockets the agent may connect to (`[network] unix`), in every mode;
+    /// sorted by path, one entry per path. Empty = none (the field is then left out of the
+    /// JSON, so policies without it keep their digest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unix: Vec<UnixGrant>,
+}
+
+/// A grant to `connect` (or `sendto`) to pathname unix sockets: the socket file at `path`
+/// or anywhere below it, as the agent sees the path (symlinks resolved).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UnixGrant {
+    pub path: PathPattern,
+    pub origin: Option<Origin>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -345,11 +345,20 @@ impl Lower<'_> {
                 );
             }
         }
+        let mut unix = Vec::new();
+        for s in &n.unix {
+            match self.path(s, "unix") {
+                Some(path) => unix.push(UnixGrant { path, origin: Some(s.origin) }),
+                None => ok = false,
+            }
+        }
         allow.sort();
         allow.dedup();
         deny.sort();
         deny.dedup();
-        ok.then_some(Network { mode, mode_origin: n.mode.as_ref().map(|m| m.origin), allow, deny, dns })
+        unix.sort();
+        unix.dedup_by(|later, first| later.path == first.path);
+        ok.then_some(Network { mode, mode_origin: n.mode.as_ref().map(|m| m.origin), allow, deny, dns, unix })
     }
 
     fn endpoint(&mut self, e: &EndpointSyntax) -> Option<Endpoint> {
@@ -768,6 +777,19 @@ impl Lower<'_> {
                         "a system call may appear in one list only",
                     );
                 }
+                continue;
+            }
+            if n.value.starts_with("io_uring_") && matches!(action, SyscallAction::Allow | SyscallAction::Log) {
+                // io_uring runs connect, sendmsg and openat without passing through seccomp:
+                // the supervisor's checks (unix sockets, `docs/mediation.md`) would not see
+                // them, so the policy could not be enforced as written.
+                ok = false;
+                self.err(
+                    Code::IoUringUnmediated,
+                    n.origin,
+                    format!("`{}` would let the agent bypass the supervisor's checks", n.value),
+                    "io_uring's connect and open operations never pass through seccomp, so [network] unix (and every mediated call) could not be enforced; remove it",
+                );
                 continue;
             }
             list_of.insert(n.value.clone(), which);

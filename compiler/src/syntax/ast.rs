@@ -71,6 +71,8 @@ pub struct NetworkSection {
     pub allow: Vec<EndpointSyntax>,
     pub deny: Vec<EndpointSyntax>,
     pub dns: Vec<SString>,
+    /// Pathname unix sockets the agent may connect to (path patterns).
+    pub unix: Vec<SString>,
 }
 
 /// An endpoint as written: either the string shorthand `host:ports[/proto]` or a table.

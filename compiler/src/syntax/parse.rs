@@ -250,6 +250,7 @@ impl Parser<'_> {
             pf.network.allow = self.endpoints(t, "allow");
             pf.network.deny = self.endpoints(t, "deny");
             pf.network.dns = self.string_array(t, "dns", "network.dns");
+            pf.network.unix = self.string_array(t, "unix", "network.unix");
         }
         if let Some(t) = self.table(root, "api") {
             for (name, item) in t.iter() {

@@ -79,6 +79,7 @@ pub const NETWORK_KEYS: &[KeySpec] = &[
     key("allow", Ty::EndpointArray, "Endpoints the agent may reach: \"host:port[/tcp|udp]\" or { host, ports, protocol }."),
     key("deny", Ty::EndpointArray, "Endpoints never reachable; beats allow."),
     key("dns", Ty::StringArray, "Resolver IP addresses the agent may query (host mode with host names)."),
+    key("unix", Ty::StringArray, "Pathname unix sockets (path patterns) the agent may connect to, in every mode; a read grant never does."),
 ];
 
 pub const API_KEYS: &[KeySpec] = &[

@@ -102,6 +102,8 @@ const EXPECTED: &[(&str, Code)] = &[
     ("invalid-errno", Code::InvalidErrno),
     ("invalid-errno-number", Code::InvalidErrno),
     ("conflicting-syscall", Code::ConflictingSyscall),
+    ("io-uring-unmediated", Code::IoUringUnmediated),
+    ("unix-relative-path", Code::RelativePath),
     ("invalid-seccomp-base", Code::InvalidProfile),
     ("invalid-seccomp-profile-missing", Code::InvalidProfile),
     ("invalid-enforcement", Code::InvalidEnforcement),

@@ -29,6 +29,7 @@ struct Model {
     net_deny: Vec<String>,
     api_allow: Vec<String>,
     api_deny: Vec<String>,
+    unix: Vec<String>,
 }
 
 fn quote(list: &[String]) -> String {
@@ -41,7 +42,7 @@ impl Model {
         format!(
             "version = 1\n[agent]\nname = \"prop\"\n[parameters]\nW = \"workspace\"\n\
              [filesystem]\nread = {}\nwrite = {}\ndeny = {}\n[exec]\nallow = {}\n\
-             [network]\nmode = \"proxy\"\nallow = {}\ndeny = {}\n\
+             [network]\nmode = \"proxy\"\nallow = {}\ndeny = {}\nunix = {}\n\
              [api.svc]\nhost = \"svc.test\"\nscopes = [\"s1\"]\nallow = {}\ndeny = {}\n",
             quote(&self.read),
             quote(&self.write),
@@ -49,6 +50,7 @@ impl Model {
             quote(&self.exec),
             quote(&self.net_allow),
             quote(&self.net_deny),
+            quote(&self.unix),
             quote(&self.api_allow),
             quote(&self.api_deny),
         )
@@ -93,8 +95,9 @@ fn model() -> impl Strategy<Value = Model> {
     (
         (list(fs_path(3), 4), list(fs_path(3), 3), list(fs_path(3), 3), list(fs_path(3), 3)),
         (list(endpoint(), 4), list(endpoint(), 2), list(http_rule(), 4), list(http_rule(), 2)),
+        list(fs_path(3), 3),
     )
-        .prop_map(|((read, write, deny, exec), (net_allow, net_deny, api_allow, api_deny))| Model {
+        .prop_map(|((read, write, deny, exec), (net_allow, net_deny, api_allow, api_deny), unix)| Model {
             read,
             write,
             deny,
@@ -103,6 +106,7 @@ fn model() -> impl Strategy<Value = Model> {
             net_deny,
             api_allow,
             api_deny,
+            unix,
         })
 }
 
@@ -112,8 +116,9 @@ fn shuffled(m: Model) -> impl Strategy<Value = Model> {
     (
         (s(m.read), s(m.write), s(m.deny), s(m.exec)),
         (s(m.net_allow), s(m.net_deny), s(m.api_allow), s(m.api_deny)),
+        s(m.unix),
     )
-        .prop_map(|((read, write, deny, exec), (net_allow, net_deny, api_allow, api_deny))| Model {
+        .prop_map(|((read, write, deny, exec), (net_allow, net_deny, api_allow, api_deny), unix)| Model {
             read,
             write,
             deny,
@@ -122,6 +127,7 @@ fn shuffled(m: Model) -> impl Strategy<Value = Model> {
             net_deny,
             api_allow,
             api_deny,
+            unix,
         })
 }
 
@@ -143,7 +149,8 @@ fn query() -> impl Strategy<Value = Query> {
         .prop_map(|(h, port, protocol)| Query::Net { host: h.to_string(), port, protocol });
     let api = (select(vec!["GET", "POST", "DELETE"]), prop::collection::vec(select(vec!["x", "y", "z"]), 0..=4))
         .prop_map(|(m, segs)| Query::ApiHttp { api: "svc".into(), method: m.into(), path: format!("/{}", segs.join("/")) });
-    prop_oneof![3 => fs, 2 => net, 2 => api]
+    let unix = fs_path(4).prop_map(|path| Query::Unix { path });
+    prop_oneof![3 => fs, 2 => net, 2 => api, 1 => unix]
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -158,7 +165,8 @@ fn decide(c: &Compiled, case: &Case) -> Decision {
 /// A rule, in policy syntax, that denies exactly what `q` asks for.
 fn deny_rule_for(m: &mut Model, q: &Query) {
     match q {
-        Query::Fs { path, .. } => m.deny.push(path.clone()),
+        // A filesystem deny beats a unix grant too.
+        Query::Fs { path, .. } | Query::Unix { path } => m.deny.push(path.clone()),
         Query::Net { host, port, protocol } => {
             let h = if host.contains(':') { format!("[{host}]") } else { host.clone() };
             m.net_deny.push(format!("{h}:{port}/{protocol}"));
@@ -169,7 +177,7 @@ fn deny_rule_for(m: &mut Model, q: &Query) {
 }
 
 fn grant() -> impl Strategy<Value = (u8, String, String)> {
-    (0u8..6, fs_path(3), prop_oneof![endpoint(), http_rule()]).prop_map(|(k, p, other)| (k, p, other))
+    (0u8..7, fs_path(3), prop_oneof![endpoint(), http_rule()]).prop_map(|(k, p, other)| (k, p, other))
 }
 
 fn add_grant(m: &mut Model, (kind, path, other): &(u8, String, String)) {
@@ -177,6 +185,7 @@ fn add_grant(m: &mut Model, (kind, path, other): &(u8, String, String)) {
         0 => m.read.push(path.clone()),
         1 => m.write.push(path.clone()),
         2 => m.exec.push(path.clone()),
+        3 => m.unix.push(path.clone()),
         _ if other.contains(':') => m.net_allow.push(other.clone()),
         _ => m.api_allow.push(other.clone()),
     }
@@ -267,7 +276,7 @@ fn line_piece() -> impl Strategy<Value = String> {
     ])
     .prop_map(str::to_string);
     let key = select(vec![
-        "version", "name", "description", "extends", "command", "WORKSPACE", "read", "write", "deny", "tmp_size", "allow", "mode", "dns",
+        "version", "name", "description", "extends", "command", "WORKSPACE", "read", "write", "deny", "tmp_size", "allow", "mode", "dns", "unix",
         "host", "port", "scopes", "credential", "memory", "pids", "cpu", "cpu_weight", "io_weight", "wall_time", "base", "log", "kill",
         "default_errno", "ptrace", "landlock", "seccomp", "min_landlock_abi", "nmae", "\"quoted key\"", "a.b",
     ]);
@@ -302,6 +311,7 @@ fn exercise(text: &[u8]) {
                 let _ = evaluate(&c.policy, &Params::new(), &Query::Fs { access, path: w[2].into() });
             }
             let _ = evaluate(&c.policy, &Params::new(), &Query::Net { host: "github.com".into(), port: 443, protocol: Protocol::Tcp });
+            let _ = evaluate(&c.policy, &Params::new(), &Query::Unix { path: "/run/x.sock".into() });
             let _ = evaluate(&c.policy, &Params::new(), &Query::ApiHttp { api: "svc".into(), method: "GET".into(), path: "/a/b".into() });
         }
         Err(f) => {

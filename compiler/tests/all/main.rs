@@ -11,6 +11,7 @@
 //! * `docs`: `docs/policy.md` names every diagnostic code and every key.
 //! * `fuzz_corpus`: the cargo-fuzz target's body, run over the corpus and the examples.
 //! * `cli`: the `aegisc` binary end to end (exit codes and output lines).
+//! * `unix`: `[network] unix` grants: evaluator, lints, diff and `aegisc check ... unix PATH`.
 
 mod cli;
 mod common;
@@ -20,3 +21,4 @@ mod eval_table;
 mod examples;
 mod fuzz_corpus;
 mod laws;
+mod unix;

@@ -77,18 +77,11 @@ fn env_vars(credential_vars: &[String]) -> Vec<(String, String)> {
 
 /// Reads the typed policy from the bundle and prepares everything the proxy needs.
 pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Result<Prepared, RunError> {
-    let ir = v
-        .file("policy.ir.json")
-        .ok_or_else(|| RunError::Refused("proxy mode needs policy.ir.json in the bundle".into()))?;
-    let policy: Policy = serde_json::from_slice(ir).map_err(|e| RunError::Refused(format!("policy.ir.json: {e}")))?;
+    let policy: Policy = v.policy_ir("proxy mode")?;
     if policy.network.mode != NetworkMode::Proxy {
         return Err(RunError::Refused("policy.ir.json does not say network mode `proxy`, but the manifest does".into()));
     }
-    let mut params = aegis_compiler::eval::Params::new();
-    for (k, p) in &v.params {
-        let (name, pat) = aegis_compiler::eval::parse_param(&format!("{k}={}", p.display())).map_err(|e| RunError::Refused(e.0))?;
-        params.insert(name, pat);
-    }
+    let params = v.eval_params()?;
     let credential_vars: Vec<String> = policy
         .apis
         .values()

@@ -1,50 +1,103 @@
-//! Stage 9, seccomp: the last restriction, installed just before exec.
+//! Stage 9, seccomp: the last restriction, installed just before exec; and the supervisor
+//! side of the calls the filter sends to user space.
 //!
 //! Input: the bundle's `seccomp.<arch>.bpf` for this machine's architecture, decoded into
-//! instructions by the supervisor. Output, in the child: `aegis_targets::seccomp::apply`
-//! installs the filter (no_new_privs + TSYNC) and mode 2 is verified (`PR_GET_SECCOMP`, or
-//! `/proc/self/status` when the filter itself denies that prctl). Invariants: a required
-//! filter that is missing for this architecture, uses user notification (no listener is
-//! served yet), fails to install or does not verify stops the launch (exit 126); only
-//! `fds` and `exec` run after it, and they fall back to syscalls any sane filter allows.
+//! instructions by the supervisor, and (when the program notifies) the bundle's typed policy
+//! and the launch parameters. Output, in the child: when the program returns USER_NOTIF for
+//! `connect`, the broker is forked first (after Landlock, before the filter: see
+//! [`crate::broker`]) and its control socket handed over; then the filter is installed
+//! (no_new_privs + TSYNC; a program that notifies as the two filters of
+//! `aegis_targets::seccomp::split`, the notify filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER`,
+//! whose listener is handed over too) and mode 2 is verified (`PR_GET_SECCOMP`, or
+//! `/proc/self/status` when the filter itself denies that prctl). In the supervisor:
+//! [`take_handover`] receives listener and broker before the child execs (the exec itself may
+//! be a notified call) and [`serve`] starts the notification loop ([`crate::unotify`]) with
+//! the handlers of [`registry`]. Invariants: a required filter that is missing for this
+//! architecture, fails to install or does not verify stops the launch (exit 126); so does a
+//! notifying filter whose listener cannot be served (nothing would answer the agent's calls);
+//! only `fds` and `exec` run after it, and they fall back to syscalls any sane filter allows.
 
-use aegis_targets::seccomp::{self, Arch, ApplyOptions, SockFilter};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aegis_targets::seccomp::{self, Action, Arch, ApplyOptions, SeccompData, SockFilter};
 
 use crate::child::{ChildReport, Fail, INFO_LEN, INFO_SECCOMP_LEN, INFO_SECCOMP_MODE};
 use crate::exit::RunError;
+use crate::handoff::{self, Message, Tag};
 use crate::stage::Stage;
 use crate::stage::verify::Verified;
+use crate::unotify::{self, Limits, Listener, Registry, Server};
 
 pub const WHAT_APPLY: u32 = 1;
 pub const WHAT_VERIFY: u32 = 2;
-
-const BPF_RET_K: u16 = 0x06;
-const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
-const SECCOMP_RET_ACTION_FULL: u32 = 0xffff_0000;
+pub const WHAT_BROKER: u32 = 3;
+pub const WHAT_HANDOFF: u32 = 4;
 
 /// Child-side plan.
 pub struct ChildSeccomp {
+    /// The program (when it notifies: its policy filter, see `aegis_targets::seccomp::split`).
     program: Option<Vec<SockFilter>>,
+    /// The program's notify filter, installed first with a listener that is handed over.
+    notify: Option<Vec<SockFilter>>,
+    /// `connect` is notified: fork the broker before the filters.
+    broker: bool,
+    /// Instructions of the bundle's program, for the report.
+    len: usize,
 }
 
 impl ChildSeccomp {
     /// A plan that installs nothing (the layer is absent from the bundle).
     pub fn placeholder() -> ChildSeccomp {
-        ChildSeccomp { program: None }
+        ChildSeccomp { program: None, notify: None, broker: false, len: 0 }
     }
 }
 
-/// Supervisor side. Returns the child plan and, when absent or skipped, the report detail.
-pub fn prepare(v: &Verified) -> Result<(ChildSeccomp, Option<String>), RunError> {
+/// What the supervisor must answer for the filter (prepared before clone).
+pub struct Mediation {
+    policy: Arc<aegis_compiler::ir::Policy>,
+    params: aegis_compiler::eval::Params,
+    /// `execve` is notified ([`unotify::exec::ExecGate`]).
+    exec_gate: bool,
+    /// `connect` and friends are notified ([`unotify::net::NetMediation`], the broker).
+    connect: bool,
+}
+
+impl Mediation {
+    /// One line for the enforcement report.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.connect {
+            let n = self.policy.network.unix.len();
+            parts.push(format!(
+                "connect/sendto performed by the broker on the supervisor's copies; pathname unix sockets need a [network] unix grant ({n} granted); unix datagram sockets refused"
+            ));
+        }
+        if self.exec_gate {
+            parts.push("execve refused after the agent's own (no [exec] grant)".to_string());
+        }
+        parts.join("; ")
+    }
+}
+
+/// Whether `program` returns USER_NOTIF for `name` called with `args` on `arch`.
+fn notifies(program: &[SockFilter], arch: Arch, name: &str, args: [u64; 6]) -> bool {
+    arch.nr(name).is_some_and(|nr| seccomp::run(program, &SeccompData::new(arch, nr, args)).map(Action::from_ret) == Ok(Action::UserNotif))
+}
+
+/// Supervisor side. Returns the child plan, the report detail when absent or skipped, and
+/// what the supervisor must serve when the program notifies.
+pub fn prepare(v: &Verified) -> Result<(ChildSeccomp, Option<String>, Option<Mediation>), RunError> {
     let any = v.files.keys().any(|k| k.starts_with("seccomp.") && k.ends_with(".bpf"));
     if !any && !v.manifest.kernel.seccomp {
-        return Ok((ChildSeccomp::placeholder(), Some("no seccomp program in bundle".into())));
+        return Ok((ChildSeccomp::placeholder(), Some("no seccomp program in bundle".into()), None));
     }
-    let skip = |why: String| -> Result<(ChildSeccomp, Option<String>), RunError> {
+    let skip = |why: String| -> Result<(ChildSeccomp, Option<String>, Option<Mediation>), RunError> {
         if v.required("seccomp") {
             Err(RunError::Unavailable { layer: "seccomp", why })
         } else {
-            Ok((ChildSeccomp::placeholder(), Some(format!("best-effort: {why}"))))
+            Ok((ChildSeccomp::placeholder(), Some(format!("best-effort: {why}")), None))
         }
     };
     let Some(arch) = Arch::native() else {
@@ -55,29 +108,50 @@ pub fn prepare(v: &Verified) -> Result<(ChildSeccomp, Option<String>), RunError>
         return skip(format!("the bundle has no {name} for this architecture"));
     };
     let program = seccomp::from_bytes(bytes).map_err(|e| RunError::Refused(format!("{name}: {e}")))?;
-    let notif = program
-        .iter()
-        .any(|i| i.code == BPF_RET_K && i.k & SECCOMP_RET_ACTION_FULL == SECCOMP_RET_USER_NOTIF);
-    if notif {
-        return Err(RunError::NotImplemented {
-            layer: "seccomp user notification (the program returns USER_NOTIF; no listener is served yet)",
-        });
-    }
-    Ok((ChildSeccomp { program: Some(program) }, None))
+    let connect = notifies(&program, arch, "connect", [0; 6]);
+    let exec_gate = notifies(&program, arch, "execve", [0; 6]);
+    let len = program.len();
+    let Some((policy_filter, notify_filter)) = seccomp::split::split(&program) else {
+        return Ok((ChildSeccomp { program: Some(program), notify: None, broker: false, len }, None, None));
+    };
+    let mediation = Mediation { policy: Arc::new(v.policy_ir("seccomp user notification")?), params: v.eval_params()?, exec_gate, connect };
+    let child = ChildSeccomp { program: Some(policy_filter), notify: Some(notify_filter), broker: connect, len };
+    Ok((child, None, Some(mediation)))
 }
 
-/// Number of instructions, for the report.
+/// Number of instructions of the bundle's program, for the report.
 pub fn program_len(s: &ChildSeccomp) -> Option<usize> {
-    s.program.as_ref().map(Vec::len)
+    s.program.as_ref().map(|_| s.len)
 }
 
-pub fn apply_in_child(s: &ChildSeccomp, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
+/// Child side: broker (if needed), filter, verification. `handoff` carries the listener
+/// and the broker's control socket to the supervisor.
+pub fn apply_in_child(s: &ChildSeccomp, handoff: Option<&handoff::Sender>, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
     let Some(program) = &s.program else {
         return Ok(());
     };
-    // SECCOMP_FILTER_FLAG_LOG: the kernel logs refused calls (audit type 1326), which the
-    // supervisor records as kernel denials; allowed calls are never logged.
-    if let Err(e) = seccomp::apply(program, ApplyOptions { log: true }) {
+    let send = |tag: Tag, fd: &OwnedFd| -> Result<(), Fail> {
+        let tx = handoff.ok_or(Fail { stage: Stage::Seccomp, what: WHAT_HANDOFF, errno: libc::ENOTCONN })?;
+        tx.send(tag, 0, 0, Some(fd.as_raw_fd())).map_err(|errno| Fail { stage: Stage::Seccomp, what: WHAT_HANDOFF, errno })
+    };
+    if s.broker {
+        // Forked now: after Landlock (its domain is the agent's), before the filter (it
+        // performs the calls the filter sends to the supervisor).
+        let ctl = crate::broker::fork_in_child().map_err(|errno| Fail { stage: Stage::Seccomp, what: WHAT_BROKER, errno })?;
+        send(Tag::BROKER_CONTROL, &ctl)?;
+    }
+    // The notify filter first (nothing it lets through can fail to install the next one),
+    // without LOG: a notified call is not a denial, and logging each would flood the
+    // kernel log. Then the policy filter with SECCOMP_FILTER_FLAG_LOG: the kernel logs
+    // refused calls (audit type 1326), which the supervisor records as kernel denials;
+    // allowed calls are never logged.
+    let applied = match &s.notify {
+        Some(n) => seccomp::apply_with_listener(n, ApplyOptions { log: false })
+            .and_then(|l| send(Tag::SECCOMP_LISTENER, &l).map_err(|f| seccomp::ApplyError::Install { errno: f.errno })),
+        None => Ok(()),
+    }
+    .and_then(|()| seccomp::apply(program, ApplyOptions { log: true }));
+    if let Err(e) = applied {
         msg.set_msg(&e.to_string());
         let errno = match e {
             seccomp::ApplyError::Install { errno } | seccomp::ApplyError::NoNewPrivs { errno } => errno,
@@ -89,7 +163,7 @@ pub fn apply_in_child(s: &ChildSeccomp, info: &mut [u32; INFO_LEN], msg: &mut Ch
             errno,
         });
     }
-    info[INFO_SECCOMP_LEN] = program.len() as u32;
+    info[INFO_SECCOMP_LEN] = s.len as u32;
     // SAFETY: prctl with integer arguments.
     let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
     let mode = if mode == 2 {
@@ -108,10 +182,65 @@ pub fn apply_in_child(s: &ChildSeccomp, info: &mut [u32; INFO_LEN], msg: &mut Ch
     Ok(())
 }
 
+/// What the child handed over for the filter.
+pub struct Handover {
+    listener: OwnedFd,
+    broker: Option<OwnedFd>,
+}
+
+/// Supervisor side, after the child was let go and before waiting for its exec: receives
+/// the listener (and the broker's control socket) from the handoff. Messages for other
+/// stages that arrive first are put into `others` for the later drain. `Ok(None)`: the
+/// child ended before sending them (its report says why).
+pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Message>) -> Result<Option<Handover>, RunError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut listener, mut broker) = (None, None);
+    while listener.is_none() || (m.connect && broker.is_none()) {
+        let Some(msg) = rx.recv(deadline)? else {
+            return Ok(None);
+        };
+        match msg.tag {
+            Tag::SECCOMP_LISTENER => listener = msg.fd,
+            Tag::BROKER_CONTROL => {
+                handoff::check_socket(&msg, libc::AF_UNIX, libc::SOCK_SEQPACKET)?;
+                broker = msg.fd;
+            }
+            _ => others.push(msg),
+        }
+    }
+    let listener = listener.ok_or_else(|| RunError::internal("seccomp listener", "handed over without a descriptor"))?;
+    Ok(Some(Handover { listener, broker }))
+}
+
+/// The handlers for what this bundle's filter notifies. Add new handlers here (see
+/// [`crate::unotify`]'s module docs).
+pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>) -> Result<Registry, RunError> {
+    let mut r = Registry::new();
+    let bug = |e: String| RunError::internal("seccomp notification handlers", e);
+    if m.exec_gate {
+        r.add(unotify::exec::SYSCALLS, Arc::new(unotify::exec::ExecGate::new(child as u32))).map_err(bug)?;
+    }
+    if m.connect {
+        let client = broker.map(|b| Arc::new(crate::broker::Client::new(b)));
+        r.add(unotify::net::SYSCALLS, Arc::new(unotify::net::NetMediation::new(m.policy.clone(), m.params.clone(), client))).map_err(bug)?;
+    }
+    Ok(r)
+}
+
+/// Starts answering the agent's notified calls; refusals go to `events`.
+pub fn serve(m: &Mediation, h: Handover, child: libc::pid_t, events: std::sync::mpsc::Sender<aegis_audit::Event>) -> Result<Server, RunError> {
+    let unavailable = |why: String| RunError::Unavailable { layer: "seccomp", why: format!("the filter's user notifications cannot be served: {why}") };
+    let listener = Listener::new(h.listener).map_err(unavailable)?;
+    let registry = registry(m, child, h.broker)?;
+    Server::start(listener, registry, Limits::default(), events).map_err(unavailable)
+}
+
 pub fn describe(what: u32) -> &'static str {
     match what {
         WHAT_APPLY => "installing the seccomp filter",
         WHAT_VERIFY => "seccomp mode is not 2 (filter) after installing",
+        WHAT_BROKER => "forking the network broker",
+        WHAT_HANDOFF => "handing the seccomp listener or broker to the supervisor",
         _ => "seccomp",
     }
 }

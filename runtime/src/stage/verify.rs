@@ -64,6 +64,23 @@ impl Verified {
     pub fn file(&self, name: &str) -> Option<&[u8]> {
         self.files.get(name).map(Vec::as_slice)
     }
+
+    /// The bundle's typed policy (`policy.ir.json`), which the supervisor's own decisions
+    /// (the proxy, the seccomp notification handlers) come from; `who` says who needs it.
+    pub fn policy_ir(&self, who: &str) -> Result<aegis_compiler::ir::Policy, RunError> {
+        let ir = self.file("policy.ir.json").ok_or_else(|| RunError::Refused(format!("{who} needs policy.ir.json in the bundle")))?;
+        serde_json::from_slice(ir).map_err(|e| RunError::Refused(format!("policy.ir.json: {e}")))
+    }
+
+    /// The launch parameters as the reference evaluator takes them.
+    pub fn eval_params(&self) -> Result<aegis_compiler::eval::Params, RunError> {
+        let mut params = aegis_compiler::eval::Params::new();
+        for (k, p) in &self.params {
+            let (name, pat) = aegis_compiler::eval::parse_param(&format!("{k}={}", p.display())).map_err(|e| RunError::Refused(e.0))?;
+            params.insert(name, pat);
+        }
+        Ok(params)
+    }
 }
 
 /// Where per-host state (the serial store) lives: `$AEGIS_STATE_DIR`, else `/var/lib/aegis`

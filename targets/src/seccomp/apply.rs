@@ -19,6 +19,7 @@ const SECCOMP_FILTER_FLAG_TSYNC: libc::c_ulong = 1;
 const SECCOMP_FILTER_FLAG_LOG: libc::c_ulong = 2;
 const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_ulong = 8;
 const SECCOMP_FILTER_FLAG_TSYNC_ESRCH: libc::c_ulong = 16;
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_ulong = 32;
 
 /// How to install the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,16 +53,21 @@ pub fn apply(program: &[SockFilter], opts: ApplyOptions) -> Result<(), ApplyErro
 /// Like [`apply`], and return the user-notification listener fd (for `USER_NOTIF` actions,
 /// e.g. [`ExecGate::Notify`](super::hardening::ExecGate)); hand it to the supervisor
 /// before the next syscall the filter sends there. Uses `TSYNC_ESRCH`, which lets TSYNC
-/// and `NEW_LISTENER` be combined (Linux 5.7+).
+/// and `NEW_LISTENER` be combined (Linux 5.7+), and `WAIT_KILLABLE_RECV` where the kernel
+/// has it (5.19+): once the supervisor has taken a notification, only a fatal signal ends
+/// the wait. Without it a signal handler firing in the agent (Go's preemption signal, a
+/// timer) abandons a call the supervisor may already have performed, and the restarted
+/// call would see its effects (a `connect` made twice answers `EISCONN`).
 pub fn apply_with_listener(
     program: &[SockFilter],
     opts: ApplyOptions,
 ) -> Result<std::os::fd::OwnedFd, ApplyError> {
-    let fd = install(
-        program,
-        opts,
-        SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_TSYNC_ESRCH,
-    )?;
+    let base = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+    let fd = match install(program, opts, base | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) {
+        // Kernels before 5.19 do not know the flag.
+        Err(ApplyError::Install { errno: libc::EINVAL }) => install(program, opts, base)?,
+        r => r?,
+    };
     let fd = i32::try_from(fd).map_err(|_| ApplyError::Install { errno: libc::EBADF })?;
     // SAFETY: with NEW_LISTENER the kernel returned a fresh fd that nothing else owns.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })

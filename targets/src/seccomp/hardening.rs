@@ -364,14 +364,41 @@ pub enum ExecGate {
     Notify,
 }
 
+/// Whether socket connections go through the supervisor (the AEGIS runtime always asks for
+/// [`ConnectGate::Mediate`]; `Allow` is the filter without a supervisor, as imported or
+/// exported profiles and the filter tests use it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectGate {
+    /// `connect`, `sendto` and every socket type run as the rest of the spec says.
+    #[default]
+    Allow,
+    /// USER_NOTIF for: `connect` (every call: the destination is in memory the filter
+    /// cannot read), `sendto` with a destination address (`args[4] != NULL`; `send()` passes
+    /// NULL and stays in the kernel), and `socket`/`socketpair` of `AF_UNIX` with a type
+    /// other than `SOCK_STREAM`/`SOCK_SEQPACKET` (a datagram socket can `sendmsg` to any
+    /// pathname socket, and `sendmsg`'s destination is in memory too; `SOCK_RAW` is a
+    /// datagram socket for `AF_UNIX`). The supervisor decides on its own copy of the address
+    /// and has a broker perform the call (`runtime/src/unotify`, `docs/mediation.md`).
+    Mediate,
+}
+
+/// `SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_SEQPACKET` and the mask of the type part of
+/// `socket()`'s second argument (the rest is `SOCK_NONBLOCK | SOCK_CLOEXEC`).
+pub const SOCK_STREAM: u32 = 1;
+pub const SOCK_DGRAM: u32 = 2;
+pub const SOCK_SEQPACKET: u32 = 5;
+pub const SOCK_TYPE_MASK: u64 = 0xf;
+
 /// What the policy grants; every `false` removes a kernel attack surface from the filter.
-/// `Default` grants nothing.
+/// `Default` grants nothing, except that the two gates default to the filter-only reading
+/// ([`ExecGate::Allow`], [`ConnectGate::Allow`]): a supervisor must be there to serve them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Hardening {
     /// AF_INET/AF_INET6 sockets (any network grant). Without it only AF_UNIX and
     /// NETLINK_ROUTE sockets can be created.
     pub inet_network: bool,
     pub exec: ExecGate,
+    pub connect: ConnectGate,
     /// `clone`/`unshare` with `CLONE_NEW*` flags and `setns`.
     pub namespaces: bool,
     /// mount, umount2, pivot_root, chroot and the new mount API.
@@ -522,7 +549,7 @@ fn restrict(spec: &mut SeccompSpec, name: &str, alternatives: &[Vec<ArgCond>]) {
 /// Whether some argument values satisfy all `conds` (tries every boundary value the
 /// conditions mention; a conjunction of these comparisons, if satisfiable, is satisfied by
 /// one of them). Only used to leave out rules that can never match.
-fn satisfiable(conds: &[ArgCond]) -> bool {
+pub(crate) fn satisfiable(conds: &[ArgCond]) -> bool {
     (0u8..6).all(|i| {
         let mine: Vec<&ArgCond> = conds.iter().filter(|c| c.index == i).collect();
         if mine.is_empty() {
@@ -547,6 +574,115 @@ fn satisfiable(conds: &[ArgCond]) -> bool {
             mine.iter().all(|c| c.holds(&args))
         })
     })
+}
+
+/// [`ConnectGate::Mediate`] on `spec` (apply once, after every other change to the socket
+/// syscalls: a later `allow` of `connect` would otherwise undo it).
+pub fn mediate_connections(spec: &mut SeccompSpec) {
+    notify_all(spec, "connect");
+    notify_when(spec, "sendto", vec![ArgCond::new(4, CmpOp::Ne, 0)]);
+    for n in ["socket", "socketpair"] {
+        mediate_unix_non_stream(spec, n);
+    }
+}
+
+/// Whether any rule of `name` (or the default, when it has none) lets the syscall run.
+fn runs(spec: &SeccompSpec, name: &str) -> bool {
+    match spec.syscalls.get(name) {
+        Some(rs) if !rs.is_empty() => rs.iter().any(|r| permissive(r.action)),
+        _ => permissive(spec.default_action),
+    }
+}
+
+/// Send every call of `name` that may run to the supervisor (a denied one stays denied).
+fn notify_all(spec: &mut SeccompSpec, name: &str) {
+    let default = spec.default_action;
+    let rules = spec.syscalls.entry(name.to_owned()).or_default();
+    if rules.is_empty() {
+        rules.push(Rule::always(default));
+    }
+    for r in rules.iter_mut() {
+        if permissive(r.action) {
+            r.action = Action::UserNotif;
+        }
+    }
+}
+
+/// Send the calls of `name` where `conds` hold to the supervisor, where they may run.
+fn notify_when(spec: &mut SeccompSpec, name: &str, conds: Vec<ArgCond>) {
+    if !runs(spec, name) {
+        return;
+    }
+    let default = spec.default_action;
+    let old = std::mem::take(spec.syscalls.entry(name.to_owned()).or_default());
+    let old = if old.is_empty() { vec![Rule::always(default)] } else { old };
+    let mut rules = Vec::new();
+    for r in &old {
+        if permissive(r.action) {
+            let mut c = r.conds.clone();
+            c.extend(conds.iter().copied());
+            if satisfiable(&c) {
+                rules.push(Rule { conds: c, action: Action::UserNotif, only_arch: r.only_arch });
+            }
+        }
+        rules.push(r.clone());
+    }
+    spec.set(name, rules);
+}
+
+/// `socket`/`socketpair` of `AF_UNIX` run as before for `SOCK_STREAM` and
+/// `SOCK_SEQPACKET`, and go to the supervisor for every other type (datagram, `SOCK_RAW`,
+/// which `AF_UNIX` turns into datagram, and types the kernel refuses anyway).
+fn mediate_unix_non_stream(spec: &mut SeccompSpec, name: &str) {
+    if !runs(spec, name) {
+        return;
+    }
+    let unix = int_eq(0, AF_UNIX);
+    let of_type = |t: u32| ArgCond::new(1, CmpOp::MaskedEq(SOCK_TYPE_MASK), u64::from(t));
+    let default = spec.default_action;
+    let old = std::mem::take(spec.syscalls.entry(name.to_owned()).or_default());
+    let mut rules = Vec::new();
+    let mut ended = false;
+    for r in old.iter().chain(std::iter::once(&Rule::always(default))) {
+        if ended {
+            break;
+        }
+        ended = r.conds.is_empty() && r.only_arch.is_none();
+        if !permissive(r.action) {
+            rules.push(r.clone());
+            continue;
+        }
+        let with = |extra: &[ArgCond]| {
+            let mut c = r.conds.clone();
+            for e in extra {
+                if !c.contains(e) {
+                    c.push(*e);
+                }
+            }
+            c
+        };
+        let mut could_be_unix = false;
+        for t in [SOCK_STREAM, SOCK_SEQPACKET] {
+            let c = with(&[unix, of_type(t)]);
+            if satisfiable(&c) {
+                could_be_unix = true;
+                rules.push(Rule { conds: c, action: r.action, only_arch: r.only_arch });
+            }
+        }
+        let c = with(&[unix]);
+        if satisfiable(&c) {
+            could_be_unix = true;
+            rules.push(Rule { conds: c, action: Action::UserNotif, only_arch: r.only_arch });
+        }
+        // The rule itself still decides other families (unless it only ever meant AF_UNIX).
+        if !could_be_unix || !r.conds.contains(&unix) {
+            rules.push(r.clone());
+        }
+    }
+    if rules.last().is_some_and(|r| r.conds.is_empty() && r.only_arch.is_none() && r.action == default) {
+        rules.pop();
+    }
+    spec.set(name, rules);
 }
 
 /// Deny `name` when `conds` hold, before anything else is considered.
@@ -616,6 +752,9 @@ impl Hardening {
                 .map(|v| vec![int_eq(0, *v)])
                 .collect();
             restrict(spec, "personality", &alts);
+        }
+        if self.connect == ConnectGate::Mediate {
+            mediate_connections(spec);
         }
         if self.exec == ExecGate::Notify {
             for n in ["execve", "execveat"] {

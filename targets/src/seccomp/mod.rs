@@ -19,6 +19,8 @@
 //!                                                            seccomp.<arch>.asm (disassemble)
 //!                                                            CacheReport (check_cacheable)
 //! runtime: from_bytes(bpf) ─▶ apply(&program, ApplyOptions) ─▶ current_mode() to verify
+//!          (a program that notifies: split::split ─▶ notify filter with a listener, then
+//!           the policy filter with LOG; the kernel combines them back into the program)
 //! ```
 //!
 //! # Why our own code generator
@@ -52,6 +54,7 @@ pub mod emulator;
 pub mod hardening;
 pub mod oci;
 pub mod spec;
+pub mod split;
 pub mod syscalls;
 
 pub use apply::{ApplyError, ApplyOptions, apply, apply_with_listener, current_mode};
@@ -61,7 +64,7 @@ pub use cache::{CacheReport, check_cacheable};
 pub use codegen::{CodegenError, SyscallWeights, compile, compile_all};
 pub use disasm::disassemble;
 pub use emulator::run;
-pub use hardening::{ExecGate, Hardening, aegis_default, base_spec};
+pub use hardening::{ConnectGate, ExecGate, Hardening, aegis_default, base_spec};
 pub use spec::{Action, ArgCond, CmpOp, Rule, SeccompData, SeccompSpec, decide};
 pub use syscalls::Arch;
 

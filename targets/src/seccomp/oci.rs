@@ -12,8 +12,11 @@
 //! Input of [`export`]: a spec and the architectures. Output: a runtime-spec
 //! `linux.seccomp` JSON object (what runc, crun, podman, Docker `--security-opt seccomp=`
 //! and Kubernetes `localhost/` profiles read) and a list of losses where OCI's unordered
-//! rule sets cannot say exactly what AEGIS's first-match rules say. Invariant: the export is
-//! deterministic (sorted names, actions in a fixed order).
+//! rule sets cannot say exactly what AEGIS's first-match rules say. What the AEGIS supervisor
+//! answers (USER_NOTIF) is exported as `SCMP_ACT_NOTIFY` where unconditional (runc then refuses
+//! the profile without a seccomp agent) and as the default action where it depends on the
+//! arguments (stricter), each with a loss. Invariant: the export is deterministic (sorted
+//! names, actions in a fixed order).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -300,9 +303,95 @@ fn entry_json(names: Vec<String>, action: Action, args: Option<&[ArgCond]>) -> V
     v
 }
 
+/// What only the AEGIS supervisor can answer, in terms other runtimes understand: an
+/// unconditional USER_NOTIF stays `SCMP_ACT_NOTIFY` (runc refuses such a profile without a
+/// seccomp agent: fail closed), a conditional one takes the default action (the stricter
+/// reading: e.g. `sendto` with an address, `AF_UNIX` datagram sockets refused).
+fn without_conditional_notify(spec: &SeccompSpec, losses: &mut Vec<String>) -> SeccompSpec {
+    let mut out = spec.clone();
+    let mut refused = Vec::new();
+    for (name, rules) in out.syscalls.iter_mut() {
+        let mut changed = false;
+        for r in rules.iter_mut() {
+            if r.action == Action::UserNotif && !r.conds.is_empty() {
+                r.action = spec.default_action;
+                changed = true;
+            }
+        }
+        if changed {
+            refused.push(name.clone());
+            simplify_single_exception(rules, spec.default_action);
+        }
+    }
+    if !refused.is_empty() {
+        losses.push(format!(
+            "{}: the calls AEGIS's supervisor answers for some arguments (a destination \
+             address, an AF_UNIX datagram socket) take the default action, and so do calls \
+             the remaining rules cannot tell apart from them",
+            refused.join(", ")
+        ));
+    }
+    out
+}
+
+/// Rules OCI's unordered rule sets can express, at least as strict as `rules` (first-match
+/// order, where an exception taking the `default` action shadows later rules): `[C →
+/// default, always → A]` with one invertible comparison `C` is exactly `[¬C → A]`; otherwise
+/// a rule after an exception is kept only if it cannot match where the exception does, and
+/// an unconditional rule after one is dropped (its calls get the default action).
+fn simplify_single_exception(rules: &mut Vec<Rule>, default: Action) {
+    invert_single_exception(rules, default);
+    let mut exceptions: Vec<Vec<ArgCond>> = Vec::new();
+    let mut out = Vec::new();
+    for r in rules.iter() {
+        if r.action == default {
+            if r.conds.is_empty() {
+                break;
+            }
+            exceptions.push(r.conds.clone());
+            continue;
+        }
+        let overlaps = exceptions.iter().any(|e| {
+            let both: Vec<ArgCond> = e.iter().chain(&r.conds).copied().collect();
+            super::hardening::satisfiable(&both)
+        });
+        // (An unconditional rule overlaps every exception.)
+        if !overlaps {
+            out.push(r.clone());
+        }
+    }
+    *rules = out;
+}
+
+/// `[C → default, always → A]` with one invertible comparison `C` is `[¬C → A]`.
+fn invert_single_exception(rules: &mut Vec<Rule>, default: Action) {
+    let inverse = |op: CmpOp| match op {
+        CmpOp::Eq => Some(CmpOp::Ne),
+        CmpOp::Ne => Some(CmpOp::Eq),
+        CmpOp::Lt => Some(CmpOp::Ge),
+        CmpOp::Ge => Some(CmpOp::Lt),
+        CmpOp::Le => Some(CmpOp::Gt),
+        CmpOp::Gt => Some(CmpOp::Le),
+        CmpOp::MaskedEq(_) => None,
+    };
+    if let [first, last] = rules.as_slice()
+        && first.action == default
+        && first.only_arch.is_none()
+        && last.conds.is_empty()
+        && last.only_arch.is_none()
+        && last.action != default
+        && let [c] = first.conds.as_slice()
+        && let Some(op) = inverse(c.op)
+    {
+        let action = last.action;
+        *rules = vec![Rule::when(vec![ArgCond::new(c.index, op, c.value)], action)];
+    }
+}
+
 /// Export `spec` for `arches` as an OCI runtime-spec `linux.seccomp` object.
 pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
     let mut losses = Vec::new();
+    let spec = &without_conditional_notify(spec, &mut losses);
     let exists = |n: &str| arches.iter().any(|a| a.nr(n).is_some());
     // Unconditional outcomes, grouped by action.
     let mut plain: BTreeMap<Action, BTreeSet<String>> = BTreeMap::new();
@@ -370,6 +459,22 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
             }
             conditional.push(entry_json(vec![name.clone()], r.action, Some(&r.conds)));
         }
+    }
+    let notified: Vec<&String> = spec
+        .syscalls
+        .iter()
+        .filter(|(n, rs)| exists(n) && rs.iter().any(|r| r.action == Action::UserNotif))
+        .map(|(n, _)| n)
+        .collect();
+    if !notified.is_empty() {
+        let names: Vec<&str> = notified.iter().map(|n| n.as_str()).collect();
+        losses.push(format!(
+            "{}: answered by the AEGIS supervisor (SCMP_ACT_NOTIFY), which no other runtime \
+             has: runc refuses to start the container unless linux.seccomp.listenerPath names \
+             a seccomp agent (\"seccomp listenerPath is not set\"), and a foreign agent would \
+             not know the policy's unix socket grants",
+            names.join(", ")
+        ));
     }
     let (def, def_errno) = action_json(spec.default_action);
     let mut syscalls: Vec<Value> = plain

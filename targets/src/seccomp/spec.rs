@@ -256,7 +256,8 @@ pub enum SpecError {
     ArgIndex { name: String, index: u8 },
     #[error(
         "seccomp spec: {name}: argument {index} is a pointer; a filter sees the address, not \
-         the memory, so a condition on it enforces nothing"
+         the memory, so a condition on it enforces nothing (only == 0 / != 0, a NULL test, is \
+         meaningful)"
     )]
     PointerArg { name: String, index: u8 },
     #[error(
@@ -322,7 +323,10 @@ impl SeccompSpec {
                             index: c.index,
                         });
                     }
-                    if syscalls::is_pointer_arg(name, c.index) {
+                    // A pointer compared with NULL is the one meaningful test of a pointer
+                    // (e.g. `sendto` with or without a destination address).
+                    let null_test = matches!(c.op, CmpOp::Eq | CmpOp::Ne) && c.value == 0;
+                    if syscalls::is_pointer_arg(name, c.index) && !null_test {
                         return Err(SpecError::PointerArg {
                             name: name.clone(),
                             index: c.index,
