@@ -544,6 +544,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         });
     }
     audit.queue(Event::AgentExited {
+        pid: pid as u32,
         status: outcome.exited(),
         signal: outcome.signal(),
         cpu_user_us,

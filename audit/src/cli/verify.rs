@@ -1,5 +1,6 @@
 //! `aegis-audit verify LOG [--key PUB] [--checkpoint FILE]...`: runs the library verifier and
-//! prints the first broken record precisely (seq, line, byte offset, what is wrong).
+//! prints the first broken record precisely (seq, line, byte offset, what is wrong), and the
+//! runs that started and never ended (exit 4 when the chain is intact but one did not end).
 
 use std::path::PathBuf;
 
@@ -34,11 +35,29 @@ pub fn run(a: Args) -> Result<u8, CliError> {
     } else {
         print_text(&a.log, &report);
     }
-    Ok(if report.is_ok() { 0 } else { 1 })
+    Ok(if !report.is_ok() {
+        1
+    } else if !report.open_runs.is_empty() {
+        EXIT_OPEN_RUNS
+    } else {
+        0
+    })
 }
+
+/// The chain verified, but a run in the log started and never ended (see [`aegis_audit::OpenRun`]).
+pub const EXIT_OPEN_RUNS: u8 = 4;
 
 fn print_text(log: &std::path::Path, r: &Report) {
     match &r.failure {
+        None if !r.open_runs.is_empty() => println!(
+            "INCOMPLETE {}: {} records, {} bytes verified, but {} run(s) never ended\n  head {}\n  root {}",
+            log.display(),
+            r.records,
+            r.bytes,
+            r.open_runs.len(),
+            to_hex(&r.head),
+            to_hex(&r.root)
+        ),
         None => println!(
             "OK {}: {} records, {} bytes verified\n  head {}\n  root {}",
             log.display(),
@@ -65,6 +84,9 @@ fn print_text(log: &std::path::Path, r: &Report) {
             rep.seq, rep.bytes, rep.offset
         );
     }
+    for o in &r.open_runs {
+        println!("  open: {o}");
+    }
     for w in &r.warnings {
         println!("  warning: {w}");
     }
@@ -79,8 +101,15 @@ fn to_json(r: &Report) -> String {
         .iter()
         .map(|x| serde_json::json!({"seq": x.seq, "offset": x.offset, "bytes": x.bytes}))
         .collect();
+    let open: Vec<_> = r
+        .open_runs
+        .iter()
+        .map(|o| serde_json::json!({"seq": o.seq, "ts": o.ts, "host": o.host, "agent": o.agent, "pid": o.pid}))
+        .collect();
     serde_json::json!({
         "ok": r.is_ok(),
+        "complete": r.is_complete(),
+        "open_runs": open,
         "records": r.records,
         "bytes": r.bytes,
         "head": to_hex(&r.head),
