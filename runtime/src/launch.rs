@@ -49,7 +49,7 @@ pub fn run(opts: &LaunchOptions) -> i32 {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "unknown".into());
-    let mut audit = match Audit::open(opts.audit_log.as_deref(), &dir_name) {
+    let mut audit = match Audit::open(opts.audit_log.as_deref(), &dir_name, &opts.audit) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("aegis-exec: {e}");
@@ -60,17 +60,21 @@ pub fn run(opts: &LaunchOptions) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("aegis-exec: {e}");
-            let _ = audit.record(Event::Note {
+            audit.queue(Event::Note {
                 component: "aegis-exec".into(),
                 message: format!("launch failed (exit {}): {e}", e.exit_code()),
             });
             e.exit_code()
         }
     };
-    if let Err(e) = audit.close() {
-        eprintln!("aegis-exec: {e}");
+    // The log decides the status when it ended the run (or cannot hold its end).
+    match audit.close() {
+        Some(stop) => {
+            eprintln!("aegis-exec: {stop}");
+            stop.exit_code()
+        }
+        None => code,
     }
-    code
 }
 
 fn instance_id() -> String {
@@ -364,7 +368,6 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     };
     timings.child_ns = r.stage_ns;
     let _ = child_report;
-    guard.armed = false;
     let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
     let mut proxy_layer = None;
     let mut proxy_handle = None;
@@ -374,6 +377,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         proxy_layer = Some(Layer::new("proxy", LayerStatus::Fully, summary));
         lap(&mut timings, "proxy");
     }
+    let proxy_feed = match proxy_handle.as_ref() {
+        Some(h) => Some(supervise::ProxyFeed::start(proxy_rx, h.as_ref())?),
+        None => None,
+    };
 
     // ── report ───────────────────────────────────────────────────────────────────────
     report.push(cg_layer);
@@ -446,12 +453,15 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
     });
     report.push(Layer::new("fds", LayerStatus::Fully, "inherited descriptors above 2 closed"));
+    report.push(audit.layer());
     audit.queue(report.to_event());
     audit.queue(Event::AgentStarted {
         command: v.command.clone(),
         pid: pid as u32,
     });
+    // Nothing runs unrecorded: if the launch records cannot be written, the guard kills it.
     audit.flush()?;
+    guard.armed = false;
     lap(&mut timings, "audit");
     if opts.verbose {
         eprint!("{}", report.to_text());
@@ -467,16 +477,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         nflog,
     };
     let mut events = Vec::new();
-    let mut proxy_sink = |batch: Vec<Event>| {
-        for e in batch {
-            audit.queue(e);
-        }
-        if let Err(e) = audit.flush() {
-            eprintln!("aegis-exec: {e}");
-        }
-    };
-    let proxy_feed = proxy_handle.as_ref().map(|h| supervise::ProxyFeed { rx: &proxy_rx, active: h.as_ref() });
-    let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, &mut |e| events.push(e), proxy_feed, &mut proxy_sink, opts.verbose);
+    let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, audit, proxy_feed, opts.verbose);
     let usage = leaf.as_ref().map(|l| l.usage()).unwrap_or_default();
     if usage.pids_limit_hits > 0 {
         events.push(Event::Resource {
@@ -484,8 +485,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             detail: format!("pids.max refused {} fork(s)", usage.pids_limit_hits),
         });
     }
-    let oom_recorded = events.iter().any(|e| matches!(e, Event::Resource { limit: aegis_audit::ResourceLimit::OomKill, .. }));
-    if usage.oom_kills > 0 && !oom_recorded {
+    if usage.oom_kills > 0 && !outcome.oom_recorded {
         events.push(Event::Resource {
             limit: aegis_audit::ResourceLimit::OomKill,
             detail: format!("{} OOM kill(s); peak {} bytes", usage.oom_kills, usage.memory_peak.unwrap_or(0)),
@@ -551,7 +551,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         cpu_sys_us,
         peak_memory_bytes: peak,
     });
-    audit.flush()?;
+    // Written by `Audit::close` with the final checkpoint (into the reserved room if an
+    // append failed during the run).
     if opts.verbose {
         eprintln!(
             "aegis-exec: agent exited: {} (exit code {}), cpu user {} us sys {} us, peak memory {} bytes",

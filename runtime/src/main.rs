@@ -6,7 +6,7 @@ use clap::Parser;
 
 /// Run an agent under a verified AEGIS bundle.
 #[derive(Debug, Parser)]
-#[command(name = "aegis-exec", version, about, after_help = "Also: `aegis-exec doctor [BUNDLE_DIR...]` reports what this host supports.\nExit codes: agent's status (128+signal); 125 refused input; 126 enforcement unavailable; 127 internal error.")]
+#[command(name = "aegis-exec", version, about, after_help = "Also: `aegis-exec doctor [BUNDLE_DIR...]` reports what this host supports.\nExit codes: agent's status (128+signal); 125 refused input; 126 enforcement unavailable; 127 internal error; 123 audit log failed (run stopped); 122 audit budget used up (run stopped).")]
 struct Args {
     /// Minisign public key trusted to sign bundles.
     #[arg(long, value_name = "PUB", conflicts_with = "allow_unsigned")]
@@ -20,6 +20,10 @@ struct Args {
     /// Hash-chained audit log to append to.
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
+    /// Most bytes of audit records one run may write (K/M/G suffixes, or `unlimited`); the
+    /// agent is stopped when it is used up (exit 122). Default 64M.
+    #[arg(long, value_name = "SIZE")]
+    audit_budget: Option<String>,
     /// Pass an environment variable to the agent: NAME (its value here) or NAME=VALUE.
     /// Only PATH, locale and terminal variables pass by default, so host secrets stay out.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
@@ -65,6 +69,14 @@ fn main() {
             }
         }
     }
+    let budget = match args.audit_budget.as_deref().map(aegis_runtime::audit::parse_budget) {
+        None => Some(aegis_runtime::audit::DEFAULT_BUDGET),
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            eprintln!("aegis-exec: refused: {e}");
+            std::process::exit(aegis_runtime::EXIT_REFUSED);
+        }
+    };
     let opts = aegis_runtime::LaunchOptions {
         bundle: args.bundle,
         trust_key: args.trust_key,
@@ -76,6 +88,7 @@ fn main() {
         command: args.command,
         resolve: args.resolve,
         upstream_ca: args.upstream_ca,
+        audit: aegis_runtime::audit::AuditOptions { budget },
     };
     std::process::exit(aegis_runtime::launch::run(&opts));
 }

@@ -16,6 +16,9 @@ mod launch;
 mod attacks;
 /// A benign coding workload (python, git) under coding-agent runs with no false denial.
 mod benign;
+/// The audit log under a hostile agent: a full filesystem stops the run and loses no record,
+/// a flood ends at the run's budget, repeats are counted, a killed supervisor is reported.
+mod audit;
 /// The egress proxy and API gate (issue 7): inbox-manager and research-agent against test
 /// servers in an isolated upstream namespace; attacks denied and audited, benign tools work.
 mod proxy;

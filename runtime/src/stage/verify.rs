@@ -34,6 +34,8 @@ pub struct LaunchOptions {
     pub resolve: Vec<String>,
     /// `--upstream-ca PEM`: extra trust anchors for the proxy's upstream TLS.
     pub upstream_ca: Vec<PathBuf>,
+    /// `--audit-budget` and the other options of the audit log ([`crate::audit`]).
+    pub audit: crate::audit::AuditOptions,
 }
 
 /// A verified launch.
