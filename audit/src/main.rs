@@ -10,6 +10,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    aegis_panic::die_on_broken_pipe();
+    // A panic (dependencies included) is one line and exit 3, never a backtrace.
+    aegis_panic::main("aegis-audit", 3, run)
+}
+
+fn run() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -46,7 +46,14 @@ struct Args {
     command: Vec<String>,
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    // A panic is one line; in a proxy thread it ends that connection only; in the main
+    // thread it unwinds (the child, cgroup leaf and nftables table are cleaned up by their
+    // guards) and exits 127, never with a backtrace.
+    aegis_panic::main("aegis-exec", aegis_runtime::EXIT_INTERNAL as u8, run)
+}
+
+fn run() -> std::process::ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("doctor") {
         std::process::exit(aegis_runtime::doctor::run(argv.get(2..).unwrap_or_default()));

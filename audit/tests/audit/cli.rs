@@ -412,3 +412,27 @@ fn prove_prints_proofs_that_verify_against_checkpoint_roots() {
     );
     assert_eq!(run(&[&"prove", &log]).status.code(), Some(2));
 }
+
+/// `aegis-audit show LOG | head` used to end in a panic ("failed printing to stdout: Broken
+/// pipe") and a backtrace; like any Unix filter it now ends quietly when the reader goes.
+#[test]
+fn show_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    write_log(&log, 3000, None, 0, None);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aegis-audit"))
+        .arg("show")
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
