@@ -231,6 +231,9 @@ fn huge_files_are_refused_before_parsing() {
     snapshot("too-large", &f, Some(&dir.path().display().to_string()));
     let f = expect_failure("too-large-bytes", compile_bytes("huge.toml", text.as_bytes()), Code::TooLarge);
     snapshot("too-large-bytes", &f, None);
+    // A device or pipe says it is 0 bytes long: reading stops at the limit all the same
+    // (`aegisc validate /dev/zero` used to read until memory ran out).
+    expect_failure("too-large-device", compile_file(Path::new("/dev/zero")), Code::TooLarge);
 }
 
 #[test]
