@@ -47,7 +47,7 @@ mod verify;
 mod writer;
 
 pub use checkpoint::{
-    SigningKey, UNTRUSTED_COMMENT, VerifyingKey, checkpoint_body, signature_file,
+    KeyId, SigningKey, UNTRUSTED_COMMENT, VerifyingKey, checkpoint_body, signature_file,
 };
 pub use error::AuditError;
 pub use event::{

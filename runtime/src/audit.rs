@@ -50,12 +50,48 @@ const MAX_QUEUED_AFTER_FAILURE: usize = 4096;
 pub struct AuditOptions {
     /// Most bytes of records one run may write (`None`: unlimited).
     pub budget: Option<u64>,
+    /// `--checkpoint-key`: unencrypted minisign secret key that signs checkpoints (every 1000
+    /// records or 60 s, and at the end of the run).
+    pub checkpoint_key: Option<PathBuf>,
+    /// `--checkpoint-sink`: also append each checkpoint record to this file (keep it apart
+    /// from the log: it shows truncation and replacement).
+    pub checkpoint_sink: Option<PathBuf>,
 }
 
 impl Default for AuditOptions {
     fn default() -> Self {
-        AuditOptions { budget: Some(DEFAULT_BUDGET) }
+        AuditOptions {
+            budget: Some(DEFAULT_BUDGET),
+            checkpoint_key: None,
+            checkpoint_sink: None,
+        }
     }
+}
+
+/// Loads the checkpoint key, refusing one that others may read (it is what makes the log's
+/// checkpoints unforgeable).
+fn checkpoint_options(opts: &AuditOptions) -> Result<Option<aegis_audit::CheckpointOptions>, RunError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(key) = &opts.checkpoint_key else {
+        if opts.checkpoint_sink.is_some() {
+            return Err(RunError::Refused("--checkpoint-sink needs --checkpoint-key (the sink holds signed checkpoints)".into()));
+        }
+        return Ok(None);
+    };
+    let meta = std::fs::metadata(key).map_err(|e| RunError::Refused(format!("--checkpoint-key {}: {e}", key.display())))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(RunError::Refused(format!(
+            "--checkpoint-key {}: mode {:o} lets others read the secret key that signs the log's checkpoints; run `chmod 600 {}`",
+            key.display(),
+            meta.mode() & 0o777,
+            key.display()
+        )));
+    }
+    let sk = aegis_audit::SigningKey::from_file(key).map_err(|e| RunError::Refused(format!("--checkpoint-key: {e}")))?;
+    Ok(Some(aegis_audit::CheckpointOptions {
+        sink: opts.checkpoint_sink.clone(),
+        ..aegis_audit::CheckpointOptions::new(sk)
+    }))
 }
 
 /// Parses `--audit-budget`: bytes with an optional `K`/`M`/`G` (or `KiB`/`MiB`/`GiB`) suffix,
@@ -199,10 +235,14 @@ pub struct Audit {
     run_over: bool,
     /// Closing records (the agent's exit, cleanup notes), written last by [`Audit::close`].
     closing: Vec<Event>,
+    /// The checkpoint key's id, if checkpoints are signed.
+    key_id: Option<String>,
 }
 
 impl Audit {
     pub fn open(path: Option<&Path>, agent: &str, opts: &AuditOptions) -> Result<Audit, RunError> {
+        let checkpoint = checkpoint_options(opts)?;
+        let key_id = checkpoint.as_ref().map(|c| c.key.key_id().to_string());
         let writer = match path {
             Some(p) => Some(
                 AuditWriter::open(
@@ -210,11 +250,15 @@ impl Audit {
                     WriterOptions {
                         durability: Durability::EveryRecord,
                         reserve: RESERVE,
+                        checkpoint,
                         ..WriterOptions::default()
                     },
                 )
                 .map_err(|e| RunError::AuditFailed(format!("opening the audit log: {e}")))?,
             ),
+            None if checkpoint.is_some() => {
+                return Err(RunError::Refused("--checkpoint-key needs --audit-log (there is no log to sign)".into()));
+            }
             None => None,
         };
         Ok(Audit {
@@ -233,6 +277,7 @@ impl Audit {
             dropped: 0,
             run_over: false,
             closing: Vec::new(),
+            key_id,
         })
     }
 
@@ -259,6 +304,10 @@ impl Audit {
             None => "no budget (--audit-budget unlimited)".into(),
         };
         let path = self.path.as_deref().unwrap_or(Path::new("?")).display();
+        let budget = match &self.key_id {
+            Some(k) => format!("{budget}; checkpoints signed by key {k}"),
+            None => format!("{budget}; no --checkpoint-key: only the hash chain protects the log"),
+        };
         match w.reserve() {
             Reserve::Held(r) => Layer::new(
                 "audit",

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! aegis-exec [--trust-key PUB | --allow-unsigned] [--param NAME=VALUE]... [--audit-log PATH]
-//!            [--audit-budget SIZE] [--verbose] BUNDLE_DIR [-- COMMAND...]
+//!            [--audit-budget SIZE] [--checkpoint-key KEY [--checkpoint-sink FILE]]
+//!            [--verbose] BUNDLE_DIR [-- COMMAND...]
 //! aegis-exec doctor [BUNDLE_DIR...]
 //! ```
 //!

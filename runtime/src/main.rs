@@ -24,6 +24,14 @@ struct Args {
     /// agent is stopped when it is used up (exit 122). Default 64M.
     #[arg(long, value_name = "SIZE")]
     audit_budget: Option<String>,
+    /// Sign audit checkpoints with this unencrypted minisign secret key (`aegisc keygen`),
+    /// every 1000 records or 60 s and at the end of the run; verify with
+    /// `aegis-audit verify LOG --key KEY.pub`.
+    #[arg(long, value_name = "KEY", requires = "audit_log")]
+    checkpoint_key: Option<PathBuf>,
+    /// Also append each signed checkpoint to this file (keep it apart from the log).
+    #[arg(long, value_name = "FILE", requires = "checkpoint_key")]
+    checkpoint_sink: Option<PathBuf>,
     /// Pass an environment variable to the agent: NAME (its value here) or NAME=VALUE.
     /// Only PATH, locale and terminal variables pass by default, so host secrets stay out.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
@@ -95,7 +103,11 @@ fn run() -> std::process::ExitCode {
         command: args.command,
         resolve: args.resolve,
         upstream_ca: args.upstream_ca,
-        audit: aegis_runtime::audit::AuditOptions { budget },
+        audit: aegis_runtime::audit::AuditOptions {
+            budget,
+            checkpoint_key: args.checkpoint_key,
+            checkpoint_sink: args.checkpoint_sink,
+        },
     };
     std::process::exit(aegis_runtime::launch::run(&opts));
 }

@@ -213,3 +213,60 @@ fn a_killed_supervisor_leaves_a_run_that_verify_reports_as_never_ended() {
     assert_eq!((j["ok"].as_bool(), j["complete"].as_bool()), (Some(true), Some(false)), "{j}");
     assert_eq!(j["open_runs"].as_array().map(Vec::len), Some(1), "{j}");
 }
+
+/// Issue 12.9: the README's end-to-end `aegis-audit verify LOG --key PUB` failed on every
+/// untampered log (aegis-exec wrote no checkpoint, so nothing was signed). With
+/// `--checkpoint-key` the run ends with a signed checkpoint (and a copy in the sink), the
+/// README's line passes, a wrong key and a log without checkpoints fail, a key others can read
+/// is refused, and the key id is printed the same way by `aegisc keygen`, the enforcement
+/// report and `aegis-audit verify`.
+#[test]
+fn signed_checkpoints_make_the_readme_verify_line_pass() {
+    if !sandbox_ready() {
+        return;
+    }
+    let (lab, bundle) = setup();
+    let keygen = run(aegis_tests::aegisc().arg("keygen").arg("-o").arg(lab.path("host")));
+    assert_eq!(keygen.code, 0, "{}", keygen.stderr);
+    let host_id = keygen.stdout.lines().find_map(|l| l.strip_prefix("key id:")).unwrap().trim().to_string();
+    assert_eq!(host_id.len(), 16, "{host_id}");
+    let (key, public, sink) = (lab.path("host.key"), lab.path("host.pub"), lab.path("audit.checkpoints"));
+    let log = lab.path("signed.log");
+    let cmd = vec!["/usr/bin/python3".to_string(), "-c".into(), "print('hello')".into()];
+    let flags = ["--checkpoint-key", key.to_str().unwrap(), "--checkpoint-sink", sink.to_str().unwrap()];
+    let r = run_for(&mut exec(&lab, &bundle, &lab.path("ws"), &log, &flags, &cmd), Duration::from_secs(60));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The README's line, as written.
+    let v = run(Command::new(bin("aegis-audit")).arg("verify").arg(&log).arg("--key").arg(&public));
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    assert!(v.stdout.contains(&format!("signature-checked with key {host_id})")), "{}", v.stdout);
+    assert!(!v.stdout.contains("follow the last signed checkpoint"), "the final checkpoint covers the whole run: {}", v.stdout);
+    let v = run(Command::new(bin("aegis-audit")).arg("verify").arg(&log).arg("--key").arg(&public).arg("--checkpoint").arg(&sink));
+    assert_eq!(v.code, 0, "{}", v.stdout);
+    assert!(v.stdout.contains("1 external matched"), "{}", v.stdout);
+    // The report names the checkpoint key as keygen printed it.
+    let events = audit_events(&log);
+    let report = events.iter().find(|e| e["kind"] == "enforcement_report").unwrap();
+    let audit_layer = report["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "audit").unwrap();
+    assert!(audit_layer["detail"].as_str().unwrap().contains(&format!("checkpoints signed by key {host_id}")), "{audit_layer}");
+    // The bundle's signer is printed the same way: as `aegisc verify` prints it.
+    let signer = events.iter().find(|e| e["kind"] == "bundle_verified").unwrap()["key_id"].as_str().unwrap().to_string();
+    let av = run(aegis_tests::aegisc().arg("verify").arg(&bundle).arg("--key").arg(&lab.public));
+    assert!(av.stdout.contains(&format!("signed by key {signer}")), "{} vs {signer}", av.stdout);
+
+    // A wrong key fails; a run without --checkpoint-key has nothing signed to show.
+    let other = run(aegis_tests::aegisc().arg("keygen").arg("-o").arg(lab.path("other")));
+    assert_eq!(other.code, 0);
+    let v = run(Command::new(bin("aegis-audit")).arg("verify").arg(&log).arg("--key").arg(lab.path("other.pub")));
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    let unsigned = lab.path("unsigned.log");
+    assert_eq!(run_for(&mut exec(&lab, &bundle, &lab.path("ws"), &unsigned, &[], &cmd), Duration::from_secs(60)).code, 0);
+    let v = run(Command::new(bin("aegis-audit")).arg("verify").arg(&unsigned).arg("--key").arg(&public));
+    assert_eq!(v.code, 1, "no signed checkpoint: {}", v.stdout);
+
+    // A checkpoint key others can read is refused before anything runs.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let r = run_for(&mut exec(&lab, &bundle, &lab.path("ws"), &lab.path("refused.log"), &flags, &cmd), Duration::from_secs(60));
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+}

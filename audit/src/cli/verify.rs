@@ -29,11 +29,12 @@ pub fn run(a: Args) -> Result<u8, CliError> {
     for c in &a.checkpoints {
         checkpoints.extend(load_checkpoints(c)?);
     }
+    let key_id = key.as_ref().map(|k| k.key_id().to_string());
     let report = verify_log(&a.log, &VerifyOptions { key, checkpoints })?;
     if a.json {
-        println!("{}", to_json(&report));
+        println!("{}", to_json(&report, key_id.as_deref()));
     } else {
-        print_text(&a.log, &report);
+        print_text(&a.log, &report, key_id.as_deref());
     }
     Ok(if !report.is_ok() {
         1
@@ -47,7 +48,7 @@ pub fn run(a: Args) -> Result<u8, CliError> {
 /// The chain verified, but a run in the log started and never ended (see [`aegis_audit::OpenRun`]).
 pub const EXIT_OPEN_RUNS: u8 = 4;
 
-fn print_text(log: &std::path::Path, r: &Report) {
+fn print_text(log: &std::path::Path, r: &Report, key_id: Option<&str>) {
     match &r.failure {
         None if !r.open_runs.is_empty() => println!(
             "INCOMPLETE {}: {} records, {} bytes verified, but {} run(s) never ended\n  head {}\n  root {}",
@@ -75,8 +76,11 @@ fn print_text(log: &std::path::Path, r: &Report) {
         }
     }
     println!(
-        "  checkpoints: {} in log ({} signature-checked), {} external matched",
-        r.checkpoints, r.signed_checkpoints, r.external_checkpoints
+        "  checkpoints: {} in log ({} signature-checked{}), {} external matched",
+        r.checkpoints,
+        r.signed_checkpoints,
+        key_id.map(|k| format!(" with key {k}")).unwrap_or_default(),
+        r.external_checkpoints
     );
     for rep in &r.repairs {
         println!(
@@ -92,7 +96,7 @@ fn print_text(log: &std::path::Path, r: &Report) {
     }
 }
 
-fn to_json(r: &Report) -> String {
+fn to_json(r: &Report, key_id: Option<&str>) -> String {
     let failure = r.failure.as_ref().map(|f| {
         serde_json::json!({"seq": f.seq, "line": f.line, "offset": f.offset, "problem": f.problem.to_string()})
     });
@@ -116,6 +120,7 @@ fn to_json(r: &Report) -> String {
         "root": to_hex(&r.root),
         "checkpoints": r.checkpoints,
         "signed_checkpoints": r.signed_checkpoints,
+        "key_id": key_id,
         "external_checkpoints": r.external_checkpoints,
         "repairs": repairs,
         "warnings": r.warnings,
