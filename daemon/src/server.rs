@@ -89,8 +89,15 @@ struct ConnState {
 }
 
 impl ConnState {
+    /// Marks the connection as waiting on its peer (keeping the time it started waiting, if
+    /// it already was) or as being answered.
     fn waiting(&self, yes: bool) {
-        *self.waiting_since.lock().unwrap_or_else(PoisonError::into_inner) = yes.then(std::time::Instant::now);
+        let mut since = self.waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
+        if !yes {
+            *since = None;
+        } else if since.is_none() {
+            *since = Some(std::time::Instant::now());
+        }
     }
 }
 

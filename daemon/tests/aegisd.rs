@@ -614,11 +614,12 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
 fn full_slots_evict_the_longest_waiting_or_are_told_busy() {
     let d = Daemon::start(&[]);
     let max = aegis_daemon::server::MAX_CONNECTIONS;
-    let mut held: Vec<Conn> = (0..max).map(|_| Conn::open(&d.socket)).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    let mut held: Vec<Conn> = (0..max + 1).map(|_| Conn::open(&d.socket)).collect();
+    // Connections are accepted in order: the one past the limit takes the first one's place.
+    assert!(held[0].recv().is_none(), "the longest waiting connection was closed to make room");
     let v = d.ask(&json!({"op":"list"}));
     assert_eq!(v["ok"], true, "answered, not busy: {v}");
-    assert!(held[0].recv().is_none(), "the longest waiting connection was closed to make room");
+    assert!(held[1].recv().is_none(), "and the next longest waiting one for this client");
     drop(held);
 
     // Every slot busy answering: registrations that read a FIFO with no writer yet.
@@ -642,8 +643,9 @@ fn full_slots_evict_the_longest_waiting_or_are_told_busy() {
         let mut w = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(f).expect("the daemon is reading the FIFO");
         w.write_all(b"version = 1\n").unwrap();
     }
-    for c in &mut blocked {
-        let v = c.recv().expect("the registration is answered");
+    for (i, c) in blocked.iter_mut().enumerate() {
+        let t = Instant::now();
+        let v = c.recv().unwrap_or_else(|| panic!("registration {i} is answered (closed after {:?})", t.elapsed()));
         assert_eq!(v["ok"], false, "{v}");
     }
     assert_eq!(d.ask(&json!({"op":"list"}))["ok"], true);

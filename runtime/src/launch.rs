@@ -187,6 +187,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let cap_last = stage::caps::cap_last();
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
+    // The agent's own session, its pty when the user's terminal is in play, and the init
+    // that reports the agent's status on this pipe ([`crate::tty`], [`stage::init`]).
+    let terminal = crate::tty::Terminal::open(opts.terminal_filter)?;
+    let (status_r, status_w) = pipe()?;
+    let wall_time_ms = cg.as_ref().and_then(|p| p.spec.wall_time_ms).unwrap_or(0);
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
     // The child's plan for an isolation, and the mounts line of the report.
@@ -222,6 +227,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             landlock: stage::landlock::ChildLandlock::placeholder(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
             exec: stage::exec::ChildExec::prepare(&v.command, &env)?,
+            term: terminal.as_ref().map_or_else(stage::init::ChildTerm::none, |t| t.child()),
+            init: stage::init::ChildInit { status_write: status_w, wall_time_ms },
         };
         Ok((plan, mounts_detail))
     };
@@ -337,6 +344,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut guard = ChildGuard { pid, armed: true };
     close(go_r);
     close(rep_w);
+    close(status_w);
     drop(cg_dir);
     let born = Born { in_unified_leaf: born_in_unified };
     let result = parent_setup(&v, iso, pid, leaf.as_ref(), born, nftp.as_ref(), premade_netns.take(), host_net, proxy_prep.as_ref(), ids, go_w, rep_r);
@@ -389,7 +397,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             "namespaces",
             LayerStatus::Fully,
             format!(
-                "new {ns_detail},cgroup namespaces; agent is pid 1, uid {} gid {} inside = {} {} on the host",
+                "new {ns_detail},cgroup namespaces; pid 1 is aegis's init, the agent its child, uid {} gid {} inside = {} {} on the host",
                 ids.inner_uid, ids.inner_gid, ids.host_uid, ids.host_gid
             ),
         ),
@@ -453,6 +461,15 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
     });
     report.push(Layer::new("fds", LayerStatus::Fully, "inherited descriptors above 2 closed"));
+    report.push(match &terminal {
+        Some(t) => Layer::new("terminal", LayerStatus::Fully, t.describe()),
+        None => Layer::new("terminal", LayerStatus::Fully, "no terminal among the agent's stdio; it runs in a session of its own, without a controlling terminal"),
+    });
+    report.push(Layer::new(
+        "init",
+        LayerStatus::Fully,
+        "an init inside every layer forwards signals to the agent, reaps, resumes a stopped agent, enforces the wall time (also while the supervisor is stopped) and reports the agent's status",
+    ));
     report.push(audit.layer());
     audit.queue(report.to_event());
     audit.queue(Event::AgentStarted {
@@ -475,9 +492,17 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         oom_group: spec.is_some_and(|s| s.memory_oom_group),
         deny_prefix: (host_net && table.is_some()).then(|| aegis_targets::nftables::log_prefix(&v.manifest.agent)),
         nflog,
+        init_status: Some(status_r),
     };
+    // The user's terminal goes raw and is relayed from here on (the agent's first output
+    // waited in its pty); restored when the relay finishes or is dropped on any path.
+    let relay = terminal.map(crate::tty::Terminal::start).transpose()?;
     let mut events = Vec::new();
     let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, audit, proxy_feed, opts.verbose);
+    if let Some(r) = relay {
+        r.finish();
+    }
+    close(status_r);
     let usage = leaf.as_ref().map(|l| l.usage()).unwrap_or_default();
     if usage.pids_limit_hits > 0 {
         events.push(Event::Resource {
@@ -697,6 +722,7 @@ fn child_failure(r: &ChildReport) -> RunError {
         Stage::Landlock => stage::landlock::describe(r.what),
         Stage::Seccomp => stage::seccomp::describe(r.what),
         Stage::Fds => stage::fds::describe(r.what),
+        Stage::Init => stage::init::describe(r.what),
         _ => stage::exec::describe(r.what),
     };
     let errno = if r.errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(r.errno)) } else { String::new() };

@@ -33,6 +33,7 @@ pub mod report;
 pub mod signals;
 pub mod stage;
 pub mod supervise;
+pub mod tty;
 
 pub use exit::{EXIT_AUDIT_BUDGET, EXIT_AUDIT_FAILED, EXIT_INTERNAL, EXIT_REFUSED, EXIT_UNENFORCEABLE, RunError};
 pub use stage::verify::LaunchOptions;

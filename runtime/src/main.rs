@@ -29,6 +29,11 @@ struct Args {
     /// `aegis-audit verify LOG --key KEY.pub`.
     #[arg(long, value_name = "KEY", requires = "audit_log")]
     checkpoint_key: Option<PathBuf>,
+    /// When the agent's stdin/stdout/stderr is a terminal (it gets a pty the supervisor
+    /// relays): `safe` drops OSC (clipboard, titles), DCS/APC, window operations and C1
+    /// controls from its output and marks lines that look like aegis-exec's; `off` passes all.
+    #[arg(long, value_name = "safe|off", default_value = "safe", value_parser = aegis_runtime::tty::parse_filter)]
+    terminal_filter: aegis_runtime::tty::Filter,
     /// Also append each signed checkpoint to this file (keep it apart from the log).
     #[arg(long, value_name = "FILE", requires = "checkpoint_key")]
     checkpoint_sink: Option<PathBuf>,
@@ -108,6 +113,7 @@ fn run() -> std::process::ExitCode {
             checkpoint_key: args.checkpoint_key,
             checkpoint_sink: args.checkpoint_sink,
         },
+        terminal_filter: args.terminal_filter,
     };
     std::process::exit(aegis_runtime::launch::run(&opts));
 }

@@ -31,6 +31,8 @@ pub struct Limits {
     pub deny_prefix: Option<String>,
     /// The NFLOG listener of the agent's network namespace (`none`/`proxy` modes).
     pub nflog: Option<crate::stage::netlog::Observer>,
+    /// Read end of the init's status pipe ([`crate::stage::init`]).
+    pub init_status: Option<i32>,
 }
 
 /// Kernel denials counted per layer and written at most once a second per layer, as one
@@ -343,7 +345,21 @@ pub fn run(
         }
     };
     loop {
-        if let Some(o) = reap(pid, libc::WNOHANG) {
+        if let Some(mut o) = reap(pid, libc::WNOHANG) {
+            // The init's word on the agent: its real wait status (a signal stays a signal),
+            // and whether the init enforced the wall time while the supervisor could not.
+            if let Some((status, flags)) = limits.init_status.and_then(crate::stage::init::read_status) {
+                o.status = status;
+                if flags & crate::stage::init::FLAG_WALL_TIME != 0 && !wall_hit {
+                    audit.run_event(Event::Resource {
+                        limit: ResourceLimit::WallTime,
+                        detail: format!(
+                            "wall time {} ms reached while the supervisor was stopped; the agent's init killed it",
+                            limits.wall_time.unwrap_or_default().as_millis()
+                        ),
+                    });
+                }
+            }
             if let Some(p) = &proxy {
                 p.finish(audit);
             }
@@ -390,12 +406,17 @@ pub fn run(
             if signo == libc::SIGCHLD {
                 continue;
             }
-            if !from_kernel {
-                // SAFETY: kill(2) on our own child.
-                unsafe { libc::kill(pid, signo) };
+            if crate::signals::JOB_CONTROL.contains(&signo) {
+                if verbose {
+                    crate::tty::note(&format!("signal {signo} (job control) ignored: the supervisor keeps the agent's wall time"));
+                }
+                continue;
             }
+            // To the agent's init, which passes it on to the agent.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, signo) };
             if verbose {
-                eprintln!("aegis-exec: received signal {signo}{}", if from_kernel { "" } else { ", forwarded" });
+                crate::tty::note(&format!("received signal {signo}{}, forwarded", if from_kernel { " from the kernel" } else { "" }));
             }
             if TERMINATING.contains(&signo) && grace.is_none() {
                 grace = Some(Instant::now() + KILL_GRACE);
@@ -456,7 +477,7 @@ pub fn run(
             // The log cannot record what the agent does next (or it has had its share):
             // nothing of it runs on. Its proxy connections die with it.
             kill_agent(pid, leaf);
-            eprintln!("aegis-exec: {stop}; killing the agent");
+            crate::tty::note(&format!("{stop}; killing the agent"));
         }
     }
 }

@@ -22,11 +22,17 @@
 //!                                               3  namespaces  unshare the cgroup ns (rooted at the leaf)
 //!                                               6  caps        switch uid/gid, drop every capability set
 //!                                               7  no_new_privs
+//!                                               11 init        leave the supervisor's session; a pty's
+//!                                                              slave becomes the controlling terminal
 //!                                               8  landlock    (verified: fully enforced at the bundle's ABI)
 //!                                               9  seccomp     last filter installed (verified: mode 2);
 //!                                                              everything after it must pass it
-//!                                               10 fds         close every inherited fd but the report pipe
-//!                                               11 exec        report "ok" + timings + facts, execve
+//!                                               10 fds         close every inherited fd but the report
+//!                                                              and status pipes
+//!                                               11 init        fork: the parent stays pid 1 (signals,
+//!                                                              reaping, wall time, the agent's status);
+//!                                               12 exec        the child (pid 2) reports "ok" + timings
+//!                                                              + facts and execs the agent
 //! ```
 //!
 //! Why this order: the cgroup leaf exists (limits written) before the child, and the child
@@ -37,6 +43,8 @@
 //! are dropped right after; no_new_privs must precede Landlock and seccomp (both require it
 //! without CAP_SYS_ADMIN); seccomp is last because every later syscall must pass it; fds
 //! are closed at the very end so that the report pipe stays usable to say why a stage failed.
+//! The session is left (and the pty taken) before Landlock and seccomp, which need not allow
+//! `setsid` or `TIOCSCTTY`; the init is forked after them, so it is as restricted as the agent.
 //! After `clone` the child parses nothing: every stage's `Child*` struct holds decoded,
 //! validated data (C strings, numbers, the artifacts' typed values) in memory the child shares
 //! copy-on-write. AEGIS's own child stages make raw syscalls only; the mount plan and
@@ -49,6 +57,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod exec;
 pub mod fds;
+pub mod init;
 pub mod landlock;
 pub mod mounts;
 pub mod namespaces;
@@ -74,10 +83,11 @@ pub enum Stage {
     Seccomp = 8,
     Fds = 9,
     Exec = 10,
+    Init = 11,
 }
 
 /// Number of stages (length of timing arrays).
-pub const STAGES: usize = 11;
+pub const STAGES: usize = 12;
 
 impl Stage {
     pub const ALL: [Stage; STAGES] = [
@@ -92,6 +102,7 @@ impl Stage {
         Stage::Seccomp,
         Stage::Fds,
         Stage::Exec,
+        Stage::Init,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +118,7 @@ impl Stage {
             Stage::Seccomp => "seccomp",
             Stage::Fds => "fds",
             Stage::Exec => "exec",
+            Stage::Init => "init",
         }
     }
 

@@ -36,6 +36,8 @@ pub struct LaunchOptions {
     pub upstream_ca: Vec<PathBuf>,
     /// `--audit-budget` and the other options of the audit log ([`crate::audit`]).
     pub audit: crate::audit::AuditOptions,
+    /// `--terminal-filter`: what of the agent's output reaches the user's terminal ([`crate::tty`]).
+    pub terminal_filter: crate::tty::Filter,
 }
 
 /// A verified launch.
