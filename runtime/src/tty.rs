@@ -232,6 +232,12 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// The relay thread: user's input → master; master → filter → user's terminal.
 fn relay(master: OwnedFd, mut input: bool, out_fd: RawFd, user_tty: RawFd, stop: OwnedFd, winch: OwnedFd, filter: Filter) {
     let m = master.as_raw_fd();
+    // Non-blocking: keys the agent does not read yet wait here (and stdin is not read
+    // meanwhile), so its output keeps flowing: a blocked write of input must never stop the
+    // relay of output (the agent could be blocked writing it).
+    // SAFETY: fcntl on the master we own.
+    unsafe { libc::fcntl(m, libc::F_SETFL, libc::fcntl(m, libc::F_GETFL) | libc::O_NONBLOCK) };
+    let mut keys: Vec<u8> = Vec::new();
     let mut f = filter::OutputFilter::new(filter);
     let mut buf = vec![0u8; 16 * 1024];
     let mut out = Vec::with_capacity(32 * 1024);
@@ -250,8 +256,8 @@ fn relay(master: OwnedFd, mut input: bool, out_fd: RawFd, user_tty: RawFd, stop:
             break;
         }
         let mut fds = [
-            libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if input { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: m, events: libc::POLLIN | if keys.is_empty() { 0 } else { libc::POLLOUT }, revents: 0 },
+            libc::pollfd { fd: if input && keys.is_empty() { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: winch.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
@@ -266,10 +272,19 @@ fn relay(master: OwnedFd, mut input: bool, out_fd: RawFd, user_tty: RawFd, stop:
             output_ok = output_ok && write_all(out_fd, &out);
         }
         let [pm, pin, pstop, pwinch] = fds;
-        if pm.revents != 0 {
+        if pm.revents & libc::POLLOUT != 0 && !keys.is_empty() {
+            // SAFETY: writing from our buffer to the master we hold.
+            let w = unsafe { libc::write(m, keys.as_ptr().cast(), keys.len()) };
+            if w > 0 {
+                keys.drain(..w as usize);
+            }
+        }
+        if pm.revents & !libc::POLLOUT != 0 {
             // SAFETY: reading into our buffer from the master we hold.
             let r = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
-            if r <= 0 {
+            if r < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+                // Nothing after all (a spurious wake-up).
+            } else if r <= 0 {
                 // EIO: no process holds the slave any more; the agent is gone.
                 ended = true;
             } else {
@@ -297,7 +312,7 @@ fn relay(master: OwnedFd, mut input: bool, out_fd: RawFd, user_tty: RawFd, stop:
                     // SAFETY: kill(2) on our own process.
                     unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
                 }
-                let _ = write_all(m, chunk);
+                keys.extend_from_slice(chunk);
             }
         }
         if pwinch.revents != 0 {

@@ -108,7 +108,11 @@ impl Terminal {
     fn wait_for(&self, what: &str) {
         let t = Instant::now();
         while !self.text().contains(what) {
-            assert!(t.elapsed() < Duration::from_secs(30), "never saw {what:?} on the terminal: {:?}", self.text());
+            if t.elapsed() > Duration::from_secs(30) {
+                let text = self.text();
+                let tail: String = text.chars().rev().take(400).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("never saw {what:?} on the terminal ({} bytes), which ends in: {tail:?}", text.len());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -361,4 +365,27 @@ fn a_sigterm_to_the_supervisor_reaches_an_agent_without_a_handler() {
     let events = audit_events(&lab.path("term.log"));
     let exited = events.iter().find(|e| e["kind"] == "agent_exited").unwrap();
     assert_eq!(exited["signal"], libc::SIGTERM, "the agent's own status, from its init: {exited}");
+}
+
+/// Keys the agent does not read must not stop its output: a big paste into an agent that is
+/// busy printing (and never reads) once blocked the relay on the paste and the agent on its
+/// output. The output flows and the run ends.
+#[test]
+fn a_paste_the_agent_does_not_read_does_not_stall_its_output() {
+    let Some((lab, bundle)) = setup() else { return };
+    let t = Terminal::run(&lab, &bundle, &[], "import sys, time; time.sleep(1); sys.stdout.write('x' * 300000 + '\\nEND\\n'); sys.stdout.flush()");
+    let mut keys = t.master.try_clone().unwrap();
+    let paster = std::thread::spawn(move || {
+        let line = [b'k'; 1000];
+        for _ in 0..200 {
+            if keys.write_all(&line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut t = t;
+    t.wait_for("END");
+    assert_eq!(t.wait(Duration::from_secs(30)), 0);
+    drop(t);
+    let _ = paster.join();
 }
