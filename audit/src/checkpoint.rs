@@ -9,6 +9,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
+pub use aegis_targets::bundle::KeyId;
 use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
 
 use crate::error::AuditError;
@@ -52,9 +53,9 @@ impl SigningKey {
         SigningKey { sk }
     }
 
-    /// Hex key id (minisign key number, as in the key file, little endian bytes).
-    pub fn key_id(&self) -> String {
-        hex::encode(self.sk.keynum())
+    /// The key id, printed as every AEGIS tool and `minisign` print it.
+    pub fn key_id(&self) -> KeyId {
+        key_id(self.sk.keynum())
     }
 
     /// Sign a checkpoint body: returns (signature line, global signature line), both base64.
@@ -80,6 +81,16 @@ impl SigningKey {
     }
 }
 
+/// A minisign key number (8 bytes as stored in key files and signatures) as the one
+/// [`KeyId`] type, whose `Display` is the single formatting of key ids across AEGIS.
+fn key_id(keynum: &[u8]) -> KeyId {
+    let mut id = [0u8; 8];
+    for (d, s) in id.iter_mut().zip(keynum) {
+        *d = *s;
+    }
+    KeyId(id)
+}
+
 /// The C `minisign -G -W` (0.11) writes unencrypted secret keys with an all-zero checksum,
 /// which the Rust crate rejects as corrupted. Accept exactly that form: algorithm `Ed`, no KDF,
 /// checksum algorithm `B2`, zero checksum.
@@ -103,7 +114,7 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VerifyingKey({})", hex::encode(self.pk.keynum()))
+        write!(f, "VerifyingKey({})", self.key_id())
     }
 }
 
@@ -131,9 +142,9 @@ impl VerifyingKey {
         VerifyingKey { pk }
     }
 
-    /// Hex key id.
-    pub fn key_id(&self) -> String {
-        hex::encode(self.pk.keynum())
+    /// The key id, printed as every AEGIS tool and `minisign` print it.
+    pub fn key_id(&self) -> KeyId {
+        key_id(self.pk.keynum())
     }
 
     /// Check a body against its signature lines; `Err` says why not.

@@ -32,6 +32,9 @@ pub enum AuditError {
     /// Callers may not append events that only the log itself writes.
     #[error("event kind `{0}` is written by the log itself; append refuses it")]
     ReservedEvent(&'static str),
+    /// An event of a kind callers may append, but not in this shape.
+    #[error("invalid event: {0}")]
+    InvalidEvent(&'static str),
     /// A key file could not be used.
     #[error("key {}: {msg}", path.display())]
     Key {

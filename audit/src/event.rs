@@ -115,6 +115,9 @@ pub enum Event {
     },
     /// The agent exited.
     AgentExited {
+        /// The agent's pid, as in its `agent_started` record (pairs the two: a started run
+        /// without its exit record is reported by the verifier).
+        pid: u32,
         /// Exit status if it exited normally.
         status: Option<i32>,
         /// Terminating signal if it was killed.
@@ -125,6 +128,16 @@ pub enum Event {
         cpu_sys_us: u64,
         /// Peak memory of the agent's cgroup in bytes, if known.
         peak_memory_bytes: Option<u64>,
+    },
+    /// `count` further occurrences of exactly `event` since its last record: repeats that
+    /// reach the runtime's sink within about a second of each other are counted, not written
+    /// one by one (as kernel denials are), so an agent cannot grow the log by asking the same
+    /// thing in a loop.
+    Repeated {
+        /// How many further identical events (at least 1).
+        count: u64,
+        /// The event that repeated (never `repeated`, `checkpoint` or `tail_repaired`).
+        event: Box<Event>,
     },
     /// Free-form note from a component (for example the supervisor shutting down).
     Note {
@@ -234,6 +247,8 @@ pub enum ResourceLimit {
     PidsLimit,
     /// The wall-clock limit was reached.
     WallTime,
+    /// The run's audit budget (bytes of records) was used up; the agent was stopped.
+    AuditBudget,
 }
 
 impl Event {
@@ -250,18 +265,92 @@ impl Event {
             Event::KernelDenial { .. } => "kernel_denial",
             Event::Resource { .. } => "resource",
             Event::AgentExited { .. } => "agent_exited",
+            Event::Repeated { .. } => "repeated",
             Event::Note { .. } => "note",
             Event::TailRepaired { .. } => "tail_repaired",
             Event::Checkpoint(_) => "checkpoint",
         }
     }
 
-    /// The verdict, for decision events.
+    /// The verdict, for decision events (and repeats of them).
     pub fn verdict(&self) -> Option<Verdict> {
         match self {
             Event::Decision { decision, .. } | Event::ProxyRequest { decision, .. } => Some(*decision),
+            Event::Repeated { event, .. } => event.verdict(),
             _ => None,
         }
+    }
+
+    /// The event as the writer stores it: every string capped as [`MAX_FIELD_BYTES`] says.
+    /// For producers that keep or compare events before they are written (the runtime's
+    /// aggregation of repeats), so they hold what the log will hold.
+    pub fn into_capped(self) -> Event {
+        let Ok(mut v) = serde_json::to_value(&self) else {
+            return self;
+        };
+        if !cap_value(&mut v) {
+            return self;
+        }
+        serde_json::from_value(v).unwrap_or(self)
+    }
+
+    /// Whether only the log itself may write this event (see [`crate::AuditWriter::append`]);
+    /// a `repeated` record may not wrap one of these, nor another `repeated`.
+    pub(crate) fn is_log_internal(&self) -> bool {
+        matches!(self, Event::Checkpoint(_) | Event::TailRepaired { .. })
+    }
+
+    /// Why this event may not be written as it is, if it may not: a `repeated` record must
+    /// count at least one repeat of an ordinary event.
+    pub(crate) fn shape_error(&self) -> Option<&'static str> {
+        match self {
+            Event::Repeated { count: 0, .. } => Some("a `repeated` record counts at least 1 repeat"),
+            Event::Repeated { event, .. } if event.is_log_internal() || matches!(**event, Event::Repeated { .. }) => {
+                Some("a `repeated` record wraps an ordinary event (not repeated, checkpoint or tail_repaired)")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Longest string field, in bytes, that a record stores whole. Any longer string in an event
+/// (a 60 KB path in a proxy request, an argument of the agent's command) is stored as its
+/// first bytes up to this limit (cut at a character boundary) followed by
+/// [`cut_marker`]: what was cut and the SHA-256 of the whole value, so no producer can make
+/// one record large and a known value can still be matched. Applied by the writer to every
+/// event, in one place.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// What follows the kept prefix of a capped string: `…[cut: <total length> bytes, sha256
+/// <hex of the whole value>]`.
+pub fn cut_marker(whole: &str) -> String {
+    use sha2::Digest as _;
+    format!("…[cut: {} bytes, sha256 {}]", whole.len(), hex::encode(sha2::Sha256::digest(whole.as_bytes())))
+}
+
+/// Caps `s` in place as [`MAX_FIELD_BYTES`] says; true if it was longer.
+pub fn cap_string(s: &mut String) -> bool {
+    if s.len() <= MAX_FIELD_BYTES {
+        return false;
+    }
+    let marker = cut_marker(s);
+    let mut end = MAX_FIELD_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&marker);
+    true
+}
+
+/// Caps every string in a serialised event (object keys are the event's own field names and
+/// short); true if anything changed.
+pub(crate) fn cap_value(v: &mut serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => cap_string(s),
+        serde_json::Value::Array(a) => a.iter_mut().fold(false, |changed, x| cap_value(x) | changed),
+        serde_json::Value::Object(o) => o.values_mut().fold(false, |changed, x| cap_value(x) | changed),
+        _ => false,
     }
 }
 

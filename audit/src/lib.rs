@@ -47,20 +47,23 @@ mod verify;
 mod writer;
 
 pub use checkpoint::{
-    SigningKey, UNTRUSTED_COMMENT, VerifyingKey, checkpoint_body, signature_file,
+    KeyId, SigningKey, UNTRUSTED_COMMENT, VerifyingKey, checkpoint_body, signature_file,
 };
 pub use error::AuditError;
-pub use event::{AgentIdentity, CheckpointEvent, EnforcementStatus, Event, LayerReport, ResourceLimit, Verdict};
+pub use event::{
+    AgentIdentity, CheckpointEvent, EnforcementStatus, Event, LayerReport, MAX_FIELD_BYTES, ResourceLimit, Verdict,
+    cap_string, cut_marker,
+};
 pub use record::{
     AuditContext, DOMAIN, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, from_hex,
     record_hash, to_hex,
 };
 pub use time::{TIMESTAMP_LEN, Timestamp};
 pub use verify::{
-    ExternalCheckpoint, Failure, Problem, Repair, Report, VerifyOptions, load_checkpoints,
+    ExternalCheckpoint, Failure, OpenRun, Problem, Repair, Report, VerifyOptions, load_checkpoints,
     verify_log, verify_reader,
 };
-pub use writer::{AuditWriter, CheckpointOptions, Durability, RecordInfo, WriterOptions};
+pub use writer::{AuditWriter, CheckpointOptions, Durability, RecordInfo, Reserve, WriterOptions};
 
 /// Record hashes of every complete line of a log, in order (for Merkle proofs). Lines are not
 /// verified here; run [`verify_log`] first.

@@ -64,7 +64,7 @@ pub struct AuditContext {
 
 /// The header and event of a record, as serialised (field order is the byte format).
 #[derive(Serialize)]
-pub(crate) struct RecordOut<'a> {
+pub(crate) struct RecordOut<'a, E: Serialize = Event> {
     pub v: u32,
     pub seq: u64,
     pub ts: &'a str,
@@ -73,7 +73,7 @@ pub(crate) struct RecordOut<'a> {
     pub agent: &'a str,
     pub bundle: &'a str,
     pub policy: &'a str,
-    pub event: &'a Event,
+    pub event: &'a E,
     pub prev: &'a str,
 }
 
@@ -111,7 +111,7 @@ impl Record {
 }
 
 /// Serialise a record into `out` (cleared first), newline included.
-pub(crate) fn encode(out: &mut Vec<u8>, rec: &RecordOut<'_>) -> Result<(), serde_json::Error> {
+pub(crate) fn encode<E: Serialize>(out: &mut Vec<u8>, rec: &RecordOut<'_, E>) -> Result<(), serde_json::Error> {
     out.clear();
     serde_json::to_writer(&mut *out, rec)?;
     out.push(b'\n');

@@ -132,8 +132,12 @@ pub fn summary(ev: &Event) -> String {
             detail,
             count,
         } => format!("{layer}: {detail} (x{count})"),
-        Event::Resource { limit, detail } => format!("{limit:?}: {detail}").to_lowercase(),
+        Event::Resource { limit, detail } => {
+            let name = serde_json::to_value(limit).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            format!("{name}: {detail}")
+        }
         Event::AgentExited {
+            pid,
             status,
             signal,
             cpu_user_us,
@@ -146,8 +150,9 @@ pub fn summary(ev: &Event) -> String {
                 (None, None) => "unknown".into(),
             };
             let mem = peak_memory_bytes.map_or("?".into(), |m| m.to_string());
-            format!("{how} user={cpu_user_us}us sys={cpu_sys_us}us peak_mem={mem}B")
+            format!("pid {pid}: {how} user={cpu_user_us}us sys={cpu_sys_us}us peak_mem={mem}B")
         }
+        Event::Repeated { count, event } => format!("x{count} more: {} {}", event.kind(), summary(event)),
         Event::Note { component, message } => format!("{component}: {message}"),
         Event::TailRepaired { offset, bytes, .. } => {
             format!("cut {bytes} torn bytes at offset {offset}")

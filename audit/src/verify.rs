@@ -198,14 +198,48 @@ pub struct Report {
     pub repairs: Vec<Repair>,
     /// Things that are not failures but limit what was proven.
     pub warnings: Vec<String>,
+    /// Runs that started (`agent_started`) and have no `agent_exited` record, in log order.
+    pub open_runs: Vec<OpenRun>,
     /// The first problem, if any.
     pub failure: Option<Failure>,
+}
+
+/// A run that started and never ended in the log: its supervisor was killed (`kill -9`, a
+/// crash, a power loss), the log was cut after it, or it is still running. The records that
+/// are there verify; what happened after them is not in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenRun {
+    /// Seq of its `agent_started` record.
+    pub seq: u64,
+    /// When it started.
+    pub ts: String,
+    /// Host it ran on.
+    pub host: String,
+    /// Agent name.
+    pub agent: String,
+    /// The agent's pid (in the supervisor's pid namespace).
+    pub pid: u32,
+}
+
+impl fmt::Display for OpenRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "run of agent {:?} (pid {} on {}) started at record seq {} ({}) and has no agent_exited record: its supervisor was killed, the log was cut, or it is still running",
+            self.agent, self.pid, self.host, self.seq, self.ts
+        )
+    }
 }
 
 impl Report {
     /// True if the whole log verified.
     pub fn is_ok(&self) -> bool {
         self.failure.is_none()
+    }
+
+    /// True if the log verified and every run in it ended.
+    pub fn is_complete(&self) -> bool {
+        self.is_ok() && self.open_runs.is_empty()
     }
 }
 
@@ -273,6 +307,8 @@ struct State<'o> {
     last_hash: Digest,
     last_ts: String,
     external: Vec<&'o ExternalCheckpoint>,
+    /// Started runs without an exit record yet, by (host, boot, agent, bundle, pid).
+    runs: std::collections::BTreeMap<(String, String, String, String, u32), OpenRun>,
 }
 
 /// Verify a log read from `reader`. `Err` only for read errors.
@@ -291,6 +327,7 @@ pub fn verify_reader<R: Read>(mut reader: R, options: &VerifyOptions) -> io::Res
         last_hash: GENESIS,
         last_ts: String::new(),
         external: ext,
+        runs: Default::default(),
     };
     // Start small (short logs, many verifications in tests) and grow to 8 MiB when reads fill
     // the buffer, so that large logs are read in few system calls.
@@ -356,6 +393,8 @@ impl State<'_> {
     fn finish(mut self) -> Report {
         let r = &mut self.report;
         r.root = self.frontier.root();
+        r.open_runs.extend(std::mem::take(&mut self.runs).into_values());
+        r.open_runs.sort_by_key(|o| o.seq);
         if let Some(c) = self.external.pop() {
             let m = format!(
                 "checkpoint {} covers {} records ({} bytes) and its own record at seq {}, but the log has only {} complete records ({} bytes)",
@@ -392,6 +431,9 @@ impl State<'_> {
         let index = self.report.records;
         let hash = record_hash(line);
         let rec = Record::parse(line).map_err(|e| Problem::InvalidRecord(e.to_string()))?;
+        if let Some(why) = rec.event.shape_error() {
+            return Err(Problem::InvalidRecord(why.into()));
+        }
         if rec.v != FORMAT_VERSION {
             return Err(Problem::BadVersion(rec.v));
         }
@@ -437,6 +479,23 @@ impl State<'_> {
                     offset,
                     bytes: *bytes,
                 });
+            }
+            Event::AgentStarted { pid, .. } => {
+                let key = (rec.host.clone(), rec.boot.clone(), rec.agent.clone(), rec.bundle.clone(), *pid);
+                let run = OpenRun {
+                    seq: index,
+                    ts: rec.ts.clone(),
+                    host: rec.host.clone(),
+                    agent: rec.agent.clone(),
+                    pid: *pid,
+                };
+                // Same pid again without an exit in between: the earlier run never ended.
+                if let Some(earlier) = self.runs.insert(key, run) {
+                    self.report.open_runs.push(earlier);
+                }
+            }
+            Event::AgentExited { pid, .. } => {
+                self.runs.remove(&(rec.host.clone(), rec.boot.clone(), rec.agent.clone(), rec.bundle.clone(), *pid));
             }
             _ => {}
         }

@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::checkpoint::{SigningKey, checkpoint_body};
 use crate::error::AuditError;
-use crate::event::{CheckpointEvent, Event};
+use crate::event::{CheckpointEvent, Event, MAX_FIELD_BYTES, cap_value};
 use crate::merkle::Frontier;
 use crate::record::{
     AuditContext, Digest, FORMAT_VERSION, GENESIS, MAX_RECORD_BYTES, Record, RecordOut, encode,
@@ -90,6 +90,8 @@ pub struct WriterOptions {
     pub durability: Durability,
     /// Signed checkpoints (`None`: none written).
     pub checkpoint: Option<CheckpointOptions>,
+    /// Bytes kept allocated beyond the log's end (0: none); see [`Reserve`].
+    pub reserve: u64,
 }
 
 impl Default for WriterOptions {
@@ -99,8 +101,30 @@ impl Default for WriterOptions {
             boot_id: None,
             durability: Durability::EveryRecord,
             checkpoint: None,
+            reserve: 0,
         }
     }
+}
+
+/// Room for closing records, held beyond the log's end. With [`WriterOptions::reserve`] the
+/// writer keeps that many bytes allocated past the last record (`fallocate` with
+/// `FALLOC_FL_KEEP_SIZE`: the file's size does not change, the filesystem has handed out the
+/// blocks) and refuses an append that would leave less: when the filesystem fills up, the
+/// append fails *before* anything is written, and the caller still has the reserve for its
+/// last records (the failure, the agent's exit, a checkpoint) once it calls
+/// [`AuditWriter::spend_reserve`]. Up to `reserve` bytes stay allocated past the end after the
+/// writer closes (the next writer reuses them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// No reserve was asked for.
+    Off,
+    /// This many bytes past the end are allocated.
+    Held(u64),
+    /// Appends write into the reserve now (after [`AuditWriter::spend_reserve`]).
+    Spending,
+    /// The filesystem cannot preallocate (`fallocate` unsupported): appends fail only when a
+    /// write does. The string says why.
+    Unsupported(String),
 }
 
 /// Where a record landed.
@@ -153,6 +177,7 @@ pub struct AuditWriter {
     syncer: Option<Syncer>,
     buf: Vec<u8>,
     line: Vec<u8>,
+    reserve: Reserve,
 }
 
 /// Holds the exclusive lock on the log's open file description until dropped. It keeps the raw
@@ -256,10 +281,12 @@ impl AuditWriter {
             syncer,
             buf: Vec::with_capacity(4096),
             line: Vec::with_capacity(1024),
+            reserve: if options.reserve > 0 { Reserve::Held(options.reserve) } else { Reserve::Off },
         };
         {
             let guard = lock(&w.file, path)?;
             let st = w.load_state()?;
+            w.ensure_room(st.end, 0)?;
             w.cache = Some(st);
             drop(guard);
         }
@@ -270,6 +297,51 @@ impl AuditWriter {
     /// Path of the log.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The state of the room kept for closing records.
+    pub fn reserve(&self) -> &Reserve {
+        &self.reserve
+    }
+
+    /// From now on appends write into the reserve instead of keeping it: call this once the
+    /// caller is writing its last records after an append failed (see [`Reserve`]).
+    pub fn spend_reserve(&mut self) {
+        if matches!(self.reserve, Reserve::Held(_)) {
+            self.reserve = Reserve::Spending;
+        }
+    }
+
+    /// Makes sure `len` bytes at `at` (the end) plus the reserve are allocated, before they are
+    /// written. Caller holds the lock.
+    fn ensure_room(&mut self, at: u64, len: u64) -> Result<(), AuditError> {
+        let Reserve::Held(reserve) = self.reserve else {
+            return Ok(());
+        };
+        let (Ok(off), Ok(n)) = (i64::try_from(at), i64::try_from(len.saturating_add(reserve))) else {
+            return Err(AuditError::Io {
+                what: "reserving room at the end of log",
+                path: self.path.clone(),
+                source: std::io::Error::from_raw_os_error(libc::EFBIG),
+            });
+        };
+        // SAFETY: fallocate on the writer's open descriptor with integer arguments.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, n) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::ENOSYS) => {
+                self.reserve = Reserve::Unsupported(format!("fallocate: {err}"));
+                Ok(())
+            }
+            _ => Err(AuditError::Io {
+                what: "reserving room at the end of log",
+                path: self.path.clone(),
+                source: err,
+            }),
+        }
     }
 
     /// Append one event. The record is written (and, per [`Durability`], synced) before this
@@ -288,9 +360,25 @@ impl AuditWriter {
         ctx: &AuditContext,
         events: &[Event],
     ) -> Result<Vec<RecordInfo>, AuditError> {
+        self.append_batch_within(ctx, events, u64::MAX)
+    }
+
+    /// Like [`AuditWriter::append_batch`], but writes only the longest prefix of `events` whose
+    /// records (newlines included) add up to at most `max_bytes`; returns one [`RecordInfo`] per
+    /// record written (fewer than `events` when the next one did not fit). For budgets: the
+    /// writer knows each record's exact length only once it has encoded it.
+    pub fn append_batch_within(
+        &mut self,
+        ctx: &AuditContext,
+        events: &[Event],
+        max_bytes: u64,
+    ) -> Result<Vec<RecordInfo>, AuditError> {
         for e in events {
-            if matches!(e, Event::Checkpoint(_) | Event::TailRepaired { .. }) {
+            if e.is_log_internal() {
                 return Err(AuditError::ReservedEvent(e.kind()));
+            }
+            if let Some(why) = e.shape_error() {
+                return Err(AuditError::InvalidEvent(why));
             }
         }
         if events.is_empty() {
@@ -298,7 +386,7 @@ impl AuditWriter {
         }
         let _guard = lock(&self.file, &self.path)?;
         let mut st = self.load_state()?;
-        let infos = self.write_records(&mut st, ctx, events)?;
+        let infos = self.write_records(&mut st, ctx, events, max_bytes)?;
         self.cache = Some(st);
         self.sync_if_due(false)?;
         self.maybe_checkpoint(&mut st, false)?;
@@ -394,17 +482,19 @@ impl AuditWriter {
             bytes: torn.len() as u64,
             sha256: hex::encode(Sha256::digest(torn)),
         };
-        self.write_records(st, &AuditContext::default(), std::slice::from_ref(&ev))?;
+        self.write_records(st, &AuditContext::default(), std::slice::from_ref(&ev), u64::MAX)?;
         fdatasync(&self.file, &self.path, "fsync of log after tail repair")?;
         Ok(())
     }
 
-    /// Encode and write records at the end of the chain `st` (advanced on success).
+    /// Encode and write records at the end of the chain `st` (advanced on success), as many
+    /// of `events` as fit in `max_bytes`.
     fn write_records(
         &mut self,
         st: &mut ChainState,
         ctx: &AuditContext,
         events: &[Event],
+        max_bytes: u64,
     ) -> Result<Vec<RecordInfo>, AuditError> {
         let mut next = *st;
         let mut infos = Vec::with_capacity(events.len());
@@ -427,11 +517,34 @@ impl AuditWriter {
                 prev: &prev,
             };
             encode(&mut self.line, &rec)?;
+            // No string of an event is stored longer than MAX_FIELD_BYTES (only a record
+            // longer than that can hold one): the capped copy replaces it.
+            if self.line.len() > MAX_FIELD_BYTES {
+                let mut v = serde_json::to_value(event)?;
+                if cap_value(&mut v) {
+                    let capped = RecordOut {
+                        v: rec.v,
+                        seq: rec.seq,
+                        ts: rec.ts,
+                        host: rec.host,
+                        boot: rec.boot,
+                        agent: rec.agent,
+                        bundle: rec.bundle,
+                        policy: rec.policy,
+                        event: &v,
+                        prev: rec.prev,
+                    };
+                    encode(&mut self.line, &capped)?;
+                }
+            }
             if self.line.len() > MAX_RECORD_BYTES {
                 return Err(AuditError::RecordTooLarge {
                     len: self.line.len(),
                     max: MAX_RECORD_BYTES,
                 });
+            }
+            if (self.buf.len() + self.line.len()) as u64 > max_bytes {
+                break;
             }
             let body = self.line.get(..self.line.len() - 1).unwrap_or_default();
             let hash = record_hash(body);
@@ -449,6 +562,7 @@ impl AuditWriter {
             next.last_ts = ts;
         }
         next.end += self.buf.len() as u64;
+        self.ensure_room(st.end, self.buf.len() as u64)?;
         if let Err(e) = (&self.file).write_all(&self.buf) {
             // Never leave a partial record behind: cut back to where this batch started.
             let _ = self.file.set_len(st.end);
@@ -459,7 +573,7 @@ impl AuditWriter {
             });
         }
         *st = next;
-        self.note_written(u32::try_from(events.len()).unwrap_or(u32::MAX));
+        self.note_written(u32::try_from(infos.len()).unwrap_or(u32::MAX));
         Ok(infos)
     }
 
@@ -623,6 +737,7 @@ impl AuditWriter {
         encode(&mut line, &rec)?;
         let body_bytes = line.get(..line.len() - 1).unwrap_or_default();
         let hash = record_hash(body_bytes);
+        self.ensure_room(st.end, line.len() as u64)?;
         if let Err(e) = (&self.file).write_all(&line) {
             let _ = self.file.set_len(st.end);
             return Err(AuditError::Io {

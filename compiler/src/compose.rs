@@ -45,8 +45,19 @@ fn read_source(path: &Path) -> Result<String, Diagnostic> {
         )
         .help("split the policy with `extends`, or check that this is the right file"));
     }
-    let bytes = std::fs::read(path)
+    // The size above is 0 for a pipe or a device (`/dev/zero`): never read more than the
+    // limit, whatever the file claims.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_POLICY_BYTES + 1), &mut bytes))
         .map_err(|e| Diagnostic::error(Code::Io, format!("cannot read {}: {e}", path.display())))?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(Diagnostic::error(
+            Code::TooLarge,
+            format!("{} holds more than {} bytes; policies are limited to that", path.display(), MAX_POLICY_BYTES),
+        )
+        .help("split the policy with `extends`, or check that this is the right file"));
+    }
     decode_utf8(&bytes).map_err(|(offset, d)| {
         d.help(format!("policy files must be UTF-8; the first invalid byte is at offset {offset}"))
     })

@@ -218,12 +218,155 @@ pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str
 #[derive(Debug)]
 struct Rendered<'a> {
     diag: &'a Diagnostic,
-    source: Option<miette::NamedSource<String>>,
+    source: Option<Shown>,
+    /// The label's byte range in the file, cut to what is shown.
+    label: Option<(usize, usize)>,
+}
+
+/// What miette gets to show of a file: the whole text, or for a long line one window of it.
+#[derive(Debug)]
+enum Shown {
+    Whole(miette::NamedSource<String>),
+    Window(Window),
+}
+
+/// One line of a file, cut around the label (long lines of a generated or minified policy:
+/// miette's snippet renderer pads with Rust format widths, which are 16-bit, and would show
+/// the whole line). `text` starts with `…` when the line starts earlier and ends with `…`
+/// when it goes on; `offset` is the file offset of `text`'s first byte as miette counts it
+/// (the line's real offset minus the marker), so the label's own offsets stay valid.
+#[derive(Debug)]
+struct Window {
+    name: String,
+    text: String,
+    offset: usize,
+    /// 0-based line of the window, and the 0-based column (in characters) of the label.
+    line: usize,
+    column: usize,
+}
+
+impl miette::SourceCode for Window {
+    fn read_span<'a>(
+        &'a self,
+        _span: &miette::SourceSpan,
+        _before: usize,
+        _after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.clone(),
+            self.text.as_bytes(),
+            miette::SourceSpan::new(self.offset.into(), self.text.len()),
+            self.line,
+            self.column,
+            1,
+        )))
+    }
+}
+
+impl miette::SourceCode for Shown {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        match self {
+            Shown::Whole(s) => s.read_span(span, before, after),
+            Shown::Window(w) => w.read_span(span, before, after),
+        }
+    }
+}
+
+/// Lines up to this many bytes (and labels up to [`MAX_LABEL`]) are shown whole, with a
+/// line of context around them; anything longer is shown as a window of one line.
+const MAX_SHOWN_LINE: usize = 240;
+const MAX_LABEL: usize = 120;
+/// Bytes of a long line shown before and after the label.
+const WINDOW_CONTEXT: usize = 60;
+
+/// Byte range of the line holding `at` (without its newline).
+fn line_around(text: &str, at: usize) -> (usize, usize) {
+    let start = text.get(..at).and_then(|t| t.rfind('\n')).map_or(0, |i| i + 1);
+    let end = text.get(at..).and_then(|t| t.find('\n')).map_or(text.len(), |i| at + i);
+    (start, end)
+}
+
+fn floor_char(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
+/// What to show of `text` for a label at `start..end`: the whole file when its lines there
+/// are short, else a window of the label's line (and the label cut to fit).
+fn shown(name: &str, text: &str, start: usize, end: usize) -> (Shown, (usize, usize)) {
+    let start = floor_char(text, start);
+    let end = ceil_char(text, end.max(start));
+    let (ls, le) = line_around(text, start);
+    let prev = ls.checked_sub(1).map(|p| line_around(text, p));
+    let next = (le < text.len()).then(|| line_around(text, le + 1));
+    let long = |r: Option<(usize, usize)>| r.is_some_and(|(a, b)| b - a > MAX_SHOWN_LINE);
+    if !long(Some((ls, le))) && !long(prev) && !long(next) && end - start <= MAX_LABEL {
+        return (Shown::Whole(miette::NamedSource::new(name, text.to_string())), (start, end));
+    }
+    let label_end = ceil_char(text, end.min(le).min(start + MAX_LABEL)).max(start);
+    let from = floor_char(text, start.saturating_sub(WINDOW_CONTEXT).max(ls));
+    let to = ceil_char(text, (label_end + WINDOW_CONTEXT).min(le));
+    let (lead, tail) = (if from > ls { "…" } else { "" }, if to < le { "…" } else { "" });
+    let line = text.get(..ls).map_or(0, |t| t.matches('\n').count());
+    let column = text.get(ls..start).map_or(0, |t| t.chars().count());
+    let window = Window {
+        name: name.to_string(),
+        text: format!("{lead}{}{tail}", text.get(from..to).unwrap_or_default()),
+        offset: from - lead.len(),
+        line,
+        column,
+    };
+    (Shown::Window(window), (start, label_end))
+}
+
+/// Quoted values in a message longer than this are shown shortened (JSON output keeps them).
+const MAX_SHOWN_VALUE: usize = 160;
+
+/// `text` with every `` `value` `` longer than [`MAX_SHOWN_VALUE`] bytes shortened to its
+/// start and end around `…(N bytes)…`: a message quotes what the policy said, and a 200 KB
+/// value would otherwise be printed whole, wrapped over thousands of lines.
+fn shorten_values(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_SHOWN_VALUE {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(MAX_SHOWN_VALUE * 2);
+    for (i, part) in text.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts are inside backticks.
+        if i % 2 == 1 && part.len() > MAX_SHOWN_VALUE {
+            let head = floor_char(part, MAX_SHOWN_VALUE - 40);
+            let tail = ceil_char(part, part.len() - 20);
+            out.push_str(part.get(..head).unwrap_or_default());
+            out.push_str(&format!("…({} bytes)…", part.len()));
+            out.push_str(part.get(tail..).unwrap_or_default());
+        } else {
+            out.push_str(part);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 impl fmt::Display for Rendered<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.diag.message)
+        f.write_str(&shorten_values(&self.diag.message))
     }
 }
 
@@ -240,25 +383,22 @@ impl miette::Diagnostic for Rendered<'_> {
         })
     }
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.diag.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.diag.help.as_ref().map(|h| Box::new(shorten_values(h).into_owned()) as Box<dyn fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        let origin = self.diag.origin?;
+        let (start, end) = self.label?;
         self.source.as_ref()?;
-        let span = origin.span;
-        let label = miette::LabeledSpan::new(
-            self.diag.label.clone(),
-            span.start as usize,
-            (span.end - span.start) as usize,
-        );
+        let text = self.diag.label.as_deref().map(|l| shorten_values(l).into_owned());
+        let label = miette::LabeledSpan::new(text, start, end - start);
         Some(Box::new(std::iter::once(label)))
     }
 }
 
 /// Renders diagnostics for a terminal (or, with `color = false`, for snapshots and logs).
+/// Long source lines are shown as a window around the problem (see [`Window`]).
 pub fn render_human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
     let theme = if color {
         miette::GraphicalTheme::unicode()
@@ -268,10 +408,14 @@ pub fn render_human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> S
     let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
     let mut out = String::new();
     for d in diags {
-        let source = d.origin.map(|o| {
-            miette::NamedSource::new(sources.name(o.file), sources.text(o.file).to_string())
-        });
-        let r = Rendered { diag: d, source };
+        let (source, label) = match d.origin {
+            Some(o) => {
+                let (s, l) = shown(sources.name(o.file), sources.text(o.file), o.span.start as usize, o.span.end as usize);
+                (Some(s), Some(l))
+            }
+            None => (None, None),
+        };
+        let r = Rendered { diag: d, source, label };
         if handler.render_report(&mut out, &r).is_err() {
             out.push_str(&format!("{}: {}\n", d.code, d.message));
         }

@@ -4,12 +4,21 @@
 //! serves until the process ends, answering each request line with one response line, and an
 //! audit record per decision: every `check-*` answered with a verdict, every `register`
 //! (accepted or refused) and every refused connection (`Event::Decision`, component
-//! `aegisd`). Invariants: at most [`MAX_CONNECTIONS`] connections are served at once (the
-//! next is told `busy` and closed); a request line is at most [`MAX_LINE`] bytes (a longer
-//! one is answered `request_too_large` and the connection closed, since the stream can no
-//! longer be trusted to be in step); an idle connection is closed after [`IDLE_TIMEOUT`];
-//! a verdict is sent only after its audit record was appended; no request and no peer can
-//! stop the accept loop.
+//! `aegisd`). Invariants: at most [`MAX_CONNECTIONS`] connections are served at once, and
+//! at most [`MAX_PER_MEMBER`] of them for one uid that is not root or the daemon's own (a
+//! group member cannot take every slot from the others); when a limit is reached, the new
+//! connection takes the place of the connection (of that uid, for the per-uid limit) that
+//! has waited longest on its peer (for a request, or for the peer to read an answer), which
+//! is closed; only when every such connection is being answered is the new one told `busy`.
+//! So peers that trickle a byte at a time, sit idle or never read cannot lock a well-behaved
+//! client out. Time is bounded in
+//! total, not only between bytes: a request line must be complete [`REQUEST_TIMEOUT`] after
+//! its first byte, a connection may wait [`IDLE_TIMEOUT`] for its next request, and it is
+//! closed [`CONNECTION_LIFETIME`] after it was accepted (after the answer in progress). A
+//! request line is at most [`MAX_LINE`] bytes (a longer one is answered `request_too_large`
+//! and the connection closed, since the stream can no longer be trusted to be in step); a
+//! verdict is sent only after its audit record was appended; no request and no peer can stop
+//! the accept loop.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -29,8 +38,15 @@ use crate::registry::{Provenance, Registered, Registry, Trust};
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// An idle connection is closed after this long without a complete request.
+/// Connections served at once for one uid admitted as a `--group` member (root and the
+/// daemon's own uid are not limited by this).
+pub const MAX_PER_MEMBER: usize = 16;
+/// A connection is closed after this long without the first byte of its next request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request line must be complete this long after its first byte arrived.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed this long after it was accepted (clients reconnect).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// Longest a record waits for its sync with `--audit-group-commit`.
 pub const GROUP_COMMIT_DELAY: Duration = Duration::from_millis(20);
 /// A peer that does not read its responses is dropped after this long.
@@ -57,6 +73,32 @@ struct State {
     admission: Admission,
     audit: Option<Mutex<AuditWriter>>,
     active: AtomicUsize,
+    /// Live connections, by id, for eviction.
+    conns: Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
+}
+
+/// What the accept loop knows of a live connection.
+struct ConnState {
+    /// A second handle on the socket, to shut it down when the connection is evicted.
+    stream: UnixStream,
+    /// The peer's uid (per-member limit).
+    uid: u32,
+    /// Since when it is waiting on its peer (a request, or the peer reading an answer);
+    /// `None` while an answer is being computed.
+    waiting_since: Mutex<Option<std::time::Instant>>,
+}
+
+impl ConnState {
+    /// Marks the connection as waiting on its peer (keeping the time it started waiting, if
+    /// it already was) or as being answered.
+    fn waiting(&self, yes: bool) {
+        let mut since = self.waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
+        if !yes {
+            *since = None;
+        } else if since.is_none() {
+            *since = Some(std::time::Instant::now());
+        }
+    }
 }
 
 /// A bound daemon, ready to serve.
@@ -88,6 +130,7 @@ impl Server {
             admission: Admission { own_uid: peer::own_uid(), group: config.group },
             audit,
             active: AtomicUsize::new(0),
+            conns: Mutex::new(std::collections::HashMap::new()),
         };
         Ok(Server { listener, state: Arc::new(state), socket: config.socket })
     }
@@ -98,6 +141,7 @@ impl Server {
 
     /// Serves forever (until the process is signalled).
     pub fn serve(&self) {
+        let mut next_id: u64 = 0;
         for conn in self.listener.incoming() {
             let stream = match conn {
                 Ok(s) => s,
@@ -108,18 +152,39 @@ impl Server {
                     continue;
                 }
             };
+            next_id += 1;
+            // The kernel's record of the peer: who it is decides its share of the slots.
+            let peer = match peer::peer_cred(&stream) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("aegisd: cannot read peer credentials, closing: {e}");
+                    continue;
+                }
+            };
             let n = self.state.active.fetch_add(1, Ordering::SeqCst);
-            let slot = Slot(Arc::clone(&self.state));
-            if n >= MAX_CONNECTIONS {
+            let slot = Slot(Arc::clone(&self.state), next_id);
+            let member = !self.state.admission.is_admin(&peer);
+            let room = if member && self.state.count_uid(peer.uid) >= MAX_PER_MEMBER {
+                self.state.evict_longest_waiting(Some(peer.uid))
+            } else {
+                n < MAX_CONNECTIONS || self.state.evict_longest_waiting(None)
+            };
+            if !room {
                 let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
                 let mut s = &stream;
                 let _ = s.write_all(&to_line(&error_response(&RequestError::Busy { limit: MAX_CONNECTIONS })));
                 drop(slot);
                 continue;
             }
+            let Ok(handle) = stream.try_clone() else {
+                drop(slot);
+                continue;
+            };
+            let conn = Arc::new(ConnState { stream: handle, uid: peer.uid, waiting_since: Mutex::new(Some(std::time::Instant::now())) });
+            self.state.conns.lock().unwrap_or_else(PoisonError::into_inner).insert(next_id, Arc::clone(&conn));
             let spawned = std::thread::Builder::new().name("aegisd-conn".into()).spawn(move || {
                 let state = Arc::clone(&slot.0);
-                serve_connection(&state, stream);
+                serve_connection(&state, &conn, &peer, stream);
                 drop(slot);
             });
             if let Err(e) = spawned {
@@ -130,12 +195,80 @@ impl Server {
     }
 }
 
-/// One connection's place among [`MAX_CONNECTIONS`]; released on drop, whatever happens.
-struct Slot(Arc<State>);
+/// One connection's place among [`MAX_CONNECTIONS`] (and its id among the live
+/// connections); released on drop, whatever happens.
+struct Slot(Arc<State>, u64);
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.0.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.1);
         self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl State {
+    /// Live connections of `uid`.
+    fn count_uid(&self, uid: u32) -> usize {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner).values().filter(|c| c.uid == uid).count()
+    }
+
+    /// Closes the connection (of `uid`, if given) that has waited longest on its peer, to
+    /// make room; false if every such connection is being answered. The evicted thread sees
+    /// end of stream (or a broken pipe) at once and gives its slot back.
+    fn evict_longest_waiting(&self, uid: Option<u32>) -> bool {
+        let conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest = conns
+            .values()
+            .filter(|c| uid.is_none_or(|u| c.uid == u))
+            .filter_map(|c| {
+                let since = *c.waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
+                since.map(|t| (t, c))
+            })
+            .min_by_key(|(t, _)| *t);
+        let Some((_, c)) = oldest else {
+            return false;
+        };
+        // Not evicted twice: it no longer counts as waiting.
+        c.waiting(false);
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        true
+    }
+}
+
+/// The connection's socket as a reader whose every read ends by a deadline: the whole
+/// request line, not only the gap between two bytes, is bounded in time.
+struct Deadlined<'a> {
+    stream: &'a UnixStream,
+    deadline: std::time::Instant,
+    /// Waiting for the first byte of a request (the deadline moves to the request's own
+    /// once one arrives).
+    idle: bool,
+    /// When the connection must end.
+    end: std::time::Instant,
+}
+
+impl Deadlined<'_> {
+    /// Before reading the next request: `started` if part of it is already buffered.
+    fn next_request(&mut self, started: bool) {
+        let now = std::time::Instant::now();
+        self.idle = !started;
+        self.deadline = (now + if started { REQUEST_TIMEOUT } else { IDLE_TIMEOUT }).min(self.end);
+    }
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let now = std::time::Instant::now();
+        if now >= self.deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(self.deadline - now))?;
+        let n = (&*self.stream).read(buf)?;
+        if n > 0 && self.idle {
+            self.idle = false;
+            self.deadline = (std::time::Instant::now() + REQUEST_TIMEOUT).min(self.end);
+        }
+        Ok(n)
     }
 }
 
@@ -164,17 +297,10 @@ fn read_line(reader: &mut impl BufRead) -> std::io::Result<Line> {
     if buf.len() > MAX_LINE { Ok(Line::TooLong) } else { Ok(Line::End) }
 }
 
-fn serve_connection(state: &State, stream: UnixStream) {
-    let peer = match peer::peer_cred(&stream) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("aegisd: cannot read peer credentials, closing: {e}");
-            return;
-        }
-    };
+fn serve_connection(state: &State, conn: &ConnState, peer: &PeerCred, stream: UnixStream) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut out = &stream;
-    if !state.admission.admits(&peer) {
+    if !state.admission.admits(peer) {
         let e = RequestError::NotPermitted { uid: peer.uid, what: "use this daemon" };
         let audited = state.audit(
             "",
@@ -190,9 +316,12 @@ fn serve_connection(state: &State, stream: UnixStream) {
         let _ = out.write_all(&to_line(&error_response(&e)));
         return;
     }
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
-    let mut reader = BufReader::new(&stream);
+    let now = std::time::Instant::now();
+    let mut reader = BufReader::new(Deadlined { stream: &stream, deadline: now, idle: true, end: now + CONNECTION_LIFETIME });
     loop {
+        let started = !reader.buffer().is_empty();
+        reader.get_mut().next_request(started);
+        conn.waiting(true);
         let line = match read_line(&mut reader) {
             Ok(Line::Request(l)) => l,
             Ok(Line::TooLong) => {
@@ -205,10 +334,13 @@ fn serve_connection(state: &State, stream: UnixStream) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let response = match state.answer(&peer, &line) {
+        conn.waiting(false);
+        let response = match state.answer(peer, &line) {
             Ok(v) => v,
             Err(e) => error_response(&e),
         };
+        // Blocked on a peer that does not read is waiting on it too (evictable).
+        conn.waiting(true);
         if out.write_all(&to_line(&response)).is_err() {
             return;
         }

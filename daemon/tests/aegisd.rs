@@ -6,7 +6,7 @@
 //! trust keys; who may connect; malformed input and limits; socket life cycle.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -606,38 +606,194 @@ fn malformed_requests_get_errors_and_the_daemon_keeps_serving() {
     assert_eq!(d.audit_lines().len(), 3);
 }
 
+/// All slots held by connections that wait on their peers (idle ones here): a new
+/// connection takes the place of the one that waited longest, which is closed; it is told
+/// `busy` only when every connection is being answered (here: 64 registrations blocked on
+/// FIFOs nobody writes yet).
 #[test]
-fn connections_beyond_the_limit_are_told_busy() {
+fn full_slots_evict_the_longest_waiting_or_are_told_busy() {
     let d = Daemon::start(&[]);
-    let held: Vec<Conn> = (0..aegis_daemon::server::MAX_CONNECTIONS).map(|_| Conn::open(&d.socket)).collect();
-    // Make sure every held connection has been accepted and counted.
-    let mut first = Conn::open(&d.socket);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        first.send(b"{\"op\":\"list\"}");
-        match first.recv() {
-            Some(v) if v["ok"] == false => {
-                assert_eq!(error_code(&v), "aegis::daemon::busy");
-                break;
-            }
-            // Answered: that connection got a slot before all held ones were counted.
-            Some(_) => {}
-            None => {}
-        }
-        assert!(Instant::now() < deadline);
-        first = Conn::open(&d.socket);
-    }
+    let max = aegis_daemon::server::MAX_CONNECTIONS;
+    let mut held: Vec<Conn> = (0..max + 1).map(|_| Conn::open(&d.socket)).collect();
+    // Connections are accepted in order: the one past the limit takes the first one's place.
+    assert!(held[0].recv().is_none(), "the longest waiting connection was closed to make room");
+    let v = d.ask(&json!({"op":"list"}));
+    assert_eq!(v["ok"], true, "answered, not busy: {v}");
+    assert!(held[1].recv().is_none(), "and the next longest waiting one for this client");
     drop(held);
-    // The slots are given back when connections end.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = d.ask(&json!({"op":"list"}));
-        if v["ok"] == true {
+
+    // Every slot busy answering: registrations that read a FIFO with no writer yet.
+    let fifos: Vec<PathBuf> = (0..max).map(|i| d.dir.path().join(format!("p{i}.toml"))).collect();
+    let mut blocked = Vec::new();
+    for f in &fifos {
+        let c = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut conn = Conn::open(&d.socket);
+        conn.send(&serde_json::to_vec(&json!({"op":"register","policy":f})).unwrap());
+        blocked.push(conn);
+    }
+    // Until every registration is blocked in its answer, a new connection could still take
+    // the place of one whose request was not read yet: give the daemon time to read them.
+    std::thread::sleep(Duration::from_millis(1000));
+    let v = d.ask(&json!({"op":"list"}));
+    assert_eq!(error_code(&v), "aegis::daemon::busy", "every connection is being answered: {v}");
+    // Release them: each registration reads its (invalid) policy and is answered.
+    for f in &fifos {
+        let mut w = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(f).expect("the daemon is reading the FIFO");
+        w.write_all(b"version = 1\n").unwrap();
+    }
+    for (i, c) in blocked.iter_mut().enumerate() {
+        let t = Instant::now();
+        let v = c.recv().unwrap_or_else(|| panic!("registration {i} is answered (closed after {:?})", t.elapsed()));
+        assert_eq!(v["ok"], false, "{v}");
+    }
+    assert_eq!(d.ask(&json!({"op":"list"}))["ok"], true);
+}
+
+/// Hostile peers of three kinds, each in a loop until `stop`: trickle a request one byte
+/// every 300 ms (kind 0), connect and say nothing (1), send requests and never read the
+/// answers (2). Dropped, they come back after `pause`.
+fn hostile_peers(socket: &Path, n: usize, pause: Duration, stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    (0..n)
+        .map(|i| {
+            let (socket, stop) = (socket.to_path_buf(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    let Ok(mut s) = UnixStream::connect(&socket) else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                    match i % 3 {
+                        0 => {
+                            for b in br#"{"op":"list"}"#.iter().cycle() {
+                                if stop.load(Relaxed) || s.write_all(&[*b]).is_err() {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(300));
+                            }
+                        }
+                        1 => {
+                            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                            let mut b = [0u8; 1];
+                            while !stop.load(Relaxed) {
+                                match s.read(&mut b) {
+                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                    _ => break,
+                                }
+                            }
+                        }
+                        _ => {
+                            let many = b"{\"op\":\"list\"}\n".repeat(4000);
+                            while !stop.load(Relaxed) && s.write_all(&many).is_ok() {}
+                        }
+                    }
+                    std::thread::sleep(pause);
+                }
+            })
+        })
+        .collect()
+}
+
+/// A well-behaved client asks 20 times; every answer comes, promptly.
+fn assert_client_is_answered(d: &Daemon) {
+    let q = json!({"op":"check-exec","agent":"coding-agent","path":"/usr/bin/git"});
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let v = d.ask(&q);
+        assert_eq!(v["ok"], true, "a well-behaved client is answered: {v}");
+        slowest = slowest.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(slowest < Duration::from_secs(2), "answered promptly: slowest {slowest:?}");
+    let out = d.aegis(&["check-exec", "coding-agent", "/usr/bin/git"]);
+    assert_eq!(out.status.code(), Some(0), "the aegis client is answered too: {}", stderr(&out));
+}
+
+/// Issue 11.11: a peer that trickles a byte at a time (the old limit was only the gap
+/// between bytes), sits idle or never reads held one of the 64 slots as long as it liked, so
+/// 64 of them locked everyone out. With 150 such peers (of the client's own uid, coming back
+/// a second after each drop), a well-behaved client is answered every time, and a trickled
+/// request is cut off `REQUEST_TIMEOUT` after its first byte.
+#[test]
+fn tricklers_idlers_and_non_readers_cannot_lock_a_client_out() {
+    let d = Daemon::start(&[]);
+    register(&d, &policy("coding-agent.toml"), json!({"WORKSPACE": "/srv/ws"}));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peers = hostile_peers(&d.socket, 150, Duration::from_secs(1), &stop);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_client_is_answered(&d);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in peers {
+        let _ = p.join();
+    }
+
+    // Alone, a trickler is cut off REQUEST_TIMEOUT after its first byte, not kept forever.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let t = Instant::now();
+    let limit = aegis_daemon::server::REQUEST_TIMEOUT + Duration::from_secs(3);
+    for b in br#"{"op":"list"}"#.iter().cycle() {
+        if s.write_all(&[*b]).is_err() {
             break;
         }
-        assert!(Instant::now() < deadline, "slots not released: {v}");
-        std::thread::sleep(Duration::from_millis(10));
+        assert!(t.elapsed() < limit, "the trickled request was not cut off");
+        std::thread::sleep(Duration::from_millis(200));
     }
+    assert!(t.elapsed() >= aegis_daemon::server::REQUEST_TIMEOUT - Duration::from_millis(500), "not before its time: {:?}", t.elapsed());
+}
+
+/// Entry point of the hostile group member below (a no-op in a normal test run): this test
+/// binary, re-run as uid 65534 in group 4242, floods the daemon from 200 threads that come
+/// back at once when dropped, for `AEGISD_TEST_FLOOD_SECS` seconds.
+#[test]
+fn hostile_member_entry() {
+    let (Ok(socket), Ok(secs)) = (std::env::var("AEGISD_TEST_FLOOD"), std::env::var("AEGISD_TEST_FLOOD_SECS")) else {
+        return;
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peers = hostile_peers(Path::new(&socket), 200, Duration::ZERO, &stop);
+    std::thread::sleep(Duration::from_secs(secs.parse().unwrap()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in peers {
+        let _ = p.join();
+    }
+}
+
+/// A group member that reconnects as fast as it is dropped cannot take the slots from
+/// others either: one uid gets at most `MAX_PER_MEMBER` of them.
+#[test]
+fn a_flooding_group_member_gets_only_its_share() {
+    if !is_root() {
+        eprintln!("SKIP: needs root to run the flood as another user");
+        return;
+    }
+    let d = Daemon::start(&["--group", "4242"]);
+    register(&d, &policy("coding-agent.toml"), json!({"WORKSPACE": "/srv/ws"}));
+    let mut flood = Command::new(std::env::current_exe().unwrap());
+    flood
+        .args(["--exact", "hostile_member_entry", "--nocapture"])
+        .env("AEGISD_TEST_FLOOD", &d.socket)
+        .env("AEGISD_TEST_FLOOD_SECS", "8")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: the closure only makes async-signal-safe system calls.
+    unsafe {
+        flood.pre_exec(|| {
+            let groups = [4242 as libc::gid_t];
+            if libc::setgroups(1, groups.as_ptr()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut flood = flood.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(flood.try_wait().unwrap().is_none(), "the flood is running");
+    assert_client_is_answered(&d);
+    let _ = flood.wait();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -154,6 +154,10 @@ pub struct ChildPlan {
     pub landlock: stage::landlock::ChildLandlock,
     pub seccomp: stage::seccomp::ChildSeccomp,
     pub exec: stage::exec::ChildExec,
+    /// The agent's own session and terminal ([`stage::init`]).
+    pub term: stage::init::ChildTerm,
+    /// The init that stays pid 1 ([`stage::init`]).
+    pub init: stage::init::ChildInit,
 }
 
 fn now_ns() -> u64 {
@@ -282,6 +286,9 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
         libc::close(plan.go_read);
     }
     timed(report, Stage::NoNewPrivs, stage::no_new_privs::apply_in_child)?;
+    // Out of the supervisor's session (and onto the pty, if any) before Landlock and
+    // seccomp, which need not allow it.
+    timed(report, Stage::Init, || stage::init::detach(&plan.term))?;
     let r = timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock, &mut info, &mut msg));
     report.info = info;
     report.msg = msg.msg;
@@ -291,14 +298,19 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.info = info;
     report.msg = msg.msg;
     r?;
-    timed(report, Stage::Fds, || stage::fds::apply_in_child(plan.report_write))?;
-    // Restore the signal mask the agent should start with (the supervisor's was blocked).
-    // SAFETY: sigprocmask with a valid set copied from the supervisor.
-    if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &plan.old_mask, std::ptr::null_mut()) } != 0 {
-        return Err(Fail::errno(Stage::Exec, stage::exec::WHAT_SIGMASK));
-    }
-    report.ok = 1;
-    write_report(plan.report_write, report);
-    report.ok = 0;
-    Err(stage::exec::exec(&plan.exec))
+    timed(report, Stage::Fds, || stage::fds::apply_in_child([plan.report_write, plan.init.status_write]))?;
+    // The init stays behind as pid 1; its child reports success and becomes the agent.
+    let done = *report;
+    let exec_agent = || -> Fail {
+        // Restore the signal mask the agent should start with (the supervisor's was blocked).
+        // SAFETY: sigprocmask with a valid set copied from the supervisor.
+        if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &plan.old_mask, std::ptr::null_mut()) } != 0 {
+            return Fail::errno(Stage::Exec, stage::exec::WHAT_SIGMASK);
+        }
+        let mut ok = done;
+        ok.ok = 1;
+        write_report(plan.report_write, &ok);
+        stage::exec::exec(&plan.exec)
+    };
+    Err(stage::init::run(&plan.init, plan.report_write, &exec_agent))
 }

@@ -9,6 +9,8 @@
 //! | 125  | invalid input or refused bundle (bad flags, signature/digest/expiry/serial, missing parameter, no command) |
 //! | 126  | enforcement unavailable: a required layer cannot be applied on this host, is not implemented yet, or did not verify after applying |
 //! | 127  | internal error (a system call the supervisor needs failed), including failure to exec the command |
+//! | 123  | the audit log could not be written (disk full, I/O error): the run was stopped (or never started) and the records kept were written into the room reserved for them |
+//! | 122  | the agent used up the run's audit budget (`--audit-budget`): one record says so and the agent was stopped |
 
 /// Invalid input or refused bundle.
 pub const EXIT_REFUSED: i32 = 125;
@@ -16,6 +18,10 @@ pub const EXIT_REFUSED: i32 = 125;
 pub const EXIT_UNENFORCEABLE: i32 = 126;
 /// Internal error, including failure to exec the agent's command.
 pub const EXIT_INTERNAL: i32 = 127;
+/// The audit log could not be written: the run was stopped (fail closed).
+pub const EXIT_AUDIT_FAILED: i32 = 123;
+/// The agent used up the run's audit budget and was stopped.
+pub const EXIT_AUDIT_BUDGET: i32 = 122;
 
 /// Why a launch did not happen (or stopped before the agent ran).
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,9 @@ pub enum RunError {
     /// A layer was applied but its verification failed.
     #[error("{layer} not verified: {why}")]
     NotVerified { layer: &'static str, why: String },
+    /// The audit log could not be opened or appended to: nothing runs unrecorded.
+    #[error("audit log failed: {0}")]
+    AuditFailed(String),
     /// A step of the supervisor failed.
     #[error("internal error: {what}: {why}")]
     Internal { what: &'static str, why: String },
@@ -46,6 +55,7 @@ impl RunError {
                 EXIT_UNENFORCEABLE
             }
             RunError::Internal { .. } => EXIT_INTERNAL,
+            RunError::AuditFailed(_) => EXIT_AUDIT_FAILED,
         }
     }
 

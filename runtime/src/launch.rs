@@ -52,7 +52,7 @@ pub fn run(opts: &LaunchOptions) -> i32 {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "unknown".into());
-    let mut audit = match Audit::open(opts.audit_log.as_deref(), &dir_name) {
+    let mut audit = match Audit::open(opts.audit_log.as_deref(), &dir_name, &opts.audit) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("aegis-exec: {e}");
@@ -63,17 +63,21 @@ pub fn run(opts: &LaunchOptions) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("aegis-exec: {e}");
-            let _ = audit.record(Event::Note {
+            audit.queue(Event::Note {
                 component: "aegis-exec".into(),
                 message: format!("launch failed (exit {}): {e}", e.exit_code()),
             });
             e.exit_code()
         }
     };
-    if let Err(e) = audit.close() {
-        eprintln!("aegis-exec: {e}");
+    // The log decides the status when it ended the run (or cannot hold its end).
+    match audit.close() {
+        Some(stop) => {
+            eprintln!("aegis-exec: {stop}");
+            stop.exit_code()
+        }
+        None => code,
     }
-    code
 }
 
 /// Kills and reaps the child if the launch is abandoned after clone.
@@ -198,6 +202,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             (None, None) => ChildNet::plan(NetSpec { observe: !host_net && nftp.is_some(), verify, ..NetSpec::default() }),
         }
     };
+    // The agent's own session, its pty when the user's terminal is in play, and the init
+    // that reports the agent's status on this pipe ([`crate::tty`], [`stage::init`]).
+    let terminal = crate::tty::Terminal::open(opts.terminal_filter)?;
+    let (status_r, status_w) = pipe()?;
+    let wall_time_ms = cg.as_ref().and_then(|p| p.spec.wall_time_ms).unwrap_or(0);
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
     // The child's plan for an isolation, and the mounts line of the report.
@@ -244,6 +253,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             landlock: stage::landlock::ChildLandlock::placeholder(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
             exec: stage::exec::ChildExec::prepare(&v.command, &env)?,
+            term: terminal.as_ref().map_or_else(stage::init::ChildTerm::none, |t| t.child()),
+            init: stage::init::ChildInit { status_write: status_w, wall_time_ms },
         };
         Ok((plan, mounts_detail))
     };
@@ -396,6 +407,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // Our copy of the child's handoff end: once the child's copy closes (exec), the
     // channel reaches EOF.
     plan.handoff = None;
+    close(status_w);
     drop(cg_dir);
     let born = Born { in_unified_leaf: born_in_unified };
     let premade_routes = premade_net.as_mut().map(|(_, plan, rtnl)| (&*plan, rtnl.take()));
@@ -521,6 +533,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         proxy_layer = Some(Layer::new("proxy", LayerStatus::Fully, summary));
         lap(&mut timings, "proxy");
     }
+    let proxy_feed = if proxy_handle.is_some() || notify_server.is_some() {
+        Some(supervise::ProxyFeed::start(proxy_rx, proxy_handle.as_deref())?)
+    } else {
+        None
+    };
 
     // ── report ───────────────────────────────────────────────────────────────────────
     report.push(cg_layer);
@@ -528,7 +545,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         Isolation::Full { .. } => Layer::new(
             "namespaces",
             LayerStatus::Fully,
-            format!("new {ns_detail},cgroup namespaces; agent is pid 1 with the same uid and gid inside and on the host"),
+            format!("new {ns_detail},cgroup namespaces; pid 1 is aegis's init, the agent (pid 2) its child, with the same uid and gid inside and on the host"),
         ),
         Isolation::None => Layer::new("namespaces", LayerStatus::NotEnforced, userns_note.clone()),
     });
@@ -606,13 +623,25 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
     });
     report.push(Layer::new("fds", LayerStatus::Fully, "inherited descriptors above 2 closed"));
+    report.push(match &terminal {
+        Some(t) => Layer::new("terminal", LayerStatus::Fully, t.describe()),
+        None => Layer::new("terminal", LayerStatus::Fully, "no terminal among the agent's stdio; it runs in a session of its own, without a controlling terminal"),
+    });
+    report.push(Layer::new(
+        "init",
+        LayerStatus::Fully,
+        "an init inside every layer forwards signals to the agent, reaps, resumes a stopped agent, enforces the wall time (also while the supervisor is stopped) and reports the agent's status",
+    ));
+    report.push(audit.layer());
     audit.queue(report.to_event());
     audit.queue(Event::AgentStarted {
         command: v.command.clone(),
         pid: pid as u32,
         identity: Some(ident.to_audit()),
     });
+    // Nothing runs unrecorded: if the launch records cannot be written, the guard kills it.
     audit.flush()?;
+    guard.armed = false;
     lap(&mut timings, "audit");
     if opts.verbose {
         eprint!("{}", report.to_text());
@@ -626,21 +655,23 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         oom_group: spec.is_some_and(|s| s.memory_oom_group),
         deny_prefix: nftp.as_ref().filter(|_| host_net && table.is_some()).map(|p| p.log_prefix.clone()),
         nflog,
+        init_status: Some(status_r),
     };
+    // The user's terminal goes raw and is relayed from here on (the agent's first output
+    // waited in its pty); restored when the relay finishes or is dropped on any path.
+    let relay = terminal.map(crate::tty::Terminal::start).transpose()?;
     let mut events = Vec::new();
-    let mut proxy_sink = |batch: Vec<Event>| {
-        for e in batch {
-            audit.queue(e);
-        }
-        if let Err(e) = audit.flush() {
-            eprintln!("aegis-exec: {e}");
-        }
-    };
-    let proxy_feed = (proxy_handle.is_some() || notify_server.is_some()).then_some(supervise::ProxyFeed { rx: &proxy_rx, active: proxy_handle.as_deref() });
-    let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, &mut |e| events.push(e), proxy_feed, &mut proxy_sink, opts.verbose);
+    let outcome = supervise::run(pid, leaf.as_ref(), &limits, signals, audit, proxy_feed.as_ref(), opts.verbose);
+    if let Some(r) = relay {
+        r.finish();
+    }
+    close(status_r);
     if let Some(s) = notify_server.take() {
         let stats = s.stop();
-        proxy_sink(proxy_rx.try_iter().collect());
+        // The handlers' last aggregated records were sent as the server stopped.
+        if let Some(f) = &proxy_feed {
+            f.finish(audit);
+        }
         events.push(Event::Note {
             component: "supervisor".into(),
             message: format!(
@@ -656,8 +687,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             detail: format!("pids.max refused {} fork(s)", usage.pids_limit_hits),
         });
     }
-    let oom_recorded = events.iter().any(|e| matches!(e, Event::Resource { limit: aegis_audit::ResourceLimit::OomKill, .. }));
-    if usage.oom_kills > 0 && !oom_recorded {
+    if usage.oom_kills > 0 && !outcome.oom_recorded {
         events.push(Event::Resource {
             limit: aegis_audit::ResourceLimit::OomKill,
             detail: format!("{} OOM kill(s); peak {} bytes", usage.oom_kills, usage.memory_peak.unwrap_or(0)),
@@ -711,13 +741,15 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         });
     }
     audit.queue(Event::AgentExited {
+        pid: pid as u32,
         status: outcome.exited(),
         signal: outcome.signal(),
         cpu_user_us,
         cpu_sys_us,
         peak_memory_bytes: peak,
     });
-    audit.flush()?;
+    // Written by `Audit::close` with the final checkpoint (into the reserved room if an
+    // append failed during the run).
     if opts.verbose {
         eprintln!(
             "aegis-exec: agent exited: {} (exit code {}), cpu user {} us sys {} us, peak memory {} bytes",
@@ -881,6 +913,7 @@ fn stage_failure(stage: Stage, what: u32, errno: i32, msg: &str) -> RunError {
         Stage::Seccomp => stage::seccomp::describe(what),
         Stage::Fds => stage::fds::describe(what),
         Stage::Nftables => stage::netns::describe(what),
+        Stage::Init => stage::init::describe(what),
         _ => stage::exec::describe(what),
     };
     let errno = if errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(errno)) } else { String::new() };

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! aegis-exec [--trust-key PUB | --allow-unsigned] [--param NAME=VALUE]... [--audit-log PATH]
+//!            [--audit-budget SIZE] [--checkpoint-key KEY [--checkpoint-sink FILE]]
 //!            [--verbose] BUNDLE_DIR [-- COMMAND...]
 //! aegis-exec doctor [BUNDLE_DIR...]
 //! ```
@@ -16,7 +17,8 @@
 //!
 //! Exit codes ([`exit`]): the agent's status (128 + signal when killed); 125 invalid input or
 //! refused bundle; 126 a required layer is unavailable, not implemented, or failed
-//! verification; 127 internal error or the command could not be executed.
+//! verification; 127 internal error or the command could not be executed; 123 the audit log
+//! could not be written (the run was stopped); 122 the agent used up its audit budget.
 //!
 //! Environment: `AEGIS_STATE_DIR` (serial store directory, default `/var/lib/aegis`),
 //! `AEGIS_EXEC_TEST_NO_USERNS` (behave as if user namespaces were blocked; can only make a
@@ -35,6 +37,7 @@ pub mod signals;
 pub mod stage;
 pub mod supervise;
 pub mod unotify;
+pub mod tty;
 
-pub use exit::{EXIT_INTERNAL, EXIT_REFUSED, EXIT_UNENFORCEABLE, RunError};
+pub use exit::{EXIT_AUDIT_BUDGET, EXIT_AUDIT_FAILED, EXIT_INTERNAL, EXIT_REFUSED, EXIT_UNENFORCEABLE, RunError};
 pub use stage::verify::LaunchOptions;

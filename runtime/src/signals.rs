@@ -1,7 +1,11 @@
 //! Signals of the supervisor: the forwarded ones (and SIGCHLD) are blocked from the very
 //! start of a launch and read through a signalfd, so a SIGTERM to `aegis-exec` at any point
-//! goes through the normal cleanup path instead of killing the supervisor mid-way.
-//! The child restores the original mask just before exec.
+//! goes through the normal cleanup path instead of killing the supervisor mid-way. The job
+//! control stops (SIGTSTP, SIGTTIN, SIGTTOU) are read the same way and ignored: the
+//! supervisor is never stopped by a key (the wall-time limit keeps its clock; the agent's
+//! init enforces it too, for the uncatchable SIGSTOP). SIGWINCH is blocked too and read by
+//! the terminal relay's own signalfd ([`crate::tty`]). The agent restores the original mask
+//! just before exec.
 
 use std::time::Duration;
 
@@ -10,6 +14,9 @@ use crate::exit::RunError;
 /// Signals forwarded to the agent.
 pub const FORWARDED: [libc::c_int; 6] =
     [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+
+/// Job control stops: never stop the supervisor.
+pub const JOB_CONTROL: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 /// Signals that ask the agent to stop: after one of them the supervisor kills the agent if
 /// it is still alive [`KILL_GRACE`] later (an agent that is pid 1 of its namespace ignores
@@ -27,8 +34,8 @@ pub struct Signals {
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
     pub signo: i32,
-    /// True when the kernel sent it (e.g. the terminal's Ctrl-C), which already reached the
-    /// agent too since it shares the supervisor's process group: not forwarded again.
+    /// True when the kernel sent it (e.g. a terminal's Ctrl-C to the supervisor's process
+    /// group). It is forwarded all the same: the agent runs in a session of its own.
     pub from_kernel: bool,
 }
 
@@ -41,10 +48,12 @@ impl Signals {
         // SAFETY: valid pointers to sigset_t values we own.
         unsafe {
             libc::sigemptyset(&mut set);
-            for s in FORWARDED.iter().chain([libc::SIGCHLD].iter()) {
+            for s in FORWARDED.iter().chain(JOB_CONTROL.iter()).chain([libc::SIGCHLD].iter()) {
                 libc::sigaddset(&mut set, *s);
             }
-            if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
+            let mut blocked = set;
+            libc::sigaddset(&mut blocked, libc::SIGWINCH);
+            if libc::sigprocmask(libc::SIG_BLOCK, &blocked, &mut old) != 0 {
                 return Err(RunError::os("blocking signals"));
             }
         }

@@ -4,10 +4,11 @@
 //! ([`crate::stage::netlog`]) in `none`/`proxy` modes — rate-limited into one audit record
 //! per second per layer ([`Denials`]), reap the agent, and read its resource usage.
 //!
-//! Input: the agent's pid, its cgroup leaf, limits, the signalfd. Output: an [`Outcome`]
-//! (wait status, rusage, cgroup usage) and the audit events that happened. Invariants: the
-//! loop ends only when the agent has been reaped; once the agent must die (wall time,
-//! terminating signal not obeyed within the grace period, OOM with oom group) the whole
+//! Input: the agent's pid, its cgroup leaf, limits, the signalfd, the audit sink. Output: an
+//! [`Outcome`] (wait status, rusage, cgroup usage); the run's events go to the audit sink
+//! ([`crate::audit::Audit`]) as they happen. Invariants: the loop ends only when the agent has
+//! been reaped; once the agent must die (wall time, terminating signal not obeyed within the
+//! grace period, OOM with oom group, the audit log failing or its budget used up) the whole
 //! leaf (or, without a leaf, the agent — pid 1 of its namespace, so everything in it) gets
 //! SIGKILL.
 //!
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use aegis_audit::{Event, ResourceLimit};
 use aegis_targets::cgroup::Leaf;
 
+use crate::audit::Audit;
 use crate::signals::{KILL_GRACE, Received, Signals, TERMINATING};
 
 pub struct Limits {
@@ -29,6 +31,8 @@ pub struct Limits {
     pub deny_prefix: Option<String>,
     /// The NFLOG listener of the agent's network namespace (`none`/`proxy` modes).
     pub nflog: Option<crate::stage::netlog::Observer>,
+    /// Read end of the init's status pipe ([`crate::stage::init`]).
+    pub init_status: Option<i32>,
 }
 
 /// Kernel denials counted per layer and written at most once a second per layer, as one
@@ -73,6 +77,8 @@ impl Denials {
 pub struct Outcome {
     pub status: libc::c_int,
     pub rusage: libc::rusage,
+    /// An OOM kill was recorded while the agent ran.
+    pub oom_recorded: bool,
 }
 
 impl Outcome {
@@ -104,7 +110,11 @@ fn reap(pid: libc::pid_t, flags: libc::c_int) -> Option<Outcome> {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child with valid out-pointers.
     let r = unsafe { libc::wait4(pid, &mut status, flags, &mut ru) };
-    (r == pid).then_some(Outcome { status, rusage: ru })
+    (r == pid).then_some(Outcome {
+        status,
+        rusage: ru,
+        oom_recorded: false,
+    })
 }
 
 /// Kills everything of the agent.
@@ -233,45 +243,91 @@ impl Drop for Kmsg {
     }
 }
 
-/// The supervisor's own decisions (proxy, seccomp notification handlers), drained on every
-/// wake-up of the loop (at most 50 ms apart).
+/// The supervisor's own decisions (proxy, seccomp notification handlers) as they happen: a
+/// forwarding thread moves each event from their channel into a queue and wakes the
+/// supervisor's loop through an eventfd, so a decision is written (and an append failure
+/// noticed, and the agent stopped) one append after it was taken, not at the next timer
+/// tick. The thread ends when every sender is dropped.
 pub struct ProxyFeed<'a> {
-    pub rx: &'a std::sync::mpsc::Receiver<Event>,
+    queue: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+    wake: std::os::fd::OwnedFd,
     /// The proxy, whose connections are waited for at the end (`None`: records of the
     /// seccomp notification handlers only).
-    pub active: Option<&'a aegis_proxy::server::Proxy>,
+    active: Option<&'a aegis_proxy::server::Proxy>,
 }
 
-impl ProxyFeed<'_> {
-    fn drain(&self, sink: &mut dyn FnMut(Vec<Event>)) {
-        let batch: Vec<Event> = self.rx.try_iter().collect();
-        if !batch.is_empty() {
-            sink(batch);
+impl<'a> ProxyFeed<'a> {
+    pub fn start(rx: std::sync::mpsc::Receiver<Event>, active: Option<&'a aegis_proxy::server::Proxy>) -> Result<ProxyFeed<'a>, crate::exit::RunError> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: eventfd with constant flags returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(crate::exit::RunError::os("eventfd for the proxy's records"));
+        }
+        // SAFETY: a new descriptor we own.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        let writer = wake.try_clone().map_err(|e| crate::exit::RunError::internal("eventfd for the proxy's records", e))?;
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let q = queue.clone();
+        std::thread::Builder::new()
+            .name("aegis-audit-feed".into())
+            .spawn(move || {
+                while let Ok(e) = rx.recv() {
+                    if let Ok(mut v) = q.lock() {
+                        v.push(e);
+                        v.extend(rx.try_iter());
+                    }
+                    let one: u64 = 1;
+                    // SAFETY: an 8-byte write to our eventfd (EAGAIN at the counter's
+                    // maximum only means the loop has not read yet: it will).
+                    unsafe { libc::write(writer.as_raw_fd(), (&one as *const u64).cast(), 8) };
+                }
+            })
+            .map_err(|e| crate::exit::RunError::internal("starting the proxy's record feed", e))?;
+        Ok(ProxyFeed { queue, wake, active })
+    }
+
+    fn fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.wake.as_raw_fd()
+    }
+
+    fn drain(&self, audit: &mut Audit) {
+        let mut n = 0u64;
+        // SAFETY: an 8-byte read from our non-blocking eventfd (resets the counter).
+        unsafe { libc::read(self.fd(), (&mut n as *mut u64).cast(), 8) };
+        let batch = match self.queue.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(_) => Vec::new(),
+        };
+        for e in batch {
+            audit.run_event(e);
         }
     }
 
     /// After the agent exited: its connections end as their sockets close; wait a moment
     /// for their last records (bytes moved) before the log is closed.
-    fn finish(&self, sink: &mut dyn FnMut(Vec<Event>)) {
+    pub fn finish(&self, audit: &mut Audit) {
         let until = Instant::now() + Duration::from_millis(500);
         while self.active.is_some_and(|p| p.active_connections() > 0) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        self.drain(sink);
+        // The feed thread may still be moving the last events.
+        std::thread::sleep(Duration::from_millis(5));
+        self.drain(audit);
     }
 }
 
-/// Runs until the agent is reaped. `events` receives audit events as they happen; the
-/// proxy's decisions (if any) go to `proxy_sink` in batches as they arrive.
-#[allow(clippy::too_many_arguments)]
+/// Runs until the agent is reaped. Every event of the run goes to `audit` as it happens
+/// (a proxy decision is written at once, a kernel denial within a second); when the log ends the run ([`crate::audit::Stop`]: an
+/// append failed, or the budget is used up) the whole agent is killed at once.
 pub fn run(
     pid: libc::pid_t,
     leaf: Option<&Leaf>,
     limits: &Limits,
     signals: &Signals,
-    events: &mut dyn FnMut(Event),
-    proxy: Option<ProxyFeed>,
-    proxy_sink: &mut dyn FnMut(Vec<Event>),
+    audit: &mut Audit,
+    proxy: Option<&ProxyFeed>,
     verbose: bool,
 ) -> Outcome {
     let start = Instant::now();
@@ -279,6 +335,7 @@ pub fn run(
     let mut grace: Option<Instant> = None;
     let mut wall_hit = false;
     let mut oom_seen = leaf.map(|l| l.usage().oom_kills).unwrap_or(0);
+    let mut oom_recorded = false;
     let mut kmsg = Kmsg::open(limits.deny_prefix.clone(), pid);
     let mut denials = Denials::new();
     let read_denials = |kmsg: &mut Option<Kmsg>, denials: &mut Denials| {
@@ -290,15 +347,31 @@ pub fn run(
         }
     };
     loop {
-        if let Some(o) = reap(pid, libc::WNOHANG) {
+        if let Some(mut o) = reap(pid, libc::WNOHANG) {
+            // The init's word on the agent: its real wait status (a signal stays a signal),
+            // and whether the init enforced the wall time while the supervisor could not.
+            if let Some((status, flags)) = limits.init_status.and_then(crate::stage::init::read_status) {
+                o.status = status;
+                if flags & crate::stage::init::FLAG_WALL_TIME != 0 && !wall_hit {
+                    audit.run_event(Event::Resource {
+                        limit: ResourceLimit::WallTime,
+                        detail: format!(
+                            "wall time {} ms reached while the supervisor was stopped; the agent's init killed it",
+                            limits.wall_time.unwrap_or_default().as_millis()
+                        ),
+                    });
+                }
+            }
             if let Some(p) = &proxy {
-                p.finish(proxy_sink);
+                p.finish(audit);
             }
             read_denials(&mut kmsg, &mut denials);
             for e in denials.take_events(true) {
-                events(e);
+                audit.run_event(e);
             }
-            return o;
+            // The run's own records (repeat counts included) come before the closing ones.
+            audit.end_run();
+            return Outcome { oom_recorded, ..o };
         }
         let now = Instant::now();
         // Poll at most every 50 ms when there is something to watch (OOM counter).
@@ -323,6 +396,11 @@ pub fn run(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: proxy.as_ref().map(|p| p.fd()).unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: poll on the pollfd structs we own (a negative fd is ignored).
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.max(1)) };
@@ -330,12 +408,17 @@ pub fn run(
             if signo == libc::SIGCHLD {
                 continue;
             }
-            if !from_kernel {
-                // SAFETY: kill(2) on our own child.
-                unsafe { libc::kill(pid, signo) };
+            if crate::signals::JOB_CONTROL.contains(&signo) {
+                if verbose {
+                    crate::tty::note(&format!("signal {signo} (job control) ignored: the supervisor keeps the agent's wall time"));
+                }
+                continue;
             }
+            // To the agent's init, which passes it on to the agent.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, signo) };
             if verbose {
-                eprintln!("aegis-exec: received signal {signo}{}", if from_kernel { "" } else { ", forwarded" });
+                crate::tty::note(&format!("received signal {signo}{}, forwarded", if from_kernel { " from the kernel" } else { "" }));
             }
             if TERMINATING.contains(&signo) && grace.is_none() {
                 grace = Some(Instant::now() + KILL_GRACE);
@@ -343,10 +426,10 @@ pub fn run(
         }
         read_denials(&mut kmsg, &mut denials);
         for e in denials.take_events(false) {
-            events(e);
+            audit.run_event(e);
         }
         if let Some(p) = &proxy {
-            p.drain(proxy_sink);
+            p.drain(audit);
         }
         let now = Instant::now();
         if let Some(d) = deadline
@@ -355,7 +438,7 @@ pub fn run(
         {
             wall_hit = true;
             kill_agent(pid, leaf);
-            events(Event::Resource {
+            audit.run_event(Event::Resource {
                 limit: ResourceLimit::WallTime,
                 detail: format!("wall time {} ms reached; agent killed", limits.wall_time.unwrap_or_default().as_millis()),
             });
@@ -365,7 +448,7 @@ pub fn run(
         {
             kill_agent(pid, leaf);
             grace = None;
-            events(Event::Note {
+            audit.run_event(Event::Note {
                 component: "supervisor".into(),
                 message: format!("agent still running {} s after a terminating signal; killed", KILL_GRACE.as_secs()),
             });
@@ -385,11 +468,18 @@ pub fn run(
                     kill_agent(pid, Some(l));
                     detail.push_str("; whole agent killed (oom group)");
                 }
-                events(Event::Resource {
+                oom_recorded = true;
+                audit.run_event(Event::Resource {
                     limit: ResourceLimit::OomKill,
                     detail,
                 });
             }
+        }
+        if let Some(stop) = audit.tick(false) {
+            // The log cannot record what the agent does next (or it has had its share):
+            // nothing of it runs on. Its proxy connections die with it.
+            kill_agent(pid, leaf);
+            crate::tty::note(&format!("{stop}; killing the agent"));
         }
     }
 }

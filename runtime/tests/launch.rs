@@ -27,19 +27,19 @@ fn true_runs_and_everything_is_cleaned_up() {
 }
 
 #[test]
-fn agent_sees_new_namespaces_pid_1_and_its_uid_map() {
+fn agent_sees_new_namespaces_its_init_and_its_uid_map() {
     if !need_root("namespaces") {
         return;
     }
     let b = build(&Spec::new("rt-ns"), true);
-    let script = "echo pid=$$; cat /proc/self/uid_map; id -u; hostname; \
+    let script = "echo pid=$$; echo init=$(cat /proc/1/comm); cat /proc/self/uid_map; id -u; hostname; \
                   for n in user mnt pid net ipc uts cgroup; do echo $n=$(readlink /proc/self/ns/$n); done; \
                   cat /proc/self/cgroup | head -3; echo nproc=$(ls /proc | grep -c '^[0-9]'); for i in $(tail -n +3 /proc/net/dev | cut -d: -f1); do echo if=$i; done";
     let o = b.run(&[], &["/bin/sh", "-c", script]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     eprintln!("{out}");
-    assert!(out.contains("pid=1\n"), "agent is pid 1: {out}");
+    assert!(out.contains("pid=2\n") && out.contains("init=aegis-init\n"), "the agent is pid 2, under aegis's init: {out}");
     let uid = if is_root() { 65534 } else { unsafe { libc::getuid() } };
     assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [uid.to_string(), uid.to_string(), "1".into()]), "uid map {out}");
     assert!(out.contains(&format!("\n{uid}\n")), "runs as uid {uid}: {out}");
@@ -51,9 +51,9 @@ fn agent_sees_new_namespaces_pid_1_and_its_uid_map() {
     }
     // Cgroup namespace rooted at the leaf: every hierarchy reads "/".
     assert!(out.lines().filter(|l| l.contains(":/")).all(|l| l.ends_with(":/")), "{out}");
-    // Fresh /proc: only the agent's own processes (sh and the pipeline's children).
+    // Fresh /proc: only the agent's own processes (init, sh and the pipeline's children).
     let nproc: usize = out.lines().find_map(|l| l.strip_prefix("nproc=")).unwrap().parse().unwrap();
-    assert!(nproc <= 4, "host processes invisible: {nproc}");
+    assert!(nproc <= 5, "host processes invisible: {nproc}");
     let ifaces: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("if=")).collect();
     assert_eq!(ifaces, vec!["lo"], "network none: only loopback: {out}");
 }
@@ -77,5 +77,6 @@ fn agent_cannot_reach_the_supervisor_or_host_processes() {
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert!(out.contains("runner-unreachable"), "{out}");
     assert!(out.contains("runner-invisible") || me == 1, "{out}");
-    assert!(out.contains("ppid=0"), "the supervisor has no pid in the agent's namespace: {out}");
+    // The agent's parent is its init (pid 1), not the supervisor, which has no pid here.
+    assert!(out.contains("ppid=1"), "the supervisor has no pid in the agent's namespace: {out}");
 }

@@ -40,8 +40,8 @@ fn sigterm_to_the_supervisor_kills_an_agent_that_ignores_it_and_cleans_up() {
         return;
     };
     let b = build(&spec, true);
-    // `sleep` as pid 1 of its namespace has no SIGTERM handler, so SIGTERM is ignored.
-    let mut child = b.command(&[], &["/bin/sleep", "30"]).spawn().unwrap();
+    // An agent that ignores SIGTERM (the forwarded signal would end a plain `sleep`).
+    let mut child = b.command(&[], &["/bin/sh", "-c", "trap '' TERM; /bin/sleep 30"]).spawn().unwrap();
     b.wait_for_leaf();
     assert_eq!(b.tables().len(), 1, "host-mode table loaded");
     let t = Instant::now();
@@ -64,13 +64,17 @@ fn kill_9_of_the_agent_is_reported_and_cleaned_up() {
     let mut child = b.command(&[], &["/bin/sleep", "30"]).spawn().unwrap();
     let l = b.wait_for_leaf();
     let procs_file = l.iter().find(|p| p.starts_with("/sys/fs/cgroup/pids")).unwrap().join("cgroup.procs");
-    let pid: i32 = std::fs::read_to_string(procs_file).unwrap().lines().next().unwrap().trim().parse().unwrap();
-    // Wait until it has exec'd (before that it is still aegis-exec's child setting up).
+    // The agent is the leaf's `sleep` (its init is there too), once it has exec'd.
     let t = Instant::now();
-    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() != "sleep" {
+    let pid: i32 = loop {
+        let procs = std::fs::read_to_string(&procs_file).unwrap_or_default();
+        let sleep = procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()).find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim() == "sleep");
+        if let Some(p) = sleep {
+            break p;
+        }
         assert!(t.elapsed() < Duration::from_secs(5), "agent never exec'd");
         std::thread::sleep(Duration::from_millis(10));
-    }
+    };
     // SAFETY: killing the agent we started (found in its own leaf).
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let status = child.wait().unwrap();

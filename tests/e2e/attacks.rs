@@ -501,7 +501,7 @@ time.sleep(1.5)
         assert!(victim.try_wait().unwrap().is_none(), "the host process was killed");
         victim.kill().unwrap();
         let _ = victim.wait();
-        assert_eq!(get(&v, "ppid"), "ok 0", "the supervisor is outside the agent's pid namespace");
+        assert_eq!(get(&v, "ppid"), "ok 1", "the agent's parent is its init (pid 1); the supervisor has no pid in the namespace");
         for k in ["io_uring_setup", "io_uring_enter"] {
             denied(&v, k, &["EPERM", "ENOSYS", "EACCES"]);
         }
@@ -511,7 +511,7 @@ time.sleep(1.5)
             assert!(got.starts_with("ERR"), "{k}: {got}");
         }
         assert!(!r.stdout.contains("X32-RAN"));
-        assert_eq!(get(&v, "control_getpid"), "ok 1", "the agent is pid 1 of its namespace");
+        assert_eq!(get(&v, "control_getpid"), "ok 2", "the agent is pid 2 of its namespace, under aegis's init");
         assert_launch_recorded(&tg.log);
     }
 }

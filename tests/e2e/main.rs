@@ -16,6 +16,12 @@ mod launch;
 mod attacks;
 /// A benign coding workload (python, git) under coding-agent runs with no false denial.
 mod benign;
+/// The audit log under a hostile agent: a full filesystem stops the run and loses no record,
+/// a flood ends at the run's budget, repeats are counted, a killed supervisor is reported.
+mod audit;
+/// The user's terminal through a pty harness: the agent cannot take it, Ctrl-C and Ctrl-Z do
+/// what the user means, modes are restored, dangerous output is filtered.
+mod tty;
 /// The egress proxy and API gate (issue 7): inbox-manager and research-agent against test
 /// servers in an isolated upstream namespace; attacks denied and audited, benign tools work.
 mod proxy;

@@ -195,7 +195,16 @@ struct Launch {
 
 impl Launch {
     fn proxy_records(&self) -> Vec<&Value> {
-        self.events.iter().filter(|e| e["kind"] == "proxy_request").collect()
+        // An identical record repeated within a second is one record plus a `repeated` count
+        // (docs/audit.md §14): each counted repeat is a request too.
+        self.events
+            .iter()
+            .flat_map(|e| match e["kind"].as_str() {
+                Some("repeated") if e["event"]["kind"] == "proxy_request" => vec![&e["event"]; e["count"].as_u64().unwrap_or(0) as usize],
+                _ => vec![e],
+            })
+            .filter(|e| e["kind"] == "proxy_request")
+            .collect()
     }
 
     /// The audit log as text (to check that no secret reached it).

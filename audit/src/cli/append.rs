@@ -58,6 +58,7 @@ pub struct AppendArgs {
 
 pub fn run_checkpoint(a: CheckpointArgs) -> Result<u8, CliError> {
     let key = SigningKey::from_file(&a.secret_key)?;
+    let key_id = key.key_id();
     let mut ck = CheckpointOptions::new(key);
     ck.sink = a.sink;
     ck.syslog = a.syslog;
@@ -72,7 +73,7 @@ pub fn run_checkpoint(a: CheckpointArgs) -> Result<u8, CliError> {
     )?;
     match w.checkpoint_now()? {
         Some(info) => println!(
-            "checkpoint written as record seq {} at byte offset {}",
+            "checkpoint signed by key {key_id} written as record seq {} at byte offset {}",
             info.seq, info.offset
         ),
         None => println!("no records since the last checkpoint; nothing written"),

@@ -20,7 +20,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Verify the hash chain, checkpoints and (with --key) their signatures.
-    /// Exit 0: verified; 1: tampered, truncated or torn; 2: invalid input; 3: internal error.
+    /// Exit 0: verified; 1: tampered, truncated or torn; 2: invalid input; 3: internal error;
+    /// 4: verified, but a run started and never ended (supervisor killed, log cut, still running).
     Verify(verify::Args),
     /// Print records (not verified: run `verify` for that), filtered, as a table or JSON lines.
     Show(show::ShowArgs),

@@ -29,7 +29,8 @@ fn verify_exit_codes_and_precise_messages() {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path(), "k");
     let (log, sink) = (dir.path().join("audit.log"), dir.path().join("ck"));
-    write_log(&log, 6, Some(&k), 3, Some(&sink));
+    // 7 records: the run started at record 2 ends at record 6.
+    write_log(&log, 7, Some(&k), 3, Some(&sink));
 
     let ok = run(&[&"verify", &log, &"--key", &k.public, &"--checkpoint", &sink]);
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
@@ -62,6 +63,14 @@ fn verify_exit_codes_and_precise_messages() {
         ),
         (Some(false), Some(3), Some(offset as u64))
     );
+
+    // A run that started (record 2) and has no exit record: verified, but not complete.
+    let open = dir.path().join("open.log");
+    write_log(&open, 6, None, 0, None);
+    let o = run(&[&"verify", &open]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("INCOMPLETE "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("open: run of agent \"alice\" (pid 4242 on testhost) started at record seq 2"), "{}", stdout(&o));
 
     // Invalid input: missing log, bad key file.
     assert_eq!(
@@ -283,7 +292,7 @@ fn checkpoint_command_signs_the_current_state() {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path(), "k");
     let (log, sink) = (dir.path().join("audit.log"), dir.path().join("ck"));
-    write_log(&log, 4, None, 0, None);
+    write_log(&log, 7, None, 0, None);
     assert_eq!(
         run(&[&"verify", &log, &"--key", &k.public]).status.code(),
         Some(1),
@@ -297,7 +306,7 @@ fn checkpoint_command_signs_the_current_state() {
         &"--sink",
         &sink,
     ]);
-    assert!(stdout(&o).contains("record seq 4"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("record seq 7"), "{}", stdout(&o));
     let o = run(&[&"verify", &log, &"--key", &k.public, &"--checkpoint", &sink]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let o = run(&[&"checkpoint", &log, &"--secret-key", &k.secret]);
@@ -402,4 +411,28 @@ fn prove_prints_proofs_that_verify_against_checkpoint_roots() {
         Some(2)
     );
     assert_eq!(run(&[&"prove", &log]).status.code(), Some(2));
+}
+
+/// `aegis-audit show LOG | head` used to end in a panic ("failed printing to stdout: Broken
+/// pipe") and a backtrace; like any Unix filter it now ends quietly when the reader goes.
+#[test]
+fn show_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    write_log(&log, 3000, None, 0, None);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aegis-audit"))
+        .arg("show")
+        .arg(&log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }

@@ -43,6 +43,7 @@ pub fn options(keys: Option<&Keys>, every: u64, sink: Option<&Path>) -> WriterOp
             sink: sink.map(Path::to_path_buf),
             syslog: false,
         }),
+        reserve: 0,
     }
 }
 
@@ -90,6 +91,7 @@ pub fn event(i: usize) -> Event {
             detail: "pids.max=64".into(),
         },
         6 => Event::AgentExited {
+            pid: 4242,
             status: Some(0),
             signal: None,
             cpu_user_us: 10,

@@ -220,9 +220,10 @@ fn a_long_last_record_is_found_by_widening_the_tail_read() {
     let log = dir.path().join("audit.log");
     let mut w = AuditWriter::open(&log, options(None, 0, None)).unwrap();
     w.append(&ctx("a"), &event(0)).unwrap();
-    let big = Event::Note {
-        component: "test".into(),
-        message: "x".repeat(300_000),
+    // Long strings are capped at MAX_FIELD_BYTES, so a long record is one with many fields.
+    let big = Event::AgentStarted { identity: None,
+        command: vec!["x".repeat(1000); 300],
+        pid: 1,
     };
     w.append(&ctx("a"), &big).unwrap();
     drop(w);
@@ -231,9 +232,9 @@ fn a_long_last_record_is_found_by_widening_the_tail_read() {
     assert_eq!(w.append(&ctx("a"), &event(1)).unwrap().seq, 2);
     drop(w);
     assert!(verify_log(&log, &vopts(None, &[])).unwrap().is_ok());
-    let huge = Event::Note {
-        component: "test".into(),
-        message: "x".repeat(aegis_audit::MAX_RECORD_BYTES),
+    let huge = Event::AgentStarted { identity: None,
+        command: vec!["x".repeat(1000); aegis_audit::MAX_RECORD_BYTES / 1000],
+        pid: 1,
     };
     let mut w = AuditWriter::open(&log, options(None, 0, None)).unwrap();
     assert!(

@@ -5,11 +5,14 @@
 //! - `crash`: writers killed with SIGKILL leave a log that verifies up to the last complete
 //!   record, and the next writer marks the torn tail;
 //! - `proofs`: Merkle inclusion/consistency proofs against checkpoints of a real log;
-//! - `cli`: exit codes, messages, `show` filters, `tail -f`, minisign CLI interoperability.
+//! - `cli`: exit codes, messages, `show` filters, `tail -f`, minisign CLI interoperability;
+//! - `limits`: long fields capped with their hash, `repeated` records, the reserve on a full
+//!   filesystem (a real small tmpfs), runs that never ended.
 
 mod cli;
 mod common;
 mod concurrency;
 mod crash;
+mod limits;
 mod proofs;
 mod tamper;

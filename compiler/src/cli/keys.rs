@@ -14,8 +14,8 @@ pub fn keygen(prefix: &Path, force: bool, format: Format) -> Exit {
         Ok(pk) => {
             match format {
                 Format::Human => {
-                    println!("secret key: {} (mode 0600: keep it private; CI signs with it)", secret.display());
-                    println!("public key: {} (give it to hosts: aegis-exec --trust-key)", public.display());
+                    println!("secret key: {} (mode 0600, keep it private: signs bundles with aegisc build --sign-key, or audit checkpoints with aegis-exec --checkpoint-key)", secret.display());
+                    println!("public key: {} (verifies them: aegis-exec --trust-key, aegisc verify --key, aegis-audit verify --key)", public.display());
                     println!("key id:     {}", pk.key_id());
                 }
                 Format::Json => print_json(&serde_json::json!({

@@ -96,3 +96,25 @@ fn every_example_validates_and_schema_is_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v, aegis_compiler::syntax::schema::json_schema());
 }
+
+/// Issue 11.9 as the user met it: `aegisc validate` on a ~270 KB one-line policy with one bad
+/// entry panicked inside miette (exit 101 and a backtrace). Now: exit 2, the coded
+/// diagnostic, the long line shown as a window, in every command that reads a policy.
+#[test]
+fn a_very_long_one_line_policy_is_exit_2_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries: Vec<String> = (0..17_000).map(|i| if i == 16_000 { "\"relative/bad\"".to_string() } else { format!("\"/data/dir{i:05}\"") }).collect();
+    let text_in = format!("version = 1\n[agent]\nname = \"x\"\n[filesystem]\nread = [{}]\n[network]\nmode = \"none\"\n", entries.join(", "));
+    assert!(text_in.len() > 269_000);
+    let path = dir.path().join("long.toml");
+    std::fs::write(&path, &text_in).unwrap();
+    let p = path.to_str().unwrap();
+    for args in [vec!["validate", p], vec!["inspect", p], vec!["check", p, "fs", "read", "/etc/passwd"], vec!["--format", "json", "validate", p]] {
+        let out = aegisc(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("backtrace") && !err.contains("internal error"), "{args:?}: {err}");
+        assert!(err.contains("aegis::policy::relative_path") || text(&out.stdout).contains("aegis::policy::relative_path"), "{args:?}: {err}");
+        assert!(err.lines().all(|l| l.len() < 1000), "{args:?}: the long line is not printed whole");
+    }
+}

@@ -102,6 +102,12 @@ fn request(cmd: Cmd) -> Result<Request, String> {
 }
 
 fn main() -> ExitCode {
+    aegis_panic::die_on_broken_pipe();
+    // A panic (dependencies included) is one line and exit 3 ("no answer"), never a backtrace.
+    aegis_panic::main("aegis", 3, run)
+}
+
+fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -70,6 +70,12 @@ fn start(args: Args) -> Result<(), StartError> {
 }
 
 fn main() -> ExitCode {
+    // A panic is one line; in a connection's thread it ends that connection only; in the
+    // main thread it is exit 3 (the system's fault), never a backtrace.
+    aegis_panic::main("aegisd", 3, run)
+}
+
+fn run() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -22,11 +22,17 @@
 //!                                               3  namespaces  unshare the cgroup ns (rooted at the leaf)
 //!                                               6  caps        switch uid/gid, drop every capability set
 //!                                               7  no_new_privs
+//!                                               11 init        leave the supervisor's session; a pty's
+//!                                                              slave becomes the controlling terminal
 //!                                               8  landlock    (verified: fully enforced at the bundle's ABI)
 //!                                               9  seccomp     last filter installed (verified: mode 2);
 //!                                                              everything after it must pass it
-//!                                               10 fds         close every inherited fd but the report pipe
-//!                                               11 exec        report "ok" + timings + facts, execve
+//!                                               10 fds         close every inherited fd but the report
+//!                                                              and status pipes
+//!                                               11 init        fork: the parent stays pid 1 (signals,
+//!                                                              reaping, wall time, the agent's status);
+//!                                               12 exec        the child (pid 2) reports "ok" + timings
+//!                                                              + facts and execs the agent
 //!    after exec: drain the handoff, check each socket (kind, namespace, address), start the
 //!    proxy and the NFLOG reader
 //! ```
@@ -47,6 +53,8 @@
 //! (root, none/proxy mode with a table: `nft` loads it while the agent is prepared), that
 //! namespace belongs to the supervisor's user namespace, and the supervisor runs the
 //! `netns` steps itself while it is inside for the clone.
+//! The session is left (and the pty taken) before Landlock and seccomp, which need not allow
+//! `setsid` or `TIOCSCTTY`; the init is forked after them, so it is as restricted as the agent.
 //! After `clone` the child parses nothing: every stage's `Child*` struct holds decoded,
 //! validated data (C strings, numbers, the artifacts' typed values, prebuilt netlink
 //! requests) in memory the child shares copy-on-write. AEGIS's own child stages make raw
@@ -61,6 +69,7 @@ pub mod cgroup;
 pub mod exec;
 pub mod fds;
 pub mod forward;
+pub mod init;
 pub mod landlock;
 pub mod mounts;
 pub mod namespaces;
@@ -126,10 +135,11 @@ pub enum Stage {
     Seccomp = 8,
     Fds = 9,
     Exec = 10,
+    Init = 11,
 }
 
 /// Number of stages (length of timing arrays).
-pub const STAGES: usize = 11;
+pub const STAGES: usize = 12;
 
 impl Stage {
     pub const ALL: [Stage; STAGES] = [
@@ -144,6 +154,7 @@ impl Stage {
         Stage::Seccomp,
         Stage::Fds,
         Stage::Exec,
+        Stage::Init,
     ];
 
     pub fn name(self) -> &'static str {
@@ -159,6 +170,7 @@ impl Stage {
             Stage::Seccomp => "seccomp",
             Stage::Fds => "fds",
             Stage::Exec => "exec",
+            Stage::Init => "init",
         }
     }
 

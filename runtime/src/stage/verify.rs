@@ -39,6 +39,10 @@ pub struct LaunchOptions {
     pub user: Option<String>,
     /// `--group NAME|GID`: supplementary groups the agent keeps (root launcher only).
     pub groups: Vec<String>,
+    /// `--audit-budget` and the other options of the audit log ([`crate::audit`]).
+    pub audit: crate::audit::AuditOptions,
+    /// `--terminal-filter`: what of the agent's output reaches the user's terminal ([`crate::tty`]).
+    pub terminal_filter: crate::tty::Filter,
 }
 
 /// A verified launch.
