@@ -511,7 +511,7 @@ time.sleep(1.5)
             assert!(got.starts_with("ERR"), "{k}: {got}");
         }
         assert!(!r.stdout.contains("X32-RAN"));
-        assert_eq!(get(&v, "control_getpid"), "ok 2", "the agent is pid 2 of its namespace, under aegis's init");
+        assert_eq!(get(&v, "control_getpid"), "ok 3", "the agent is pid 3 of its namespace: pid 1 is aegis's init, pid 2 the connect broker");
         assert_launch_recorded(&tg.log);
     }
 }
