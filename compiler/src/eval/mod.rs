@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::ir::api::{canonical_path, is_http_method};
+use crate::ir::api::{canonical_request, is_http_method};
 use crate::ir::net::{Destination, Protocol, name_matches, parse_host_name};
 use crate::ir::path::{PathError, PathPattern};
 use crate::ir::*;
@@ -142,15 +142,16 @@ pub fn evaluate(policy: &Policy, params: &Params, query: &Query) -> Result<Decis
             if !is_http_method(method) {
                 return Err(QueryError(format!("`{method}` is not an HTTP method (upper case, e.g. GET)")));
             }
-            let segments = match canonical_path(path) {
-                Ok(s) => s,
-                Err(why) => return Ok(deny(format!("request path '{path}' is refused: {why}"), None, vec![])),
+            let request = match canonical_request(method, path) {
+                Ok(r) => r,
+                Err(why) => return Ok(deny(format!("{method} {path} is refused: {why}"), None, vec![])),
             };
+            let segments = &request.segments;
             let entry = |kind: &str, e: &HttpRuleEntry| RuleRef { kind: kind.into(), text: e.rule.to_string(), origin: e.origin };
-            if let Some(d) = a.deny.iter().find(|e| e.rule.matches(method, &segments)) {
+            if let Some(d) = a.deny.iter().find(|e| e.rule.denies(method, segments)) {
                 return Ok(deny(format!("{method} {path} matches deny rule '{}' of api '{api}'", d.rule), Some(entry("deny rule", d)), vec![]));
             }
-            if let Some(g) = a.allow.iter().find(|e| e.rule.matches(method, &segments)) {
+            if let Some(g) = a.allow.iter().find(|e| e.rule.matches(method, segments)) {
                 return Ok(allow(format!("{method} {path} matches allow rule '{}' of api '{api}'", g.rule), entry("allow rule", g), vec![]));
             }
             Ok(deny(format!("no allow rule of api '{api}' matches {method} {path} (default deny)"), None, vec![]))
