@@ -6,6 +6,7 @@
 //! - [`addr`]: host spellings (every IPv4 form parsed as an address), special ranges;
 //! - [`sni`]: the server name of a TLS ClientHello;
 //! - [`http1`]: strict HTTP/1.1 framing (refuses every smuggling shape);
+//! - [`reinterpret`]: method and path overrides servers would act on (headers, bodies);
 //! - [`gate`]: policy questions, answered by the compiler's reference evaluator; credentials;
 //!   vetting of resolved addresses;
 //! - [`resolve`]: pinned and system name resolution; this host's addresses;
@@ -19,6 +20,7 @@ pub mod decision;
 pub mod exe;
 pub mod gate;
 pub mod http1;
+pub mod reinterpret;
 pub mod relay;
 pub mod resolve;
 pub mod server;
