@@ -649,8 +649,8 @@ fn gmail_tls_then_read(requests: &[String]) -> Value {
 /// hidden in the body, the HTTP/2 preface and an h2c upgrade, and a denied second request on
 /// a kept-alive (and on a pipelined) connection. Each is answered 4xx (or the connection is
 /// closed), audited as a denial, and never reaches the server, which is lenient enough to
-/// have turned most of them into a send. `X-HTTP-Method-Override: POST` on an allowed GET is
-/// forwarded without the header. Credentials stay with their API: the server for one API
+/// have turned most of them into a send. `X-HTTP-Method-Override: POST` on an allowed GET, and
+/// a GET with a body, are refused (400). Credentials stay with their API: the server for one API
 /// never sees the other's secret, and a token the agent makes up is replaced.
 #[test]
 fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
@@ -719,7 +719,7 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         gmail_tls(&[get(g, m, ""), post(g, &format!("{m}/send"), "", "{}")]),
         // Pipelined: both in one write.
         json!({"op": "tls", "target": format!("{g}:443"), "sni": g, "pipeline": true, "requests": [get(g, &format!("{m}/m2"), ""), post(g, &format!("{m}/send"), "", "{}")]}),
-        // Method override on allowed GETs: forwarded as GETs without the header.
+        // Method override on allowed GETs: refused (400), whatever method they name.
         gmail_tls(&[get(g, &format!("{m}/m3"), "X-HTTP-Method-Override: POST\r\nX-HTTP-Method: POST\r\nX-Method-Override: POST\r\n")]),
         gmail_tls(&[get(g, &format!("{m}/send"), "X-HTTP-Method-Override: POST\r\n")]),
         // The agent's own Authorization is replaced by the proxy's.
@@ -730,8 +730,8 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         json!({"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/headers", "")]}),
         // ALPN: h2 is never negotiated.
         json!({"op": "tls", "target": format!("{g}:443"), "sni": g, "alpn": ["h2", "http/1.1"], "requests": [get(g, "/gmail/v1/users/me/labels", "")]}),
-        // Allowed GETs whose bodies hold a send: forwarded with their framing (the server
-        // reads the body as a body) or refused, never split into two requests.
+        // Allowed GETs whose bodies hold a send: refused (a GET defines no body; a server
+        // that ignores it would read the send as a second request).
         gmail_tls(&[format!("GET {m}/m1?body=cl HTTP/1.1\r\nHost: {g}\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len())]),
         gmail_tls(&[format!("GET {m}/m1?body=chunked HTTP/1.1\r\nHost: {g}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len())]),
         // Trailers of an allowed chunked request carry an override and a credential.
@@ -795,20 +795,15 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
     if denial(&recs, &[g], Some("/gmail/v1/users/me/messages/send")).is_none() {
         failures.push("no deny record for POST .../messages/send".into());
     }
-    // Method override.
-    for (k, target) in [(2, format!("{m}/m3")), (3, format!("{m}/send"))] {
-        let Some(seen) = reqs.iter().find(|q| q["target"] == target.as_str()) else {
-            failures.push(format!("allowed GET {target} with an override header did not reach the server: {}", out[base + k]));
-            continue;
-        };
-        for h in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
-            if !header_values(seen, h).is_empty() {
-                failures.push(format!("{h} reached the server: {seen}"));
-            }
+    // Method override headers are refused (issue 13): the server never sees them.
+    for k in [2, 3] {
+        let st = status(&out[base + k]["responses"][0]);
+        if st != 400 {
+            failures.push(format!("a request with method-override headers: want 400, got {}", out[base + k]));
         }
-        if seen["effective_method"] != "GET" {
-            failures.push(format!("the server performed {} for GET {target}", seen["effective_method"]));
-        }
+    }
+    if let Some(seen) = reqs.iter().find(|q| q["target"] == format!("{m}/m3").as_str() || q["target"] == format!("{m}/send").as_str()) {
+        failures.push(format!("a request with method-override headers reached the server: {seen}"));
     }
     // Credentials.
     match reqs.iter().find(|q| q["host"] == g && q["path"] == "/gmail/v1/users/me/labels") {
@@ -842,10 +837,11 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         eprintln!("  {what:<34} {st:?}");
     }
     for (k, q) in [(8, "body=cl"), (9, "body=chunked")] {
-        if let Some(seen) = reqs.iter().find(|r| r["target"].as_str().unwrap().contains(q))
-            && seen["body_len"] != smuggled.len()
-        {
-            failures.push(format!("GET with a body ({q}): the server read {} body bytes, not {}: {seen} / {}", seen["body_len"], smuggled.len(), out[base + k]));
+        if status(&out[base + k]["responses"][0]) != 400 {
+            failures.push(format!("GET with a body ({q}): want 400, got {}", out[base + k]));
+        }
+        if let Some(seen) = reqs.iter().find(|r| r["target"].as_str().unwrap().contains(q)) {
+            failures.push(format!("GET with a body ({q}) reached the server: {seen}"));
         }
     }
     if let Some(seen) = reqs.iter().find(|r| r["target"].as_str().unwrap().contains("trailers=1")) {
@@ -1300,4 +1296,137 @@ fn tunnels_carry_only_tls_or_ssh_and_only_vetted_addresses_are_dialled() {
         }
     }
     assert!(failures.is_empty(), "{}\naudit: {recs:#?}\nserver: {reqs:?}", failures.join("\n"));
+}
+
+/// A raw request with a body and a content type.
+fn with_body(method: &str, host: &str, target: &str, ctype: &str, body: &str) -> String {
+    format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+}
+
+/// Issue 13 (items 1, 2, 4): every spelling of a request that a common server reads as
+/// another method or path. Against `[api.files]` (allow `GET /v1/**`, `POST /upload`; deny
+/// `* /v1/admin/**`), each request is refused (400 when it could be re-interpreted, 403 when
+/// a deny rule catches a spelling of its path), audited, and never reaches the server as a
+/// denied request: the server logs how the most lenient framework would read every request
+/// it gets (`interpreted`: method overrides in every header spelling, the query, form,
+/// multipart and JSON bodies; the path decoded twice, NFKC-normalised, case-folded,
+/// trimmed and without a format suffix), and none of those readings may be a method other
+/// than the one sent or a path under `/v1/admin`. The API's credential reaches only allowed
+/// requests. Host spellings are forwarded as the canonical host.
+#[test]
+fn requests_a_server_would_read_as_another_method_or_path_never_reach_it() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("reinterpret", None) else { return };
+    let lab = Lab::new();
+    let f = "files.example.net";
+    let form = "application/x-www-form-urlencoded";
+    let mp = "multipart/form-data; boundary=XyZ";
+    let part = |name: &str| format!("--XyZ\r\nContent-Disposition: form-data; name={name}\r\n\r\nDELETE\r\n--XyZ--\r\n");
+    // (what, raw request, the status the proxy answers)
+    let cases: Vec<(&str, String, u16)> = vec![
+        // 1. Method overrides.
+        ("control: an allowed form POST", with_body("POST", f, "/upload", form, "a=1"), 0),
+        ("X-HTTP-Method-Override", format!("POST /upload HTTP/1.1\r\nHost: {f}\r\nX-HTTP-Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"), 400),
+        ("X_HTTP_METHOD_OVERRIDE", format!("POST /upload HTTP/1.1\r\nHost: {f}\r\nX_HTTP_METHOD_OVERRIDE: DELETE\r\nContent-Length: 0\r\n\r\n"), 400),
+        ("X-HTTP_Method-Override", format!("POST /upload HTTP/1.1\r\nHost: {f}\r\nX-HTTP_Method-Override: DELETE\r\nContent-Length: 0\r\n\r\n"), 400),
+        ("X-Method-Override on GET", get(f, "/v1/x", "X-Method-Override: DELETE\r\n"), 400),
+        ("X-Original-URL", get(f, "/v1/x", "X-Original-URL: /v1/admin/keys\r\n"), 400),
+        ("?_method=", with_body("POST", f, "/upload?_method=DELETE", form, "a=1"), 400),
+        ("?%5Fmethod=", with_body("POST", f, "/upload?%5Fmethod=DELETE", form, "a=1"), 400),
+        ("form _method", with_body("POST", f, "/upload", form, "a=1&_method=DELETE"), 400),
+        ("form %5Fmethod", with_body("POST", f, "/upload", form, "a=1&%5Fmethod=DELETE"), 400),
+        ("form without Content-Type", format!("POST /upload HTTP/1.1\r\nHost: {f}\r\nContent-Length: 15\r\n\r\n_method=DELETE&"), 400),
+        ("multipart _method", with_body("POST", f, "/upload", mp, &part("\"_method\"")), 400),
+        ("JSON _method", with_body("POST", f, "/upload", "application/json", r#"{"a": 1, "\u005fmethod": "DELETE"}"#), 400),
+        ("lower-case method", format!("delete /v1/x HTTP/1.1\r\nHost: {f}\r\n\r\n"), 400),
+        // 2. Spellings of a denied path.
+        ("case", get(f, "/v1/ADMIN/keys", ""), 403),
+        ("%41DMIN", get(f, "/v1/%41DMIN/keys", ""), 403),
+        ("format suffix", get(f, "/v1/admin.json", ""), 403),
+        ("%2Ejson", get(f, "/v1/admin%2Ejson", ""), 403),
+        ("trailing %20", get(f, "/v1/admin%20/keys", ""), 400),
+        ("trailing %09", get(f, "/v1/admin%09/keys", ""), 400),
+        ("trailing %0a", get(f, "/v1/admin%0a/keys", ""), 400),
+        ("trailing U+2028", get(f, "/v1/admin%E2%80%A8/keys", ""), 400),
+        ("overlong %c0%ae", get(f, "/v1/x/%c0%ae%c0%ae/admin/keys", ""), 400),
+        ("fullwidth a", get(f, "/v1/%EF%BD%81dmin/keys", ""), 403),
+        ("fullwidth slash", get(f, "/v1/x%EF%BC%8F..%EF%BC%8Fadmin/keys", ""), 400),
+        ("dotless i", get(f, "/v1/adm%C4%B1n/keys", ""), 403),
+        ("%3F", get(f, "/v1/admin%3Fx/keys", ""), 400),
+        ("%23", get(f, "/v1/admin%23x/keys", ""), 400),
+        ("double encoding %2561", get(f, "/v1/%2561dmin/keys", ""), 400),
+        ("HEAD", format!("HEAD /v1/admin/keys HTTP/1.1\r\nHost: {f}\r\n\r\n"), 403),
+        // 4. A body on a method that defines none.
+        ("GET with a body", with_body("GET", f, "/v1/x", "application/json", "{}"), 400),
+        ("DELETE with a chunked body", format!("DELETE /v1/x HTTP/1.1\r\nHost: {f}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n"), 400),
+    ];
+    // The first case is a control: an allowed POST with a harmless form body.
+    let mut ops: Vec<Value> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (_, r, _))| json!({"op": "tls", "target": format!("{f}:443"), "sni": f, "requests": [mark(r, i)]}))
+        .collect();
+    let hosts = ["FILES.example.net", "files.example.net.", "files.example.net:443", "files.example.net:0443"];
+    for (k, h) in hosts.iter().enumerate() {
+        ops.push(json!({"op": "tls", "target": format!("{f}:443"), "sni": f, "requests": [get(h, &format!("/v1/host-{k}"), "")]}));
+    }
+    // 4. An allowed name that cannot be resolved is 502 with the reason, not a denial.
+    ops.push(json!({"op": "connect", "target": "nx.example.com:443"}));
+    let (out, l) = probe(&lab, &up, &[], &Value::Array(ops));
+    let recs = l.proxy_records();
+    let reqs = up.requests();
+    let mut failures = Vec::new();
+    let mut table = String::new();
+    for (i, (what, _, want)) in cases.iter().enumerate() {
+        let r = &out[i]["responses"][0];
+        table.push_str(&format!("  {what:<28} {} {}\n", status(r), r["reason"].as_str().unwrap_or("")));
+        let marker = format!("trick={i:02}");
+        let seen = reqs.iter().find(|q| q["target"].as_str().is_some_and(|t| t.contains(&marker)));
+        if *want == 0 {
+            if status(r) != 200 || seen.is_none() {
+                failures.push(format!("control {what}: {} / {seen:?}", out[i]));
+            }
+            continue;
+        }
+        if status(r) != i64::from(*want) {
+            failures.push(format!("{what}: want {want}, got {}", out[i]));
+        }
+        if let Some(q) = seen {
+            failures.push(format!("{what}: reached the server: {q}"));
+        }
+        if !recs.iter().any(|x| x["decision"] == "deny" && x["host"] == f && x["reason"].as_str().is_some_and(|s| !s.is_empty()) && x["path"].as_str().is_some()) {
+            failures.push(format!("{what}: no deny record"));
+        }
+    }
+    eprintln!("re-interpretable requests (status, reason):\n{table}");
+    let denials = recs.iter().filter(|x| x["decision"] == "deny" && x["host"] == f).count();
+    if denials < cases.len() - 1 {
+        failures.push(format!("{} refused requests, {denials} deny records", cases.len() - 1));
+    }
+    for q in &reqs {
+        let (m, p) = (q["interpreted"]["method"].as_str().unwrap_or(""), q["interpreted"]["path"].as_str().unwrap_or(""));
+        if m != q["method"].as_str().unwrap_or("") || p.starts_with("/v1/admin") {
+            failures.push(format!("the server read a request as {m} {p}: {q}"));
+        }
+    }
+    for (k, h) in hosts.iter().enumerate() {
+        let path = format!("/v1/host-{k}");
+        match reqs.iter().find(|q| q["path"] == path.as_str()) {
+            Some(q) if header_values(q, "Host") == [f] && header_values(q, "X-Api-Key") == [FILES_KEY] => {}
+            other => failures.push(format!("Host `{h}`: want `Host: {f}` with the credential upstream, got {other:?} / {}", out[cases.len() + k])),
+        }
+    }
+    let nx = &out[cases.len() + hosts.len()];
+    if status(nx) != 502 || !nx["reason"].as_str().is_some_and(|r| r.contains("resolve")) {
+        failures.push(format!("an unresolvable allowed name: want 502 naming the resolution, got {nx}"));
+    }
+    if let Some(r) = recs.iter().find(|r| r["host"] == "nx.example.com")
+        && r["decision"] != "allow"
+    {
+        failures.push(format!("a DNS failure is not a policy denial: {r}"));
+    }
+    assert!(!l.log_text().contains(FILES_KEY));
+    assert!(failures.is_empty(), "{} failure(s):\n{}\naudit: {recs:#?}", failures.len(), failures.join("\n"));
 }
