@@ -496,9 +496,9 @@ fn costs(p: &Proxy, up: &Upstream) {
     println!("
 4. per-connection work of the proxy, timed alone (median µs)");
     let rows: Vec<(String, f64)> = vec![
-        ("Gate::destination (CONNECT check)".into(), time_it(200, || drop(p.gate.destination(&tunnel, port)))),
+        ("Gate::destination (CONNECT check)".into(), time_it(200, || drop(p.gate.destination(&tunnel, port, None)))),
         ("Resolver::lookup + Gate::vet".into(), time_it(200, || drop(p.resolver.lookup(&tunnel, port).and_then(|a| p.gate.vet(&tunnel, port, &a, &p.own_addresses))))),
-        ("Gate::http (per inspected request)".into(), time_it(200, || drop(p.gate.http(&api, "GET", "/small")))),
+        ("Gate::http (per inspected request)".into(), time_it(200, || drop(p.gate.http(&api, "GET", "/small", None)))),
         ("SandboxCa::server_config (cached)".into(), time_it(200, || drop(p.ca.server_config(&api_host)))),
         ("thread spawn + join".into(), time_it(200, || drop(std::thread::spawn(|| ()).join()))),
         ("TcpStream::connect to upstream (dial)".into(), time_it(200, || drop(TcpStream::connect((addrs[0], port))))),

@@ -223,6 +223,9 @@ struct Conn<'a> {
     /// The executable behind the connection, resolved once, at a moment the proxy waits
     /// anyway (for the upstream's answer, or while a tunnel relays).
     exe: Option<Option<String>>,
+    /// The program decisions are made for, when a grant names programs: the executable of
+    /// every process holding the agent's end (`None` inside: unknown, or several).
+    program: Option<Option<String>>,
 }
 
 impl<'a> Conn<'a> {
@@ -231,7 +234,26 @@ impl<'a> Conn<'a> {
             (Ok(peer), Ok(ours)) => p.agent.socket_inode(peer, ours),
             _ => None,
         };
-        Conn { p, stream, inode, exe: None }
+        Conn { p, stream, inode, exe: None, program: None }
+    }
+
+    /// The program asking, for grants that name programs (`None` when no grant does, or
+    /// when it cannot be told which single program holds the connection).
+    fn program(&mut self) -> Option<String> {
+        if !self.p.gate.needs_program() {
+            return None;
+        }
+        if self.program.is_none() {
+            let holders = self.inode.and_then(|i| self.p.agent.holders_of_inode(i)).unwrap_or_default();
+            if self.exe.is_none() {
+                self.exe = Some(holders.first().cloned());
+            }
+            self.program = Some(match holders.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            });
+        }
+        self.program.clone().flatten()
     }
 
     fn resolve_exe(&mut self) {
@@ -321,8 +343,9 @@ impl<'a> Conn<'a> {
     /// Destination check + resolution + vetting. `Err` carries the status to answer and the
     /// record: 403 for what the policy refuses (the destination, or only refused addresses),
     /// 502 for a name that cannot be resolved (not a denial: the destination is allowed).
-    fn admit(&self, host: &Host, port: u16, mode: &'static str) -> Result<(Decision, Vec<IpAddr>), (u16, Box<Record>)> {
-        let d = self.p.gate.destination(host, port);
+    fn admit(&mut self, host: &Host, port: u16, mode: &'static str) -> Result<(Decision, Vec<IpAddr>), (u16, Box<Record>)> {
+        let program = self.program();
+        let d = self.p.gate.destination(host, port, program.as_deref());
         let rec = || Record::new(mode, &host.text(), port);
         if d.verdict == Verdict::Deny {
             return Err((403, Box::new(rec().decided(&d))));
@@ -560,7 +583,8 @@ impl<'a> Conn<'a> {
         if method == "TRACE" || method == "TRACK" {
             return refuse(self, client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded"));
         }
-        let d = self.p.gate.http(api, &method, &canonical);
+        let program = self.program();
+        let d = self.p.gate.http(api, &method, &canonical, program.as_deref());
         if d.verdict == Verdict::Deny {
             return refuse(self, client, 403, rec.decided(&d));
         }
@@ -743,7 +767,8 @@ impl<'a> Conn<'a> {
                     }
                 };
                 rec.path = Some(request.path());
-                (self.p.gate.http(&api, &req.head.method, &request.path()), request.target(), true)
+                let program = self.program();
+                (self.p.gate.http(&api, &req.head.method, &request.path(), program.as_deref()), request.target(), true)
             }
             None => (d, path_q.to_string(), false),
         };
@@ -838,7 +863,8 @@ impl<'a> Conn<'a> {
             self.emit(rec.denied(reason));
             return Next::Close;
         }
-        let (status, json, close) = match crate::decision::answer(&self.p.gate, &body) {
+        let program = self.program();
+        let (status, json, close) = match crate::decision::answer(&self.p.gate, &body, program.as_deref()) {
             Ok((json, asked, d)) => {
                 rec.method = Some(asked.kind);
                 rec.path = Some(asked.target);

@@ -82,6 +82,8 @@ pub enum EndpointSyntax {
         host: Option<SString>,
         ports: Vec<Spanned<Scalar>>,
         protocol: Option<SString>,
+        /// Programs that may use the endpoint (empty: any).
+        exe: Vec<SString>,
     },
 }
 
@@ -103,6 +105,8 @@ pub struct ApiSection {
     pub allow: Vec<SString>,
     pub deny: Vec<SString>,
     pub credential: Option<CredentialSection>,
+    /// Programs that may use the API (empty: any).
+    pub exe: Vec<SString>,
 }
 
 #[derive(Clone, Debug)]
