@@ -39,6 +39,7 @@ pub const CERT_NAMES: &[&str] = &[
     "example.com.evil.com",
     "evilexample.com",
     "evil.test",
+    "git.example.org",
 ];
 
 /// The test PKI of one upstream: a CA (what `aegis-exec --upstream-ca` trusts) and the server

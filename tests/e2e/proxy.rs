@@ -183,6 +183,7 @@ const NAMES: &[&str] = &[
     "docs.python.org",
     "plainapi.example.org",
     "nocert.example.org",
+    "git.example.org",
 ];
 
 /// One proxy-mode launch: what the agent printed and exited with, the audit log's
@@ -1429,4 +1430,68 @@ fn requests_a_server_would_read_as_another_method_or_path_never_reach_it() {
     }
     assert!(!l.log_text().contains(FILES_KEY));
     assert!(failures.is_empty(), "{} failure(s):\n{}\naudit: {recs:#?}", failures.len(), failures.join("\n"));
+}
+
+/// Issue 13 item 5: a grant that names programs. With `{ host = "git.example.org:443", exe =
+/// ["/usr/bin/git", "/usr/lib/git-core"] }`, `git clone` works from inside the sandbox while
+/// curl and Python to the same host get 403, each audited with its program and the rule;
+/// the decision endpoint and `aegisc check --exe` answer per program the same way.
+#[test]
+fn a_grant_for_git_admits_git_and_refuses_curl_to_the_same_host() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
+    let Some(up) = upstream("program", Some(git_repo(tmp.path()))) else { return };
+    let lab = Lab::new();
+    let grant = "[network]\nallow = [{ host = \"git.example.org:443\", exe = [\"/usr/bin/git\", \"/usr/lib/git-core\"] }]\n";
+    let ops = json!([
+        {"op": "curl", "url": "https://git.example.org/repo.git/info/refs"},
+        {"op": "git_clone", "url": "https://git.example.org/repo.git", "dest": "/tmp/clone"},
+        {"op": "urllib", "url": "https://git.example.org/repo.git/HEAD"},
+        {"op": "decision", "body": {"kind": "net", "host": "git.example.org", "port": 443}},
+        {"op": "decision", "body": {"kind": "net", "host": "git.example.org", "port": 443, "exe": "/usr/bin/git"}},
+    ]);
+    let (out, l) = probe_with(&lab, &up, grant, &[], &ops);
+    let recs = l.proxy_records();
+    let reqs = up.requests();
+    assert_ne!(out[0]["rc"], 0, "curl got through a grant for git: {}", out[0]);
+    assert_eq!(out[1]["rc"], 0, "git clone: {}\naudit: {recs:#?}", out[1]);
+    assert_eq!(out[1]["content"]["README.md"], "fetched through the AEGIS proxy\n", "{}", out[1]);
+    assert!(out[2]["error"].as_str().is_some_and(|e| e.contains("403")), "Python got through a grant for git: {}", out[2]);
+    assert_eq!(out[3]["json"]["verdict"], "DENY", "asked by Python: {}", out[3]);
+    assert_eq!(out[4]["json"]["verdict"], "ALLOW", "asked for git: {}", out[4]);
+    let git_host = |r: &&&Value| r["host"] == "git.example.org" && r["mode"] == "tunnel";
+    let allowed: Vec<&&Value> = recs.iter().filter(|r| git_host(r) && r["decision"] == "allow").collect();
+    assert!(!allowed.is_empty(), "no allow record for git: {recs:#?}");
+    for r in &allowed {
+        assert!(r["exe"].as_str().is_some_and(|e| e.starts_with("/usr/lib/git-core/") || e == "/usr/bin/git"), "allowed for another program: {r}");
+        assert!(r["rule"].as_str().is_some_and(|x| x.contains("git.example.org:443/tcp for /usr/bin/git")), "the rule is named: {r}");
+    }
+    let denied: Vec<&&Value> = recs.iter().filter(|r| git_host(r) && r["decision"] == "deny").collect();
+    for exe in ["/usr/bin/curl", "/usr/bin/python3"] {
+        assert!(
+            denied.iter().any(|r| r["exe"].as_str().is_some_and(|e| e.starts_with(exe)) && r["reason"].as_str().is_some_and(|x| x.contains("only to other programs"))),
+            "no deny record naming {exe}: {recs:#?}"
+        );
+    }
+    assert!(reqs.iter().all(|q| header_values(q, "User-Agent").iter().all(|u| u.starts_with("git/"))), "only git reached the server: {reqs:?}");
+    // `aegisc check` answers per program.
+    let pol = lab.path("gate-with-file-credential.toml");
+    let check = |exe: Option<&str>| {
+        let mut c = aegisc();
+        c.arg("check").arg(&pol);
+        if let Some(e) = exe {
+            c.args(["--exe", e]);
+        }
+        run(c.args(["net", "git.example.org", "443"]))
+    };
+    let git = check(Some("/usr/lib/git-core/git-remote-https"));
+    assert_eq!(git.code, 0, "{}{}", git.stdout, git.stderr);
+    let curl = check(Some("/usr/bin/curl"));
+    assert_eq!(curl.code, 1, "{}{}", curl.stdout, curl.stderr);
+    assert!(curl.stdout.contains("only to other programs"), "{}", curl.stdout);
+    let unknown = check(None);
+    assert_eq!(unknown.code, 1, "{}", unknown.stdout);
+    assert!(unknown.stdout.contains("--exe"), "the answer says how to ask per program: {}", unknown.stdout);
 }
