@@ -128,6 +128,11 @@ impl Gate {
         Ok(Gate { policy, params, apis })
     }
 
+    /// The APIs the proxy inspects.
+    pub fn apis(&self) -> &[ApiGate] {
+        &self.apis
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

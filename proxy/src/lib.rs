@@ -12,12 +12,14 @@
 //! - [`resolve`]: pinned and system name resolution; this host's addresses;
 //! - [`tls`]: the per-sandbox CA and verified upstream TLS;
 //! - [`relay`]: TCP tunnels (splice) and TLS-to-TLS relays;
+//! - [`fronting`]: whether a tunnel could reach a declared API's server (domain fronting);
 //! - [`exe`]: which agent executable opened a connection (sock_diag + `/proc`);
 //! - [`decision`]: the decision endpoint agent frameworks ask before acting;
 //! - [`server`]: the accept pool and the per-connection logic (tunnel, inspect, forward).
 pub mod addr;
 pub mod decision;
 pub mod exe;
+pub mod fronting;
 pub mod gate;
 pub mod http1;
 pub mod reinterpret;

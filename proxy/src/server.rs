@@ -38,6 +38,7 @@ use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
 
 use crate::addr::{Host, parse_authority};
 use crate::exe::AgentProcs;
+use crate::fronting::Target;
 use crate::gate::{ApiGate, Gate, rule_text};
 use crate::http1::{self, Framing, Header, Request};
 use crate::resolve::Resolver;
@@ -60,6 +61,8 @@ pub struct Proxy {
     /// This host's own addresses (refused unless a CIDR grants them).
     pub own_addresses: HashSet<IpAddr>,
     pub agent: AgentProcs,
+    /// Which tunnels could reach a declared API's server.
+    pub fronting: crate::fronting::Fronting,
     pub events: std::sync::Mutex<Sender<Event>>,
     active: AtomicUsize,
 }
@@ -73,6 +76,7 @@ impl Proxy {
             resolver,
             own_addresses: crate::resolve::own_addresses(),
             agent,
+            fronting: crate::fronting::Fronting::default(),
             events: std::sync::Mutex::new(events),
             active: AtomicUsize::new(0),
         }
@@ -209,6 +213,16 @@ impl Record {
 type Upstream = BufReader<StreamOwned<ClientConnection, TcpStream>>;
 type ClientTls = BufReader<StreamOwned<ServerConnection, TcpStream>>;
 
+/// What an inspected connection's requests are judged by.
+struct Gated<'g> {
+    /// The API whose rules apply (inspect mode); `None`: a checked tunnel.
+    api: Option<&'g ApiGate>,
+    /// The decision that admitted the tunnel.
+    tunnel: &'g Decision,
+    /// Why a tunnel to a host that is not an API is checked (domain fronting).
+    fronting: Option<&'g str>,
+}
+
 /// Whether to keep serving requests on a connection.
 enum Next {
     Continue,
@@ -328,6 +342,11 @@ impl<'a> Conn<'a> {
             Err((_, r)) => return self.emit(*r),
         };
         let rec = Record::new("tcp", &host.text(), target.port()).decided(&d);
+        // A raw forward cannot be terminated: one that could reach an API's server is refused.
+        let dial_it = || dial(&addrs, target.port());
+        if let Some(why) = self.p.fronting.assess(&self.p.gate, &self.p.resolver, Target { host: &host, port: target.port(), addrs: &addrs }, true, &dial_it) {
+            return self.emit(Record::new("tcp", &host.text(), target.port()).denied(format!("{why}: a transparent forward cannot be checked for domain fronting (use CONNECT {host}:{})", target.port())));
+        }
         let up = match dial(&addrs, target.port()) {
             Ok(s) => s,
             Err(e) => {
@@ -383,9 +402,30 @@ impl<'a> Conn<'a> {
             Ok(x) => x,
             Err((status, r)) => return self.refuse(status, *r),
         };
+        let rec = || Record::new(mode, &host.text(), port);
+        if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
+            return self.emit(Record {
+                reason: format!("{}; the agent left before the tunnel opened", d.reason),
+                ..rec().decided(&d)
+            });
+        }
+        // Nothing is dialled before the ClientHello passed the SNI check. After the 200,
+        // a refusal can only close the connection; the record says why.
+        let first = match self.client_hello(&host, port, rd) {
+            Ok(f) => f,
+            Err(why) => return self.emit(rec().denied(why)),
+        };
+        let ssh = first.starts_with(b"SSH-");
         match api {
-            Some(api) => self.inspect(host, port, api, addrs, rd),
-            None => self.tunnel(host, port, d, addrs, rd),
+            Some(_) if ssh => self.emit(rec().denied("an inspected API carries TLS, not SSH")),
+            Some(api) => self.inspect(host, port, Some(api), d, addrs, first, None),
+            None => {
+                let dial_it = || dial(&addrs, port);
+                match self.p.fronting.assess(&self.p.gate, &self.p.resolver, Target { host: &host, port, addrs: &addrs }, !ssh, &dial_it) {
+                    Some(why) => self.inspect(host, port, None, d, addrs, first, Some(why)),
+                    None => self.tunnel(host, port, d, addrs, first),
+                }
+            }
         }
     }
 
@@ -424,20 +464,9 @@ impl<'a> Conn<'a> {
         }
     }
 
-    fn tunnel(mut self, host: Host, port: u16, d: Decision, addrs: Vec<IpAddr>, rd: BufReader<TcpStream>) {
+    /// Relays an opened tunnel whose first bytes (`first`, already checked) go upstream first.
+    fn tunnel(mut self, host: Host, port: u16, d: Decision, addrs: Vec<IpAddr>, first: Vec<u8>) {
         let rec = || Record::new("tunnel", &host.text(), port);
-        if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
-            return self.emit(Record {
-                reason: format!("{}; the agent left before the tunnel opened", d.reason),
-                ..rec().decided(&d)
-            });
-        }
-        // Nothing is dialled before the ClientHello passed the SNI check.
-        let first = match self.client_hello(&host, port, rd) {
-            Ok(f) => f,
-            // The 200 was sent already: all we can do is close. The record says why.
-            Err(why) => return self.emit(rec().denied(why)),
-        };
         let mut up = match dial(&addrs, port) {
             Ok(s) => s,
             Err(e) => {
@@ -464,23 +493,17 @@ impl<'a> Conn<'a> {
         self.emit(r);
     }
 
-    fn inspect(mut self, host: Host, port: u16, api: ApiGate, addrs: Vec<IpAddr>, rd: BufReader<TcpStream>) {
-        let rec = || Record::new("inspect", &host.text(), port);
+    /// Terminates an opened tunnel (its ClientHello `early` already checked) with the sandbox
+    /// CA and checks every request: against `api`'s rules (inspect mode), or, for a tunnel
+    /// that could reach an API's server (`fronting` says why: a *checked* tunnel), only
+    /// that each request names the CONNECT host.
+    #[allow(clippy::too_many_arguments)]
+    fn inspect(mut self, host: Host, port: u16, api: Option<ApiGate>, d: Decision, addrs: Vec<IpAddr>, early: Vec<u8>, fronting: Option<String>) {
+        let mode = if api.is_some() { "inspect" } else { "checked" };
+        let rec = || Record::new(mode, &host.text(), port);
         let cfg = match self.p.ca.server_config(&host) {
             Ok(c) => c,
-            Err(e) => {
-                let r = rec().denied(format!("internal: {e}"));
-                return self.refuse(502, r);
-            }
-        };
-        if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
-            return;
-        }
-        // The server name is checked on the raw ClientHello, before anything is dialled.
-        let early = match self.client_hello(&host, port, rd) {
-            Ok(f) if !f.starts_with(b"SSH-") => f,
-            Ok(_) => return self.emit(rec().denied("an inspected API carries TLS, not SSH")),
-            Err(why) => return self.emit(rec().denied(why)),
+            Err(e) => return self.emit(rec().denied(format!("internal: {e}"))),
         };
         let Ok(mut sconn) = ServerConnection::new(cfg) else { return };
         if sconn.read_tls(&mut early.as_slice()).is_err() || sconn.process_new_packets().is_err() {
@@ -522,7 +545,8 @@ impl<'a> Conn<'a> {
                     return;
                 }
             };
-            match self.inspect_one(&host, port, &api, &addrs, req, &mut client, &mut upstream) {
+            let gate = Gated { api: api.as_ref(), tunnel: &d, fronting: fronting.as_deref() };
+            match self.inspect_one(&host, port, &gate, &addrs, req, &mut client, &mut upstream) {
                 Next::Continue => {}
                 Next::Close => {
                     let _ = client.get_mut().flush();
@@ -539,18 +563,18 @@ impl<'a> Conn<'a> {
         &mut self,
         host: &Host,
         port: u16,
-        api: &ApiGate,
+        gate: &Gated,
         addrs: &[IpAddr],
         req: Request,
         client: &mut ClientTls,
         upstream: &mut Option<Upstream>,
     ) -> Next {
         let method = req.head.method.clone();
-        let mut rec = Record::new("inspect", &host.text(), port);
+        let mut rec = Record::new(if gate.api.is_some() { "inspect" } else { "checked" }, &host.text(), port);
         rec.method = Some(method.clone());
         let target = req.head.target.clone();
         let raw_path = target.split(['?', '#']).next().unwrap_or("").to_string();
-        rec.path = None;
+        rec.path = Some(raw_path.clone());
         let refuse = |this: &mut Self, client: &mut ClientTls, status: u16, rec: Record| {
             deny_reply(client.get_mut(), status, &rec.reason);
             this.emit(rec);
@@ -561,30 +585,42 @@ impl<'a> Conn<'a> {
             Ok((h, p)) => h == *host && p == port,
             Err(_) => false,
         };
-        match &req.host {
-            Some(h) if authority_ok(h) => {}
-            Some(h) => return refuse(self, client, 403, rec.denied(format!("Host `{h}` differs from the CONNECT host `{host}`"))),
-            None => return refuse(self, client, 400, rec.denied("request without a Host header")),
+        match (&req.host, gate.fronting) {
+            (Some(h), _) if authority_ok(h) => {}
+            (Some(h), Some(why)) => return refuse(self, client, 403, rec.denied(format!("domain fronting: Host `{h}` differs from the CONNECT host `{host}`, and {why}"))),
+            (Some(h), None) => return refuse(self, client, 403, rec.denied(format!("Host `{h}` differs from the CONNECT host `{host}`"))),
+            (None, _) => return refuse(self, client, 400, rec.denied("request without a Host header")),
         }
         if !target.starts_with('/') {
             return refuse(self, client, 400, rec.denied("inside a tunnel, requests must use a path (origin form)"));
         }
-        let request = match api_request(&req, &target) {
-            Ok(r) => r,
-            Err(why) => {
-                rec.path = Some(raw_path.clone());
-                return refuse(self, client, 400, rec.denied(format!("request refused: {why}")));
+        // An API's request is judged by its rules in canonical form; a checked tunnel's by
+        // the tunnel's own grant, and forwarded as sent.
+        let (d, out_target, credential) = match gate.api {
+            Some(api) => {
+                let request = match api_request(&req, &target) {
+                    Ok(r) => r,
+                    Err(why) => return refuse(self, client, 400, rec.denied(format!("request refused: {why}"))),
+                };
+                let canonical = request.path();
+                rec.path = Some(canonical.clone());
+                // TRACE makes a server echo the request, headers included: with the injected
+                // credential, that would hand the secret to the agent. No rule can allow it.
+                if method == "TRACE" || method == "TRACK" {
+                    return refuse(self, client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded"));
+                }
+                let program = self.program();
+                let d = self.p.gate.http(api, &method, &canonical, program.as_deref());
+                (d, request.target(), api.credential.as_ref())
+            }
+            None => {
+                let mut d = gate.tunnel.clone();
+                if let Some(why) = gate.fronting {
+                    d.reason = format!("{}; checked for domain fronting: {why}", d.reason);
+                }
+                (d, target.clone(), None)
             }
         };
-        let canonical = request.path();
-        rec.path = Some(canonical.clone());
-        // TRACE makes a server echo the request, headers included: with the injected
-        // credential, that would hand the secret to the agent. No rule can allow it.
-        if method == "TRACE" || method == "TRACK" {
-            return refuse(self, client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded"));
-        }
-        let program = self.program();
-        let d = self.p.gate.http(api, &method, &canonical, program.as_deref());
         if d.verdict == Verdict::Deny {
             return refuse(self, client, 403, rec.decided(&d));
         }
@@ -595,14 +631,13 @@ impl<'a> Conn<'a> {
         };
         // Build exactly what was evaluated, for the host it was evaluated for.
         let mut headers: Vec<Header> = with_host(http1::forwardable_headers(&req, keep_upgrade), host, port, 443);
-        if let Some(c) = &api.credential {
+        if let Some(c) = credential {
             headers.retain(|h| !h.name.eq_ignore_ascii_case(&c.header));
             headers.push(Header {
                 name: c.header.clone(),
                 value: c.value.expose().as_bytes().to_vec(),
             });
         }
-        let out_target = request.target();
         if req.expect_continue && client.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
             let reason = format!("{}; the agent left before sending the body", d.reason);
             self.emit(Record { reason, ..rec.decided(&d) });
@@ -632,7 +667,10 @@ impl<'a> Conn<'a> {
             let mut w = std::io::BufWriter::with_capacity(64 * 1024, up.get_mut());
             http1::write_request_head(&mut w, &method, &out_target, &headers, upgrade)
                 .map_err(|e| Sent::Failed(e.to_string()))
-                .and_then(|_| send_body(client, &mut w, &req))
+                .and_then(|_| match gate.api {
+                    Some(_) => send_body(client, &mut w, &req),
+                    None => http1::copy_body(client, &mut w, req.framing, None).map_err(|e| Sent::Failed(e.to_string())),
+                })
                 .and_then(|n| w.flush().map(|_| n).map_err(|e| Sent::Failed(e.to_string())))
         };
         let up_bytes = match sent {
