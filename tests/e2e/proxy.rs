@@ -48,7 +48,7 @@ fn upstream_with(name: &str, static_dir: Option<PathBuf>, echo_ports: Vec<u16>) 
         static_dir,
         echo_ports,
     });
-    eprintln!("upstream {name}: 10.233.{}.0/30, namespace and PKI in {t1:?}, servers listening after {:?}", up.index, t0.elapsed());
+    eprintln!("upstream {name}: 10.233.{}.0/29, namespace and PKI in {t1:?}, servers listening after {:?}", up.index, t0.elapsed());
     Some(up)
 }
 
@@ -184,6 +184,7 @@ const NAMES: &[&str] = &[
     "plainapi.example.org",
     "nocert.example.org",
     "git.example.org",
+    "cdn.example.com",
 ];
 
 /// One proxy-mode launch: what the agent printed and exited with, the audit log's
@@ -1159,7 +1160,7 @@ fn a_catch_all_cidr_grant_does_not_open_metadata_or_the_hosts_loopback() {
     let targets = ["169.254.169.254:443", "127.0.0.1:443", "[::1]:443", "meta.example.com:443", "loop.example.com:443", "[fd00:ec2::254]:443"];
     let mut ops: Vec<Value> = targets.iter().map(|t| json!({"op": "connect", "target": t})).collect();
     // Control: the grant does open ordinary addresses.
-    ops.push(json!({"op": "tls", "target": format!("{}:443", up.ip), "sni": null, "requests": [get("www.example.com", "/control", "")]}));
+    ops.push(json!({"op": "tls", "target": format!("{}:443", up.ip_alt), "sni": null, "requests": [get("www.example.com", "/control", "")]}));
     let (out, l) = probe_with(&lab, &up, "[network]\nallow = [\"0.0.0.0/0:443\", \"[::/0]:443\"]\n", &pinned, &Value::Array(ops));
     let recs = l.proxy_records();
     let opened: Vec<String> = targets.iter().zip(&out).filter(|(_, r)| status(r) != 403).map(|(t, r)| format!("CONNECT {t}: {r}")).collect();
@@ -1249,7 +1250,7 @@ fn tunnels_carry_only_tls_or_ssh_and_only_vetted_addresses_are_dialled() {
     let lab = Lab::new();
     let pinned = [
         ("ssh.example.com", up.ip.to_string()),
-        ("mixed.example.com", format!("127.0.0.1,{},169.254.169.254", up.ip)),
+        ("mixed.example.com", format!("127.0.0.1,{},169.254.169.254", up.ip_alt)),
         ("allbad.example.com", "127.0.0.1,169.254.169.254".to_string()),
         ("v6.example.com", up.ip6.to_string()),
     ];
@@ -1494,4 +1495,76 @@ fn a_grant_for_git_admits_git_and_refuses_curl_to_the_same_host() {
     let unknown = check(None);
     assert_eq!(unknown.code, 1, "{}", unknown.stdout);
     assert!(unknown.stdout.contains("--exe"), "the answer says how to ask per program: {}", unknown.stdout);
+}
+
+/// Issue 13 item 3: domain fronting. A tunnel to an allowed name that could reach an API's
+/// server is terminated and every request's `Host` must be the CONNECT host ("checked"
+/// mode): `front.example.com` shares the gmail API's address (two names on one upstream
+/// address), `cdn.example.com` has its own address but presents a certificate that also
+/// names the API, and `CONNECT <the API's address>` through a CIDR grant is the same case;
+/// `Host: gmail.googleapis.com` inside each is refused (403, audited) and never reaches the
+/// server, while requests for the CONNECT host itself work (without any credential). A
+/// transparent TCP forward to the API's address is refused. A tunnel to a host that shares
+/// nothing with an API stays a plain tunnel.
+#[test]
+fn a_tunnel_that_could_reach_an_api_is_checked_and_fronting_is_refused() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("fronting", None) else { return };
+    let lab = Lab::new();
+    let g = "gmail.googleapis.com";
+    let ip = up.ip.to_string();
+    let front = |target: String, sni: Option<&str>, own_host: &str, tag: &str| {
+        json!({"op": "tls", "target": target, "sni": sni, "requests": [
+            get(own_host, &format!("/own-{tag}"), ""),
+            get(g, &format!("/gmail/v1/users/me/messages?front={tag}"), ""),
+        ]})
+    };
+    let ops = json!([
+        front("front.example.com:443".into(), Some("front.example.com"), "front.example.com", "address"),
+        front("cdn.example.com:443".into(), Some("cdn.example.com"), "cdn.example.com", "certificate"),
+        front(format!("{ip}:443"), None, &ip, "literal"),
+        // The API's address through a transparent forward.
+        {"op": "tcp_echo", "host": ip, "port": 443, "lines": [], "timeout": 2},
+        // Control: shares nothing with an API.
+        {"op": "tls", "target": "www.example.com:443", "sni": "www.example.com", "requests": [get("www.example.com", "/plain-tunnel", "")]},
+    ]);
+    let extra = format!("[network]\nallow = [\"10.233.{}.0/29:443\", \"{ip}:443\"]\n", up.index);
+    let (out, l) = probe_with(&lab, &up, &extra, &[("front.example.com", ip.clone())], &ops);
+    let recs = l.proxy_records();
+    let reqs = up.requests();
+    let mut failures = Vec::new();
+    for (k, tag, host) in [(0, "address", "front.example.com"), (1, "certificate", "cdn.example.com"), (2, "literal", ip.as_str())] {
+        let rs = out[k]["responses"].as_array().cloned().unwrap_or_default();
+        if rs.first().map(status) != Some(200) {
+            failures.push(format!("{tag}: a request for the CONNECT host itself: {}", out[k]));
+        }
+        if rs.get(1).is_some_and(|r| status(r) != 403) {
+            failures.push(format!("{tag}: Host {g} inside a tunnel to {host}: want 403, got {}", out[k]));
+        }
+        if !recs.iter().any(|r| r["mode"] == "checked" && r["decision"] == "deny" && r["reason"].as_str().is_some_and(|x| x.contains("domain fronting"))) {
+            failures.push(format!("{tag}: no deny record naming domain fronting"));
+        }
+        if !recs.iter().any(|r| r["mode"] == "checked" && r["decision"] == "allow" && r["path"] == format!("/own-{tag}").as_str()) {
+            failures.push(format!("{tag}: no checked allow record for the tunnel's own request"));
+        }
+    }
+    if reqs.iter().any(|q| q["target"].as_str().is_some_and(|t| t.contains("front="))) {
+        failures.push(format!("a fronted request reached the server: {reqs:?}"));
+    }
+    if reqs.iter().any(|q| !header_values(q, "Authorization").is_empty()) {
+        failures.push(format!("a credential reached a checked tunnel: {reqs:?}"));
+    }
+    if out[3]["greeting"].as_str().is_some_and(|g| !g.is_empty()) || reqs.iter().any(|q| q["listen_port"] == 443 && q["action"] == "echo") {
+        failures.push(format!("a transparent forward to the API's address was relayed: {}", out[3]));
+    }
+    if !recs.iter().any(|r| r["mode"] == "tcp" && r["decision"] == "deny" && r["reason"].as_str().is_some_and(|x| x.contains("domain fronting"))) {
+        failures.push("no deny record for the transparent forward".into());
+    }
+    if out[4]["responses"][0]["status"] != 200 || !recs.iter().any(|r| r["mode"] == "tunnel" && r["host"] == "www.example.com" && r["decision"] == "allow") {
+        failures.push(format!("control: a host sharing nothing with an API stays a plain tunnel: {}", out[4]));
+    }
+    assert!(!l.log_text().contains(GMAIL_TOKEN));
+    assert!(failures.is_empty(), "{} failure(s):\n{}\naudit: {recs:#?}\nserver: {reqs:#?}", failures.len(), failures.join("\n"));
 }
