@@ -14,6 +14,7 @@
 //! - [`relay`]: TCP tunnels (splice) and TLS-to-TLS relays;
 //! - [`fronting`]: whether a tunnel could reach a declared API's server (domain fronting);
 //! - [`exe`]: which agent executable opened a connection (sock_diag + `/proc`);
+//! - [`records`]: audit records with repeats aggregated; the proxy's CPU for the agent, bounded;
 //! - [`decision`]: the decision endpoint agent frameworks ask before acting;
 //! - [`server`]: the accept pool and the per-connection logic (tunnel, inspect, forward).
 pub mod addr;
@@ -22,6 +23,7 @@ pub mod exe;
 pub mod fronting;
 pub mod gate;
 pub mod http1;
+pub mod records;
 pub mod reinterpret;
 pub mod relay;
 pub mod resolve;

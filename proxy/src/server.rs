@@ -39,6 +39,7 @@ use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
 use crate::addr::{Host, parse_authority};
 use crate::exe::AgentProcs;
 use crate::fronting::Target;
+use crate::records::{Budget, Records, Usage, thread_cpu_ns};
 use crate::gate::{ApiGate, Gate, rule_text};
 use crate::http1::{self, Framing, Header, Request};
 use crate::resolve::Resolver;
@@ -63,13 +64,20 @@ pub struct Proxy {
     pub agent: AgentProcs,
     /// Which tunnels could reach a declared API's server.
     pub fronting: crate::fronting::Fronting,
-    pub events: std::sync::Mutex<Sender<Event>>,
+    records: Arc<Records>,
+    usage: Arc<Usage>,
+    budget: Budget,
     active: AtomicUsize,
 }
 
 impl Proxy {
     pub fn new(gate: Gate, ca: SandboxCa, upstream_tls: Arc<ClientConfig>, resolver: Resolver, agent: AgentProcs, events: Sender<Event>) -> Proxy {
+        let usage = Arc::new(Usage::default());
+        let budget = Budget::new(gate.policy().resources.cpu_millicores.map(|l| l.value));
         Proxy {
+            records: Records::start(events, usage.clone()),
+            usage,
+            budget,
             gate,
             ca,
             upstream_tls,
@@ -77,7 +85,6 @@ impl Proxy {
             own_addresses: crate::resolve::own_addresses(),
             agent,
             fronting: crate::fronting::Fronting::default(),
-            events: std::sync::Mutex::new(events),
             active: AtomicUsize::new(0),
         }
     }
@@ -87,6 +94,17 @@ impl Proxy {
     /// Connections being served right now.
     pub fn active_connections(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Sends the records still being aggregated and a usage note: call it after the last
+    /// connection ended, before the audit log is closed.
+    pub fn flush_records(&self) {
+        self.records.flush();
+    }
+
+    /// The proxy's work for the agent so far.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
     }
 }
 
@@ -240,6 +258,14 @@ struct Conn<'a> {
     /// The program decisions are made for, when a grant names programs: the executable of
     /// every process holding the agent's end (`None` inside: unknown, or several).
     program: Option<Option<String>>,
+    /// The thread's CPU time when this connection was last accounted.
+    cpu_mark: u64,
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.account();
+    }
 }
 
 impl<'a> Conn<'a> {
@@ -248,7 +274,8 @@ impl<'a> Conn<'a> {
             (Ok(peer), Ok(ours)) => p.agent.socket_inode(peer, ours),
             _ => None,
         };
-        Conn { p, stream, inode, exe: None, program: None }
+        p.usage.connections.fetch_add(1, Ordering::Relaxed);
+        Conn { p, stream, inode, exe: None, program: None, cpu_mark: thread_cpu_ns() }
     }
 
     /// The program asking, for grants that name programs (`None` when no grant does, or
@@ -295,9 +322,24 @@ impl<'a> Conn<'a> {
             bytes_down: r.down,
             exe,
         };
-        if let Ok(tx) = self.p.events.lock() {
-            let _ = tx.send(ev);
-        }
+        self.p.records.send(ev);
+    }
+
+    /// Charges the CPU this connection's thread used since the last call to the agent.
+    fn account(&mut self) {
+        let now = thread_cpu_ns();
+        let spent = now.saturating_sub(self.cpu_mark);
+        self.cpu_mark = now;
+        self.p.usage.cpu_ns.fetch_add(spent, Ordering::Relaxed);
+        self.p.budget.charge(spent);
+    }
+
+    /// Before more work for the agent: account for the last, and wait while the agent's CPU
+    /// budget for this second is spent.
+    fn pace(&mut self) {
+        self.account();
+        let waited = self.p.budget.wait();
+        self.p.usage.throttled_ns.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     fn run(mut self) {
@@ -316,6 +358,7 @@ impl<'a> Conn<'a> {
                     return;
                 }
             };
+            self.pace();
             let next = if req.head.method == "CONNECT" {
                 self.connect(req, rd);
                 return;
@@ -421,7 +464,10 @@ impl<'a> Conn<'a> {
             Some(api) => self.inspect(host, port, Some(api), d, addrs, first, None),
             None => {
                 let dial_it = || dial(&addrs, port);
-                match self.p.fronting.assess(&self.p.gate, &self.p.resolver, Target { host: &host, port, addrs: &addrs }, !ssh, &dial_it) {
+                let slot = self.p.budget.handshake();
+                let fronting = self.p.fronting.assess(&self.p.gate, &self.p.resolver, Target { host: &host, port, addrs: &addrs }, !ssh, &dial_it);
+                drop(slot);
+                match fronting {
                     Some(why) => self.inspect(host, port, None, d, addrs, first, Some(why)),
                     None => self.tunnel(host, port, d, addrs, first),
                 }
@@ -511,6 +557,10 @@ impl<'a> Conn<'a> {
         }
         let Ok(sock) = self.stream.try_clone() else { return };
         let mut tls = StreamOwned::new(sconn, sock);
+        // Handshakes are the proxy's most expensive work for the agent: paced and bounded.
+        self.pace();
+        let slot = self.p.budget.handshake();
+        self.p.usage.handshakes.fetch_add(1, Ordering::Relaxed);
         // The upstream connection (dial + verified TLS handshake) is made while the agent's
         // handshake completes: the destination is admitted and the server name checked, and
         // nothing is sent to it before a request passes the rules.
@@ -528,6 +578,7 @@ impl<'a> Conn<'a> {
             let up = dialer.ok().and_then(|h| h.join().ok()).and_then(Result::ok);
             (ok, up)
         });
+        drop(slot);
         if !handshake_ok {
             self.emit(rec().denied("TLS handshake with the agent failed (does it trust the sandbox CA?)"));
             return;
@@ -545,6 +596,7 @@ impl<'a> Conn<'a> {
                     return;
                 }
             };
+            self.pace();
             let gate = Gated { api: api.as_ref(), tunnel: &d, fronting: fronting.as_deref() };
             match self.inspect_one(&host, port, &gate, &addrs, req, &mut client, &mut upstream) {
                 Next::Continue => {}
@@ -650,7 +702,10 @@ impl<'a> Conn<'a> {
             *upstream = None;
         }
         if upstream.is_none() {
-            match dial_tls(&self.p.upstream_tls, host, addrs, port) {
+            let slot = self.p.budget.handshake();
+            let dialled = dial_tls(&self.p.upstream_tls, host, addrs, port);
+            drop(slot);
+            match dialled {
                 Ok(u) => *upstream = Some(u),
                 Err(e) => {
                     let r = rec.decided(&d);

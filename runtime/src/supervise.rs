@@ -254,6 +254,8 @@ impl ProxyFeed<'_> {
         while self.active.active_connections() > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Repeats the proxy is still counting, and its usage note.
+        self.active.flush_records();
         self.drain(sink);
     }
 }
