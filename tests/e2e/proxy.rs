@@ -757,7 +757,8 @@ fn api_gate_attacks_are_denied_audited_and_never_reach_the_server() {
         // when a streamed body turns out malformed after the head was checked.
         rs.iter().all(|x| (400..500).contains(&status(x)) || status(x) == 501 || status(x) == 502) && r["after"].as_str().is_none_or(|a| !a.contains("HTTP/1.1 200"))
     };
-    let gmail_denials = recs.iter().filter(|r| r["decision"] == "deny" && lower_host(r) == g).count();
+    // Denials of one key are aggregated (a record, then a summary counting the repeats).
+    let gmail_denials: usize = recs.iter().filter(|r| r["decision"] == "deny" && lower_host(r) == g).map(|r| represented(r) as usize).sum();
     let mut table = String::new();
     for (i, (what, _)) in attacks.iter().enumerate() {
         let r = &out[i];
@@ -1403,9 +1404,9 @@ fn requests_a_server_would_read_as_another_method_or_path_never_reach_it() {
         }
     }
     eprintln!("re-interpretable requests (status, reason):\n{table}");
-    let denials = recs.iter().filter(|x| x["decision"] == "deny" && x["host"] == f).count();
+    let denials: usize = recs.iter().filter(|x| x["decision"] == "deny" && x["host"] == f).map(|r| represented(r) as usize).sum();
     if denials < cases.len() - 1 {
-        failures.push(format!("{} refused requests, {denials} deny records", cases.len() - 1));
+        failures.push(format!("{} refused requests, {denials} denials recorded", cases.len() - 1));
     }
     for q in &reqs {
         let (m, p) = (q["interpreted"]["method"].as_str().unwrap_or(""), q["interpreted"]["path"].as_str().unwrap_or(""));
@@ -1567,4 +1568,66 @@ fn a_tunnel_that_could_reach_an_api_is_checked_and_fronting_is_refused() {
     }
     assert!(!l.log_text().contains(GMAIL_TOKEN));
     assert!(failures.is_empty(), "{} failure(s):\n{}\naudit: {recs:#?}\nserver: {reqs:#?}", failures.len(), failures.join("\n"));
+}
+
+/// The count a record stands for: 1, or for a summary ("N more like ...") N.
+fn represented(r: &Value) -> u64 {
+    let reason = r["reason"].as_str().unwrap_or("");
+    match reason.split_once(" more like the previous") {
+        Some((n, _)) => n.parse().unwrap_or(0),
+        None => 1,
+    }
+}
+
+/// Issue 11 item 4, the proxy's side: an agent that floods the decision endpoint with
+/// distinct 1 KiB questions and repeats a refused CONNECT does not grow the log one record
+/// per attempt: repeats are aggregated at the source (one record, then about one summary a
+/// second with samples), no attempt goes uncounted, and the proxy's own CPU for the agent
+/// is reported in the run's records.
+#[test]
+fn a_flood_of_questions_and_refused_connects_is_aggregated_not_recorded_one_by_one() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("flood", None) else { return };
+    let lab = Lab::new();
+    let (questions, connects) = (3000, 300);
+    let script = format!(
+        r#"
+import http.client, json, socket, time
+t = time.time()
+c = http.client.HTTPConnection("127.0.0.1", 3128)
+for i in range({questions}):
+    body = json.dumps({{"kind": "fs", "access": "read", "path": "/etc/q%d-%s" % (i, "y" * 1000)}})
+    c.request("POST", "/.aegis/v1/check", body, {{"Content-Type": "application/json"}})
+    c.getresponse().read()
+for i in range({connects}):
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n")
+    s.recv(4096)
+    s.close()
+print(json.dumps({{"seconds": time.time() - t}}))
+"#
+    );
+    let (out, l) = probe(&lab, &up, &[], &json!([{"op": "run", "argv": ["/usr/bin/python3", "-c", script]}]));
+    assert_eq!(out[0]["rc"], 0, "{}", out[0]);
+    let recs = l.proxy_records();
+    let questions_recs: Vec<&&Value> = recs.iter().filter(|r| r["mode"] == "decision").collect();
+    let connect_recs: Vec<&&Value> = recs.iter().filter(|r| r["host"] == "evil.test").collect();
+    let asked: u64 = questions_recs.iter().map(|r| represented(r)).sum();
+    let refused: u64 = connect_recs.iter().map(|r| represented(r)).sum();
+    let bytes = std::fs::metadata(&l.log).unwrap().len();
+    eprintln!(
+        "{questions} questions and {connects} refused CONNECTs in {} s: {} + {} records, log {bytes} bytes (one record per attempt would be {} records)",
+        out[0]["stdout"],
+        questions_recs.len(),
+        connect_recs.len(),
+        questions + connects
+    );
+    assert_eq!(asked, questions, "every question is counted: {questions_recs:#?}");
+    assert_eq!(refused, connects, "every refused CONNECT is counted: {connect_recs:#?}");
+    assert!(questions_recs.len() < 40 && connect_recs.len() < 40, "repeats are aggregated: {} and {} records", questions_recs.len(), connect_recs.len());
+    assert!(bytes < 200_000, "the log grew {bytes} bytes for {} attempts", questions + connects);
+    let note = l.events.iter().find(|e| e["kind"] == "note" && e["component"] == "proxy").unwrap_or_else(|| panic!("no usage note: {:?}", l.events.iter().map(|e| &e["kind"]).collect::<Vec<_>>()));
+    assert!(note["message"].as_str().unwrap().contains("ms of CPU in"), "{note}");
 }
