@@ -75,6 +75,14 @@ fn git_repo(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// An upstream whose servers also serve a bare git repository (kept in the returned
+/// directory), or None when this host cannot make one.
+fn git_upstream(name: &str) -> Option<(tempfile::TempDir, Upstream)> {
+    let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
+    let up = upstream(name, Some(git_repo(tmp.path())))?;
+    Some((tmp, up))
+}
+
 /// `client.py` run on the host, straight to the upstream (no proxy): checks the fixtures.
 fn host_client(up: &Upstream, ops: &Value) -> Vec<Value> {
     let resolve: Vec<String> = ["gmail.googleapis.com", "files.example.net", "www.example.com", "git.example.com"].iter().map(|n| format!("{n}={}", up.ip)).collect();
@@ -102,8 +110,7 @@ fn post(host: &str, path: &str, extra: &str, body: &str) -> String {
 /// module doc says (so the proxy tests can fail).
 #[test]
 fn the_test_upstream_serves_every_fixture_directly() {
-    let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
-    let Some(up) = upstream("direct", Some(git_repo(tmp.path()))) else { return };
+    let Some((tmp, up)) = git_upstream("direct") else { return };
     let g = "gmail.googleapis.com";
     let auth = format!("Authorization: Bearer {GMAIL_TOKEN}\r\n");
     let key = format!("X-Api-Key: {FILES_KEY}\r\n");
@@ -885,8 +892,7 @@ fn benign_tools_work_through_the_proxy() {
     if !ready() {
         return;
     }
-    let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
-    let Some(up) = upstream("benign", Some(git_repo(tmp.path()))) else { return };
+    let Some((_repo, up)) = git_upstream("benign") else { return };
     let lab = Lab::new();
     let m = "https://gmail.googleapis.com/gmail/v1/users/me/messages";
     let ops = json!([
@@ -1443,8 +1449,7 @@ fn a_grant_for_git_admits_git_and_refuses_curl_to_the_same_host() {
     if !ready() {
         return;
     }
-    let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
-    let Some(up) = upstream("program", Some(git_repo(tmp.path()))) else { return };
+    let Some((_repo, up)) = git_upstream("program") else { return };
     let lab = Lab::new();
     let grant = "[network]\nallow = [{ host = \"git.example.org:443\", exe = [\"/usr/bin/git\", \"/usr/lib/git-core\"] }]\n";
     let ops = json!([
@@ -1630,4 +1635,38 @@ print(json.dumps({{"seconds": time.time() - t}}))
     assert!(bytes < 200_000, "the log grew {bytes} bytes for {} attempts", questions + connects);
     let note = l.events.iter().find(|e| e["kind"] == "note" && e["component"] == "proxy").unwrap_or_else(|| panic!("no usage note: {:?}", l.events.iter().map(|e| &e["kind"]).collect::<Vec<_>>()));
     assert!(note["message"].as_str().unwrap().contains("ms of CPU in"), "{note}");
+}
+
+/// Measurement, not a test (timings are never pass/fail; run with `--ignored --nocapture`):
+/// the supervisor's CPU for an agent that opens inspected TLS connections as fast as it
+/// can for 6 s, with and without `[resources] cpu = 0.25`, from the proxy's usage note.
+#[test]
+#[ignore]
+fn measure_the_proxys_cpu_for_an_agent_that_hammers_tls_handshakes() {
+    if !ready() {
+        return;
+    }
+    let Some(up) = upstream("hammer", None) else { return };
+    let lab = Lab::new();
+    let script = r#"
+import json, socket, ssl, time, os
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+t, n = time.time(), 0
+while time.time() - t < 6:
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(b"CONNECT files.example.net:443 HTTP/1.1\r\nHost: files.example.net:443\r\n\r\n")
+    s.recv(4096)
+    c = ctx.wrap_socket(s, server_hostname="files.example.net")
+    c.sendall(b"GET /headers HTTP/1.1\r\nHost: files.example.net\r\nConnection: close\r\n\r\n")
+    while c.recv(65536):
+        pass
+    c.close()
+    n += 1
+print(json.dumps({"connections": n, "seconds": time.time() - t}))
+"#;
+    for extra in ["", "[resources]\ncpu = 0.25\n"] {
+        let (out, l) = probe_with(&lab, &up, extra, &[], &json!([{"op": "run", "argv": ["/usr/bin/python3", "-c", script]}]));
+        let note = l.events.iter().rev().find(|e| e["kind"] == "note" && e["component"] == "proxy").map(|e| e["message"].clone());
+        eprintln!("limit {:?}: agent {} / proxy: {note:?}", extra.trim(), out[0]["stdout"].as_str().unwrap_or("").trim());
+    }
 }
