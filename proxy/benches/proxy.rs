@@ -6,7 +6,9 @@
 //! made with rcgen, HTTP/1.1 keep-alive, `GET /small` → 13-byte body, `GET /big` → 100 MiB
 //! body), the real `aegis_proxy::server` with a policy compiled in-process (a tunnelled name
 //! `bench.test`, an inspected `[api.bench]` at `api.bench.test` with a credential, both pinned
-//! to 127.0.0.1 and granted by a `127.0.0.0/8` CIDR), and a rustls client that speaks CONNECT.
+//! to 127.0.0.1 and granted by a `127.0.0.0/8` CIDR), a rustls client that speaks CONNECT,
+//! and, when installed (`apt-get install tinyproxy`, for the benchmark only), Debian's
+//! `tinyproxy` as the stock CONNECT proxy a user would otherwise deploy, in the same run.
 //! Output: a table on stdout (median and p90 latency per request, throughput of a 100 MiB GET
 //! in MB/s, proxied minus/over direct). Invariants: direct and proxied samples are taken
 //! interleaved (one of each, in turn) so machine noise hits both alike; every response is
@@ -223,6 +225,59 @@ fn start_floor_tunnel(upstream: SocketAddr) -> SocketAddr {
         }).unwrap();
     }
     addr
+}
+
+/// A stock CONNECT proxy, what a user would otherwise deploy: Debian's `tinyproxy` (installed
+/// for the benchmark only: `apt-get install tinyproxy`), run in the foreground on a loopback
+/// port with every CONNECT port allowed and logging off. `None` (and a line saying so) when it
+/// is not installed.
+struct Stock {
+    addr: SocketAddr,
+    child: std::process::Child,
+    version: String,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Stock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+impl Stock {
+    fn start() -> Option<Stock> {
+        let bin = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+        let version = std::process::Command::new(bin).arg("-v").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let dir = std::env::temp_dir().join(format!("aegis-bench-tinyproxy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let conf = dir.join("tinyproxy.conf");
+        std::fs::write(&conf, format!("Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 512\nAllow 127.0.0.1\nDisableViaHeader Yes\nLogLevel Critical\n")).ok()?;
+        let child = std::process::Command::new(bin).arg("-d").arg("-c").arg(&conf).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().ok()?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let t = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            if t.elapsed() > Duration::from_secs(5) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Stock { addr, child, version, _dir: dir })
+    }
+
+    /// CPU time (user + system) the stock proxy's process has used so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+        Duration::from_millis(ticks * 1000 / hz)
+    }
 }
 
 fn floor_one(mut client: TcpStream, upstream: SocketAddr) {
@@ -590,22 +645,31 @@ fn new_connection_block(c: &Client, n: usize, via: Route, direct_cfg: &Arc<Clien
 }
 
 /// Section 1c: direct vs the floor tunnel ([`start_floor_tunnel`]), new connection per request.
-fn floor_block(c: &Client, n: usize, floor: Route, direct_cfg: &Arc<ClientConfig>) {
-    let (mut d, mut f) = (Vec::new(), Vec::new());
+fn floor_block(c: &Client, n: usize, via: Route, floor: Route, stock: Option<Route>, direct_cfg: &Arc<ClientConfig>) {
+    let (mut d, mut t, mut f, mut k) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
-        for (route, out) in [(Route::Direct, &mut d), (floor, &mut f)] {
-            let t = Instant::now();
+        let routes = [(Some(Route::Direct), &mut d), (Some(via), &mut t), (Some(floor), &mut f), (stock, &mut k)];
+        for (route, out) in routes {
+            let Some(route) = route else { continue };
+            let t0 = Instant::now();
             let mut s = c.open(route, direct_cfg, TUNNEL_HOST);
             assert_eq!(c.get(&mut s, TUNNEL_HOST, "/small"), SMALL_BODY.len());
-            out.push(t.elapsed());
+            out.push(t0.elapsed());
         }
     }
+    let mut others: Vec<(&str, &[Duration])> = vec![("AEGIS tunnel", &t), ("minimal CONNECT relay", &f)];
+    if stock.is_some() {
+        others.push(("tinyproxy (stock)", &k));
+    }
     latency_table(
-        "1c. same, through a minimal CONNECT relay in this bench (no checks, no thread per connection): the floor for any CONNECT hop",
+        "1c. same, AEGIS tunnel beside a minimal CONNECT relay in this bench (no checks, no thread per connection: the floor for any CONNECT hop) and a stock CONNECT proxy",
         None,
         &d,
-        &[("minimal CONNECT relay", &f)],
+        &others,
     );
+    if stock.is_some() {
+        println!("   AEGIS tunnel vs tinyproxy, added latency (paired medians): {:.1} µs vs {:.1} µs", paired_median(&d, &t), paired_median(&d, &k));
+    }
 }
 
 fn main() {
@@ -628,6 +692,8 @@ fn main() {
     let inspect_cfg = client_config(anchor(&sandbox_ca_pem));
     let inspect_cfg_noexe = client_config(anchor(&sandbox_ca_pem_noexe));
     let floor = start_floor_tunnel(up.addr);
+    let stock = Stock::start();
+    let stock_route = stock.as_ref().map(|s| Route::Proxy(s.addr));
     let c = Client {
         upstream: up.addr,
         api_requests: std::cell::Cell::new(0),
@@ -648,6 +714,10 @@ fn main() {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     );
     println!("TLS: rustls 0.23 / ring, TLS 1.3 full handshakes (no resumption), ECDSA P-256 certificates");
+    match &stock {
+        Some(s) => println!("stock CONNECT proxy: {} on {} (thread per connection, read/write copies)", s.version, s.addr),
+        None => println!("stock CONNECT proxy: tinyproxy is not installed (apt-get install tinyproxy): its rows are left out"),
+    }
 
     // Warm-up: certificate minting for the API host, caches, thread stacks.
     for _ in 0..20 {
@@ -676,7 +746,7 @@ fn main() {
             &inspect_cfg_noexe,
             "1b. same, proxy with the per-connection executable lookup disabled (AgentProcs pid that does not exist)",
         );
-        floor_block(&c, n, Route::Proxy(floor), &direct_cfg);
+        floor_block(&c, n, via, Route::Proxy(floor), stock_route, &direct_cfg);
     }
     if run(2) {
         // 2. Kept-alive connection, after the handshake.
@@ -684,13 +754,17 @@ fn main() {
         let mut t_conn = c.open(via, &direct_cfg, TUNNEL_HOST);
         let mut f_conn = c.open(Route::Proxy(floor), &direct_cfg, TUNNEL_HOST);
         let mut i_conn = c.open(via, &inspect_cfg, API_HOST);
+        let mut k_conn = stock_route.map(|r| c.open(r, &direct_cfg, TUNNEL_HOST));
         for _ in 0..10 {
             c.get(&mut d_conn, TUNNEL_HOST, "/small");
             c.get(&mut t_conn, TUNNEL_HOST, "/small");
             c.get(&mut f_conn, TUNNEL_HOST, "/small");
             c.get(&mut i_conn, API_HOST, "/small");
+            if let Some(k) = k_conn.as_mut() {
+                c.get(k, TUNNEL_HOST, "/small");
+            }
         }
-        let (mut d_ka, mut t_ka, mut i_ka, mut f_ka) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut d_ka, mut t_ka, mut i_ka, mut f_ka, mut k_ka) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..n * 3 {
             for (conn, host, out) in [
                 (&mut d_conn, TUNNEL_HOST, &mut d_ka),
@@ -702,20 +776,24 @@ fn main() {
                 assert_eq!(c.get(conn, host, "/small"), SMALL_BODY.len());
                 out.push(t.elapsed());
             }
+            if let Some(k) = k_conn.as_mut() {
+                let t = Instant::now();
+                assert_eq!(c.get(k, TUNNEL_HOST, "/small"), SMALL_BODY.len());
+                k_ka.push(t.elapsed());
+            }
         }
-        latency_table(
-            "2. small HTTPS GET on a kept-alive connection (request → full response)",
-            None,
-            &d_ka,
-            &[("tunnel", &t_ka), ("inspect", &i_ka), ("minimal relay", &f_ka)],
-        );
-        drop((d_conn, t_conn, i_conn, f_conn));
+        let mut others: Vec<(&str, &[Duration])> = vec![("tunnel", &t_ka), ("inspect", &i_ka), ("minimal relay", &f_ka)];
+        if k_conn.is_some() {
+            others.push(("tinyproxy (stock)", &k_ka));
+        }
+        latency_table("2. small HTTPS GET on a kept-alive connection (request → full response)", None, &d_ka, &others);
+        drop((d_conn, t_conn, i_conn, f_conn, k_conn));
     }
 
     if run(3) {
         // 3. Throughput of a 100 MiB GET (request sent → last byte), on a fresh connection each,
         // with the CPU time the whole process (client, upstream and proxy threads) spent on it.
-        let routes: [ThroughputRoute; 6] = [
+        let mut routes: Vec<ThroughputRoute> = vec![
             ("direct", Route::Direct, &direct_cfg, TUNNEL_HOST, None),
             ("tunnel (splice)", via, &direct_cfg, TUNNEL_HOST, Some(80.0)),
             ("inspect (TLS↔TLS)", via, &inspect_cfg, API_HOST, Some(50.0)),
@@ -723,6 +801,10 @@ fn main() {
             ("inspect, no exe lookup", via_noexe, &inspect_cfg_noexe, API_HOST, None),
             ("minimal relay (splice)", Route::Proxy(floor), &direct_cfg, TUNNEL_HOST, None),
         ];
+        if let Some(r) = stock_route {
+            routes.push(("tinyproxy (stock)", r, &direct_cfg, TUNNEL_HOST, None));
+        }
+        let stock_cpu = || stock.as_ref().map(Stock::cpu).unwrap_or_default();
         let mut samples: Vec<Vec<(Duration, Duration, Duration)>> = vec![Vec::new(); routes.len()];
         for _ in 0..rounds {
             for ((_, route, cfg, host, _), out) in routes.iter().zip(samples.iter_mut()) {
@@ -730,9 +812,12 @@ fn main() {
                 // Let the proxy's per-connection work (exe lookup) run first: it is counted in
                 // the latency sections, here only the transfer is.
                 std::thread::sleep(Duration::from_millis(50));
-                let (threads, t, cpu) = (thread_cpu(), Instant::now(), cpu_time());
+                // The stock proxy is another process: its CPU is added to both columns (it is
+                // idle while the other routes run).
+                let (threads, t, cpu, ext) = (thread_cpu(), Instant::now(), cpu_time(), stock_cpu());
                 assert_eq!(c.get(&mut s, host, "/big"), BIG_LEN);
-                out.push((t.elapsed(), cpu_time().saturating_sub(cpu), proxy_cpu_since(&threads)));
+                let ext = stock_cpu().saturating_sub(ext);
+                out.push((t.elapsed(), cpu_time().saturating_sub(cpu) + ext, proxy_cpu_since(&threads) + ext));
             }
         }
         let mbps = |v: &[(Duration, Duration, Duration)]| -> (f64, f64, f64, f64) {
@@ -757,6 +842,13 @@ fn main() {
                 None => String::new(),
             };
             println!("  {name:<26} {m:>12.0} {w:>12.0} {p:>10.1} % {cpu:>14.0} {pcpu:>14.0}{verdict}");
+        }
+        if let Some(k) = routes.iter().position(|r| r.0 == "tinyproxy (stock)") {
+            let (stock_m, _, _, stock_p) = mbps(&samples[k]);
+            for (i, name) in [(1, "tunnel"), (2, "inspect")] {
+                let (m, _, _, p) = mbps(&samples[i]);
+                println!("  AEGIS {name} vs tinyproxy: {:.2}× the throughput, {:.2}× the proxy CPU per 100 MB", m / stock_m, p / stock_p.max(1.0));
+            }
         }
 
     }
