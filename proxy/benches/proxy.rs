@@ -4,9 +4,9 @@
 //!
 //! Input: nothing (all loopback, no network): an in-process HTTPS upstream (rustls, a test CA
 //! made with rcgen, HTTP/1.1 keep-alive, `GET /small` → 13-byte body, `GET /big` → 100 MiB
-//! body), the real `aegis_proxy::server` with a policy compiled in-process (a tunnelled name
-//! `bench.test`, an inspected `[api.bench]` at `api.bench.test` with a credential, both pinned
-//! to 127.0.0.1 and granted by a `127.0.0.0/8` CIDR), a rustls client that speaks CONNECT,
+//! body; one certificate per name), the real `aegis_proxy::server` with a policy compiled
+//! in-process (a tunnelled name `bench.test` pinned to 127.0.0.1, an inspected `[api.bench]`
+//! at `api.bench.test` with a credential pinned to 127.0.0.2, granted by a `127.0.0.0/8` CIDR), a rustls client that speaks CONNECT,
 //! and, when installed (`apt-get install tinyproxy`, for the benchmark only), Debian's
 //! `tinyproxy` as the stock CONNECT proxy a user would otherwise deploy, in the same run.
 //! Output: a table on stdout (median and p90 latency per request, throughput of a 100 MiB GET
@@ -64,36 +64,42 @@ fn start_upstream() -> Upstream {
     cap.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_cert = cap.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(cap, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut lp = CertificateParams::default();
-    lp.distinguished_name.push(DnType::CommonName, TUNNEL_HOST);
-    lp.subject_alt_names = vec![
-        SanType::DnsName(TUNNEL_HOST.try_into().unwrap()),
-        SanType::DnsName(API_HOST.try_into().unwrap()),
-    ];
-    let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
-    let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    // One certificate per name, chosen by SNI, and the API on an address of its own: the
+    // tunnelled name shares neither address nor certificate with the API, so its tunnel is
+    // a plain one (see `aegis_proxy::fronting`).
+    let mut names = rustls::server::ResolvesServerCertUsingSni::new();
+    for name in [TUNNEL_HOST, API_HOST] {
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut lp = CertificateParams::default();
+        lp.distinguished_name.push(DnType::CommonName, name);
+        lp.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
+        let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
+        let chain = vec![leaf.der().clone(), ca_cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        names.add(name, rustls::sign::CertifiedKey::from_der(chain, key, &provider()).unwrap()).unwrap();
+    }
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+        .with_cert_resolver(Arc::new(names));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let cfg = Arc::new(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let api_listener = TcpListener::bind(("127.0.0.2", addr.port())).unwrap();
     let with_token = Arc::new(AtomicUsize::new(0));
-    let counter = with_token.clone();
-    std::thread::spawn(move || {
-        let big = Arc::new(vec![b'x'; CHUNK]);
-        for s in listener.incoming() {
-            let Ok(s) = s else { continue };
-            let (cfg, big, counter) = (cfg.clone(), big.clone(), counter.clone());
-            std::thread::spawn(move || serve(s, cfg, &big, &counter));
-        }
-    });
+    for l in [listener, api_listener] {
+        let (cfg, counter) = (cfg.clone(), with_token.clone());
+        std::thread::spawn(move || {
+            let big = Arc::new(vec![b'x'; CHUNK]);
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                let (cfg, big, counter) = (cfg.clone(), big.clone(), counter.clone());
+                std::thread::spawn(move || serve(s, cfg, &big, &counter));
+            }
+        });
+    }
     Upstream {
         addr,
         ca: ca_cert.der().clone(),
@@ -190,7 +196,7 @@ credential = {{ header = "Authorization", prefix = "Bearer ", from_env = "BENCH_
     let ca = SandboxCa::generate("proxy-bench").unwrap();
     let ca_pem = ca.cert_pem().to_string();
     let upstream_tls = upstream_config(&[], std::slice::from_ref(&up.ca)).unwrap();
-    let resolver = Resolver::with_pins(&[format!("{TUNNEL_HOST}=127.0.0.1"), format!("{API_HOST}=127.0.0.1")]).unwrap();
+    let resolver = Resolver::with_pins(&[format!("{TUNNEL_HOST}=127.0.0.1"), format!("{API_HOST}=127.0.0.2")]).unwrap();
     let agent = AgentProcs {
         // Beyond any pid_max, so no process is scanned and the lookup ends at once.
         pid: if exe_lookup { std::process::id() as i32 } else { i32::MAX },
@@ -379,6 +385,9 @@ fn client_config(anchor: CertificateDer<'static>) -> Arc<ClientConfig> {
 enum Route {
     Direct,
     Proxy(SocketAddr),
+    /// The stock proxy: it resolves the CONNECT host itself, so it is given the upstream's
+    /// address (the TLS inside still names the host).
+    Stock(SocketAddr),
 }
 
 struct Client {
@@ -404,11 +413,15 @@ impl Client {
                 marks.push(Instant::now());
                 s
             }
-            Route::Proxy(p) => {
+            Route::Proxy(p) | Route::Stock(p) => {
                 let mut s = TcpStream::connect(p).unwrap();
                 marks.push(Instant::now());
                 s.set_nodelay(true).unwrap();
-                s.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes()).unwrap();
+                let target = match route {
+                    Route::Stock(_) => self.upstream.ip().to_string(),
+                    _ => host.to_string(),
+                };
+                s.write_all(format!("CONNECT {target}:{port} HTTP/1.1\r\nHost: {target}:{port}\r\n\r\n").as_bytes()).unwrap();
                 // Nothing follows the proxy's answer until we send the ClientHello, so one
                 // read up to the blank line takes exactly the answer.
                 let mut head = Vec::new();
@@ -418,7 +431,7 @@ impl Client {
                     assert!(n > 0, "proxy closed during CONNECT");
                     head.extend_from_slice(&b[..n]);
                 }
-                assert!(head.starts_with(b"HTTP/1.1 200"), "CONNECT refused: {}", String::from_utf8_lossy(&head));
+                assert!(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"), "CONNECT refused: {}", String::from_utf8_lossy(&head));
                 marks.push(Instant::now());
                 s
             }
@@ -693,7 +706,7 @@ fn main() {
     let inspect_cfg_noexe = client_config(anchor(&sandbox_ca_pem_noexe));
     let floor = start_floor_tunnel(up.addr);
     let stock = Stock::start();
-    let stock_route = stock.as_ref().map(|s| Route::Proxy(s.addr));
+    let stock_route = stock.as_ref().map(|s| Route::Stock(s.addr));
     let c = Client {
         upstream: up.addr,
         api_requests: std::cell::Cell::new(0),

@@ -1639,7 +1639,8 @@ print(json.dumps({{"seconds": time.time() - t}}))
 
 /// Measurement, not a test (timings are never pass/fail; run with `--ignored --nocapture`):
 /// the supervisor's CPU for an agent that opens inspected TLS connections as fast as it
-/// can for 6 s, with and without `[resources] cpu = 0.25`, from the proxy's usage note.
+/// can (16 threads) for 6 s, with and without `[resources] cpu = 0.25`, from the proxy's
+/// usage note.
 #[test]
 #[ignore]
 fn measure_the_proxys_cpu_for_an_agent_that_hammers_tls_handshakes() {
@@ -1649,20 +1650,24 @@ fn measure_the_proxys_cpu_for_an_agent_that_hammers_tls_handshakes() {
     let Some(up) = upstream("hammer", None) else { return };
     let lab = Lab::new();
     let script = r#"
-import json, socket, ssl, time, os
+import json, socket, ssl, threading, time, os
 ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-t, n = time.time(), 0
-while time.time() - t < 6:
-    s = socket.create_connection(("127.0.0.1", 3128))
-    s.sendall(b"CONNECT files.example.net:443 HTTP/1.1\r\nHost: files.example.net:443\r\n\r\n")
-    s.recv(4096)
-    c = ctx.wrap_socket(s, server_hostname="files.example.net")
-    c.sendall(b"GET /headers HTTP/1.1\r\nHost: files.example.net\r\nConnection: close\r\n\r\n")
-    while c.recv(65536):
-        pass
-    c.close()
-    n += 1
-print(json.dumps({"connections": n, "seconds": time.time() - t}))
+t, n = time.time(), [0]
+def worker():
+    while time.time() - t < 6:
+        s = socket.create_connection(("127.0.0.1", 3128))
+        s.sendall(b"CONNECT files.example.net:443 HTTP/1.1\r\nHost: files.example.net:443\r\n\r\n")
+        s.recv(4096)
+        c = ctx.wrap_socket(s, server_hostname="files.example.net")
+        c.sendall(b"GET /headers HTTP/1.1\r\nHost: files.example.net\r\nConnection: close\r\n\r\n")
+        while c.recv(65536):
+            pass
+        c.close()
+        n[0] += 1
+ws = [threading.Thread(target=worker) for _ in range(16)]
+[w.start() for w in ws]
+[w.join() for w in ws]
+print(json.dumps({"connections": n[0], "seconds": time.time() - t}))
 "#;
     for extra in ["", "[resources]\ncpu = 0.25\n"] {
         let (out, l) = probe_with(&lab, &up, extra, &[], &json!([{"op": "run", "argv": ["/usr/bin/python3", "-c", script]}]));
