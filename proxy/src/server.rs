@@ -552,8 +552,13 @@ impl<'a> Conn<'a> {
             Err(e) => return self.emit(rec().denied(format!("internal: {e}"))),
         };
         let Ok(mut sconn) = ServerConnection::new(cfg) else { return };
-        if sconn.read_tls(&mut early.as_slice()).is_err() || sconn.process_new_packets().is_err() {
-            return self.emit(rec().denied("TLS handshake with the agent failed"));
+        // The whole ClientHello was read already; rustls takes it a buffer at a time.
+        let mut rest = early.as_slice();
+        while !rest.is_empty() {
+            match sconn.read_tls(&mut rest) {
+                Ok(n) if n > 0 && sconn.process_new_packets().is_ok() => {}
+                _ => return self.emit(rec().denied("TLS handshake with the agent failed")),
+            }
         }
         let Ok(sock) = self.stream.try_clone() else { return };
         let mut tls = StreamOwned::new(sconn, sock);

@@ -914,6 +914,10 @@ fn benign_tools_work_through_the_proxy() {
         // A ClientHello arriving in 7-byte pieces, and split over two TLS records.
         {"op": "tls_fragmented", "target": "www.example.com:443", "path": "/frag-tcp", "split": "tcp"},
         {"op": "tls_fragmented", "target": "www.example.com:443", "path": "/frag-records", "split": "records"},
+        // The same into an inspected API: the proxy reads the whole hello before it
+        // terminates TLS.
+        {"op": "tls_fragmented", "target": "files.example.net:443", "path": "/headers", "split": "tcp"},
+        {"op": "tls_fragmented", "target": "files.example.net:443", "path": "/headers", "split": "records"},
     ]);
     let (out, l) = probe(&lab, &up, &[], &ops);
     let mut failures = Vec::new();
@@ -950,6 +954,8 @@ fn benign_tools_work_through_the_proxy() {
     check(out[14]["status"] == 101 && out[14]["echo"] == json!(["tunnelled"]), "WebSocket (tunnel)", &out[14]);
     check(out[15]["status"] == 200, "a ClientHello in small TCP pieces (tunnel)", &out[15]);
     check(out[16]["status"] == 200, "a ClientHello split over two TLS records (tunnel)", &out[16]);
+    check(out[17]["status"] == 200, "a ClientHello in small TCP pieces (inspect)", &out[17]);
+    check(out[18]["status"] == 200, "a ClientHello split over two TLS records (inspect)", &out[18]);
 
     // The server saw the credentials where they belong.
     let reqs = up.requests();
