@@ -1628,12 +1628,15 @@ print(json.dumps({{"seconds": time.time() - t}}))
     let asked: u64 = questions_recs.iter().map(|r| represented(r)).sum();
     let refused: u64 = connect_recs.iter().map(|r| represented(r)).sum();
     let bytes = std::fs::metadata(&l.log).unwrap().len();
+    // Without aggregation each attempt was one record as large as the first of its key.
+    let whole = |v: &[&&Value]| v.first().map(|r| r.to_string().len() as u64).unwrap_or(0);
     eprintln!(
-        "{questions} questions and {connects} refused CONNECTs in {} s: {} + {} records, log {bytes} bytes (one record per attempt would be {} records)",
+        "{questions} questions and {connects} refused CONNECTs in {} s: {} + {} records, log {bytes} bytes; one record per attempt would be {} records, about {} bytes of events",
         out[0]["stdout"],
         questions_recs.len(),
         connect_recs.len(),
-        questions + connects
+        questions + connects,
+        questions * whole(&questions_recs) + connects * whole(&connect_recs)
     );
     assert_eq!(asked, questions, "every question is counted: {questions_recs:#?}");
     assert_eq!(refused, connects, "every refused CONNECT is counted: {connect_recs:#?}");
