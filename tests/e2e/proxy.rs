@@ -77,9 +77,9 @@ fn git_repo(dir: &Path) -> PathBuf {
 
 /// An upstream whose servers also serve a bare git repository (kept in the returned
 /// directory), or None when this host cannot make one.
-fn git_upstream(name: &str) -> Option<(tempfile::TempDir, Upstream)> {
+fn git_upstream(name: &str, echo_ports: Vec<u16>) -> Option<(tempfile::TempDir, Upstream)> {
     let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
-    let up = upstream(name, Some(git_repo(tmp.path())))?;
+    let up = upstream_with(name, Some(git_repo(tmp.path())), echo_ports)?;
     Some((tmp, up))
 }
 
@@ -110,7 +110,7 @@ fn post(host: &str, path: &str, extra: &str, body: &str) -> String {
 /// module doc says (so the proxy tests can fail).
 #[test]
 fn the_test_upstream_serves_every_fixture_directly() {
-    let Some((tmp, up)) = git_upstream("direct") else { return };
+    let Some((tmp, up)) = git_upstream("direct", vec![]) else { return };
     let g = "gmail.googleapis.com";
     let auth = format!("Authorization: Bearer {GMAIL_TOKEN}\r\n");
     let key = format!("X-Api-Key: {FILES_KEY}\r\n");
@@ -892,7 +892,7 @@ fn benign_tools_work_through_the_proxy() {
     if !ready() {
         return;
     }
-    let Some((_repo, up)) = git_upstream("benign") else { return };
+    let Some((_repo, up)) = git_upstream("benign", vec![]) else { return };
     let lab = Lab::new();
     let m = "https://gmail.googleapis.com/gmail/v1/users/me/messages";
     let ops = json!([
@@ -1455,19 +1455,31 @@ fn a_grant_for_git_admits_git_and_refuses_curl_to_the_same_host() {
     if !ready() {
         return;
     }
-    let Some((_repo, up)) = git_upstream("program") else { return };
+    let Some((_repo, up)) = git_upstream("program", vec![7000]) else { return };
     let lab = Lab::new();
-    let grant = "[network]\nallow = [{ host = \"git.example.org:443\", exe = [\"/usr/bin/git\", \"/usr/lib/git-core\"] }]\n";
+    let alt = up.ip_alt.to_string();
+    let grant = format!(
+        "[network]\nallow = [{{ host = \"git.example.org:443\", exe = [\"/usr/bin/git\", \"/usr/lib/git-core\"] }}, {{ host = \"{alt}:7000\", exe = [\"/usr/bin/git\"] }}]\n"
+    );
     let ops = json!([
+        // A transparent forward granted to git only: Python's direct connection is refused.
+        {"op": "tcp_echo", "host": alt, "port": 7000, "lines": ["SELECT 1;"], "timeout": 2},
         {"op": "curl", "url": "https://git.example.org/repo.git/info/refs"},
         {"op": "git_clone", "url": "https://git.example.org/repo.git", "dest": "/tmp/clone"},
         {"op": "urllib", "url": "https://git.example.org/repo.git/HEAD"},
         {"op": "decision", "body": {"kind": "net", "host": "git.example.org", "port": 443}},
         {"op": "decision", "body": {"kind": "net", "host": "git.example.org", "port": 443, "exe": "/usr/bin/git"}},
     ]);
-    let (out, l) = probe_with(&lab, &up, grant, &[], &ops);
+    let (out, l) = probe_with(&lab, &up, &grant, &[], &ops);
     let recs = l.proxy_records();
     let reqs = up.requests();
+    assert!(out[0]["greeting"].as_str().is_none_or(str::is_empty), "Python got through a forward for git: {}", out[0]);
+    assert!(
+        recs.iter().any(|r| r["mode"] == "tcp" && r["decision"] == "deny" && r["exe"].as_str().is_some_and(|e| e.starts_with("/usr/bin/python3"))),
+        "no deny record for the forward naming Python: {recs:#?}"
+    );
+    assert!(reqs.iter().all(|q| q["action"] != "echo"), "the forward reached the server: {reqs:?}");
+    let out = &out[1..];
     assert_ne!(out[0]["rc"], 0, "curl got through a grant for git: {}", out[0]);
     assert_eq!(out[1]["rc"], 0, "git clone: {}\naudit: {recs:#?}", out[1]);
     assert_eq!(out[1]["content"]["README.md"], "fetched through the AEGIS proxy\n", "{}", out[1]);
