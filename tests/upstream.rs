@@ -1,8 +1,8 @@
 //! An isolated upstream network for the proxy tests. Input: a name (for messages). Output: an
 //! [`Upstream`]: a fresh network namespace (`aegis-up-<pid>-<n>`) joined to the host by a veth
-//! pair on its own /30 (`10.233.X.1` on the host, `10.233.X.2` inside) and /64
-//! (`fd00:a3:0:X::1` and `::2`), a test CA and one
-//! server certificate for every host name the tests use (generated with the `openssl` CLI into
+//! pair on its own /29 (`10.233.X.1` on the host, `10.233.X.2` and `.3` inside) and /64
+//! (`fd00:a3:0:X::1` and `::2`), a test CA and two
+//! server certificates (one for the API hosts, one for every other name the tests use) (generated with the `openssl` CLI into
 //! a temporary directory), and the test servers of `tests/fixtures/proxy/server.py` running
 //! inside the namespace (`ip netns exec`), listening on 443 and 8443 (TLS), 80 (plain) and
 //! any raw TCP echo ports asked for.
@@ -24,11 +24,19 @@ use serde_json::Value;
 
 use crate::{have, is_root, repo_root};
 
-/// Host names the server certificate covers (the tests pin each one to the upstream with
-/// `--resolve`). Wildcards cover exactly one label, as in every TLS client.
+/// Host names the API certificate covers: the servers present it for these names (by SNI)
+/// and the general one for every other. `cdn.example.com` is a front end that also holds the
+/// APIs' certificate (domain fronting by certificate).
+pub const API_CERT_NAMES: &[&str] = &["gmail.googleapis.com", "files.example.net", "plainapi.example.org", "cdn.example.com"];
+
+/// The API hosts of the test policy: pinned to [`Upstream::ip`]; every other name to
+/// [`Upstream::ip_alt`], so a tunnel host shares neither address nor certificate with an API
+/// unless a test makes it.
+pub const API_HOSTS: &[&str] = &["gmail.googleapis.com", "files.example.net", "plainapi.example.org", "nocert.example.org"];
+
+/// Host names the general server certificate covers (the tests pin each one to the upstream
+/// with `--resolve`). Wildcards cover exactly one label, as in every TLS client.
 pub const CERT_NAMES: &[&str] = &[
-    "gmail.googleapis.com",
-    "files.example.net",
     "en.wikipedia.org",
     "*.wikimedia.org",
     "arxiv.org",
@@ -39,6 +47,7 @@ pub const CERT_NAMES: &[&str] = &[
     "example.com.evil.com",
     "evilexample.com",
     "evil.test",
+    "git.example.org",
 ];
 
 /// The test PKI of one upstream: a CA (what `aegis-exec --upstream-ca` trusts) and the server
@@ -47,15 +56,20 @@ pub struct Pki {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The certificate for [`API_CERT_NAMES`] and its key.
+    pub api_cert: PathBuf,
+    pub api_key: PathBuf,
 }
 
 /// One isolated upstream network with its servers; see the module doc.
 pub struct Upstream {
     pub name: String,
-    /// X in 10.233.X.0/30.
+    /// X in 10.233.X.0/29.
     pub index: u8,
-    /// The servers' address (inside the namespace).
+    /// The servers' address (inside the namespace): where the API hosts are pinned.
     pub ip: Ipv4Addr,
+    /// A second address of the same servers: where every other name is pinned.
+    pub ip_alt: Ipv4Addr,
     /// The host's end of the veth pair.
     pub host_ip: Ipv4Addr,
     /// The servers' IPv6 address (`fd00:a3:0:X::2`, unique local; the host has `::1`).
@@ -145,10 +159,11 @@ impl Upstream {
             name: name.to_string(),
             index: 0,
             ip: Ipv4Addr::UNSPECIFIED,
+            ip_alt: Ipv4Addr::UNSPECIFIED,
             host_ip: Ipv4Addr::UNSPECIFIED,
             ip6: Ipv6Addr::UNSPECIFIED,
             netns,
-            pki: Pki { ca: PathBuf::new(), cert: PathBuf::new(), key: PathBuf::new() },
+            pki: Pki { ca: PathBuf::new(), cert: PathBuf::new(), key: PathBuf::new(), api_cert: PathBuf::new(), api_key: PathBuf::new() },
             dir,
             veth: None,
             servers: Vec::new(),
@@ -172,12 +187,14 @@ impl Upstream {
         assert!(x != 0, "no free 10.233.X.0/30 subnet (250 upstreams exist?)");
         up.host_ip = Ipv4Addr::new(10, 233, x, 1);
         up.ip = Ipv4Addr::new(10, 233, x, 2);
+        up.ip_alt = Ipv4Addr::new(10, 233, x, 3);
         let (h, p) = (format!("aegup{x}h"), format!("aegup{x}n"));
         let ns = up.netns.clone();
         must(ip_cmd().args(["link", "set", &p, "netns", &ns]), "move the veth peer");
-        must(ip_cmd().args(["addr", "add", &format!("{}/30", up.host_ip), "dev", &h]), "host address");
+        must(ip_cmd().args(["addr", "add", &format!("{}/29", up.host_ip), "dev", &h]), "host address");
         must(ip_cmd().args(["link", "set", &h, "up"]), "host link up");
-        must(ip_cmd().args(["-n", &ns, "addr", "add", &format!("{}/30", up.ip), "dev", &p]), "upstream address");
+        must(ip_cmd().args(["-n", &ns, "addr", "add", &format!("{}/29", up.ip), "dev", &p]), "upstream address");
+        must(ip_cmd().args(["-n", &ns, "addr", "add", &format!("{}/29", up.ip_alt), "dev", &p]), "upstream second address");
         must(ip_cmd().args(["-n", &ns, "link", "set", &p, "up"]), "upstream link up");
         must(ip_cmd().args(["-n", &ns, "link", "set", "lo", "up"]), "upstream loopback up");
         // IPv6 too (no duplicate address detection: the link is ours alone).
@@ -212,6 +229,7 @@ impl Upstream {
         listen.extend(s.echo_ports.iter().map(|p| serde_json::json!({"port": p, "echo": true})));
         let cfg = serde_json::json!({
             "cert": self.pki.cert, "key": self.pki.key, "log": self.log_path(),
+            "api_cert": self.pki.api_cert, "api_key": self.pki.api_key, "api_names": API_CERT_NAMES,
             "static": s.static_dir,
             "listen": listen,
             "credentials": creds,
@@ -255,9 +273,13 @@ impl Upstream {
             .collect()
     }
 
-    /// `--resolve NAME=IP` arguments for `aegis-exec`, pinning each name to the upstream.
+    /// `--resolve NAME=IP` arguments for `aegis-exec`, pinning each name to the upstream:
+    /// [`API_HOSTS`] to [`Upstream::ip`], every other name to [`Upstream::ip_alt`].
     pub fn resolve_args(&self, names: &[&str]) -> Vec<String> {
-        names.iter().flat_map(|n| ["--resolve".to_string(), format!("{n}={}", self.ip)]).collect()
+        names
+            .iter()
+            .flat_map(|n| ["--resolve".to_string(), format!("{n}={}", if API_HOSTS.contains(n) { self.ip } else { self.ip_alt })])
+            .collect()
     }
 
     /// curl run on the host against the upstream (names pinned, test CA trusted): for
@@ -316,14 +338,18 @@ fn make_pki(dir: &Path, ip: Ipv4Addr, ip6: Ipv6Addr) -> Pki {
     let mut san: Vec<String> = CERT_NAMES.iter().map(|n| format!("DNS:{n}")).collect();
     san.push(format!("IP:{ip}"));
     san.push(format!("IP:{ip6}"));
-    let ext = format!(
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
-        san.join(",")
-    );
-    std::fs::write(p("server.ext"), ext).unwrap();
-    openssl(
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext"],
-        "server certificate",
-    );
-    Pki { ca: p("ca.pem"), cert: p("server.pem"), key: p("server.key") }
+    let api_san: Vec<String> = API_CERT_NAMES.iter().map(|n| format!("DNS:{n}")).collect();
+    for (name, san) in [("server", san), ("api", api_san)] {
+        let ext = format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName={}\n",
+            san.join(",")
+        );
+        std::fs::write(p(&format!("{name}.ext")), ext).unwrap();
+        if name == "api" {
+            openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "api.key", "-out", "api.csr", "-subj", "/CN=aegis test API front end"], "API key");
+        }
+        let (csr, out, ext) = (format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        openssl(&["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &out, "-days", "2", "-extfile", &ext], "server certificate");
+    }
+    Pki { ca: p("ca.pem"), cert: p("server.pem"), key: p("server.key"), api_cert: p("api.pem"), api_key: p("api.key") }
 }

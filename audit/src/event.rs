@@ -74,7 +74,8 @@ pub enum Event {
     /// One decision of the egress proxy: a tunnel (CONNECT), an inspected HTTP request, a
     /// plain-HTTP forward, or a question to the decision endpoint.
     ProxyRequest {
-        /// `tunnel`, `inspect`, `forward` (plain HTTP), `tcp` (transparent forward) or `decision`.
+        /// `tunnel`, `inspect`, `checked` (a tunnel terminated to rule out domain fronting),
+        /// `forward` (plain HTTP), `tcp` (transparent forward) or `decision`.
         mode: String,
         /// Destination host as the agent named it (normalised: lower case, IPs canonical).
         host: String,

@@ -66,6 +66,7 @@ codes! {
     InvalidCredential => "aegis::policy::invalid_credential",
     ApiWithoutProxy => "aegis::policy::api_without_proxy",
     DuplicateApiHost => "aegis::policy::duplicate_api_host",
+    ExeNeedsProxy => "aegis::policy::exe_needs_proxy",
     // Resources
     InvalidSize => "aegis::policy::invalid_size",
     InvalidDuration => "aegis::policy::invalid_duration",

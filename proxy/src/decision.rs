@@ -10,7 +10,8 @@
 //!
 //! Questions (`kind`): `api` (`api`, `scope`), `http` (`api`, `method`, `path`), `exec`
 //! (`path`), `fs` (`access`: read|write|exec, `path`), `net` (`host`, `port`, optional
-//! `protocol`: tcp|udp).
+//! `protocol`: tcp|udp). Any question may name the program it is for (`exe`, an absolute
+//! path); by default it is asked for the program that sent it.
 
 use aegis_compiler::eval::{Decision, FsQuery, Query};
 use aegis_compiler::ir::net::Protocol;
@@ -102,10 +103,17 @@ fn decision_json(d: &Decision) -> Value {
     })
 }
 
-/// Answers one question. `Err((status, body))` for malformed questions.
-pub fn answer(gate: &Gate, body: &[u8]) -> Result<(Value, Asked, Decision), (u16, Value)> {
+/// Answers one question, for the program named by its `exe` field or else for `asker`, the
+/// program that asked (grants that name programs apply only to them). `Err((status,
+/// body))` for malformed questions.
+pub fn answer(gate: &Gate, body: &[u8], asker: Option<&str>) -> Result<(Value, Asked, Decision), (u16, Value)> {
     let v: Value = serde_json::from_slice(body).map_err(|e| (400, json!({"error": format!("body is not JSON: {e}")})))?;
     let (q, asked) = query(&v).map_err(|e| (400, json!({"error": e})))?;
-    let d = gate.evaluate(&q).map_err(|e| (400, json!({"error": e})))?;
+    let exe = match v.get("exe") {
+        None => asker,
+        Some(Value::String(e)) if e.starts_with('/') => Some(e.as_str()),
+        Some(_) => return Err((400, json!({"error": "`exe` must be an absolute path"}))),
+    };
+    let d = gate.evaluate_for(&q, exe).map_err(|e| (400, json!({"error": e})))?;
     Ok((decision_json(&d), asked, d))
 }

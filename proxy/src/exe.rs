@@ -145,6 +145,32 @@ impl AgentProcs {
         None
     }
 
+    /// The executables of **every** agent process holding socket `inode` (distinct, in scan
+    /// order), within the same bound as [`AgentProcs::exe_of_inode`]: `None` when the bound
+    /// was reached (the answer would be incomplete). A per-program grant applies only when
+    /// every holder is that program, so a granted program cannot lend its connection to
+    /// another one by sharing the descriptor.
+    pub fn holders_of_inode(&self, inode: u64) -> Option<Vec<String>> {
+        let link = format!("socket:[{inode}]");
+        let mut budget = MAX_FDS_SCANNED;
+        let mut out: Vec<String> = Vec::new();
+        for pid in self.pids() {
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+            for e in dir.flatten() {
+                budget = budget.checked_sub(1)?;
+                if std::fs::read_link(e.path()).ok().is_some_and(|t| t.as_os_str() == link.as_str()) {
+                    // A process whose executable cannot be read counts as an unknown program.
+                    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_else(|_| "?".into());
+                    if !out.contains(&exe) {
+                        out.push(exe);
+                    }
+                    break;
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// Both steps at once (tests, benchmarks).
     pub fn exe_of(&self, peer: SocketAddr, ours: SocketAddr) -> Option<String> {
         self.exe_of_inode(self.socket_inode(peer, ours)?)

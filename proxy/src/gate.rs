@@ -128,6 +128,11 @@ impl Gate {
         Ok(Gate { policy, params, apis })
     }
 
+    /// The APIs the proxy inspects.
+    pub fn apis(&self) -> &[ApiGate] {
+        &self.apis
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -137,9 +142,20 @@ impl Gate {
         eval::evaluate(&self.policy, &self.params, q).map_err(|e| e.0)
     }
 
-    /// May the agent reach `host:port` over TCP through the proxy?
-    pub fn destination(&self, host: &Host, port: u16) -> Decision {
-        match eval::evaluate(
+    /// Whether any grant of the policy names programs: then the proxy must know which
+    /// program connected before it decides.
+    pub fn needs_program(&self) -> bool {
+        self.policy.apis.values().any(|a| !a.exe.is_empty()) || self.policy.network.allow.iter().chain(&self.policy.network.deny).any(|e| !e.exe.is_empty())
+    }
+
+    /// Any evaluator query, asked by program `exe`.
+    pub fn evaluate_for(&self, q: &Query, exe: Option<&str>) -> Result<Decision, String> {
+        eval::evaluate_for(&self.policy, &self.params, q, exe).map_err(|e| e.0)
+    }
+
+    /// May program `exe` of the agent reach `host:port` over TCP through the proxy?
+    pub fn destination(&self, host: &Host, port: u16, exe: Option<&str>) -> Decision {
+        match eval::evaluate_for(
             &self.policy,
             &self.params,
             &Query::Net {
@@ -147,6 +163,7 @@ impl Gate {
                 port,
                 protocol: Protocol::Tcp,
             },
+            exe,
         ) {
             Ok(d) => d,
             Err(e) => Decision {
@@ -164,9 +181,9 @@ impl Gate {
         self.apis.iter().find(|a| a.host == *n && a.port == port)
     }
 
-    /// An HTTP request to an API, with the path already canonical.
-    pub fn http(&self, api: &ApiGate, method: &str, canonical_path: &str) -> Decision {
-        match eval::evaluate(
+    /// An HTTP request of program `exe` to an API, with the path already canonical.
+    pub fn http(&self, api: &ApiGate, method: &str, canonical_path: &str, exe: Option<&str>) -> Decision {
+        match eval::evaluate_for(
             &self.policy,
             &self.params,
             &Query::ApiHttp {
@@ -174,6 +191,7 @@ impl Gate {
                 method: method.to_string(),
                 path: canonical_path.to_string(),
             },
+            exe,
         ) {
             Ok(d) => d,
             Err(e) => Decision {
@@ -195,7 +213,8 @@ impl Gate {
         let mut why = BTreeMap::new();
         for ip in addrs {
             let ip = crate::addr::canonical_ip(*ip);
-            let d = self.destination(&Host::Ip(ip), port);
+            // Addresses are vetted for any program: a per-program deny must not open them.
+            let d = self.destination(&Host::Ip(ip), port, None);
             let explicit_deny = d.verdict == Verdict::Deny && d.rule.is_some();
             let special = match special(ip) {
                 Some((w, prefix)) => Some((w, prefix)),

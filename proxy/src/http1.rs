@@ -161,6 +161,8 @@ pub enum HttpError {
     BodyTruncated { got: u64, what: &'static str },
     #[error("body larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("request body refused: {0}")]
+    BodyRefused(String),
     #[error("read failed while {during}: {source}")]
     ReadFailed {
         during: &'static str,
@@ -1040,6 +1042,7 @@ fn copy_exact<R: BufRead, W: Write>(
     mut n: u64,
     what: &'static str,
     got_before: u64,
+    check: &mut Check<'_>,
 ) -> Result<(), HttpError> {
     let mut got = got_before;
     while n > 0 {
@@ -1048,6 +1051,7 @@ fn copy_exact<R: BufRead, W: Write>(
             return Err(HttpError::BodyTruncated { got, what });
         }
         let take = usize::try_from(n).map_or(buf.len(), |n| n.min(buf.len()));
+        check(&buf[..take]).map_err(HttpError::BodyRefused)?;
         write_out(w, &buf[..take], "writing a body")?;
         r.consume(take);
         n -= take as u64;
@@ -1132,6 +1136,7 @@ fn copy_chunked<R: BufRead, W: Write>(
     r: &mut R,
     w: &mut W,
     limit: Option<u64>,
+    check: &mut Check<'_>,
 ) -> Result<u64, HttpError> {
     let mut total = 0u64;
     let mut line = Vec::with_capacity(64);
@@ -1151,7 +1156,7 @@ fn copy_chunked<R: BufRead, W: Write>(
         let mut size_line = [0u8; 20];
         let n = write_hex(size, &mut size_line);
         write_out(w, &size_line[..n], "writing a chunk size")?;
-        copy_exact(r, w, size, "inside a chunk", total - size)?;
+        copy_exact(r, w, size, "inside a chunk", total - size, check)?;
         let mut crlf = [0u8; 2];
         read_exact_bytes(r, &mut crlf, total)?;
         if &crlf != b"\r\n" {
@@ -1233,14 +1238,30 @@ pub fn copy_body<R: BufRead, W: Write>(
     framing: Framing,
     limit: Option<u64>,
 ) -> Result<u64, HttpError> {
+    copy_body_checked(r, w, framing, limit, &mut |_| Ok(()))
+}
+
+/// A judge of body pieces: `Err(reason)` stops the copy before the piece is written.
+pub type Check<'a> = dyn FnMut(&[u8]) -> Result<(), String> + 'a;
+
+/// [`copy_body`] that passes every piece of payload (never framing bytes) to `check` before
+/// writing it; a refusal ends the copy with [`HttpError::BodyRefused`] (400), so a body
+/// refused anywhere never reaches its last byte (nor, when chunked, its last chunk).
+pub fn copy_body_checked<R: BufRead, W: Write>(
+    r: &mut R,
+    w: &mut W,
+    framing: Framing,
+    limit: Option<u64>,
+    check: &mut Check<'_>,
+) -> Result<u64, HttpError> {
     match framing {
         Framing::None => Ok(0),
         Framing::Length(n) => {
             check_limit(0, n, limit)?;
-            copy_exact(r, w, n, "before Content-Length bytes", 0)?;
+            copy_exact(r, w, n, "before Content-Length bytes", 0, check)?;
             Ok(n)
         }
-        Framing::Chunked => copy_chunked(r, w, limit),
+        Framing::Chunked => copy_chunked(r, w, limit, check),
         Framing::UntilClose => {
             let mut total = 0u64;
             loop {
@@ -1250,6 +1271,7 @@ pub fn copy_body<R: BufRead, W: Write>(
                 }
                 let n = buf.len();
                 total = check_limit(total, n as u64, limit)?;
+                check(buf).map_err(HttpError::BodyRefused)?;
                 write_out(w, buf, "writing a body")?;
                 r.consume(n);
                 flush_out(w)?;

@@ -32,12 +32,14 @@ use std::time::Duration;
 
 use aegis_audit::{Event, Verdict as AuditVerdict};
 use aegis_compiler::eval::{Decision, Verdict};
-use aegis_compiler::ir::api::canonical_path;
+use aegis_compiler::ir::api::{CanonicalRequest, canonical_request};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
 
 use crate::addr::{Host, parse_authority};
 use crate::exe::AgentProcs;
+use crate::fronting::Target;
+use crate::records::{Budget, Records, Usage, thread_cpu_ns};
 use crate::gate::{ApiGate, Gate, rule_text};
 use crate::http1::{self, Framing, Header, Request};
 use crate::resolve::Resolver;
@@ -60,20 +62,29 @@ pub struct Proxy {
     /// This host's own addresses (refused unless a CIDR grants them).
     pub own_addresses: HashSet<IpAddr>,
     pub agent: AgentProcs,
-    pub events: std::sync::Mutex<Sender<Event>>,
+    /// Which tunnels could reach a declared API's server.
+    pub fronting: crate::fronting::Fronting,
+    records: Arc<Records>,
+    usage: Arc<Usage>,
+    budget: Budget,
     active: AtomicUsize,
 }
 
 impl Proxy {
     pub fn new(gate: Gate, ca: SandboxCa, upstream_tls: Arc<ClientConfig>, resolver: Resolver, agent: AgentProcs, events: Sender<Event>) -> Proxy {
+        let usage = Arc::new(Usage::default());
+        let budget = Budget::new(gate.policy().resources.cpu_millicores.map(|l| l.value));
         Proxy {
+            records: Records::start(events, usage.clone()),
+            usage,
+            budget,
             gate,
             ca,
             upstream_tls,
             resolver,
             own_addresses: crate::resolve::own_addresses(),
             agent,
-            events: std::sync::Mutex::new(events),
+            fronting: crate::fronting::Fronting::default(),
             active: AtomicUsize::new(0),
         }
     }
@@ -83,6 +94,17 @@ impl Proxy {
     /// Connections being served right now.
     pub fn active_connections(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Sends the records still being aggregated and a usage note: call it after the last
+    /// connection ended, before the audit log is closed.
+    pub fn flush_records(&self) {
+        self.records.flush();
+    }
+
+    /// The proxy's work for the agent so far.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
     }
 }
 
@@ -209,6 +231,16 @@ impl Record {
 type Upstream = BufReader<StreamOwned<ClientConnection, TcpStream>>;
 type ClientTls = BufReader<StreamOwned<ServerConnection, TcpStream>>;
 
+/// What an inspected connection's requests are judged by.
+struct Gated<'g> {
+    /// The API whose rules apply (inspect mode); `None`: a checked tunnel.
+    api: Option<&'g ApiGate>,
+    /// The decision that admitted the tunnel.
+    tunnel: &'g Decision,
+    /// Why a tunnel to a host that is not an API is checked (domain fronting).
+    fronting: Option<&'g str>,
+}
+
 /// Whether to keep serving requests on a connection.
 enum Next {
     Continue,
@@ -223,6 +255,17 @@ struct Conn<'a> {
     /// The executable behind the connection, resolved once, at a moment the proxy waits
     /// anyway (for the upstream's answer, or while a tunnel relays).
     exe: Option<Option<String>>,
+    /// The program decisions are made for, when a grant names programs: the executable of
+    /// every process holding the agent's end (`None` inside: unknown, or several).
+    program: Option<Option<String>>,
+    /// The thread's CPU time when this connection was last accounted.
+    cpu_mark: u64,
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.account();
+    }
 }
 
 impl<'a> Conn<'a> {
@@ -231,7 +274,27 @@ impl<'a> Conn<'a> {
             (Ok(peer), Ok(ours)) => p.agent.socket_inode(peer, ours),
             _ => None,
         };
-        Conn { p, stream, inode, exe: None }
+        p.usage.connections.fetch_add(1, Ordering::Relaxed);
+        Conn { p, stream, inode, exe: None, program: None, cpu_mark: thread_cpu_ns() }
+    }
+
+    /// The program asking, for grants that name programs (`None` when no grant does, or
+    /// when it cannot be told which single program holds the connection).
+    fn program(&mut self) -> Option<String> {
+        if !self.p.gate.needs_program() {
+            return None;
+        }
+        if self.program.is_none() {
+            let holders = self.inode.and_then(|i| self.p.agent.holders_of_inode(i)).unwrap_or_default();
+            if self.exe.is_none() {
+                self.exe = Some(holders.first().cloned());
+            }
+            self.program = Some(match holders.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            });
+        }
+        self.program.clone().flatten()
     }
 
     fn resolve_exe(&mut self) {
@@ -259,9 +322,24 @@ impl<'a> Conn<'a> {
             bytes_down: r.down,
             exe,
         };
-        if let Ok(tx) = self.p.events.lock() {
-            let _ = tx.send(ev);
-        }
+        self.p.records.send(ev);
+    }
+
+    /// Charges the CPU this connection's thread used since the last call to the agent.
+    fn account(&mut self) {
+        let now = thread_cpu_ns();
+        let spent = now.saturating_sub(self.cpu_mark);
+        self.cpu_mark = now;
+        self.p.usage.cpu_ns.fetch_add(spent, Ordering::Relaxed);
+        self.p.budget.charge(spent);
+    }
+
+    /// Before more work for the agent: account for the last, and wait while the agent's CPU
+    /// budget for this second is spent.
+    fn pace(&mut self) {
+        self.account();
+        let waited = self.p.budget.wait();
+        self.p.usage.throttled_ns.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     fn run(mut self) {
@@ -280,6 +358,7 @@ impl<'a> Conn<'a> {
                     return;
                 }
             };
+            self.pace();
             let next = if req.head.method == "CONNECT" {
                 self.connect(req, rd);
                 return;
@@ -303,9 +382,14 @@ impl<'a> Conn<'a> {
         let host = Host::Ip(crate::addr::canonical_ip(target.ip()));
         let (d, addrs) = match self.admit(&host, target.port(), "tcp") {
             Ok(x) => x,
-            Err(r) => return self.emit(*r),
+            Err((_, r)) => return self.emit(*r),
         };
         let rec = Record::new("tcp", &host.text(), target.port()).decided(&d);
+        // A raw forward cannot be terminated: one that could reach an API's server is refused.
+        let dial_it = || dial(&addrs, target.port());
+        if let Some(why) = self.p.fronting.assess(&self.p.gate, &self.p.resolver, Target { host: &host, port: target.port(), addrs: &addrs }, true, &dial_it) {
+            return self.emit(Record::new("tcp", &host.text(), target.port()).denied(format!("{why}: a transparent forward cannot be checked for domain fronting (use CONNECT {host}:{})", target.port())));
+        }
         let up = match dial(&addrs, target.port()) {
             Ok(s) => s,
             Err(e) => {
@@ -318,23 +402,32 @@ impl<'a> Conn<'a> {
         self.emit(Record { up: u, down: dn, ..rec });
     }
 
-    /// Destination check + resolution + vetting. `Err` carries the denial record.
-    fn admit(&self, host: &Host, port: u16, mode: &'static str) -> Result<(Decision, Vec<IpAddr>), Box<Record>> {
-        let d = self.p.gate.destination(host, port);
+    /// Destination check + resolution + vetting. `Err` carries the status to answer and the
+    /// record: 403 for what the policy refuses (the destination, or only refused addresses),
+    /// 502 for a name that cannot be resolved (not a denial: the destination is allowed).
+    fn admit(&mut self, host: &Host, port: u16, mode: &'static str) -> Result<(Decision, Vec<IpAddr>), (u16, Box<Record>)> {
+        let program = self.program();
+        let d = self.p.gate.destination(host, port, program.as_deref());
+        let rec = || Record::new(mode, &host.text(), port);
         if d.verdict == Verdict::Deny {
-            return Err(Box::new(Record::new(mode, &host.text(), port).decided(&d)));
+            return Err((403, Box::new(rec().decided(&d))));
         }
-        let addrs = self
-            .p
-            .resolver
-            .lookup(host, port)
-            .and_then(|a| self.p.gate.vet(host, port, &a, &self.p.own_addresses))
-            .map_err(|why| Box::new(Record::new(mode, &host.text(), port).denied(why)))?;
+        let found = self.p.resolver.lookup(host, port).map_err(|why| {
+            let reason = format!("allowed, but {why}");
+            (502, Box::new(Record { reason, ..rec().decided(&d) }))
+        })?;
+        let addrs = self.p.gate.vet(host, port, &found, &self.p.own_addresses).map_err(|why| (403, Box::new(rec().denied(why))))?;
         Ok((d, addrs))
     }
 
+    /// Answers `status` with the record's reason (a denial text unless it is a 502) and
+    /// records it.
     fn refuse(&mut self, status: u16, r: Record) {
-        deny_reply(&mut &self.stream, status, &r.reason);
+        if status == 502 {
+            reply(&mut &self.stream, status, &r.reason);
+        } else {
+            deny_reply(&mut &self.stream, status, &r.reason);
+        }
         self.emit(r);
     }
 
@@ -350,36 +443,46 @@ impl<'a> Conn<'a> {
         let mode = if api.is_some() { "inspect" } else { "tunnel" };
         let (d, addrs) = match self.admit(&host, port, mode) {
             Ok(x) => x,
-            Err(r) => return self.refuse(403, *r),
+            Err((status, r)) => return self.refuse(status, *r),
         };
-        match api {
-            Some(api) => self.inspect(host, port, api, addrs, rd),
-            None => self.tunnel(host, port, d, addrs, rd),
-        }
-    }
-
-    fn tunnel(mut self, host: Host, port: u16, d: Decision, addrs: Vec<IpAddr>, rd: BufReader<TcpStream>) {
-        let rec = || Record::new("tunnel", &host.text(), port);
-        // Dial first, so an unreachable destination is a 502 the agent can read; nothing is
-        // sent to it before the ClientHello passed the SNI check.
-        let mut up = match dial(&addrs, port) {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("allowed, but no vetted address answered: {e}");
-                reply(&mut &self.stream, 502, &reason);
-                return self.emit(Record { reason, ..rec().decided(&d) });
-            }
-        };
+        let rec = || Record::new(mode, &host.text(), port);
         if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
             return self.emit(Record {
                 reason: format!("{}; the agent left before the tunnel opened", d.reason),
                 ..rec().decided(&d)
             });
         }
-        // Read (not peek) the client's first bytes until the ClientHello is complete; they
-        // are sent upstream first.
+        // Nothing is dialled before the ClientHello passed the SNI check. After the 200,
+        // a refusal can only close the connection; the record says why.
+        let first = match self.client_hello(&host, port, rd) {
+            Ok(f) => f,
+            Err(why) => return self.emit(rec().denied(why)),
+        };
+        let ssh = first.starts_with(b"SSH-");
+        match api {
+            Some(_) if ssh => self.emit(rec().denied("an inspected API carries TLS, not SSH")),
+            Some(api) => self.inspect(host, port, Some(api), d, addrs, first, None),
+            None => {
+                let dial_it = || dial(&addrs, port);
+                let slot = self.p.budget.handshake();
+                let fronting = self.p.fronting.assess(&self.p.gate, &self.p.resolver, Target { host: &host, port, addrs: &addrs }, !ssh, &dial_it);
+                drop(slot);
+                match fronting {
+                    Some(why) => self.inspect(host, port, None, d, addrs, first, Some(why)),
+                    None => self.tunnel(host, port, d, addrs, first),
+                }
+            }
+        }
+    }
+
+    /// Reads (not peeks) the agent's first bytes on an opened tunnel until its ClientHello is
+    /// complete (or, on port 22, an SSH banner starts them), and judges the server name
+    /// against the CONNECT host: `Err(why)` refuses the tunnel. The bytes are returned so
+    /// they can be sent upstream (or to the TLS terminator) first.
+    fn client_hello(&mut self, host: &Host, port: u16, rd: BufReader<TcpStream>) -> Result<Vec<u8>, String> {
         let _ = self.stream.set_read_timeout(Some(HELLO_TIMEOUT));
         let mut first = rd.buffer().to_vec();
+        drop(rd);
         let mut buf = [0u8; 4096];
         let verdict = loop {
             let h = sni::parse(&first);
@@ -394,23 +497,34 @@ impl<'a> Conn<'a> {
                 Ok(n) => first.extend_from_slice(buf.get(..n).unwrap_or_default()),
             }
         };
-        drop(rd);
-        let refusal = match (&verdict, &host) {
-            (Hello::Sni(n), Host::Name(h)) if n == h => None,
-            (Hello::Sni(n), _) => Some(format!("TLS server name `{n}` differs from the CONNECT host `{host}`")),
-            (Hello::NoSni, Host::Ip(_)) => None,
-            (Hello::NoSni, Host::Name(_)) => Some(format!("TLS ClientHello has no server name; it must name `{host}`")),
-            (Hello::NotTls, _) if port == 22 && first.starts_with(b"SSH-") => None,
-            (Hello::NotTls, _) => Some("the tunnel carries neither TLS nor (on port 22) SSH".to_string()),
-            (Hello::Malformed(why), _) => Some(format!("malformed TLS ClientHello: {why}")),
-            (Hello::Incomplete, _) => Some("the client closed or sent no complete ClientHello".to_string()),
-        };
-        if let Some(why) = refusal {
-            // The 200 was sent already: all we can do is close. The record says why.
-            self.emit(rec().denied(why));
-            return;
-        }
         let _ = self.stream.set_read_timeout(None);
+        match (&verdict, host) {
+            (Hello::Sni(n), Host::Name(h)) if n == h => Ok(first),
+            (Hello::Sni(n), _) => Err(format!("TLS server name `{n}` differs from the CONNECT host `{host}`")),
+            (Hello::NoSni, Host::Ip(_)) => Ok(first),
+            (Hello::NoSni, Host::Name(_)) => Err(format!("TLS ClientHello has no server name; it must name `{host}`")),
+            (Hello::NotTls, _) if port == 22 && first.starts_with(b"SSH-") => Ok(first),
+            (Hello::NotTls, _) => Err("the tunnel carries neither TLS nor (on port 22) SSH".to_string()),
+            (Hello::Malformed(why), _) => Err(format!("malformed TLS ClientHello: {why}")),
+            (Hello::Incomplete, _) => Err("the client closed or sent no complete ClientHello".to_string()),
+        }
+    }
+
+    /// Relays an opened tunnel whose first bytes (`first`, already checked) go upstream first.
+    fn tunnel(mut self, host: Host, port: u16, d: Decision, addrs: Vec<IpAddr>, first: Vec<u8>) {
+        let rec = || Record::new("tunnel", &host.text(), port);
+        let mut up = match dial(&addrs, port) {
+            Ok(s) => s,
+            Err(e) => {
+                // The 200 was sent: a TLS client reads a fatal alert (internal_error), not a
+                // status. The record has the reason.
+                if !first.starts_with(b"SSH-") {
+                    let _ = self.stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x50]);
+                }
+                let reason = format!("allowed, but no vetted address answered: {e}");
+                return self.emit(Record { reason, ..rec().decided(&d) });
+            }
+        };
         if let Err(e) = up.write_all(&first) {
             return self.emit(Record {
                 reason: format!("{}; the upstream closed before the ClientHello was delivered: {e}", d.reason),
@@ -425,30 +539,36 @@ impl<'a> Conn<'a> {
         self.emit(r);
     }
 
-    fn inspect(mut self, host: Host, port: u16, api: ApiGate, addrs: Vec<IpAddr>, rd: BufReader<TcpStream>) {
-        let rec = || Record::new("inspect", &host.text(), port);
+    /// Terminates an opened tunnel (its ClientHello `early` already checked) with the sandbox
+    /// CA and checks every request: against `api`'s rules (inspect mode), or, for a tunnel
+    /// that could reach an API's server (`fronting` says why: a *checked* tunnel), only
+    /// that each request names the CONNECT host.
+    #[allow(clippy::too_many_arguments)]
+    fn inspect(mut self, host: Host, port: u16, api: Option<ApiGate>, d: Decision, addrs: Vec<IpAddr>, early: Vec<u8>, fronting: Option<String>) {
+        let mode = if api.is_some() { "inspect" } else { "checked" };
+        let rec = || Record::new(mode, &host.text(), port);
         let cfg = match self.p.ca.server_config(&host) {
             Ok(c) => c,
-            Err(e) => {
-                let r = rec().denied(format!("internal: {e}"));
-                return self.refuse(502, r);
-            }
+            Err(e) => return self.emit(rec().denied(format!("internal: {e}"))),
         };
-        if self.stream.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").is_err() {
-            return;
-        }
         let Ok(mut sconn) = ServerConnection::new(cfg) else { return };
-        // Bytes the client sent right after CONNECT (a pipelined ClientHello).
-        let early = rd.buffer().to_vec();
-        drop(rd);
-        if !early.is_empty() && (sconn.read_tls(&mut early.as_slice()).is_err() || sconn.process_new_packets().is_err()) {
-            return;
+        // The whole ClientHello was read already; rustls takes it a buffer at a time.
+        let mut rest = early.as_slice();
+        while !rest.is_empty() {
+            match sconn.read_tls(&mut rest) {
+                Ok(n) if n > 0 && sconn.process_new_packets().is_ok() => {}
+                _ => return self.emit(rec().denied("TLS handshake with the agent failed")),
+            }
         }
         let Ok(sock) = self.stream.try_clone() else { return };
         let mut tls = StreamOwned::new(sconn, sock);
+        // Handshakes are the proxy's most expensive work for the agent: paced and bounded.
+        self.pace();
+        let slot = self.p.budget.handshake();
+        self.p.usage.handshakes.fetch_add(1, Ordering::Relaxed);
         // The upstream connection (dial + verified TLS handshake) is made while the agent's
-        // handshake runs: the destination is already admitted, and nothing is sent to it
-        // before a request passes the rules.
+        // handshake completes: the destination is admitted and the server name checked, and
+        // nothing is sent to it before a request passes the rules.
         let (handshake_ok, early_upstream) = std::thread::scope(|scope| {
             let dialer = std::thread::Builder::new()
                 .name("aegis-proxy-dial".into())
@@ -463,20 +583,10 @@ impl<'a> Conn<'a> {
             let up = dialer.ok().and_then(|h| h.join().ok()).and_then(Result::ok);
             (ok, up)
         });
+        drop(slot);
         if !handshake_ok {
             self.emit(rec().denied("TLS handshake with the agent failed (does it trust the sandbox CA?)"));
             return;
-        }
-        match tls.conn.server_name() {
-            Some(n) if Host::Name(n.to_ascii_lowercase()) == host => {}
-            other => {
-                let why = match other {
-                    Some(n) => format!("TLS server name `{n}` differs from the CONNECT host `{host}`"),
-                    None => format!("TLS ClientHello has no server name; it must name `{host}`"),
-                };
-                self.emit(rec().denied(why));
-                return;
-            }
         }
         let mut client: ClientTls = BufReader::with_capacity(64 * 1024, tls);
         let mut upstream: Option<Upstream> = early_upstream;
@@ -491,7 +601,9 @@ impl<'a> Conn<'a> {
                     return;
                 }
             };
-            match self.inspect_one(&host, port, &api, &addrs, req, &mut client, &mut upstream) {
+            self.pace();
+            let gate = Gated { api: api.as_ref(), tunnel: &d, fronting: fronting.as_deref() };
+            match self.inspect_one(&host, port, &gate, &addrs, req, &mut client, &mut upstream) {
                 Next::Continue => {}
                 Next::Close => {
                     let _ = client.get_mut().flush();
@@ -508,14 +620,14 @@ impl<'a> Conn<'a> {
         &mut self,
         host: &Host,
         port: u16,
-        api: &ApiGate,
+        gate: &Gated,
         addrs: &[IpAddr],
         req: Request,
         client: &mut ClientTls,
         upstream: &mut Option<Upstream>,
     ) -> Next {
         let method = req.head.method.clone();
-        let mut rec = Record::new("inspect", &host.text(), port);
+        let mut rec = Record::new(if gate.api.is_some() { "inspect" } else { "checked" }, &host.text(), port);
         rec.method = Some(method.clone());
         let target = req.head.target.clone();
         let raw_path = target.split(['?', '#']).next().unwrap_or("").to_string();
@@ -530,26 +642,42 @@ impl<'a> Conn<'a> {
             Ok((h, p)) => h == *host && p == port,
             Err(_) => false,
         };
-        match &req.host {
-            Some(h) if authority_ok(h) => {}
-            Some(h) => return refuse(self, client, 403, rec.denied(format!("Host `{h}` differs from the CONNECT host `{host}`"))),
-            None => return refuse(self, client, 400, rec.denied("request without a Host header")),
+        match (&req.host, gate.fronting) {
+            (Some(h), _) if authority_ok(h) => {}
+            (Some(h), Some(why)) => return refuse(self, client, 403, rec.denied(format!("domain fronting: Host `{h}` differs from the CONNECT host `{host}`, and {why}"))),
+            (Some(h), None) => return refuse(self, client, 403, rec.denied(format!("Host `{h}` differs from the CONNECT host `{host}`"))),
+            (None, _) => return refuse(self, client, 400, rec.denied("request without a Host header")),
         }
         if !target.starts_with('/') {
             return refuse(self, client, 400, rec.denied("inside a tunnel, requests must use a path (origin form)"));
         }
-        let query = target.split_once('?').map(|(_, q)| q.to_string());
-        let canonical = match canonical_path(&raw_path) {
-            Ok(segs) => format!("/{}", segs.join("/")),
-            Err(why) => return refuse(self, client, 403, rec.denied(format!("path refused: {why}"))),
+        // An API's request is judged by its rules in canonical form; a checked tunnel's by
+        // the tunnel's own grant, and forwarded as sent.
+        let (d, out_target, credential) = match gate.api {
+            Some(api) => {
+                let request = match api_request(&req, &target) {
+                    Ok(r) => r,
+                    Err(why) => return refuse(self, client, 400, rec.denied(format!("request refused: {why}"))),
+                };
+                let canonical = request.path();
+                rec.path = Some(canonical.clone());
+                // TRACE makes a server echo the request, headers included: with the injected
+                // credential, that would hand the secret to the agent. No rule can allow it.
+                if method == "TRACE" || method == "TRACK" {
+                    return refuse(self, client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded"));
+                }
+                let program = self.program();
+                let d = self.p.gate.http(api, &method, &canonical, program.as_deref());
+                (d, request.target(), api.credential.as_ref())
+            }
+            None => {
+                let mut d = gate.tunnel.clone();
+                if let Some(why) = gate.fronting {
+                    d.reason = format!("{}; checked for domain fronting: {why}", d.reason);
+                }
+                (d, target.clone(), None)
+            }
         };
-        rec.path = Some(canonical.clone());
-        // TRACE makes a server echo the request, headers included: with the injected
-        // credential, that would hand the secret to the agent. No rule can allow it.
-        if method.eq_ignore_ascii_case("TRACE") || method.eq_ignore_ascii_case("TRACK") {
-            return refuse(self, client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded"));
-        }
-        let d = self.p.gate.http(api, &method, &canonical);
         if d.verdict == Verdict::Deny {
             return refuse(self, client, 403, rec.decided(&d));
         }
@@ -558,19 +686,15 @@ impl<'a> Conn<'a> {
             Some("websocket") => true,
             Some(other) => return refuse(self, client, 403, rec.denied(format!("upgrade to `{other}` is not allowed (only websocket)"))),
         };
-        // Build exactly what was evaluated.
-        let mut headers: Vec<Header> = http1::forwardable_headers(&req, keep_upgrade);
-        if let Some(c) = &api.credential {
+        // Build exactly what was evaluated, for the host it was evaluated for.
+        let mut headers: Vec<Header> = with_host(http1::forwardable_headers(&req, keep_upgrade), host, port, 443);
+        if let Some(c) = credential {
             headers.retain(|h| !h.name.eq_ignore_ascii_case(&c.header));
             headers.push(Header {
                 name: c.header.clone(),
                 value: c.value.expose().as_bytes().to_vec(),
             });
         }
-        let out_target = match &query {
-            Some(q) => format!("{canonical}?{q}"),
-            None => canonical.clone(),
-        };
         if req.expect_continue && client.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
             let reason = format!("{}; the agent left before sending the body", d.reason);
             self.emit(Record { reason, ..rec.decided(&d) });
@@ -583,7 +707,10 @@ impl<'a> Conn<'a> {
             *upstream = None;
         }
         if upstream.is_none() {
-            match dial_tls(&self.p.upstream_tls, host, addrs, port) {
+            let slot = self.p.budget.handshake();
+            let dialled = dial_tls(&self.p.upstream_tls, host, addrs, port);
+            drop(slot);
+            match dialled {
                 Ok(u) => *upstream = Some(u),
                 Err(e) => {
                     let r = rec.decided(&d);
@@ -599,13 +726,21 @@ impl<'a> Conn<'a> {
         let sent = {
             let mut w = std::io::BufWriter::with_capacity(64 * 1024, up.get_mut());
             http1::write_request_head(&mut w, &method, &out_target, &headers, upgrade)
-                .map_err(|e| e.to_string())
-                .and_then(|_| http1::copy_body(client, &mut w, req.framing, None).map_err(|e| e.to_string()))
-                .and_then(|n| w.flush().map(|_| n).map_err(|e| e.to_string()))
+                .map_err(|e| Sent::Failed(e.to_string()))
+                .and_then(|_| match gate.api {
+                    Some(_) => send_body(client, &mut w, &req),
+                    None => http1::copy_body(client, &mut w, req.framing, None).map_err(|e| Sent::Failed(e.to_string())),
+                })
+                .and_then(|n| w.flush().map(|_| n).map_err(|e| Sent::Failed(e.to_string())))
         };
         let up_bytes = match sent {
             Ok(n) => n,
-            Err(e) => {
+            Err(Sent::Refused(why)) => {
+                // The upstream never got the end of this request: drop the connection.
+                *upstream = None;
+                return refuse(self, client, 400, rec.denied(format!("request refused: {why}")));
+            }
+            Err(Sent::Failed(e)) => {
                 *upstream = None;
                 let reason = format!("allowed, but forwarding the request failed: {e}");
                 reply(client.get_mut(), 502, &reason);
@@ -708,30 +843,32 @@ impl<'a> Conn<'a> {
         }
         let raw_path = path_q.split(['?', '#']).next().unwrap_or("/");
         rec.path = Some(raw_path.to_string());
-        let query = path_q.split_once('?').map(|(_, q)| q.to_string());
-        let canonical = match canonical_path(raw_path) {
-            Ok(segs) => format!("/{}", segs.join("/")),
-            Err(why) => {
-                self.refuse(403, rec.denied(format!("path refused: {why}")));
-                return Next::Close;
-            }
-        };
-        rec.path = Some(canonical.clone());
         let (d, addrs) = match self.admit(&host, port, "forward") {
             Ok(x) => x,
-            Err(mut r) => {
+            Err((status, mut r)) => {
                 r.method = rec.method.take();
                 r.path = rec.path.take();
-                self.refuse(403, *r);
+                self.refuse(status, *r);
                 return Next::Close;
             }
         };
-        let d = match self.p.gate.api_for(&host, port) {
+        // An API's request is checked like an inspected one; any other allowed host gets
+        // the target as sent.
+        let (d, out_target, checked) = match self.p.gate.api_for(&host, port) {
             Some(api) => {
                 let api = api.clone();
-                self.p.gate.http(&api, &req.head.method, &canonical)
+                let request = match api_request(req, path_q) {
+                    Ok(r) => r,
+                    Err(why) => {
+                        self.refuse(400, rec.denied(format!("request refused: {why}")));
+                        return Next::Close;
+                    }
+                };
+                rec.path = Some(request.path());
+                let program = self.program();
+                (self.p.gate.http(&api, &req.head.method, &request.path(), program.as_deref()), request.target(), true)
             }
-            None => d,
+            None => (d, path_q.to_string(), false),
         };
         if d.verdict == Verdict::Deny {
             self.refuse(403, rec.decided(&d));
@@ -751,27 +888,30 @@ impl<'a> Conn<'a> {
                 return Next::Close;
             }
         };
-        let mut headers = http1::forwardable_headers(req, false);
+        let mut headers = with_host(http1::forwardable_headers(req, false), &host, port, 80);
         headers.push(Header {
             name: "Connection".into(),
             value: b"close".to_vec(),
         });
-        let out_target = match &query {
-            Some(q) => format!("{canonical}?{q}"),
-            None => canonical,
-        };
         if req.expect_continue && self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
             let reason = format!("{}; the agent left before sending the body", rec.reason);
             self.emit(Record { reason, ..rec });
             return Next::Close;
         }
         let sent = http1::write_request_head(&mut up, &req.head.method, &out_target, &headers, None)
-            .map_err(|e| e.to_string())
-            .and_then(|_| http1::copy_body(rd, &mut up, req.framing, None).map_err(|e| e.to_string()));
+            .map_err(|e| Sent::Failed(e.to_string()))
+            .and_then(|_| match checked {
+                true => send_body(rd, &mut up, req),
+                false => http1::copy_body(rd, &mut up, req.framing, None).map_err(|e| Sent::Failed(e.to_string())),
+            });
         self.resolve_exe();
         match sent {
             Ok(n) => rec.up = n,
-            Err(e) => {
+            Err(Sent::Refused(why)) => {
+                self.refuse(400, rec.denied(format!("request refused: {why}")));
+                return Next::Close;
+            }
+            Err(Sent::Failed(e)) => {
                 let reason = format!("allowed, but forwarding failed: {e}");
                 reply(&mut &self.stream, 502, &reason);
                 self.emit(Record { reason, ..rec });
@@ -821,7 +961,8 @@ impl<'a> Conn<'a> {
             self.emit(rec.denied(reason));
             return Next::Close;
         }
-        let (status, json, close) = match crate::decision::answer(&self.p.gate, &body) {
+        let program = self.program();
+        let (status, json, close) = match crate::decision::answer(&self.p.gate, &body, program.as_deref()) {
             Ok((json, asked, d)) => {
                 rec.method = Some(asked.kind);
                 rec.path = Some(asked.target);
@@ -851,6 +992,50 @@ impl<'a> Conn<'a> {
         }
         Next::Continue
     }
+}
+
+/// Methods whose requests have no defined body: a server that ignores such a body would
+/// read it as the next request.
+const NO_BODY_METHODS: &[&str] = &["GET", "HEAD", "DELETE", "TRACE", "TRACK", "CONNECT"];
+
+/// The canonical form of a request to an API and everything only the proxy sees that a
+/// server could read differently (override headers, a body on a method without one); `Err`
+/// says why it is refused (400).
+fn api_request(req: &Request, target: &str) -> Result<CanonicalRequest, String> {
+    let request = canonical_request(&req.head.method, target)?;
+    crate::reinterpret::check_headers(&req.head.headers)?;
+    if NO_BODY_METHODS.contains(&request.method.as_str()) && !matches!(req.framing, Framing::None | Framing::Length(0)) {
+        return Err(format!("a body on {}, which defines none (a server that ignores it reads it as another request)", request.method));
+    }
+    Ok(request)
+}
+
+/// `headers` with the Host header replaced by the canonical authority the request was
+/// checked for (`host`, and `:port` unless it is `default_port`), first.
+fn with_host(headers: Vec<Header>, host: &Host, port: u16, default_port: u16) -> Vec<Header> {
+    let authority = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
+    std::iter::once(Header::new("Host", &authority)).chain(headers.into_iter().filter(|h| !h.name.eq_ignore_ascii_case("host"))).collect()
+}
+
+/// Why a request body did not reach the upstream whole.
+enum Sent {
+    /// The body carries an override ([`crate::reinterpret`]): answer 400.
+    Refused(String),
+    /// Reading from the agent or writing upstream failed: answer 502.
+    Failed(String),
+}
+
+/// Forwards the body of an API request, judging each piece before it is written.
+fn send_body<R: BufRead, W: Write>(client: &mut R, w: &mut W, req: &Request) -> Result<u64, Sent> {
+    let mut scan = crate::reinterpret::body_scan(&req.head.headers);
+    let mut check = |piece: &[u8]| match scan.as_mut() {
+        Some(s) => s.feed(piece),
+        None => Ok(()),
+    };
+    http1::copy_body_checked(client, w, req.framing, None, &mut check).map_err(|e| match e {
+        http1::HttpError::BodyRefused(why) => Sent::Refused(why),
+        e => Sent::Failed(e.to_string()),
+    })
 }
 
 /// A complete answer of the proxy itself (`400`, `404`, `502`, ...) whose body is the reason.

@@ -312,6 +312,10 @@ impl<'a> ProxyFeed<'a> {
         while self.active.is_some_and(|p| p.active_connections() > 0) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Repeats the proxy is still counting, and its usage note.
+        if let Some(p) = self.active {
+            p.flush_records();
+        }
         // The feed thread may still be moving the last events.
         std::thread::sleep(Duration::from_millis(5));
         self.drain(audit);

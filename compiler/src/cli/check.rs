@@ -1,5 +1,6 @@
 //! `aegisc check POLICY [--param N=V] QUERY...`: one ALLOW/DENY answer from the reference
 //! evaluator, with the deciding rule and where it is written. Exit 0 allowed, 1 denied.
+//! `--exe PATH` asks for one program: grants that name programs apply only to them.
 
 use std::path::Path;
 
@@ -36,7 +37,7 @@ pub fn parse_query(words: &[String]) -> Result<Query, QueryError> {
     }
 }
 
-pub fn run(policy_path: &Path, params: &[String], words: &[String], format: Format) -> Exit {
+pub fn run(policy_path: &Path, params: &[String], exe: Option<&str>, words: &[String], format: Format) -> Exit {
     let compiled = match compile_or_report(policy_path) {
         Ok(c) => c,
         Err(exit) => return exit,
@@ -58,7 +59,12 @@ pub fn run(policy_path: &Path, params: &[String], words: &[String], format: Form
         Ok(q) => q,
         Err(e) => return query_error(e),
     };
-    let decision = match eval::evaluate(&compiled.policy, &values, &query) {
+    if let Some(e) = exe
+        && !e.starts_with('/')
+    {
+        return query_error(QueryError(format!("--exe `{e}`: give the program's absolute path")));
+    }
+    let decision = match eval::evaluate_for(&compiled.policy, &values, &query, exe) {
         Ok(d) => d,
         Err(e) => return query_error(e),
     };

@@ -60,6 +60,10 @@ pub enum Command {
         /// Launch parameter value, NAME=/absolute/path (repeatable).
         #[arg(long = "param", value_name = "NAME=PATH")]
         params: Vec<String>,
+        /// The program asking (`net` and `api` queries): grants that name programs
+        /// (`exe = [...]`) apply only to them.
+        #[arg(long = "exe", value_name = "PATH")]
+        exe: Option<String>,
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "QUERY")]
         query: Vec<String>,
     },
@@ -185,7 +189,7 @@ pub fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Validate { policies } => validate::run(&policies, cli.format),
         Command::Inspect { policy } => inspect::run(&policy, cli.format),
-        Command::Check { policy, params, query } => check::run(&policy, &params, &query, cli.format),
+        Command::Check { policy, params, exe, query } => check::run(&policy, &params, exe.as_deref(), &query, cli.format),
         Command::Schema => schema::run(),
         Command::Build { policy, out, sign_key, serial, issued_at, expires_in } => {
             build::run(&build::BuildArgs { policy, out, sign_key, serial, issued_at, expires_in }, cli.format)

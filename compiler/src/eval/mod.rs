@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::ir::api::{canonical_path, is_http_method};
+use crate::ir::api::{canonical_request, is_http_method};
 use crate::ir::net::{Destination, Protocol, name_matches, parse_host_name};
 use crate::ir::path::{PathError, PathPattern};
 use crate::ir::*;
@@ -123,6 +123,32 @@ fn deny(reason: String, rule: Option<RuleRef>, notes: Vec<String>) -> Decision {
 }
 
 pub fn evaluate(policy: &Policy, params: &Params, query: &Query) -> Result<Decision, QueryError> {
+    evaluate_for(policy, params, query, None)
+}
+
+/// Whether program `exe` is one of `patterns` (parameters resolved): `None` when the grant
+/// names no programs (any program may use it).
+fn exe_granted(patterns: &[PathPattern], params: &Params, exe: Option<&str>) -> Option<bool> {
+    if patterns.is_empty() {
+        return None;
+    }
+    let Some(exe) = exe else { return Some(false) };
+    let Ok(q) = PathPattern::parse(exe, &|_| false) else { return Some(false) };
+    Some(patterns.iter().any(|p| {
+        let rp = resolve(p, params);
+        rp.root == q.root && rp.covers(&q)
+    }))
+}
+
+fn programs(patterns: &[PathPattern]) -> String {
+    patterns.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// [`evaluate`] for a request made by program `exe` (the path of its executable; `None`:
+/// not known). Grants that name programs (`exe = [...]` on an endpoint or an API) apply
+/// only to those programs, so with `exe` unknown they never allow (a note says so), while
+/// a deny that names programs applies whenever the program is not known to be outside it.
+pub fn evaluate_for(policy: &Policy, params: &Params, query: &Query, exe: Option<&str>) -> Result<Decision, QueryError> {
     for name in params.keys() {
         if !policy.parameters.contains_key(name) {
             return Err(QueryError(format!("the policy declares no parameter `{name}`")));
@@ -130,10 +156,13 @@ pub fn evaluate(policy: &Policy, params: &Params, query: &Query) -> Result<Decis
     }
     match query {
         Query::Fs { access, path } => eval_fs(policy, params, *access, path),
-        Query::Net { host, port, protocol } => eval_net(policy, host, *port, *protocol),
+        Query::Net { host, port, protocol } => eval_net(policy, params, host, *port, *protocol, exe),
         Query::Unix { path } => eval_unix(policy, params, path),
         Query::ApiScope { api, scope } => {
             let a = find_api(policy, api)?;
+            if let Some(d) = api_program_denial(a, params, exe) {
+                return Ok(d);
+            }
             Ok(match a.scopes.iter().find(|s| s.name == *scope) {
                 Some(s) => allow(
                     format!("api '{api}' grants scope '{scope}'"),
@@ -145,22 +174,39 @@ pub fn evaluate(policy: &Policy, params: &Params, query: &Query) -> Result<Decis
         }
         Query::ApiHttp { api, method, path } => {
             let a = find_api(policy, api)?;
+            if let Some(d) = api_program_denial(a, params, exe) {
+                return Ok(d);
+            }
             if !is_http_method(method) {
                 return Err(QueryError(format!("`{method}` is not an HTTP method (upper case, e.g. GET)")));
             }
-            let segments = match canonical_path(path) {
-                Ok(s) => s,
-                Err(why) => return Ok(deny(format!("request path '{path}' is refused: {why}"), None, vec![])),
+            let request = match canonical_request(method, path) {
+                Ok(r) => r,
+                Err(why) => return Ok(deny(format!("{method} {path} is refused: {why}"), None, vec![])),
             };
+            let segments = &request.segments;
             let entry = |kind: &str, e: &HttpRuleEntry| RuleRef { kind: kind.into(), text: e.rule.to_string(), origin: e.origin };
-            if let Some(d) = a.deny.iter().find(|e| e.rule.matches(method, &segments)) {
+            if let Some(d) = a.deny.iter().find(|e| e.rule.denies(method, segments)) {
                 return Ok(deny(format!("{method} {path} matches deny rule '{}' of api '{api}'", d.rule), Some(entry("deny rule", d)), vec![]));
             }
-            if let Some(g) = a.allow.iter().find(|e| e.rule.matches(method, &segments)) {
+            if let Some(g) = a.allow.iter().find(|e| e.rule.matches(method, segments)) {
                 return Ok(allow(format!("{method} {path} matches allow rule '{}' of api '{api}'", g.rule), entry("allow rule", g), vec![]));
             }
             Ok(deny(format!("no allow rule of api '{api}' matches {method} {path} (default deny)"), None, vec![]))
         }
+    }
+}
+
+/// DENY when the API names programs and `exe` is not one of them.
+fn api_program_denial(a: &Api, params: &Params, exe: Option<&str>) -> Option<Decision> {
+    match (exe_granted(&a.exe, params, exe), exe) {
+        (Some(false), Some(e)) => Some(deny(format!("api '{}' is for {} only, not {e}", a.name, programs(&a.exe)), None, vec![])),
+        (Some(false), None) => Some(deny(
+            format!("api '{}' is for {} only, and the requesting program is not known", a.name, programs(&a.exe)),
+            None,
+            vec!["pass --exe PATH to ask for one program".into()],
+        )),
+        _ => None,
     }
 }
 
@@ -280,7 +326,7 @@ fn endpoint_ref(e: &Endpoint) -> RuleRef {
     RuleRef { kind, text: e.to_string(), origin: e.origin }
 }
 
-fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Result<Decision, QueryError> {
+fn eval_net(policy: &Policy, params: &Params, host: &str, port: u16, protocol: Protocol, exe: Option<&str>) -> Result<Decision, QueryError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let target = match bare.parse::<IpAddr>() {
         // `::ffff:a.b.c.d` reaches the IPv4 host a.b.c.d: judge it as that address.
@@ -320,7 +366,9 @@ fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Resul
             }
         }
     };
-    if let Some(d) = net.deny.iter().find(|e| matches(e, &mut skipped)) {
+    // A deny for some programs applies unless the program is known to be another one.
+    let deny_applies = |e: &Endpoint| exe_granted(&e.exe, params, exe) != Some(false) || exe.is_none();
+    if let Some(d) = net.deny.iter().find(|e| matches(e, &mut skipped) && deny_applies(e)) {
         return Ok(deny(format!("{host}:{port}/{protocol} matches denied endpoint '{d}'"), Some(endpoint_ref(d)), notes));
     }
     // In host mode the agent may query the declared resolvers on port 53 (UDP and TCP),
@@ -336,7 +384,18 @@ fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Resul
             notes,
         ));
     }
-    let found = net.allow.iter().find(|e| matches(e, &mut skipped));
+    // A grant for some programs applies only to them.
+    let mut other_programs: Vec<&Endpoint> = Vec::new();
+    let found = net.allow.iter().find(|e| {
+        if !matches(e, &mut skipped) {
+            return false;
+        }
+        if exe_granted(&e.exe, params, exe) == Some(false) {
+            other_programs.push(e);
+            return false;
+        }
+        true
+    });
     if skipped {
         notes.push(match target {
             NetTarget::Ip(_) => "endpoints given by host name are resolved at launch and were not compared with an IP address".into(),
@@ -349,6 +408,17 @@ fn eval_net(policy: &Policy, host: &str, port: u16, protocol: Protocol) -> Resul
             _ => "",
         };
         return Ok(allow(format!("{host}:{port}/{protocol} matches allowed endpoint '{a}'{how}"), endpoint_ref(a), notes));
+    }
+    if !other_programs.is_empty() {
+        let list: Vec<String> = other_programs.iter().map(ToString::to_string).collect();
+        let who = match exe {
+            Some(e) => format!("not {e}"),
+            None => "and the requesting program is not known".into(),
+        };
+        if exe.is_none() {
+            notes.push("pass --exe PATH to ask for one program".into());
+        }
+        return Ok(deny(format!("{host}:{port}/{protocol} is allowed only to other programs ({}), {who}", list.join("; ")), None, notes));
     }
     Ok(deny(format!("no allowed endpoint matches {host}:{port}/{protocol} (default deny)"), None, notes))
 }

@@ -157,6 +157,10 @@ pub struct Endpoint {
     pub ports: Vec<PortRange>,
     pub protocol: Protocol,
     pub source: EndpointSource,
+    /// The programs that may use this endpoint (empty: every program of the agent); only the
+    /// proxy can tell, so only `proxy` mode has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exe: Vec<PathPattern>,
     pub origin: Option<Origin>,
 }
 
@@ -168,7 +172,12 @@ impl std::fmt::Display for Endpoint {
         };
         let ports: Vec<String> = self.ports.iter().map(ToString::to_string).collect();
         let ports = if ports.len() == 1 { ports.concat() } else { format!("{{{}}}", ports.join(",")) };
-        write!(f, "{host}:{ports}/{}", self.protocol)
+        write!(f, "{host}:{ports}/{}", self.protocol)?;
+        if !self.exe.is_empty() {
+            let exe: Vec<String> = self.exe.iter().map(ToString::to_string).collect();
+            write!(f, " for {}", exe.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +246,9 @@ pub struct Api {
     pub allow: Vec<HttpRuleEntry>,
     pub deny: Vec<HttpRuleEntry>,
     pub credential: Option<Credential>,
+    /// The programs that may use this API (empty: every program of the agent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exe: Vec<PathPattern>,
     pub origin: Option<Origin>,
 }
 

@@ -75,11 +75,12 @@ impl Lower<'_> {
                     ports: vec![PortRange { first: api.port, last: api.port }],
                     protocol: Protocol::Tcp,
                     source: EndpointSource::Api(api.name.clone()),
+                    exe: api.exe.clone(),
                     origin: api.origin,
                 });
             }
             n.allow.sort();
-            n.allow.dedup_by(|a, b| a.destination == b.destination && a.ports == b.ports && a.protocol == b.protocol);
+            n.allow.dedup_by(|a, b| a.destination == b.destination && a.ports == b.ports && a.protocol == b.protocol && a.exe == b.exe);
         }
         let resources = self.resources(&pf.resources);
         let syscalls = self.syscalls(&pf.syscalls);
@@ -319,6 +320,20 @@ impl Lower<'_> {
                 );
             }
         }
+        if mode != NetworkMode::Proxy {
+            let named: Vec<(Option<Origin>, String)> = allow.iter().chain(&deny).filter(|e| !e.exe.is_empty()).map(|e| (e.origin, e.to_string())).collect();
+            for (o, e) in named {
+                ok = false;
+                if let Some(o) = o {
+                    self.err(
+                        Code::ExeNeedsProxy,
+                        o,
+                        format!("`{e}` names programs, but in mode `{}` nothing can tell which program connects", mode.word()),
+                        "set [network] mode = \"proxy\": the proxy identifies the program behind each connection",
+                    );
+                }
+            }
+        }
         if mode == NetworkMode::Host {
             for e in &allow {
                 if let Destination::Wildcard(_) = e.destination
@@ -362,7 +377,7 @@ impl Lower<'_> {
     }
 
     fn endpoint(&mut self, e: &EndpointSyntax) -> Option<Endpoint> {
-        let (origin, host, ports, protocol) = match e {
+        let (origin, host, ports, protocol, exe) = match e {
             EndpointSyntax::Short(s) => {
                 let (host, ports, proto) = match split_endpoint(&s.value) {
                     Ok(parts) => parts,
@@ -376,10 +391,20 @@ impl Lower<'_> {
                         return None;
                     }
                 };
-                (s.origin, host, ports.into_iter().map(|p| (p, s.origin)).collect::<Vec<_>>(), proto.map(|p| (p, s.origin)))
+                (s.origin, host, ports.into_iter().map(|p| (p, s.origin)).collect::<Vec<_>>(), proto.map(|p| (p, s.origin)), &[][..])
             }
-            EndpointSyntax::Table { origin, host, ports, protocol } => {
-                let host = host.as_ref()?.value.clone();
+            EndpointSyntax::Table { origin, host, ports, protocol, exe } => {
+                let host_s = host.as_ref()?;
+                // `{ host = "github.com:443", exe = [...] }`: the string form in a table.
+                if ports.is_empty()
+                    && protocol.is_none()
+                    && let Ok((h, ps, proto)) = split_endpoint(&host_s.value)
+                {
+                    let o = host_s.origin;
+                    let short = (o, h, ps.into_iter().map(|p| (p, o)).collect::<Vec<_>>(), proto.map(|p| (p, o)), &exe[..]);
+                    return self.endpoint_parts(short);
+                }
+                let host = host_s.value.clone();
                 let mut ps = Vec::new();
                 for p in ports {
                     match &p.value {
@@ -395,9 +420,15 @@ impl Lower<'_> {
                     self.err(Code::InvalidPort, *origin, "endpoint has no ports", "add ports = [443] (or [\"*\"] for any port)");
                     return None;
                 }
-                (*origin, host, ps, protocol.as_ref().map(|p| (p.value.clone(), p.origin)))
+                (*origin, host, ps, protocol.as_ref().map(|p| (p.value.clone(), p.origin)), &exe[..])
             }
         };
+        self.endpoint_parts((origin, host, ports, protocol, exe))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn endpoint_parts(&mut self, parts: (Origin, String, Vec<(String, Origin)>, Option<(String, Origin)>, &[SString])) -> Option<Endpoint> {
+        let (origin, host, ports, protocol, exe_syntax) = parts;
         let destination = match parse_destination(&host) {
             Ok(d) => d,
             Err((code, why)) => {
@@ -433,7 +464,23 @@ impl Lower<'_> {
                 }
             },
         };
-        Some(Endpoint { destination, ports: ranges, protocol, source: EndpointSource::Network, origin: Some(origin) })
+        let exe = self.exe_list(exe_syntax)?;
+        Some(Endpoint { destination, ports: ranges, protocol, source: EndpointSource::Network, exe, origin: Some(origin) })
+    }
+
+    /// Program paths of an `exe` list: absolute (or rooted at a parameter), normalised.
+    fn exe_list(&mut self, list: &[SString]) -> Option<Vec<PathPattern>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for s in list {
+            match self.path(s, "exe") {
+                Some(p) => out.push(p),
+                None => ok = false,
+            }
+        }
+        out.sort();
+        out.dedup();
+        ok.then_some(out)
     }
 
     fn apis(&mut self, apis: &[ast::ApiSection], mode: Option<NetworkMode>) -> BTreeMap<String, Api> {
@@ -491,6 +538,7 @@ impl Lower<'_> {
             let allow = self.http_rules(&a.allow);
             let deny = self.http_rules(&a.deny);
             let credential = a.credential.as_ref().and_then(|c| self.credential(c));
+            let Some(exe) = self.exe_list(&a.exe) else { continue };
             // One host:port, one API: the proxy must know which rules and which credential
             // apply to a connection (two would let one API's allow undo the other's deny).
             if let Some(other) = out.values().find(|o: &&Api| o.host == host && o.port == port) {
@@ -504,7 +552,7 @@ impl Lower<'_> {
             }
             out.insert(
                 n.clone(),
-                Api { name: n.clone(), host, port, scopes, allow, deny, credential, origin: Some(a.name.origin) },
+                Api { name: n.clone(), host, port, scopes, allow, deny, credential, exe, origin: Some(a.name.origin) },
             );
         }
         out

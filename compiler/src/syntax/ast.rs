@@ -84,6 +84,8 @@ pub enum EndpointSyntax {
         host: Option<SString>,
         ports: Vec<Spanned<Scalar>>,
         protocol: Option<SString>,
+        /// Programs that may use the endpoint (empty: any).
+        exe: Vec<SString>,
     },
 }
 
@@ -105,6 +107,8 @@ pub struct ApiSection {
     pub allow: Vec<SString>,
     pub deny: Vec<SString>,
     pub credential: Option<CredentialSection>,
+    /// Programs that may use the API (empty: any).
+    pub exe: Vec<SString>,
 }
 
 #[derive(Clone, Debug)]

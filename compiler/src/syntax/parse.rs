@@ -309,6 +309,7 @@ impl Parser<'_> {
                     self.check_keys(it, &what, ENDPOINT_KEYS);
                     let host = self.string(it, "host", "endpoint host");
                     let protocol = self.string(it, "protocol", "endpoint protocol");
+                    let exe = self.string_array(it, "exe", "endpoint exe");
                     let mut ports = Vec::new();
                     if let Some(p) = it.get("ports") {
                         let po = self.item_origin(it, "ports");
@@ -331,7 +332,7 @@ impl Parser<'_> {
                                 .help("write { host = \"api.example.com\", ports = [443] }"),
                         );
                     }
-                    out.push(EndpointSyntax::Table { origin: o, host, ports, protocol });
+                    out.push(EndpointSyntax::Table { origin: o, host, ports, protocol, exe });
                 }
                 other => {
                     let it = Item::Value(other.clone());
@@ -350,6 +351,7 @@ impl Parser<'_> {
         let scopes = self.string_array(t, "scopes", &format!("{section}.scopes"));
         let allow = self.string_array(t, "allow", &format!("{section}.allow"));
         let deny = self.string_array(t, "deny", &format!("{section}.deny"));
+        let exe = self.string_array(t, "exe", &format!("{section}.exe"));
         let credential = match self.table(t, "credential") {
             Some(c) => {
                 let cs = format!("{section}.credential");
@@ -371,7 +373,7 @@ impl Parser<'_> {
                     .help("add host = \"api.example.com\""),
             );
         }
-        ApiSection { name, host, port, scopes, allow, deny, credential }
+        ApiSection { name, host, port, scopes, allow, deny, credential, exe }
     }
 
     fn syscalls(&mut self, t: &dyn TableLike) -> SyscallsSection {
@@ -415,6 +417,7 @@ const ENDPOINT_KEYS: &[KeySpec] = &[
     KeySpec { name: "host", ty: schema::Ty::String, doc: "" },
     KeySpec { name: "ports", ty: schema::Ty::StringArray, doc: "" },
     KeySpec { name: "protocol", ty: schema::Ty::String, doc: "" },
+    KeySpec { name: "exe", ty: schema::Ty::StringArray, doc: "" },
 ];
 
 const OCI_BASE_KEYS: &[KeySpec] = &[KeySpec { name: "oci", ty: schema::Ty::String, doc: "" }];

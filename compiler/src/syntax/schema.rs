@@ -76,7 +76,7 @@ pub const EXEC_KEYS: &[KeySpec] = &[key(
 
 pub const NETWORK_KEYS: &[KeySpec] = &[
     key("mode", Ty::String, "none (loopback only), proxy (through the AEGIS egress proxy) or host (host network filtered by nftables). Default none."),
-    key("allow", Ty::EndpointArray, "Endpoints the agent may reach: \"host:port[/tcp|udp]\" or { host, ports, protocol }."),
+    key("allow", Ty::EndpointArray, "Endpoints the agent may reach: \"host:port[/tcp|udp]\" or { host, ports, protocol, exe }."),
     key("deny", Ty::EndpointArray, "Endpoints never reachable; beats allow."),
     key("dns", Ty::StringArray, "Resolver IP addresses the agent may query (host mode with host names)."),
     key("unix", Ty::StringArray, "Pathname unix sockets (path patterns) the agent may connect to, in every mode; a read grant never does."),
@@ -89,6 +89,7 @@ pub const API_KEYS: &[KeySpec] = &[
     key("allow", Ty::StringArray, "HTTP rules \"METHOD /path/*/**\" the agent may call."),
     key("deny", Ty::StringArray, "HTTP rules never allowed; beat allow."),
     key("credential", Ty::Credential, "Secret the proxy injects into allowed requests."),
+    key("exe", Ty::StringArray, "Programs (absolute paths or subtrees) that may use this API; empty: any program of the agent."),
 ];
 
 pub const CREDENTIAL_KEYS: &[KeySpec] = &[
@@ -156,7 +157,8 @@ fn ty_schema(ty: Ty) -> Value {
             {"type": "object", "additionalProperties": false, "required": ["host"], "properties": {
                 "host": {"type": "string"},
                 "ports": {"type": "array", "items": {"type": ["integer", "string"]}},
-                "protocol": {"enum": ["tcp", "udp"]}
+                "protocol": {"enum": ["tcp", "udp"]},
+                "exe": {"type": "array", "items": {"type": "string"}}
             }}
         ]}}),
         Ty::SyscallBase => json!({"oneOf": [

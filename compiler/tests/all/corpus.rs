@@ -88,6 +88,7 @@ const EXPECTED: &[(&str, Code)] = &[
     ("api-without-proxy", Code::ApiWithoutProxy),
     ("api-in-none-mode", Code::ApiWithoutProxy),
     ("duplicate-api-host", Code::DuplicateApiHost),
+    ("exe-needs-proxy", Code::ExeNeedsProxy),
     ("invalid-size-ambiguous-unit", Code::InvalidSize),
     ("invalid-size-unit-case", Code::InvalidSize),
     ("invalid-size-fraction", Code::InvalidSize),
