@@ -708,7 +708,9 @@ fn assert_client_is_answered(d: &Daemon) {
         slowest = slowest.max(t.elapsed());
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(slowest < Duration::from_secs(2), "answered promptly: slowest {slowest:?}");
+    // Not a timing benchmark: a locked-out client waits for a slot forever (or is told
+    // "busy"); 10 s leaves room for a loaded CI machine.
+    assert!(slowest < Duration::from_secs(10), "answered, not locked out: slowest {slowest:?}");
     let out = d.aegis(&["check-exec", "coding-agent", "/usr/bin/git"]);
     assert_eq!(out.status.code(), Some(0), "the aegis client is answered too: {}", stderr(&out));
 }
