@@ -427,12 +427,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 2 => LayerStatus::Partially,
                 _ => LayerStatus::NotEnforced,
             },
-            format!(
-                "ruleset enforced at ABI {} (bundle needs {}, kernel has {}); {} launch-time note(s)",
+            landlock_min_abi.detail(
                 info[child::INFO_LANDLOCK_ABI],
-                landlock_min_abi.map(|a| a.0).unwrap_or(0),
-                aegis_targets::landlock::kernel_abi().0,
-                info[child::INFO_LANDLOCK_DETAILS]
+                info[child::INFO_LANDLOCK_DETAILS],
+                matches!(iso, Isolation::Full { .. }),
+                plan_applied,
             ),
         ),
     });

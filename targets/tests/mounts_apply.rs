@@ -7,7 +7,7 @@
 #[path = "landlock_support/mod.rs"]
 mod support;
 
-use aegis_targets::landlock::{self, Abi, Mode, PathTemplate};
+use aegis_targets::landlock::{self, Abi, InForce, Mode, PathTemplate};
 use aegis_targets::mounts::{self, EXEC_DIRS, PlanOptions};
 use std::path::Path;
 use support::*;
@@ -125,7 +125,7 @@ fn plan_builds_an_isolated_root_and_contains_attacks() {
         c.expect(!memfd_exec_runs(), "memfd_create + execveat must fail");
 
         // Landlock on top: the masks are recognised, so the writable tree is not split.
-        let st = match landlock::apply(&ll, &params(&base), Mode::Required) {
+        let st = match landlock::apply(&ll, &params(&base), Mode::Required, InForce::EVERYTHING) {
             Ok(s) => s,
             Err(e) => return c.expect(false, format!("landlock::apply: {e}")),
         };
@@ -289,7 +289,7 @@ fn bench_fs_stages_against_bwrap() {
                 let t0 = Instant::now();
                 let ok = mounts::apply(&plan, &p).is_ok();
                 let t1 = Instant::now();
-                let ok = ok && landlock::apply(&ll, &p, Mode::Required).is_ok();
+                let ok = ok && landlock::apply(&ll, &p, Mode::Required, InForce::EVERYTHING).is_ok();
                 let t2 = Instant::now();
                 let mut w =
                     unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };

@@ -11,6 +11,7 @@
 //! * `docs`: `docs/policy.md` names every diagnostic code and every key.
 //! * `fuzz_corpus`: the cargo-fuzz target's body, run over the corpus and the examples.
 //! * `cli`: the `aegisc` binary end to end (exit codes and output lines).
+//! * `hosts`: the `mounts` enforcement level and what older Landlock ABIs cost.
 
 mod cli;
 mod common;
@@ -19,4 +20,5 @@ mod docs;
 mod eval_table;
 mod examples;
 mod fuzz_corpus;
+mod hosts;
 mod laws;
