@@ -215,3 +215,20 @@ pub fn refusal(kernel: Abi, needed: Abi, missing: &[Missing], in_force: InForce)
         fixes.join(", or on ")
     )
 }
+
+/// What a kernel of ABI `kernel` costs a launch, one phrase per missing ABI level (for
+/// `aegis-exec doctor`).
+pub fn costs(kernel: Abi) -> Vec<String> {
+    let all: [(u32, &str); 6] = [
+        (2, "`refer` (ABI 2): renames and links into another directory fail (EXDEV), a stricter reading"),
+        (3, "`truncate` (ABI 3): enforced by the mount plan where the launch has a mount namespace; without one such bundles are refused"),
+        (4, "TCP rules (ABI 4): network mode host is refused; none/proxy rely on the agent's network namespace"),
+        (5, "`ioctl_dev` (ABI 5): not used by AEGIS"),
+        (6, "scopes (ABI 6): network mode host is refused (the host's abstract UNIX sockets); the mode without namespaces is refused"),
+        (7, "audit flags (ABI 7): the kernel does not log the agent's Landlock denials"),
+    ];
+    all.iter()
+        .filter(|(abi, _)| kernel.0 < *abi)
+        .map(|(_, s)| (*s).to_string())
+        .collect()
+}
