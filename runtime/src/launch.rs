@@ -285,7 +285,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 std::io::Error::from_raw_os_error(errno)
             );
             if v.required("namespaces") {
-                return Err(RunError::Unavailable { layer: "namespaces", why });
+                return Err(RunError::Unavailable {
+                    layer: "namespaces",
+                    why: format!("{why}; fix: allow unprivileged user namespaces on this host, or make the policy's namespaces and mounts layers best-effort (Landlock + seccomp only)"),
+                });
             }
             if proxy_mode {
                 // Without its own network namespace the agent would reach the host's
