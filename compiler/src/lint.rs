@@ -341,6 +341,19 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
             );
         }
     }
+    // The mount plan needs a mount namespace: best-effort namespaces with required mounts
+    // still refuse every host without user namespaces, which is rarely what was meant.
+    let level = |l: Layer| policy.enforcement.level(l);
+    if level(Layer::Namespaces) == Level::BestEffort && level(Layer::Mounts) == Level::Required {
+        out.push(
+            Diagnostic::warning(
+                Code::LintBestEffort,
+                "enforcement layer 'namespaces' is best-effort but 'mounts' is required: hosts without user namespaces still refuse the launch",
+            )
+            .at_opt(policy.agent.origin)
+            .help("the mount plan needs a mount namespace; set `mounts = \"best-effort\"` too for the Landlock + seccomp mode, or make `namespaces` required"),
+        );
+    }
     out
 }
 

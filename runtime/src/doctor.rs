@@ -1,117 +1,273 @@
-//! `aegis-exec doctor [BUNDLE_DIR...]`: what this host supports, probed for real (a child
-//! tries `unshare(CLONE_NEWUSER)`, the Landlock ABI is asked from the kernel, `nft` is run),
-//! and for each bundle directory given, whether its required layers can run here.
-//! Output: one line per feature on stdout; exit 0 (a report, not a verdict), or 125 when a
-//! given bundle cannot be read.
+//! `aegis-exec doctor [BUNDLE_DIR...]`: what *this user* can have on this host, found by
+//! trying it, and whether each bundle given can run here.
+//!
+//! Input: the calling process's identity and host (nothing is configured), and bundle
+//! directories. Probes, each the real operation a launch performs, in a child or undone
+//! afterwards: user + mount + pid + network namespaces are created, the id maps written and
+//! a mount made inside (an AppArmor-restricted user namespace fails there, not at
+//! `unshare`); the Landlock ABI is asked from the kernel; seccomp's actions are read from
+//! the kernel; a cgroup leaf is created where the launch would make it (as root under the
+//! hierarchy root, as a user in their delegated subtree: see
+//! `aegis_targets::cgroup::delegate`), a process moved in and its membership verified; `nft`
+//! lists tables where the launch would load one (root: the host's network namespace; a
+//! user: a user + network namespace of their own).
+//!
+//! Output: one line per feature on stdout, then per bundle `<agent>: can run` (with notes:
+//! what an older kernel costs, credentials a proxy needs) or `<agent>: cannot run: <what is
+//! missing and the fix>`. The per-bundle verdict applies the launch's own rules to the
+//! probed host ([`verdict`]); the nested-VM matrix (`tests/vm/`) checks it equals what the
+//! launch then does. Exit status: 0 when every bundle can run (or none was given), 126 when
+//! one cannot (the code its launch exits with), 125 when one cannot be read.
 
+use std::ffi::CString;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aegis_targets::bundle::{self, Enforcement};
-use aegis_targets::cgroup::Layout;
+use aegis_targets::bundle::{self, Enforcement, NetworkMode, TrustPolicy};
+use aegis_targets::cgroup::{CgroupSpec, Layout, Leaf, Placement};
+use aegis_targets::landlock::{Abi, InForce, LandlockArtifact, compat};
 
-const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+use crate::exit::{EXIT_REFUSED, EXIT_UNENFORCEABLE};
 
-/// What the host offers.
-#[derive(Debug, Clone)]
+/// What the host gives this user.
+#[derive(Debug)]
 pub struct HostReport {
-    pub landlock_abi: Option<u32>,
+    pub euid: u32,
+    pub landlock_abi: Abi,
     pub seccomp: bool,
     pub seccomp_user_notif: bool,
     pub seccomp_log: bool,
-    pub user_namespaces: Result<(), String>,
-    pub cgroup_layout: Option<String>,
-    pub cgroup_detail: String,
-    pub nft_binary: Option<String>,
-    pub nft_kernel: Result<(), String>,
+    /// User, mount, pid and network namespaces created, id maps written, a mount made.
+    pub namespaces: Result<(), String>,
+    pub cgroup_layout: Option<Layout>,
+    /// Where a leaf goes and the probe's outcome; `Err`: why there is none (with the fix).
+    pub cgroup: Result<String, String>,
+    pub nft_binary: Option<PathBuf>,
+    /// `nft` lists tables where the launch would load one.
+    pub nft: Result<(), String>,
 }
 
-pub fn landlock_abi() -> Option<u32> {
-    // SAFETY: landlock_create_ruleset(NULL, 0, VERSION) only returns the ABI number.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    (r > 0).then_some(r as u32)
+/// Directories `nft` is looked up in (never the caller's `PATH`).
+const NFT_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+fn nft_binary() -> Option<PathBuf> {
+    NFT_DIRS.iter().map(|d| Path::new(d).join("nft")).find(|p| p.is_file())
 }
 
-fn probe_userns() -> Result<(), String> {
-    // SAFETY: fork in a process that runs no other threads at this point; the child only
-    // calls unshare and _exit.
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The id-map writes a process makes for the user namespace it just unshared: (file,
+/// contents), setgroups first (from inside, even root has no CAP_SETGID in the parent).
+fn id_maps(euid: u32, egid: u32) -> Vec<(CString, Vec<u8>)> {
+    let mut v = Vec::new();
+    v.extend(CString::new("/proc/self/setgroups").ok().map(|p| (p, b"deny".to_vec())));
+    v.extend(CString::new("/proc/self/uid_map").ok().map(|p| (p, format!("0 {euid} 1").into_bytes())));
+    v.extend(CString::new("/proc/self/gid_map").ok().map(|p| (p, format!("0 {egid} 1").into_bytes())));
+    v
+}
+
+/// Writes prepared id maps with raw calls (safe after fork). `Err(step)` on failure.
+fn write_maps(maps: &[(CString, Vec<u8>)]) -> Result<(), usize> {
+    for (i, (path, bytes)) in maps.iter().enumerate() {
+        // SAFETY: open/write/close of a NUL-terminated path with a live buffer.
+        let ok = unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let ok = fd >= 0 && libc::write(fd, bytes.as_ptr().cast(), bytes.len()) == bytes.len() as isize;
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            ok
+        };
+        if !ok {
+            return Err(i);
+        }
+    }
+    Ok(())
+}
+
+/// Creates user, mount, pid and network namespaces in a child, writes its id maps and
+/// makes its mount tree private (the launch's first mount): what a launch needs of them.
+fn probe_namespaces(euid: u32, egid: u32) -> Result<(), String> {
+    if std::env::var_os("AEGIS_EXEC_TEST_NO_USERNS").is_some() {
+        return Err("AEGIS_EXEC_TEST_NO_USERNS is set (the launch behaves as if user namespaces were blocked)".into());
+    }
+    let maps = id_maps(euid, egid);
+    let steps = ["unshare(CLONE_NEWUSER|NEWNS|NEWPID|NEWNET)", "writing /proc/self/setgroups", "writing the uid map", "writing the gid map", "mount(\"/\", MS_REC|MS_PRIVATE) inside"];
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
+    }
+    let [r, w] = fds;
+    // SAFETY: fork in a single-threaded process; the child makes raw calls only and _exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        // SAFETY: async-signal-safe calls only.
+        let fail = |step: u32, e: i32| -> ! {
+            let msg = [step.to_ne_bytes(), (e as u32).to_ne_bytes()].concat();
+            // SAFETY: write to our pipe, then leave without running destructors.
+            unsafe {
+                libc::write(w, msg.as_ptr().cast(), msg.len());
+                libc::_exit(1)
+            }
+        };
+        // SAFETY: unshare with constant flags.
+        if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET) } != 0 {
+            fail(0, errno());
+        }
+        if let Err(i) = write_maps(&maps) {
+            fail(i as u32 + 1, errno());
+        }
+        // SAFETY: mount(2) with literals and null data.
+        if unsafe { libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } != 0 {
+            fail(4, errno());
+        }
+        // SAFETY: leave the child.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(w) };
+    let mut buf = [0u8; 8];
+    // SAFETY: reading into our buffer from our pipe.
+    let n = unsafe { libc::read(r, buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: closing our fd, reaping our child.
+    unsafe {
+        libc::close(r);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    if n != 8 {
+        return Ok(());
+    }
+    let step = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let e = u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as i32;
+    Err(format!(
+        "{} failed: {}{}",
+        steps.get(step).unwrap_or(&"namespace setup"),
+        std::io::Error::from_raw_os_error(e),
+        if step == 0 {
+            " (unprivileged user namespaces blocked: user.max_user_namespaces=0, kernel.unprivileged_userns_clone=0, or a container's seccomp profile)"
+        } else if step == 4 {
+            " (the user namespace has no capabilities: an AppArmor restriction such as Ubuntu's kernel.apparmor_restrict_unprivileged_userns)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// `nft list tables` where a launch would load its table: the host's network namespace for
+/// root; for a user, a user + network namespace of their own (where the user's namespace
+/// owns the network namespace, as for the agent's).
+fn probe_nft(bin: &Path, euid: u32, egid: u32, namespaces: bool) -> Result<(), String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["list", "tables"]).env_clear();
+    if euid != 0 {
+        if !namespaces {
+            return Err("a user can load nftables only in a network namespace of their own (user namespaces unavailable)".into());
+        }
+        let maps = id_maps(euid, egid);
+        // SAFETY: the closure makes raw calls only (unshare, open/write/close of prepared
+        // buffers) between fork and exec.
         unsafe {
-            let r = libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET);
-            libc::_exit(if r == 0 { 0 } else { crate::child::last_errno().clamp(1, 255) });
+            cmd.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                write_maps(&maps).map_err(|_| std::io::Error::last_os_error())
+            });
         }
     }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    match libc::WEXITSTATUS(status) {
-        0 => Ok(()),
-        e => Err(format!("unshare(CLONE_NEWUSER|NEWNS|NEWPID|NEWNET) failed: {}", std::io::Error::from_raw_os_error(e))),
+    match cmd.output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+        Err(e) => Err(format!("{}: {e}", bin.display())),
     }
 }
 
-pub fn probe() -> HostReport {
-    let mut r = HostReport {
-        landlock_abi: landlock_abi(),
-        seccomp: false,
-        seccomp_user_notif: false,
-        seccomp_log: false,
-        user_namespaces: Ok(()),
-        cgroup_layout: None,
-        cgroup_detail: String::new(),
-        nft_binary: None,
-        nft_kernel: Ok(()),
+/// Creates a leaf where the launch would, moves a child process in, verifies it is a member,
+/// and removes the leaf (killing the child): the launch's cgroup stage, for real.
+fn probe_cgroup(layout: &Layout, placement: &Placement) -> Result<String, String> {
+    let spec = CgroupSpec {
+        format: aegis_targets::cgroup::FORMAT_VERSION,
+        agent: "doctor".into(),
+        memory_max: 64 << 20,
+        memory_swap_max: 0,
+        memory_oom_group: true,
+        pids_max: 8,
+        cpu_max: None,
+        cpu_weight: 100,
+        io_weight: None,
+        wall_time_ms: None,
     };
-    // SAFETY: prctl with integer arguments.
-    r.seccomp = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0;
-    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
-    r.seccomp_user_notif = actions.split_whitespace().any(|a| a == "user_notif");
-    r.seccomp_log = actions.split_whitespace().any(|a| a == "log");
-    r.user_namespaces = probe_userns();
-    match Layout::detect() {
-        Ok(l) => {
-            // SAFETY: geteuid has no preconditions.
-            let root = unsafe { libc::geteuid() } == 0;
-            let deleg = if root {
-                "running as root: leaves under <hierarchy>/aegis/".to_string()
-            } else {
-                let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-                let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("?").to_string();
-                format!("not root: needs a delegated cgroup (e.g. systemd-run --user -p Delegate=yes); own cgroup2 path {own}")
-            };
-            r.cgroup_detail = format!("controllers {}; {deleg}", l.controllers().join(","));
-            if let Some(u) = l.unified_root() {
-                r.cgroup_detail.push_str(&format!("; cgroup2 at {} (nftables socket matching possible)", u.display()));
-            }
-            r.cgroup_layout = Some(l.name().to_string());
-        }
-        Err(e) => r.cgroup_detail = e.to_string(),
+    let mut nonce = [0u8; 4];
+    // SAFETY: getrandom into our buffer (a short read leaves zeros: still a valid name).
+    unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), nonce.len(), 0) };
+    let instance = format!("{}-{:x}", std::process::id(), u32::from_ne_bytes(nonce));
+    let mut leaf = Leaf::create(&spec, layout, placement, &instance).map_err(|e| e.to_string())?;
+    // SAFETY: fork; the child only waits to be killed.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
-    r.nft_binary = Command::new("nft")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    r.nft_kernel = match Command::new("nft").args(["list", "tables"]).output() {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-        Err(e) => Err(format!("nft: {e}")),
+    if pid == 0 {
+        loop {
+            // SAFETY: pause(2) has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+    let moved = leaf.add_pid(pid).and_then(|()| leaf.verify_member(pid));
+    let removed = leaf.remove();
+    // SAFETY: kill and reap our own child (remove() killed it already when it worked).
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    moved.map_err(|e| e.to_string())?;
+    removed.map_err(|e| e.to_string())?;
+    let r = leaf.report();
+    Ok(format!(
+        "{}; limits {}; a process moved in and verified",
+        r.placement,
+        r.settings.iter().map(|s| s.file.as_str()).collect::<Vec<_>>().join(",")
+    ))
+}
+
+pub fn probe() -> HostReport {
+    // SAFETY: getters without preconditions.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    let namespaces = probe_namespaces(euid, egid);
+    let layout = Layout::detect().ok();
+    let cgroup = match &layout {
+        None => Err("no cgroup filesystem is mounted".to_string()),
+        Some(l) => match l.placement() {
+            Ok(p) => probe_cgroup(l, &p),
+            Err(e) => Err(e.to_string()),
+        },
     };
-    r
+    let nft_binary = nft_binary();
+    let nft = match &nft_binary {
+        Some(b) => probe_nft(b, euid, egid, namespaces.is_ok()),
+        None => Err(format!("no nft in {}", NFT_DIRS.join(", "))),
+    };
+    HostReport {
+        euid,
+        landlock_abi: aegis_targets::landlock::kernel_abi(),
+        // SAFETY: prctl with integer arguments.
+        seccomp: unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0,
+        seccomp_user_notif: actions.split_whitespace().any(|a| a == "user_notif"),
+        seccomp_log: actions.split_whitespace().any(|a| a == "log"),
+        namespaces,
+        cgroup_layout: layout,
+        cgroup,
+        nft_binary,
+        nft,
+    }
 }
 
 fn yes(b: bool) -> &'static str {
@@ -119,12 +275,20 @@ fn yes(b: bool) -> &'static str {
 }
 
 pub fn render(r: &HostReport) -> String {
-    let mut t = String::from("aegis-exec doctor\n");
-    let _ = writeln!(
-        t,
-        "landlock        {}",
-        r.landlock_abi.map(|a| format!("ABI {a}")).unwrap_or_else(|| "unavailable".into())
+    let mut t = format!(
+        "aegis-exec doctor (uid {}{})\n",
+        r.euid,
+        if r.euid == 0 { ", root" } else { "" }
     );
+    match r.landlock_abi.0 {
+        0 => t.push_str("landlock        unavailable\n"),
+        abi => {
+            let _ = writeln!(t, "landlock        ABI {abi}");
+            for c in compat::costs(r.landlock_abi) {
+                let _ = writeln!(t, "                lacks {c}");
+            }
+        }
+    }
     let _ = writeln!(
         t,
         "seccomp         {} (user notification: {}, log action: {})",
@@ -135,78 +299,141 @@ pub fn render(r: &HostReport) -> String {
     let _ = writeln!(
         t,
         "user namespaces {}",
-        match &r.user_namespaces {
-            Ok(()) => "yes (user, mount, pid, net unshared in a probe child)".to_string(),
+        match &r.namespaces {
+            Ok(()) => "yes (user, mount, pid, net created, id maps written, a mount made inside)".to_string(),
             Err(e) => format!("no: {e}"),
         }
     );
-    let _ = writeln!(t, "cgroup          {} ({})", r.cgroup_layout.as_deref().unwrap_or("none"), r.cgroup_detail);
+    let layout = r.cgroup_layout.as_ref();
+    let _ = writeln!(
+        t,
+        "cgroup          {} ({})",
+        layout.map(Layout::name).unwrap_or("none"),
+        match &r.cgroup {
+            Ok(d) => format!("controllers {}; {d}", layout.map(|l| l.controllers().join(",")).unwrap_or_default()),
+            Err(e) => format!("no writable cgroup: {e}"),
+        }
+    );
     let _ = writeln!(
         t,
         "nftables        binary: {}; kernel: {}",
-        r.nft_binary.as_deref().unwrap_or("missing"),
-        match &r.nft_kernel {
-            Ok(()) => "nf_tables usable".to_string(),
+        r.nft_binary.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "missing".into()),
+        match &r.nft {
+            Ok(()) if r.euid == 0 => "nf_tables usable".to_string(),
+            Ok(()) => "nf_tables usable in a network namespace of this user's own".to_string(),
             Err(e) => format!("not usable: {e}"),
         }
     );
     t
 }
 
-/// Whether `dir`'s bundle could run here, with reasons when not.
-pub fn bundle_verdict(dir: &Path, host: &HostReport) -> Result<String, String> {
-    let b = bundle::Bundle::open(dir).map_err(|e| e.to_string())?;
-    let _ = b;
-    let manifest_bytes = std::fs::read(dir.join(bundle::MANIFEST_FILE)).map_err(|e| e.to_string())?;
-    let m = bundle::Manifest::from_bytes(&manifest_bytes).map_err(|e| e.to_string())?;
+/// Whether a bundle can run here: `Ok(notes)` or `Err(what is missing)`.
+pub struct Verdict {
+    pub agent: String,
+    pub missing: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// The launch's rules applied to the probed host (see the stages named in each comment).
+pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
+    let b = bundle::verify(dir, &TrustPolicy::unsigned_ok()).map_err(|e| e.to_string())?;
+    let m = b.manifest();
     let required = |layer: &str| m.enforcement.get(layer) != Some(&Enforcement::BestEffort);
+    let ns = host.namespaces.is_ok();
     let mut missing = Vec::new();
-    if let Some(abi) = m.kernel.landlock_abi
-        && required("landlock")
-    {
-        match host.landlock_abi {
-            Some(h) if h >= abi => {}
-            Some(h) => missing.push(format!("Landlock ABI {abi} needed, host has {h}")),
-            None => missing.push("Landlock unavailable".into()),
+    let mut notes = Vec::new();
+    let ns_why = host.namespaces.as_ref().err().cloned().unwrap_or_default();
+
+    // stage::namespaces and the fallback without them (launch.rs).
+    if !ns {
+        if required("namespaces") {
+            missing.push(format!("namespaces: {ns_why}; fix: allow unprivileged user namespaces here, or make the policy's namespaces and mounts layers best-effort"));
+        } else {
+            if m.network_mode == NetworkMode::Proxy {
+                missing.push("network mode proxy needs a network namespace (the proxy must be the only way out), and user namespaces are unavailable".into());
+            }
+            if m.network_mode == NetworkMode::None && required("nftables") {
+                missing.push("network mode none needs a network namespace, and user namespaces are unavailable; fix: make the policy's nftables layer best-effort to run with the host's network".into());
+            }
+            // stage::mounts: a required plan needs a mount namespace.
+            if b.file("mounts.json").is_some() && required("mounts") {
+                missing.push("mounts: the mount plan needs a mount namespace (user namespaces unavailable); fix: [enforcement] mounts = \"best-effort\"".into());
+            }
+            notes.push("without user namespaces: Landlock + seccomp + cgroup only".into());
         }
     }
+
+    // stage::landlock: the ABI this launch needs with the layers it gets.
+    if let Some(bytes) = b.file("landlock.json") {
+        let art = std::str::from_utf8(bytes)
+            .map_err(|_| "landlock.json is not UTF-8".to_string())
+            .and_then(|t| LandlockArtifact::from_json(t).map_err(|e| e.to_string()))?;
+        let in_force = InForce {
+            namespaces: ns,
+            mount_plan: ns && b.file("mounts.json").is_some(),
+        };
+        let kernel = host.landlock_abi;
+        let needed = art.needed_abi(in_force);
+        let floor = m.kernel.landlock_abi.map_or(Abi(0), Abi);
+        if required("landlock") && kernel < needed {
+            missing.push(format!("landlock: {}", compat::refusal(kernel, needed, &art.missing(kernel, in_force), in_force)));
+        } else if required("landlock") && kernel < floor {
+            missing.push(format!(
+                "landlock: the bundle requires Landlock ABI {} ([enforcement] min_landlock_abi), this kernel has {}; run it on Linux {}+",
+                floor.0,
+                kernel.0,
+                compat::linux_release(floor)
+            ));
+        } else {
+            notes.extend(art.missing(kernel, in_force).iter().map(|mi| format!("Landlock ABI {} lacks {}", kernel.0, mi.describe())));
+        }
+    }
+
+    // stage::seccomp
     if m.kernel.seccomp && required("seccomp") && !host.seccomp {
-        missing.push("seccomp unavailable".to_string());
+        missing.push("seccomp unavailable".into());
     }
-    if !m.kernel.namespaces.is_empty() && required("namespaces") && host.user_namespaces.is_err() {
-        missing.push("user namespaces unavailable".into());
+
+    // stage::nftables: where the table is loaded.
+    if m.kernel.nftables && required("nftables") && b.file("nftables.json").is_some() {
+        let own_netns = m.network_mode != NetworkMode::Host;
+        if m.network_mode == NetworkMode::Host && host.euid != 0 {
+            missing.push("nftables: network mode host filters the host's own network namespace, which needs root".into());
+        } else if ((own_netns && ns) || m.network_mode == NetworkMode::Host)
+            && let Err(e) = &host.nft
+        {
+            missing.push(format!("nftables: {e}"));
+        }
+        if m.network_mode == NetworkMode::Host
+            && !matches!(host.cgroup_layout.as_ref().map(Layout::name), Some("v2" | "hybrid"))
+        {
+            missing.push("nftables: network mode host matches the agent's sockets by cgroup v2 path, and this host has no cgroup2 tree".into());
+        }
     }
-    if m.kernel.nftables && required("nftables") && (host.nft_binary.is_none() || host.nft_kernel.is_err()) {
-        missing.push("nftables unavailable".into());
+
+    // stage::cgroup
+    if b.file("cgroup.json").is_some() && !m.kernel.cgroup_versions.is_empty() {
+        match (&host.cgroup, required("cgroup")) {
+            (Err(e), true) => missing.push(format!("cgroup: {e}")),
+            (Err(e), false) => notes.push(format!("cgroup best-effort, runs without limits: {e}")),
+            (Ok(_), _) => {}
+        }
     }
-    if m.network_mode == bundle::NetworkMode::Host
-        && required("nftables")
-        && !matches!(host.cgroup_layout.as_deref(), Some("v2" | "hybrid"))
-    {
-        missing.push("host network mode needs a cgroup2 tree for socket matching".into());
-    }
-    if !m.kernel.cgroup_versions.is_empty() && required("cgroup") && host.cgroup_layout.is_none() {
-        missing.push("no cgroup filesystem".into());
-    }
-    if m.network_mode == bundle::NetworkMode::Proxy && host.user_namespaces.is_err() {
-        // The proxy is the only route out only inside the agent's own network namespace.
-        missing.push("network mode proxy needs a network namespace (user namespaces unavailable)".into());
-    }
+
     // Proxy mode: the credentials the proxy injects must be there at launch (a missing one
     // refuses it). Say where each comes from and whether it is present now.
-    let mut needs = Vec::new();
-    if m.network_mode == bundle::NetworkMode::Proxy
-        && let Ok(ir) = std::fs::read(dir.join("policy.ir.json"))
-        && let Ok(policy) = serde_json::from_slice::<aegis_compiler::ir::Policy>(&ir)
+    if m.network_mode == NetworkMode::Proxy
+        && let Some(ir) = b.file("policy.ir.json")
+        && let Ok(policy) = serde_json::from_slice::<aegis_compiler::ir::Policy>(ir)
     {
         for api in policy.apis.values() {
             match api.credential.as_ref().map(|c| &c.source) {
-                Some(aegis_compiler::ir::SecretSource::Env(var)) => needs.push(format!(
+                Some(aegis_compiler::ir::SecretSource::Env(var)) => notes.push(format!(
                     "api '{}' needs ${var} in aegis-exec's environment ({})",
                     api.name,
                     if std::env::var_os(var).is_some() { "set now" } else { "NOT set now" }
                 )),
-                Some(aegis_compiler::ir::SecretSource::File(path)) => needs.push(format!(
+                Some(aegis_compiler::ir::SecretSource::File(path)) => notes.push(format!(
                     "api '{}' needs the credential file {path} ({})",
                     api.name,
                     if Path::new(path).is_file() { "present" } else { "MISSING" }
@@ -215,15 +442,11 @@ pub fn bundle_verdict(dir: &Path, host: &HostReport) -> Result<String, String> {
             }
         }
     }
-    if missing.is_empty() {
-        if needs.is_empty() {
-            Ok(format!("{}: can run", m.agent))
-        } else {
-            Ok(format!("{}: can run; {}", m.agent, needs.join("; ")))
-        }
-    } else {
-        Err(format!("{}: cannot run: {}", m.agent, missing.join("; ")))
-    }
+    Ok(Verdict {
+        agent: m.agent.clone(),
+        missing,
+        notes,
+    })
 }
 
 pub fn run(bundles: &[String]) -> i32 {
@@ -231,12 +454,19 @@ pub fn run(bundles: &[String]) -> i32 {
     print!("{}", render(&host));
     let mut code = 0;
     for d in bundles {
-        match bundle_verdict(Path::new(d), &host) {
-            Ok(s) => println!("bundle {d}: {s}"),
-            Err(s) => {
-                println!("bundle {d}: {s}");
-                if !Path::new(d).is_dir() {
-                    code = crate::exit::EXIT_REFUSED;
+        match verdict(Path::new(d), &host) {
+            Ok(v) if v.missing.is_empty() => {
+                let notes = if v.notes.is_empty() { String::new() } else { format!("; {}", v.notes.join("; ")) };
+                println!("bundle {d}: {}: can run{notes}", v.agent);
+            }
+            Ok(v) => {
+                println!("bundle {d}: {}: cannot run: {}", v.agent, v.missing.join("; "));
+                code = code.max(EXIT_UNENFORCEABLE);
+            }
+            Err(e) => {
+                println!("bundle {d}: cannot be read: {e}");
+                if code == 0 {
+                    code = EXIT_REFUSED;
                 }
             }
         }

@@ -345,7 +345,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 std::io::Error::from_raw_os_error(errno)
             );
             if v.required("namespaces") {
-                return Err(RunError::Unavailable { layer: "namespaces", why });
+                return Err(RunError::Unavailable {
+                    layer: "namespaces",
+                    why: format!("{why}; fix: allow unprivileged user namespaces on this host, or make the policy's namespaces and mounts layers best-effort (Landlock + seccomp only)"),
+                });
             }
             if proxy_mode {
                 // Without its own network namespace the agent would reach the host's
@@ -601,12 +604,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 2 => LayerStatus::Partially,
                 _ => LayerStatus::NotEnforced,
             },
-            format!(
-                "ruleset enforced at ABI {} (bundle needs {}, kernel has {}); {} launch-time note(s)",
+            landlock_min_abi.detail(
                 info[child::INFO_LANDLOCK_ABI],
-                landlock_min_abi.map(|a| a.0).unwrap_or(0),
-                aegis_targets::landlock::kernel_abi().0,
-                info[child::INFO_LANDLOCK_DETAILS]
+                info[child::INFO_LANDLOCK_DETAILS],
+                matches!(iso, Isolation::Full { .. }),
+                plan_applied,
             ),
         ),
     });

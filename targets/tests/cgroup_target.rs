@@ -2,7 +2,7 @@
 //! cgroup target: artifact bytes (snapshot, determinism, validation) and, as root, a real
 //! leaf on this host (limits written, membership, usage, cleanup).
 
-use aegis_targets::cgroup::{CgroupSpec, CpuMax, FORMAT_VERSION, Layout, Leaf};
+use aegis_targets::cgroup::{CgroupSpec, CpuMax, FORMAT_VERSION, Layout, Leaf, Placement};
 
 fn spec() -> CgroupSpec {
     CgroupSpec {
@@ -94,7 +94,7 @@ fn real_leaf_limits_membership_usage_and_cleanup() {
     let mut s = spec();
     s.agent = "cgtest".into();
     let inst = format!("t{}", std::process::id());
-    let mut leaf = Leaf::create(&s, &layout, &inst).unwrap();
+    let mut leaf = Leaf::create(&s, &layout, &Placement::Root, &inst).unwrap();
     let paths = leaf.report().paths.clone();
     assert!(!paths.is_empty());
     // The limit really is in the kernel's file.
@@ -143,10 +143,30 @@ fn dropping_a_leaf_removes_it() {
     let Some(layout) = root_layout() else { return };
     let mut s = spec();
     s.agent = "cgdrop".into();
-    let leaf = Leaf::create(&s, &layout, &format!("d{}", std::process::id())).unwrap();
+    let leaf = Leaf::create(&s, &layout, &Placement::Root, &format!("d{}", std::process::id())).unwrap();
     let paths = leaf.report().paths.clone();
     drop(leaf);
     for p in paths {
         assert!(!std::path::Path::new(&p).exists(), "{p} removed on drop");
     }
+}
+
+#[test]
+fn an_unprivileged_user_without_a_v2_delegation_is_told_the_fix() {
+    // v1 controllers are never delegated to users: the refusal says so and what to do.
+    let hybrid = Layout::from_mounts(
+        "cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\ncgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n",
+    )
+    .unwrap();
+    let e = hybrid.placement_for(1000, 1, "0::/user.slice\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("uid 1000") && msg.contains("cgroup v1") && msg.contains("best-effort"), "{msg}");
+    // On v2, a cgroup this user cannot write (here the hierarchy root) is refused with the
+    // exact systemd-run line that gives a delegated scope.
+    let v2 = Layout::V2 { root: "/sys/fs/cgroup".into() };
+    let e = v2.placement_for(1000, 1, "0::/\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("hierarchy root"), "{msg}");
+    assert!(msg.contains("systemd-run --user --scope -p Delegate=yes -- "), "{msg}");
+    assert_eq!(aegis_targets::cgroup::delegate::own_path("1:name=x:/a\n0::/user.slice/u@1.service/x.scope\n").as_deref(), Some("user.slice/u@1.service/x.scope"));
 }

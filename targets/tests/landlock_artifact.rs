@@ -7,8 +7,8 @@
 mod support;
 
 use aegis_targets::landlock::{
-    self, Abi, FsAccess, FsRight, GrantKind, LandlockArtifact, NetRight, NetRule, PathTemplate,
-    RestrictFlag, Scope, TemplateError,
+    self, Abi, Fallback, FsAccess, FsRight, GrantKind, InForce, LandlockArtifact, NetRight,
+    NetRule, PathTemplate, RestrictFlag, Scope, TemplateError,
 };
 use proptest::prelude::*;
 use support::rule;
@@ -35,6 +35,12 @@ fn example() -> LandlockArtifact {
     }];
     a.scopes = [Scope::AbstractUnixSocket, Scope::Signal].into();
     a.restrict_flags = [RestrictFlag::LogNewExecOn].into();
+    a.fallbacks.fs = [
+        (FsRight::Refer, Fallback::Stricter),
+        (FsRight::Truncate, Fallback::MountPlan),
+    ]
+    .into();
+    a.fallbacks.scopes = [(Scope::Signal, Fallback::Namespaces)].into();
     a.normalize();
     a
 }
@@ -88,6 +94,101 @@ fn min_abi_follows_what_is_handled() {
     a.normalize();
     assert_eq!(a.min_abi, Abi(7));
     assert_eq!(example().min_abi, Abi(7));
+}
+
+#[test]
+fn the_abi_a_launch_needs_counts_only_fallbacks_in_force() {
+    // The fs lowering alone: refer (V2) and truncate (V3) with the compiler's fallbacks.
+    let mut a = landlock::lower_fs(&[rule("/usr", FsAccess::Read, "r")]).artifact;
+    a.fallbacks.fs = [
+        (FsRight::Refer, Fallback::Stricter),
+        (FsRight::Truncate, Fallback::MountPlan),
+    ]
+    .into();
+    a.validate().unwrap();
+    assert_eq!(a.min_abi, Abi(3), "Landlock alone still needs V3");
+    assert_eq!(
+        a.needed_abi(InForce::NOTHING),
+        Abi(3),
+        "without a mount plan truncate needs Landlock"
+    );
+    let plan_only = InForce {
+        mount_plan: true,
+        namespaces: true,
+    };
+    assert_eq!(
+        a.needed_abi(plan_only),
+        Abi(1),
+        "refer is stricter below V2, truncate is read-only mounts"
+    );
+    assert_eq!(a.floor_abi(), Abi(1));
+    // What a V2 kernel lacks, and who enforces it.
+    let m = a.missing(Abi(2), plan_only);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].by, Some(Fallback::MountPlan));
+    assert!(m[0].describe().contains("mount plan"), "{}", m[0].describe());
+    assert_eq!(a.missing(Abi(2), InForce::NOTHING)[0].by, None);
+    // Without namespaces, scopes and TCP rules are Landlock's alone.
+    a.scopes.insert(Scope::Signal);
+    a.handled_net.insert(NetRight::ConnectTcp);
+    a.fallbacks.scopes.insert(Scope::Signal, Fallback::Namespaces);
+    a.fallbacks.net.insert(NetRight::ConnectTcp, Fallback::Namespaces);
+    a.normalize();
+    assert_eq!(a.min_abi, Abi(6));
+    assert_eq!(a.floor_abi(), Abi(1));
+    assert_eq!(
+        a.needed_abi(InForce {
+            mount_plan: false,
+            namespaces: true
+        }),
+        Abi(3)
+    );
+    assert_eq!(a.needed_abi(InForce::NOTHING), Abi(6));
+    // The refusal names what is missing and both fixes.
+    let why = landlock::compat::refusal(
+        Abi(2),
+        Abi(6),
+        &a.missing(Abi(2), InForce::NOTHING),
+        InForce::NOTHING,
+    );
+    for part in [
+        "ABI is 2",
+        "`truncate` (V3)",
+        "scope signal",
+        "Linux 6.12",
+        "user namespaces are allowed",
+    ] {
+        assert!(why.contains(part), "{part:?} not in {why:?}");
+    }
+}
+
+#[test]
+fn a_fallback_no_layer_can_provide_is_refused() {
+    let mut a = example();
+    a.fallbacks.fs.insert(FsRight::WriteFile, Fallback::MountPlan);
+    assert!(matches!(
+        a.validate(),
+        Err(landlock::ArtifactError::BadFallback { .. })
+    ));
+    let mut b = example();
+    b.fallbacks.fs.insert(FsRight::Truncate, Fallback::Namespaces);
+    assert!(matches!(
+        b.validate(),
+        Err(landlock::ArtifactError::BadFallback { .. })
+    ));
+    let mut c = example();
+    c.fallbacks.fs.insert(FsRight::IoctlDev, Fallback::Stricter);
+    assert!(
+        matches!(
+            c.validate(),
+            Err(landlock::ArtifactError::BadFallback { .. })
+        ),
+        "a fallback for an unhandled right"
+    );
+    let j = example().to_json().unwrap();
+    let tampered = j.replace("\"truncate\": \"mount_plan\"", "\"truncate\": \"stricter\"");
+    assert_ne!(tampered, j);
+    assert!(LandlockArtifact::from_json(&tampered).is_err());
 }
 
 #[test]

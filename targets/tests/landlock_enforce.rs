@@ -7,7 +7,7 @@
 #[path = "landlock_support/mod.rs"]
 mod support;
 
-use aegis_targets::landlock::{self, Abi, Enforcement, Mode};
+use aegis_targets::landlock::{self, Abi, Enforcement, InForce, Mode};
 use support::*;
 
 fn skip_without_landlock() -> bool {
@@ -27,7 +27,7 @@ fn split_fallback_grants_the_tree_and_hides_the_denied_paths() {
     let lowered = landlock::lower_fs(&policy());
     assert_eq!(lowered.artifact.min_abi, Abi(3), "refer + truncate need V3");
     in_child(|c| {
-        let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required, InForce::NOTHING).unwrap();
         c.expect(
             st.status == Enforcement::FullyEnforced,
             format!("status {:?}", st.status),
@@ -118,7 +118,7 @@ fn attacks_on_a_denied_file_fail_without_mounts() {
     let (_dir, base) = tree();
     let lowered = landlock::lower_fs(&policy());
     in_child(|c| {
-        landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        landlock::apply(&lowered.artifact, &params(&base), Mode::Required, InForce::NOTHING).unwrap();
         let env = base.join("rw/.env");
         c.expect(
             !can_read(&base.join("rw/work/env-link")),
@@ -171,7 +171,7 @@ fn exec_is_limited_to_granted_files() {
     let lowered = landlock::lower_fs(&policy());
     let ld = ld_so();
     in_child(|c| {
-        landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        landlock::apply(&lowered.artifact, &params(&base), Mode::Required, InForce::NOTHING).unwrap();
         let mytrue = base.join("bin/mytrue");
         c.expect(
             runs(&[mytrue.to_str().unwrap()]),
@@ -237,12 +237,13 @@ fn missing_parameter_is_an_error_and_missing_path_is_skipped() {
             &lowered.artifact,
             &aegis_targets::landlock::Params::new(),
             Mode::Required,
+            InForce::NOTHING,
         );
         c.expect(
             matches!(&err, Err(landlock::ApplyError::Template(_))),
             format!("missing parameter must be an error, got {err:?}"),
         );
-        let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required, InForce::NOTHING).unwrap();
         c.expect(
             st.details
                 .iter()
@@ -270,17 +271,29 @@ fn required_refuses_an_old_kernel_and_best_effort_reports_partial() {
     let (_dir, base) = tree();
     let lowered = landlock::lower_fs(&policy());
     assert!(matches!(
-        landlock::negotiate(Abi(2), Abi(3), Mode::Required),
+        landlock::negotiate(&lowered.artifact, Abi(2), Mode::Required, InForce::NOTHING),
         Err(landlock::ApplyError::AbiTooLow { .. })
     ));
     in_child(|c| {
-        let r = landlock::apply_capped(&lowered.artifact, &params(&base), Mode::Required, Abi(2));
+        let r = landlock::apply_capped(
+            &lowered.artifact,
+            &params(&base),
+            Mode::Required,
+            InForce::NOTHING,
+            Abi(2),
+        );
         c.expect(
             matches!(r, Err(landlock::ApplyError::AbiTooLow { .. })),
             format!("Required on V2: {r:?}"),
         );
         let st =
-            landlock::apply_capped(&lowered.artifact, &params(&base), Mode::BestEffort, Abi(2))
+            landlock::apply_capped(
+                &lowered.artifact,
+                &params(&base),
+                Mode::BestEffort,
+                InForce::NOTHING,
+                Abi(2),
+            )
                 .unwrap();
         c.expect(
             st.status == Enforcement::PartiallyEnforced,
@@ -328,7 +341,7 @@ fn tcp_ports_and_scopes_are_enforced() {
     assert_eq!(a.min_abi, Abi(6));
     let parent = std::process::id() as i32;
     in_child(|c| {
-        let st = landlock::apply(&a, &params(&base), Mode::Required).unwrap();
+        let st = landlock::apply(&a, &params(&base), Mode::Required, InForce::NOTHING).unwrap();
         c.expect(
             st.status == Enforcement::FullyEnforced,
             format!("{:?}", st.status),
@@ -360,7 +373,7 @@ fn an_existing_hard_link_to_a_denied_file_is_reported_as_a_loss() {
     let lowered = landlock::lower_fs(&policy());
     assert!(lowered.artifact.params().contains("BASE"));
     in_child(|c| {
-        let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        let st = landlock::apply(&lowered.artifact, &params(&base), Mode::Required, InForce::NOTHING).unwrap();
         c.expect(
             st.losses
                 .iter()
@@ -394,7 +407,7 @@ fn a_deny_on_a_path_absent_at_launch_stays_denied_when_created() {
     std::fs::create_dir(base.join("rw/work/sub")).unwrap();
     let lowered = landlock::lower_fs(&rules);
     in_child(|c| {
-        landlock::apply(&lowered.artifact, &params(&base), Mode::Required).unwrap();
+        landlock::apply(&lowered.artifact, &params(&base), Mode::Required, InForce::NOTHING).unwrap();
         c.expect(
             !can_write(&base.join("rw/work/future.txt")),
             "creating the denied path must fail",
@@ -404,4 +417,123 @@ fn a_deny_on_a_path_absent_at_launch_stays_denied_when_created() {
             "siblings on the chain keep the write grant",
         );
     });
+}
+
+/// The compiler's fallbacks for the fs lowering (see `compiler/src/emit/landlock.rs`).
+fn with_fallbacks(mut a: landlock::LandlockArtifact) -> landlock::LandlockArtifact {
+    use aegis_targets::landlock::{Fallback, FsRight};
+    a.fallbacks.fs = [
+        (FsRight::Refer, Fallback::Stricter),
+        (FsRight::Truncate, Fallback::MountPlan),
+    ]
+    .into();
+    a.validate().unwrap();
+    a
+}
+
+fn truncate_errno(p: &std::path::Path) -> i32 {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::truncate(c.as_ptr(), 0) } == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    }
+}
+
+#[test]
+fn an_old_abi_without_the_mount_plan_is_refused_naming_the_fix() {
+    if skip_without_landlock() {
+        return;
+    }
+    let (_dir, base) = tree();
+    let a = with_fallbacks(landlock::lower_fs(&policy()).artifact);
+    in_child(|c| {
+        for cap in [Abi(1), Abi(2)] {
+            let r = landlock::apply_capped(&a, &params(&base), Mode::Required, InForce::NOTHING, cap);
+            let msg = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
+            c.expect(
+                matches!(r, Err(landlock::ApplyError::AbiTooLow { .. }))
+                    && msg.contains("`truncate` (V3)")
+                    && msg.contains("Linux 6.2")
+                    && msg.contains("user namespaces are allowed"),
+                format!("at {cap} without a mount plan: {msg:?}"),
+            );
+        }
+        // Nothing was enforced by the refusal: the file is still writable by DAC here.
+        c.expect(can_write(&base.join("ro/file.txt")), "refusal enforces nothing");
+    });
+}
+
+#[test]
+fn the_mount_plan_enforces_truncate_on_an_old_abi() {
+    if skip_without_landlock() {
+        return;
+    }
+    if !namespaces_available() {
+        eprintln!("SKIP: needs user namespaces for the mount plan");
+        return;
+    }
+    let (_dir, base) = tree();
+    let opts = aegis_targets::mounts::PlanOptions {
+        tmp_size_bytes: Some(1 << 20),
+        ..Default::default()
+    };
+    let (plan, _) = aegis_targets::mounts::plan_from_rules(&policy(), &opts);
+    let a = with_fallbacks(landlock::lower_fs(&policy()).artifact);
+    for cap in [Abi(2), Abi(1)] {
+        std::fs::create_dir_all(base.join("rw/work/a")).unwrap();
+        std::fs::write(base.join("rw/work/a/f"), "x").unwrap();
+        std::fs::write(base.join("rw/ok.txt"), "ok").unwrap();
+        in_namespaces(|c| {
+            if let Err(e) = aegis_targets::mounts::apply(&plan, &params(&base)) {
+                return c.expect(false, format!("mounts::apply: {e}"));
+            }
+            let st = match landlock::apply_capped(&a, &params(&base), Mode::Required, InForce::EVERYTHING, cap) {
+                Ok(s) => s,
+                Err(e) => return c.expect(false, format!("at {cap}: {e}")),
+            };
+            c.expect(
+                st.status == Enforcement::FullyEnforced,
+                format!("at {cap}: {:?} {:?}", st.status, st.details),
+            );
+            c.expect(
+                st.details.iter().any(|d| d.contains("`truncate` (V3): enforced by the mount plan")),
+                format!("at {cap}: the report names the fallback: {:?}", st.details),
+            );
+            // What Landlock's truncate right would have refused, the read-only bind refuses.
+            c.expect(
+                truncate_errno(&base.join("ro/file.txt")) == libc::EROFS,
+                format!("at {cap}: truncate of a read-only grant must fail with EROFS"),
+            );
+            c.expect(
+                truncate_errno(&base.join("rw/ok.txt")) == 0,
+                format!("at {cap}: truncate inside the write grant works"),
+            );
+            c.expect(
+                std::fs::read_to_string(base.join("rw/.env")).map_or(true, |t| !t.contains("hunter2")),
+                format!("at {cap}: the denied file stays hidden (masked)"),
+            );
+            let moved = std::fs::rename(base.join("rw/work/a/f"), base.join("rw/work/g"));
+            if cap >= Abi(2) {
+                c.expect(moved.is_ok(), format!("at {cap}: rename into another directory: {moved:?}"));
+            } else {
+                // Below V2 the kernel denies every reparenting: the stricter reading.
+                c.expect(
+                    errno_of(moved) == libc::EXDEV,
+                    "at V1: rename into another directory fails with EXDEV",
+                );
+                c.expect(
+                    st.details.iter().any(|d| d.contains("`refer` (V2)") && d.contains("stricter")),
+                    format!("at V1 the report says refer is stricter: {:?}", st.details),
+                );
+                c.expect(
+                    std::fs::rename(base.join("rw/work/a/f"), base.join("rw/work/a/h")).is_ok(),
+                    "at V1: rename inside one directory works",
+                );
+            }
+        });
+        let _ = std::fs::remove_dir_all(base.join("rw/work/a"));
+        let _ = std::fs::remove_file(base.join("rw/work/g"));
+    }
 }

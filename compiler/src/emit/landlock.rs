@@ -13,13 +13,22 @@
 //! duplicate what the agent's own pid and network namespaces already give, so they are
 //! added only when `namespaces` is best-effort and Landlock may be the only wall left:
 //! the bundle's minimum ABI stays as low as the policy allows.
+//!
+//! Older kernels: per handled item above ABI 1 the artifact records which other layer
+//! enforces it on a kernel that lacks it ([`record_fallbacks`]; the reasoning is in
+//! `aegis_targets::landlock::compat`): `refer` is stricter without it, `truncate` is made
+//! up for by the mount plan only after checking that every writable mount of the plan lies
+//! inside a grant that includes `truncate`, TCP rights and scopes by the agent's own
+//! namespaces (host mode: the abstract-socket scope and TCP rights have no fallback). Each
+//! fallback is in the loss report; the bundle's manifest asks for the lowest ABI with every
+//! fallback in force, and the runtime decides per launch.
 
 use std::collections::BTreeSet;
 
 use aegis_targets::landlock::{
-    self as ll, FsRule, LandlockArtifact, NetRight, NetRule, PathTemplate, Scope,
+    self as ll, Fallback, FsRight, FsRule, LandlockArtifact, NetRight, NetRule, PathTemplate, Scope,
 };
-use aegis_targets::mounts::{self, MountPlan, PlanOptions};
+use aegis_targets::mounts::{self, MountKind, MountPlan, PlanOptions};
 
 use super::{EmitError, Loss, LossReport, nftables::PROXY_PORT};
 use crate::ir::{FsAccess, Layer, Level, NetworkMode, Policy, Protocol};
@@ -71,7 +80,12 @@ fn push_losses(losses: &mut LossReport, layer: &'static str, from: Vec<ll::Loss>
     }
 }
 
-pub fn landlock(policy: &Policy, rules: &[FsRule], losses: &mut LossReport) -> Result<LandlockArtifact, EmitError> {
+pub fn landlock(
+    policy: &Policy,
+    rules: &[FsRule],
+    plan: &MountPlan,
+    losses: &mut LossReport,
+) -> Result<LandlockArtifact, EmitError> {
     let lowered = ll::lower_fs(rules);
     push_losses(losses, "landlock", lowered.losses);
     let mut artifact = lowered.artifact;
@@ -129,8 +143,99 @@ pub fn landlock(policy: &Policy, rules: &[FsRule], losses: &mut LossReport) -> R
         }),
     }
     artifact.normalize();
+    record_fallbacks(policy, &mut artifact, plan, losses);
     artifact.validate().map_err(|e| err(e.to_string()))?;
     Ok(artifact)
+}
+
+/// Writable mounts of the plan that no Landlock grant with `truncate` covers (the mount
+/// plan makes up for `truncate` only when this is empty). A minimal `/dev` has one writable
+/// mount with regular files, its `shm` tmpfs; `/proc`, masks and read-only binds have none.
+fn writable_mounts_without_truncate(artifact: &LandlockArtifact, plan: &MountPlan) -> Vec<String> {
+    let covered = |target: &PathTemplate| {
+        artifact
+            .path_rules
+            .iter()
+            .any(|r| r.access.contains(&FsRight::Truncate) && (r.path == *target || r.path.contains(target)))
+    };
+    let mut out = Vec::new();
+    for e in &plan.entries {
+        let writable: Vec<PathTemplate> = match e.kind {
+            MountKind::Bind { writable: true, .. } | MountKind::Tmpfs { .. } => vec![e.target.clone()],
+            MountKind::Dev { .. } => {
+                let shm = format!("{}/shm", e.target);
+                PathTemplate::parse(&shm).into_iter().collect()
+            }
+            MountKind::Bind { writable: false, .. } | MountKind::Mask | MountKind::Proc => vec![],
+        };
+        out.extend(writable.iter().filter(|t| !covered(t)).map(|t| t.to_string()));
+    }
+    out
+}
+
+/// Records, per handled item above ABI 1, the layer that enforces it on a kernel without
+/// it (module docs), and says so in the loss report.
+pub fn record_fallbacks(policy: &Policy, artifact: &mut LandlockArtifact, plan: &MountPlan, losses: &mut LossReport) {
+    let own_netns = policy.network.mode != NetworkMode::Host;
+    let mut note = |right: String, enforced: String| {
+        losses.push(Loss {
+            layer: "landlock",
+            rule: format!("Landlock {right} on older kernels"),
+            what: "the kernel's Landlock ABI may lack it (Debian 12 and Amazon Linux 2023: 6.1, ABI 2; Ubuntu 22.04: 5.15, ABI 1)".into(),
+            enforced,
+        });
+    };
+    if artifact.handled_fs.contains(&FsRight::Refer) {
+        artifact.fallbacks.fs.insert(FsRight::Refer, Fallback::Stricter);
+        note(
+            "`refer` (ABI 2, Linux 5.19)".into(),
+            "the stricter reading: without it every rename or link into another directory fails (EXDEV)".into(),
+        );
+    }
+    if artifact.handled_fs.contains(&FsRight::Truncate) {
+        let open = writable_mounts_without_truncate(artifact, plan);
+        if open.is_empty() {
+            artifact.fallbacks.fs.insert(FsRight::Truncate, Fallback::MountPlan);
+            note(
+                "`truncate` (ABI 3, Linux 6.2)".into(),
+                "by the mount plan where the launch has a mount namespace (outside the write grants everything is read-only: truncate fails with EROFS); a launch without one needs ABI 3 and is refused below it".into(),
+            );
+        } else {
+            note(
+                "`truncate` (ABI 3, Linux 6.2)".into(),
+                format!("only by Landlock: writable mounts without a write grant ({}) keep the mount plan from making up for it; kernels below ABI 3 are refused", open.join(", ")),
+            );
+        }
+    }
+    for r in artifact.handled_net.clone() {
+        if own_netns {
+            artifact.fallbacks.net.insert(r, Fallback::Namespaces);
+        }
+    }
+    if !artifact.handled_net.is_empty() {
+        note(
+            "TCP rules (ABI 4, Linux 6.7)".into(),
+            if own_netns {
+                "by the agent's own network namespace where the launch has namespaces; a launch without them needs ABI 4".into()
+            } else {
+                "only by Landlock (network mode host): kernels below ABI 4 are refused; nftables stays the exact layer".into()
+            },
+        );
+    }
+    for s in artifact.scopes.clone() {
+        // Signals: the agent's pid namespace; abstract UNIX sockets: its network namespace.
+        if s == Scope::Signal || own_netns {
+            artifact.fallbacks.scopes.insert(s, Fallback::Namespaces);
+        }
+        note(
+            format!("scope `{s}` (ABI 6, Linux 6.12)"),
+            if artifact.fallbacks.scopes.contains_key(&s) {
+                "by the agent's own namespaces where the launch has them; a launch without them needs ABI 6".into()
+            } else {
+                "only by Landlock (network mode host shares the host's abstract UNIX sockets): kernels below ABI 6 are refused".into()
+            },
+        );
+    }
 }
 
 pub fn mount_plan(policy: &Policy, rules: &[FsRule], losses: &mut LossReport) -> Result<MountPlan, EmitError> {
@@ -139,4 +244,43 @@ pub fn mount_plan(policy: &Policy, rules: &[FsRule], losses: &mut LossReport) ->
     push_losses(losses, "mounts", plan_losses);
     plan.validate().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?;
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use aegis_targets::mounts::MountEntry;
+
+    fn rule(path: &str, access: ll::FsAccess) -> FsRule {
+        FsRule { path: PathTemplate::parse(path).unwrap(), access, origin: path.into() }
+    }
+
+    fn entry(target: &str, kind: MountKind) -> MountEntry {
+        MountEntry { target: PathTemplate::parse(target).unwrap(), kind, origin: Default::default() }
+    }
+
+    #[test]
+    fn truncate_is_made_up_for_only_when_every_writable_mount_is_a_write_grant() {
+        let rules = [rule("/usr", ll::FsAccess::Read), rule("/srv/w", ll::FsAccess::Write)];
+        let artifact = ll::lower_fs(&rules).artifact;
+        let mut plan = MountPlan {
+            entries: vec![
+                entry("/srv/w", MountKind::Bind { writable: true, exec: false }),
+                entry("/srv/w/sub", MountKind::Bind { writable: true, exec: false }),
+                entry("/usr", MountKind::Bind { writable: false, exec: true }),
+                entry("/proc", MountKind::Proc),
+            ],
+            ..Default::default()
+        };
+        assert!(writable_mounts_without_truncate(&artifact, &plan).is_empty());
+        // A writable mount that no write grant covers (a private /tmp without its grant, a
+        // /dev whose shm has no write grant) keeps the plan from making up for truncate.
+        plan.entries.push(entry("/tmp", MountKind::Tmpfs { size_bytes: 1 << 20, exec: false }));
+        plan.entries.push(entry("/dev", MountKind::Dev { shm_size_bytes: 1 << 20 }));
+        assert_eq!(writable_mounts_without_truncate(&artifact, &plan), vec!["/tmp".to_string(), "/dev/shm".into()]);
+        let with = [rules[0].clone(), rules[1].clone(), rule("/tmp", ll::FsAccess::Write), rule("/dev/shm", ll::FsAccess::Write)];
+        let artifact = ll::lower_fs(&with).artifact;
+        assert!(writable_mounts_without_truncate(&artifact, &plan).is_empty());
+    }
 }

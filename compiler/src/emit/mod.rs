@@ -55,7 +55,8 @@ pub fn render_losses(losses: &[Loss]) -> String {
 pub struct Artifacts {
     pub files: BTreeMap<String, Vec<u8>>,
     pub losses: LossReport,
-    /// Minimum Landlock ABI the bundle needs (None: no Landlock artifact).
+    /// Lowest Landlock ABI a host needs, with every fallback layer in force (None: no
+    /// Landlock artifact).
     pub landlock_abi: Option<u32>,
     /// The policy digest (`sha256:<hex>`), computed once: it serialises the whole IR.
     pub digest: String,
@@ -80,11 +81,13 @@ pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError
     let mut losses = LossReport::new();
 
     let rules = landlock::fs_rules(policy, sources)?;
-    let ll = landlock::landlock(policy, &rules, &mut losses)?;
-    let landlock_abi = Some(ll.min_abi.0);
+    let plan = landlock::mount_plan(policy, &rules, &mut losses)?;
+    let ll = landlock::landlock(policy, &rules, &plan, &mut losses)?;
+    // What a host needs at least: the ABI with every fallback in force (the runtime
+    // decides per launch which are).
+    let landlock_abi = Some(ll.floor_abi().0);
     files.insert("landlock.json".to_string(), text_file(ll.to_json().map_err(|e| EmitError { target: "landlock", message: e.to_string() })?));
     files.insert("landlock.txt".to_string(), ll.render_text().into_bytes());
-    let plan = landlock::mount_plan(policy, &rules, &mut losses)?;
     files.insert("mounts.json".to_string(), text_file(plan.to_json().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?));
     files.insert("mounts.txt".to_string(), plan.render_text().into_bytes());
 

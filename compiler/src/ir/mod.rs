@@ -309,6 +309,10 @@ pub struct Syscalls {
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
     Namespaces,
+    /// The mount plan (`mounts.json`): read-only binds, masks, private `/tmp`, minimal
+    /// `/dev`, fresh `/proc`. Needs a mount namespace, so a host without user namespaces can
+    /// run the agent only when both `namespaces` and `mounts` are best-effort.
+    Mounts,
     Cgroup,
     Nftables,
     Landlock,
@@ -316,10 +320,12 @@ pub enum Layer {
 }
 
 impl Layer {
-    pub const ALL: [Layer; 5] = [Layer::Namespaces, Layer::Cgroup, Layer::Nftables, Layer::Landlock, Layer::Seccomp];
+    pub const ALL: [Layer; 6] =
+        [Layer::Namespaces, Layer::Mounts, Layer::Cgroup, Layer::Nftables, Layer::Landlock, Layer::Seccomp];
     pub fn word(self) -> &'static str {
         match self {
             Layer::Namespaces => "namespaces",
+            Layer::Mounts => "mounts",
             Layer::Cgroup => "cgroup",
             Layer::Nftables => "nftables",
             Layer::Landlock => "landlock",

@@ -122,13 +122,14 @@ pub const ENFORCEMENT_KEYS: &[KeySpec] = &[
     key("landlock", Ty::Level, "required (default) or best-effort."),
     key("seccomp", Ty::Level, "required (default) or best-effort."),
     key("namespaces", Ty::Level, "required (default) or best-effort: user, mount, pid, net, ipc, uts namespaces."),
+    key("mounts", Ty::Level, "required (default) or best-effort: the mount plan (needs a mount namespace)."),
     key("cgroup", Ty::Level, "required (default) or best-effort."),
     key("nftables", Ty::Level, "required (default) or best-effort."),
     key("min_landlock_abi", Ty::Integer, "Refuse hosts with an older Landlock ABI (1-7)."),
 ];
 
 /// Enforcement layer names, in launch order.
-pub const LAYERS: &[&str] = &["namespaces", "cgroup", "nftables", "landlock", "seccomp"];
+pub const LAYERS: &[&str] = &["namespaces", "mounts", "cgroup", "nftables", "landlock", "seccomp"];
 
 /// Every (section, keys) pair, for documentation checks.
 pub const SECTIONS: &[(&str, &[KeySpec])] = &[

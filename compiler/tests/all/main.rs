@@ -12,6 +12,7 @@
 //! * `fuzz_corpus`: the cargo-fuzz target's body, run over the corpus and the examples.
 //! * `cli`: the `aegisc` binary end to end (exit codes and output lines).
 //! * `unix`: `[network] unix` grants: evaluator, lints, diff and `aegisc check ... unix PATH`.
+//! * `hosts`: the `mounts` enforcement level and what older Landlock ABIs cost.
 
 mod cli;
 mod common;
@@ -20,5 +21,6 @@ mod docs;
 mod eval_table;
 mod examples;
 mod fuzz_corpus;
+mod hosts;
 mod laws;
 mod unix;

@@ -3,11 +3,16 @@
 //!
 //! Input: the bundle's `cgroup.json`. Output: a [`Leaf`] that the supervisor owns and
 //! removes on every exit path (its `Drop` kills what is left and removes the directories).
-//! Invariants: a bundle without `cgroup.json` runs without limits only if it marks `cgroup`
-//! best-effort or declares no cgroup versions; a required cgroup that cannot be created
-//! stops the launch (exit 126).
+//! Where: as root, under each hierarchy root (`<root>/aegis/`); as an unprivileged user, on
+//! cgroup v2, under a subtree delegated to them ([`Layout::placement`]: the supervisor's own
+//! delegated cgroup, e.g. a `systemd-run --user --scope -p Delegate=yes` scope, or
+//! `user@UID.service` around it). Invariants: a bundle without `cgroup.json` runs without
+//! limits only if it marks `cgroup` best-effort or declares no cgroup versions; a required
+//! cgroup that cannot be created stops the launch (exit 126) — when this user has no
+//! writable cgroup, before anything is created, with the exact `systemd-run` line that
+//! gives one; best-effort runs without limits and the report says why.
 
-use aegis_targets::cgroup::{CgroupSpec, Layout, Leaf};
+use aegis_targets::cgroup::{CgroupSpec, Layout, Leaf, Placement};
 
 use crate::exit::RunError;
 use crate::report::{Layer, LayerStatus};
@@ -19,6 +24,8 @@ pub const FILE: &str = "cgroup.json";
 pub struct Prepared {
     pub spec: CgroupSpec,
     pub layout: Layout,
+    /// Where the leaf goes; `Err` (best-effort bundles only): why there is no cgroup.
+    pub placement: Result<Placement, String>,
 }
 
 /// Parses `cgroup.json` and detects the layout (no side effects).
@@ -40,7 +47,17 @@ pub fn prepare(v: &Verified) -> Result<Option<Prepared>, RunError> {
         }
         Err(_) => return Ok(None),
     };
-    Ok(Some(Prepared { spec, layout }))
+    let placement = match layout.placement() {
+        Ok(p) => Ok(p),
+        Err(e) if v.required("cgroup") => {
+            return Err(RunError::Unavailable {
+                layer: "cgroup",
+                why: e.to_string(),
+            });
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    Ok(Some(Prepared { spec, layout, placement }))
 }
 
 /// Creates the leaf. Best-effort failures give `Ok((None, report))`.
@@ -48,13 +65,18 @@ pub fn create(v: &Verified, p: Option<&Prepared>, instance: &str) -> Result<(Opt
     let Some(p) = p else {
         return Ok((None, Layer::new("cgroup", LayerStatus::NotEnforced, "no cgroup.json in bundle or no cgroup fs")));
     };
-    match Leaf::create(&p.spec, &p.layout, instance) {
+    let placement = match &p.placement {
+        Ok(pl) => pl,
+        Err(why) => return Ok((None, Layer::new("cgroup", LayerStatus::NotEnforced, format!("best-effort: {why}")))),
+    };
+    match Leaf::create(&p.spec, &p.layout, placement, instance) {
         Ok(leaf) => {
             let r = leaf.report();
             let status = if r.partial.is_empty() { LayerStatus::Fully } else { LayerStatus::Partially };
             let mut detail = format!(
-                "{} layout, leaf {}: {}",
+                "{} layout, {}, leaf {}: {}",
                 r.layout,
+                r.placement,
                 leaf.name(),
                 r.settings.iter().map(|s| format!("{}={}", s.file, s.value)).collect::<Vec<_>>().join(" ")
             );

@@ -3,12 +3,22 @@
 //! Input: the bundle's `landlock.json` (decoded and validated by the supervisor), the launch
 //! parameters, and whether the bundle requires the layer. Output, in the child (after the
 //! mount plan, so paths resolve inside the new root; after no_new_privs):
-//! `aegis_targets::landlock::apply` enforces the ruleset and returns a status. Invariants:
-//! a required layer must come back "fully enforced" at an ABI at least the artifact's
-//! `min_abi`, otherwise the child refuses to exec (exit 126); the supervisor checks the
-//! kernel's ABI before anything is created, so an old kernel is refused early and precisely.
+//! `aegis_targets::landlock::apply` enforces the ruleset and returns a status.
+//!
+//! Older kernels: an item the kernel's ABI lacks (`truncate` below ABI 3, ...) may be
+//! enforced by another layer instead (the mount plan, the agent's namespaces; see
+//! `aegis_targets::landlock::compat`). Which layers are in force is decided in the child from
+//! its real state, not from flags: its user and mount namespaces differ from the supervisor's
+//! (inode numbers taken before clone) and the bundle has a mount plan, which the mounts stage
+//! has applied by then or the launch already failed. Invariants: a required layer must come
+//! back "fully enforced" (every item enforced by Landlock or by a fallback in force),
+//! otherwise the child refuses to exec (exit 126) naming what is missing and the fix; the
+//! supervisor refuses before anything is created when even every fallback would not do
+//! (`floor_abi`) or the bundle's `min_landlock_abi` is above the kernel's ABI.
 
-use aegis_targets::landlock::{Abi, Enforcement, LandlockArtifact, Mode, Params, RestrictFlag, kernel_abi};
+use aegis_targets::landlock::{
+    Abi, Enforcement, InForce, LandlockArtifact, Missing, Mode, Params, RestrictFlag, compat, kernel_abi,
+};
 
 use crate::child::{ChildReport, Fail, INFO_LANDLOCK_ABI, INFO_LANDLOCK_DETAILS, INFO_LANDLOCK_STATUS, INFO_LEN};
 use crate::exit::RunError;
@@ -18,16 +28,52 @@ use crate::stage::verify::Verified;
 pub const FILE: &str = "landlock.json";
 pub const WHAT_APPLY: u32 = 1;
 pub const WHAT_NOT_FULL: u32 = 2;
+pub const WHAT_ABI: u32 = 3;
 
 /// Child-side plan.
 pub struct ChildLandlock {
     plan: Option<(LandlockArtifact, Params, Mode)>,
+    /// The supervisor's user and mount namespace inodes (to tell which layers are in force).
+    supervisor_ns: (u64, u64),
+    /// The bundle has a mount plan (applied in the child whenever it has a mount namespace).
+    has_mount_plan: bool,
+    /// `log_new_exec_on` was added here for the audit log, not by the bundle.
+    added_log_flag: bool,
 }
 
 impl ChildLandlock {
     /// A plan that applies nothing (the layer is absent from the bundle).
     pub fn placeholder() -> ChildLandlock {
-        ChildLandlock { plan: None }
+        ChildLandlock {
+            plan: None,
+            supervisor_ns: (0, 0),
+            has_mount_plan: false,
+            added_log_flag: false,
+        }
+    }
+}
+
+fn ns_inode(path: &std::ffi::CStr) -> Option<u64> {
+    // SAFETY: an all-zero `stat` is a valid value for stat(2) to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is valid for writes.
+    let r = unsafe { libc::stat(path.as_ptr(), &mut st) };
+    (r == 0).then_some(st.st_ino)
+}
+
+fn own_namespaces() -> (Option<u64>, Option<u64>) {
+    (ns_inode(c"/proc/self/ns/user"), ns_inode(c"/proc/self/ns/mnt"))
+}
+
+/// Which compensating layers are in force in the calling (child) process. An unreadable
+/// namespace link counts as "not in force": the launch then needs more of Landlock itself.
+fn in_force_here(l: &ChildLandlock) -> InForce {
+    let (user, mnt) = own_namespaces();
+    let (sup_user, sup_mnt) = l.supervisor_ns;
+    let namespaces = user.is_some_and(|u| u != sup_user);
+    InForce {
+        namespaces,
+        mount_plan: namespaces && l.has_mount_plan && mnt.is_some_and(|m| m != sup_mnt),
     }
 }
 
@@ -44,11 +90,28 @@ pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError
     let art = LandlockArtifact::from_json(text).map_err(|e| RunError::Refused(format!("landlock.json: {e}")))?;
     let mode = if v.required("landlock") { Mode::Required } else { Mode::BestEffort };
     let kernel = kernel_abi();
-    if mode == Mode::Required && kernel < art.min_abi {
-        return Err(RunError::Unavailable {
-            layer: "landlock",
-            why: format!("this kernel's Landlock ABI is {}, the bundle requires {}", kernel.0, art.min_abi.0),
-        });
+    if mode == Mode::Required {
+        // Refused early only when no launch could run here; whether this one gets the
+        // layers that make up for the rest is known in the child.
+        let floor = art.floor_abi();
+        if kernel < floor {
+            return Err(RunError::Unavailable {
+                layer: "landlock",
+                why: compat::refusal(kernel, floor, &art.missing(kernel, InForce::EVERYTHING), InForce::EVERYTHING),
+            });
+        }
+        if let Some(min) = v.manifest.kernel.landlock_abi
+            && kernel.0 < min
+        {
+            return Err(RunError::Unavailable {
+                layer: "landlock",
+                why: format!(
+                    "this kernel's Landlock ABI is {}, the bundle requires at least {min} (its policy's [enforcement] min_landlock_abi); run it on Linux {}+",
+                    kernel.0,
+                    compat::linux_release(Abi(min))
+                ),
+            });
+        }
     }
     let params = crate::stage::mounts::params(v)?;
     // Audit: by default Landlock does not log denials after the exec that starts the agent.
@@ -56,22 +119,71 @@ pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError
     // kernel log. This is host-side observability, not policy: it is not in the artifact,
     // so the bundle's minimum ABI stays what the policy needs.
     let mut art = art;
-    if kernel >= RestrictFlag::LogNewExecOn.since() {
-        art.restrict_flags.insert(RestrictFlag::LogNewExecOn);
-    }
-    Ok((ChildLandlock { plan: Some((art, params, mode)) }, None))
+    let added_log_flag = kernel >= RestrictFlag::LogNewExecOn.since() && art.restrict_flags.insert(RestrictFlag::LogNewExecOn);
+    let (user, mnt) = own_namespaces();
+    let supervisor_ns = match (user, mnt) {
+        (Some(u), Some(m)) => (u, m),
+        _ => return Err(RunError::internal("reading /proc/self/ns/{user,mnt}", std::io::Error::last_os_error())),
+    };
+    Ok((
+        ChildLandlock {
+            plan: Some((art, params, mode)),
+            supervisor_ns,
+            has_mount_plan: v.file(crate::stage::mounts::FILE).is_some(),
+            added_log_flag,
+        },
+        None,
+    ))
 }
 
-/// The artifact's minimum ABI, for the report.
-pub fn min_abi(l: &ChildLandlock) -> Option<Abi> {
-    l.plan.as_ref().map(|(a, _, _)| a.min_abi)
+/// What the enforcement report needs to know of the ruleset after the plan moved into the
+/// child's plan: its ABI needs and fallbacks.
+pub struct Needs {
+    artifact: Option<LandlockArtifact>,
+}
+
+/// The ruleset's ABI needs, for the report (as the bundle states them: without the audit
+/// flag this host added).
+pub fn min_abi(l: &ChildLandlock) -> Needs {
+    let mut artifact = l.plan.as_ref().map(|(a, _, _)| a.clone());
+    if let Some(a) = artifact.as_mut()
+        && l.added_log_flag
+    {
+        a.restrict_flags.remove(&RestrictFlag::LogNewExecOn);
+    }
+    Needs { artifact }
+}
+
+impl Needs {
+    /// The report line: the ABI in use and, per item the kernel lacks, what enforces it at
+    /// this launch (`namespaces`: the agent got its namespaces; `mount_plan`: and the plan).
+    pub fn detail(&self, abi_in_use: u32, notes: u32, namespaces: bool, mount_plan: bool) -> String {
+        let kernel = kernel_abi();
+        let Some(a) = &self.artifact else {
+            return format!("ruleset enforced at ABI {abi_in_use}, kernel has {}", kernel.0);
+        };
+        let in_force = InForce { mount_plan, namespaces };
+        let mut t = format!(
+            "ruleset enforced at ABI {abi_in_use} (Landlock alone needs {}, this launch {}, kernel has {}); {notes} launch-time note(s)",
+            a.min_abi.0,
+            a.needed_abi(in_force).0,
+            kernel.0
+        );
+        let missing: Vec<Missing> = a.missing(kernel, in_force);
+        if !missing.is_empty() {
+            t.push_str("; kernel lacks ");
+            t.push_str(&missing.iter().map(Missing::describe).collect::<Vec<_>>().join("; "));
+        }
+        t
+    }
 }
 
 pub fn apply_in_child(l: &ChildLandlock, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
     let Some((art, params, mode)) = &l.plan else {
         return Ok(());
     };
-    match aegis_targets::landlock::apply(art, params, *mode) {
+    let in_force = in_force_here(l);
+    match aegis_targets::landlock::apply(art, params, *mode, in_force) {
         Ok(st) => {
             info[INFO_LANDLOCK_STATUS] = match st.status {
                 Enforcement::FullyEnforced => 1,
@@ -80,7 +192,7 @@ pub fn apply_in_child(l: &ChildLandlock, info: &mut [u32; INFO_LEN], msg: &mut C
             };
             info[INFO_LANDLOCK_ABI] = st.abi_in_use.0;
             info[INFO_LANDLOCK_DETAILS] = (st.details.len() + st.losses.len()) as u32;
-            if *mode == Mode::Required && (st.status != Enforcement::FullyEnforced || st.abi_in_use < art.min_abi) {
+            if *mode == Mode::Required && st.status != Enforcement::FullyEnforced {
                 msg.set_msg(&format!("status {:?} at ABI {}; details: {}", st.status, st.abi_in_use.0, st.details.join("; ")));
                 return Err(Fail::check(Stage::Landlock, WHAT_NOT_FULL));
             }
@@ -88,7 +200,8 @@ pub fn apply_in_child(l: &ChildLandlock, info: &mut [u32; INFO_LEN], msg: &mut C
         }
         Err(e) => {
             msg.set_msg(&e.to_string());
-            Err(Fail::check(Stage::Landlock, WHAT_APPLY))
+            let what = if matches!(e, aegis_targets::landlock::ApplyError::AbiTooLow { .. }) { WHAT_ABI } else { WHAT_APPLY };
+            Err(Fail::check(Stage::Landlock, what))
         }
     }
 }
@@ -97,6 +210,7 @@ pub fn describe(what: u32) -> &'static str {
     match what {
         WHAT_APPLY => "applying the Landlock ruleset",
         WHAT_NOT_FULL => "Landlock not fully enforced at the bundle's ABI",
+        WHAT_ABI => "the kernel's Landlock ABI is too old for this launch",
         _ => "landlock",
     }
 }

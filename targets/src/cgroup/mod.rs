@@ -4,7 +4,9 @@
 //! Input: a [`CgroupSpec`] (built by the compiler from the policy's `[resources]`, or decoded
 //! from `cgroup.json` with [`CgroupSpec::from_json`]). Output: deterministic JSON bytes
 //! ([`CgroupSpec::to_json`]) and a text twin ([`CgroupSpec::to_text`]); at launch, a [`Leaf`]
-//! created by [`Leaf::create`] on the host's [`Layout`] (`v2`, `hybrid` or `v1`).
+//! created by [`Leaf::create`] on the host's [`Layout`] (`v2`, `hybrid` or `v1`) at the
+//! [`Placement`] [`Layout::placement`] chose: under each hierarchy root for root, or, for an
+//! unprivileged user on cgroup v2, under a subtree delegated to them ([`delegate`]).
 //! Invariants: a validated spec always has memory and pids limits and swap 0; the artifact is
 //! written for cgroup v2 names and mapped to v1 files on hybrid/v1 hosts
 //! (`memory.limit_in_bytes`, `memory.memsw.limit_in_bytes`, `pids.max`,
@@ -25,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+pub mod delegate;
+pub use delegate::{Delegation, NoCgroup, Placement, SUPERVISOR_DIR, systemd_run_line};
 
 /// File name of this artifact inside a bundle.
 pub const FILE_NAME: &str = "cgroup.json";
@@ -388,6 +393,8 @@ pub struct Setting {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ApplyReport {
     pub layout: String,
+    /// Where the leaf was made ([`Placement::describe`]).
+    pub placement: String,
     /// Leaf directories (one per hierarchy).
     pub paths: Vec<String>,
     pub settings: Vec<Setting>,
@@ -428,10 +435,13 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 impl Leaf {
-    /// Creates `<root>/aegis/<agent>-<instance>` in every hierarchy AEGIS uses and writes
-    /// the limits. `instance` must be unique among running agents (the runtime uses the
-    /// supervisor pid and a start time). On any error the partly created leaf is removed.
-    pub fn create(spec: &CgroupSpec, layout: &Layout, instance: &str) -> Result<Leaf, CgroupError> {
+    /// Creates `<base>/aegis/<agent>-<instance>` in every hierarchy AEGIS uses and writes
+    /// the limits; `base` is each hierarchy root ([`Placement::Root`]) or the delegated
+    /// cgroup (into whose `aegis-supervisor` child the supervisor first moves itself and its
+    /// children when the base is its own cgroup). `instance` must be unique among running
+    /// agents (the runtime uses the supervisor pid and a nonce). On any error the partly
+    /// created leaf is removed.
+    pub fn create(spec: &CgroupSpec, layout: &Layout, placement: &Placement, instance: &str) -> Result<Leaf, CgroupError> {
         spec.validate()?;
         if instance.is_empty() || instance.contains('/') || instance.contains("..") {
             return Err(invalid("instance", format!("{instance:?} is not a single path component")));
@@ -444,19 +454,29 @@ impl Leaf {
             unified: None,
             report: ApplyReport {
                 layout: layout.name().to_string(),
+                placement: placement.describe(),
                 ..ApplyReport::default()
             },
             removed: false,
         };
         // A failure half way drops `leaf`, whose Drop removes what was made so far.
-        match layout {
-            Layout::V2 { root } => leaf.create_v2(spec, root)?,
-            Layout::Hybrid { v1, unified } => {
+        match (layout, placement) {
+            (Layout::V2 { root }, Placement::Root) => leaf.create_v2(spec, root, root)?,
+            (Layout::V2 { root }, Placement::Delegated(d)) => {
+                if d.move_supervisor {
+                    move_supervisor(&d.base)?;
+                }
+                leaf.create_v2(spec, root, &d.base)?;
+            }
+            (Layout::Hybrid { .. } | Layout::V1 { .. }, Placement::Delegated(_)) => {
+                return Err(invalid("placement", "a delegated subtree exists on cgroup v2 only"));
+            }
+            (Layout::Hybrid { v1, unified }, Placement::Root) => {
                 leaf.create_v1(spec, v1)?;
                 leaf.mkdir(Hier::Unified, unified)?;
                 leaf.unified = Some((format!("{PARENT_DIR}/{name}"), 2));
             }
-            Layout::V1 { v1 } => leaf.create_v1(spec, v1)?,
+            (Layout::V1 { v1 }, Placement::Root) => leaf.create_v1(spec, v1)?,
         }
         Ok(leaf)
     }
@@ -493,30 +513,34 @@ impl Leaf {
         Ok(())
     }
 
-    fn create_v2(&mut self, spec: &CgroupSpec, root: &Path) -> Result<(), CgroupError> {
-        let available: Vec<String> = Layout::V2 { root: root.to_path_buf() }.controllers();
+    /// The v2 leaf below `base` (the hierarchy root `root`, or a delegated cgroup in it).
+    fn create_v2(&mut self, spec: &CgroupSpec, root: &Path, base: &Path) -> Result<(), CgroupError> {
+        let available: Vec<String> = Layout::V2 { root: base.to_path_buf() }.controllers();
         for needed in ["memory", "pids"] {
             if !available.iter().any(|c| c == needed) {
                 return Err(CgroupError::MissingController(needed));
             }
         }
         // Controllers must be enabled in every ancestor's subtree_control for the leaf to
-        // get the interface files; the root and our `aegis` parent are the ancestors.
+        // get the interface files; `base` and our `aegis` parent are the ancestors we own
+        // (above a delegated base, whoever delegated it enabled them: `available`).
         let wanted: Vec<&str> = ["memory", "pids", "cpu", "io"]
             .into_iter()
             .filter(|c| available.iter().any(|a| a == c))
             .collect();
         let enable = wanted.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
-        write_file(&root.join("cgroup.subtree_control"), &enable)?;
-        let parent = root.join(PARENT_DIR);
+        write_file(&base.join("cgroup.subtree_control"), &enable)?;
+        let parent = base.join(PARENT_DIR);
         match std::fs::create_dir(&parent) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io("creating", &parent)(e)),
         }
         write_file(&parent.join("cgroup.subtree_control"), &enable)?;
-        let dir = self.mkdir(Hier::Unified, root)?;
-        self.unified = Some((format!("{PARENT_DIR}/{}", self.name), 2));
+        let dir = self.mkdir(Hier::Unified, base)?;
+        let rel = dir.strip_prefix(root).unwrap_or(&dir);
+        let depth = rel.components().count() as u32;
+        self.unified = Some((rel.display().to_string(), depth));
         self.set(&dir, "memory.max", spec.memory_max.to_string())?;
         self.set(&dir, "memory.swap.max", spec.memory_swap_max.to_string())
             .or_else(|e| {
@@ -824,18 +848,41 @@ impl Drop for Leaf {
     }
 }
 
+/// Moves the calling process and its children from `base` (its own, delegated cgroup) into
+/// `base/aegis-supervisor`, so that `base` has no processes and may enable controllers for
+/// its children. Anything else in `base` is refused, never moved.
+fn move_supervisor(base: &Path) -> Result<(), CgroupError> {
+    let me = std::process::id() as i32;
+    let others = delegate::foreign_procs(base, me);
+    if !others.is_empty() {
+        return Err(invalid(
+            "placement",
+            format!("{} holds processes other than the supervisor ({others:?})", base.display()),
+        ));
+    }
+    let sup = base.join(SUPERVISOR_DIR);
+    match std::fs::create_dir(&sup) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating", &sup)(e)),
+    }
+    let procs = sup.join("cgroup.procs");
+    write_file(&procs, "0")?;
+    let text = std::fs::read_to_string(base.join("cgroup.procs")).unwrap_or_default();
+    for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if delegate::parent_of(pid) == Some(me) {
+            write_file(&procs, &pid.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes leaves left behind by supervisors that died without cleaning up (SIGKILL): leaf
 /// names end in `-<supervisor pid>-<hex>`; a leaf whose supervisor pid is not alive
 /// (`alive(pid)` false) has its processes killed and its directory removed. Returns the
 /// removed directories. Leaves whose names do not have that shape are left alone.
 pub fn sweep_stale(layout: &Layout, alive: &dyn Fn(i32) -> bool) -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = match layout {
-        Layout::V2 { root } => vec![root.clone()],
-        Layout::Hybrid { v1, unified } => v1.values().cloned().chain([unified.clone()]).collect(),
-        Layout::V1 { v1 } => v1.values().cloned().collect(),
-    };
-    roots.sort();
-    roots.dedup();
+    let roots = delegate::sweep_bases(layout);
     let mut removed = Vec::new();
     for root in roots {
         let Ok(rd) = std::fs::read_dir(root.join(PARENT_DIR)) else { continue };

@@ -1,12 +1,15 @@
 //! Applying a [`LandlockArtifact`] to the calling process at launch.
 //!
-//! Input: a validated artifact, the launch [`Params`], and a [`Mode`]. Output: the ruleset
+//! Input: a validated artifact, the launch [`Params`], a [`Mode`], and which other layers
+//! are in force ([`InForce`]: the mount plan, the agent's namespaces). Output: the ruleset
 //! is enforced on the calling thread and its future children (call it in the
 //! single-threaded sandbox child, after the mount plan and before seccomp), and a
-//! [`LandlockStatus`] says what is enforced. Invariants: `Required` never runs with less
-//! than the artifact's ABI (error instead, no silent downgrade); a missing parameter is an
-//! error; an allow rule whose path is missing is skipped and reported; an allow inside a
-//! denied path is dropped (deny beats allow).
+//! [`LandlockStatus`] says what is enforced. Invariants: `Required` never runs on a kernel
+//! that lacks an item no layer in force makes up for (error naming the items and the fix,
+//! no silent downgrade; see [`super::compat`]); items the kernel lacks but a fallback in
+//! force enforces are named in the details and keep the status "fully enforced"; a missing
+//! parameter is an error; an allow rule whose path is missing is skipped and reported; an
+//! allow inside a denied path is dropped (deny beats allow).
 //!
 //! Denies inside an allowed tree. Landlock grants are inherited by everything beneath a
 //! rule's directory and there is no negative rule, so:
@@ -33,6 +36,7 @@
 //! remove a mask.
 
 use super::artifact::LandlockArtifact;
+use super::compat::{self, InForce};
 use super::lower::Loss;
 use super::rights::{Abi, FsRight, for_file, fs_bits};
 use super::sys;
@@ -80,10 +84,14 @@ pub struct LandlockStatus {
 /// Why Landlock could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error(
-        "this kernel's Landlock ABI is {kernel}, the bundle requires {required} (mode Required)"
-    )]
-    AbiTooLow { kernel: Abi, required: Abi },
+    /// The kernel lacks items nothing else enforces at this launch; `why` names them and
+    /// the fixes.
+    #[error("{why}")]
+    AbiTooLow {
+        kernel: Abi,
+        required: Abi,
+        why: String,
+    },
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error("landlock: {what} `{path}`: {source}")]
@@ -116,16 +124,28 @@ pub fn apply(
     artifact: &LandlockArtifact,
     params: &Params,
     mode: Mode,
+    in_force: InForce,
 ) -> Result<LandlockStatus, ApplyError> {
-    apply_capped(artifact, params, mode, Abi(u32::MAX))
+    apply_capped(artifact, params, mode, in_force, Abi(u32::MAX))
 }
 
-/// The ABI to use, or the refusal: `Required` refuses a kernel below the artifact's needs.
-pub fn negotiate(kernel: Abi, required: Abi, mode: Mode) -> Result<Abi, ApplyError> {
-    if kernel < required && mode == Mode::Required {
-        return Err(ApplyError::AbiTooLow { kernel, required });
+/// The ABI the ruleset is enforced at, or the refusal: `Required` refuses a kernel that
+/// lacks an item no layer in `in_force` makes up for.
+pub fn negotiate(
+    artifact: &LandlockArtifact,
+    kernel: Abi,
+    mode: Mode,
+    in_force: InForce,
+) -> Result<Abi, ApplyError> {
+    let needed = artifact.needed_abi(in_force);
+    if kernel < needed && mode == Mode::Required {
+        return Err(ApplyError::AbiTooLow {
+            kernel,
+            required: needed,
+            why: compat::refusal(kernel, needed, &artifact.missing(kernel, in_force), in_force),
+        });
     }
-    Ok(kernel.min(required))
+    Ok(kernel.min(artifact.min_abi))
 }
 
 /// [`apply`] as if the kernel's ABI were at most `cap` (pins behaviour across kernel
@@ -134,12 +154,13 @@ pub fn apply_capped(
     artifact: &LandlockArtifact,
     params: &Params,
     mode: Mode,
+    in_force: InForce,
     cap: Abi,
 ) -> Result<LandlockStatus, ApplyError> {
     let kernel = kernel_abi().min(cap);
     let mut details = Vec::new();
     let mut losses = Vec::new();
-    let abi_in_use = negotiate(kernel, artifact.min_abi, mode)?;
+    let abi_in_use = negotiate(artifact, kernel, mode, in_force)?;
     // Resolve every template first, so a missing parameter fails before anything is enforced.
     let mut denied: BTreeSet<PathBuf> = BTreeSet::new();
     let mut deny_origin: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -241,8 +262,13 @@ pub fn apply_capped(
         }
     }
 
-    // Downgrade to what the kernel knows (only reachable in BestEffort).
+    // What the kernel lacks: enforced by a fallback in force (named), or, only reachable
+    // in BestEffort, not enforced (partial).
     let mut partial = false;
+    for m in artifact.missing(kernel, in_force) {
+        partial |= m.by.is_none();
+        details.push(format!("kernel ABI {kernel} lacks {}", m.describe()));
+    }
     let keep = |since: Abi| since <= kernel;
     let handled_fs: BTreeSet<FsRight> = artifact
         .handled_fs
@@ -250,35 +276,16 @@ pub fn apply_capped(
         .copied()
         .filter(|r| keep(r.since()))
         .collect();
-    for r in artifact.handled_fs.iter().filter(|r| !keep(r.since())) {
-        partial = true;
-        details.push(format!(
-            "kernel ABI {kernel} lacks fs right `{r}` (needs {}): not enforced",
-            r.since()
-        ));
-    }
-    let mut net = 0;
-    for r in &artifact.handled_net {
-        if keep(r.since()) {
-            net |= r.bit();
-        } else {
-            partial = true;
-            details.push(format!(
-                "kernel ABI {kernel} lacks `{r}`: TCP not restricted by Landlock"
-            ));
-        }
-    }
-    let mut scoped = 0;
-    for s in &artifact.scopes {
-        if keep(s.since()) {
-            scoped |= s.bit();
-        } else {
-            partial = true;
-            details.push(format!(
-                "kernel ABI {kernel} lacks scope `{s}`: not enforced"
-            ));
-        }
-    }
+    let net = artifact
+        .handled_net
+        .iter()
+        .filter(|r| keep(r.since()))
+        .fold(0, |a, r| a | r.bit());
+    let scoped = artifact
+        .scopes
+        .iter()
+        .filter(|s| keep(s.since()))
+        .fold(0, |a, s| a | s.bit());
     let mut flags = 0u32;
     for f in &artifact.restrict_flags {
         if keep(f.since()) {

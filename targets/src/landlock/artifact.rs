@@ -4,9 +4,12 @@
 //! compiler (network ports, scopes, audit flags). Output: canonical JSON (`to_json`, same
 //! value → same bytes) and a text twin (`render_text`) for review. Invariants checked by
 //! [`LandlockArtifact::validate`] (and so by `from_json` and `to_json`): the format tag
-//! matches, every granted right is handled, rules are sorted with unique keys, and
-//! `min_abi` equals the ABI computed from the handled rights, scopes and flags.
+//! matches, every granted right is handled, rules are sorted with unique keys,
+//! `min_abi` equals the ABI computed from the handled rights, scopes and flags, and every
+//! recorded fallback is for a handled item that the fallback can enforce
+//! ([`super::compat::allowed`]).
 
+use super::compat::{Fallback, Fallbacks, InForce, Item, Missing, allowed};
 use super::rights::{Abi, FsRight, NetRight, RestrictFlag, Scope, min_abi};
 use super::template::PathTemplate;
 use serde::{Deserialize, Serialize};
@@ -39,6 +42,10 @@ pub struct LandlockArtifact {
     pub denies: Vec<DenyRule>,
     /// TCP port rules, sorted by port, one per port.
     pub net_rules: Vec<NetRule>,
+    /// Handled items another layer enforces on a kernel whose ABI lacks them (set by the
+    /// compiler; see [`super::compat`]). `min_abi` still says what Landlock alone needs.
+    #[serde(default, skip_serializing_if = "Fallbacks::is_empty")]
+    pub fallbacks: Fallbacks,
 }
 
 /// Grants `access` on `path` and everything beneath it.
@@ -80,6 +87,12 @@ pub enum ArtifactError {
     UnhandledRight { path: String, right: String },
     #[error("landlock.json rules are not sorted with unique keys (at `{0}`)")]
     NotCanonical(String),
+    #[error("landlock.json names fallback `{fallback}` for `{item}`, which {why}")]
+    BadFallback {
+        item: String,
+        fallback: Fallback,
+        why: &'static str,
+    },
 }
 
 impl Default for LandlockArtifact {
@@ -94,6 +107,7 @@ impl Default for LandlockArtifact {
             path_rules: Vec::new(),
             denies: Vec::new(),
             net_rules: Vec::new(),
+            fallbacks: Fallbacks::default(),
         }
     }
 }
@@ -109,6 +123,51 @@ impl LandlockArtifact {
                 .chain(self.scopes.iter().map(|s| s.since()))
                 .chain(self.restrict_flags.iter().map(|f| f.since())),
         )
+    }
+
+    /// Every handled item (fs rights, TCP rights, scopes).
+    pub fn items(&self) -> impl Iterator<Item = Item> + '_ {
+        self.handled_fs
+            .iter()
+            .map(|r| Item::Fs(*r))
+            .chain(self.handled_net.iter().map(|r| Item::Net(*r)))
+            .chain(self.scopes.iter().map(|s| Item::Scope(*s)))
+    }
+
+    /// The recorded fallback of a handled item.
+    pub fn fallback(&self, item: Item) -> Option<Fallback> {
+        match item {
+            Item::Fs(r) => self.fallbacks.fs.get(&r).copied(),
+            Item::Net(r) => self.fallbacks.net.get(&r).copied(),
+            Item::Scope(s) => self.fallbacks.scopes.get(&s).copied(),
+        }
+    }
+
+    /// The ABI a launch needs when the layers `in_force` are in force: items whose
+    /// fallback they provide do not count; restrict flags always do.
+    pub fn needed_abi(&self, in_force: InForce) -> Abi {
+        min_abi(
+            self.items()
+                .filter(|i| !self.fallback(*i).is_some_and(|f| in_force.provides(f)))
+                .map(Item::since)
+                .chain(self.restrict_flags.iter().map(|f| f.since())),
+        )
+    }
+
+    /// The lowest ABI any host can run this ruleset on (every fallback in force).
+    pub fn floor_abi(&self) -> Abi {
+        self.needed_abi(InForce::EVERYTHING)
+    }
+
+    /// The handled items `kernel` lacks, each with the fallback in force (if any).
+    pub fn missing(&self, kernel: Abi, in_force: InForce) -> Vec<Missing> {
+        self.items()
+            .filter(|i| i.since() > kernel)
+            .map(|item| Missing {
+                item,
+                by: self.fallback(item).filter(|f| in_force.provides(*f)),
+            })
+            .collect()
     }
 
     /// Launch parameters the artifact needs (for the bundle manifest).
@@ -207,6 +266,22 @@ impl LandlockArtifact {
                 });
             }
         }
+        let recorded = (self.fallbacks.fs.iter().map(|(r, f)| (Item::Fs(*r), *f)))
+            .chain(self.fallbacks.net.iter().map(|(r, f)| (Item::Net(*r), *f)))
+            .chain(self.fallbacks.scopes.iter().map(|(s, f)| (Item::Scope(*s), *f)));
+        for (item, fallback) in recorded {
+            let bad = |why| ArtifactError::BadFallback {
+                item: item.to_string(),
+                fallback,
+                why,
+            };
+            if !self.items().any(|i| i == item) {
+                return Err(bad("the ruleset does not handle"));
+            }
+            if allowed(item) != Some(fallback) {
+                return Err(bad("cannot enforce it"));
+            }
+        }
         Ok(())
     }
 
@@ -275,6 +350,17 @@ impl LandlockArtifact {
         }
         if self.net_rules.is_empty() {
             let _ = writeln!(out, "  (none)");
+        }
+        let _ = writeln!(
+            out,
+            "\nolder kernels: Landlock alone needs {}; with every fallback in force {}",
+            self.min_abi,
+            self.floor_abi()
+        );
+        for item in self.items() {
+            if let Some(f) = self.fallback(item) {
+                let _ = writeln!(out, "  {:<24} {}  fallback: {f}", item.to_string(), item.since());
+            }
         }
         out
     }

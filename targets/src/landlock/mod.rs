@@ -12,6 +12,7 @@
 //! | `template.rs` | path templates (`${WORKSPACE}/src`) and launch parameters     |
 //! | `rights.rs`   | rights, their ABI, the read/write/exec mapping                |
 //! | `artifact.rs` | `landlock.json`: types, canonical JSON, text twin            |
+//! | `compat.rs`   | older ABIs: fallbacks, the ABI a launch needs, refusals      |
 //! | `lower.rs`    | fs rules → artifact, compile-time losses                      |
 //! | `apply.rs`    | launch: resolve, mask check or split, enforce, report        |
 //! | `loader.rs`   | what `ld.so` needs; `PT_INTERP` reader                       |
@@ -19,6 +20,7 @@
 
 pub mod apply;
 pub mod artifact;
+pub mod compat;
 pub mod loader;
 pub mod lower;
 pub mod rights;
@@ -29,6 +31,7 @@ pub use apply::{
     ApplyError, Enforcement, LandlockStatus, Mode, apply, apply_capped, kernel_abi, negotiate,
 };
 pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule};
+pub use compat::{Fallback, Fallbacks, InForce, Item, Missing};
 pub use loader::{elf_interpreter, loader_paths, loader_rules};
 pub use lower::{FsAccess, FsLowering, FsRule, Loss, lower_fs, runtime_rules};
 pub use rights::{Abi, FsRight, GrantKind, NetRight, RestrictFlag, Scope, rights_for};

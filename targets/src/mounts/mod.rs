@@ -13,7 +13,7 @@
 //! reaches every submount of a recursive bind (a `MS_REMOUNT|MS_BIND` remount only changes
 //! the top one) and only ever *adds* `RDONLY/NOSUID/NODEV/NOEXEC`, so the flags a user
 //! namespace locks on inherited mounts are never cleared (which would fail with `EPERM`);
-//! every bundle needs Landlock ABI 3 (Linux 6.2), so every host that can run one has it.
+//! every bundle needs Landlock (ABI 1, Linux 5.13), so every host that can run one has it.
 //! `/proc` is mounted without `hidepid`: the sandbox has its own pid namespace, so it sees
 //! only its own processes anyway. Masks are mode 000, empty and read-only; they cannot be
 //! unmounted by the agent (no capabilities after the runtime drops them, and Landlock

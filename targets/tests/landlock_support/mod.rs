@@ -207,12 +207,43 @@ pub fn ld_so() -> PathBuf {
         .expect("/bin/true is dynamic")
 }
 
-/// A fresh test tree outside `/tmp` (the mount tests replace `/tmp`):
+/// Host paths that [`policy`] grants by itself (its rules that are not `${BASE}`-relative),
+/// symlinks resolved.
+fn host_grants() -> Vec<PathBuf> {
+    policy()
+        .iter()
+        .filter(|r| r.path.param().is_none())
+        .filter_map(|r| std::fs::canonicalize(r.path.to_string()).ok())
+        .collect()
+}
+
+/// Where [`tree`] puts its directory: the first candidate that lies outside every host
+/// path [`policy`] grants. The tests assert that what the policy does not grant is denied,
+/// so the tree must not sit under a grant: a checkout in `/tmp` (granted writable, and
+/// replaced by the mount tests' private `/tmp`) or under `/usr` would make every "outside"
+/// check pass or fail for the wrong reason.
+fn tree_parent() -> PathBuf {
+    let grants = host_grants();
+    let candidates = [
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        PathBuf::from("/var/tmp"),
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default(),
+    ];
+    candidates
+        .iter()
+        .filter_map(|c| std::fs::canonicalize(c).ok())
+        .find(|c| c.is_dir() && !grants.iter().any(|g| c.starts_with(g)))
+        .unwrap_or_else(|| {
+            panic!("no directory for the test tree outside the test policy's grants {grants:?}; tried {candidates:?}")
+        })
+}
+
+/// A fresh test tree outside every host path the test policy grants (see [`tree_parent`]):
 /// ro/{file.txt,sub/deep.txt}, rw/{ok.txt,.env,secret/key.txt,work/}, bin/{mytrue,other}.
 pub fn tree() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new()
         .prefix("aegis-fs-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .tempdir_in(tree_parent())
         .unwrap();
     let base = std::fs::canonicalize(dir.path()).unwrap();
     for d in ["ro/sub", "rw/secret", "rw/work", "bin", "outside"] {
