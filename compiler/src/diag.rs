@@ -50,6 +50,7 @@ codes! {
     InvalidGlob => "aegis::policy::invalid_glob",
     UnknownParameter => "aegis::policy::unknown_parameter",
     InvalidPath => "aegis::policy::invalid_path",
+    UnknownProtection => "aegis::policy::unknown_protection",
     // Network
     InvalidMode => "aegis::policy::invalid_network_mode",
     InvalidEndpoint => "aegis::policy::invalid_endpoint",
@@ -88,6 +89,7 @@ codes! {
     LintBestEffort => "aegis::lint::best_effort_layer",
     LintBroadWrite => "aegis::lint::broad_write",
     LintIgnoredSetting => "aegis::lint::ignored_setting",
+    LintUnprotected => "aegis::lint::unprotected",
 }
 
 impl fmt::Display for Code {
