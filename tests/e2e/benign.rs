@@ -1,5 +1,6 @@
 //! A benign coding workload under `policies/coding-agent.toml`, run for real as root: Python
-//! reads the repository, runs `git init/add/commit/log/status`, starts a helper Python, uses
+//! reads the repository, runs `git add/commit/log/status` in the checkout (whose `.git/config`
+//! and `.git/hooks` are read-only built-in protections), starts a helper Python, uses
 //! `/tmp`, and writes output files in the workspace. It must run with no false denial: exit
 //! 0, the expected output on the host (files, a commit `git log` sees), and no denial in the
 //! audit log.
@@ -33,7 +34,6 @@ for root, dirs, names in os.walk(ws):
         p = os.path.join(root, n)
         with open(p, "rb") as f:
             files[os.path.relpath(p, ws)] = hashlib.sha256(f.read()).hexdigest()
-git("init", "-q")
 git("add", "src/app.py", "README.md", ".gitignore")
 git("commit", "-q", "-m", "initial import")
 # Edit, test with a child interpreter, commit again.

@@ -14,6 +14,7 @@
 //! | `artifact.rs` | `landlock.json`: types, canonical JSON, text twin            |
 //! | `lower.rs`    | fs rules → artifact, compile-time losses                      |
 //! | `apply.rs`    | launch: resolve, mask check or split, enforce, report        |
+//! | `split.rs`    | launch: an allowed tree split around denied / read-only paths |
 //! | `loader.rs`   | what `ld.so` needs; `PT_INTERP` reader                       |
 //! | `sys.rs`      | raw Landlock system calls                                    |
 
@@ -22,13 +23,14 @@ pub mod artifact;
 pub mod loader;
 pub mod lower;
 pub mod rights;
+mod split;
 mod sys;
 pub mod template;
 
 pub use apply::{
     ApplyError, Enforcement, LandlockStatus, Mode, apply, apply_capped, kernel_abi, negotiate,
 };
-pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule};
+pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule, ReadOnlyRule};
 pub use loader::{elf_interpreter, loader_paths, loader_rules};
 pub use lower::{FsAccess, FsLowering, FsRule, Loss, lower_fs, runtime_rules};
 pub use rights::{Abi, FsRight, GrantKind, NetRight, RestrictFlag, Scope, rights_for};
