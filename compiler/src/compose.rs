@@ -285,6 +285,8 @@ fn merge(mut base: PolicyFile, next: PolicyFile) -> PolicyFile {
     base.filesystem.write.extend(fs.write);
     base.filesystem.deny.extend(fs.deny);
     base.filesystem.tmp_size = over(base.filesystem.tmp_size, fs.tmp_size);
+    base.filesystem.protect = over(base.filesystem.protect, fs.protect);
+    base.filesystem.unprotect.extend(fs.unprotect);
     base.exec.allow.extend(next.exec.allow);
     let n = next.network;
     base.network.mode = over(base.network.mode, n.mode);

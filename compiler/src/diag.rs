@@ -50,6 +50,7 @@ codes! {
     InvalidGlob => "aegis::policy::invalid_glob",
     UnknownParameter => "aegis::policy::unknown_parameter",
     InvalidPath => "aegis::policy::invalid_path",
+    UnknownProtection => "aegis::policy::unknown_protection",
     // Network
     InvalidMode => "aegis::policy::invalid_network_mode",
     InvalidEndpoint => "aegis::policy::invalid_endpoint",
@@ -92,6 +93,7 @@ codes! {
     LintIgnoredSetting => "aegis::lint::ignored_setting",
     LintBroadUnix => "aegis::lint::broad_unix_grant",
     LintUnixNotVisible => "aegis::lint::unix_socket_not_visible",
+    LintUnprotected => "aegis::lint::unprotected",
 }
 
 impl fmt::Display for Code {

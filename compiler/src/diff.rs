@@ -8,7 +8,7 @@
 //! refused (a grant already covered by an old grant does not widen; removing a deny widens
 //! only if something grants the path); output order is deterministic (category, text).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::eval::{self, FsQuery, Params, Query, Verdict};
 use crate::ir::net::name_matches;
@@ -47,8 +47,12 @@ impl PolicyDiff {
     }
 }
 
-fn fs_phrase(access: FsAccess, path: &PathPattern) -> String {
+/// A rule in words; a read rule inside a write grant of `policy` is a read-only carve-out.
+fn fs_phrase(policy: &Policy, access: FsAccess, path: &PathPattern, protection: bool) -> String {
+    let inside_write = || policy.filesystem.rules_of(FsAccess::Write).any(|w| w.path.covers(path) && w.path != *path);
     match access {
+        FsAccess::Read if protection => format!("{path} is read-only (built-in protection)"),
+        FsAccess::Read if inside_write() => format!("{path} is read-only (read grant inside a write grant)"),
         FsAccess::Read => format!("may read {path}"),
         FsAccess::Write => format!("may write {path}"),
         FsAccess::Exec => format!("may execute {path}"),
@@ -141,25 +145,38 @@ fn limit_change<T: PartialOrd + Copy>(
 
 pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
     let mut acc = Acc(Vec::new());
-    // Filesystem: user rules only; built-ins are the same in every policy.
-    let rules = |p: &Policy| -> BTreeSet<(FsAccess, PathPattern)> {
-        p.filesystem.rules.iter().filter(|r| r.origin.is_some()).map(|r| (r.access, r.path.clone())).collect()
+    // Filesystem: user rules and built-in protections (the policy turns those off); the
+    // sandbox's own built-ins are the same in every policy.
+    let rules = |p: &Policy| -> BTreeMap<(FsAccess, PathPattern), bool> {
+        p.filesystem.rules.iter().filter(|r| r.origin.is_some() || r.protection).map(|r| ((r.access, r.path.clone()), r.protection)).collect()
     };
-    let (ro, rn) = (rules(old), rules(new));
-    for (access, path) in rn.difference(&ro) {
+    let (mut ro, mut rn) = (rules(old), rules(new));
+    // Protections come and go with their write grant, whose own line says enough; the ones
+    // under a grant both policies have are news (an `unprotect`, `protect = false`).
+    let under_write = |p: &Policy, path: &PathPattern| p.filesystem.rules_of(FsAccess::Write).any(|w| w.origin.is_some() && w.path.covers(path) && w.path != *path);
+    let kept = |(_, path): &(FsAccess, PathPattern), protection: &mut bool| !*protection || (under_write(old, path) && under_write(new, path));
+    ro.retain(kept);
+    rn.retain(kept);
+    // What changed at a path, in the agent's terms: anything allowed now that was not.
+    let gained = |path: &PathPattern| {
+        [FsAccess::Read, FsAccess::Write, FsAccess::Exec]
+            .iter()
+            .filter_map(|a| fs_query(*a, path))
+            .any(|q| allows(new, q.clone()) && !allows(old, q))
+    };
+    for ((access, path), protection) in rn.iter().filter(|(k, _)| !ro.contains_key(*k)) {
         let widens = match fs_query(*access, path) {
             Some(q) => !allows(old, q.clone()) && allows(new, q),
             None => false,
         };
-        acc.push(ChangeKind::Added, "filesystem", fs_phrase(*access, path), widens);
+        acc.push(ChangeKind::Added, "filesystem", fs_phrase(new, *access, path, *protection), widens);
     }
-    for (access, path) in ro.difference(&rn) {
-        let widens = *access == FsAccess::Deny
-            && [FsAccess::Read, FsAccess::Write, FsAccess::Exec]
-                .iter()
-                .filter_map(|a| fs_query(*a, path))
-                .any(|q| allows(new, q.clone()) && !allows(old, q));
-        acc.push(ChangeKind::Removed, "filesystem", fs_phrase(*access, path), widens);
+    for ((access, path), protection) in ro.iter().filter(|(k, _)| !rn.contains_key(*k)) {
+        acc.push(ChangeKind::Removed, "filesystem", fs_phrase(old, *access, path, *protection), gained(path));
+    }
+    if old.filesystem.protection.enabled != new.filesystem.protection.enabled {
+        let on = |p: &Policy| if p.filesystem.protection.enabled { "on" } else { "off" };
+        acc.push(ChangeKind::Changed, "filesystem", format!("built-in protection list {} → {}", on(old), on(new)), !new.filesystem.protection.enabled);
     }
     if old.filesystem.tmp_size != new.filesystem.tmp_size {
         acc.push(

@@ -241,6 +241,7 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
             );
         }
     }
+    out.extend(protection_lints(policy));
     for e in &policy.network.allow {
         let any_addr = matches!(&e.destination, Destination::Network(c) if c.is_any());
         let any_port = e.ports.iter().any(|p| p.is_any());
@@ -357,6 +358,64 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
     out
 }
 
+/// Write grants at or inside a built-in protection: the most specific rule decides, so the
+/// grant lifts the protection there.
+fn lifting_writes(fs: &Filesystem) -> Vec<(&FsRule, &FsRule)> {
+    let protections: Vec<&FsRule> = fs.rules.iter().filter(|r| r.protection).collect();
+    fs.rules_of(FsAccess::Write)
+        .filter(|w| w.origin.is_some())
+        .filter_map(|w| protections.iter().find(|p| p.path.covers(&w.path)).map(|p| (w, *p)))
+        .collect()
+}
+
+/// Opt-outs of the built-in protection list: each lets the agent plant code that the user's
+/// tools run on the host after the session.
+fn protection_lints(policy: &Policy) -> Vec<Diagnostic> {
+    let fs = &policy.filesystem;
+    let mut out = Vec::new();
+    if !fs.protection.enabled {
+        out.push(
+            Diagnostic::warning(Code::LintUnprotected, "the built-in protection list is off (`protect = false`)")
+                .at_opt(fs.protection.origin)
+                .label("no built-in protection")
+                .help("below every write grant the agent can now write .git/hooks, .git/config, shell startup files, .envrc and editor and agent configs, which your own tools run on the host after the session; turn off only the protections you need with `unprotect = [...]`"),
+        );
+        for u in &fs.protection.unprotect {
+            out.push(
+                Diagnostic::warning(Code::LintIgnoredSetting, format!("unprotect '{}' has no effect with `protect = false`", u.path))
+                    .at_opt(u.origin)
+                    .label("ignored")
+                    .help("the whole protection list is already off"),
+            );
+        }
+        return out;
+    }
+    let candidates = crate::lower::protection_candidates(&fs.rules);
+    for u in &fs.protection.unprotect {
+        let mut covered: Vec<&str> = candidates.iter().filter(|(c, _)| u.path.covers(c)).map(|(_, e)| e.path).collect();
+        covered.sort_unstable();
+        covered.dedup();
+        out.push(
+            Diagnostic::warning(Code::LintUnprotected, format!("unprotect '{}' turns off a built-in protection", u.path))
+                .at_opt(u.origin)
+                .label("agent may write here")
+                .help(format!(
+                    "the agent can now write what this covers ({}), which your own tools run on the host after the session; review it before you use them",
+                    if covered.is_empty() { "protected files".to_string() } else { covered.join(", ") }
+                )),
+        );
+    }
+    for (w, p) in lifting_writes(fs) {
+        out.push(
+            Diagnostic::warning(Code::LintUnprotected, format!("write grant '{}' lifts the built-in protection '{}'", w.path, p.path))
+                .at_opt(w.origin)
+                .label("most specific rule: writable")
+                .help(format!("{}: {}; if that is intended, say so with unprotect = [\"{}\"]", p.path, p.note, p.path)),
+        );
+    }
+    out
+}
+
 pub fn exposure(policy: &Policy) -> Exposure {
     let mut reasons: Vec<ExposureReason> = Vec::new();
     let mut add = |points: f64, reason: String| reasons.push(ExposureReason { points, reason });
@@ -380,6 +439,15 @@ pub fn exposure(policy: &Policy) -> Exposure {
     let secrets: usize = user(FsAccess::Read).chain(user(FsAccess::Write)).map(|g| readable_secrets(&denies, g).len()).sum();
     if secrets > 0 {
         add((secrets as f64 * 0.5).min(2.5), format!("{secrets} secret location(s) readable"));
+    }
+    let has_write = user(FsAccess::Write).next().is_some();
+    if !fs.protection.enabled && has_write {
+        add(2.0, "built-in protection list off: files your tools run on the host are writable".into());
+    } else {
+        let opt_outs = fs.protection.unprotect.len() + lifting_writes(fs).len();
+        if opt_outs > 0 {
+            add((opt_outs as f64 * 0.5).min(2.0), format!("{opt_outs} built-in protection(s) turned off"));
+        }
     }
     let interp = user(FsAccess::Exec).filter(|e| is_interpreter(&e.path)).count();
     if interp > 0 {

@@ -187,3 +187,38 @@ fn json_is_canonical_and_validated() {
     );
     assert!(MountPlan::from_json("{").is_err());
 }
+
+#[test]
+fn protected_paths_inside_write_trees_are_read_only_and_pinned() {
+    use FsAccess::*;
+    let rules = [
+        rule("${W}", Write, "w"),
+        rule("${W}/.git/config", Read, "protect config"),
+        rule("${W}/.git/hooks", Read, "protect hooks"),
+        rule("${W}/a/b/secret", Deny, "deny"),
+        rule("${W}/vendor", Read, "carve-out"),
+        rule("${W}/vendor/patches", Write, "re-granted"),
+        rule("${W}/vendor/tool", Exec, "exec in a carve-out"),
+        rule("/data", Read, "ro tree"),
+        rule("/data/x/y", Deny, "deny in a read-only tree"),
+    ];
+    let (plan, _) = mounts::plan_from_rules(&rules, &PlanOptions::default());
+    let ro = Some(MountKind::Bind { writable: false, exec: false });
+    let rw = Some(MountKind::Bind { writable: true, exec: false });
+    assert_eq!(kind_of(&plan, "${W}/.git/config"), ro, "read-only, and noexec like its tree");
+    assert_eq!(kind_of(&plan, "${W}/.git/hooks"), ro);
+    assert_eq!(kind_of(&plan, "${W}/.git"), rw, "the ancestor is pinned with the tree's flags");
+    assert_eq!(kind_of(&plan, "${W}/a"), rw);
+    assert_eq!(kind_of(&plan, "${W}/a/b"), rw);
+    assert_eq!(kind_of(&plan, "${W}/a/b/secret"), Some(MountKind::Mask));
+    assert_eq!(kind_of(&plan, "${W}/vendor"), ro);
+    assert_eq!(kind_of(&plan, "${W}/vendor/patches"), rw, "a deeper write grant decides");
+    assert_eq!(
+        kind_of(&plan, "${W}/vendor/tool"),
+        Some(MountKind::Bind { writable: false, exec: true }),
+        "exec inside a carve-out is not writable"
+    );
+    assert_eq!(kind_of(&plan, "/data/x"), None, "nothing to pin inside a read-only tree");
+    let pin = plan.entries.iter().find(|e| e.target == PathTemplate::parse("${W}/.git").unwrap()).unwrap();
+    assert!(pin.origin.iter().all(|o| o.starts_with("pin: ancestor of `${W}/.git/")), "{:?}", pin.origin);
+}

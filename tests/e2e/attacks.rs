@@ -586,13 +586,12 @@ t("replace_log", lambda: os.rename(W + "/ok", log))
     assert_launch_recorded(&tg.log);
 }
 
-/// Finding (policy `coding-agent.toml`): denying `${WORKSPACE}/.git/hooks` does not stop an
-/// agent from planting code that the user's own git runs on the host after the session: the
-/// workspace, including `.git/config`, is writable, so `core.hooksPath` (or `core.fsmonitor`,
-/// aliases, filters) can point git at agent-written scripts. Here the next host-side
-/// `git commit` runs the agent's hook, which only touches a marker file.
+/// An agent under `coding-agent.toml` plants a hook directory in the workspace and points
+/// `core.hooksPath` at it from `.git/config`, so that the user's next `git commit` on the
+/// host would run it. `.git/config` is a built-in protection (read-only, still readable), so
+/// the plant fails and the host's commit runs nothing (the hook only touches a marker). The
+/// renaming and replacing variants are in `protect.rs`.
 #[test]
-#[ignore = "LANGUAGE GAP: .git is writable under coding-agent, so an agent can plant hooks (core.hooksPath) that run on the host; needs read-only carve-outs inside write trees"]
 fn a_planted_git_hook_does_not_run_on_the_host() {
     if !sandbox_ready() {
         return;
@@ -613,6 +612,7 @@ fn a_planted_git_hook_does_not_run_on_the_host() {
     );
     let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &lab.path("audit.log"), &["/usr/bin/python3", "-c", &agent]);
     eprintln!("agent: exit {} {}{}", r.code, r.stdout, r.stderr);
+    assert!(r.code != 0 && r.stderr.contains("Read-only file system") && !r.stdout.contains("planted"), "planting the config was not refused: {}{}", r.stdout, r.stderr);
     // Later, the user commits on the host (as the owner of the repository would).
     let c = run(Command::new("git")
         .args(["-c", "safe.directory=*", "-c", "user.name=u", "-c", "user.email=u@example.invalid", "-C"])

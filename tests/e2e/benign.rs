@@ -1,6 +1,7 @@
 //! A benign coding workload under `policies/coding-agent.toml`, run for real as root and as
 //! an unprivileged user in their own checkout (mode 0755): Python reads the repository, runs
-//! `git init/add/commit/log/status`, starts a helper Python, uses `/tmp`, and writes output
+//! `git add/commit/log/status` in the checkout (whose `.git/config` and `.git/hooks` are
+//! read-only built-in protections), starts a helper Python, uses `/tmp`, and writes output
 //! files in the workspace. It must run with no false denial: exit 0, the expected output on
 //! the host (files, a commit `git log` sees), and no denial in the audit log. Run by a user,
 //! everything the agent wrote belongs to that user, and the user's own `git status` works
@@ -35,7 +36,6 @@ for root, dirs, names in os.walk(ws):
         p = os.path.join(root, n)
         with open(p, "rb") as f:
             files[os.path.relpath(p, ws)] = hashlib.sha256(f.read()).hexdigest()
-git("init", "-q")
 git("add", "src/app.py", "README.md", ".gitignore")
 git("commit", "-q", "-m", "initial import")
 # Edit, test with a child interpreter, commit again.

@@ -524,8 +524,9 @@ fn coding_agent_sandbox_agrees_with_aegisc_check() {
         ];
         let (got, _) = differential(&lab, &policy("coding-agent.toml"), &params, &probes);
         assert!(is_err(&got[1], &["EACCES"]), ".env is masked: {}", got[1]);
-        // `.git` is writable under the shipped policy (its comment warns about hooks).
-        assert_eq!(got[9], "ok", "hooks are writable like the rest of .git: {}", got[9]);
+        // `.git/hooks` is a built-in protection: readable, not writable (check says so too).
+        assert_eq!(got[2], "ok", "hooks stay readable: {}", got[2]);
+        assert!(is_err(&got[9], &["EROFS"]), "hooks are read-only: {}", got[9]);
         assert_eq!(std::fs::read_to_string(ws.join(".env")).unwrap(), "TOKEN=hunter2\n");
     }
 }

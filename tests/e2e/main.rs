@@ -14,6 +14,9 @@ mod diff;
 mod launch;
 /// Attacks an agent might try (fs, exec, network, escapes, resource bombs), each contained.
 mod attacks;
+/// Protected paths in a writable workspace (`.git/config`, `.git/hooks`, ...): renamed,
+/// swapped, replaced and rewritten by the agent, never reaching the host's git.
+mod protect;
 /// A benign coding workload (python, git) under coding-agent runs with no false denial.
 mod benign;
 /// The audit log under a hostile agent: a full filesystem stops the run and loses no record,

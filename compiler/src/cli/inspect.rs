@@ -16,6 +16,50 @@ fn loc(sources: &SourceMap, o: Option<Origin>) -> String {
     o.map(|o| sources.locate(o).to_string()).unwrap_or_else(|| "built-in".into())
 }
 
+/// The built-in protections, grouped by the write grant they lie below, and the opt-outs.
+fn render_protections(o: &mut String, p: &Policy, s: &SourceMap) {
+    let fs = &p.filesystem;
+    let candidates = crate::lower::protection_candidates(&fs.rules);
+    if candidates.is_empty() {
+        return;
+    }
+    if !fs.protection.enabled {
+        let _ = writeln!(o, "  protected: none, the built-in protection list is off ({})", loc(s, fs.protection.origin));
+        return;
+    }
+    let _ = writeln!(o, "  protected (read-only below each write grant: files your tools run later on the host):");
+    let mut by_root: Vec<(String, Vec<&str>)> = Vec::new();
+    for (path, entry) in &candidates {
+        if !fs.rules.iter().any(|r| r.protection && r.path == *path) {
+            continue;
+        }
+        let mut root = path.clone();
+        root.components.truncate(root.components.len().saturating_sub(entry.path.split('/').count()));
+        let root = root.to_string();
+        match by_root.iter_mut().find(|(r, _)| *r == root) {
+            Some((_, v)) => v.push(entry.path),
+            None => by_root.push((root, vec![entry.path])),
+        }
+    }
+    for (root, entries) in by_root {
+        // Wrapped at ~100 columns, continuation lines aligned under the first entry.
+        let lead = format!("    {root}/ ");
+        let mut line = lead.clone();
+        for e in entries {
+            if line.len() > lead.len() && line.len() + e.len() > 100 {
+                let _ = writeln!(o, "{}", line.trim_end());
+                line = " ".repeat(lead.len());
+            }
+            line.push_str(e);
+            line.push(' ');
+        }
+        let _ = writeln!(o, "{}", line.trim_end());
+    }
+    for u in &fs.protection.unprotect {
+        let _ = writeln!(o, "  unprotected {:<39} {}", u.path.to_string(), loc(s, u.origin));
+    }
+}
+
 /// The human summary, also used by snapshot tests.
 pub fn render(c: &Compiled) -> String {
     let p = &c.policy;
@@ -42,11 +86,12 @@ pub fn render(c: &Compiled) -> String {
             let _ = writeln!(o, "  {:<6} {:<44} {}", access.word(), r.path.to_string(), loc(s, r.origin));
         }
     }
+    render_protections(&mut o, p, s);
     let builtins: Vec<String> = p
         .filesystem
         .rules
         .iter()
-        .filter(|r| r.origin.is_none() && r.access != FsAccess::Exec)
+        .filter(|r| r.origin.is_none() && !r.protection && r.access != FsAccess::Exec)
         .map(|r| format!("{} {}", r.access.word(), r.path))
         .collect();
     let _ = writeln!(o, "  built-in: {} (private /tmp of {})", builtins.join(", "), format_size(p.filesystem.tmp_size));

@@ -58,7 +58,7 @@ pub fn fs_rules(policy: &Policy, sources: &SourceMap) -> Result<Vec<FsRule>, Emi
             };
             let origin = match r.origin {
                 Some(o) => format!("{} {} ({})", r.access.word(), r.path, sources.locate(o)),
-                None => format!("built-in {} {}: {}", r.access.word(), r.path, r.note),
+                None => if r.protection { format!("built-in protection {}: {}", r.path, r.note) } else { format!("built-in {} {}: {}", r.access.word(), r.path, r.note) },
             };
             Ok(FsRule { path, access, origin })
         })

@@ -231,7 +231,11 @@ fn rule_ref(r: &FsRule) -> RuleRef {
         FsAccess::Deny => "deny pattern".to_string(),
         a => format!("{} grant", a.word()),
     };
-    let text = if r.origin.is_none() { format!("{} (built-in: {})", r.path, r.note) } else { r.path.to_string() };
+    let text = match (r.origin, r.protection) {
+        (Some(_), _) => r.path.to_string(),
+        (None, true) => format!("{} (built-in protection: {})", r.path, r.note),
+        (None, false) => format!("{} (built-in: {})", r.path, r.note),
+    };
     RuleRef { kind, text, origin: r.origin }
 }
 
@@ -253,9 +257,11 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
     let mut unresolved_denies = std::collections::BTreeSet::new();
     let mut unresolved_grants = std::collections::BTreeSet::new();
     // The most specific matching rule of each kind decides; ties go to the first in IR order.
-    let mut best_deny: Option<&FsRule> = None;
-    let mut best_grant: Option<&FsRule> = None;
-    let (mut deny_depth, mut grant_depth) = (0usize, 0usize);
+    let mut best_deny: Option<(&FsRule, usize)> = None;
+    let mut best_grant: Option<(&FsRule, usize)> = None;
+    // For writes: the most specific read rule, which makes its subtree read-only when it is
+    // deeper than every covering write grant (a carve-out).
+    let mut best_read: Option<(&FsRule, usize)> = None;
     // The sandbox's /tmp is a private tmpfs, but a parameter whose value lies under the
     // host's /tmp is bound over it at launch with the parameter's own access: inside such a
     // parameter its rules decide, and the built-in /tmp grant does not apply.
@@ -267,7 +273,8 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
     });
     for r in &policy.filesystem.rules {
         let is_deny = r.access == FsAccess::Deny;
-        if !is_deny && !grants(access, r.access) {
+        let carve_out = access == FsQuery::Write && r.access == FsAccess::Read;
+        if !is_deny && !carve_out && !grants(access, r.access) {
             continue;
         }
         if in_param_under_tmp && r.origin.is_none() && r.path.components.len() == 1 && r.path.components.first().is_some_and(|c| c == "tmp") && r.path.param().is_none() {
@@ -275,7 +282,12 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
         }
         let rp = resolve(&r.path, params);
         if rp.root != q.root {
-            let missing = if is_deny { &mut unresolved_denies } else { &mut unresolved_grants };
+            // An absolute read rule cannot be deeper than a parameter-rooted write grant
+            // unless the parameter is `/` or above it: not worth a note on every answer.
+            if carve_out && rp.param().is_none() {
+                continue;
+            }
+            let missing = if is_deny || carve_out { &mut unresolved_denies } else { &mut unresolved_grants };
             missing.extend(rp.param().into_iter().chain(q.param()).map(str::to_string));
             continue;
         }
@@ -284,10 +296,16 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
         }
         // Specificity is measured on the resolved pattern: with WORKSPACE=/home/u/repo,
         // `${WORKSPACE}` is more specific than `/home`.
-        let (slot, depth) = if is_deny { (&mut best_deny, &mut deny_depth) } else { (&mut best_grant, &mut grant_depth) };
-        if slot.is_none() || rp.components.len() > *depth {
-            *slot = Some(r);
-            *depth = rp.components.len();
+        let slot = if is_deny {
+            &mut best_deny
+        } else if carve_out {
+            &mut best_read
+        } else {
+            &mut best_grant
+        };
+        let depth = rp.components.len();
+        if slot.is_none_or(|(_, d)| depth > d) {
+            *slot = Some((r, depth));
         }
     }
     let note = |set: std::collections::BTreeSet<String>, what: &str| -> Vec<String> {
@@ -298,13 +316,27 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
         let flags: Vec<String> = set.iter().map(|p| format!("--param {p}=/path")).collect();
         vec![format!("{what} involving {} could not be compared with '{raw}'; pass {} to include them", names.join(", "), flags.join(" "))]
     };
-    if let Some(d) = best_deny {
+    if let Some((d, _)) = best_deny {
         let reason = format!("path '{raw}' matches deny pattern '{}'", d.path);
         return Ok(deny(reason, Some(rule_ref(d)), vec![]));
     }
-    if let Some(g) = best_grant {
+    if let Some((g, grant_depth)) = best_grant {
+        // A read rule deeper than the deciding write grant: the path is read-only.
+        if let Some((r, _)) = best_read.filter(|(_, d)| *d > grant_depth) {
+            let reason = if r.protection {
+                format!(
+                    "path '{raw}' is read-only: built-in protection '{}' inside write grant '{}' ({}); to let the agent write it: [filesystem] unprotect = [\"{}\"]",
+                    r.path, g.path, r.note, r.path
+                )
+            } else {
+                format!("path '{raw}' is read-only: read grant '{}' inside write grant '{}' (the most specific rule decides)", r.path, g.path)
+            };
+            let kind = if r.protection { "built-in protection" } else { "read-only carve-out" };
+            return Ok(deny(reason, Some(RuleRef { kind: kind.into(), ..rule_ref(r) }), vec![]));
+        }
+        let what = if access == FsQuery::Write { "deny and read-only rules" } else { "deny rules" };
         let reason = format!("path '{raw}' is covered by {} grant '{}'", g.access.word(), g.path);
-        return Ok(allow(reason, rule_ref(g), note(unresolved_denies, "deny rules")));
+        return Ok(allow(reason, rule_ref(g), note(unresolved_denies, what)));
     }
     let mut notes = note(unresolved_grants, &format!("{} grants", access.word()));
     if in_param_under_tmp {

@@ -16,7 +16,12 @@
 //!   every policy because every sandbox provides them: a private `/tmp` (write), `/dev/null`
 //!   (write), the random and zero devices (read), the agent's own `/proc` (read), and, when
 //!   anything is executable, the dynamic loader (exec), without which no dynamic binary
-//!   starts.
+//!   starts. A `Read` rule strictly inside a `Write` rule is a **read-only carve-out**:
+//!   whether a path may be written is decided by the most specific `Read` or `Write` rule
+//!   covering it (at equal depth `Write` wins). **Built-in protections** (`protection`
+//!   set, origin `None`) are such carve-outs below every user write grant, one per entry of
+//!   the protection list (`lower::protect`), unless the policy turns them off
+//!   ([`Protection`]).
 //! * **Network.** Mode `None`: loopback only. `Proxy`: the agent reaches only the AEGIS proxy,
 //!   which admits the allowed endpoints and API hosts. `Host`: the host network, filtered to
 //!   the allowed endpoints (names resolved at launch) and DNS to `dns` resolvers. `deny`
@@ -108,6 +113,10 @@ pub struct FsRule {
     /// Why a built-in rule exists (empty for user rules).
     #[serde(default, skip_serializing_if = "str::is_empty")]
     pub note: std::borrow::Cow<'static, str>,
+    /// A built-in protection (a read-only carve-out from the protection list below a write
+    /// grant; origin `None`), as opposed to the sandbox's own built-ins.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protection: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -116,6 +125,32 @@ pub struct Filesystem {
     pub rules: Vec<FsRule>,
     /// Size of the private /tmp, bytes.
     pub tmp_size: u64,
+    /// The built-in protection list's settings (its rules are in `rules`).
+    #[serde(default)]
+    pub protection: Protection,
+}
+
+/// `[filesystem] protect` and `unprotect`: how the policy opts out of built-in protections.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Protection {
+    /// False when the policy says `protect = false` (no built-in protection at all).
+    pub enabled: bool,
+    /// Where `protect` is written (`None`: the default, on).
+    pub origin: Option<Origin>,
+    /// Protections turned off one by one: every built-in protection these cover.
+    pub unprotect: Vec<Unprotect>,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Protection { enabled: true, origin: None, unprotect: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Unprotect {
+    pub path: PathPattern,
+    pub origin: Option<Origin>,
 }
 
 impl Filesystem {

@@ -8,6 +8,7 @@
 //! text it came from; the output is sorted and deduplicated (see `ir` invariants).
 
 mod errno;
+pub mod protect;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -53,7 +54,67 @@ fn is_agent_name(s: &str) -> bool {
 }
 
 fn builtin(access: FsAccess, path: &str, note: &'static str) -> Option<FsRule> {
-    PathPattern::parse(path, &|_| false).ok().map(|path| FsRule { access, path, origin: None, note: note.into() })
+    PathPattern::parse(path, &|_| false).ok().map(|path| FsRule { access, path, origin: None, note: note.into(), protection: false })
+}
+
+/// Whether the sandbox replaces this absolute tree with its own (private `/tmp`, minimal
+/// `/dev`, fresh `/proc`): nothing of the host is written there, so nothing needs protecting.
+fn replaced_by_sandbox(p: &PathPattern) -> bool {
+    p.param().is_none() && p.components.first().is_some_and(|c| ["tmp", "dev", "proc"].contains(&c.as_str()))
+}
+
+/// The built-in protections below the user's write grants ([`protect::PROTECTED`]), minus
+/// what the policy opts out of. Reports `unprotect` entries that cover no protection.
+/// Every path the protection list names below the user's write grants (those a deny or the
+/// sandbox's private trees make moot left out), with its list entry.
+pub fn protection_candidates(rules: &[FsRule]) -> Vec<(PathPattern, &'static protect::Protected)> {
+    let denied = |p: &PathPattern| rules.iter().any(|r| r.access == FsAccess::Deny && r.path.covers(p));
+    let mut candidates = Vec::new();
+    for w in rules.iter().filter(|r| r.access == FsAccess::Write && r.origin.is_some()) {
+        if replaced_by_sandbox(&w.path) || denied(&w.path) {
+            continue;
+        }
+        for e in protect::PROTECTED {
+            let mut path = w.path.clone();
+            path.components.extend(e.path.split('/').map(str::to_string));
+            if !denied(&path) {
+                candidates.push((path, e));
+            }
+        }
+    }
+    candidates
+}
+
+fn protections(rules: &[FsRule], unprotect: &[Unprotect], enabled: bool, diags: &mut Diagnostics) -> Vec<FsRule> {
+    let candidates = protection_candidates(rules);
+    if !enabled {
+        return Vec::new();
+    }
+    for u in unprotect {
+        if !candidates.iter().any(|(c, _)| u.path.covers(c)) {
+            let mut near: Vec<String> = candidates.iter().filter(|(c, _)| c.root == u.path.root).map(|(c, _)| c.to_string()).collect();
+            near.dedup();
+            let mut shown = near.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+            if near.len() > 8 {
+                shown.push_str(&format!(", ... ({} in all; `aegisc inspect` lists them)", near.len()));
+            }
+            let help = match did_you_mean(&u.path.to_string(), near.iter().map(String::as_str)) {
+                Some(m) => format!("did you mean `{m}`? (`aegisc inspect` lists every protected path)"),
+                None if near.is_empty() => "built-in protections lie below write grants; this policy protects nothing there".to_string(),
+                None => format!("protected paths of this policy: {shown}"),
+            };
+            let mut d = Diagnostic::error(Code::UnknownProtection, format!("unprotect `{}` covers no built-in protection", u.path)).help(help);
+            if let Some(o) = u.origin {
+                d = d.at(o).label("nothing protected here");
+            }
+            diags.push(d);
+        }
+    }
+    candidates
+        .into_iter()
+        .filter(|(c, _)| !unprotect.iter().any(|u| u.path.covers(c)))
+        .map(|(path, e)| FsRule { access: FsAccess::Read, path, origin: None, note: e.why.into(), protection: true })
+        .collect()
 }
 
 impl Lower<'_> {
@@ -235,10 +296,25 @@ impl Lower<'_> {
         for (list, access, what) in lists {
             for s in list {
                 if let Some(path) = self.path(s, what) {
-                    rules.push(FsRule { access, path, origin: Some(s.origin), note: "".into() });
+                    rules.push(FsRule { access, path, origin: Some(s.origin), note: "".into(), protection: false });
                 }
             }
         }
+        let mut unprotect = Vec::new();
+        for s in &pf.filesystem.unprotect {
+            if let Some(path) = self.path(s, "unprotect") {
+                unprotect.push(Unprotect { path, origin: Some(s.origin) });
+            }
+        }
+        unprotect.sort();
+        unprotect.dedup_by(|a, b| a.path == b.path);
+        let protection = Protection {
+            enabled: pf.filesystem.protect.as_ref().is_none_or(|p| p.value),
+            origin: pf.filesystem.protect.as_ref().map(|p| p.origin),
+            unprotect,
+        };
+        let protected = protections(&rules, &protection.unprotect, protection.enabled, self.diags);
+        rules.extend(protected);
         let has_exec = rules.iter().any(|r| r.access == FsAccess::Exec);
         // What every sandbox provides: a private /tmp, and the minimal /dev and own /proc
         // that the mount plan builds (the targets' list, so the two cannot drift apart).
@@ -268,7 +344,7 @@ impl Lower<'_> {
             None => DEFAULT_TMP_SIZE,
             Some(s) => self.size(s, "filesystem.tmp_size", 1 << 20)?,
         };
-        Some(Filesystem { rules, tmp_size })
+        Some(Filesystem { rules, tmp_size, protection })
     }
 
     fn network(&mut self, n: &ast::NetworkSection) -> Option<Network> {

@@ -58,6 +58,10 @@ pub struct FilesystemSection {
     pub write: Vec<SString>,
     pub deny: Vec<SString>,
     pub tmp_size: Option<Spanned<Scalar>>,
+    /// `protect = false` turns the built-in protection list off.
+    pub protect: Option<Spanned<bool>>,
+    /// Built-in protections the policy opts out of, by path.
+    pub unprotect: Vec<SString>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -70,6 +70,7 @@ fn type_help(expected: &str) -> &'static str {
         "an array of endpoints" => "write a list: [\"api.example.com:443\", { host = \"10.0.0.0/8\", ports = [5432] }]",
         "a string or a table" => "write \"host:port\" or { host = \"...\", ports = [443] }",
         "an array of ports" => "write ports = [443, \"8000-8080\"]",
+        "a boolean" => "write true or false, without quotes",
         _ => "see docs/policy.md for the type of each key",
     }
 }
@@ -170,6 +171,18 @@ impl Parser<'_> {
         }
     }
 
+    fn boolean(&mut self, t: &dyn TableLike, key: &str, what: &str) -> Option<Spanned<bool>> {
+        let item = t.get(key)?;
+        let origin = self.item_origin(t, key);
+        match item.as_bool() {
+            Some(b) => Some(Spanned::new(b, origin)),
+            None => {
+                self.wrong_type(origin, what, "a boolean", item);
+                None
+            }
+        }
+    }
+
     fn scalar(&mut self, t: &dyn TableLike, key: &str, what: &str) -> Option<Spanned<Scalar>> {
         let item = t.get(key)?;
         let origin = self.item_origin(t, key);
@@ -239,6 +252,8 @@ impl Parser<'_> {
             pf.filesystem.write = self.string_array(t, "write", "filesystem.write");
             pf.filesystem.deny = self.string_array(t, "deny", "filesystem.deny");
             pf.filesystem.tmp_size = self.scalar(t, "tmp_size", "filesystem.tmp_size");
+            pf.filesystem.protect = self.boolean(t, "protect", "filesystem.protect");
+            pf.filesystem.unprotect = self.string_array(t, "unprotect", "filesystem.unprotect");
         }
         if let Some(t) = self.table(root, "exec") {
             self.check_keys(t, "exec", schema::EXEC_KEYS);

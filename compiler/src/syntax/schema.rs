@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 pub enum Ty {
     String,
     Integer,
+    Bool,
     /// A string with a unit (`"512MiB"`, `"30m"`) or a plain integer in base units.
     Quantity,
     /// A positive number (integer or float).
@@ -66,6 +67,8 @@ pub const FILESYSTEM_KEYS: &[KeySpec] = &[
     key("write", Ty::StringArray, "Paths (subtrees) the agent may read and write."),
     key("deny", Ty::StringArray, "Paths (subtrees) the agent may never access; beats every grant."),
     key("tmp_size", Ty::Quantity, "Size of the agent's private /tmp (default 64MiB)."),
+    key("protect", Ty::Bool, "Apply the built-in protection list below every write grant (default true): files that run code later on the host (.git/hooks, .git/config, shell rc files, .envrc, editor and agent configs) stay read-only."),
+    key("unprotect", Ty::StringArray, "Built-in protections to turn off, by path (e.g. \"${WORKSPACE}/.vscode\"); each must cover a protected path."),
 ];
 
 pub const EXEC_KEYS: &[KeySpec] = &[key(
@@ -150,6 +153,7 @@ fn ty_schema(ty: Ty) -> Value {
     match ty {
         Ty::String => json!({"type": "string"}),
         Ty::Integer => json!({"type": "integer"}),
+        Ty::Bool => json!({"type": "boolean"}),
         Ty::Quantity => json!({"type": ["string", "integer"]}),
         Ty::Number => json!({"type": "number", "exclusiveMinimum": 0}),
         Ty::StringArray => string_array,

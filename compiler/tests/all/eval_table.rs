@@ -110,6 +110,21 @@ const ROWS: &[Row] = &[
     row("coding-agent", &["WORKSPACE=/home/u/repo"], "fs write /home/u/repo/README.md", A, "covered by write grant '${WORKSPACE}'", "24:10"),
     row("coding-agent", &["WORKSPACE=/home/u/repo"], "fs read /home/u/repo/.env", D, "matches deny pattern '${WORKSPACE}/.env'", "28:9"),
     row("coding-agent", &["WORKSPACE=/home/u/repo"], "fs read /home/u/.ssh/id_ed25519", D, "default deny", ""),
+    // coding-agent: built-in protections below the write grant (read-only, still readable)
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.git/config", D, "is read-only: built-in protection '${WORKSPACE}/.git/config' inside write grant '${WORKSPACE}'", ""),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.git/config", D, "unprotect = [\"${WORKSPACE}/.git/config\"]", ""),
+    row("coding-agent", &[], "fs read ${WORKSPACE}/.git/config", A, "covered by read grant '${WORKSPACE}/.git/config'", ""),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.git/hooks/pre-commit", D, "built-in protection '${WORKSPACE}/.git/hooks'", ""),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.git/modules/lib/config", D, "built-in protection '${WORKSPACE}/.git/modules'", ""),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.git/index", A, "covered by write grant '${WORKSPACE}'", "24:10"),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.git/objects/ab/cdef", A, "covered by write grant '${WORKSPACE}'", "24:10"),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.vscode/tasks.json", D, "built-in protection '${WORKSPACE}/.vscode'", ""),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.envrc", D, "built-in protection '${WORKSPACE}/.envrc'", ""),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.claude/commands/x.md", D, "built-in protection '${WORKSPACE}/.claude/commands'", ""),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/.claude/notes.md", A, "covered by write grant '${WORKSPACE}'", "24:10"),
+    row("coding-agent", &[], "fs write ${WORKSPACE}/src/.bashrc", A, "covered by write grant '${WORKSPACE}'", "24:10"),
+    row("coding-agent", &["WORKSPACE=/home/u/repo"], "fs write /home/u/repo/.git/hooks/post-checkout", D, "built-in protection '${WORKSPACE}/.git/hooks'", ""),
+    row("coding-agent", &["WORKSPACE=/home/u/repo"], "fs write /home/u/repo/.git/HEAD", A, "covered by write grant '${WORKSPACE}'", "24:10"),
     row("coding-agent", &[], "fs exec /usr/lib/git-core/git-remote-https", A, "exec grant '/usr/lib/git-core'", "36:3"),
     row("coding-agent", &[], "fs exec /usr/bin/dash", A, "exec grant '/usr/bin/dash'", "38:3"),
     row("coding-agent", &[], "fs write /usr/bin/git", D, "default deny", ""),
@@ -170,11 +185,13 @@ fn evaluator_answers_on_the_example_policies() {
 }
 
 #[test]
-fn deny_answers_without_a_rule_say_default_deny_or_why() {
+fn deny_answers_without_a_user_rule_say_default_deny_or_why() {
     for r in ROWS.iter().filter(|r| r.verdict == D && r.at.is_empty()) {
         let (_, d) = run(r);
         assert!(
-            d.reason.contains("default deny") || d.reason.contains("refused"),
+            d.reason.contains("default deny")
+                || d.reason.contains("refused")
+                || (d.reason.contains("built-in protection") && d.rule.as_ref().is_some_and(|x| x.origin.is_none())),
             "{} `{}`: `{}`",
             r.policy,
             r.query,

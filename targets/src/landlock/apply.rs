@@ -11,18 +11,23 @@
 //! parameter is an error; an allow rule whose path is missing is skipped and reported; an
 //! allow inside a denied path is dropped (deny beats allow).
 //!
-//! Denies inside an allowed tree. Landlock grants are inherited by everything beneath a
-//! rule's directory and there is no negative rule, so:
+//! Denies and read-only carve-outs inside an allowed tree. Landlock grants are inherited by
+//! everything beneath a rule's directory and there is no negative rule, so:
 //! - With the mount plan applied, a denied path is a mask (an empty, mode-000, read-only
-//!   mount). `apply` recognises a mask (mount root, empty, mode 000) and keeps the allowed
-//!   tree whole.
-//! - Otherwise (no mount namespace) the allowed tree is split: for every directory on the
-//!   chain from the rule's root down to the denied path (exclusive), each entry that is
-//!   neither on a chain nor denied gets the rule's rights; the chain directories get none.
-//!   The work is bounded (only chain directories are listed). Losses (stricter): the chain
-//!   directories cannot be listed, entries created in them after launch get no access, and
-//!   symlinks directly in them are not followed into grants (a symlink gets no rule; its
-//!   target is governed by the target's own location).
+//!   mount) and a carve-out a read-only bind. `apply` recognises both (mount roots, the mask
+//!   empty and mode 000, the bind read-only) and keeps the allowed tree whole. A carve-out is
+//!   one of the artifact's `read_only` paths, or any grant without write or exec rights that
+//!   a write grant covers once parameters and symlinks are resolved (a parameter under `/tmp`).
+//! - Otherwise (no mount namespace, or a denied path absent at launch) the allowed tree is
+//!   split around them ([`super::split`]): the entries beside the chain of directories down
+//!   to each such path get the rule's rights, the chain directories only what every path
+//!   below them may inherit (nothing above an existing denied path, reading above a
+//!   carve-out, everything but creating/removing/renaming entries above an absent denied
+//!   path, so its parent stays listable and its files writable). A denied path absent at
+//!   launch whose nearest existing ancestor is on a read-only mount needs nothing: it cannot
+//!   be created. Losses (stricter): see `split`; symlinks directly in chain directories are
+//!   not followed into grants (a symlink gets no rule; its target is governed by the
+//!   target's own location). A carve-out absent at launch is not enforced (reported).
 //!
 //! Symlinks and hard links. Rules attach to the inode reached when the path is opened at
 //! launch (symlinks resolved). A deny given through a symlink denies both the link's own
@@ -39,6 +44,7 @@ use super::artifact::LandlockArtifact;
 use super::compat::{self, InForce};
 use super::lower::Loss;
 use super::rights::{Abi, FsRight, for_file, fs_bits};
+use super::split::{Grant, Hole, MUTATE, split};
 use super::sys;
 use super::template::{Params, TemplateError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,12 +118,6 @@ pub fn kernel_abi() -> Abi {
     Abi(sys::abi_version())
 }
 
-struct Grant {
-    path: PathBuf,
-    access: BTreeSet<FsRight>,
-    follow: bool,
-    origin: String,
-}
 
 /// Applies the artifact (see the module docs for the exact semantics).
 pub fn apply(
@@ -226,6 +226,33 @@ pub fn apply_capped(
         }
     }
 
+    // Read-only carve-outs inside write trees, where they exist at launch (canonical): the
+    // artifact's (read grants and protections below a write grant), and any grant without
+    // write or exec rights that a write grant covers once parameters and symlinks are
+    // resolved (a parameter under `/tmp`, or under another parameter): Landlock rights flow
+    // down through mount points, so the outer grant would reach into it.
+    let mut read_only: BTreeMap<PathBuf, BTreeSet<FsRight>> = roots
+        .iter()
+        .filter(|g| !g.access.iter().any(|r| MUTATE.contains(r) || matches!(r, FsRight::WriteFile | FsRight::Truncate | FsRight::Execute)))
+        .map(|g| (g.path.clone(), g.access.clone()))
+        .collect();
+    for r in &artifact.read_only {
+        let lexical = r.path.resolve(params)?;
+        match std::fs::canonicalize(&lexical) {
+            Ok(path) => {
+                let access = roots.iter().find(|g| g.path == path).map(|g| g.access.clone()).unwrap_or_default();
+                read_only.insert(path, access);
+            }
+            Err(_) => losses.push(Loss {
+                rule: r.origin.iter().cloned().collect::<Vec<_>>().join(", "),
+                what: format!(
+                    "read-only `{}` does not exist at launch: nothing is mounted or split there, so the agent can create it",
+                    lexical.display()
+                ),
+                stricter_reading: false,
+            }),
+        }
+    }
     let mut grants = Vec::new();
     for g in roots {
         if let Some(d) = denied.iter().find(|d| g.path.starts_with(d)) {
@@ -237,28 +264,38 @@ pub fn apply_capped(
             ));
             continue;
         }
-        let below: Vec<&PathBuf> = denied
-            .iter()
-            .filter(|d| d.starts_with(&g.path) && **d != g.path)
-            .collect();
-        let unmasked: Vec<&PathBuf> = below.iter().copied().filter(|d| !is_mask(d)).collect();
-        for d in below.iter().filter(|d| is_mask(d)) {
-            details.push(format!(
-                "deny `{}` is masked by the mount plan",
-                d.display()
-            ));
+        // What this grant must not fully cover: denied paths below it (an existing one
+        // unless the mount plan masks it, or one absent at launch) and, for a write grant,
+        // the read-only carve-outs below it that no read-only mount enforces.
+        let mut holes: BTreeMap<PathBuf, Hole> = BTreeMap::new();
+        for d in denied.iter().filter(|d| d.starts_with(&g.path) && **d != g.path) {
+            if is_mask(d) {
+                details.push(format!("deny `{}` is masked by the mount plan", d.display()));
+            } else if std::fs::symlink_metadata(d).is_ok() {
+                holes.insert(d.clone(), Hole::Denied);
+            } else if d.ancestors().find(|a| a.exists()).is_some_and(is_read_only_mount) {
+                // Nothing can be created on a read-only mount (a read-only grant bound there).
+                details.push(format!("denied `{}` is absent, on a read-only mount", d.display()));
+            } else {
+                holes.insert(d.clone(), Hole::Absent);
+            }
         }
-        if unmasked.is_empty() {
+        if g.access.contains(&FsRight::WriteFile) {
+            for (c, access) in read_only.range(g.path.clone()..).take_while(|(c, _)| c.starts_with(&g.path)) {
+                if *c == g.path || holes.keys().any(|h| c.starts_with(h)) {
+                    continue;
+                }
+                if is_mount_root(c) && is_read_only_mount(c) {
+                    details.push(format!("read-only `{}` is a read-only mount of the plan", c.display()));
+                } else {
+                    holes.insert(c.clone(), Hole::ReadOnly(access.clone()));
+                }
+            }
+        }
+        if holes.is_empty() {
             grants.push(g);
         } else {
-            split(
-                g,
-                &unmasked,
-                &denied,
-                &mut grants,
-                &mut details,
-                &mut losses,
-            )?;
+            split(g, &holes, &denied, &mut grants, &mut details, &mut losses)?;
         }
     }
 
@@ -458,72 +495,6 @@ fn is_mount_root(path: &Path) -> bool {
     r == 0
         && st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
         && st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0
-}
-
-/// Replaces grant `g` by grants on the siblings of every chain directory (module docs).
-fn split(
-    g: Grant,
-    below: &[&PathBuf],
-    denied: &BTreeSet<PathBuf>,
-    grants: &mut Vec<Grant>,
-    details: &mut Vec<String>,
-    losses: &mut Vec<Loss>,
-) -> Result<(), ApplyError> {
-    let mut chain: BTreeSet<PathBuf> = BTreeSet::new();
-    for d in below {
-        let mut p = d.parent();
-        while let Some(dir) = p {
-            if !dir.starts_with(&g.path) {
-                break;
-            }
-            chain.insert(dir.to_path_buf());
-            p = dir.parent();
-        }
-    }
-    for dir in &chain {
-        if !dir.is_dir() {
-            continue; // a deny below a directory that does not exist yet: nothing to list
-        }
-        let entries = std::fs::read_dir(dir).map_err(|source| ApplyError::Path {
-            what: "listing a directory to split an allowed tree around a deny",
-            path: dir.clone(),
-            source,
-        })?;
-        let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        names.sort();
-        for p in names {
-            if chain.contains(&p) || denied.contains(&p) {
-                continue;
-            }
-            if p.symlink_metadata()
-                .map(|m| m.file_type().is_symlink())
-                .unwrap_or(true)
-            {
-                details.push(format!("split: symlink `{}` gets no rule", p.display()));
-                continue;
-            }
-            grants.push(Grant {
-                path: p,
-                access: g.access.clone(),
-                follow: false,
-                origin: g.origin.clone(),
-            });
-        }
-        losses.push(Loss {
-            rule: g.origin.clone(),
-            what: format!(
-                "`{}` split around a deny: it cannot be listed or changed, and entries created in it later get no access",
-                dir.display()
-            ),
-            stricter_reading: true,
-        });
-    }
-    details.push(format!(
-        "split allow `{}` around {} denied path(s) (no mount mask)",
-        g.path.display(),
-        below.len()
-    ));
-    Ok(())
 }
 
 fn open_path(path: &Path, follow: bool) -> io::Result<OwnedFd> {

@@ -40,12 +40,26 @@ pub struct LandlockArtifact {
     /// Denied paths (and everything beneath). Outside every allowed tree they are denied by
     /// default; inside one they are masked by the mount plan or split at launch.
     pub denies: Vec<DenyRule>,
+    /// Read-only carve-outs inside write trees (a read grant or built-in protection deeper
+    /// than the write grant around it), sorted by path. Each also has a path rule (reading);
+    /// writing is kept out by the mount plan (a read-only bind, its ancestors pinned) or by
+    /// splitting the write tree at launch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_only: Vec<ReadOnlyRule>,
     /// TCP port rules, sorted by port, one per port.
     pub net_rules: Vec<NetRule>,
     /// Handled items another layer enforces on a kernel whose ABI lacks them (set by the
     /// compiler; see [`super::compat`]). `min_abi` still says what Landlock alone needs.
     #[serde(default, skip_serializing_if = "Fallbacks::is_empty")]
     pub fallbacks: Fallbacks,
+}
+
+/// Keeps writing out of `path` (and everything beneath) inside a write tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyRule {
+    pub path: PathTemplate,
+    pub origin: BTreeSet<String>,
 }
 
 /// Grants `access` on `path` and everything beneath it.
@@ -106,6 +120,7 @@ impl Default for LandlockArtifact {
             restrict_flags: BTreeSet::new(),
             path_rules: Vec::new(),
             denies: Vec::new(),
+            read_only: Vec::new(),
             net_rules: Vec::new(),
             fallbacks: Fallbacks::default(),
         }
@@ -206,6 +221,11 @@ impl LandlockArtifact {
                 .extend(d.origin);
         }
         self.denies = denies.into_values().collect();
+        let mut read_only: BTreeMap<PathTemplate, BTreeSet<String>> = BTreeMap::new();
+        for r in self.read_only.drain(..) {
+            read_only.entry(r.path).or_default().extend(r.origin);
+        }
+        self.read_only = read_only.into_iter().map(|(path, origin)| ReadOnlyRule { path, origin }).collect();
         let mut ports: BTreeMap<u16, BTreeSet<NetRight>> = BTreeMap::new();
         for n in self.net_rules.drain(..) {
             ports.entry(n.port).or_default().extend(n.access);
@@ -237,6 +257,13 @@ impl LandlockArtifact {
             }
         }
         for w in self.denies.windows(2) {
+            if let [a, b] = w
+                && a.path >= b.path
+            {
+                return Err(ArtifactError::NotCanonical(b.path.to_string()));
+            }
+        }
+        for w in self.read_only.windows(2) {
             if let [a, b] = w
                 && a.path >= b.path
             {
@@ -343,6 +370,15 @@ impl LandlockArtifact {
         }
         if self.denies.is_empty() {
             let _ = writeln!(out, "  (none)");
+        }
+        if !self.read_only.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nread-only inside write trees (read-only binds with pinned ancestors, or split at launch without them):"
+            );
+            for r in &self.read_only {
+                let _ = writeln!(out, "  {}\n      from: {}", r.path, list(&r.origin));
+            }
         }
         let _ = writeln!(out, "\ntcp ports:");
         for n in &self.net_rules {

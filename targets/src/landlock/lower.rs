@@ -8,7 +8,7 @@
 //! allowed tree ([`super::apply`] with [`super::DenyEnforcement::Split`]); both are exact
 //! for the paths that exist at launch, and their residual gaps are listed as losses here.
 
-use super::artifact::{DenyRule, LandlockArtifact, PathRule};
+use super::artifact::{DenyRule, LandlockArtifact, PathRule, ReadOnlyRule};
 use super::rights::{GrantKind, handled_fs_default, rights_for};
 use super::template::PathTemplate;
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,49 @@ fn kind(access: FsAccess) -> Option<GrantKind> {
     }
 }
 
+/// Which paths the rules make writable. A read rule strictly inside a write rule is a
+/// read-only carve-out: the most specific read or write rule covering a path decides, and at
+/// equal depth write wins (exec and deny rules do not count here; denies beat everything and
+/// are handled on their own). Lookups walk a path's ancestors in a map: linear in the rules.
+pub struct Writability<'r> {
+    by_path: std::collections::BTreeMap<&'r PathTemplate, (bool, bool)>,
+}
+
+impl<'r> Writability<'r> {
+    pub fn new(rules: &'r [FsRule]) -> Self {
+        let mut by_path: std::collections::BTreeMap<&PathTemplate, (bool, bool)> = std::collections::BTreeMap::new();
+        for r in rules {
+            let slot = by_path.entry(&r.path).or_default();
+            match r.access {
+                FsAccess::Read => slot.0 = true,
+                FsAccess::Write => slot.1 = true,
+                FsAccess::Exec | FsAccess::Deny => {}
+            }
+        }
+        by_path.retain(|_, (read, write)| *read || *write);
+        Self { by_path }
+    }
+
+    /// The most specific read or write rule path covering `path`, and whether it writes.
+    fn deciding(&self, path: &PathTemplate) -> Option<(PathTemplate, bool)> {
+        path.ancestors().find_map(|a| self.by_path.get(&a).map(|(_, w)| (a.clone(), *w)))
+    }
+
+    /// Whether `path` may be written (a write rule decides it).
+    pub fn writable(&self, path: &PathTemplate) -> bool {
+        self.deciding(path).is_some_and(|(_, w)| w)
+    }
+
+    /// For a read rule at `path`: the write rule it is carved out of, if it is a carve-out
+    /// (the most specific rule strictly above it is a write and none at `path` writes).
+    pub fn carved_from(&self, path: &PathTemplate) -> Option<PathTemplate> {
+        if self.writable(path) {
+            return None;
+        }
+        path.ancestors().skip(1).find_map(|a| self.by_path.get(&a).map(|(_, w)| (a.clone(), *w))).filter(|(_, w)| *w).map(|(a, _)| a)
+    }
+}
+
 /// Lowers fs rules; network ports, scopes and flags are set on the result by the caller
 /// (then call [`LandlockArtifact::normalize`]).
 pub fn lower_fs(rules: &[FsRule]) -> FsLowering {
@@ -102,6 +145,8 @@ pub fn lower_fs(rules: &[FsRule]) -> FsLowering {
     for (i, d) in denies.iter().enumerate() {
         deny_index.entry(&d.path).or_default().push(i);
     }
+    let writability = Writability::new(rules);
+    let mut carved: std::collections::BTreeMap<PathTemplate, Vec<String>> = std::collections::BTreeMap::new();
     for r in rules {
         let Some(k) = kind(r.access) else { continue };
         let enclosing = r
@@ -143,6 +188,39 @@ pub fn lower_fs(rules: &[FsRule]) -> FsLowering {
             path: r.path.clone(),
             access: rights_for(k),
             origin: BTreeSet::from([r.origin.clone()]),
+        });
+        if r.access == FsAccess::Read
+            && let Some(tree) = writability.carved_from(&r.path)
+        {
+            artifact.read_only.push(ReadOnlyRule { path: r.path.clone(), origin: BTreeSet::from([r.origin.clone()]) });
+            carved.entry(tree).or_default().push(r.path.to_string());
+        }
+    }
+    // One loss per write tree (the protection list alone puts dozens of carve-outs in each).
+    for (tree, paths) in carved {
+        let origin = rules
+            .iter()
+            .find(|r| r.access == FsAccess::Write && r.path == tree)
+            .map(|r| r.origin.clone())
+            .unwrap_or_else(|| tree.to_string());
+        let below: Vec<&str> = paths.iter().map(|p| p.strip_prefix(&tree.to_string()).unwrap_or(p).trim_start_matches('/')).collect();
+        losses.insert(Loss {
+            rule: origin.clone(),
+            what: format!(
+                "without a mount namespace (best-effort hosts) `{tree}` is split around its read-only paths \
+                 ({}): the directories between them can be listed and read but entries cannot be created, \
+                 removed or renamed in them, and files created in them later are read-only",
+                below.join(" ")
+            ),
+            stricter_reading: true,
+        });
+        losses.insert(Loss {
+            rule: origin,
+            what: format!(
+                "a read-only path below `{tree}` that does not exist at launch has nothing to mount or split \
+                 on: the agent can create it"
+            ),
+            stricter_reading: false,
         });
     }
     artifact.normalize();

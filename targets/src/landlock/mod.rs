@@ -15,6 +15,7 @@
 //! | `compat.rs`   | older ABIs: fallbacks, the ABI a launch needs, refusals      |
 //! | `lower.rs`    | fs rules → artifact, compile-time losses                      |
 //! | `apply.rs`    | launch: resolve, mask check or split, enforce, report        |
+//! | `split.rs`    | launch: an allowed tree split around denied / read-only paths |
 //! | `loader.rs`   | what `ld.so` needs; `PT_INTERP` reader                       |
 //! | `sys.rs`      | raw Landlock system calls                                    |
 
@@ -24,13 +25,14 @@ pub mod compat;
 pub mod loader;
 pub mod lower;
 pub mod rights;
+mod split;
 mod sys;
 pub mod template;
 
 pub use apply::{
     ApplyError, Enforcement, LandlockStatus, Mode, apply, apply_capped, kernel_abi, negotiate,
 };
-pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule};
+pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule, ReadOnlyRule};
 pub use compat::{Fallback, Fallbacks, InForce, Item, Missing};
 pub use loader::{elf_interpreter, loader_paths, loader_rules};
 pub use lower::{FsAccess, FsLowering, FsRule, Loss, lower_fs, runtime_rules};

@@ -5,12 +5,16 @@
 //! compile-time [`Loss`]es. Invariants: every grant becomes a bind of the same host path
 //! (read: read-only; write: read-write `noexec` — a separate mount, so hard links from
 //! anywhere else fail with `EXDEV`; exec: read-only with exec, or read-write when inside a
-//! write tree); every deny becomes a mask; grants inside a deny are dropped; executable
+//! write tree); a read grant inside a write tree is a read-only carve-out (the most specific
+//! read or write rule decides, [`Writability`]) and keeps the tree's `noexec`; every deny
+//! becomes a mask; a carve-out or mask inside a writable tree gets its ancestors *pinned*
+//! (bound onto themselves, so they cannot be renamed or removed and the protected path
+//! cannot be moved away and recreated); grants inside a deny are dropped; executable
 //! directories inside readable trees are re-bound `noexec` so `ld.so` cannot map a
 //! non-granted program, and granted executables are bound over themselves with exec.
 
 use super::plan::{MountEntry, MountKind, MountPlan};
-use crate::landlock::{FsAccess, FsRule, Loss, PathTemplate};
+use crate::landlock::{FsAccess, FsRule, Loss, PathTemplate, lower::Writability};
 use std::collections::BTreeSet;
 
 /// Directories that hold executables and are re-bound `noexec` when visible.
@@ -79,11 +83,10 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
         .filter(|r| !denies.iter().any(|d| d.path.contains(&r.path)))
         .collect();
     let origin = |o: &str| BTreeSet::from([o.to_owned()]);
-    let in_write = |p: &PathTemplate| {
-        grants
-            .iter()
-            .any(|g| g.access == FsAccess::Write && g.path.contains(p))
-    };
+    // Writability follows the most specific read or write rule (read-only carve-outs).
+    let kept: Vec<FsRule> = grants.iter().map(|g| (*g).clone()).collect();
+    let writability = Writability::new(&kept);
+    let in_write = |p: &PathTemplate| writability.writable(p);
     let mut exec_mappable_read = false;
     for g in &grants {
         let replaced = [
@@ -107,6 +110,11 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
             continue;
         }
         let kind = match g.access {
+            // A read-only carve-out keeps the write tree's noexec.
+            FsAccess::Read if writability.carved_from(&g.path).is_some() => MountKind::Bind {
+                writable: false,
+                exec: false,
+            },
             // Inside an executable directory a readable path is data, not code.
             FsAccess::Read => MountKind::Bind {
                 writable: false,
@@ -170,6 +178,7 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
             origin: origin(&d.origin),
         });
     }
+    pin_ancestors(&mut plan);
     if let Some(size_bytes) = opts.tmp_size_bytes {
         let exec = grants
             .iter()
@@ -196,6 +205,41 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
     }
     plan.normalize();
     (plan, losses.into_iter().collect())
+}
+
+/// Keeps read-only carve-outs and masks inside writable trees where they are. Rename moves
+/// a mount with the directory that holds it, so with only the carve-out mounted the agent
+/// could rename `.git` away (the read-only `.git/config` with it) and create a new
+/// `.git/config`. A mount point cannot be renamed or removed (`EBUSY`) in the mount
+/// namespace that holds the mount, so every directory strictly between the writable tree's
+/// root (a mount already) and the protected path is bound onto itself with the tree's own
+/// flags: the directories stay writable for their other entries, and none of them can be
+/// renamed, removed or replaced.
+fn pin_ancestors(plan: &mut MountPlan) {
+    let mut pins = Vec::new();
+    for e in &plan.entries {
+        let protected = matches!(e.kind, MountKind::Mask | MountKind::Bind { writable: false, .. });
+        if !protected {
+            continue;
+        }
+        // The nearest enclosing entry of the plan: the mount the protected path lives in.
+        let enclosing = plan
+            .entries
+            .iter()
+            .filter(|o| o.target != e.target && o.target.contains(&e.target))
+            .max_by_key(|o| o.target.components().len());
+        let Some(MountEntry { target: root, kind: MountKind::Bind { writable: true, exec }, .. }) = enclosing else {
+            continue;
+        };
+        for a in e.target.ancestors().skip(1).take_while(|a| a != root) {
+            pins.push(MountEntry {
+                target: a,
+                kind: MountKind::Bind { writable: true, exec: *exec },
+                origin: BTreeSet::from([format!("pin: ancestor of `{}`", e.target)]),
+            });
+        }
+    }
+    plan.entries.extend(pins);
 }
 
 /// Paths the minimal `/dev` itself provides: rules on them need no host bind.
