@@ -20,6 +20,14 @@ use serde_json::{Value, json};
 const AEGISD: &str = env!("CARGO_BIN_EXE_aegisd");
 const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
 
+/// `aegisd` with `AEGIS_DIR` in `dir` and no `AEGIS_SOCKET`: a test never touches the
+/// shared directory of whoever runs the suite.
+fn aegisd(dir: &Path) -> Command {
+    let mut c = Command::new(AEGISD);
+    c.env("AEGIS_DIR", dir).env_remove("AEGIS_SOCKET");
+    c
+}
+
 fn repo() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).canonicalize().unwrap()
 }
@@ -47,7 +55,7 @@ impl Daemon {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("aegisd.sock");
         let audit = dir.path().join("audit.log");
-        let child = Command::new(AEGISD)
+        let child = aegisd(dir.path())
             .arg("--socket")
             .arg(&socket)
             .arg("--audit-log")
@@ -806,21 +814,21 @@ fn refuses_to_replace_files_replaces_stale_sockets_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not-a-socket");
     std::fs::write(&path, "precious").unwrap();
-    let o = Command::new(AEGISD).arg("--socket").arg(&path).output().unwrap();
+    let o = aegisd(dir.path()).arg("--socket").arg(&path).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a socket"));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 
     let mut d = Daemon::start(&[]);
     // A second daemon on a live socket refuses.
-    let o = Command::new(AEGISD).arg("--socket").arg(&d.socket).output().unwrap();
+    let o = aegisd(dir.path()).arg("--socket").arg(&d.socket).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("another daemon"));
     // SIGKILL leaves the socket file behind; the next start replaces it.
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     assert!(d.socket.exists());
-    let mut again = Command::new(AEGISD).arg("--socket").arg(&d.socket).stderr(Stdio::null()).spawn().unwrap();
+    let mut again = aegisd(dir.path()).arg("--socket").arg(&d.socket).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(&d.socket).is_err() {
         assert!(again.try_wait().unwrap().is_none(), "aegisd did not replace the stale socket");
@@ -833,6 +841,42 @@ fn refuses_to_replace_files_replaces_stale_sockets_and_cleans_up() {
     let status = again.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(!d.socket.exists());
+}
+
+#[test]
+fn aegis_dir_is_created_private_and_holds_the_socket_and_the_audit_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state/aegis");
+    // No flags at all: the socket and the audit log go to AEGIS_DIR, made mode 0700.
+    let mut child = aegisd(&dir).stderr(Stdio::piped()).spawn().unwrap();
+    let socket = dir.join("aegisd.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "aegisd exited");
+        assert!(Instant::now() < deadline, "aegisd did not serve {}", socket.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o700);
+    let mut c = Conn::open(&socket);
+    c.send(&serde_json::to_vec(&json!({"op":"register","policy":policy("inbox-manager.toml")})).unwrap());
+    assert_eq!(c.recv().unwrap()["ok"], true);
+    c.send(br#"{"op":"check-fs","agent":"inbox-manager","access":"read","path":"/etc/passwd"}"#);
+    assert_eq!(c.recv().unwrap()["verdict"], "DENY");
+    let log = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(log.contains("/etc/passwd"), "the answer was audited in AEGIS_DIR: {log}");
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+
+    // A directory others may write is refused (they could swap the socket or the log),
+    // and left as it was.
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = aegisd(&open).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is writable by others") && stderr(&o).contains("chmod go-w"), "{}", stderr(&o));
+    assert!(!open.join("aegisd.sock").exists());
 }
 
 #[test]
