@@ -4,7 +4,7 @@
 # connection to a running aegisd). Needs hyperfine. Run from the repository root:
 #   daemon/bench/compare.sh
 set -eu
-cargo build -q --release -p aegis-compiler -p aegis-daemon
+cargo build -q --release -p aegis-compiler -p aegis-daemon -p aegis-cli
 bin=${CARGO_TARGET_DIR:-target}/release
 dir=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT

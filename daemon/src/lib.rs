@@ -1,4 +1,5 @@
-//! `aegisd`, the AEGIS decision daemon, and `aegis`, its client.
+//! `aegisd`, the AEGIS decision daemon, and the library side of its client (the `aegis`
+//! binary lives in `cli/`).
 //!
 //! Input: one JSON request per line on a Unix stream socket (`register` a policy or a signed
 //! bundle under its agent name; `check-fs`, `check-exec`, `check-net`, `check-api` questions

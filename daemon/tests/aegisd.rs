@@ -18,13 +18,22 @@ use aegis_compiler::ir::Protocol;
 use serde_json::{Value, json};
 
 const AEGISD: &str = env!("CARGO_BIN_EXE_aegisd");
-const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
 
 /// `aegisd` with `AEGIS_DIR` in `dir` and no `AEGIS_SOCKET`: a test never touches the
 /// shared directory of whoever runs the suite.
 fn aegisd(dir: &Path) -> Command {
     let mut c = Command::new(AEGISD);
     c.env("AEGIS_DIR", dir).env_remove("AEGIS_SOCKET");
+    c
+}
+
+/// The `aegis` client: the `aegis-cli` package's binary, next to `aegisd` in the target
+/// directory (`cargo test --workspace` builds every binary before any test runs).
+fn aegis() -> Command {
+    let bin = Path::new(AEGISD).with_file_name("aegis");
+    assert!(bin.exists(), "{} is not built: run `cargo test --workspace` (or `cargo build -p aegis-cli` first)", bin.display());
+    let mut c = Command::new(bin);
+    c.env_remove("AEGIS_SOCKET").env_remove("AEGIS_DIR");
     c
 }
 
@@ -90,7 +99,7 @@ impl Daemon {
     }
 
     fn aegis(&self, args: &[&str]) -> Output {
-        Command::new(AEGIS).arg("--socket").arg(&self.socket).args(args).output().unwrap()
+        aegis().arg("--socket").arg(&self.socket).args(args).output().unwrap()
     }
 
     fn audit_lines(&self) -> Vec<Value> {
@@ -338,7 +347,7 @@ fn register_replaces_validates_parameters_and_is_audited() {
     assert!(v["error"]["message"].as_str().unwrap().contains("aegis::policy::relative_path"), "{v}");
 
     // The client resolves relative paths against its own working directory.
-    let o = Command::new(AEGIS)
+    let o = aegis()
         .current_dir(repo().join("daemon"))
         .arg("--socket")
         .arg(&d.socket)
@@ -454,7 +463,7 @@ fn is_root() -> bool {
 /// Runs the real client as `uid`/`gid` with supplementary `groups`.
 fn aegis_as(d: &Daemon, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Output {
     let groups: Vec<libc::gid_t> = groups.to_vec();
-    let mut cmd = Command::new(AEGIS);
+    let mut cmd = aegis();
     cmd.arg("--socket").arg(&d.socket).args(args);
     // SAFETY: the closure only makes async-signal-safe system calls on data prepared before fork.
     unsafe {
@@ -883,13 +892,16 @@ fn aegis_dir_is_created_private_and_holds_the_socket_and_the_audit_log() {
 fn unreachable_daemon_and_bad_arguments_have_their_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("none.sock");
-    let o = Command::new(AEGIS).arg("--socket").arg(&s).arg("list").output().unwrap();
+    let o = aegis().arg("--socket").arg(&s).arg("list").output().unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("cannot connect to aegisd"));
-    let o = Command::new(AEGIS).arg("--socket").arg(&s).args(["check-net", "a", "h", "https"]).output().unwrap();
+    let o = aegis().arg("--socket").arg(&s).args(["check-net", "a", "h", "https"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(AEGIS).arg("--socket").arg(&s).args(["check-api", "a", "gmail"]).output().unwrap();
+    let o = aegis().arg("--socket").arg(&s).args(["check-api", "a", "gmail"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(AEGIS).args(["list"]).output().unwrap();
+    // No socket named anywhere (no flag, no AEGIS_SOCKET, no AEGIS_DIR, no HOME for its
+    // default): invalid input, and the message says how to name one.
+    let o = aegis().env_remove("HOME").env_remove("XDG_STATE_HOME").args(["list"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give --socket PATH, or set AEGIS_SOCKET or AEGIS_DIR"), "{}", stderr(&o));
 }
