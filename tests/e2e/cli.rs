@@ -1,0 +1,351 @@
+//! `aegis`, the one command of the local loop: the README's quick start run as written; the
+//! policy commands answer every bad input exactly as `aegisc` does (same diagnostics, same
+//! exit codes); `aegis run` compiles a local policy in memory and runs it with every layer,
+//! says in the report and the audit log that it is an unsigned local policy and which one
+//! (path and SHA-256), refuses bad input with `aegis-exec`'s codes, and picks up
+//! `./aegis.toml` only when the caller owns it and nobody else can write it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aegis_tests::*;
+
+use crate::launch::{audit_events, kinds, sandbox_ready};
+
+fn aegis() -> Command {
+    let mut c = Command::new(bin("aegis"));
+    // As `aegisc()`; and no AEGIS_* or SUDO_* from whoever runs the suite.
+    c.current_dir(repo_root()).env("SOURCE_DATE_EPOCH", "1764000000").env("NO_COLOR", "1");
+    for v in ["AEGIS_SOCKET", "AEGIS_DIR", "SUDO_UID", "SUDO_GID", "SUDO_USER"] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// A scratch directory outside `/tmp` (the sandbox's `/tmp` is private; see `launch::Lab`).
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("aegis-cli-").tempdir_in("/var/tmp").unwrap()
+}
+
+/// The code block that follows the `<!-- quick-start` marker in README.md.
+fn quick_start_block() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let at = readme.find("<!-- quick-start").expect("README.md has a quick-start marker");
+    let rest = &readme[at..];
+    let start = rest.find("```sh\n").expect("a ```sh block after the marker") + "```sh\n".len();
+    let len = rest[start..].find("```").expect("the block ends");
+    rest[start..start + len].to_string()
+}
+
+/// A fresh clone for the quick start: the repository's tracked files under `examples/` and
+/// `policies/` (working-tree contents, so an uncommitted edit is tested, an untracked file
+/// is not there), and `target/release/{aegis,aegisd}`: the binaries this test run built (the
+/// debug profile: a release build of the workspace would cost CI minutes for nothing the
+/// quick start could tell apart).
+fn fresh_clone(dir: &Path) {
+    let listed = Command::new("git").arg("-C").arg(repo_root()).args(["ls-files", "-z", "--", "examples", "policies"]).output();
+    let files: Vec<PathBuf> = match listed {
+        Ok(o) if o.status.success() && !o.stdout.is_empty() => {
+            o.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()).map(|f| PathBuf::from(String::from_utf8(f.to_vec()).unwrap())).collect()
+        }
+        // Not a git checkout (a source tarball): every file there is "tracked".
+        _ => walk(&repo_root(), &["examples", "policies"]),
+    };
+    for f in files {
+        let to = dir.join(&f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(repo_root().join(&f), &to).unwrap();
+    }
+    let release = dir.join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    for b in ["aegis", "aegisd"] {
+        if std::fs::hard_link(bin(b), release.join(b)).is_err() {
+            std::fs::copy(bin(b), release.join(b)).unwrap();
+        }
+    }
+}
+
+fn walk(root: &Path, tops: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo: Vec<PathBuf> = tops.iter().map(PathBuf::from).collect();
+    while let Some(rel) = todo.pop() {
+        let abs = root.join(&rel);
+        if abs.is_dir() {
+            for e in std::fs::read_dir(&abs).unwrap() {
+                todo.push(rel.join(e.unwrap().file_name()));
+            }
+        } else {
+            out.push(rel);
+        }
+    }
+    out
+}
+
+/// The quick start of README.md, pasted into bash in a fresh clone: `/tmp/aegis` is the real
+/// path it names, so it runs in a private mount namespace with its own `/tmp` (concurrent
+/// suites, and whatever the machine has in `/tmp/aegis`, stay apart).
+#[test]
+fn readme_quick_start_runs_as_written() {
+    let block = quick_start_block();
+    for needle in ["aegis validate examples/inbox-manager.toml", "AEGIS_DIR=/tmp/aegis AEGIS_SOCKET=/tmp/aegis/aegisd.sock", "check-fs inbox-manager read /etc/passwd"] {
+        assert!(block.contains(needle), "the quick start lost `{needle}`:\n{block}");
+    }
+    let unshare = if is_root() { vec!["--mount"] } else { vec!["--user", "--map-root-user", "--mount"] };
+    let probe = run(Command::new("unshare").args(&unshare).args(["--propagation", "private", "true"]));
+    if probe.code != 0 {
+        skip!("cannot make a private mount namespace for /tmp (unshare {}): {}", unshare.join(" "), probe.stderr.trim());
+    }
+    let clone = scratch();
+    fresh_clone(clone.path());
+    let script = format!(
+        "mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 90\n\
+         cd '{}' || exit 91\n\
+         trap 'kill $(jobs -p) 2>/dev/null' EXIT\n\
+         {{\n{block}}}\n\
+         echo \"quick-start-exit=$?\"\n\
+         stat -c 'dir=%U %a' /tmp/aegis\n\
+         echo \"audited=$(grep -c /etc/passwd /tmp/aegis/audit.log)\"\n",
+        clone.path().display()
+    );
+    let r = run(Command::new("unshare").args(&unshare).args(["--propagation", "private", "bash", "-c", &script]).env_remove("AEGIS_DIR").env_remove("AEGIS_SOCKET").env("NO_COLOR", "1"));
+    let all = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{all}");
+    // The last command of the block is the DENY: exit 1, as `aegisc check` would.
+    assert!(r.stdout.contains("quick-start-exit=1\n"), "{all}");
+    assert!(r.stdout.contains("ok: examples/inbox-manager.toml: agent 'inbox-manager'"), "validate: {all}");
+    assert!(r.stdout.contains("Agent        inbox-manager") && r.stdout.contains("Exposure"), "inspect: {all}");
+    let policy = clone.path().join("policies/inbox-manager.toml").canonicalize().unwrap();
+    assert!(r.stdout.contains(&format!("registered agent 'inbox-manager' from policy {}", clone.path().canonicalize().unwrap().join("examples/inbox-manager.toml").display())), "register: {all}");
+    assert!(
+        r.stdout.contains(&format!("DENY: path '/etc/passwd' matches deny pattern '/etc/passwd' ({}:9:11)", policy.display())),
+        "check-fs: {all}"
+    );
+    assert!(r.stderr.contains("aegisd: serving /tmp/aegis/aegisd.sock (mode 0600), auditing to /tmp/aegis/audit.log"), "{all}");
+    // The directory the daemon made is private, and the answer is in its audit log.
+    assert!(r.stdout.contains("dir=root 700\n"), "{all}");
+    assert!(r.stdout.contains("audited=1\n"), "{all}");
+}
+
+/// Bad input to every policy command: `aegis` prints what `aegisc` prints and exits with
+/// the same code (only the program name in clap's usage lines differs).
+#[test]
+fn policy_commands_answer_bad_input_exactly_as_aegisc() {
+    let tmp = scratch();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "version = 1\n[agent]\nname = \"Bad Name\"\n[filesystem]\nread = [\"usr\"]\nwrtie = [\"/x\"]\n").unwrap();
+    let bad = bad.to_str().unwrap().to_string();
+    let not_toml = tmp.path().join("not.toml");
+    std::fs::write(&not_toml, "version = [\n").unwrap();
+    let not_toml = not_toml.to_str().unwrap().to_string();
+    let good = "policies/inbox-manager.toml";
+    let nowhere = tmp.path().join("missing/dir/k").to_str().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["validate", "nonexistent.toml"], 2),
+        (vec!["validate", &bad, good], 2),
+        (vec!["validate", &not_toml], 2),
+        (vec!["inspect", &bad], 2),
+        (vec!["check", &bad, "fs", "read", "/etc/passwd"], 2),
+        (vec!["check", good, "fs", "read", "relative/path"], 2),
+        (vec!["check", good, "fs", "delete", "/x"], 2),
+        (vec!["check", good, "net", "example.com", "https"], 2),
+        (vec!["check", good, "--param", "APP", "fs", "read", "/x"], 2),
+        (vec!["check", good, "--param", "APPP=/srv/app", "fs", "read", "/srv/app/x"], 2),
+        (vec!["check", good, "api", "nosuchapi", "GET", "/"], 2),
+        (vec!["check", good, "fs", "read", "/etc/passwd"], 1),
+        (vec!["build", &bad, "-o", &nowhere], 2),
+        (vec!["build", good, "-o", &nowhere, "--sign-key", "/nonexistent.key"], 2),
+        (vec!["build", good, "-o", &nowhere, "--expires-in", "soon"], 2),
+        (vec!["explain-syscall", good, "not_a_syscall"], 2),
+        (vec!["explain-syscall", good, "read", "0xZZ"], 2),
+        (vec!["diff", good, "nonexistent.toml"], 2),
+        (vec!["diff", &bad, good], 2),
+        // aegisc calls a key file it cannot write an internal error (3), not invalid input.
+        (vec!["keygen", "-o", &nowhere], 3),
+        (vec!["verify", "/nonexistent-bundle"], 2),
+        (vec!["verify", "policies", "--allow-unsigned"], 2),
+        (vec!["schema", "extra"], 2),
+        (vec!["validate"], 2),
+        (vec!["validate", "--frobnicate", good], 2),
+        (vec!["inspect", good, "--format", "yaml"], 2),
+    ];
+    for (args, want) in &cases {
+        for json in [false, true] {
+            let with = |c: &mut Command| {
+                if json && !args.contains(&"--format") {
+                    c.args(["--format", "json"]);
+                }
+                run(c.args(args))
+            };
+            let theirs = with(&mut aegisc());
+            let ours = with(&mut aegis());
+            let what = format!("{} (json {json})", args.join(" "));
+            assert_eq!(theirs.code, *want, "aegisc {what}: {}", theirs.stderr);
+            assert_eq!(ours.code, theirs.code, "aegis {what}: {}", ours.stderr);
+            assert_eq!(ours.stdout, theirs.stdout, "aegis {what}: stdout differs");
+            let normalise = |s: &str| s.replace("aegisc", "aegis");
+            assert_eq!(normalise(&ours.stderr), normalise(&theirs.stderr), "aegis {what}: stderr differs");
+            if *want == 2 {
+                assert!(!ours.stderr.is_empty() || !ours.stdout.is_empty(), "aegis {what}: said nothing");
+            }
+        }
+    }
+    // The diagnostics are aegisc's: coded, located, with a hint.
+    let r = run(aegis().args(["validate", &bad]));
+    assert!(r.stderr.contains("aegis::policy::unknown_key") && r.stderr.contains("bad.toml:6:1") && r.stderr.contains("did you mean `write`?"), "{}", r.stderr);
+}
+
+/// The aegisd commands' own bad input: usage errors and an unnamed socket are invalid input
+/// (2), an unreachable daemon is no answer (3); a global flag where it means nothing is an
+/// error, not ignored.
+#[test]
+fn client_and_global_flag_misuse_have_their_exit_codes() {
+    let tmp = scratch();
+    let sock = tmp.path().join("none.sock");
+    let sock = sock.to_str().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["--socket", sock, "check-net", "a", "h", "https"], 2, "is not a port"),
+        (&["--socket", sock, "check-api", "a", "gmail"], 2, "required"),
+        (&["--socket", sock, "check-fs", "a", "read"], 2, "required"),
+        (&["--socket", sock, "list"], 3, "cannot connect to aegisd"),
+        (&["--socket", sock, "validate", "policies/inbox-manager.toml"], 2, "--socket is for the aegisd commands"),
+        (&["frobnicate"], 2, "unrecognized subcommand"),
+        (&["run", "--socket", sock, "--", "/bin/true"], 125, "--socket is for the aegisd commands"),
+        (&["--format", "json", "run", "--", "/bin/true"], 125, "has no --format"),
+        (&["run", "--frobnicate"], 125, "unexpected argument"),
+        (&["run", "--param", "NOEQUALS", "--policy", "policies/inbox-manager.toml", "--", "/bin/true"], 125, "--param NOEQUALS: expected NAME=VALUE"),
+    ];
+    for (args, want, says) in cases {
+        let r = run(aegis().env_remove("HOME").args(*args));
+        assert_eq!(r.code, *want, "aegis {}: {}", args.join(" "), r.stderr);
+        assert!(r.stderr.contains(says), "aegis {}: {}", args.join(" "), r.stderr);
+    }
+    let r = run(aegis().env_remove("HOME").env_remove("XDG_STATE_HOME").args(["list"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("give --socket PATH, or set AEGIS_SOCKET or AEGIS_DIR"), "{}", r.stderr);
+}
+
+/// An invalid policy stops `aegis run` before anything is created: aegisc's diagnostics,
+/// and exit 125 (2 could be the agent's own status).
+#[test]
+fn run_refuses_an_invalid_policy_with_aegisc_diagnostics() {
+    let tmp = scratch();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "version = 1\n[agent]\nname = \"x\"\n[filesystem]\nread = [\"usr\"]\n").unwrap();
+    let theirs = run(aegisc().arg("check").arg(&bad).args(["fs", "read", "/x"]));
+    let r = run(aegis().env("AEGIS_DIR", tmp.path().join("state")).arg("run").arg("--policy").arg(&bad).args(["--", "/bin/true"]));
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert_eq!(r.stderr, theirs.stderr, "the same diagnostics as aegisc");
+    assert!(r.stderr.contains("aegis::policy::relative_path"), "{}", r.stderr);
+    assert!(!tmp.path().join("state").exists(), "nothing was created for a refused launch");
+}
+
+/// A small policy for `aegis run`: python reads /usr, writes the workspace, nothing else.
+const POLICY: &str = r#"version = 1
+[agent]
+name = "cli-run"
+[parameters]
+WORKSPACE = "the checkout"
+[filesystem]
+read = ["/usr"]
+write = ["${WORKSPACE}"]
+[exec]
+allow = ["/usr/bin/python3"]
+[network]
+mode = "none"
+[resources]
+memory = "256MiB"
+pids = 32
+"#;
+
+/// What the agent tries: a write it was granted, a read it was not.
+const AGENT: &str = "import sys\nopen(sys.argv[1] + '/out.txt', 'w').write('written')\ntry:\n    open('/etc/passwd').read(); print('READ /etc/passwd')\nexcept OSError as e:\n    print('denied /etc/passwd', e.errno)\n";
+
+#[test]
+fn run_launches_a_local_policy_with_every_layer_and_audits_it_as_unsigned() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tmp = scratch();
+    let policy = tmp.path().join("my-agent.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::chown(&ws, Some(65534), Some(65534)).unwrap();
+    let state = tmp.path().join("state");
+    let r = run(aegis()
+        .env("AEGIS_DIR", &state)
+        .current_dir(tmp.path())
+        .args(["run", "--policy", "my-agent.toml", "--verbose"])
+        .arg(format!("--param=WORKSPACE={}", ws.display()))
+        .args(["--", "/usr/bin/python3", "-c", AGENT])
+        .arg(&ws));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("denied /etc/passwd"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(ws.join("out.txt")).unwrap(), "written");
+
+    let sha = run(Command::new("sha256sum").arg(&policy));
+    let sha = sha.stdout.split_whitespace().next().unwrap().to_string();
+    let named = format!("local policy {} (sha256 {sha}), unsigned", policy.canonicalize().unwrap().display());
+    let verify_line = r.stderr.lines().find(|l| l.trim_start().starts_with("verify ")).unwrap_or_default();
+    assert!(verify_line.contains("partially enforced") && verify_line.contains(&named), "report: {}", r.stderr);
+    for layer in ["namespaces", "mounts", "landlock", "seccomp", "no_new_privs", "capabilities"] {
+        let line = r.stderr.lines().find(|l| l.trim_start().starts_with(&format!("{layer} "))).unwrap_or_default();
+        assert!(line.contains("enforced") && !line.contains("not enforced"), "{layer}: {}", r.stderr);
+    }
+
+    // Without --audit-log the launch went to $AEGIS_DIR/audit.log, made private; the log
+    // verifies and says what ran under what.
+    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    let events = audit_events(&state.join("audit.log"));
+    let k = kinds(&events);
+    let launch: Vec<&String> = k.iter().filter(|k| ["unsigned_bundle_allowed", "bundle_verified", "enforcement_report", "agent_started", "agent_exited"].contains(&k.as_str())).collect();
+    assert_eq!(launch, ["unsigned_bundle_allowed", "enforcement_report", "agent_started", "agent_exited"], "{events:?}");
+    assert!(events[0]["reason"].as_str().unwrap().contains(&named), "{}", events[0]);
+    let verify = events[1]["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "verify").unwrap();
+    assert!(verify["detail"].as_str().unwrap().contains(&named), "{verify}");
+}
+
+/// Without `--policy`, `./aegis.toml` is used only when the caller owns it and nobody else
+/// can write it: a policy planted in a shared directory is never picked up.
+#[test]
+fn run_uses_aegis_toml_only_when_it_is_the_callers() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tmp = scratch();
+    let dir = tmp.path();
+    let state = dir.join("state");
+    let run_here = || run(aegis().env("AEGIS_DIR", &state).current_dir(dir).args(["run", "--", "/usr/bin/python3", "-c", "print('ran')"]));
+
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("no --policy given and there is no ./aegis.toml"), "{}", r.stderr);
+
+    let own = POLICY.replace("[parameters]\nWORKSPACE = \"the checkout\"\n", "").replace("write = [\"${WORKSPACE}\"]\n", "");
+    let toml = dir.join("aegis.toml");
+    std::fs::write(&toml, &own).unwrap();
+    std::os::unix::fs::chown(&toml, Some(1000), Some(1000)).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("belongs to uid 1000, not to you (uid 0)") && r.stderr.contains("--policy aegis.toml"), "{}", r.stderr);
+
+    std::os::unix::fs::chown(&toml, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("writable by others") && r.stderr.contains("chmod go-w aegis.toml"), "{}", r.stderr);
+
+    std::fs::remove_file(&toml).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/aegis.toml", &toml).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+
+    std::fs::remove_file(&toml).unwrap();
+    std::fs::write(&toml, &own).unwrap();
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "ran\n");
+}
