@@ -104,6 +104,8 @@ fn readme_quick_start_runs_as_written() {
          trap 'kill $(jobs -p) 2>/dev/null' EXIT\n\
          {{\n{block}}}\n\
          echo \"quick-start-exit=$?\"\n\
+         echo \"listed-via-dir=$(AEGIS_DIR=/tmp/aegis ./target/release/aegis list | cut -f1)\"\n\
+         echo \"listed-via-socket=$(AEGIS_SOCKET=/tmp/aegis/aegisd.sock ./target/release/aegis list | cut -f1)\"\n\
          stat -c 'dir=%U %a' /tmp/aegis\n\
          echo \"audited=$(grep -c /etc/passwd /tmp/aegis/audit.log)\"\n",
         clone.path().display()
@@ -125,6 +127,8 @@ fn readme_quick_start_runs_as_written() {
     // The directory the daemon made is private, and the answer is in its audit log.
     assert!(r.stdout.contains("dir=root 700\n"), "{all}");
     assert!(r.stdout.contains("audited=1\n"), "{all}");
+    // The client finds the daemon through either variable too.
+    assert!(r.stdout.contains("listed-via-dir=inbox-manager\n") && r.stdout.contains("listed-via-socket=inbox-manager\n"), "{all}");
 }
 
 /// A small policy for `aegis run`: python reads /usr, writes the workspace, nothing else.
