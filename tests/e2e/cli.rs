@@ -240,3 +240,140 @@ fn run_uses_aegis_toml_only_when_it_is_the_callers() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout, "ran\n");
 }
+
+/// The issue's "done when", through `aegis run`: a user who is not root runs the agent in
+/// their own checkout (owned by them, mode 0755) with `./aegis.toml`; the agent edits and
+/// commits their files as them, and afterwards their own git works on the checkout; the
+/// report and the audit log (in the user's own `~/.local/state/aegis`, private) say it was
+/// an unsigned local policy, which one, and who the agent ran as.
+#[test]
+fn run_as_a_user_in_their_own_checkout() {
+    if !sandbox_ready() {
+        return;
+    }
+    if !Path::new("/usr/bin/git").exists() {
+        skip!("/usr/bin/git is missing (the agent commits)");
+    }
+    let user = 1000u32;
+    let tmp = scratch();
+    let home = tmp.path().join("home");
+    let checkout = tmp.path().join("project");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&checkout).unwrap();
+    std::fs::write(checkout.join("aegis.toml"), USER_POLICY).unwrap();
+    std::fs::write(checkout.join("agent.py"), USER_AGENT).unwrap();
+    std::fs::write(checkout.join("README"), "before\n").unwrap();
+    let as_user = |argv: &[&str], cwd: &Path| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", &user.to_string(), "--regid", &user.to_string(), "--init-groups", "--"])
+            .args(argv)
+            .current_dir(cwd)
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("NO_COLOR", "1");
+        run(&mut c)
+    };
+    for p in [tmp.path(), &home, &checkout] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    chown_tree(tmp.path(), user);
+    let git = |args: &[&str]| {
+        let mut argv = vec!["/usr/bin/git", "-c", "user.name=Owner", "-c", "user.email=owner@example.com"];
+        argv.extend_from_slice(args);
+        as_user(&argv, &checkout)
+    };
+    for args in [&["init", "-q", "."][..], &["add", "-A"], &["commit", "-qm", "initial"]] {
+        let r = git(args);
+        assert_eq!(r.code, 0, "git {args:?}: {}", r.stderr);
+    }
+
+    let aegis = bin("aegis");
+    let ws = format!("--param=WORKSPACE={}", checkout.display());
+    let agent = checkout.join("agent.py");
+    let r = as_user(&[aegis.to_str().unwrap(), "run", &ws, "--verbose", "--", "/usr/bin/python3", agent.to_str().unwrap(), checkout.to_str().unwrap()], &checkout);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&format!("uid {user}\n")), "{}", r.stdout);
+    assert!(r.stdout.contains("/etc/shadow denied"), "{}", r.stdout);
+
+    // The user's files, and the user's git afterwards: no "dubious ownership", the agent's
+    // commit is there, nothing left uncommitted.
+    let meta = std::fs::metadata(checkout.join("notes.txt")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user, "the agent's file belongs to the user");
+    let log = git(&["log", "-1", "--format=%s"]);
+    assert_eq!((log.code, log.stdout.trim()), (0, "the agent's change"), "{}", log.stderr);
+    let status = git(&["status", "--porcelain"]);
+    assert_eq!((status.code, status.stdout.as_str()), (0, ""), "{}", status.stderr);
+
+    // The report: which policy, unsigned; who the agent was.
+    let sha = run(Command::new("sha256sum").arg(checkout.join("aegis.toml")));
+    let sha = sha.stdout.split_whitespace().next().unwrap().to_string();
+    let named = format!("local policy {} (sha256 {sha}), unsigned", checkout.join("aegis.toml").display());
+    let line = |layer: &str| r.stderr.lines().find(|l| l.trim_start().starts_with(&format!("{layer} "))).unwrap_or_default().to_string();
+    assert!(line("verify").contains(&named), "{}", r.stderr);
+    assert!(line("agent").contains(&format!("uid {user}")), "{}", r.stderr);
+    for layer in ["namespaces", "mounts", "nftables", "landlock", "seccomp", "no_new_privs", "capabilities"] {
+        assert!(line(layer).contains("enforced") && !line(layer).contains("not enforced"), "{layer} as a user: {}", r.stderr);
+    }
+    assert!(!line("cgroup").is_empty(), "the report says what became of the cgroup layer: {}", r.stderr);
+
+    // The audit log is the user's: in their state directory, private, and says the same.
+    let dir = home.join(".local/state/aegis");
+    let log = dir.join("audit.log");
+    let (dm, lm) = (std::fs::metadata(&dir).unwrap(), std::fs::metadata(&log).unwrap());
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&dm), dm.permissions().mode() & 0o777), (user, 0o700));
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&lm), lm.permissions().mode() & 0o077), (user, 0));
+    let events = audit_events(&log);
+    let allowed = events.iter().find(|e| e["kind"] == "unsigned_bundle_allowed").expect("unsigned_bundle_allowed");
+    assert!(allowed["reason"].as_str().unwrap().contains(&named), "{allowed}");
+    let started = events.iter().find(|e| e["kind"] == "agent_started").expect("agent_started");
+    assert_eq!(started["identity"]["uid"], user, "{started}");
+    assert_eq!(started["identity"]["launched_by_uid"], user, "{started}");
+}
+
+/// A user's policy in their checkout: their tools, their checkout writable, no network, and
+/// a cgroup layer that may be missing (this kind of host delegates no cgroup to users).
+const USER_POLICY: &str = r#"version = 1
+[agent]
+name = "my-agent"
+[parameters]
+WORKSPACE = "the checkout"
+[filesystem]
+read = ["/usr", "/etc/gitconfig", "/etc/alternatives"]
+write = ["${WORKSPACE}"]
+[exec]
+allow = ["/usr/bin/git", "/usr/lib/git-core", "/usr/bin/python3"]
+[network]
+mode = "none"
+[resources]
+memory = "256MiB"
+pids = 64
+wall_time = "5m"
+[enforcement]
+cgroup = "best-effort"
+"#;
+
+/// Edits and commits in the checkout (its first argument), then tries a secret.
+const USER_AGENT: &str = r#"import os, subprocess, sys
+os.chdir(sys.argv[1])
+open("notes.txt", "w").write("written by the agent\n")
+open("README", "a").write("after\n")
+git = ["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com"]
+subprocess.run(git + ["add", "-A"], check=True)
+subprocess.run(git + ["commit", "-qm", "the agent's change"], check=True)
+print("uid", os.getuid())
+try:
+    open("/etc/shadow").read()
+    print("/etc/shadow READ")
+except OSError:
+    print("/etc/shadow denied")
+"#;
+
+fn chown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
