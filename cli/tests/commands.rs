@@ -139,3 +139,18 @@ fn run_refuses_an_invalid_policy_with_aegisc_diagnostics() {
     assert!(r.stderr.contains("aegis::policy::relative_path"), "{}", r.stderr);
     assert!(!tmp.path().join("state").exists(), "nothing was created for a refused launch");
 }
+
+/// Every `examples/*.toml` is a policy users start from: each one validates.
+#[test]
+fn every_example_policy_validates() {
+    let mut n = 0;
+    for e in std::fs::read_dir(repo_root().join("examples")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let r = run(aegis().arg("validate").arg(&p));
+            assert_eq!(r.code, 0, "{}: {}", p.display(), r.stderr);
+            n += 1;
+        }
+    }
+    assert!(n > 0, "examples/ holds no policy: the README's quick start needs examples/inbox-manager.toml");
+}
