@@ -154,3 +154,17 @@ fn every_example_policy_validates() {
     }
     assert!(n > 0, "examples/ holds no policy: the README's quick start needs examples/inbox-manager.toml");
 }
+
+/// `aegis schema | head` and the like: like any Unix filter (and `aegisc`), a closed output
+/// pipe ends the policy commands quietly, never with a panic about a broken pipe.
+#[test]
+fn a_closed_output_pipe_ends_a_policy_command_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    // The reader is gone before the command writes anything: every write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = aegis().arg("schema").stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.is_empty(), "nothing on stderr: {err}");
+    assert_eq!(out.status.signal(), Some(13), "killed by SIGPIPE: {:?}", out.status);
+}
