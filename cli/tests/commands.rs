@@ -114,12 +114,19 @@ fn client_and_global_flag_misuse_have_their_exit_codes() {
         (&["--format", "json", "run", "--", "/bin/true"], 125, "has no --format"),
         (&["run", "--frobnicate"], 125, "unexpected argument"),
         (&["run", "--param", "NOEQUALS", "--policy", "policies/inbox-manager.toml", "--", "/bin/true"], 125, "--param NOEQUALS: expected NAME=VALUE"),
+        (&["run", "--audit-budget", "lots", "--policy", "policies/inbox-manager.toml", "--", "/bin/true"], 125, "lots"),
+        (&["run", "--checkpoint-sink", "/x", "--policy", "policies/inbox-manager.toml", "--", "/bin/true"], 125, "--checkpoint-key"),
     ];
     for (args, want, says) in cases {
         let r = run(aegis().env_remove("HOME").args(*args));
         assert_eq!(r.code, *want, "aegis {}: {}", args.join(" "), r.stderr);
         assert!(r.stderr.contains(says), "aegis {}: {}", args.join(" "), r.stderr);
     }
+    // Checkpoints need a log to sign: none given and no AEGIS_DIR, XDG_STATE_HOME or HOME
+    // for the default one.
+    let r = run(aegis().env_remove("HOME").env_remove("XDG_STATE_HOME").args(["run", "--checkpoint-key", "/k.key", "--policy", "policies/inbox-manager.toml", "--", "/bin/true"]));
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("--checkpoint-key signs the audit log's checkpoints: give --audit-log PATH too"), "{}", r.stderr);
     let r = run(aegis().env_remove("HOME").env_remove("XDG_STATE_HOME").args(["list"]));
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("give --socket PATH, or set AEGIS_SOCKET or AEGIS_DIR"), "{}", r.stderr);

@@ -164,10 +164,12 @@ fn run_launches_a_local_policy_with_every_layer_and_audits_it_as_unsigned() {
     std::fs::create_dir(&ws).unwrap();
     std::os::unix::fs::chown(&ws, Some(65534), Some(65534)).unwrap();
     let state = tmp.path().join("state");
+    let keys = run(aegisc().arg("keygen").arg("-o").arg(tmp.path().join("k")));
+    assert_eq!(keys.code, 0, "{}", keys.stderr);
     let r = run(aegis()
         .env("AEGIS_DIR", &state)
         .current_dir(tmp.path())
-        .args(["run", "--policy", "my-agent.toml", "--verbose"])
+        .args(["run", "--policy", "my-agent.toml", "--verbose", "--checkpoint-key", "k.key"])
         .arg(format!("--param=WORKSPACE={}", ws.display()))
         .args(["--", "/usr/bin/python3", "-c", AGENT])
         .arg(&ws));
@@ -186,14 +188,18 @@ fn run_launches_a_local_policy_with_every_layer_and_audits_it_as_unsigned() {
     }
 
     // Without --audit-log the launch went to $AEGIS_DIR/audit.log, made private; the log
-    // verifies and says what ran under what.
+    // verifies, against the checkpoint key too, and says what ran under what.
     assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
-    let events = audit_events(&state.join("audit.log"));
+    let log = state.join("audit.log");
+    let signed = run(Command::new(bin("aegis-audit")).arg("verify").arg(&log).arg("--key").arg(tmp.path().join("k.pub")));
+    assert_eq!(signed.code, 0, "{}{}", signed.stdout, signed.stderr);
+    let events = audit_events(&log);
     let k = kinds(&events);
     let launch: Vec<&String> = k.iter().filter(|k| ["unsigned_bundle_allowed", "bundle_verified", "enforcement_report", "agent_started", "agent_exited"].contains(&k.as_str())).collect();
     assert_eq!(launch, ["unsigned_bundle_allowed", "enforcement_report", "agent_started", "agent_exited"], "{events:?}");
-    assert!(events[0]["reason"].as_str().unwrap().contains(&named), "{}", events[0]);
-    let verify = events[1]["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "verify").unwrap();
+    let event = |kind: &str| events.iter().find(|e| e["kind"] == kind).unwrap();
+    assert!(event("unsigned_bundle_allowed")["reason"].as_str().unwrap().contains(&named), "{events:?}");
+    let verify = event("enforcement_report")["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "verify").unwrap();
     assert!(verify["detail"].as_str().unwrap().contains(&named), "{verify}");
 }
 
