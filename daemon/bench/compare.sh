@@ -4,11 +4,11 @@
 # connection to a running aegisd). Needs hyperfine. Run from the repository root:
 #   daemon/bench/compare.sh
 set -eu
-cargo build -q --release -p aegis-compiler -p aegis-daemon
+cargo build -q --release -p aegis-compiler -p aegis-daemon -p aegis-cli
 bin=${CARGO_TARGET_DIR:-target}/release
 dir=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-"$bin/aegisd" --socket "$dir/s" 2>/dev/null & pid=$!
+"$bin/aegisd" --socket "$dir/s" --no-audit-log 2>/dev/null & pid=$!
 while [ ! -S "$dir/s" ]; do sleep 0.01; done
 "$bin/aegis" --socket "$dir/s" register policies/inbox-manager.toml
 q='gmail POST /gmail/v1/users/me/messages/send'

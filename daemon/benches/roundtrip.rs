@@ -39,7 +39,9 @@ fn with_daemon(audit: &[&str], body: impl FnOnce(&Path)) {
     let sock = dir.path().join("s");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aegisd"));
     cmd.arg("--socket").arg(&sock).stderr(Stdio::null());
-    if !audit.is_empty() {
+    if audit.is_empty() {
+        cmd.arg("--no-audit-log");
+    } else {
         cmd.arg("--audit-log").arg(dir.path().join("audit.log")).args(&audit[1..]);
     }
     let mut child = cmd.spawn().unwrap();

@@ -4,7 +4,9 @@
 //! ([`send`]), and its rendering for people ([`render`]): `ALLOW: reason (file:line:col)` /
 //! `DENY: ...` exactly as `aegisc check` prints them, with the same exit codes (0 allowed,
 //! 1 denied, 2 invalid input, 3 no answer). Invariants: one request per connection; a
-//! response that is not one JSON object line is a [`ClientError`] (exit 3), never a verdict.
+//! response that is not one JSON object line is a [`ClientError`] (exit 3), never a verdict;
+//! a socket that is missing or refuses is retried for a second (a daemon started a moment
+//! ago), then reported.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -32,10 +34,32 @@ pub enum ClientError {
 /// How long the client waits for an answer (registering a big policy takes a moment).
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the client keeps trying a socket that is not there yet or refuses: `aegisd &`
+/// followed at once by `aegis ...` (a script, a pasted quick start) reaches the daemon
+/// before it has bound its socket.
+const START_GRACE: Duration = Duration::from_secs(1);
+
+/// Connects, retrying for [`START_GRACE`] while the socket is missing or refuses.
+fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
+    let deadline = std::time::Instant::now() + START_GRACE;
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => return Ok(s),
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => return Err(ClientError::Connect { path: socket.to_path_buf(), source }),
+        }
+    }
+}
+
 /// Sends `req` and returns the response object.
 pub fn send(socket: &Path, req: &Request) -> Result<Value, ClientError> {
     let io = |source| ClientError::Io { path: socket.to_path_buf(), source };
-    let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect { path: socket.to_path_buf(), source })?;
+    let stream = connect(socket)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
     let mut reader = BufReader::new(&stream);

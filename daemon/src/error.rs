@@ -116,6 +116,9 @@ pub enum StartError {
     Audit { path: PathBuf, message: String },
     #[error("cannot set up signal handling: {0}")]
     Signals(std::io::Error),
+    /// No socket was named, or `AEGIS_DIR` is unsafe to use (the message names the fix).
+    #[error("{0}")]
+    Location(String),
 }
 
 impl StartError {

@@ -1,4 +1,5 @@
-//! `aegisd`, the AEGIS decision daemon, and `aegis`, its client.
+//! `aegisd`, the AEGIS decision daemon, and the library side of its client (the `aegis`
+//! binary lives in `cli/`).
 //!
 //! Input: one JSON request per line on a Unix stream socket (`register` a policy or a signed
 //! bundle under its agent name; `check-fs`, `check-exec`, `check-net`, `check-api` questions
@@ -17,10 +18,12 @@
 //! [`registry`] (registered agents and how a query is answered), [`peer`] (who is on the
 //! other end of a connection, and whether they are admitted), [`socket`] (creating the
 //! listening socket safely), [`server`] (the accept loop, one thread per connection, audit),
-//! [`client`] (what `aegis` sends and prints).
+//! [`client`] (what `aegis` sends and prints), [`local`] (`AEGIS_DIR` and `AEGIS_SOCKET`: the
+//! socket and audit log the local tools share).
 
 pub mod client;
 pub mod error;
+pub mod local;
 pub mod peer;
 pub mod protocol;
 pub mod registry;

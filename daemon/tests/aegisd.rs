@@ -18,7 +18,24 @@ use aegis_compiler::ir::Protocol;
 use serde_json::{Value, json};
 
 const AEGISD: &str = env!("CARGO_BIN_EXE_aegisd");
-const AEGIS: &str = env!("CARGO_BIN_EXE_aegis");
+
+/// `aegisd` with `AEGIS_DIR` in `dir` and no `AEGIS_SOCKET`: a test never touches the
+/// shared directory of whoever runs the suite.
+fn aegisd(dir: &Path) -> Command {
+    let mut c = Command::new(AEGISD);
+    c.env("AEGIS_DIR", dir).env_remove("AEGIS_SOCKET");
+    c
+}
+
+/// The `aegis` client: the `aegis-cli` package's binary, next to `aegisd` in the target
+/// directory (`cargo test --workspace` builds every binary before any test runs).
+fn aegis() -> Command {
+    let bin = Path::new(AEGISD).with_file_name("aegis");
+    assert!(bin.exists(), "{} is not built: run `cargo test --workspace` (or `cargo build -p aegis-cli` first)", bin.display());
+    let mut c = Command::new(bin);
+    c.env_remove("AEGIS_SOCKET").env_remove("AEGIS_DIR");
+    c
+}
 
 fn repo() -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).canonicalize().unwrap()
@@ -47,7 +64,7 @@ impl Daemon {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("aegisd.sock");
         let audit = dir.path().join("audit.log");
-        let child = Command::new(AEGISD)
+        let child = aegisd(dir.path())
             .arg("--socket")
             .arg(&socket)
             .arg("--audit-log")
@@ -82,7 +99,7 @@ impl Daemon {
     }
 
     fn aegis(&self, args: &[&str]) -> Output {
-        Command::new(AEGIS).arg("--socket").arg(&self.socket).args(args).output().unwrap()
+        aegis().arg("--socket").arg(&self.socket).args(args).output().unwrap()
     }
 
     fn audit_lines(&self) -> Vec<Value> {
@@ -330,7 +347,7 @@ fn register_replaces_validates_parameters_and_is_audited() {
     assert!(v["error"]["message"].as_str().unwrap().contains("aegis::policy::relative_path"), "{v}");
 
     // The client resolves relative paths against its own working directory.
-    let o = Command::new(AEGIS)
+    let o = aegis()
         .current_dir(repo().join("daemon"))
         .arg("--socket")
         .arg(&d.socket)
@@ -446,7 +463,7 @@ fn is_root() -> bool {
 /// Runs the real client as `uid`/`gid` with supplementary `groups`.
 fn aegis_as(d: &Daemon, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Output {
     let groups: Vec<libc::gid_t> = groups.to_vec();
-    let mut cmd = Command::new(AEGIS);
+    let mut cmd = aegis();
     cmd.arg("--socket").arg(&d.socket).args(args);
     // SAFETY: the closure only makes async-signal-safe system calls on data prepared before fork.
     unsafe {
@@ -806,21 +823,21 @@ fn refuses_to_replace_files_replaces_stale_sockets_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not-a-socket");
     std::fs::write(&path, "precious").unwrap();
-    let o = Command::new(AEGISD).arg("--socket").arg(&path).output().unwrap();
+    let o = aegisd(dir.path()).arg("--socket").arg(&path).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a socket"));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
 
     let mut d = Daemon::start(&[]);
     // A second daemon on a live socket refuses.
-    let o = Command::new(AEGISD).arg("--socket").arg(&d.socket).output().unwrap();
+    let o = aegisd(dir.path()).arg("--socket").arg(&d.socket).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("another daemon"));
     // SIGKILL leaves the socket file behind; the next start replaces it.
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     assert!(d.socket.exists());
-    let mut again = Command::new(AEGISD).arg("--socket").arg(&d.socket).stderr(Stdio::null()).spawn().unwrap();
+    let mut again = aegisd(dir.path()).arg("--socket").arg(&d.socket).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(&d.socket).is_err() {
         assert!(again.try_wait().unwrap().is_none(), "aegisd did not replace the stale socket");
@@ -836,16 +853,55 @@ fn refuses_to_replace_files_replaces_stale_sockets_and_cleans_up() {
 }
 
 #[test]
+fn aegis_dir_is_created_private_and_holds_the_socket_and_the_audit_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("state/aegis");
+    // No flags at all: the socket and the audit log go to AEGIS_DIR, made mode 0700.
+    let mut child = aegisd(&dir).stderr(Stdio::piped()).spawn().unwrap();
+    let socket = dir.join("aegisd.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "aegisd exited");
+        assert!(Instant::now() < deadline, "aegisd did not serve {}", socket.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777, 0o700);
+    let mut c = Conn::open(&socket);
+    c.send(&serde_json::to_vec(&json!({"op":"register","policy":policy("inbox-manager.toml")})).unwrap());
+    assert_eq!(c.recv().unwrap()["ok"], true);
+    c.send(br#"{"op":"check-fs","agent":"inbox-manager","access":"read","path":"/etc/passwd"}"#);
+    assert_eq!(c.recv().unwrap()["verdict"], "DENY");
+    let log = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(log.contains("/etc/passwd"), "the answer was audited in AEGIS_DIR: {log}");
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+
+    // A directory others may write is refused (they could swap the socket or the log),
+    // and left as it was.
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = aegisd(&open).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is writable by others") && stderr(&o).contains("chmod go-w"), "{}", stderr(&o));
+    assert!(!open.join("aegisd.sock").exists());
+}
+
+#[test]
 fn unreachable_daemon_and_bad_arguments_have_their_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("none.sock");
-    let o = Command::new(AEGIS).arg("--socket").arg(&s).arg("list").output().unwrap();
+    let o = aegis().arg("--socket").arg(&s).arg("list").output().unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).contains("cannot connect to aegisd"));
-    let o = Command::new(AEGIS).arg("--socket").arg(&s).args(["check-net", "a", "h", "https"]).output().unwrap();
+    let o = aegis().arg("--socket").arg(&s).args(["check-net", "a", "h", "https"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(AEGIS).arg("--socket").arg(&s).args(["check-api", "a", "gmail"]).output().unwrap();
+    let o = aegis().arg("--socket").arg(&s).args(["check-api", "a", "gmail"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(AEGIS).args(["list"]).output().unwrap();
+    // No socket named anywhere (no flag, no AEGIS_SOCKET, no AEGIS_DIR, no HOME for its
+    // default): invalid input, and the message says how to name one.
+    let o = aegis().env_remove("HOME").env_remove("XDG_STATE_HOME").args(["list"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give --socket PATH, or set AEGIS_SOCKET or AEGIS_DIR"), "{}", stderr(&o));
 }

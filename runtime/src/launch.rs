@@ -20,7 +20,7 @@ use crate::identity::{self, Identity};
 use crate::report::{EnforcementReport, Layer, LayerStatus, Timings};
 use crate::signals::Signals;
 use crate::stage::namespaces::{self, Isolation};
-use crate::stage::verify::{LaunchOptions, Verified};
+use crate::stage::verify::{LaunchOptions, Provenance, Verified};
 use crate::stage::{self, Instance, Stage};
 use crate::supervise;
 
@@ -49,6 +49,7 @@ pub fn run(opts: &LaunchOptions) -> i32 {
     };
     let dir_name = opts
         .bundle
+        .path()
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "unknown".into());
@@ -107,7 +108,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     };
 
     // ── 1. verify ──────────────────────────────────────────────────────────────────────
-    let bundle_path = opts.bundle.display().to_string();
+    let bundle_path = opts.bundle.path().display().to_string();
     let v = match stage::verify::run(opts) {
         Ok(v) => v,
         Err(e) => {
@@ -119,20 +120,30 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         }
     };
     audit.set_context(&v.manifest.agent, &v.bundle_sha256, &v.manifest.policy_sha256);
-    match &v.signed_by {
-        Some(k) => {
+    match &v.provenance {
+        Provenance::Signed { key_id } => {
             audit.queue(Event::BundleVerified {
                 path: bundle_path.clone(),
-                key_id: k.clone(),
+                key_id: key_id.clone(),
             });
-            report.push(Layer::new("verify", LayerStatus::Fully, format!("signed by key {k}; digests, expiry, serial {} ok", v.manifest.serial)));
+            report.push(Layer::new("verify", LayerStatus::Fully, format!("signed by key {key_id}; digests, expiry, serial {} ok", v.manifest.serial)));
         }
-        None => {
+        Provenance::UnsignedAllowed => {
             audit.queue(Event::UnsignedBundleAllowed {
                 path: bundle_path.clone(),
                 reason: "--allow-unsigned".into(),
             });
             report.push(Layer::new("verify", LayerStatus::Partially, "UNSIGNED bundle accepted (--allow-unsigned); digests checked"));
+        }
+        Provenance::LocalPolicy { path, sha256 } => {
+            // Nobody signed it: the person running `aegis run` wrote or chose the policy.
+            // Said as such, never as a verified bundle.
+            let what = Provenance::local_description(path, sha256);
+            audit.queue(Event::UnsignedBundleAllowed {
+                path: bundle_path.clone(),
+                reason: format!("{what}: compiled in memory by `aegis run`"),
+            });
+            report.push(Layer::new("verify", LayerStatus::Partially, format!("{what}; compiled in memory, digests checked")));
         }
     }
     // Who the agent runs as (refused input, like the bundle, before anything exists).

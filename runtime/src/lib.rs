@@ -29,6 +29,7 @@ pub mod broker;
 pub mod child;
 pub mod doctor;
 pub mod exit;
+pub mod flags;
 pub mod handoff;
 pub mod identity;
 pub mod launch;
@@ -40,4 +41,4 @@ pub mod unotify;
 pub mod tty;
 
 pub use exit::{EXIT_AUDIT_BUDGET, EXIT_AUDIT_FAILED, EXIT_INTERNAL, EXIT_REFUSED, EXIT_UNENFORCEABLE, RunError};
-pub use stage::verify::LaunchOptions;
+pub use stage::verify::{BundleSource, LaunchOptions, LocalPolicy};

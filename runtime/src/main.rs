@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use aegis_runtime::BundleSource;
 use clap::Parser;
 
 /// Run an agent under a verified AEGIS bundle.
@@ -14,51 +15,8 @@ struct Args {
     /// Accept a bundle without a valid signature (audited).
     #[arg(long)]
     allow_unsigned: bool,
-    /// Launch parameter declared by the bundle (absolute, existing path).
-    #[arg(long = "param", value_name = "NAME=VALUE")]
-    params: Vec<String>,
-    /// Hash-chained audit log to append to.
-    #[arg(long, value_name = "PATH")]
-    audit_log: Option<PathBuf>,
-    /// Most bytes of audit records one run may write (K/M/G suffixes, or `unlimited`); the
-    /// agent is stopped when it is used up (exit 122). Default 64M.
-    #[arg(long, value_name = "SIZE")]
-    audit_budget: Option<String>,
-    /// Sign audit checkpoints with this unencrypted minisign secret key (`aegisc keygen`),
-    /// every 1000 records or 60 s and at the end of the run; verify with
-    /// `aegis-audit verify LOG --key KEY.pub`.
-    #[arg(long, value_name = "KEY", requires = "audit_log")]
-    checkpoint_key: Option<PathBuf>,
-    /// When the agent's stdin/stdout/stderr is a terminal (it gets a pty the supervisor
-    /// relays): `safe` drops OSC (clipboard, titles), DCS/APC, window operations and C1
-    /// controls from its output and marks lines that look like aegis-exec's; `off` passes all.
-    #[arg(long, value_name = "safe|off", default_value = "safe", value_parser = aegis_runtime::tty::parse_filter)]
-    terminal_filter: aegis_runtime::tty::Filter,
-    /// Also append each signed checkpoint to this file (keep it apart from the log).
-    #[arg(long, value_name = "FILE", requires = "checkpoint_key")]
-    checkpoint_sink: Option<PathBuf>,
-    /// Pass an environment variable to the agent: NAME (its value here) or NAME=VALUE.
-    /// Only PATH, locale and terminal variables pass by default, so host secrets stay out.
-    #[arg(long = "env", value_name = "NAME[=VALUE]")]
-    env: Vec<String>,
-    /// Proxy mode: pin the proxy's DNS answer for NAME (like curl --resolve). Answers are
-    /// still vetted: loopback, link-local and metadata addresses need a CIDR grant.
-    #[arg(long = "resolve", value_name = "NAME=IP[,IP]")]
-    resolve: Vec<String>,
-    /// Proxy mode: extra trust anchors (PEM) for the proxy's upstream TLS, besides the
-    /// system roots; also added to the agent's trust bundle.
-    #[arg(long = "upstream-ca", value_name = "PEM")]
-    upstream_ca: Vec<PathBuf>,
-    /// Run the agent as this user (root only; default: the sudo invoker, else 65534). An
-    /// unprivileged launch always runs the agent as its own user.
-    #[arg(long, value_name = "NAME|UID[:GID]")]
-    user: Option<String>,
-    /// Keep this supplementary group (root only; repeatable). Others are dropped.
-    #[arg(long = "group", value_name = "NAME|GID")]
-    groups: Vec<String>,
-    /// Print the enforcement report and stage timings to stderr.
-    #[arg(long, short)]
-    verbose: bool,
+    #[command(flatten)]
+    launch: aegis_runtime::flags::LaunchFlags,
     /// Bundle directory.
     bundle: PathBuf,
     /// Command to run (default: the bundle's entrypoint).
@@ -86,43 +44,18 @@ fn run() -> std::process::ExitCode {
             std::process::exit(code);
         }
     };
-    let mut params = Vec::new();
-    for p in &args.params {
-        match p.split_once('=') {
-            Some((k, v)) if !k.is_empty() => params.push((k.to_string(), v.to_string())),
-            _ => {
-                eprintln!("aegis-exec: refused: --param {p}: expected NAME=VALUE");
-                std::process::exit(aegis_runtime::EXIT_REFUSED);
-            }
+    let mut opts = match args.launch.into_options(BundleSource::Dir(args.bundle), args.command) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("aegis-exec: {e}");
+            std::process::exit(e.exit_code());
         }
+    };
+    opts.trust_key = args.trust_key;
+    opts.allow_unsigned = args.allow_unsigned;
+    if let Err(e) = opts.check_audit_log() {
+        eprintln!("aegis-exec: {e}");
+        std::process::exit(e.exit_code());
     }
-    let budget = match args.audit_budget.as_deref().map(aegis_runtime::audit::parse_budget) {
-        None => Some(aegis_runtime::audit::DEFAULT_BUDGET),
-        Some(Ok(b)) => b,
-        Some(Err(e)) => {
-            eprintln!("aegis-exec: refused: {e}");
-            std::process::exit(aegis_runtime::EXIT_REFUSED);
-        }
-    };
-    let opts = aegis_runtime::LaunchOptions {
-        bundle: args.bundle,
-        trust_key: args.trust_key,
-        allow_unsigned: args.allow_unsigned,
-        params,
-        env: args.env,
-        audit_log: args.audit_log,
-        verbose: args.verbose,
-        command: args.command,
-        resolve: args.resolve,
-        upstream_ca: args.upstream_ca,
-        user: args.user,
-        groups: args.groups,
-        audit: aegis_runtime::audit::AuditOptions {
-            budget,
-            checkpoint_key: args.checkpoint_key,
-            checkpoint_sink: args.checkpoint_sink,
-        },
-        terminal_filter: args.terminal_filter,
-    };
     std::process::exit(aegis_runtime::launch::run(&opts));
 }

@@ -8,6 +8,9 @@
 mod build;
 /// `aegisc diff` on widening and narrowing changes.
 mod diff;
+/// `aegis`, the local loop: the README's quick start as written, `aegis run` of a local
+/// policy (report and audit say so), `./aegis.toml`.
+mod cli;
 /// Real launches as root: example policies agree with `aegisc check` layer by layer; a proxy
 /// bundle without its credential, unsigned, tampered and incomplete launches are refused;
 /// the audit log records each launch.

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use aegis_targets::bundle::{self, BundleWriter};
+use aegis_targets::bundle;
 
 use super::{Exit, Format, compile_or_report, eprint_diagnostics, eprint_error, print_json};
-use crate::emit::{self, bundle::Issue};
+use crate::emit::{self, bundle::BuildError, bundle::Issue};
 use crate::ir::units::parse_duration_ms;
 
 pub struct BuildArgs {
@@ -64,28 +64,18 @@ pub fn run(args: &BuildArgs, format: Format) -> Exit {
         },
         None => None,
     };
-    let artifacts = match emit::emit(&compiled.policy, &compiled.sources) {
-        Ok(a) => a,
-        Err(e) => {
+    let built = match emit::bundle::build(&compiled.policy, &compiled.sources, issue, key.as_ref()) {
+        Ok(b) => b,
+        Err(BuildError::Emit(e)) => {
             eprintln!("error: cannot lower the policy: {e}");
             return Exit::Invalid;
         }
+        Err(BuildError::Bundle(e)) => return bundle_error(&e),
     };
-    let fields = emit::bundle::manifest_fields(&compiled.policy, &artifacts.digest, artifacts.landlock_abi, issue);
-    let mut writer = BundleWriter::new(fields);
-    for (name, bytes) in artifacts.files {
-        if let Err(e) = writer.add(name, bytes) {
-            eprint_error(&e);
-            return Exit::Internal;
-        }
+    let contents = &built.contents;
+    if let Err(e) = contents.write_to(&args.out) {
+        return bundle_error(&e);
     }
-    let contents = match writer.write(&args.out, key.as_ref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint_error(&e);
-            return if e.exit_code() == 2 { Exit::Invalid } else { Exit::Internal };
-        }
-    };
     let signed = contents.signed_by().map(|k| format!("{k}"));
     let n = artifacts_count(contents.files().keys());
     match format {
@@ -95,10 +85,10 @@ pub fn run(args: &BuildArgs, format: Format) -> Exit {
                 display(&args.out),
                 compiled.policy.agent.name,
                 signed.as_deref().map(|k| format!("signed by key {k}")).unwrap_or_else(|| "UNSIGNED (aegis-exec refuses it without --allow-unsigned)".into()),
-                artifacts.digest
+                built.digest
             );
-            if !artifacts.losses.is_empty() {
-                println!("{} loss(es): see {}/loss-report.txt", artifacts.losses.len(), display(&args.out));
+            if !built.losses.is_empty() {
+                println!("{} loss(es): see {}/loss-report.txt", built.losses.len(), display(&args.out));
             }
         }
         Format::Json => print_json(&serde_json::json!({
@@ -106,12 +96,17 @@ pub fn run(args: &BuildArgs, format: Format) -> Exit {
             "agent": compiled.policy.agent.name,
             "files": contents.files().keys().collect::<Vec<_>>(),
             "signed_by": signed,
-            "policy_digest": artifacts.digest,
+            "policy_digest": built.digest,
             "manifest_sha256": contents.manifest_sha256(),
-            "losses": artifacts.losses,
+            "losses": built.losses,
         })),
     }
     Exit::Ok
+}
+
+fn bundle_error(e: &bundle::BundleError) -> Exit {
+    eprint_error(e);
+    if e.exit_code() == bundle::EXIT_INVALID_INPUT { Exit::Invalid } else { Exit::Internal }
 }
 
 fn display(p: &Path) -> String {

@@ -1,13 +1,20 @@
-//! IR → bundle manifest fields (`manifest.json`), what the host must provide and supply.
+//! IR → bundle: the manifest fields (`manifest.json`: what the host must provide and
+//! supply), and [`build`], the whole bundle in memory from a compiled policy.
+//!
+//! [`build`] is the one path from a policy to bundle bytes: `aegisc build` writes its result
+//! to a directory, `aegis run` hands it to the runtime without touching the disk. Both get
+//! the same files for the same policy and [`Issue`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aegis_targets::bundle::{
-    CgroupVersion, CompilerInfo, Enforcement, KernelRequirements, LaunchParameter, ManifestFields, Namespace,
-    NetworkMode,
+    BundleContents, BundleError, BundleWriter, CgroupVersion, CompilerInfo, Enforcement, KernelRequirements,
+    LaunchParameter, ManifestFields, Namespace, NetworkMode, SecretKey,
 };
 
+use super::{EmitError, LossReport};
 use crate::ir::{Level, NetworkMode as IrMode, Policy};
+use crate::source::SourceMap;
 
 /// When the bundle is issued, its serial and optional expiry (from flags or
 /// `SOURCE_DATE_EPOCH`, so builds are reproducible).
@@ -60,4 +67,39 @@ pub fn manifest_fields(policy: &Policy, digest: &str, landlock_abi: Option<u32>,
         expires_at: issue.expires_at,
         serial: issue.serial,
     }
+}
+
+/// A bundle built in memory, with what `aegisc build` reports about it.
+#[derive(Debug)]
+pub struct Built {
+    /// Every file, `manifest.json` (and its signature when a key was given) included.
+    pub contents: BundleContents,
+    /// Rules no kernel mechanism expresses exactly (also in `loss-report.txt`).
+    pub losses: LossReport,
+    /// The policy digest, `sha256:<hex>`.
+    pub digest: String,
+}
+
+/// Why a valid policy did not become a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A target cannot express the policy (invalid input).
+    #[error("cannot lower the policy: {0}")]
+    Emit(#[from] EmitError),
+    /// The bundle format refused an artifact, the manifest or the key.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+}
+
+/// Lowers `policy` to every target and assembles the bundle in memory, signed with `key`
+/// when one is given.
+pub fn build(policy: &Policy, sources: &SourceMap, issue: Issue, key: Option<&SecretKey>) -> Result<Built, BuildError> {
+    let artifacts = super::emit(policy, sources)?;
+    let fields = manifest_fields(policy, &artifacts.digest, artifacts.landlock_abi, issue);
+    let mut writer = BundleWriter::new(fields);
+    for (name, bytes) in artifacts.files {
+        writer.add(name, bytes)?;
+    }
+    let contents = writer.build(key)?;
+    Ok(Built { contents, losses: artifacts.losses, digest: artifacts.digest })
 }

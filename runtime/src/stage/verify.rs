@@ -1,6 +1,7 @@
 //! Stage 1, verify: the bundle, the launch parameters and the command.
 //!
-//! Input: [`LaunchOptions`] (bundle directory, trusted key or `--allow-unsigned`,
+//! Input: [`LaunchOptions`] (a [`BundleSource`]: a bundle directory with a trusted key or
+//! `--allow-unsigned`, or a bundle `aegis run` compiled in memory from a local policy file;
 //! `--param NAME=VALUE`s, the command). Output: a [`Verified`] launch: the manifest and the
 //! verified bytes of every artifact (the only source of artifact bytes for later stages),
 //! parameters checked against the manifest (every declared one supplied, nothing
@@ -8,20 +9,80 @@
 //! given one or the manifest's entrypoint). Invariants: signature, digests, file set and
 //! expiry are checked by `aegis_targets::bundle::verify`; a signed bundle's serial must not
 //! be lower than the highest one launched for the agent on this host (recorded in
-//! `serials.json` in [`state_dir`]); an unsigned bundle is only
-//! accepted with `--allow-unsigned`, and that choice is audited; every refusal is exit 125.
+//! `serials.json` in [`state_dir`]); an unsigned bundle directory is only accepted with
+//! `--allow-unsigned`, and that choice is audited; a local policy is unsigned by nature,
+//! checked like an unsigned bundle (file set, digests, expiry) and audited with its path and
+//! SHA-256 ([`Provenance`]); every refusal is exit 125.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aegis_targets::bundle::{self, Enforcement, Manifest, SerialStore, TrustPolicy};
+use aegis_targets::bundle::{self, Bundle, Enforcement, Manifest, SerialStore, TrustPolicy};
 
 use crate::exit::RunError;
+
+/// Where the bundle of a launch comes from.
+#[derive(Debug, Clone)]
+pub enum BundleSource {
+    /// A bundle directory (`aegis-exec BUNDLE_DIR`): signed by `--trust-key`, or accepted
+    /// unsigned with `--allow-unsigned`.
+    Dir(PathBuf),
+    /// A bundle compiled in memory from a local policy file (`aegis run`).
+    Local(LocalPolicy),
+}
+
+impl Default for BundleSource {
+    fn default() -> BundleSource {
+        BundleSource::Dir(PathBuf::new())
+    }
+}
+
+impl BundleSource {
+    /// The path as the user gave it: the bundle directory or the policy file.
+    pub fn path(&self) -> &Path {
+        match self {
+            BundleSource::Dir(p) => p,
+            BundleSource::Local(l) => &l.path,
+        }
+    }
+}
+
+/// A policy file compiled in memory by `aegis run`: never signed, allowed as an unsigned
+/// local policy and audited as one.
+#[derive(Debug, Clone)]
+pub struct LocalPolicy {
+    /// The policy file, as given.
+    pub path: PathBuf,
+    /// Hex SHA-256 of the policy text that was compiled (what `sha256sum FILE` prints
+    /// while the file is unchanged).
+    pub sha256: String,
+    /// Every file of the bundle built from it (`manifest.json` included), by name.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Why the launch trusts its bundle: what the report and the audit log say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provenance {
+    /// Signed by the key with this hex id, verified with `--trust-key`.
+    Signed { key_id: String },
+    /// An unsigned bundle directory accepted because of `--allow-unsigned`.
+    UnsignedAllowed,
+    /// Compiled in memory from a local policy file by `aegis run`.
+    LocalPolicy { path: PathBuf, sha256: String },
+}
+
+impl Provenance {
+    /// `local policy FILE (sha256 HEX), unsigned`: how a local policy is named in the
+    /// report and the audit log.
+    pub fn local_description(path: &Path, sha256: &str) -> String {
+        format!("local policy {} (sha256 {sha256}), unsigned", path.display())
+    }
+}
 
 /// Validated command-line options of a launch.
 #[derive(Debug, Clone, Default)]
 pub struct LaunchOptions {
-    pub bundle: PathBuf,
+    pub bundle: BundleSource,
     pub trust_key: Option<PathBuf>,
     pub allow_unsigned: bool,
     pub params: Vec<(String, String)>,
@@ -52,8 +113,8 @@ pub struct Verified {
     pub manifest: Manifest,
     pub files: BTreeMap<String, Vec<u8>>,
     pub bundle_sha256: String,
-    /// Key id of the verified signer, or `None` for an unsigned bundle (`--allow-unsigned`).
-    pub signed_by: Option<String>,
+    /// Why the bundle is trusted (signer, `--allow-unsigned`, or a local policy).
+    pub provenance: Provenance,
     pub params: BTreeMap<String, PathBuf>,
     pub command: Vec<String>,
 }
@@ -107,6 +168,41 @@ pub fn state_dir() -> PathBuf {
 }
 
 pub fn run(opts: &LaunchOptions) -> Result<Verified, RunError> {
+    let (vb, provenance) = match &opts.bundle {
+        BundleSource::Dir(dir) => verify_dir(dir, opts)?,
+        BundleSource::Local(local) => {
+            // Built by this process a moment ago: verified the same way as an unsigned
+            // bundle (names, manifest, file set, digests, expiry), so both paths hand the
+            // later stages bytes that passed one verifier.
+            let vb = Bundle::from_files(&local.path, local.files.clone())
+                .and_then(|b| b.verify(&TrustPolicy::unsigned_ok()))
+                .map_err(|e| RunError::Refused(e.to_string()))?;
+            (vb, Provenance::LocalPolicy { path: local.path.clone(), sha256: local.sha256.clone() })
+        }
+    };
+    let m = vb.manifest().clone();
+    let params = check_params(&m, &opts.params)?;
+    let command = if opts.command.is_empty() {
+        m.entrypoint.clone().unwrap_or_default()
+    } else {
+        opts.command.clone()
+    };
+    if command.is_empty() {
+        return Err(RunError::Refused("no command given and the bundle declares no entrypoint".into()));
+    }
+    Ok(Verified {
+        dir: vb.dir().to_path_buf(),
+        files: vb.files().clone(),
+        bundle_sha256: vb.manifest_sha256().to_string(),
+        provenance,
+        manifest: m,
+        params,
+        command,
+    })
+}
+
+/// A bundle directory: signature (or `--allow-unsigned`), then rollback protection.
+fn verify_dir(dir: &Path, opts: &LaunchOptions) -> Result<(bundle::VerifiedBundle, Provenance), RunError> {
     let key = match &opts.trust_key {
         Some(p) => Some(bundle::load_public_key(p).map_err(|e| RunError::Refused(e.to_string()))?),
         None if opts.allow_unsigned => None,
@@ -122,38 +218,21 @@ pub fn run(opts: &LaunchOptions) -> Result<Verified, RunError> {
         now: bundle::now_unix(),
         min_serial: None,
     };
-    let vb = bundle::verify(&opts.bundle, &policy).map_err(|e| RunError::Refused(e.to_string()))?;
-    let m = vb.manifest().clone();
-    let signed_by = vb.signed_by().map(|k| k.to_string());
-    if signed_by.is_some() {
-        // Rollback protection only means something for bundles whose serial is signed.
-        let store = SerialStore::new(state_dir().join("serials.json"));
-        if let Some(parent) = store.path().parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| RunError::Refused(format!("cannot create state dir {}: {e}", parent.display())))?;
-        }
-        store
-            .check_and_record(&m.agent, m.serial)
-            .map_err(|e| RunError::Refused(e.to_string()))?;
-    }
-    let params = check_params(&m, &opts.params)?;
-    let command = if opts.command.is_empty() {
-        m.entrypoint.clone().unwrap_or_default()
-    } else {
-        opts.command.clone()
+    let vb = bundle::verify(dir, &policy).map_err(|e| RunError::Refused(e.to_string()))?;
+    let Some(key_id) = vb.signed_by().map(|k| k.to_string()) else {
+        return Ok((vb, Provenance::UnsignedAllowed));
     };
-    if command.is_empty() {
-        return Err(RunError::Refused("no command given and the bundle declares no entrypoint".into()));
+    // Rollback protection only means something for bundles whose serial is signed.
+    let m = vb.manifest();
+    let store = SerialStore::new(state_dir().join("serials.json"));
+    if let Some(parent) = store.path().parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RunError::Refused(format!("cannot create state dir {}: {e}", parent.display())))?;
     }
-    Ok(Verified {
-        dir: vb.dir().to_path_buf(),
-        files: vb.files().clone(),
-        bundle_sha256: vb.manifest_sha256().to_string(),
-        signed_by,
-        manifest: m,
-        params,
-        command,
-    })
+    store
+        .check_and_record(&m.agent, m.serial)
+        .map_err(|e| RunError::Refused(e.to_string()))?;
+    Ok((vb, Provenance::Signed { key_id }))
 }
 
 fn check_params(m: &Manifest, given: &[(String, String)]) -> Result<BTreeMap<String, PathBuf>, RunError> {

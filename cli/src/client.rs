@@ -1,50 +1,36 @@
-//! `aegis --socket PATH <register|check-fs|check-exec|check-net|check-api|list> ... [--format json]`:
-//! the client of `aegisd`. Prints `ALLOW: reason` / `DENY: reason` like `aegisc check`.
-//! Exit codes as `aegisc`: 0 allowed (or done), 1 denied, 2 invalid input (arguments,
-//! unknown agent, invalid policy or bundle), 3 no answer (daemon unreachable, refused us,
-//! cannot audit).
+//! `aegis register|check-fs|check-exec|check-net|check-api|list`: the client of `aegisd`.
+//!
+//! Input: the subcommand's arguments and the socket (`--socket`, else `AEGIS_SOCKET`, else
+//! `$AEGIS_DIR/aegisd.sock`). Output: the daemon's answer printed as `aegisc check` prints
+//! its own (`ALLOW: reason (file:line:col)` / `DENY: ...`), or its JSON response object with
+//! `--format json`. Exit codes as `aegisc`: 0 allowed (or done), 1 denied, 2 invalid input
+//! (arguments, unknown agent, invalid policy or bundle), 3 no answer (daemon unreachable,
+//! refused us, cannot audit). Sending and rendering live in `aegis_daemon::client`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 
 use aegis_compiler::cli::Format;
 use aegis_daemon::client;
+use aegis_daemon::local;
 use aegis_daemon::protocol::Request;
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "aegis",
-    version,
-    about = "Ask aegisd whether a registered agent may do something",
-    after_help = "Exit codes: 0 allowed/done, 1 denied, 2 invalid input, 3 no answer (daemon unreachable or refused).\nProtocol: docs/aegisd.md"
-)]
-struct Cli {
-    /// The daemon's socket.
-    #[arg(long, global = true)]
-    socket: Option<PathBuf>,
-    /// Output format (json: the daemon's response object).
-    #[arg(long, global = true, value_enum, default_value = "human")]
-    format: Format,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
+/// The questions and registrations `aegisd` answers.
 #[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Register a policy file or a bundle directory under its agent name (replaces).
+pub enum Command {
+    /// Register a policy file or a bundle directory with aegisd under its agent name (replaces).
     Register {
         target: PathBuf,
         /// Launch parameter value, NAME=/absolute/path (repeatable).
         #[arg(long = "param", value_name = "NAME=PATH")]
         params: Vec<String>,
     },
-    /// May AGENT read|write|exec PATH?
+    /// Ask aegisd: may AGENT read|write|exec PATH?
     CheckFs { agent: String, access: String, path: String },
-    /// May AGENT execute PATH?
+    /// Ask aegisd: may AGENT execute PATH?
     CheckExec { agent: String, path: String },
-    /// May AGENT connect to HOST PORT (tcp, or --udp)?
+    /// Ask aegisd: may AGENT connect to HOST PORT (tcp, or --udp)?
     CheckNet {
         agent: String,
         host: String,
@@ -52,7 +38,7 @@ enum Cmd {
         #[arg(long)]
         udp: bool,
     },
-    /// May AGENT use API with --scope S, or call METHOD PATH on it?
+    /// Ask aegisd: may AGENT use API with --scope S, or call METHOD PATH on it?
     CheckApi {
         agent: String,
         api: String,
@@ -62,13 +48,13 @@ enum Cmd {
         #[arg(num_args = 2, value_names = ["METHOD", "PATH"], required_unless_present = "scope", allow_hyphen_values = true)]
         request: Vec<String>,
     },
-    /// List the registered agents.
+    /// List the agents registered with aegisd.
     List,
 }
 
-fn request(cmd: Cmd) -> Result<Request, String> {
+fn request(cmd: Command) -> Result<Request, String> {
     Ok(match cmd {
-        Cmd::Register { target, params } => {
+        Command::Register { target, params } => {
             let mut map = BTreeMap::new();
             for p in params {
                 let (k, v) = p.split_once('=').ok_or_else(|| format!("--param `{p}`: expected NAME=/absolute/path"))?;
@@ -86,72 +72,51 @@ fn request(cmd: Cmd) -> Result<Request, String> {
                 Request::Register { policy: Some(s), bundle: None, params: map }
             }
         }
-        Cmd::CheckFs { agent, access, path } => Request::CheckFs { agent, access, path },
-        Cmd::CheckExec { agent, path } => Request::CheckExec { agent, path },
-        Cmd::CheckNet { agent, host, port, udp } => {
+        Command::CheckFs { agent, access, path } => Request::CheckFs { agent, access, path },
+        Command::CheckExec { agent, path } => Request::CheckExec { agent, path },
+        Command::CheckNet { agent, host, port, udp } => {
             let port = port.parse::<u64>().map_err(|_| format!("`{port}` is not a port (1-65535)"))?;
             Request::CheckNet { agent, host, port, protocol: udp.then(|| "udp".to_string()) }
         }
-        Cmd::CheckApi { agent, api, scope, request } => match (scope, request.as_slice()) {
+        Command::CheckApi { agent, api, scope, request } => match (scope, request.as_slice()) {
             (Some(s), []) => Request::CheckApi { agent, api, scope: Some(s), method: None, path: None },
             (None, [m, p]) => Request::CheckApi { agent, api, scope: None, method: Some(m.clone()), path: Some(p.clone()) },
             _ => return Err("check-api takes --scope S, or METHOD PATH".into()),
         },
-        Cmd::List => Request::List {},
+        Command::List => Request::List {},
     })
 }
 
-fn main() -> ExitCode {
-    aegis_panic::die_on_broken_pipe();
-    // A panic (dependencies included) is one line and exit 3 ("no answer"), never a backtrace.
-    aegis_panic::main("aegis", 3, run)
-}
-
-fn run() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
+/// Sends the command to the daemon and prints its answer; returns the exit code.
+pub fn run(cmd: Command, socket: Option<&Path>, format: Format) -> u8 {
+    let socket = match local::socket(socket) {
+        Ok(s) => s,
         Err(e) => {
-            let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-                _ => ExitCode::from(2),
-            };
+            eprintln!("error: {e}");
+            return aegis_daemon::error::EXIT_INVALID;
         }
     };
-    let Some(socket) = cli.socket else {
-        eprintln!("error: --socket PATH is required");
-        return ExitCode::from(2);
-    };
-    let req = match request(cli.command) {
+    let req = match request(cmd) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return aegis_daemon::error::EXIT_INVALID;
         }
     };
-    let resp = match client::send(&socket, &req) {
+    let resp = match client::send(socket.path(), &req) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(3);
+            return aegis_daemon::error::EXIT_INTERNAL;
         }
     };
     let (out, err, code) = client::render(&resp);
-    match cli.format {
+    match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&resp).unwrap_or_default()),
         Format::Human => {
             print!("{out}");
             eprint!("{err}");
         }
     }
-    ExitCode::from(code)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
-    }
+    code
 }

@@ -1,0 +1,147 @@
+//! `aegis run [--policy FILE] [LAUNCH FLAGS] -- CMD...`: compile a local policy in memory
+//! and run a command under it with every layer, through the runtime library.
+//!
+//! Input: the policy file (`--policy`, else `./aegis.toml`), the launch flags `aegis-exec`
+//! takes (`aegis_runtime::flags::LaunchFlags`: `--param`, `--env`, `--audit-log`, ...) and
+//! the command. Output: the agent's exit status, or `aegis-exec`'s codes (125 refused input,
+//! an invalid policy included; 126 a required layer is unavailable; 127 internal error).
+//! Invariants: the bundle is built by the same library code as `aegisc build`
+//! (`emit::bundle::build`) and launched by the same code as `aegis-exec`
+//! (`aegis_runtime::launch::run`), so there is no second implementation of either; the
+//! policy is never signed and the launch says so: the enforcement report and the audit log
+//! name it "local policy FILE (sha256 HEX), unsigned", where HEX is the SHA-256 of the text
+//! that was compiled; `./aegis.toml` is used implicitly only when it is a regular file owned
+//! by the caller (or root) that nobody else can write, so a policy planted in a shared
+//! directory is never picked up; without `--audit-log` the launch is recorded in
+//! `$AEGIS_DIR/audit.log` (see `aegis_daemon::local`).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use aegis_compiler::cli::{compile_or_report, eprint_diagnostics};
+use aegis_compiler::emit::bundle::{self, BuildError, Issue};
+use aegis_daemon::local;
+use aegis_runtime::flags::LaunchFlags;
+use aegis_runtime::{BundleSource, EXIT_INTERNAL, EXIT_REFUSED, LocalPolicy};
+use sha2::{Digest, Sha256};
+
+/// The policy `aegis run` uses when `--policy` is not given, in the current directory.
+pub const DEFAULT_POLICY: &str = "aegis.toml";
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The policy file [default: ./aegis.toml, if you own it].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub launch: LaunchFlags,
+    /// The command to run, after `--` (default: the policy's `[agent] command`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Runs the launch; returns the process exit code.
+pub fn run(args: RunArgs) -> i32 {
+    let path = match args.policy {
+        Some(p) => p,
+        None => match default_policy(Path::new(DEFAULT_POLICY)) {
+            Ok(p) => p,
+            Err(e) => return refuse(&e),
+        },
+    };
+    let compiled = match compile_or_report(&path) {
+        Ok(c) => c,
+        Err(_) => return EXIT_REFUSED,
+    };
+    if !compiled.warnings.is_empty() {
+        if args.launch.verbose {
+            eprint_diagnostics(&compiled.warnings, &compiled.sources);
+        } else {
+            eprintln!(
+                "aegis run: {} warning(s) in {}; `aegis validate {}` shows them",
+                compiled.warnings.len(),
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    // What was compiled is what is hashed: the root file's text as the compiler read it.
+    let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let Some(root) = compiled.sources.find_path(&canonical) else {
+        eprintln!("aegis run: internal error: {} is not among the compiled sources", canonical.display());
+        return EXIT_INTERNAL;
+    };
+    let sha256 = hex::encode(Sha256::digest(compiled.sources.text(root).as_bytes()));
+    // A local policy is built for this launch only: issued now, never expiring, no serial
+    // history (rollback protection is about signed bundles).
+    let now = aegis_targets::bundle::now_unix();
+    let issue = Issue { issued_at: now, serial: now, expires_at: None };
+    let built = match bundle::build(&compiled.policy, &compiled.sources, issue, None) {
+        Ok(b) => b,
+        Err(BuildError::Emit(e)) => return refuse(&format!("cannot lower the policy: {e}")),
+        Err(BuildError::Bundle(e)) => {
+            eprintln!("aegis run: internal error: building the bundle in memory: {e}");
+            return EXIT_INTERNAL;
+        }
+    };
+    let source = BundleSource::Local(LocalPolicy { path: canonical, sha256, files: built.contents.files().clone() });
+    let mut opts = match args.launch.into_options(source, args.command) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("aegis run: {e}");
+            return e.exit_code();
+        }
+    };
+    if opts.audit_log.is_none() {
+        if let Some(dir) = local::dir() {
+            if let Err(e) = local::ensure_dir(&dir, None) {
+                return refuse(&format!("{e} (or give --audit-log PATH)"));
+            }
+            opts.audit_log = Some(dir.join(local::AUDIT_FILE));
+        } else {
+            eprintln!("aegis run: warning: not auditing this launch (no --audit-log, and no AEGIS_DIR, XDG_STATE_HOME or HOME for the default)");
+        }
+    }
+    if let Err(e) = opts.check_audit_log() {
+        eprintln!("aegis run: {e}");
+        return e.exit_code();
+    }
+    aegis_runtime::launch::run(&opts)
+}
+
+fn refuse(why: &str) -> i32 {
+    eprintln!("aegis run: refused: {why}");
+    EXIT_REFUSED
+}
+
+/// `./aegis.toml` when it is safe to use without being named: a regular file (not a
+/// symlink) owned by the caller or root and writable by nobody else.
+fn default_policy(path: &Path) -> Result<PathBuf, String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "no --policy given and there is no ./{DEFAULT_POLICY}: write one (start from an example: `cp policies/coding-agent.toml {DEFAULT_POLICY}`) or give --policy FILE"
+            ));
+        }
+        Err(e) => return Err(format!("cannot inspect ./{DEFAULT_POLICY}: {e}")),
+    };
+    if !meta.file_type().is_file() {
+        return Err(format!("./{DEFAULT_POLICY} is not a regular file (a symlink or a directory): name the policy with --policy FILE"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "./{DEFAULT_POLICY} belongs to uid {}, not to you (uid {me}): it is not used unless named; give --policy {DEFAULT_POLICY} if you trust it",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "./{DEFAULT_POLICY} is writable by others (mode {:o}): it is not used unless named; run `chmod go-w {DEFAULT_POLICY}` or give --policy {DEFAULT_POLICY}",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(path.to_path_buf())
+}

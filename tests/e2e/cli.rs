@@ -1,0 +1,385 @@
+//! `aegis`, the one command of the local loop, with the other binaries: the README's quick
+//! start run as written (with `aegisd`); `aegis run` compiles a local policy in memory and
+//! runs it with every layer, says in the report and the audit log that it is an unsigned
+//! local policy and which one (path and SHA-256), and picks up `./aegis.toml` only when the
+//! caller owns it and nobody else can write it. (Its commands' answers to bad input, which
+//! launch nothing, are tested in `cli/tests/commands.rs`.)
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aegis_tests::*;
+
+use crate::launch::{audit_events, kinds, sandbox_ready};
+
+fn aegis() -> Command {
+    let mut c = Command::new(bin("aegis"));
+    // As `aegisc()`; and no AEGIS_* or SUDO_* from whoever runs the suite.
+    c.current_dir(repo_root()).env("SOURCE_DATE_EPOCH", "1764000000").env("NO_COLOR", "1");
+    for v in ["AEGIS_SOCKET", "AEGIS_DIR", "SUDO_UID", "SUDO_GID", "SUDO_USER"] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// A scratch directory outside `/tmp` (the sandbox's `/tmp` is private; see `launch::Lab`).
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("aegis-cli-").tempdir_in("/var/tmp").unwrap()
+}
+
+/// The code block that follows the `<!-- quick-start` marker in README.md.
+fn quick_start_block() -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let at = readme.find("<!-- quick-start").expect("README.md has a quick-start marker");
+    let rest = &readme[at..];
+    let start = rest.find("```sh\n").expect("a ```sh block after the marker") + "```sh\n".len();
+    let len = rest[start..].find("```").expect("the block ends");
+    rest[start..start + len].to_string()
+}
+
+/// A fresh clone for the quick start: the repository's tracked files under `examples/` and
+/// `policies/` (working-tree contents, so an uncommitted edit is tested, an untracked file
+/// is not there), and `target/release/{aegis,aegisd}`: the binaries this test run built (the
+/// debug profile: a release build of the workspace would cost CI minutes for nothing the
+/// quick start could tell apart).
+fn fresh_clone(dir: &Path) {
+    let listed = Command::new("git").arg("-C").arg(repo_root()).args(["ls-files", "-z", "--", "examples", "policies"]).output();
+    let files: Vec<PathBuf> = match listed {
+        Ok(o) if o.status.success() && !o.stdout.is_empty() => {
+            o.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()).map(|f| PathBuf::from(String::from_utf8(f.to_vec()).unwrap())).collect()
+        }
+        // Not a git checkout (a source tarball): every file there is "tracked".
+        _ => walk(&repo_root(), &["examples", "policies"]),
+    };
+    for f in files {
+        let to = dir.join(&f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(repo_root().join(&f), &to).unwrap();
+    }
+    let release = dir.join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    for b in ["aegis", "aegisd"] {
+        if std::fs::hard_link(bin(b), release.join(b)).is_err() {
+            std::fs::copy(bin(b), release.join(b)).unwrap();
+        }
+    }
+}
+
+fn walk(root: &Path, tops: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo: Vec<PathBuf> = tops.iter().map(PathBuf::from).collect();
+    while let Some(rel) = todo.pop() {
+        let abs = root.join(&rel);
+        if abs.is_dir() {
+            for e in std::fs::read_dir(&abs).unwrap() {
+                todo.push(rel.join(e.unwrap().file_name()));
+            }
+        } else {
+            out.push(rel);
+        }
+    }
+    out
+}
+
+/// The quick start of README.md, pasted into bash in a fresh clone: `/tmp/aegis` is the real
+/// path it names, so it runs in a private mount namespace with its own `/tmp` (concurrent
+/// suites, and whatever the machine has in `/tmp/aegis`, stay apart).
+#[test]
+fn readme_quick_start_runs_as_written() {
+    let block = quick_start_block();
+    for needle in ["aegis validate examples/inbox-manager.toml", "AEGIS_DIR=/tmp/aegis AEGIS_SOCKET=/tmp/aegis/aegisd.sock", "check-fs inbox-manager read /etc/passwd"] {
+        assert!(block.contains(needle), "the quick start lost `{needle}`:\n{block}");
+    }
+    let unshare = if is_root() { vec!["--mount"] } else { vec!["--user", "--map-root-user", "--mount"] };
+    let probe = run(Command::new("unshare").args(&unshare).args(["--propagation", "private", "true"]));
+    if probe.code != 0 {
+        skip!("cannot make a private mount namespace for /tmp (unshare {}): {}", unshare.join(" "), probe.stderr.trim());
+    }
+    let clone = scratch();
+    fresh_clone(clone.path());
+    let script = format!(
+        "mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 90\n\
+         cd '{}' || exit 91\n\
+         trap 'kill $(jobs -p) 2>/dev/null' EXIT\n\
+         {{\n{block}}}\n\
+         echo \"quick-start-exit=$?\"\n\
+         echo \"listed-via-dir=$(AEGIS_DIR=/tmp/aegis ./target/release/aegis list | cut -f1)\"\n\
+         echo \"listed-via-socket=$(AEGIS_SOCKET=/tmp/aegis/aegisd.sock ./target/release/aegis list | cut -f1)\"\n\
+         stat -c 'dir=%U %a' /tmp/aegis\n\
+         echo \"audited=$(grep -c /etc/passwd /tmp/aegis/audit.log)\"\n",
+        clone.path().display()
+    );
+    let r = run(Command::new("unshare").args(&unshare).args(["--propagation", "private", "bash", "-c", &script]).env_remove("AEGIS_DIR").env_remove("AEGIS_SOCKET").env("NO_COLOR", "1"));
+    let all = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{all}");
+    // The last command of the block is the DENY: exit 1, as `aegisc check` would.
+    assert!(r.stdout.contains("quick-start-exit=1\n"), "{all}");
+    assert!(r.stdout.contains("ok: examples/inbox-manager.toml: agent 'inbox-manager'"), "validate: {all}");
+    assert!(r.stdout.contains("Agent        inbox-manager") && r.stdout.contains("Exposure"), "inspect: {all}");
+    let policy = clone.path().join("policies/inbox-manager.toml").canonicalize().unwrap();
+    assert!(r.stdout.contains(&format!("registered agent 'inbox-manager' from policy {}", clone.path().canonicalize().unwrap().join("examples/inbox-manager.toml").display())), "register: {all}");
+    assert!(
+        r.stdout.contains(&format!("DENY: path '/etc/passwd' matches deny pattern '/etc/passwd' ({}:9:11)", policy.display())),
+        "check-fs: {all}"
+    );
+    assert!(r.stderr.contains("aegisd: serving /tmp/aegis/aegisd.sock (mode 0600), auditing to /tmp/aegis/audit.log"), "{all}");
+    // The directory the daemon made is private, and the answer is in its audit log.
+    assert!(r.stdout.contains("dir=root 700\n"), "{all}");
+    assert!(r.stdout.contains("audited=1\n"), "{all}");
+    // The client finds the daemon through either variable too.
+    assert!(r.stdout.contains("listed-via-dir=inbox-manager\n") && r.stdout.contains("listed-via-socket=inbox-manager\n"), "{all}");
+}
+
+/// A small policy for `aegis run`: python reads /usr, writes the workspace, nothing else.
+const POLICY: &str = r#"version = 1
+[agent]
+name = "cli-run"
+[parameters]
+WORKSPACE = "the checkout"
+[filesystem]
+read = ["/usr"]
+write = ["${WORKSPACE}"]
+[exec]
+allow = ["/usr/bin/python3"]
+[network]
+mode = "none"
+[resources]
+memory = "256MiB"
+pids = 32
+"#;
+
+/// What the agent tries: a write it was granted, a read it was not.
+const AGENT: &str = "import sys\nopen(sys.argv[1] + '/out.txt', 'w').write('written')\ntry:\n    open('/etc/passwd').read(); print('READ /etc/passwd')\nexcept OSError as e:\n    print('denied /etc/passwd', e.errno)\n";
+
+#[test]
+fn run_launches_a_local_policy_with_every_layer_and_audits_it_as_unsigned() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tmp = scratch();
+    let policy = tmp.path().join("my-agent.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let ws = tmp.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::chown(&ws, Some(65534), Some(65534)).unwrap();
+    let state = tmp.path().join("state");
+    let keys = run(aegisc().arg("keygen").arg("-o").arg(tmp.path().join("k")));
+    assert_eq!(keys.code, 0, "{}", keys.stderr);
+    let r = run(aegis()
+        .env("AEGIS_DIR", &state)
+        .current_dir(tmp.path())
+        .args(["run", "--policy", "my-agent.toml", "--verbose", "--checkpoint-key", "k.key"])
+        .arg(format!("--param=WORKSPACE={}", ws.display()))
+        .args(["--", "/usr/bin/python3", "-c", AGENT])
+        .arg(&ws));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("denied /etc/passwd"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(ws.join("out.txt")).unwrap(), "written");
+
+    let sha = run(Command::new("sha256sum").arg(&policy));
+    let sha = sha.stdout.split_whitespace().next().unwrap().to_string();
+    let named = format!("local policy {} (sha256 {sha}), unsigned", policy.canonicalize().unwrap().display());
+    let verify_line = r.stderr.lines().find(|l| l.trim_start().starts_with("verify ")).unwrap_or_default();
+    assert!(verify_line.contains("partially enforced") && verify_line.contains(&named), "report: {}", r.stderr);
+    for layer in ["namespaces", "mounts", "landlock", "seccomp", "no_new_privs", "capabilities"] {
+        let line = r.stderr.lines().find(|l| l.trim_start().starts_with(&format!("{layer} "))).unwrap_or_default();
+        assert!(line.contains("enforced") && !line.contains("not enforced"), "{layer}: {}", r.stderr);
+    }
+
+    // Without --audit-log the launch went to $AEGIS_DIR/audit.log, made private; the log
+    // verifies, against the checkpoint key too, and says what ran under what.
+    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    let log = state.join("audit.log");
+    let signed = run(Command::new(bin("aegis-audit")).arg("verify").arg(&log).arg("--key").arg(tmp.path().join("k.pub")));
+    assert_eq!(signed.code, 0, "{}{}", signed.stdout, signed.stderr);
+    let events = audit_events(&log);
+    let k = kinds(&events);
+    let launch: Vec<&String> = k.iter().filter(|k| ["unsigned_bundle_allowed", "bundle_verified", "enforcement_report", "agent_started", "agent_exited"].contains(&k.as_str())).collect();
+    assert_eq!(launch, ["unsigned_bundle_allowed", "enforcement_report", "agent_started", "agent_exited"], "{events:?}");
+    let event = |kind: &str| events.iter().find(|e| e["kind"] == kind).unwrap();
+    assert!(event("unsigned_bundle_allowed")["reason"].as_str().unwrap().contains(&named), "{events:?}");
+    let verify = event("enforcement_report")["layers"].as_array().unwrap().iter().find(|l| l["layer"] == "verify").unwrap();
+    assert!(verify["detail"].as_str().unwrap().contains(&named), "{verify}");
+}
+
+/// Without `--policy`, `./aegis.toml` is used only when the caller owns it and nobody else
+/// can write it: a policy planted in a shared directory is never picked up.
+#[test]
+fn run_uses_aegis_toml_only_when_it_is_the_callers() {
+    if !sandbox_ready() {
+        return;
+    }
+    let tmp = scratch();
+    let dir = tmp.path();
+    let state = dir.join("state");
+    let run_here = || run(aegis().env("AEGIS_DIR", &state).current_dir(dir).args(["run", "--", "/usr/bin/python3", "-c", "print('ran')"]));
+
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("no --policy given and there is no ./aegis.toml"), "{}", r.stderr);
+
+    let own = POLICY.replace("[parameters]\nWORKSPACE = \"the checkout\"\n", "").replace("write = [\"${WORKSPACE}\"]\n", "");
+    let toml = dir.join("aegis.toml");
+    std::fs::write(&toml, &own).unwrap();
+    std::os::unix::fs::chown(&toml, Some(1000), Some(1000)).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("belongs to uid 1000, not to you (uid 0)") && r.stderr.contains("--policy aegis.toml"), "{}", r.stderr);
+
+    std::os::unix::fs::chown(&toml, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("writable by others") && r.stderr.contains("chmod go-w aegis.toml"), "{}", r.stderr);
+
+    std::fs::remove_file(&toml).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/aegis.toml", &toml).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+
+    std::fs::remove_file(&toml).unwrap();
+    std::fs::write(&toml, &own).unwrap();
+    std::fs::set_permissions(&toml, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = run_here();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "ran\n");
+}
+
+/// The issue's "done when", through `aegis run`: a user who is not root runs the agent in
+/// their own checkout (owned by them, mode 0755) with `./aegis.toml`; the agent edits and
+/// commits their files as them, and afterwards their own git works on the checkout; the
+/// report and the audit log (in the user's own `~/.local/state/aegis`, private) say it was
+/// an unsigned local policy, which one, and who the agent ran as.
+#[test]
+fn run_as_a_user_in_their_own_checkout() {
+    if !sandbox_ready() {
+        return;
+    }
+    if !Path::new("/usr/bin/git").exists() {
+        skip!("/usr/bin/git is missing (the agent commits)");
+    }
+    let user = 1000u32;
+    let tmp = scratch();
+    let home = tmp.path().join("home");
+    let checkout = tmp.path().join("project");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&checkout).unwrap();
+    std::fs::write(checkout.join("aegis.toml"), USER_POLICY).unwrap();
+    std::fs::write(checkout.join("agent.py"), USER_AGENT).unwrap();
+    std::fs::write(checkout.join("README"), "before\n").unwrap();
+    let as_user = |argv: &[&str], cwd: &Path| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", &user.to_string(), "--regid", &user.to_string(), "--init-groups", "--"])
+            .args(argv)
+            .current_dir(cwd)
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("NO_COLOR", "1");
+        run(&mut c)
+    };
+    for p in [tmp.path(), &home, &checkout] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    chown_tree(tmp.path(), user);
+    let git = |args: &[&str]| {
+        let mut argv = vec!["/usr/bin/git", "-c", "user.name=Owner", "-c", "user.email=owner@example.com"];
+        argv.extend_from_slice(args);
+        as_user(&argv, &checkout)
+    };
+    for args in [&["init", "-q", "."][..], &["add", "-A"], &["commit", "-qm", "initial"]] {
+        let r = git(args);
+        assert_eq!(r.code, 0, "git {args:?}: {}", r.stderr);
+    }
+
+    let aegis = bin("aegis");
+    let ws = format!("--param=WORKSPACE={}", checkout.display());
+    let agent = checkout.join("agent.py");
+    let r = as_user(&[aegis.to_str().unwrap(), "run", &ws, "--verbose", "--", "/usr/bin/python3", agent.to_str().unwrap(), checkout.to_str().unwrap()], &checkout);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains(&format!("uid {user}\n")), "{}", r.stdout);
+    assert!(r.stdout.contains("/etc/shadow denied"), "{}", r.stdout);
+
+    // The user's files, and the user's git afterwards: no "dubious ownership", the agent's
+    // commit is there, nothing left uncommitted.
+    let meta = std::fs::metadata(checkout.join("notes.txt")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), user, "the agent's file belongs to the user");
+    let log = git(&["log", "-1", "--format=%s"]);
+    assert_eq!((log.code, log.stdout.trim()), (0, "the agent's change"), "{}", log.stderr);
+    let status = git(&["status", "--porcelain"]);
+    assert_eq!((status.code, status.stdout.as_str()), (0, ""), "{}", status.stderr);
+
+    // The report: which policy, unsigned; who the agent was.
+    let sha = run(Command::new("sha256sum").arg(checkout.join("aegis.toml")));
+    let sha = sha.stdout.split_whitespace().next().unwrap().to_string();
+    let named = format!("local policy {} (sha256 {sha}), unsigned", checkout.join("aegis.toml").display());
+    let line = |layer: &str| r.stderr.lines().find(|l| l.trim_start().starts_with(&format!("{layer} "))).unwrap_or_default().to_string();
+    assert!(line("verify").contains(&named), "{}", r.stderr);
+    assert!(line("agent").contains(&format!("uid {user}")), "{}", r.stderr);
+    for layer in ["namespaces", "mounts", "nftables", "landlock", "seccomp", "no_new_privs", "capabilities"] {
+        assert!(line(layer).contains("enforced") && !line(layer).contains("not enforced"), "{layer} as a user: {}", r.stderr);
+    }
+    assert!(!line("cgroup").is_empty(), "the report says what became of the cgroup layer: {}", r.stderr);
+
+    // The audit log is the user's: in their state directory, private, and says the same.
+    let dir = home.join(".local/state/aegis");
+    let log = dir.join("audit.log");
+    let (dm, lm) = (std::fs::metadata(&dir).unwrap(), std::fs::metadata(&log).unwrap());
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&dm), dm.permissions().mode() & 0o777), (user, 0o700));
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&lm), lm.permissions().mode() & 0o077), (user, 0));
+    let events = audit_events(&log);
+    let allowed = events.iter().find(|e| e["kind"] == "unsigned_bundle_allowed").expect("unsigned_bundle_allowed");
+    assert!(allowed["reason"].as_str().unwrap().contains(&named), "{allowed}");
+    let started = events.iter().find(|e| e["kind"] == "agent_started").expect("agent_started");
+    assert_eq!(started["identity"]["uid"], user, "{started}");
+    assert_eq!(started["identity"]["launched_by_uid"], user, "{started}");
+}
+
+/// A user's policy in their checkout: their tools, their checkout writable, no network, and
+/// a cgroup layer that may be missing (this kind of host delegates no cgroup to users).
+const USER_POLICY: &str = r#"version = 1
+[agent]
+name = "my-agent"
+[parameters]
+WORKSPACE = "the checkout"
+[filesystem]
+read = ["/usr", "/etc/gitconfig", "/etc/alternatives"]
+write = ["${WORKSPACE}"]
+[exec]
+allow = ["/usr/bin/git", "/usr/lib/git-core", "/usr/bin/python3"]
+[network]
+mode = "none"
+[resources]
+memory = "256MiB"
+pids = 64
+wall_time = "5m"
+[enforcement]
+cgroup = "best-effort"
+"#;
+
+/// Edits and commits in the checkout (its first argument), then tries a secret.
+const USER_AGENT: &str = r#"import os, subprocess, sys
+os.chdir(sys.argv[1])
+open("notes.txt", "w").write("written by the agent\n")
+open("README", "a").write("after\n")
+git = ["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com"]
+subprocess.run(git + ["add", "-A"], check=True)
+subprocess.run(git + ["commit", "-qm", "the agent's change"], check=True)
+print("uid", os.getuid())
+try:
+    open("/etc/shadow").read()
+    print("/etc/shadow READ")
+except OSError:
+    print("/etc/shadow denied")
+"#;
+
+fn chown_tree(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid);
+        }
+    }
+}
