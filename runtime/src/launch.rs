@@ -52,6 +52,15 @@ pub fn run(opts: &LaunchOptions) -> i32 {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "unknown".into());
+    // A log whose directory does not exist is refused input, named (not an internal error).
+    if let Some(log) = &opts.audit_log {
+        let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            let e = RunError::Refused(format!("--audit-log {}: the directory {} does not exist; create it first", log.display(), dir.display()));
+            eprintln!("aegis-exec: {e}");
+            return e.exit_code();
+        }
+    }
     let mut audit = match Audit::open(opts.audit_log.as_deref(), &dir_name, &opts.audit) {
         Ok(a) => a,
         Err(e) => {
@@ -150,13 +159,18 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let nftp = stage::nftables::prepare(&v, &instance, host_mode)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
     let (seccomp_child, seccomp_note, mediation) = stage::seccomp::prepare(&v)?;
-    let mut env = agent_environment(&opts.env)?;
+    let judge = stage::exec::Judge::of(&v)?;
+    let mut env = agent_environment(&opts.env, stage::exec::default_path(judge.as_ref().map(|j| j.policy())))?;
     if let Some(p) = &proxy_prep {
         // The proxy's variables win over `--env`: the agent cannot be pointed elsewhere.
         env.retain(|(k, _)| !p.env.iter().any(|(pk, _)| pk == k));
         env.extend(p.env.iter().cloned());
         env.sort();
     }
+    // Where the agent starts and what it runs, as the sandbox sees them; a command the
+    // policy does not let it execute is refused here, before anything exists.
+    let (cwd, cwd_asked) = stage::exec::working_dir(judge.as_ref(), opts.cwd.as_deref(), std::env::current_dir().ok())?;
+    let command_path = stage::exec::resolve(v.command.first().map(String::as_str).unwrap_or_default(), &env, &cwd, judge.as_ref())?;
     // The agent shares the host's network namespace (cgroup-matched host mode) or not.
     let host_net = v.manifest.network_mode == NetworkMode::Host && host_mode == stage::nftables::HostMode::Cgroup;
     // Host mode forwarded from the agent's own namespace: (TCP, UDP) targets.
@@ -252,7 +266,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             },
             landlock: stage::landlock::ChildLandlock::placeholder(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
-            exec: stage::exec::ChildExec::prepare(&v.command, &env)?,
+            exec: stage::exec::ChildExec::prepare(&command_path, &v.command, &env, &cwd, cwd_asked)?,
             term: terminal.as_ref().map_or_else(stage::init::ChildTerm::none, |t| t.child()),
             init: stage::init::ChildInit { status_write: status_w, wall_time_ms },
         };
@@ -543,6 +557,17 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     };
 
     // ── report ───────────────────────────────────────────────────────────────────────
+    if let Some((line, _)) = report.identity.as_mut() {
+        match r.info[child::INFO_CWD_ERRNO] as i32 {
+            0 => line.push_str(&format!("; runs {} in {}", command_path.display(), cwd.display())),
+            e => line.push_str(&format!(
+                "; runs {} in / ({} is not in the sandbox: {})",
+                command_path.display(),
+                cwd.display(),
+                std::io::Error::from_raw_os_error(e)
+            )),
+        }
+    }
     report.push(cg_layer);
     report.push(match iso {
         Isolation::Full { .. } => Layer::new(
@@ -559,7 +584,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             "mounts",
             if info[child::INFO_MOUNTS_SKIPPED] == 0 { LayerStatus::Fully } else { LayerStatus::Partially },
             format!(
-                "{mounts_detail}: {} mounted, {} skipped (missing on this host), {}; pivot_root, host tree detached",
+                "{mounts_detail}: {} mounted, {} skipped (missing on this host), {}; /proc/cmdline {}; pivot_root, host tree detached",
                 info[child::INFO_MOUNTS_MOUNTED],
                 info[child::INFO_MOUNTS_SKIPPED],
                 match (info[child::INFO_MEMFD_NOEXEC], info[child::INFO_MEMFD_ERRNO] as i32) {
@@ -567,14 +592,21 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                     (_, 0) => "memfd_noexec not asked for".to_string(),
                     (_, libc::EACCES) | (_, libc::EPERM) => "memfd_noexec NOT set (the vm.memfd_noexec sysctl is writable by the host's root only, even in the agent's own pid namespace)".to_string(),
                     (_, e) => format!("memfd_noexec NOT set ({})", std::io::Error::from_raw_os_error(e)),
-                }
+                },
+                if info[child::INFO_HOST_HIDDEN] == stage::mounts::hidden_count() { "hidden" } else { "NOT hidden" }
             ),
         )
     } else {
         Layer::new(
             "mounts",
             if matches!(iso, Isolation::Full { .. }) { LayerStatus::Partially } else { LayerStatus::NotEnforced },
-            mounts_detail,
+            match iso {
+                Isolation::Full { .. } => format!(
+                    "{mounts_detail}; /proc/cmdline {}",
+                    if info[child::INFO_HOST_HIDDEN] == stage::mounts::hidden_count() { "hidden" } else { "NOT hidden" }
+                ),
+                Isolation::None => mounts_detail,
+            },
         )
     });
     if !host_net && nftp.is_none() && matches!(iso, Isolation::Full { .. }) {
@@ -930,18 +962,20 @@ fn stage_failure(stage: Stage, what: u32, errno: i32, msg: &str) -> RunError {
 }
 
 /// Variables the agent gets from the supervisor's environment without asking: what
-/// programs need to find executables, speak the user's locale and draw on the terminal.
-/// Everything else (tokens, cloud credentials, SSH agent sockets) stays outside unless a
-/// `--env` names it.
-const PASSED_BY_DEFAULT: &[&str] = &["PATH", "LANG", "LANGUAGE", "TERM", "COLORTERM", "NO_COLOR", "TZ"];
+/// programs need to speak the user's locale and draw on the terminal. Everything else
+/// (tokens, cloud credentials, SSH agent sockets, the operator's `PATH` with its
+/// `~/.cargo`, `~/.pyenv` entries) stays outside unless a `--env` names it.
+const PASSED_BY_DEFAULT: &[&str] = &["LANG", "LANGUAGE", "TERM", "COLORTERM", "NO_COLOR", "TZ"];
 
 /// The agent's environment: the default set, `LC_*`, `HOME=/tmp` (its private, writable
-/// /tmp; the host home is not in the sandbox), and each `--env NAME[=VALUE]`.
-fn agent_environment(extra: &[String]) -> Result<Vec<(String, String)>, RunError> {
+/// /tmp; the host home is not in the sandbox), `PATH` built from the policy's exec grants
+/// ([`stage::exec::default_path`]), and each `--env NAME[=VALUE]` (which may set `PATH`).
+fn agent_environment(extra: &[String], path: String) -> Result<Vec<(String, String)>, RunError> {
     let mut env: std::collections::BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| PASSED_BY_DEFAULT.contains(&k.as_str()) || k.starts_with("LC_"))
         .collect();
     env.insert("HOME".into(), "/tmp".into());
+    env.insert("PATH".into(), path);
     for e in extra {
         let (k, v) = match e.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),

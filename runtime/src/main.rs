@@ -56,6 +56,10 @@ struct Args {
     /// Keep this supplementary group (root only; repeatable). Others are dropped.
     #[arg(long = "group", value_name = "NAME|GID")]
     groups: Vec<String>,
+    /// Start the agent in DIR (default: this working directory when the policy lets the
+    /// agent read it, else /).
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
     /// Print the enforcement report and stage timings to stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -123,6 +127,7 @@ fn run() -> std::process::ExitCode {
             checkpoint_sink: args.checkpoint_sink,
         },
         terminal_filter: args.terminal_filter,
+        cwd: args.cwd,
     };
     std::process::exit(aegis_runtime::launch::run(&opts));
 }

@@ -12,7 +12,7 @@
 use aegis_targets::landlock::Params;
 use aegis_targets::mounts::MountPlan;
 
-use crate::child::{ChildReport, Fail, INFO_LEN, INFO_MEMFD_ERRNO, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
+use crate::child::{ChildReport, Fail, INFO_HOST_HIDDEN, INFO_LEN, INFO_MEMFD_ERRNO, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
 use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;
@@ -74,6 +74,37 @@ pub fn prepare(v: &Verified, have_mount_ns: bool) -> Result<(ChildMounts, String
     ))
 }
 
+/// Host files a fresh `/proc` still shows that the agent has no use for, hidden behind an
+/// empty read-only file (`/dev/null` bound over them): the kernel's boot command line can
+/// carry cloud metadata, root device names, even tokens. Cheap, and no program needs it.
+const HIDDEN: &[&std::ffi::CStr] = &[c"/proc/cmdline"];
+
+/// Binds `/dev/null` read-only over each of [`HIDDEN`]; returns how many are hidden (one
+/// that cannot be is left visible and reported: nothing depends on it).
+fn hide_host_files() -> u32 {
+    let mut hidden = 0;
+    for path in HIDDEN {
+        // SAFETY: mount(2) with NUL-terminated paths and null data.
+        let ok = unsafe {
+            libc::mount(c"/dev/null".as_ptr(), path.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0
+                && libc::mount(
+                    std::ptr::null(),
+                    path.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ) == 0
+        };
+        hidden += u32::from(ok);
+    }
+    hidden
+}
+
+/// How many of the host files in [`HIDDEN`] there are.
+pub fn hidden_count() -> u32 {
+    HIDDEN.len() as u32
+}
+
 pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
     if let Some((plan, params)) = &m.plan {
         return match aegis_targets::mounts::apply(plan, params) {
@@ -82,6 +113,7 @@ pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut Chi
                 info[INFO_MOUNTS_SKIPPED] = r.skipped.len() as u32;
                 info[INFO_MEMFD_NOEXEC] = u32::from(r.memfd_noexec);
                 info[INFO_MEMFD_ERRNO] = r.memfd_noexec_errno.unwrap_or(0) as u32;
+                info[INFO_HOST_HIDDEN] = hide_host_files();
                 Ok(())
             }
             Err(e) => {
@@ -127,6 +159,7 @@ pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut Chi
     if r != 0 {
         return Err(Fail::errno(Stage::Mounts, WHAT_PROC));
     }
+    info[INFO_HOST_HIDDEN] = hide_host_files();
     Ok(())
 }
 
