@@ -224,7 +224,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
     // The child's plan for an isolation, and the mounts line of the report.
-    let build_plan = |iso: Isolation| -> Result<(ChildPlan, String), RunError> {
+    let build_plan = |iso: Isolation, env: &[(String, String)]| -> Result<(ChildPlan, String), RunError> {
         let full = matches!(iso, Isolation::Full { .. });
         let (mounts, mounts_detail) = stage::mounts::prepare(&v, full)?;
         // The trust bundle goes into the agent's private /tmp, which only a mount plan makes
@@ -266,14 +266,14 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             },
             landlock: stage::landlock::ChildLandlock::placeholder(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
-            exec: stage::exec::ChildExec::prepare(&command_path, &v.command, &env, &cwd, cwd_asked)?,
+            exec: stage::exec::ChildExec::prepare(&command_path, &v.command, env, &cwd, cwd_asked)?,
             term: terminal.as_ref().map_or_else(stage::init::ChildTerm::none, |t| t.child()),
             init: stage::init::ChildInit { status_write: status_w, wall_time_ms },
         };
         Ok((plan, mounts_detail))
     };
     let landlock_min_abi = stage::landlock::min_abi(&landlock_child);
-    let (mut plan, mut mounts_detail) = build_plan(iso)?;
+    let (mut plan, mut mounts_detail) = build_plan(iso, &env)?;
     plan.landlock = landlock_child;
     plan.seccomp = seccomp_child;
     plan.handoff = Some(handoff_tx);
@@ -305,6 +305,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         // every one was joined), and the child only runs `child::run`.
         unsafe { namespaces::clone_child(flags) }
     };
+    // Without user namespaces: the run's own /tmp (removed when this value is dropped, at
+    // the end of the launch), the environment pointing at it, and the report's words.
+    let mut private_tmp: Option<stage::mounts::PrivateTmp> = None;
+    let mut tmp_note = String::new();
     // Sockets the supervisor made in its premade namespace, and its rtnetlink socket there.
     let mut premade_net: Option<(handoff::Collected, stage::netns::ChildNet, Option<OwnedFd>)> = None;
     let first = if force_no_userns {
@@ -393,6 +397,25 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 let _ = n.finish();
             }
             userns_note = format!("best-effort: {why}; running with Landlock + seccomp + cgroup only");
+            // No mount namespace, so no private /tmp: the run gets its own directory instead
+            // (never the host's /tmp), granted by Landlock in place of /tmp.
+            let tmp = stage::mounts::PrivateTmp::create(&v.manifest.agent, ident.uid, ident.gid, !ident.root)?;
+            let moved = plan.landlock.retarget_tmp(tmp.path())?;
+            let mut env_no_mountns = env.clone();
+            for (k, val) in env_no_mountns.iter_mut() {
+                if k == "HOME" {
+                    *val = tmp.path().display().to_string();
+                }
+            }
+            env_no_mountns.retain(|(k, _)| k != "TMPDIR");
+            env_no_mountns.push(("TMPDIR".into(), tmp.path().display().to_string()));
+            env_no_mountns.sort();
+            tmp_note = format!(
+                "; private /tmp is {} (the agent's, mode 0700, {}TMPDIR and HOME point there; removed at exit)",
+                tmp.path().display(),
+                if moved { "granted by Landlock in place of /tmp; " } else { "" }
+            );
+            private_tmp = Some(tmp);
             if !host_net {
                 nft_layer = Layer::new(
                     "nftables",
@@ -403,7 +426,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                     ),
                 );
             }
-            let (mut p2, detail) = build_plan(iso)?;
+            let (mut p2, detail) = build_plan(iso, &env_no_mountns)?;
             mounts_detail = detail;
             std::mem::swap(&mut p2.landlock, &mut plan.landlock);
             std::mem::swap(&mut p2.seccomp, &mut plan.seccomp);
@@ -605,7 +628,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                     "{mounts_detail}; /proc/cmdline {}",
                     if info[child::INFO_HOST_HIDDEN] == stage::mounts::hidden_count() { "hidden" } else { "NOT hidden" }
                 ),
-                Isolation::None => mounts_detail,
+                Isolation::None => format!("{mounts_detail}{tmp_note}"),
             },
         )
     });
@@ -743,6 +766,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         && let Err(e) = l.remove()
     {
         cleanup_errors.push(e.to_string());
+    }
+    if let Some(t) = private_tmp.take()
+        && let Err(e) = t.remove()
+    {
+        cleanup_errors.push(e);
     }
     // Leftovers of supervisors that were SIGKILLed (they cannot clean up themselves): swept
     // after the agent exited, so it costs no launch latency. Tables are listed over netlink
