@@ -156,6 +156,8 @@ pub struct ChildPlan {
     pub seed: stage::mounts::ChildSeed,
     pub caps: stage::caps::ChildCaps,
     pub landlock: stage::landlock::ChildLandlock,
+    /// Proxy mode without a network namespace: the stream-only filter ([`stage::nonet`]).
+    pub nonet: stage::nonet::ChildNoNet,
     pub seccomp: stage::seccomp::ChildSeccomp,
     pub exec: stage::exec::ChildExec,
     /// The agent's own session and terminal ([`stage::init`]).
@@ -299,6 +301,7 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.info = info;
     report.msg = msg.msg;
     r?;
+    timed(report, Stage::Seccomp, || stage::nonet::apply_in_child(&plan.nonet))?;
     // Seccomp is the last restriction: from here on every syscall must pass the filter.
     let r = timed(report, Stage::Seccomp, || stage::seccomp::apply_in_child(&plan.seccomp, plan.handoff.as_ref(), &mut info, &mut msg));
     report.info = info;

@@ -265,6 +265,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 cap_last,
             },
             landlock: stage::landlock::ChildLandlock::placeholder(),
+            nonet: stage::nonet::ChildNoNet::default(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
             exec: stage::exec::ChildExec::prepare(&command_path, &v.command, env, &cwd, cwd_asked)?,
             term: terminal.as_ref().map_or_else(stage::init::ChildTerm::none, |t| t.child()),
@@ -309,6 +310,10 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // the end of the launch), the environment pointing at it, and the report's words.
     let mut private_tmp: Option<stage::mounts::PrivateTmp> = None;
     let mut tmp_note = String::new();
+    // Proxy mode without a network namespace: the proxy's host loopback listener, and the
+    // child's stream-only filter.
+    let mut host_proxy: Option<stage::proxy::HostListener> = None;
+    let mut nonet = stage::nonet::ChildNoNet::default();
     // Sockets the supervisor made in its premade namespace, and its rtnetlink socket there.
     let mut premade_net: Option<(handoff::Collected, stage::netns::ChildNet, Option<OwnedFd>)> = None;
     let first = if force_no_userns {
@@ -368,15 +373,18 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                     why: format!("{why}; fix: allow unprivileged user namespaces on this host, or make the policy's namespaces and mounts layers best-effort (Landlock + seccomp only)"),
                 });
             }
-            if proxy_mode {
-                // Without its own network namespace the agent would reach the host's
-                // network directly: the proxy would be a suggestion, not a boundary.
+            if proxy_mode && v.required("nftables") {
+                // Without its own network namespace only Landlock and seccomp could keep the
+                // proxy the only way out, and Landlock tells TCP destinations apart by port,
+                // not address: weaker than the namespace the policy requires.
                 return Err(RunError::Unavailable {
                     layer: "network",
-                    why: format!("network mode `proxy` needs a network namespace (the proxy must be the only route out): {why}"),
+                    why: format!(
+                        "network mode `proxy` needs a network namespace to be the only route out: {why}; with nftables \"best-effort\" it runs with Landlock + seccomp instead (TCP to the proxy's port only, told apart by port, not address)"
+                    ),
                 });
             }
-            if !host_net && v.required("nftables") {
+            if !proxy_mode && !host_net && v.required("nftables") {
                 // Network mode `none` is a network namespace, and so is `host` mode for a
                 // launcher that cannot filter the host's namespace; without one the agent
                 // would have the host's network. Only a bundle that makes this best-effort runs.
@@ -415,6 +423,31 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 tmp.path().display(),
                 if moved { "granted by Landlock in place of /tmp; " } else { "" }
             );
+            if proxy_mode {
+                // The proxy on a host loopback port, Landlock's only TCP destination, only
+                // TCP at all, connections admitted from the agent's processes only.
+                let kernel = aegis_targets::landlock::kernel_abi();
+                let host = stage::proxy::host_listener()?;
+                if kernel.0 < 4 || !plan.landlock.only_tcp_to(host.port) {
+                    return Err(RunError::Unavailable {
+                        layer: "network",
+                        why: format!(
+                            "network mode `proxy` without a network namespace needs Landlock ABI 4 (TCP port rules) and a Landlock ruleset to keep the proxy the only way out; this kernel's ABI is {}{}",
+                            kernel.0,
+                            if landlock_note.is_some() { ", and the bundle has no ruleset" } else { "" }
+                        ),
+                    });
+                }
+                if let Some(p) = &proxy_prep {
+                    env_no_mountns = p.relocate(&env_no_mountns, host.port, tmp.path())?;
+                }
+                nonet = stage::nonet::ChildNoNet { stream_only: true };
+                // Agent processes that daemonize stay the supervisor's descendants, so the
+                // proxy can still tell them apart from strangers.
+                // SAFETY: prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+                host_proxy = Some(host);
+            }
             private_tmp = Some(tmp);
             if !host_net {
                 nft_layer = Layer::new(
@@ -427,6 +460,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 );
             }
             let (mut p2, detail) = build_plan(iso, &env_no_mountns)?;
+            p2.nonet = nonet;
             mounts_detail = detail;
             std::mem::swap(&mut p2.landlock, &mut plan.landlock);
             std::mem::swap(&mut p2.seccomp, &mut plan.seccomp);
@@ -567,10 +601,29 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     };
     let mut proxy_layer = None;
     let mut proxy_handle = None;
-    if let (Some(p), Some(l)) = (proxy_prep, listener) {
+    if let Some(p) = proxy_prep {
         let summary = p.summary.clone();
-        proxy_handle = Some(stage::proxy::start(p, l, pid, leaf.as_ref().and_then(|l| l.procs_files().into_iter().next()), proxy_tx)?);
-        proxy_layer = Some(Layer::new("proxy", LayerStatus::Fully, summary));
+        let forwards = p.forwards.len();
+        if let Some(l) = listener {
+            proxy_handle = Some(stage::proxy::start(p, l, pid, leaf.as_ref().and_then(|l| l.procs_files().into_iter().next()), proxy_tx)?);
+            proxy_layer = Some(Layer::new("proxy", LayerStatus::Fully, summary));
+        } else if let Some(h) = host_proxy.take() {
+            let port = h.port;
+            proxy_handle = Some(stage::proxy::start_host(p, h, pid, proxy_tx)?);
+            proxy_layer = Some(Layer::new(
+                "proxy",
+                LayerStatus::Partially,
+                format!(
+                    "egress proxy on the host's 127.0.0.1:{port} (no network namespace): Landlock makes TCP port {port} the agent's only TCP destination, but by port, not address (port {port} of another host is reachable too); non-TCP Internet sockets refused by seccomp; connections from processes outside the agent refused; {}",
+                    if forwards > 0 { format!("{forwards} transparent forward(s) NOT available (their endpoints are reachable through the proxy only)") } else { "no transparent forwards".to_string() }
+                ),
+            ));
+            nft_layer = Layer::new(
+                "nftables",
+                LayerStatus::NotEnforced,
+                "best-effort: no network namespace; the proxy is kept the only way out by Landlock (TCP by port) and seccomp (no other Internet sockets) instead",
+            );
+        }
         lap(&mut timings, "proxy");
     }
     let proxy_feed = if proxy_handle.is_some() || notify_server.is_some() {

@@ -76,6 +76,7 @@ pub mod namespaces;
 pub mod netlog;
 pub mod netns;
 pub mod nftables;
+pub mod nonet;
 pub mod no_new_privs;
 pub mod proxy;
 pub mod seccomp;
