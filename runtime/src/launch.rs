@@ -184,22 +184,24 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         _ => None,
     };
     let premade = premade_netns.is_some();
+    // host mode (root, cgroup2): `nft` loads the table into the host's namespace from now
+    // on; only its dispatch rule needs the agent's leaf, and it is added over netlink once
+    // the agent is cloned, before it may run.
+    let mut table = None;
+    let mut nft_layer = Layer::new("nftables", LayerStatus::NotEnforced, "no nftables.json in bundle");
+    let mut host_load = None;
+    if host_net && let Some(p) = &nftp {
+        match stage::nftables::start_host(&v, p)? {
+            Ok(l) => host_load = Some(l),
+            Err(layer) => nft_layer = layer,
+        }
+    }
     lap(&mut timings, "verify+prepare");
 
     // ── 2. cgroup ─────────────────────────────────────────────────────────────────────
     let (mut leaf, cg_layer) = stage::cgroup::create(&v, cg.as_ref(), &instance.id())?;
     report.cgroup_mode = cg.as_ref().map(|p| p.layout.name().to_string()).unwrap_or_default();
     lap(&mut timings, "cgroup");
-
-    // ── 5 (host mode). nftables: needs the leaf's path, loaded before the agent exists ──
-    let mut table = None;
-    let mut nft_layer = Layer::new("nftables", LayerStatus::NotEnforced, "no nftables.json in bundle");
-    if host_net && let Some(p) = &nftp {
-        let (t, l) = stage::nftables::load_host(&v, p, leaf.as_ref())?;
-        table = t;
-        nft_layer = l;
-        lap(&mut timings, "nftables(host)");
-    }
 
     // ── 3. namespaces ─────────────────────────────────────────────────────────────────
     let cap_last = stage::caps::cap_last();
@@ -496,12 +498,13 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         nftp.as_ref(),
         premade_netns.take(),
         premade_routes,
+        host_load.take(),
         host_net,
         &ident,
         go_w,
         (&handoff_rx, &mut early),
     );
-    let (ns_detail, agent_netns, mut nft_child, supervisor_routed) = match result {
+    let (ns_detail, agent_netns, mut nft_child, supervisor_routed, host_table) = match result {
         Ok(r) => r,
         Err(e) => {
             // A child that failed first says why (our failure to signal it is only the
@@ -583,7 +586,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             Err(e) => layer.detail.push_str(&format!("; denials NOT observed ({e}): a direct connect fails unrecorded")),
         }
     }
-    if let Some((t, l)) = nft_child {
+    if let Some((t, l)) = nft_child.or(host_table) {
         table = t;
         nft_layer = l;
     }
@@ -898,6 +901,7 @@ type ChildSetup = (
     u64,
     Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>,
     Option<stage::netns::Routed>,
+    Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>,
 );
 
 #[allow(clippy::too_many_arguments)]
@@ -910,6 +914,7 @@ fn parent_setup(
     nftp: Option<&stage::nftables::Prepared>,
     premade: Option<aegis_targets::nftables::PendingNetns>,
     premade_routes: Option<(&stage::netns::ChildNet, Option<OwnedFd>)>,
+    host_load: Option<aegis_targets::nftables::HostLoad>,
     host_net: bool,
     ident: &Identity,
     go_w: i32,
@@ -940,7 +945,14 @@ fn parent_setup(
         None => Ok(()),
     };
     let mut nft_child = None;
-    if let (Some(pending), Some(p)) = (premade, nftp) {
+    let mut host_table = None;
+    if let (Some(load), Some(p)) = (host_load, nftp) {
+        // The host-namespace table has been loading since before the leaf existed; the
+        // migration runs meanwhile, then the dispatch rule (which needs the leaf) goes in.
+        let (loaded, entered) = stage::nftables::finish_host(v, p, load, leaf, enter);
+        entered?;
+        host_table = Some(loaded?);
+    } else if let (Some(pending), Some(p)) = (premade, nftp) {
         // `nft` has been loading since before clone; the migration runs meanwhile.
         let (loaded, entered) = stage::nftables::finish_premade(v, p, pending, enter);
         entered?;
@@ -982,7 +994,7 @@ fn parent_setup(
     if unsafe { libc::write(go_w, go.as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
     }
-    Ok((ns_detail, agent_netns, nft_child, routed))
+    Ok((ns_detail, agent_netns, nft_child, routed, host_table))
 }
 
 /// Reads reports until EOF; returns the last complete one.
