@@ -128,6 +128,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         }
     };
     audit.set_context(&v.manifest.agent, &v.bundle_sha256, &v.manifest.policy_sha256);
+    lap(&mut timings, "verify");
     match &v.signed_by {
         Some(k) => {
             audit.queue(Event::BundleVerified {
@@ -150,6 +151,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let proxy_mode = v.manifest.network_mode == NetworkMode::Proxy;
     let proxy_prep = if proxy_mode { Some(stage::proxy::prepare(&v, &opts.resolve, &opts.upstream_ca)?) } else { None };
 
+    lap(&mut timings, "identity+proxy");
     // Everything is parsed and prepared now, before any namespace or cgroup exists.
     let instance = Instance::new();
     let cg = stage::cgroup::prepare(&v)?;
@@ -171,6 +173,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // policy does not let it execute is refused here, before anything exists.
     let (cwd, cwd_asked) = stage::exec::working_dir(judge.as_ref(), opts.cwd.as_deref(), std::env::current_dir().ok())?;
     let command_path = stage::exec::resolve(v.command.first().map(String::as_str).unwrap_or_default(), &env, &cwd, judge.as_ref())?;
+    lap(&mut timings, "prepare");
     // The agent shares the host's network namespace (cgroup-matched host mode) or not.
     let host_net = v.manifest.network_mode == NetworkMode::Host && host_mode == stage::nftables::HostMode::Cgroup;
     // Host mode forwarded from the agent's own namespace: (TCP, UDP) targets.
@@ -179,8 +182,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // none/proxy: make the agent's network namespace now and let `nft` load its table
     // while everything else is prepared and the agent cloned into it (the load is the
     // longest step of a launch). Falls back to loading after clone if it cannot start.
+    // (Root only: a user cannot make a network namespace outside a user namespace.)
     let mut premade_netns = match &nftp {
-        Some(p) if !host_net => stage::nftables::start_premade(p),
+        Some(p) if !host_net && ident.root && !force_no_userns => stage::nftables::start_premade(p),
         _ => None,
     };
     let premade = premade_netns.is_some();
@@ -196,7 +200,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             Err(layer) => nft_layer = layer,
         }
     }
-    lap(&mut timings, "verify+prepare");
+    lap(&mut timings, "nft start");
 
     // ── 2. cgroup ─────────────────────────────────────────────────────────────────────
     let (mut leaf, cg_layer) = stage::cgroup::create(&v, cg.as_ref(), &instance.id())?;
