@@ -157,6 +157,11 @@ impl ChildLandlock {
 }
 
 impl ChildLandlock {
+    /// Whether there is a ruleset to apply.
+    pub fn has_ruleset(&self) -> bool {
+        self.plan.is_some()
+    }
+
     /// Without a network namespace (proxy mode, user namespaces blocked): TCP to `port` is
     /// the agent's only TCP (the proxy's host loopback port), and it may bind no TCP port.
     /// Needs Landlock ABI 4 (TCP rights); Landlock filters TCP by port, not by address, so a
