@@ -174,6 +174,15 @@ pub fn spawn(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<std::t
     start_pool("aegis-proxy", listener, proxy, |p, s| Conn::new(p, s).run())
 }
 
+/// Serves one connection the caller accepted itself (and admitted: `aegis-exec` without a
+/// network namespace checks that the peer is one of the agent's processes first). Returns
+/// when the connection ends.
+pub fn serve(proxy: &Proxy, stream: TcpStream) {
+    proxy.active.fetch_add(1, Ordering::AcqRel);
+    Conn::new(proxy, stream).run();
+    proxy.active.fetch_sub(1, Ordering::AcqRel);
+}
+
 /// Serves one transparent TCP forward: connections to `target` inside the agent's
 /// namespace (the supervisor put `target`'s address on its loopback) are checked like a
 /// CONNECT to `target` and relayed to the real address. Audit mode `tcp`.

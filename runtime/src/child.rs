@@ -39,7 +39,7 @@ pub struct ChildReport {
     pub msg: [u8; MSG_LEN],
 }
 
-pub const INFO_LEN: usize = 12;
+pub const INFO_LEN: usize = 14;
 pub const MSG_LEN: usize = 512;
 pub const INFO_MOUNTS_MOUNTED: usize = 0;
 pub const INFO_MOUNTS_SKIPPED: usize = 1;
@@ -57,6 +57,10 @@ pub const INFO_NET_ROUTE6_ERRNO: usize = 9;
 pub const INFO_MEMFD_ERRNO: usize = 10;
 /// 1 when the bounding set was emptied and the securebits locked (see `stage::caps`).
 pub const INFO_CAPS_BOUNDING: usize = 11;
+/// errno of entering the working directory when the agent started in `/` instead.
+pub const INFO_CWD_ERRNO: usize = 12;
+/// How many host files of a fresh /proc are hidden (see `stage::mounts`).
+pub const INFO_HOST_HIDDEN: usize = 13;
 
 impl ChildReport {
     pub const SIZE: usize = std::mem::size_of::<ChildReport>();
@@ -152,6 +156,8 @@ pub struct ChildPlan {
     pub seed: stage::mounts::ChildSeed,
     pub caps: stage::caps::ChildCaps,
     pub landlock: stage::landlock::ChildLandlock,
+    /// Proxy mode without a network namespace: the stream-only filter ([`stage::nonet`]).
+    pub nonet: stage::nonet::ChildNoNet,
     pub seccomp: stage::seccomp::ChildSeccomp,
     pub exec: stage::exec::ChildExec,
     /// The agent's own session and terminal ([`stage::init`]).
@@ -267,6 +273,8 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     timed(report, Stage::Namespaces, || stage::namespaces::enter_cgroupns(&plan.ns))?;
     let bounding = timed(report, Stage::Caps, || stage::caps::apply_in_child(&plan.caps))?;
     info[INFO_CAPS_BOUNDING] = u32::from(bounding);
+    // As the agent's own ids: its search permission decides.
+    info[INFO_CWD_ERRNO] = timed(report, Stage::Exec, || stage::exec::enter_cwd(&plan.exec))? as u32;
     report.info = info;
     // Changing uids clears the parent-death signal: arm it again, then make sure the
     // supervisor did not die in between (it holds the go pipe's write end open until the
@@ -293,6 +301,7 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     report.info = info;
     report.msg = msg.msg;
     r?;
+    timed(report, Stage::Seccomp, || stage::nonet::apply_in_child(&plan.nonet))?;
     // Seccomp is the last restriction: from here on every syscall must pass the filter.
     let r = timed(report, Stage::Seccomp, || stage::seccomp::apply_in_child(&plan.seccomp, plan.handoff.as_ref(), &mut info, &mut msg));
     report.info = info;

@@ -63,6 +63,10 @@ pub struct LaunchFlags {
     /// Keep this supplementary group (root only; repeatable). Others are dropped.
     #[arg(long = "group", value_name = "NAME|GID")]
     pub groups: Vec<String>,
+    /// Start the agent in DIR (default: this working directory when the policy lets the
+    /// agent read it, else /).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
     /// Print the enforcement report and stage timings to stderr.
     #[arg(long, short)]
     pub verbose: bool,
@@ -99,6 +103,7 @@ impl LaunchFlags {
             groups: self.groups,
             audit: AuditOptions { budget, checkpoint_key: self.checkpoint_key, checkpoint_sink: self.checkpoint_sink },
             terminal_filter: self.terminal_filter,
+            cwd: self.cwd,
         })
     }
 }

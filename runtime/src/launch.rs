@@ -53,6 +53,15 @@ pub fn run(opts: &LaunchOptions) -> i32 {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "unknown".into());
+    // A log whose directory does not exist is refused input, named (not an internal error).
+    if let Some(log) = &opts.audit_log {
+        let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            let e = RunError::Refused(format!("--audit-log {}: the directory {} does not exist; create it first", log.display(), dir.display()));
+            eprintln!("aegis-exec: {e}");
+            return e.exit_code();
+        }
+    }
     let mut audit = match Audit::open(opts.audit_log.as_deref(), &dir_name, &opts.audit) {
         Ok(a) => a,
         Err(e) => {
@@ -81,33 +90,63 @@ pub fn run(opts: &LaunchOptions) -> i32 {
     }
 }
 
-/// Kills and reaps the child if the launch is abandoned after clone.
-struct ChildGuard {
-    pid: libc::pid_t,
-    armed: bool,
+/// Supervisor time per step, for the report's stage timings.
+struct Clock {
+    t: Instant,
+    timings: Timings,
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            let _ = supervise::reap_blocking(self.pid);
-        }
+impl Clock {
+    fn new() -> Clock {
+        Clock { t: Instant::now(), timings: Timings::default() }
+    }
+
+    /// Closes the step that ran since the last lap.
+    fn lap(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.timings.supervisor.push((name, now - self.t));
+        self.t = now;
     }
 }
 
-fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<i32, RunError> {
-    let mut timings = Timings::default();
-    let mut report = EnforcementReport::default();
-    let mut t = Instant::now();
-    let mut lap = |timings: &mut Timings, name: &'static str| {
-        let now = Instant::now();
-        timings.supervisor.push((name, now - t));
-        t = now;
-    };
+/// Everything a launch decided before anything exists (see [`prepare`]).
+struct Prepared {
+    v: Verified,
+    ident: Identity,
+    proxy_mode: bool,
+    proxy_prep: Option<stage::proxy::Prepared>,
+    instance: Instance,
+    cg: Option<stage::cgroup::Prepared>,
+    nftp: Option<stage::nftables::Prepared>,
+    landlock_child: stage::landlock::ChildLandlock,
+    landlock_note: Option<String>,
+    seccomp_child: stage::seccomp::ChildSeccomp,
+    seccomp_note: Option<String>,
+    mediation: Option<stage::seccomp::Mediation>,
+    /// The agent's environment.
+    env: Vec<(String, String)>,
+    /// Where it starts (and whether `--cwd` asked for it), and what it runs.
+    cwd: std::path::PathBuf,
+    cwd_asked: bool,
+    command_path: std::path::PathBuf,
+    /// The agent shares the host's network namespace (cgroup-matched host mode).
+    host_net: bool,
+    /// Host mode forwarded from the agent's own namespace.
+    forwarded: Option<stage::nftables::Forwarded>,
+    force_no_userns: bool,
+    /// The agent's network namespace, made and being loaded by `nft` (root, none/proxy).
+    premade_netns: Option<aegis_targets::nftables::PendingNetns>,
+    /// The nftables line of the report so far (a host-mode load that could not start).
+    nft_layer: Layer,
+    /// Host mode (root, cgroup2): the table loading into the host's namespace.
+    host_load: Option<aegis_targets::nftables::HostLoad>,
+}
 
-    // ── 1. verify ──────────────────────────────────────────────────────────────────────
+/// Verify the bundle, decide the agent's identity, prepare every stage's plan, resolve the
+/// command, and start the `nft` loads that do not need the agent (premade namespace, host
+/// table): the longest steps of a launch run while the rest of it happens.
+fn prepare(opts: &LaunchOptions, audit: &mut Audit, report: &mut EnforcementReport, clock: &mut Clock) -> Result<Prepared, RunError> {
+    // ── 1. verify (the bundle, then everything derived from it) ────────────────────────
     let bundle_path = opts.bundle.path().display().to_string();
     let v = match stage::verify::run(opts) {
         Ok(v) => v,
@@ -120,6 +159,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         }
     };
     audit.set_context(&v.manifest.agent, &v.bundle_sha256, &v.manifest.policy_sha256);
+    clock.lap("verify");
     match &v.provenance {
         Provenance::Signed { key_id } => {
             audit.queue(Event::BundleVerified {
@@ -152,6 +192,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let proxy_mode = v.manifest.network_mode == NetworkMode::Proxy;
     let proxy_prep = if proxy_mode { Some(stage::proxy::prepare(&v, &opts.resolve, &opts.upstream_ca)?) } else { None };
 
+    clock.lap("identity+proxy");
     // Everything is parsed and prepared now, before any namespace or cgroup exists.
     let instance = Instance::new();
     let cg = stage::cgroup::prepare(&v)?;
@@ -161,13 +202,19 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let nftp = stage::nftables::prepare(&v, &instance, host_mode)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
     let (seccomp_child, seccomp_note, mediation) = stage::seccomp::prepare(&v)?;
-    let mut env = agent_environment(&opts.env)?;
+    let judge = stage::exec::Judge::of(&v)?;
+    let mut env = agent_environment(&opts.env, stage::exec::default_path(judge.as_ref().map(|j| j.policy())))?;
     if let Some(p) = &proxy_prep {
         // The proxy's variables win over `--env`: the agent cannot be pointed elsewhere.
         env.retain(|(k, _)| !p.env.iter().any(|(pk, _)| pk == k));
         env.extend(p.env.iter().cloned());
         env.sort();
     }
+    // Where the agent starts and what it runs, as the sandbox sees them; a command the
+    // policy does not let it execute is refused here, before anything exists.
+    let (cwd, cwd_asked) = stage::exec::working_dir(judge.as_ref(), opts.cwd.as_deref(), std::env::current_dir().ok())?;
+    let command_path = stage::exec::resolve(v.command.first().map(String::as_str).unwrap_or_default(), &env, &cwd, judge.as_ref())?;
+    clock.lap("prepare");
     // The agent shares the host's network namespace (cgroup-matched host mode) or not.
     let host_net = v.manifest.network_mode == NetworkMode::Host && host_mode == stage::nftables::HostMode::Cgroup;
     // Host mode forwarded from the agent's own namespace: (TCP, UDP) targets.
@@ -176,29 +223,217 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // none/proxy: make the agent's network namespace now and let `nft` load its table
     // while everything else is prepared and the agent cloned into it (the load is the
     // longest step of a launch). Falls back to loading after clone if it cannot start.
-    let mut premade_netns = match &nftp {
-        Some(p) if !host_net => stage::nftables::start_premade(p),
+    // (Root only: a user cannot make a network namespace outside a user namespace.)
+    let premade_netns = match &nftp {
+        Some(p) if !host_net && ident.root && !force_no_userns => stage::nftables::start_premade(p),
         _ => None,
     };
-    let premade = premade_netns.is_some();
-    lap(&mut timings, "verify+prepare");
+    // host mode (root, cgroup2): `nft` loads the table into the host's namespace from now
+    // on; only its dispatch rule needs the agent's leaf, and it is added over netlink once
+    // the agent is cloned, before it may run.
+    let mut nft_layer = Layer::new("nftables", LayerStatus::NotEnforced, "no nftables.json in bundle");
+    let mut host_load = None;
+    if host_net && let Some(p) = &nftp {
+        match stage::nftables::start_host(&v, p)? {
+            Ok(l) => host_load = Some(l),
+            Err(layer) => nft_layer = layer,
+        }
+    }
+    clock.lap("nft start");
 
-    // ── 2. cgroup ─────────────────────────────────────────────────────────────────────
+    Ok(Prepared {
+        v,
+        ident,
+        proxy_mode,
+        proxy_prep,
+        instance,
+        cg,
+        nftp,
+        landlock_child,
+        landlock_note,
+        seccomp_child,
+        seccomp_note,
+        mediation,
+        env,
+        cwd,
+        cwd_asked,
+        command_path,
+        host_net,
+        forwarded,
+        force_no_userns,
+        premade_netns,
+        nft_layer,
+        host_load,
+    })
+}
+
+/// What a launch without user namespaces (and so without any namespace) gets instead: the
+/// run's own /tmp, the environment pointing at it, and in proxy mode the proxy on a host
+/// loopback port kept the only way out by Landlock and seccomp ([`stage::proxy::HostListener`]).
+struct NoUserNamespaces {
+    tmp: stage::mounts::PrivateTmp,
+    env: Vec<(String, String)>,
+    tmp_note: String,
+    host_proxy: Option<stage::proxy::HostListener>,
+    nonet: stage::nonet::ChildNoNet,
+    /// The nftables line, when the network is not filtered at all.
+    nft_layer: Option<Layer>,
+}
+
+/// Decides whether a launch may go on without user namespaces (`why` says why there are
+/// none) and prepares what it gets instead; refuses what the bundle requires and this
+/// cannot give. `net` is (proxy mode, cgroup-matched host mode, forwarded host mode).
+fn without_user_namespaces(
+    v: &Verified,
+    ident: &Identity,
+    why: &str,
+    (proxy_mode, host_net, forwarded): (bool, bool, Option<&stage::nftables::Forwarded>),
+    proxy_prep: Option<&stage::proxy::Prepared>,
+    env: &[(String, String)],
+    landlock: &mut stage::landlock::ChildLandlock,
+) -> Result<NoUserNamespaces, RunError> {
+    if v.required("namespaces") {
+        return Err(RunError::Unavailable {
+            layer: "namespaces",
+            why: format!("{why}; fix: allow unprivileged user namespaces on this host, or make the policy's namespaces and mounts layers best-effort (Landlock + seccomp only)"),
+        });
+    }
+    if proxy_mode && v.required("nftables") {
+        // Without its own network namespace only Landlock and seccomp could keep the proxy
+        // the only way out, and Landlock tells TCP destinations apart by port, not address:
+        // weaker than the namespace the policy requires.
+        return Err(RunError::Unavailable {
+            layer: "network",
+            why: format!(
+                "network mode `proxy` needs a network namespace to be the only route out: {why}; with nftables \"best-effort\" it runs with Landlock + seccomp instead (TCP to the proxy's port only, told apart by port, not address)"
+            ),
+        });
+    }
+    if !proxy_mode && !host_net && v.required("nftables") {
+        // Network mode `none` is a network namespace, and so is `host` mode for a launcher
+        // that cannot filter the host's namespace; without one the agent would have the
+        // host's network. Only a bundle that makes this best-effort runs.
+        return Err(RunError::Unavailable {
+            layer: "network",
+            why: match forwarded {
+                Some(f) => format!("network mode `host` needs a network namespace here ({}), to forward only the granted endpoints: {why}", f.why),
+                None => format!("network mode `none` needs a network namespace: {why}"),
+            },
+        });
+    }
+    // No mount namespace, so no private /tmp: the run gets its own directory instead (never
+    // the host's /tmp), granted by Landlock in place of /tmp.
+    let tmp = stage::mounts::PrivateTmp::create(&v.manifest.agent, ident.uid, ident.gid, !ident.root)?;
+    let moved = landlock.retarget_tmp(tmp.path())?;
+    let mut env: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "TMPDIR").cloned().collect();
+    for (k, val) in env.iter_mut() {
+        if k == "HOME" {
+            *val = tmp.path().display().to_string();
+        }
+    }
+    env.push(("TMPDIR".into(), tmp.path().display().to_string()));
+    env.sort();
+    let tmp_note = format!(
+        "; private /tmp is {} (the agent's, mode 0700, {}TMPDIR and HOME point there; removed at exit)",
+        tmp.path().display(),
+        if moved { "granted by Landlock in place of /tmp; " } else { "" }
+    );
+    let mut host_proxy = None;
+    let mut nonet = stage::nonet::ChildNoNet::default();
+    if proxy_mode {
+        // The proxy on a host loopback port, Landlock's only TCP destination, only TCP at
+        // all, connections admitted from the agent's processes only.
+        let kernel = aegis_targets::landlock::kernel_abi();
+        let host = stage::proxy::host_listener()?;
+        if kernel.0 < 4 || !landlock.only_tcp_to(host.port) {
+            return Err(RunError::Unavailable {
+                layer: "network",
+                why: format!(
+                    "network mode `proxy` without a network namespace needs Landlock ABI 4 (TCP port rules) and a Landlock ruleset to keep the proxy the only way out; this kernel's ABI is {}{}",
+                    kernel.0,
+                    if landlock.has_ruleset() { "" } else { ", and the bundle has no ruleset" }
+                ),
+            });
+        }
+        if let Some(p) = proxy_prep {
+            env = p.relocate(&env, host.port, tmp.path())?;
+        }
+        nonet = stage::nonet::ChildNoNet { stream_only: true };
+        // Agent processes that daemonize stay the supervisor's descendants, so the proxy can
+        // still tell them apart from strangers.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        host_proxy = Some(host);
+    }
+    let nft_layer = (!host_net && !proxy_mode).then(|| {
+        Layer::new(
+            "nftables",
+            LayerStatus::NotEnforced,
+            format!(
+                "best-effort: no network namespace{}, the agent has the host's network UNFILTERED (Landlock TCP rules still apply if the bundle has them)",
+                forwarded.map(|f| format!(" and {}", f.why)).unwrap_or_default()
+            ),
+        )
+    });
+    Ok(NoUserNamespaces { tmp, env, tmp_note, host_proxy, nonet, nft_layer })
+}
+
+/// Kills and reaps the child if the launch is abandoned after clone.
+struct ChildGuard {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = supervise::reap_blocking(self.pid);
+        }
+    }
+}
+
+fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<i32, RunError> {
+    let mut clock = Clock::new();
+    let mut report = EnforcementReport::default();
+
+    // ── prepare: every input checked, every artifact decoded, who and what decided ─────
+    // Why first: a launch that will be refused creates nothing (no leaf, no namespace).
+    let Prepared {
+        v,
+        ident,
+        proxy_mode,
+        proxy_prep,
+        instance,
+        cg,
+        nftp,
+        landlock_child,
+        landlock_note,
+        seccomp_child,
+        seccomp_note,
+        mediation,
+        env,
+        cwd,
+        cwd_asked,
+        command_path,
+        host_net,
+        forwarded,
+        force_no_userns,
+        mut premade_netns,
+        mut nft_layer,
+        mut host_load,
+    } = prepare(opts, audit, &mut report, &mut clock)?;
+    let premade = premade_netns.is_some();
+    let mut table = None;
+
+    // ── spawn: the cgroup leaf, the channels, the child ────────────────────────────────
+    // Why here: the leaf (limits written) exists before the child, which is born in it
+    // where the kernel allows; the child waits on the go pipe until confirmed.
     let (mut leaf, cg_layer) = stage::cgroup::create(&v, cg.as_ref(), &instance.id())?;
     report.cgroup_mode = cg.as_ref().map(|p| p.layout.name().to_string()).unwrap_or_default();
-    lap(&mut timings, "cgroup");
+    clock.lap("cgroup");
 
-    // ── 5 (host mode). nftables: needs the leaf's path, loaded before the agent exists ──
-    let mut table = None;
-    let mut nft_layer = Layer::new("nftables", LayerStatus::NotEnforced, "no nftables.json in bundle");
-    if host_net && let Some(p) = &nftp {
-        let (t, l) = stage::nftables::load_host(&v, p, leaf.as_ref())?;
-        table = t;
-        nft_layer = l;
-        lap(&mut timings, "nftables(host)");
-    }
-
-    // ── 3. namespaces ─────────────────────────────────────────────────────────────────
     let cap_last = stage::caps::cap_last();
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
@@ -221,7 +456,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     let mut iso = Isolation::Full { host_net };
     let mut userns_note = String::new();
     // The child's plan for an isolation, and the mounts line of the report.
-    let build_plan = |iso: Isolation| -> Result<(ChildPlan, String), RunError> {
+    let build_plan = |iso: Isolation, env: &[(String, String)]| -> Result<(ChildPlan, String), RunError> {
         let full = matches!(iso, Isolation::Full { .. });
         let (mounts, mounts_detail) = stage::mounts::prepare(&v, full)?;
         // The trust bundle goes into the agent's private /tmp, which only a mount plan makes
@@ -262,15 +497,16 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 cap_last,
             },
             landlock: stage::landlock::ChildLandlock::placeholder(),
+            nonet: stage::nonet::ChildNoNet::default(),
             seccomp: stage::seccomp::ChildSeccomp::placeholder(),
-            exec: stage::exec::ChildExec::prepare(&v.command, &env)?,
+            exec: stage::exec::ChildExec::prepare(&command_path, &v.command, env, &cwd, cwd_asked)?,
             term: terminal.as_ref().map_or_else(stage::init::ChildTerm::none, |t| t.child()),
             init: stage::init::ChildInit { status_write: status_w, wall_time_ms },
         };
         Ok((plan, mounts_detail))
     };
     let landlock_min_abi = stage::landlock::min_abi(&landlock_child);
-    let (mut plan, mut mounts_detail) = build_plan(iso)?;
+    let (mut plan, mut mounts_detail) = build_plan(iso, &env)?;
     plan.landlock = landlock_child;
     plan.seccomp = seccomp_child;
     plan.handoff = Some(handoff_tx);
@@ -302,6 +538,12 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         // every one was joined), and the child only runs `child::run`.
         unsafe { namespaces::clone_child(flags) }
     };
+    // Without user namespaces: the run's own /tmp (removed when this value is dropped, at
+    // the end of the launch), the environment pointing at it, and the report's words.
+    let mut private_tmp: Option<stage::mounts::PrivateTmp> = None;
+    let mut tmp_note = String::new();
+    // Proxy mode without a network namespace: the proxy's host loopback listener.
+    let mut host_proxy: Option<stage::proxy::HostListener> = None;
     // Sockets the supervisor made in its premade namespace, and its rtnetlink socket there.
     let mut premade_net: Option<(handoff::Collected, stage::netns::ChildNet, Option<OwnedFd>)> = None;
     let first = if force_no_userns {
@@ -355,52 +597,22 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
                 if host_net { "" } else { "|NEWNET" },
                 std::io::Error::from_raw_os_error(errno)
             );
-            if v.required("namespaces") {
-                return Err(RunError::Unavailable {
-                    layer: "namespaces",
-                    why: format!("{why}; fix: allow unprivileged user namespaces on this host, or make the policy's namespaces and mounts layers best-effort (Landlock + seccomp only)"),
-                });
-            }
-            if proxy_mode {
-                // Without its own network namespace the agent would reach the host's
-                // network directly: the proxy would be a suggestion, not a boundary.
-                return Err(RunError::Unavailable {
-                    layer: "network",
-                    why: format!("network mode `proxy` needs a network namespace (the proxy must be the only route out): {why}"),
-                });
-            }
-            if !host_net && v.required("nftables") {
-                // Network mode `none` is a network namespace, and so is `host` mode for a
-                // launcher that cannot filter the host's namespace; without one the agent
-                // would have the host's network. Only a bundle that makes this best-effort runs.
-                return Err(RunError::Unavailable {
-                    layer: "network",
-                    why: match &forwarded {
-                        Some(f) => format!(
-                            "network mode `host` needs a network namespace here ({}), to forward only the granted endpoints: {why}",
-                            f.why
-                        ),
-                        None => format!("network mode `none` needs a network namespace: {why}"),
-                    },
-                });
-            }
+            let nous = without_user_namespaces(&v, &ident, &why, (proxy_mode, host_net, forwarded.as_ref()), proxy_prep.as_ref(), &env, &mut plan.landlock)?;
             iso = Isolation::None;
             if let Some(n) = premade_netns.take() {
                 // Unused: reap its `nft`; the namespace goes with the file.
                 let _ = n.finish();
             }
             userns_note = format!("best-effort: {why}; running with Landlock + seccomp + cgroup only");
-            if !host_net {
-                nft_layer = Layer::new(
-                    "nftables",
-                    LayerStatus::NotEnforced,
-                    format!(
-                        "best-effort: no network namespace{}, the agent has the host's network UNFILTERED (Landlock TCP rules still apply if the bundle has them)",
-                        forwarded.as_ref().map(|f| format!(" and {}", f.why)).unwrap_or_default()
-                    ),
-                );
+            tmp_note = nous.tmp_note;
+            host_proxy = nous.host_proxy;
+            private_tmp = Some(nous.tmp);
+            if let Some(l) = nous.nft_layer {
+                nft_layer = l;
             }
-            let (mut p2, detail) = build_plan(iso)?;
+            let env_no_mountns = nous.env;
+            let (mut p2, detail) = build_plan(iso, &env_no_mountns)?;
+            p2.nonet = nous.nonet;
             mounts_detail = detail;
             std::mem::swap(&mut p2.landlock, &mut plan.landlock);
             std::mem::swap(&mut p2.seccomp, &mut plan.seccomp);
@@ -424,6 +636,9 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     close(status_w);
     drop(cg_dir);
     let born = Born { in_unified_leaf: born_in_unified };
+    // ── confirm: maps, cgroup, nftables, sockets, then the child's own verdict ─────────
+    // Why here: the child is held before it drops its capabilities until every layer the
+    // supervisor applies is in place and verified; nothing of the agent runs before.
     let premade_routes = premade_net.as_mut().map(|(_, plan, rtnl)| (&*plan, rtnl.take()));
     // Messages the child handed over while the supervisor waited for one in particular.
     let mut early = Vec::new();
@@ -436,12 +651,13 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         nftp.as_ref(),
         premade_netns.take(),
         premade_routes,
+        host_load.take(),
         host_net,
         &ident,
         go_w,
         (&handoff_rx, &mut early),
     );
-    let (ns_detail, agent_netns, mut nft_child, supervisor_routed) = match result {
+    let (ns_detail, agent_netns, nft_child, supervisor_routed, host_table) = match result {
         Ok(r) => r,
         Err(e) => {
             // A child that failed first says why (our failure to signal it is only the
@@ -455,12 +671,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             });
         }
     };
-    lap(&mut timings, "clone+maps+cgroup+nft(overlapped)");
+    clock.lap("clone+maps+cgroup+nft(overlapped)");
     // Records of the supervisor's own decisions (proxy, seccomp notifications).
     let (proxy_tx, proxy_rx) = std::sync::mpsc::channel();
     // A filter that notifies is served before the child execs: the exec itself, and the
     // agent's first connect, wait for an answer.
-    let mut early = Vec::new();
     let mut notify_server = None;
     if let Some(m) = &mediation {
         match stage::seccomp::take_handover(m, &handoff_rx, &mut early) {
@@ -478,7 +693,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     close(rep_r);
     // Held open until now: the child checks it to know the supervisor is still alive.
     close(go_w);
-    lap(&mut timings, "wait-for-child-exec");
+    clock.lap("wait-for-child-exec");
     let r = match final_report {
         Some(r) if r.ok == 1 => r,
         Some(r) => return Err(child_failure(&r)),
@@ -486,66 +701,30 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             return Err(RunError::internal("child", "exited before reporting (killed?)"));
         }
     };
-    timings.child_ns = r.stage_ns;
+    clock.timings.child_ns = r.stage_ns;
     guard.armed = false;
-    // The agent exec'd: everything the child handed over is queued now.
+    // ── services: what the supervisor runs for the agent, from what the child handed over
+    // Why after exec: every message of the child is queued once it exec'd.
     let mut handed = early;
     handed.extend(handoff_rx.drain()?);
     if let Some((c, _, _)) = premade_net.take() {
         handed.extend(c.0);
     }
-    // With the table loaded, outside destinations are routed to lo and NFLOG is read, so a
-    // direct connect is rejected at once and recorded. Not a reason to refuse the launch
-    // (the table rejects everything either way), but the report says what is observed.
-    let mut nflog = None;
-    if let Some((Some(_), layer)) = nft_child.as_mut() {
-        let routed = supervisor_routed.unwrap_or(stage::netns::Routed {
-            v4: r.info[child::INFO_NET_ROUTE4_ERRNO] as i32,
-            v6: r.info[child::INFO_NET_ROUTE6_ERRNO] as i32,
-        });
-        let context = match (proxy_mode, &forwarded) {
-            (true, _) => "outside the proxy",
-            (false, Some(_)) => "outside the granted endpoints",
-            (false, None) => "in network mode none",
-        };
-        match stage::netlog::observer_from(&mut handed, routed, context) {
-            Ok(o) => {
-                layer.detail.push_str(&format!(
-                    "; denials observed (other destinations routed to lo, logged to NFLOG group {}, {})",
-                    stage::netlog::NFLOG_GROUP,
-                    if forwarded.is_some() { "dropped" } else { "rejected" }
-                ));
-                if let Some(gap) = o.gap() {
-                    layer.detail.push_str(&format!(" except IPv6 ({gap})"));
-                }
-                nflog = Some(o);
-            }
-            Err(e) => layer.detail.push_str(&format!("; denials NOT observed ({e}): a direct connect fails unrecorded")),
-        }
-    }
-    if let Some((t, l)) = nft_child {
-        table = t;
-        nft_layer = l;
-    }
-    // Host mode in the agent's own namespace: the supervisor relays the granted endpoints.
-    if let (Some(fw), Isolation::Full { .. }) = (&forwarded, iso) {
-        use aegis_targets::nftables::Proto;
-        let targets: Vec<_> = fw.tcp.iter().map(|a| (*a, Proto::Tcp)).chain(fw.udp.iter().map(|a| (*a, Proto::Udp))).collect();
-        let f = stage::forward::Forwards::from_handoff(&mut handed, &targets, agent_netns)?;
-        nft_layer.detail.push_str(&format!("; {}", f.summary()));
-        f.start()?;
-    }
-    let listener = match &proxy_prep {
-        Some(p) if matches!(iso, Isolation::Full { .. }) => Some(stage::proxy::listeners_from(&mut handed, &p.forwards, agent_netns)?),
-        _ => None,
-    };
-    let mut proxy_layer = None;
-    let mut proxy_handle = None;
-    if let (Some(p), Some(l)) = (proxy_prep, listener) {
-        let summary = p.summary.clone();
-        proxy_handle = Some(stage::proxy::start(p, l, pid, leaf.as_ref().and_then(|l| l.procs_files().into_iter().next()), proxy_tx)?);
-        proxy_layer = Some(Layer::new("proxy", LayerStatus::Fully, summary));
-        lap(&mut timings, "proxy");
+    let routed = supervisor_routed.unwrap_or(stage::netns::Routed {
+        v4: r.info[child::INFO_NET_ROUTE4_ERRNO] as i32,
+        v6: r.info[child::INFO_NET_ROUTE6_ERRNO] as i32,
+    });
+    let procs_file = leaf.as_ref().and_then(|l| l.procs_files().into_iter().next());
+    let (nflog, proxy_handle, proxy_layer) = start_services(
+        handed,
+        NetFacts { proxy_mode, forwarded: forwarded.as_ref(), iso, agent_netns, routed },
+        (nft_child, host_table),
+        (&mut table, &mut nft_layer),
+        proxy_prep.map(|p| (p, host_proxy.take())),
+        (pid, procs_file, proxy_tx),
+    )?;
+    if proxy_handle.is_some() {
+        clock.lap("proxy");
     }
     let proxy_feed = if proxy_handle.is_some() || notify_server.is_some() {
         Some(supervise::ProxyFeed::start(proxy_rx, proxy_handle.as_deref())?)
@@ -553,7 +732,18 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         None
     };
 
-    // ── report ───────────────────────────────────────────────────────────────────────
+    // ── report: what was enforced, for whom, before the agent's own records ───────────
+    if let Some((line, _)) = report.identity.as_mut() {
+        match r.info[child::INFO_CWD_ERRNO] as i32 {
+            0 => line.push_str(&format!("; runs {} in {}", command_path.display(), cwd.display())),
+            e => line.push_str(&format!(
+                "; runs {} in / ({} is not in the sandbox: {})",
+                command_path.display(),
+                cwd.display(),
+                std::io::Error::from_raw_os_error(e)
+            )),
+        }
+    }
     report.push(cg_layer);
     report.push(match iso {
         Isolation::Full { .. } => Layer::new(
@@ -565,29 +755,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     });
     let info = r.info;
     let plan_applied = v.file(stage::mounts::FILE).is_some() && matches!(iso, Isolation::Full { .. });
-    report.push(if plan_applied {
-        Layer::new(
-            "mounts",
-            if info[child::INFO_MOUNTS_SKIPPED] == 0 { LayerStatus::Fully } else { LayerStatus::Partially },
-            format!(
-                "{mounts_detail}: {} mounted, {} skipped (missing on this host), {}; pivot_root, host tree detached",
-                info[child::INFO_MOUNTS_MOUNTED],
-                info[child::INFO_MOUNTS_SKIPPED],
-                match (info[child::INFO_MEMFD_NOEXEC], info[child::INFO_MEMFD_ERRNO] as i32) {
-                    (1, _) => "memfd_noexec 2 (memfd code cannot be executed)".to_string(),
-                    (_, 0) => "memfd_noexec not asked for".to_string(),
-                    (_, libc::EACCES) | (_, libc::EPERM) => "memfd_noexec NOT set (the vm.memfd_noexec sysctl is writable by the host's root only, even in the agent's own pid namespace)".to_string(),
-                    (_, e) => format!("memfd_noexec NOT set ({})", std::io::Error::from_raw_os_error(e)),
-                }
-            ),
-        )
-    } else {
-        Layer::new(
-            "mounts",
-            if matches!(iso, Isolation::Full { .. }) { LayerStatus::Partially } else { LayerStatus::NotEnforced },
-            mounts_detail,
-        )
-    });
+    report.push(mounts_layer(iso, plan_applied, &mounts_detail, &tmp_note, &info));
     if !host_net && nftp.is_none() && matches!(iso, Isolation::Full { .. }) {
         nft_layer = Layer::new("nftables", LayerStatus::Fully, "network mode none: own network namespace with loopback only (no ruleset needed)");
     }
@@ -595,46 +763,12 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     if let Some(l) = proxy_layer {
         report.push(l);
     }
-    report.push(if r.info[child::INFO_CAPS_BOUNDING] == 1 {
-        Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked"))
-    } else {
-        Layer::new(
-            "capabilities",
-            LayerStatus::Fully,
-            "effective, permitted, inheritable and ambient sets empty; the bounding set and securebits stay as they were (an unprivileged launch without a user namespace lacks CAP_SETPCAP), and no_new_privs keeps execve from granting anything",
-        )
-    });
+    report.push(caps_layer(&info, cap_last));
     report.push(Layer::new("no_new_privs", LayerStatus::Fully, "set and verified"));
     report.landlock_abi = Some(aegis_targets::landlock::kernel_abi().0).filter(|a| *a > 0);
-    report.push(match (landlock_note, info[child::INFO_LANDLOCK_STATUS]) {
-        (Some(n), _) => Layer::new("landlock", LayerStatus::NotEnforced, n),
-        (None, s) => Layer::new(
-            "landlock",
-            match s {
-                1 => LayerStatus::Fully,
-                2 => LayerStatus::Partially,
-                _ => LayerStatus::NotEnforced,
-            },
-            landlock_min_abi.detail(
-                info[child::INFO_LANDLOCK_ABI],
-                info[child::INFO_LANDLOCK_DETAILS],
-                matches!(iso, Isolation::Full { .. }),
-                plan_applied,
-            ),
-        ),
-    });
-    report.push(match (seccomp_note, info[child::INFO_SECCOMP_MODE]) {
-        (Some(n), _) => Layer::new("seccomp", LayerStatus::NotEnforced, n),
-        (None, 2) => Layer::new(
-            "seccomp",
-            LayerStatus::Fully,
-            match mediation.as_ref().filter(|_| notify_server.is_some()) {
-                Some(m) => format!("filter of {} instructions installed; Seccomp mode 2 verified; {}", info[child::INFO_SECCOMP_LEN], m.describe()),
-                None => format!("filter of {} instructions installed; Seccomp mode 2 verified", info[child::INFO_SECCOMP_LEN]),
-            },
-        ),
-        (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
-    });
+    report.push(landlock_layer(landlock_note, &info, &landlock_min_abi, matches!(iso, Isolation::Full { .. }), plan_applied));
+    let mediated = mediation.as_ref().filter(|_| notify_server.is_some()).map(|m| m.describe());
+    report.push(seccomp_layer(seccomp_note, &info, mediated));
     report.push(Layer::new("fds", LayerStatus::Fully, "inherited descriptors above 2 closed"));
     report.push(match &terminal {
         Some(t) => Layer::new("terminal", LayerStatus::Fully, t.describe()),
@@ -655,13 +789,13 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // Nothing runs unrecorded: if the launch records cannot be written, the guard kills it.
     audit.flush()?;
     guard.armed = false;
-    lap(&mut timings, "audit");
+    clock.lap("audit");
     if opts.verbose {
         eprint!("{}", report.to_text());
-        eprint!("{}", timings.to_text());
+        eprint!("{}", clock.timings.to_text());
     }
 
-    // ── supervise ────────────────────────────────────────────────────────────────────
+    // ── supervise: until the agent is reaped ─────────────────────────────────────────
     let spec = cg.as_ref().map(|p| &p.spec);
     let limits = supervise::Limits {
         wall_time: spec.and_then(|s| s.wall_time_ms).map(Duration::from_millis),
@@ -706,7 +840,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             detail: format!("{} OOM kill(s); peak {} bytes", usage.oom_kills, usage.memory_peak.unwrap_or(0)),
         });
     }
-    // ── cleanup: on every path (Drop does it too if we return early) ─────────────────
+    // ── clean up: on every path (Drop does it too if we return early) ─────────────────
     let mut cleanup_errors = Vec::new();
     if let Some(t) = table.as_mut() {
         if host_net {
@@ -722,6 +856,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         && let Err(e) = l.remove()
     {
         cleanup_errors.push(e.to_string());
+    }
+    if let Some(t) = private_tmp.take()
+        && let Err(e) = t.remove()
+    {
+        cleanup_errors.push(e);
     }
     // Leftovers of supervisors that were SIGKILLed (they cannot clean up themselves): swept
     // after the agent exited, so it costs no launch latency. Tables are listed over netlink
@@ -780,6 +919,179 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     Ok(outcome.exit_code())
 }
 
+/// What [`start_services`] started: the NFLOG observer, the proxy and its report line.
+type Services = (Option<stage::netlog::Observer>, Option<std::sync::Arc<aegis_proxy::server::Proxy>>, Option<Layer>);
+
+/// The report's mounts line, from the child's facts.
+fn mounts_layer(iso: Isolation, plan_applied: bool, detail: &str, tmp_note: &str, info: &[u32; child::INFO_LEN]) -> Layer {
+    let hidden = if info[child::INFO_HOST_HIDDEN] == stage::mounts::hidden_count() { "hidden" } else { "NOT hidden" };
+    if plan_applied {
+        return Layer::new(
+            "mounts",
+            if info[child::INFO_MOUNTS_SKIPPED] == 0 { LayerStatus::Fully } else { LayerStatus::Partially },
+            format!(
+                "{detail}: {} mounted, {} skipped (missing on this host), {}; /proc/cmdline {hidden}; pivot_root, host tree detached",
+                info[child::INFO_MOUNTS_MOUNTED],
+                info[child::INFO_MOUNTS_SKIPPED],
+                match (info[child::INFO_MEMFD_NOEXEC], info[child::INFO_MEMFD_ERRNO] as i32) {
+                    (1, _) => "memfd_noexec 2 (memfd code cannot be executed)".to_string(),
+                    (_, 0) => "memfd_noexec not asked for".to_string(),
+                    (_, libc::EACCES) | (_, libc::EPERM) => "memfd_noexec NOT set (the vm.memfd_noexec sysctl is writable by the host's root only, even in the agent's own pid namespace)".to_string(),
+                    (_, e) => format!("memfd_noexec NOT set ({})", std::io::Error::from_raw_os_error(e)),
+                },
+            ),
+        );
+    }
+    match iso {
+        Isolation::Full { .. } => Layer::new("mounts", LayerStatus::Partially, format!("{detail}; /proc/cmdline {hidden}")),
+        Isolation::None => Layer::new("mounts", LayerStatus::NotEnforced, format!("{detail}{tmp_note}")),
+    }
+}
+
+/// The report's capabilities line.
+fn caps_layer(info: &[u32; child::INFO_LEN], cap_last: u32) -> Layer {
+    if info[child::INFO_CAPS_BOUNDING] == 1 {
+        Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked"))
+    } else {
+        Layer::new(
+            "capabilities",
+            LayerStatus::Fully,
+            "effective, permitted, inheritable and ambient sets empty; the bounding set and securebits stay as they were (an unprivileged launch without a user namespace lacks CAP_SETPCAP), and no_new_privs keeps execve from granting anything",
+        )
+    }
+}
+
+/// The report's Landlock line (`note`: why the layer was not applied); `namespaces` and
+/// `plan_applied` say what else of this launch enforces what an old ABI lacks.
+fn landlock_layer(note: Option<String>, info: &[u32; child::INFO_LEN], needs: &stage::landlock::Needs, namespaces: bool, plan_applied: bool) -> Layer {
+    if let Some(n) = note {
+        return Layer::new("landlock", LayerStatus::NotEnforced, n);
+    }
+    Layer::new(
+        "landlock",
+        match info[child::INFO_LANDLOCK_STATUS] {
+            1 => LayerStatus::Fully,
+            2 => LayerStatus::Partially,
+            _ => LayerStatus::NotEnforced,
+        },
+        needs.detail(info[child::INFO_LANDLOCK_ABI], info[child::INFO_LANDLOCK_DETAILS], namespaces, plan_applied),
+    )
+}
+
+/// The report's seccomp line (`note`: why the layer was not applied; `mediated`: what the
+/// supervisor answers for the filter).
+fn seccomp_layer(note: Option<String>, info: &[u32; child::INFO_LEN], mediated: Option<String>) -> Layer {
+    match (note, info[child::INFO_SECCOMP_MODE]) {
+        (Some(n), _) => Layer::new("seccomp", LayerStatus::NotEnforced, n),
+        (None, 2) => Layer::new(
+            "seccomp",
+            LayerStatus::Fully,
+            match mediated {
+                Some(m) => format!("filter of {} instructions installed; Seccomp mode 2 verified; {m}", info[child::INFO_SECCOMP_LEN]),
+                None => format!("filter of {} instructions installed; Seccomp mode 2 verified", info[child::INFO_SECCOMP_LEN]),
+            },
+        ),
+        (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
+    }
+}
+
+/// A table a launch loaded (none when its best-effort load failed) and its report line.
+type TableLoad = (Option<aegis_targets::nftables::LoadedTable>, Layer);
+
+/// The network facts [`start_services`] decides from.
+struct NetFacts<'a> {
+    proxy_mode: bool,
+    forwarded: Option<&'a stage::nftables::Forwarded>,
+    iso: Isolation,
+    agent_netns: u64,
+    /// The default routes to `lo` (added by the child, or by the supervisor in its premade
+    /// namespace).
+    routed: stage::netns::Routed,
+}
+
+/// After the agent exec'd: the NFLOG observer of its namespace's table, the relays of host
+/// mode without root, the proxy (on its listener in the agent's namespace, or on the
+/// host's loopback without one). Takes the table the launch loaded (`own`: the agent's
+/// namespace; `host`: the host's, observed through the kernel log instead) into `table` and
+/// completes the nftables report line; returns the observer, the proxy and the proxy's
+/// report line. Every handed-over socket is checked before use.
+fn start_services(
+    mut handed: Vec<handoff::Message>,
+    net: NetFacts,
+    (own, host): (Option<TableLoad>, Option<TableLoad>),
+    (table, nft_layer): (&mut Option<aegis_targets::nftables::LoadedTable>, &mut Layer),
+    proxy: Option<(stage::proxy::Prepared, Option<stage::proxy::HostListener>)>,
+    (pid, procs_file, events): (libc::pid_t, Option<std::path::PathBuf>, std::sync::mpsc::Sender<Event>),
+) -> Result<Services, RunError> {
+    // With an own-namespace table loaded, outside destinations are routed to lo and NFLOG
+    // is read, so a direct connect is stopped at once and recorded. Not a reason to refuse
+    // the launch (the table stops everything either way), but the report says what is
+    // observed. (Host mode's table logs to the kernel log instead.)
+    let mut nflog = None;
+    if let Some((t, mut layer)) = own {
+        if t.is_some() {
+            let context = match (net.proxy_mode, net.forwarded) {
+                (true, _) => "outside the proxy",
+                (false, Some(_)) => "outside the granted endpoints",
+                (false, None) => "in network mode none",
+            };
+            match stage::netlog::observer_from(&mut handed, net.routed, context) {
+                Ok(o) => {
+                    layer.detail.push_str(&format!(
+                        "; denials observed (other destinations routed to lo, logged to NFLOG group {}, {})",
+                        stage::netlog::NFLOG_GROUP,
+                        if net.forwarded.is_some() { "dropped" } else { "rejected" }
+                    ));
+                    if let Some(gap) = o.gap() {
+                        layer.detail.push_str(&format!(" except IPv6 ({gap})"));
+                    }
+                    nflog = Some(o);
+                }
+                Err(e) => layer.detail.push_str(&format!("; denials NOT observed ({e}): a direct connect fails unrecorded")),
+            }
+        }
+        *table = t;
+        *nft_layer = layer;
+    }
+    if let Some((t, layer)) = host {
+        *table = t;
+        *nft_layer = layer;
+    }
+    // Host mode in the agent's own namespace: the supervisor relays the granted endpoints.
+    if let (Some(fw), Isolation::Full { .. }) = (net.forwarded, net.iso) {
+        use aegis_targets::nftables::Proto;
+        let targets: Vec<_> = fw.tcp.iter().map(|a| (*a, Proto::Tcp)).chain(fw.udp.iter().map(|a| (*a, Proto::Udp))).collect();
+        let f = stage::forward::Forwards::from_handoff(&mut handed, &targets, net.agent_netns)?;
+        nft_layer.detail.push_str(&format!("; {}", f.summary()));
+        f.start()?;
+    }
+    let Some((p, host_proxy)) = proxy else { return Ok((nflog, None, None)) };
+    let summary = p.summary.clone();
+    let forwards = p.forwards.len();
+    if let Isolation::Full { .. } = net.iso {
+        let l = stage::proxy::listeners_from(&mut handed, &p.forwards, net.agent_netns)?;
+        let handle = stage::proxy::start(p, l, pid, procs_file, events)?;
+        return Ok((nflog, Some(handle), Some(Layer::new("proxy", LayerStatus::Fully, summary))));
+    }
+    let Some(h) = host_proxy else { return Ok((nflog, None, None)) };
+    let port = h.port;
+    let handle = stage::proxy::start_host(p, h, pid, events)?;
+    *nft_layer = Layer::new(
+        "nftables",
+        LayerStatus::NotEnforced,
+        "best-effort: no network namespace; the proxy is kept the only way out by Landlock (TCP by port) and seccomp (no other Internet sockets) instead",
+    );
+    let layer = Layer::new(
+        "proxy",
+        LayerStatus::Partially,
+        format!(
+            "egress proxy on the host's 127.0.0.1:{port} (no network namespace): Landlock makes TCP port {port} the agent's only TCP destination, but by port, not address (port {port} of another host is reachable too); non-TCP Internet sockets refused by seccomp; connections from processes outside the agent refused; {}",
+            if forwards > 0 { format!("{forwards} transparent forward(s) NOT available (their endpoints are reachable through the proxy only)") } else { "no transparent forwards".to_string() }
+        ),
+    );
+    Ok((nflog, Some(handle), Some(layer)))
+}
+
 /// Where the kernel created the agent.
 #[derive(Clone, Copy)]
 struct Born {
@@ -794,8 +1106,9 @@ struct Born {
 type ChildSetup = (
     String,
     u64,
-    Option<(Option<aegis_targets::nftables::LoadedTable>, Layer)>,
+    Option<TableLoad>,
     Option<stage::netns::Routed>,
+    Option<TableLoad>,
 );
 
 #[allow(clippy::too_many_arguments)]
@@ -808,6 +1121,7 @@ fn parent_setup(
     nftp: Option<&stage::nftables::Prepared>,
     premade: Option<aegis_targets::nftables::PendingNetns>,
     premade_routes: Option<(&stage::netns::ChildNet, Option<OwnedFd>)>,
+    host_load: Option<aegis_targets::nftables::HostLoad>,
     host_net: bool,
     ident: &Identity,
     go_w: i32,
@@ -838,7 +1152,14 @@ fn parent_setup(
         None => Ok(()),
     };
     let mut nft_child = None;
-    if let (Some(pending), Some(p)) = (premade, nftp) {
+    let mut host_table = None;
+    if let (Some(load), Some(p)) = (host_load, nftp) {
+        // The host-namespace table has been loading since before the leaf existed; the
+        // migration runs meanwhile, then the dispatch rule (which needs the leaf) goes in.
+        let (loaded, entered) = stage::nftables::finish_host(v, p, load, leaf, enter);
+        entered?;
+        host_table = Some(loaded?);
+    } else if let (Some(pending), Some(p)) = (premade, nftp) {
         // `nft` has been loading since before clone; the migration runs meanwhile.
         let (loaded, entered) = stage::nftables::finish_premade(v, p, pending, enter);
         entered?;
@@ -880,7 +1201,7 @@ fn parent_setup(
     if unsafe { libc::write(go_w, go.as_ptr().cast(), 1) } != 1 {
         return Err(RunError::os("signalling the child"));
     }
-    Ok((ns_detail, agent_netns, nft_child, routed))
+    Ok((ns_detail, agent_netns, nft_child, routed, host_table))
 }
 
 /// Reads reports until EOF; returns the last complete one.
@@ -941,18 +1262,20 @@ fn stage_failure(stage: Stage, what: u32, errno: i32, msg: &str) -> RunError {
 }
 
 /// Variables the agent gets from the supervisor's environment without asking: what
-/// programs need to find executables, speak the user's locale and draw on the terminal.
-/// Everything else (tokens, cloud credentials, SSH agent sockets) stays outside unless a
-/// `--env` names it.
-const PASSED_BY_DEFAULT: &[&str] = &["PATH", "LANG", "LANGUAGE", "TERM", "COLORTERM", "NO_COLOR", "TZ"];
+/// programs need to speak the user's locale and draw on the terminal. Everything else
+/// (tokens, cloud credentials, SSH agent sockets, the operator's `PATH` with its
+/// `~/.cargo`, `~/.pyenv` entries) stays outside unless a `--env` names it.
+const PASSED_BY_DEFAULT: &[&str] = &["LANG", "LANGUAGE", "TERM", "COLORTERM", "NO_COLOR", "TZ"];
 
 /// The agent's environment: the default set, `LC_*`, `HOME=/tmp` (its private, writable
-/// /tmp; the host home is not in the sandbox), and each `--env NAME[=VALUE]`.
-fn agent_environment(extra: &[String]) -> Result<Vec<(String, String)>, RunError> {
+/// /tmp; the host home is not in the sandbox), `PATH` built from the policy's exec grants
+/// ([`stage::exec::default_path`]), and each `--env NAME[=VALUE]` (which may set `PATH`).
+fn agent_environment(extra: &[String], path: String) -> Result<Vec<(String, String)>, RunError> {
     let mut env: std::collections::BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| PASSED_BY_DEFAULT.contains(&k.as_str()) || k.starts_with("LC_"))
         .collect();
     env.insert("HOME".into(), "/tmp".into());
+    env.insert("PATH".into(), path);
     for e in extra {
         let (k, v) = match e.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),

@@ -223,3 +223,62 @@ fn doctor_reports_this_host() {
         assert!(text(&o).0.contains(&format!("{}: can run", b.agent)), "{}", text(&o).0);
     }
 }
+
+/// Without user namespaces there is no mount namespace and so no private `/tmp`: the
+/// built-in `/tmp` grant must not become a write grant on the host's `/tmp`. The run gets
+/// its own directory (the agent's, 0700), Landlock grants that instead, TMPDIR and HOME
+/// point there, and it is gone after the run; the host's `/tmp` stays out of reach. As
+/// root and as a user.
+#[test]
+fn without_user_namespaces_the_agent_gets_its_own_tmp_never_the_hosts() {
+    if !need_root("own_tmp") {
+        return;
+    }
+    if aegis_targets::landlock::kernel_abi().0 == 0 {
+        eprintln!("SKIP own_tmp: no Landlock in this kernel");
+        return;
+    }
+    let mut rules = vec![
+        rule("/usr", FsAccess::Read),
+        rule("/usr/bin/dash", FsAccess::Exec),
+        rule("/usr/bin/cat", FsAccess::Exec),
+        rule("/tmp", FsAccess::Write),
+        rule("/dev/null", FsAccess::Write),
+    ];
+    rules.extend(loader_rules(std::env::consts::ARCH));
+    let ll = lower_fs(&rules);
+    let mut runs: Vec<Option<u32>> = vec![None];
+    runs.extend(unprivileged_user("own_tmp_user").map(Some));
+    for user in runs {
+        let mut spec = Spec::new(if user.is_some() { "rt-owntmp-user" } else { "rt-owntmp" });
+        spec.landlock_abi = Some(ll.artifact.min_abi.0);
+        spec.extra_files = vec![("landlock.json".into(), ll.artifact.to_json().unwrap().into_bytes())];
+        for layer in ["namespaces", "nftables", "cgroup"] {
+            spec.enforcement.insert(layer.into(), Enforcement::BestEffort);
+        }
+        let b = build(&spec, true);
+        let probe = format!("/tmp/aegis-owntmp-probe-{}", std::process::id());
+        let script = format!(
+            "echo tmpdir=$TMPDIR home=$HOME; echo hi > $TMPDIR/f && echo wrote; cat $TMPDIR/f; (echo x > {probe}) 2>/dev/null || echo host-tmp-denied; (cat /etc/hostname) 2>/dev/null || echo etc-denied"
+        );
+        let cmd = ["/usr/bin/dash", "-c", script.as_str()];
+        let o = match user {
+            Some(uid) => {
+                b.give_to(uid);
+                b.command_as(uid, &["--verbose"], &cmd).env("AEGIS_EXEC_TEST_NO_USERNS", "1").output().unwrap()
+            }
+            None => b.command(&["--verbose"], &cmd).env("AEGIS_EXEC_TEST_NO_USERNS", "1").output().unwrap(),
+        };
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{user:?}: {out}{err}");
+        let dir = out.lines().find_map(|l| l.strip_prefix("tmpdir=")).and_then(|l| l.split(' ').next()).unwrap_or_default().to_string();
+        assert!(dir.contains("/aegis-rt-owntmp") && dir != "/tmp", "{user:?}: the run's own directory: {out}");
+        assert!(out.contains(&format!("home={dir}")), "{out}");
+        assert!(out.contains("wrote\nhi\n"), "{user:?}: the agent writes its /tmp: {out}{err}");
+        assert!(out.contains("host-tmp-denied"), "{user:?}: the host's /tmp is out of reach: {out}");
+        assert!(!std::path::Path::new(&probe).exists(), "{user:?}: the agent wrote into the host's /tmp");
+        assert!(out.contains("etc-denied"), "{out}");
+        assert!(!std::path::Path::new(&dir).exists(), "{user:?}: the run's /tmp is removed at exit");
+        assert!(err.contains(&format!("private /tmp is {dir}")), "{user:?}: the report says so: {err}");
+    }
+}

@@ -122,3 +122,89 @@ fn an_unprivileged_supervisor_runs_proxy_mode() {
     assert!(err.contains("nftables      fully enforced"), "the user loaded the agent's table: {err}");
     assert!(err.contains("denials observed"), "{err}");
 }
+
+/// Without user namespaces there is no network namespace: with nftables best-effort the
+/// proxy listens on a host loopback port, Landlock makes that port the agent's only TCP
+/// destination, seccomp refuses other Internet sockets, and the proxy serves only the
+/// agent's processes. As root and as a user.
+#[test]
+fn without_user_namespaces_the_proxy_is_the_only_way_out() {
+    use aegis_targets::landlock::{FsAccess, FsRule, PathTemplate, loader_rules, lower_fs};
+    use std::io::{BufRead as _, Read as _, Write as _};
+    if !need_root("proxy_nouserns") || !std::path::Path::new(PY).exists() {
+        return;
+    }
+    if aegis_targets::landlock::kernel_abi().0 < 4 {
+        eprintln!("SKIP proxy_nouserns: Landlock ABI 4 (TCP rules) is needed");
+        return;
+    }
+    let rule = |p: &str, access| FsRule { path: PathTemplate::parse(p).unwrap(), access, origin: format!("test {p}") };
+    let mut rules = vec![rule("/usr", FsAccess::Read), rule("/usr/bin/python3", FsAccess::Exec), rule("/tmp", FsAccess::Write), rule("/dev/null", FsAccess::Write)];
+    rules.extend(loader_rules(std::env::consts::ARCH));
+    let ll = lower_fs(&rules);
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    let script = format!(
+        "import os, socket, sys, time\n\
+         port = int(os.environ['HTTP_PROXY'].rsplit(':', 1)[1])\n\
+         print('port', port, flush=True)\n\
+         s = socket.create_connection(('127.0.0.1', port), timeout=5)\n\
+         s.sendall(b'GET http://not-granted.invalid/ HTTP/1.1\\r\\nHost: not-granted.invalid\\r\\n\\r\\n')\n\
+         print('proxy:', s.recv(64).split(b'\\r\\n')[0].decode(), flush=True)\n\
+         def t(name, f):\n    try:\n        f(); print(name, 'ok', flush=True)\n    except OSError as e:\n        print(name, 'errno', e.errno, flush=True)\n\
+         t('other_tcp', lambda: socket.create_connection(('127.0.0.1', {other_port}), timeout=2))\n\
+         t('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))\n\
+         t('bind', lambda: socket.socket().bind(('127.0.0.1', 0)))\n\
+         time.sleep(1.5)\n"
+    );
+    let mut runs: Vec<Option<u32>> = vec![None];
+    runs.extend(unprivileged_user("proxy_nouserns_user").map(Some));
+    for user in runs {
+        let toml = "version = 1\n[agent]\nname = \"p\"\n[filesystem]\nread = [\"/usr\"]\n[exec]\nallow = [\"/usr/bin/python3\"]\n[network]\nmode = \"proxy\"\n";
+        let mut spec = Spec::new("rt-proxy-nous");
+        spec.network = NetworkMode::Proxy;
+        spec.net = None;
+        spec.landlock_abi = Some(ll.artifact.min_abi.0);
+        spec.extra_files = vec![
+            ("policy.ir.json".into(), policy_ir(toml)),
+            ("landlock.json".into(), ll.artifact.to_json().unwrap().into_bytes()),
+        ];
+        for layer in ["namespaces", "nftables", "cgroup"] {
+            spec.enforcement.insert(layer.into(), Enforcement::BestEffort);
+        }
+        let b = build(&spec, true);
+        let mut cmd = match user {
+            Some(uid) => {
+                b.give_to(uid);
+                b.command_as(uid, &["--verbose"], &[PY, "-c", &script])
+            }
+            None => b.command(&["--verbose"], &[PY, "-c", &script]),
+        };
+        let mut child = cmd.env("AEGIS_EXEC_TEST_NO_USERNS", "1").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let port: u16 = first.trim().strip_prefix("port ").unwrap_or_else(|| panic!("{user:?}: {first}")).parse().unwrap();
+        // A stranger (this test process) connects to the same port: refused without an answer.
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+        let _ = s.write_all(b"GET http://not-granted.invalid/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.is_empty(), "{user:?}: the proxy served a process outside the agent: {answer}");
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{user:?}: {rest}{err}");
+        assert!(rest.contains("proxy: HTTP/1.1 403"), "{user:?}: the agent's request reached the proxy: {rest}{err}");
+        assert!(rest.contains("other_tcp errno 13"), "{user:?}: Landlock refuses any other TCP port: {rest}");
+        assert!(rest.contains("udp errno 1"), "{user:?}: seccomp refuses UDP: {rest}");
+        assert!(rest.contains("bind errno 13"), "{user:?}: binding TCP is refused: {rest}");
+        assert!(err.contains("proxy         partially enforced") && err.contains("by port, not address"), "{user:?}: {err}");
+        let notes = b.events("note");
+        assert!(notes.iter().any(|n| n["message"].as_str().unwrap_or("").contains("not one of the agent's processes")), "{user:?}: {notes:?}");
+    }
+    drop(other);
+}

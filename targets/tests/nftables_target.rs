@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use aegis_targets::nftables::{
-    Endpoint, Host, NetMode, NetPolicy, PortRange, Proto, Ruleset, apply, dispatch_rule, lower, table_exists,
+    Dispatch, Endpoint, Host, NetMode, NetPolicy, PortRange, Proto, Ruleset, apply, lower, table_exists,
 };
 
 fn host_policy() -> NetPolicy {
@@ -251,9 +251,9 @@ fn apply_loads_verifies_and_deletes_on_drop() {
     let a = lower("nfttest", &host_policy()).unwrap();
     let table = format!("aegis_nfttest_{}", std::process::id());
     let cg = aegis_targets::nftables::nft_cgroup_path(&leaf).unwrap();
-    let dispatch = dispatch_rule(&table, &cg, 1);
+    let dispatch = Dispatch::of_dir(&leaf, 1).unwrap();
     let prefix = aegis_targets::nftables::instance_log_prefix("nfttest", "1-00000001");
-    let loaded = apply(&a.fill(&table, &prefix, &BTreeMap::new()), &table, Some(&dispatch));
+    let loaded = apply(&a.fill(&table, &prefix, &BTreeMap::new()), &table, Some(dispatch));
     let ok = loaded.is_ok();
     if let Err(e) = &loaded {
         eprintln!("apply: {e}");
@@ -265,7 +265,8 @@ fn apply_loads_verifies_and_deletes_on_drop() {
         assert!(!aegis_targets::nftables::table_present("aegis_no_such_table_x", None).unwrap());
         let listed = Command::new("nft").args(["list", "table", "inet", &table]).output().unwrap();
         let text = String::from_utf8_lossy(&listed.stdout);
-        assert!(text.contains("socket cgroupv2 level 1"), "{text}");
+        // The dispatch rule added over netlink reads back as the text form would.
+        assert!(text.contains(&format!("socket cgroupv2 level 1 \"{cg}\" goto agent")), "{text}");
         assert!(text.contains("log prefix \"aegis:nfttest:1-00000001:deny \""), "{text}");
     }
     drop(loaded);

@@ -1,21 +1,172 @@
-//! Stage 11, exec: replace the child with the agent's command.
+//! Stage 11, exec: replace the child with the agent's command, in its working directory.
 //!
-//! Input: the command (argv) and environment, resolved to a path by the supervisor (PATH
-//! lookup happens before clone, so the child does no string work). Output: `execve`; on
-//! failure a [`Fail`] with the errno (the supervisor exits 127 and says why).
+//! Input: the command (argv), the agent's environment, its working directory, and the
+//! bundle's typed policy (`policy.ir.json`, when the bundle has one). Output, before clone
+//! ([`ChildExec::prepare`]): the command resolved the way the sandbox sees it — a bare name
+//! is looked up on the *agent's* `PATH`, among files the policy lets it execute, never on the
+//! caller's (a pyenv/nvm shim directory does not exist inside) — and refused (exit 125, with
+//! the deciding rule from the reference evaluator) when the policy does not let the agent
+//! execute it; the working directory: `--cwd DIR`, else `aegis-exec`'s own when the policy
+//! lets the agent read it, else `/`. In the child: `chdir` (after the caps stage, so the
+//! agent's own ids are checked), then `execve`; on failure a [`Fail`] with the errno.
+//! Invariants: the child does no string work (PATH lookup happens before clone); the
+//! agent's default `PATH` ([`default_path`]) holds only the standard directories the policy
+//! grants executables in, in the usual order, not the operator's `PATH`.
 
 use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use aegis_compiler::eval::{self, FsQuery, Query, Verdict};
+use aegis_compiler::ir::{FsAccess, Policy};
 
 use crate::child::Fail;
 use crate::exit::RunError;
 use crate::stage::Stage;
+use crate::stage::verify::Verified;
 
 pub const WHAT_EXECVE: u32 = 1;
 pub const WHAT_SIGMASK: u32 = 2;
+pub const WHAT_CHDIR: u32 = 3;
+
+/// The standard directories a default `PATH` is made of, in the usual order.
+pub const STANDARD_BIN_DIRS: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// The agent's `PATH` when `--env PATH` does not give one: the standard directories that
+/// hold an executable the policy grants (a grant of the file, or of the directory), in
+/// [`STANDARD_BIN_DIRS`] order. Without a typed policy: `/usr/local/bin:/usr/bin:/bin`.
+pub fn default_path(policy: Option<&Policy>) -> String {
+    let Some(policy) = policy else {
+        return "/usr/local/bin:/usr/bin:/bin".into();
+    };
+    let grants: Vec<String> = policy.filesystem.rules_of(FsAccess::Exec).map(|r| r.path.to_string()).collect();
+    let dirs: Vec<&str> = STANDARD_BIN_DIRS
+        .iter()
+        .copied()
+        .filter(|d| {
+            grants.iter().any(|g| {
+                g == d || Path::new(g).parent() == Some(Path::new(d)) || Path::new(d).starts_with(g.as_str())
+            })
+        })
+        .collect();
+    if dirs.is_empty() { "/usr/bin:/bin".into() } else { dirs.join(":") }
+}
+
+/// The bundle's typed policy and the launch parameters in the evaluator's form, when the
+/// bundle has one (bundles built by `aegisc` do).
+pub struct Judge {
+    policy: Policy,
+    params: eval::Params,
+}
+
+impl Judge {
+    pub fn of(v: &Verified) -> Result<Option<Judge>, RunError> {
+        if v.file("policy.ir.json").is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Judge { policy: v.policy_ir("the exec check")?, params: v.eval_params()? }))
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The evaluator's answer for `access` of `path`.
+    fn decide(&self, access: FsQuery, path: &Path) -> Option<eval::Decision> {
+        eval::evaluate(&self.policy, &self.params, &Query::Fs { access, path: path.display().to_string() }).ok()
+    }
+
+    fn allows(&self, access: FsQuery, path: &Path) -> bool {
+        self.decide(access, path).is_some_and(|d| d.verdict == Verdict::Allow)
+    }
+
+    /// The evaluator's answer for `path` as the kernel will see it: a grant of a symbolic
+    /// link is attached to the file it names (Landlock opens the path; a bind mount follows
+    /// it), so either spelling allows. `None`: allowed; `Some`: the denial of `path`.
+    fn denial(&self, access: FsQuery, path: &Path) -> Option<eval::Decision> {
+        let d = self.decide(access, path)?;
+        if d.verdict == Verdict::Allow || self.allows(access, &real(path)) {
+            return None;
+        }
+        Some(d)
+    }
+}
+
+/// Why a decision was taken, with its rule and where it is written.
+fn why(d: &eval::Decision) -> String {
+    match &d.rule {
+        Some(r) => format!("{} ({} `{}`)", d.reason, r.kind, r.text),
+        None => d.reason.clone(),
+    }
+}
+
+/// What a path resolves to on this host.
+fn real(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The agent's working directory: `--cwd` (refused unless the policy lets the agent read
+/// it), else `here` when the policy lets the agent read it, else `/`. `bool`: it was asked
+/// for (a failing `chdir` then stops the launch instead of falling back to `/`).
+pub fn working_dir(judge: Option<&Judge>, asked: Option<&Path>, here: Option<PathBuf>) -> Result<(PathBuf, bool), RunError> {
+    let visible = |p: &Path| judge.is_none_or(|j| j.denial(FsQuery::Read, p).is_none());
+    match asked {
+        Some(d) => {
+            if !d.is_absolute() {
+                return Err(RunError::Refused(format!("--cwd {}: must be an absolute path", d.display())));
+            }
+            if !d.is_dir() {
+                return Err(RunError::Refused(format!("--cwd {}: not a directory", d.display())));
+            }
+            if let Some(dec) = judge.and_then(|j| j.denial(FsQuery::Read, d)) {
+                return Err(RunError::Refused(format!("--cwd {}: the agent may not read it: {}", d.display(), why(&dec))));
+            }
+            Ok((d.to_path_buf(), true))
+        }
+        None => Ok((here.filter(|h| visible(h)).unwrap_or_else(|| PathBuf::from("/")), false)),
+    }
+}
+
+/// Resolves `cmd` as the sandbox will: a name with a `/` is that path (relative to the
+/// agent's working directory `cwd`); a bare name is the first `dir/cmd` on the agent's
+/// `PATH` that is an executable file the policy lets the agent execute. Then the policy must
+/// let the agent execute it, or the launch is refused (125) with the deciding rule.
+pub fn resolve(cmd: &str, env: &[(String, String)], cwd: &Path, judge: Option<&Judge>) -> Result<PathBuf, RunError> {
+    let path = if cmd.contains('/') {
+        cwd.join(cmd)
+    } else {
+        let search = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
+        let found = search
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| Path::new(d).join(cmd))
+            .find(|p| is_executable_file(p) && judge.is_none_or(|j| j.denial(FsQuery::Exec, p).is_none()));
+        match found {
+            Some(p) => p,
+            None => {
+                return Err(RunError::Refused(format!(
+                    "command not found: `{cmd}` is not an executable the policy grants on the agent's PATH ({search}); give its absolute path or grant it in [exec]"
+                )));
+            }
+        }
+    };
+    if let Some(d) = judge.and_then(|j| j.denial(FsQuery::Exec, &path)) {
+        return Err(RunError::Refused(format!("the policy does not let the agent execute {}: {}", path.display(), why(&d))));
+    }
+    Ok(path)
+}
 
 /// argv/envp as NUL-terminated pointer arrays into CStrings owned by the same struct.
 pub struct ChildExec {
     pub path: CString,
+    /// Where the agent starts, and whether it was asked for (`--cwd`: failing to enter it
+    /// stops the launch; otherwise the agent starts in `/`).
+    pub cwd: CString,
+    pub cwd_asked: bool,
     _argv: Vec<CString>,
     _envp: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
@@ -27,12 +178,11 @@ fn cstr(what: &'static str, s: &str) -> Result<CString, RunError> {
 }
 
 impl ChildExec {
-    /// Resolves `command[0]` (PATH lookup unless it contains `/`) and builds the arrays.
-    pub fn prepare(command: &[String], env: &[(String, String)]) -> Result<ChildExec, RunError> {
-        let Some(first) = command.first() else {
+    /// Builds the arrays for the resolved `path` (see [`resolve`]) and `command`.
+    pub fn prepare(path: &Path, command: &[String], env: &[(String, String)], cwd: &Path, cwd_asked: bool) -> Result<ChildExec, RunError> {
+        if command.is_empty() {
             return Err(RunError::Refused("no command given and the bundle declares no entrypoint".into()));
-        };
-        let path = resolve(first, env)?;
+        }
         let argv: Vec<CString> = command.iter().map(|a| cstr("argument", a)).collect::<Result<_, _>>()?;
         let envp: Vec<CString> = env
             .iter()
@@ -43,7 +193,9 @@ impl ChildExec {
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
         Ok(ChildExec {
-            path: cstr("command path", &path)?,
+            path: cstr("command path", &path.display().to_string())?,
+            cwd: cstr("working directory", &cwd.display().to_string())?,
+            cwd_asked,
             _argv: argv,
             _envp: envp,
             argv_ptrs,
@@ -52,24 +204,20 @@ impl ChildExec {
     }
 }
 
-fn resolve(cmd: &str, env: &[(String, String)]) -> Result<String, RunError> {
-    if cmd.contains('/') {
-        return Ok(cmd.to_string());
+/// Child side, after the caps stage: enter the working directory (its search permission
+/// checked for the agent's own ids). Not asked for and not enterable (not in the sandbox's
+/// view, e.g. under the host's `/tmp`): `/`, and the errno is returned for the report.
+pub fn enter_cwd(e: &ChildExec) -> Result<i32, Fail> {
+    // SAFETY: chdir with a NUL-terminated path we own.
+    if unsafe { libc::chdir(e.cwd.as_ptr()) } == 0 {
+        return Ok(0);
     }
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let p = std::path::Path::new(dir).join(cmd);
-        if let Ok(m) = std::fs::metadata(&p)
-            && m.is_file()
-        {
-            return Ok(p.display().to_string());
-        }
+    let fail = Fail::errno(Stage::Exec, WHAT_CHDIR);
+    // SAFETY: as above, a literal.
+    if e.cwd_asked || unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+        return Err(fail);
     }
-    Err(RunError::Refused(format!("command not found in PATH: {cmd}")))
+    Ok(fail.errno.max(1))
 }
 
 /// Child side: execve. Returns only on failure.
@@ -83,6 +231,29 @@ pub fn describe(what: u32) -> &'static str {
     match what {
         WHAT_EXECVE => "execve of the agent's command",
         WHAT_SIGMASK => "restoring the signal mask",
+        WHAT_CHDIR => "entering the agent's working directory (--cwd)",
         _ => "exec",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn policy(exec: &[&str]) -> Policy {
+        let toml = format!(
+            "version = 1\n[agent]\nname = \"t\"\n[filesystem]\nread = [\"/usr\"]\n[exec]\nallow = [{}]\n",
+            exec.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")
+        );
+        aegis_compiler::compile_bytes("t.toml", toml.as_bytes()).map_err(|_| ()).unwrap().policy
+    }
+
+    #[test]
+    fn the_default_path_holds_only_the_standard_directories_with_grants_in_order() {
+        assert_eq!(default_path(Some(&policy(&["/usr/bin/python3", "/usr/local/bin/tool", "/opt/x/bin/y"]))), "/usr/local/bin:/usr/bin");
+        assert_eq!(default_path(Some(&policy(&["/usr/bin"]))), "/usr/bin");
+        assert_eq!(default_path(Some(&policy(&["/usr"]))), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin", "a grant of /usr covers its bin directories");
+        assert_eq!(default_path(None), "/usr/local/bin:/usr/bin:/bin");
     }
 }

@@ -136,6 +136,47 @@ pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError
     ))
 }
 
+impl ChildLandlock {
+    /// Without a mount namespace the built-in private `/tmp` would be a write grant on the
+    /// host's `/tmp` (other users' files and sockets): the grant on `/tmp` is moved to `dir`,
+    /// the run's own directory ([`super::mounts::PrivateTmp`]). Returns whether there was
+    /// such a grant.
+    pub fn retarget_tmp(&mut self, dir: &std::path::Path) -> Result<bool, RunError> {
+        let Some((art, _, _)) = self.plan.as_mut() else { return Ok(false) };
+        let tmp = aegis_targets::landlock::PathTemplate::parse("/tmp").map_err(|e| RunError::internal("landlock /tmp rule", e))?;
+        let to = aegis_targets::landlock::PathTemplate::parse(&dir.display().to_string()).map_err(|e| RunError::internal("the run's /tmp", e))?;
+        let mut moved = false;
+        for r in art.path_rules.iter_mut().filter(|r| r.path == tmp) {
+            r.path = to.clone();
+            r.origin.insert(format!("private /tmp without a mount namespace: {}", dir.display()));
+            moved = true;
+        }
+        art.path_rules.sort_by_key(|r| r.path.to_string());
+        Ok(moved)
+    }
+}
+
+impl ChildLandlock {
+    /// Whether there is a ruleset to apply.
+    pub fn has_ruleset(&self) -> bool {
+        self.plan.is_some()
+    }
+
+    /// Without a network namespace (proxy mode, user namespaces blocked): TCP to `port` is
+    /// the agent's only TCP (the proxy's host loopback port), and it may bind no TCP port.
+    /// Needs Landlock ABI 4 (TCP rights); Landlock filters TCP by port, not by address, so a
+    /// listener on that port number elsewhere would be reachable too (the report says so).
+    /// `false` when the bundle has no Landlock ruleset to add it to.
+    pub fn only_tcp_to(&mut self, port: u16) -> bool {
+        use aegis_targets::landlock::{NetRight, NetRule};
+        let Some((art, _, _)) = self.plan.as_mut() else { return false };
+        art.handled_net = [NetRight::BindTcp, NetRight::ConnectTcp].into_iter().collect();
+        art.net_rules = vec![NetRule { port, access: [NetRight::ConnectTcp].into_iter().collect() }];
+        art.min_abi = art.min_abi.max(NetRight::ConnectTcp.since());
+        true
+    }
+}
+
 /// What the enforcement report needs to know of the ruleset after the plan moved into the
 /// child's plan: its ABI needs and fallbacks.
 pub struct Needs {

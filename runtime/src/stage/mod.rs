@@ -5,18 +5,22 @@
 //! 1  verify      bundle signature, digests,
 //!                expiry, serial; parameters
 //!    ── every artifact is decoded and validated here, before any namespace exists ──
+//! 5  nftables    host mode (root, cgroup2): `nft`
+//!                starts loading the table into
+//!                the host's namespace (background)
 //! 2  cgroup      create the leaf, write limits
-//! 5  nftables    host mode: load the table that
-//!                matches the leaf's sockets
 //! 3  namespaces  clone(user, mount, pid, ipc,   → waits on the "go" pipe
 //!                uts[, net]); write id maps;
 //!                verify the namespaces        → G
 //!                                               3  namespaces  hostname, lo up
 //! 2  cgroup      move the child into the leaf,  4  mounts      mount plan + pivot_root (or private
 //!                verify membership                             propagation and a fresh /proc)
-//! 5  nftables    none/proxy mode: load the      5  netns       proxy and forward listeners, NFLOG
-//!                table into the child's netns,                 socket: made here, handed to the
-//!                verify over netlink                           supervisor (`handoff`), closed here
+//! 5  nftables    host mode: the leaf's dispatch 5  netns       proxy and forward listeners, NFLOG
+//!                rule over netlink, verify;                    socket: made here, handed to the
+//!                none/proxy (and host mode                     supervisor (`handoff`), closed here
+//!                without root): load the table
+//!                into the child's netns (or its
+//!                premade one), verify over netlink
 //!                                        → N (table in place) or n (none)
 //!                                               5  netns       N: default routes to lo (denials seen)
 //!                                               3  namespaces  unshare the cgroup ns (rooted at the leaf)
@@ -38,7 +42,8 @@
 //! ```
 //!
 //! Why this order: the cgroup leaf exists (limits written) before the child, and the child
-//! is in it before any agent code can run; the nftables table of host mode needs the leaf's path;
+//! is in it before any agent code can run; the host-mode table's dispatch rule needs the
+//! leaf (the table itself does not, so its load starts first and overlaps the rest);
 //! namespaces come before mounts (the mount plan needs a private mount namespace) and
 //! before nftables of none mode (the rules live in the child's network namespace, loaded
 //! from outside because the child cannot run `nft`); the sockets of the agent's network
@@ -76,6 +81,7 @@ pub mod namespaces;
 pub mod netlog;
 pub mod netns;
 pub mod nftables;
+pub mod nonet;
 pub mod no_new_privs;
 pub mod proxy;
 pub mod seccomp;

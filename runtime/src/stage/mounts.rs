@@ -12,7 +12,7 @@
 use aegis_targets::landlock::Params;
 use aegis_targets::mounts::MountPlan;
 
-use crate::child::{ChildReport, Fail, INFO_LEN, INFO_MEMFD_ERRNO, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
+use crate::child::{ChildReport, Fail, INFO_HOST_HIDDEN, INFO_LEN, INFO_MEMFD_ERRNO, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
 use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;
@@ -74,6 +74,37 @@ pub fn prepare(v: &Verified, have_mount_ns: bool) -> Result<(ChildMounts, String
     ))
 }
 
+/// Host files a fresh `/proc` still shows that the agent has no use for, hidden behind an
+/// empty read-only file (`/dev/null` bound over them): the kernel's boot command line can
+/// carry cloud metadata, root device names, even tokens. Cheap, and no program needs it.
+const HIDDEN: &[&std::ffi::CStr] = &[c"/proc/cmdline"];
+
+/// Binds `/dev/null` read-only over each of [`HIDDEN`]; returns how many are hidden (one
+/// that cannot be is left visible and reported: nothing depends on it).
+fn hide_host_files() -> u32 {
+    let mut hidden = 0;
+    for path in HIDDEN {
+        // SAFETY: mount(2) with NUL-terminated paths and null data.
+        let ok = unsafe {
+            libc::mount(c"/dev/null".as_ptr(), path.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) == 0
+                && libc::mount(
+                    std::ptr::null(),
+                    path.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ) == 0
+        };
+        hidden += u32::from(ok);
+    }
+    hidden
+}
+
+/// How many of the host files in [`HIDDEN`] there are.
+pub fn hidden_count() -> u32 {
+    HIDDEN.len() as u32
+}
+
 pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
     if let Some((plan, params)) = &m.plan {
         return match aegis_targets::mounts::apply(plan, params) {
@@ -82,6 +113,7 @@ pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut Chi
                 info[INFO_MOUNTS_SKIPPED] = r.skipped.len() as u32;
                 info[INFO_MEMFD_NOEXEC] = u32::from(r.memfd_noexec);
                 info[INFO_MEMFD_ERRNO] = r.memfd_noexec_errno.unwrap_or(0) as u32;
+                info[INFO_HOST_HIDDEN] = hide_host_files();
                 Ok(())
             }
             Err(e) => {
@@ -127,6 +159,7 @@ pub fn apply_in_child(m: &ChildMounts, info: &mut [u32; INFO_LEN], msg: &mut Chi
     if r != 0 {
         return Err(Fail::errno(Stage::Mounts, WHAT_PROC));
     }
+    info[INFO_HOST_HIDDEN] = hide_host_files();
     Ok(())
 }
 
@@ -187,4 +220,62 @@ pub fn seed_in_child(seed: &ChildSeed) -> Result<(), Fail> {
         unsafe { libc::close(fd) };
     }
     Ok(())
+}
+
+/// The run's own `/tmp` when there is no mount namespace (user namespaces blocked): the
+/// built-in private `/tmp` must never become the host's `/tmp` (other users' files and
+/// sockets). A fresh directory, mode 0700, owned by the agent: under `$XDG_RUNTIME_DIR` when
+/// the agent is the launching user and it is set (a per-user tmpfs), else a new
+/// `mkdtemp` under `/tmp`. The Landlock grant on `/tmp` is moved to it
+/// ([`super::landlock::ChildLandlock::retarget_tmp`]), `TMPDIR` and `HOME` point at it, and it
+/// is removed (with what the agent left there) when the launch ends.
+#[derive(Debug)]
+pub struct PrivateTmp {
+    dir: std::path::PathBuf,
+}
+
+impl PrivateTmp {
+    pub fn create(agent: &str, uid: u32, gid: u32, launcher_is_agent: bool) -> Result<PrivateTmp, RunError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .filter(|d| launcher_is_agent && d.is_absolute() && std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid));
+        let base = runtime_dir.unwrap_or_else(|| std::path::PathBuf::from("/tmp"));
+        let name: String = agent.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(32).collect();
+        let template = std::ffi::CString::new(format!("{}/aegis-{name}-XXXXXX", base.display()))
+            .map_err(|_| RunError::internal("the run's /tmp", "a NUL byte in its path"))?;
+        let mut bytes = template.into_bytes_with_nul();
+        // SAFETY: mkdtemp rewrites the XXXXXX of our NUL-terminated buffer in place and
+        // creates the directory with mode 0700.
+        if unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) }.is_null() {
+            return Err(RunError::internal("creating the run's /tmp", format!("under {}: {}", base.display(), std::io::Error::last_os_error())));
+        }
+        bytes.pop();
+        let dir = std::path::PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+        let made = PrivateTmp { dir };
+        if !launcher_is_agent {
+            std::os::unix::fs::chown(&made.dir, Some(uid), Some(gid)).map_err(|e| RunError::internal("handing the run's /tmp to the agent", e))?;
+        }
+        Ok(made)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Removes it now (see [`Drop`]), saying what failed.
+    pub fn remove(mut self) -> Result<(), String> {
+        let dir = std::mem::take(&mut self.dir);
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("removing the run's /tmp {}: {e}", dir.display()))
+    }
+}
+
+impl Drop for PrivateTmp {
+    /// Removes the directory and everything the agent left in it (symbolic links are
+    /// removed, never followed).
+    fn drop(&mut self) {
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }

@@ -167,8 +167,23 @@ fn resolved_text(p: &Prepared) -> String {
     format!("; resolved {}", parts.join(" "))
 }
 
-/// Host mode: load into the host namespace, matched to the leaf's cgroup2 path.
-pub fn load_host(v: &Verified, p: &Prepared, leaf: Option<&Leaf>) -> Result<(Option<LoadedTable>, Layer), RunError> {
+/// Host mode, started before the agent's cgroup leaf exists: `nft` loads the table into
+/// the host's namespace in the background (the table does not depend on the leaf; only the
+/// dispatch rule does), overlapping with the leaf's creation and the agent's setup. `None`
+/// (with the report line) when it cannot start and the layer is best-effort.
+pub fn start_host(v: &Verified, p: &Prepared) -> Result<Result<nft::HostLoad, Layer>, RunError> {
+    match nft::start_host_load(&p.json, &p.table) {
+        Ok(l) => Ok(Ok(l)),
+        Err(e) if v.required("nftables") => Err(RunError::Unavailable { layer: "nftables", why: e.to_string() }),
+        Err(e) => Ok(Err(Layer::new("nftables", LayerStatus::NotEnforced, format!("best-effort: {e}")))),
+    }
+}
+
+/// Host mode, before the agent may run: waits for the load of [`start_host`] (running
+/// `during`, the cgroup migration, meanwhile), adds the rule that sends the sockets of the
+/// agent's cgroup2 leaf to its chain (over netlink), and verifies the table.
+pub fn finish_host<R>(v: &Verified, p: &Prepared, load: nft::HostLoad, leaf: Option<&Leaf>, during: impl FnOnce() -> R) -> (Result<(Option<LoadedTable>, Layer), RunError>, R) {
+    let r = during();
     let fail = |why: String| -> Result<(Option<LoadedTable>, Layer), RunError> {
         if v.required("nftables") {
             Err(RunError::Unavailable { layer: "nftables", why })
@@ -177,24 +192,26 @@ pub fn load_host(v: &Verified, p: &Prepared, leaf: Option<&Leaf>) -> Result<(Opt
         }
     };
     let Some((dir, level)) = leaf.and_then(|l| Some((l.unified_dir()?.to_path_buf(), l.unified()?.1))) else {
-        return fail("host mode matches the agent's sockets by cgroup v2 path, and no cgroup2 leaf exists (v1-only host or no cgroup)".into());
+        return (fail("host mode matches the agent's sockets by cgroup v2 path, and no cgroup2 leaf exists (v1-only host or no cgroup)".into()), r);
     };
-    let path = match nft::nft_cgroup_path(&dir) {
-        Ok(p) => p,
-        Err(e) => return fail(e.to_string()),
-    };
-    let dispatch = nft::dispatch_rule(&p.table, &path, level);
-    match nft::apply(&p.json, &p.table, Some(&dispatch)) {
+    let res = nft::Dispatch::of_dir(&dir, level).and_then(|d| load.finish(d));
+    let out = match res {
         Ok(t) => Ok((
             Some(t),
             Layer::new(
                 "nftables",
                 LayerStatus::Fully,
-                format!("host mode: table inet {} matches socket cgroupv2 level {level} \"{path}\"{}", p.table, resolved_text(p)),
+                format!(
+                    "host mode: table inet {} matches socket cgroupv2 level {level} \"{}\"{}",
+                    p.table,
+                    nft::nft_cgroup_path(&dir).unwrap_or_else(|_| dir.display().to_string()),
+                    resolved_text(p)
+                ),
             ),
         )),
         Err(e) => fail(e.to_string()),
-    }
+    };
+    (out, r)
 }
 
 /// The report line and error policy of a table loaded into the agent's own namespace.

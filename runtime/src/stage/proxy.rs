@@ -208,3 +208,143 @@ pub fn start(p: Prepared, listeners: Listeners, agent_pid: libc::pid_t, procs_fi
     }
     Ok(proxy)
 }
+
+/// Proxy mode without a network namespace (user namespaces blocked): the proxy listens on
+/// an ephemeral port of the host's loopback; Landlock makes that port the agent's only TCP
+/// destination ([`super::landlock::ChildLandlock::only_tcp_to`]) and seccomp refuses other
+/// Internet sockets ([`super::nonet`]). Anyone on the host can connect to that port, so
+/// each connection is admitted only when the socket at its other end is held by one of the
+/// agent's processes ([`agent_holds`]).
+pub struct HostListener {
+    listener: TcpListener,
+    pub port: u16,
+}
+
+/// Binds `127.0.0.1:0` in the supervisor's (the host's) network namespace.
+pub fn host_listener() -> Result<HostListener, RunError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| RunError::Unavailable { layer: "proxy", why: format!("binding a host loopback port: {e}") })?;
+    let port = listener.local_addr().map_err(|e| RunError::internal("the proxy's host port", e))?.port();
+    Ok(HostListener { listener, port })
+}
+
+impl Prepared {
+    /// Points the agent's proxy variables at `port` and its trust files at `dir/.aegis`
+    /// (the run's own /tmp), and writes those files there: without a mount namespace there
+    /// is no private /tmp to seed. Returns the agent's environment, rewritten.
+    pub fn relocate(&self, env: &[(String, String)], port: u16, dir: &std::path::Path) -> Result<Vec<(String, String)>, RunError> {
+        let seed = dir.join(".aegis");
+        std::fs::create_dir(&seed).map_err(|e| RunError::internal("the proxy's trust files", format!("{}: {e}", seed.display())))?;
+        for (path, bytes) in &self.seed_files {
+            let name = std::path::Path::new(path).file_name().ok_or_else(|| RunError::internal("the proxy's trust files", path))?;
+            let f = seed.join(name);
+            std::fs::write(&f, bytes).map_err(|e| RunError::internal("the proxy's trust files", format!("{}: {e}", f.display())))?;
+        }
+        let url = format!("127.0.0.1:{PORT}");
+        let here = format!("127.0.0.1:{port}");
+        let seed_text = seed.display().to_string();
+        Ok(env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace(&url, &here).replace(SEED_DIR, &seed_text)))
+            .collect())
+    }
+}
+
+/// At most this many connections to the host-port proxy at once.
+const MAX_HOST_CONNECTIONS: usize = 128;
+
+/// Serves on the host loopback listener: each connection admitted by [`agent_holds`] is
+/// served by the proxy, any other is closed and recorded.
+pub fn start_host(p: Prepared, l: HostListener, agent_pid: libc::pid_t, events: Sender<Event>) -> Result<Arc<Proxy>, RunError> {
+    let notes = events.clone();
+    let diag = aegis_proxy::exe::diag_socket().map_err(|e| RunError::Unavailable { layer: "proxy", why: format!("a sock_diag socket to check who connects: {e}") })?;
+    let proxy = Arc::new(Proxy::new(
+        p.gate,
+        p.ca,
+        p.upstream,
+        p.resolver,
+        AgentProcs { pid: agent_pid, procs_file: None, diag: Some(std::sync::Mutex::new(diag)) },
+        events,
+    ));
+    let served = proxy.clone();
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("aegis-proxy-host".into())
+        .spawn(move || {
+            use std::sync::atomic::Ordering;
+            loop {
+                let Ok((stream, peer)) = l.listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let ours = stream.local_addr().ok();
+                let inode = ours.and_then(|o| served.agent.socket_inode(peer, o));
+                if !inode.is_some_and(agent_holds) {
+                    let _ = notes.send(Event::Note {
+                        component: "proxy".into(),
+                        message: format!("refused a connection to the proxy's host port from {peer}: not one of the agent's processes"),
+                    });
+                    continue;
+                }
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_HOST_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let (p, a) = (served.clone(), active.clone());
+                if std::thread::Builder::new()
+                    .name("aegis-proxy-conn".into())
+                    .spawn(move || {
+                        aegis_proxy::server::serve(&p, stream);
+                        a.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .is_err()
+                {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        })
+        .map_err(|e| RunError::internal("starting the proxy", e))?;
+    Ok(proxy)
+}
+
+/// Descriptors scanned per admission at most (an agent holding many descriptors is refused
+/// rather than costing the supervisor without bound).
+const MAX_FDS_SCANNED: usize = 8192;
+
+/// Whether socket `inode` is held by one of the agent's processes: a descendant of this
+/// supervisor (which is their subreaper in this mode, so an agent process that daemonizes
+/// stays in the tree). Pid reuse cannot admit a stranger: a reused pid belongs to a process
+/// outside the tree, and the socket must be found in the descriptors of a process inside it
+/// at the moment of the check.
+pub fn agent_holds(inode: u64) -> bool {
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
+    let mut parent: Vec<(i32, i32)> = Vec::new();
+    for e in procs.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // `pid (comm) state ppid ...`: comm may hold spaces and parentheses; the last `)` ends it.
+        let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        parent.push((pid, ppid));
+    }
+    let mut tree = vec![me];
+    let mut i = 0;
+    while let Some(&p) = tree.get(i) {
+        tree.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    let link = format!("socket:[{inode}]");
+    let mut budget = MAX_FDS_SCANNED;
+    for pid in tree.into_iter().filter(|p| *p != me) {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for e in dir.flatten() {
+            let Some(b) = budget.checked_sub(1) else { return false };
+            budget = b;
+            if std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == link.as_str()) {
+                return true;
+            }
+        }
+    }
+    false
+}

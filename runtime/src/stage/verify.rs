@@ -104,6 +104,9 @@ pub struct LaunchOptions {
     pub audit: crate::audit::AuditOptions,
     /// `--terminal-filter`: what of the agent's output reaches the user's terminal ([`crate::tty`]).
     pub terminal_filter: crate::tty::Filter,
+    /// `--cwd DIR`: where the agent starts (default: `aegis-exec`'s working directory when
+    /// the policy lets the agent read it, else `/`).
+    pub cwd: Option<PathBuf>,
 }
 
 /// A verified launch.
@@ -239,14 +242,14 @@ fn check_params(m: &Manifest, given: &[(String, String)]) -> Result<BTreeMap<Str
     let mut out = BTreeMap::new();
     for (k, v) in given {
         if !m.parameters.contains_key(k) {
-            return Err(RunError::Refused(format!("--param {k}: the bundle declares no such parameter")));
+            let hint = match aegis_compiler::diag::did_you_mean(k, m.parameters.keys().map(String::as_str)) {
+                Some(c) => format!("; did you mean {c}?"),
+                None if m.parameters.is_empty() => "; it declares none".to_string(),
+                None => format!("; it declares {}", m.parameters.keys().cloned().collect::<Vec<_>>().join(", ")),
+            };
+            return Err(RunError::Refused(format!("--param {k}: the bundle declares no such parameter{hint}")));
         }
-        let p = Path::new(v);
-        if !p.is_absolute() {
-            return Err(RunError::Refused(format!("--param {k}={v}: must be an absolute path")));
-        }
-        let c = std::fs::canonicalize(p)
-            .map_err(|e| RunError::Refused(format!("--param {k}={v}: {e}")))?;
+        let c = no_symlinks(k, v)?;
         if out.insert(k.clone(), c).is_some() {
             return Err(RunError::Refused(format!("--param {k} given twice")));
         }
@@ -257,4 +260,42 @@ fn check_params(m: &Manifest, given: &[(String, String)]) -> Result<BTreeMap<Str
         }
     }
     Ok(out)
+}
+
+/// A parameter's path, refused unless it is absolute, exists and has no symbolic link in any
+/// component: a parameter is the path it names, never where a link points (an earlier agent
+/// may have planted `task -> /etc` in a tree it could write). The refusal names the link and
+/// the real path to pass instead; passing that path is the explicit choice. No flag accepts
+/// links: the real path says the same thing, visibly, in the command, report and log.
+fn no_symlinks(k: &str, v: &str) -> Result<PathBuf, RunError> {
+    use std::path::Component;
+    let p = Path::new(v);
+    if !p.is_absolute() {
+        return Err(RunError::Refused(format!("--param {k}={v}: must be an absolute path")));
+    }
+    let mut walked = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => continue,
+            Component::ParentDir => {
+                let real = std::fs::canonicalize(p).map(|r| format!("; pass the resolved path: --param {k}={}", r.display())).unwrap_or_default();
+                return Err(RunError::Refused(format!("--param {k}={v}: `..` is not allowed in a parameter{real}")));
+            }
+            Component::Normal(part) => walked.push(part),
+            Component::Prefix(_) => {}
+        }
+        let meta = std::fs::symlink_metadata(&walked).map_err(|e| RunError::Refused(format!("--param {k}={v}: {}: {e}", walked.display())))?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&walked).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+            let real = match std::fs::canonicalize(p) {
+                Ok(r) => format!("if that is what you mean, pass the real path: --param {k}={}", r.display()),
+                Err(e) => format!("and it does not resolve ({e})"),
+            };
+            return Err(RunError::Refused(format!(
+                "--param {k}={v}: {} is a symbolic link (-> {target}); a parameter must name its directory, not a link to it (a link in a writable tree may have been planted); {real}",
+                walked.display()
+            )));
+        }
+    }
+    Ok(walked)
 }

@@ -24,11 +24,11 @@
 //! launch. The nft 1.0.6 JSON parser (Debian bookworm, this machine) has no `cgroupv2` socket
 //! key, so this one dispatch rule cannot be part of the JSON artifact. Decision: the artifact
 //! holds the whole table (sets, the `agent` chain with every allow/log/drop rule, and an
-//! empty `output` hook chain); [`dispatch_rule`] renders the single fixed-shape text rule that
-//! jumps from `output` to `agent`, and [`apply`] adds it in a second `nft` transaction after
-//! the JSON one. The agent is not running yet while both load, so there is no window.
-//! nft resolves the path relative to `/sys/fs/cgroup` to the cgroup id at load time, so the
-//! leaf must exist first. Kernel log lines from a non-initial network namespace are only
+//! empty `output` hook chain); [`add_dispatch`] adds the single fixed-shape rule that
+//! jumps from `output` to `agent` over netlink (the cgroup's id is its directory's inode
+//! number), after the JSON load and once the leaf exists. The table's load does not need
+//! the leaf, so it starts before the leaf is made ([`start_host_load`]); the agent is not
+//! running until both are in place and verified, so there is no window. Kernel log lines from a non-initial network namespace are only
 //! emitted when `net.netfilter.nf_log_all_netns=1`, which is why the own-namespace tables log
 //! to NFLOG instead (read by the runtime's `stage::netlog`).
 
@@ -474,15 +474,6 @@ fn lower_host(b: &mut Builder, agent: &str, policy: &NetPolicy) -> Result<(), Nf
     }
     deny_tail(b, AGENT_CHAIN, agent);
     Ok(())
-}
-
-/// The text rule that sends the agent's packets (sockets of the cgroup2 leaf at
-/// `cgroup_path`, relative to `/sys/fs/cgroup`, at `level`) to the agent chain.
-pub fn dispatch_rule(table: &str, cgroup_path: &str, level: u32) -> String {
-    format!(
-        "add rule {FAMILY} {table} output socket cgroupv2 level {level} \"{}\" goto {AGENT_CHAIN}\n",
-        cgroup_path.replace('"', "")
-    )
 }
 
 /// Path of a cgroup2 directory relative to `/sys/fs/cgroup`, as nft expects it.
@@ -1017,10 +1008,169 @@ pub fn run_nft(args: &[&str], input: &[u8], what: &'static str) -> Result<Vec<u8
 }
 
 /// Loads `json` (from [`Ruleset::fill`], whose table is `table`) into the host's namespace
-/// and, in `host` mode, the `dispatch` text rule ([`dispatch_rule`]); then checks the
-/// table is there. On any failure the table is deleted again.
-pub fn apply(json: &[u8], table: &str, dispatch: Option<&str>) -> Result<LoadedTable, NftError> {
-    apply_overlapped(json, table, dispatch, || ()).0
+/// and, in `host` mode, the `dispatch` rule ([`add_dispatch`]); then checks the table is
+/// there. On any failure the table is deleted again. ([`start_host_load`] is the same in
+/// two steps, so the load can start before the agent's leaf exists.)
+pub fn apply(json: &[u8], table: &str, dispatch: Option<Dispatch>) -> Result<LoadedTable, NftError> {
+    let load = start_host_load(json, table)?;
+    match dispatch {
+        Some(d) => load.finish(d),
+        None => load.finish_plain(),
+    }
+}
+
+/// The rule that sends the agent's packets to its chain, for [`add_dispatch`]: sockets
+/// whose cgroup2 ancestor at `level` is the cgroup with id `cgroup_id` (the inode number of
+/// its directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dispatch {
+    pub cgroup_id: u64,
+    pub level: u32,
+}
+
+impl Dispatch {
+    /// The dispatch of the cgroup2 directory `dir` at `level`.
+    pub fn of_dir(dir: &Path, level: u32) -> Result<Dispatch, NftError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(dir).map_err(|source| NftError::Spawn { what: "reading the agent's cgroup2 leaf", source })?;
+        Ok(Dispatch { cgroup_id: m.ino(), level })
+    }
+}
+
+/// A host-namespace table load running in the background (`nft` started before the
+/// agent's cgroup leaf exists: the table does not depend on it); [`HostLoad::finish`] adds
+/// the dispatch rule once the leaf exists. The agent must not run before it finished.
+pub struct HostLoad {
+    child: Option<std::process::Child>,
+    table: String,
+}
+
+impl Drop for HostLoad {
+    /// An abandoned load: stop `nft` and delete whatever it committed.
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = delete_table(&self.table, None);
+        }
+    }
+}
+
+/// Starts `nft -j -f -` with `json` in the caller's (the host's) namespace.
+pub fn start_host_load(json: &[u8], table: &str) -> Result<HostLoad, NftError> {
+    let child = spawn_nft(&["-j", "-f", "-"], json, NftIn::Here, "loading the ruleset")?;
+    Ok(HostLoad { child: Some(child), table: table.to_string() })
+}
+
+impl HostLoad {
+    /// Waits for `nft`, adds the dispatch rule over netlink (no second `nft`), and checks
+    /// the table is there. On failure the table is deleted.
+    pub fn finish(self, dispatch: Dispatch) -> Result<LoadedTable, NftError> {
+        self.finish_with(Some(dispatch))
+    }
+
+    /// [`HostLoad::finish`] without a dispatch rule (a table that hooks itself).
+    pub fn finish_plain(self) -> Result<LoadedTable, NftError> {
+        self.finish_with(None)
+    }
+
+    fn finish_with(mut self, dispatch: Option<Dispatch>) -> Result<LoadedTable, NftError> {
+        // From here the table is deleted on every failure (LoadedTable's Drop).
+        let loaded = LoadedTable { table: self.table.clone(), removed: false };
+        if let Some(c) = self.child.take() {
+            finish_nft(c, "loading the ruleset")?;
+        }
+        if let Some(d) = dispatch {
+            add_dispatch(&self.table, d)?;
+        }
+        // The check asks the kernel directly over netlink (no further `nft` process).
+        if !table_present(&self.table, None)? {
+            return Err(NftError::Missing(format!("{FAMILY} {}", self.table)));
+        }
+        Ok(loaded)
+    }
+}
+
+/// Appends `socket cgroupv2 level L <id> goto agent` to the `output` chain of `inet table`
+/// in the caller's namespace: one nf_tables batch over netlink, committed when the kernel
+/// acknowledges it.
+pub fn add_dispatch(table: &str, d: Dispatch) -> Result<(), NftError> {
+    const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+    const NFNL_MSG_BATCH_END: u16 = 0x11;
+    const NFT_MSG_NEWRULE: u16 = 6;
+    const NFTA_RULE_TABLE: u16 = 1;
+    const NFTA_RULE_CHAIN: u16 = 2;
+    const NFTA_RULE_EXPRESSIONS: u16 = 4;
+    const NFTA_LIST_ELEM: u16 = 1;
+    const NFTA_EXPR_NAME: u16 = 1;
+    const NFTA_EXPR_DATA: u16 = 2;
+    const NFTA_SOCKET_KEY: u16 = 1;
+    const NFTA_SOCKET_DREG: u16 = 2;
+    const NFTA_SOCKET_LEVEL: u16 = 3;
+    const NFT_SOCKET_CGROUPV2: u32 = 3;
+    const NFTA_CMP_SREG: u16 = 1;
+    const NFTA_CMP_OP: u16 = 2;
+    const NFTA_CMP_DATA: u16 = 3;
+    const NFT_CMP_EQ: u32 = 0;
+    const NFTA_DATA_VALUE: u16 = 1;
+    const NFTA_DATA_VERDICT: u16 = 2;
+    const NFTA_VERDICT_CODE: u16 = 1;
+    const NFTA_VERDICT_CHAIN: u16 = 2;
+    const NFTA_IMMEDIATE_DREG: u16 = 1;
+    const NFTA_IMMEDIATE_DATA: u16 = 2;
+    const NFT_REG_VERDICT: u32 = 0;
+    const NFT_REG_1: u32 = 1;
+    const NFT_GOTO: i32 = -4;
+    let be = |v: u32| v.to_be_bytes().to_vec();
+    let cstr = |t: &str| {
+        let mut b = t.as_bytes().to_vec();
+        b.push(0);
+        b
+    };
+    let expr = |name: &str, data: Vec<u8>| nested(NFTA_LIST_ELEM, &[attr(NFTA_EXPR_NAME, &cstr(name)), nested(NFTA_EXPR_DATA, &[data])]);
+    let socket = expr("socket", [attr(NFTA_SOCKET_KEY, &be(NFT_SOCKET_CGROUPV2)), attr(NFTA_SOCKET_DREG, &be(NFT_REG_1)), attr(NFTA_SOCKET_LEVEL, &be(d.level))].concat());
+    let cmp = expr(
+        "cmp",
+        [attr(NFTA_CMP_SREG, &be(NFT_REG_1)), attr(NFTA_CMP_OP, &be(NFT_CMP_EQ)), nested(NFTA_CMP_DATA, &[attr(NFTA_DATA_VALUE, &d.cgroup_id.to_ne_bytes())])].concat(),
+    );
+    let verdict = nested(NFTA_DATA_VERDICT, &[attr(NFTA_VERDICT_CODE, &NFT_GOTO.to_be_bytes()), attr(NFTA_VERDICT_CHAIN, &cstr(AGENT_CHAIN))]);
+    let goto = expr("immediate", [attr(NFTA_IMMEDIATE_DREG, &be(NFT_REG_VERDICT)), nested(NFTA_IMMEDIATE_DATA, &[verdict])].concat());
+    let exprs = [socket, cmp, goto].concat();
+    let (tbl, chain) = (cstr(table), cstr("output"));
+    let req = libc::NLM_F_REQUEST as u16;
+    let mut batch = nl_msg(NFNL_MSG_BATCH_BEGIN, req, 1, NFNL_SUBSYS_NFTABLES, &[]);
+    batch.extend(nl_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE,
+        req | (libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_APPEND) as u16,
+        2,
+        0,
+        &[(NFTA_RULE_TABLE, &tbl), (NFTA_RULE_CHAIN, &chain), (NFTA_RULE_EXPRESSIONS | NLA_F_NESTED, &exprs)],
+    ));
+    batch.extend(nl_msg(NFNL_MSG_BATCH_END, req, 3, NFNL_SUBSYS_NFTABLES, &[]));
+    let sock = netfilter_socket(None)?;
+    nl_send(&sock, &batch)?;
+    match nl_ack(&sock)? {
+        Ack::Done(_) => Ok(()),
+        Ack::NotFound => Err(NftError::Missing(format!("{FAMILY} {table} (adding the dispatch rule)"))),
+    }
+}
+
+/// NLA_F_NESTED: the attribute holds attributes.
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// One attribute (length, type, payload, padding to 4 bytes).
+fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(crate::netlink::align4(4 + payload.len()));
+    a.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    a.extend_from_slice(&ty.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize(crate::netlink::align4(a.len()), 0);
+    a
+}
+
+/// A nested attribute of the (already encoded) `inner` attributes.
+fn nested(ty: u16, inner: &[Vec<u8>]) -> Vec<u8> {
+    attr(ty | NLA_F_NESTED, &inner.concat())
 }
 
 /// Loads `json` into a running agent's network namespace ([`AgentNs`]), running `during`
@@ -1041,33 +1191,6 @@ pub fn verify_on(sock: &std::os::fd::OwnedFd, table: &str) -> Result<LoadedTable
         return Err(NftError::Missing(format!("{FAMILY} {table}")));
     }
     Ok(LoadedTable { table: table.to_string(), removed: true })
-}
-
-/// [`apply`], running `during` while the `nft` process loads the JSON (the supervisor uses
-/// it to migrate the agent into its cgroup leaf meanwhile). `during` always runs.
-pub fn apply_overlapped<R>(json: &[u8], table: &str, dispatch: Option<&str>, during: impl FnOnce() -> R) -> (Result<LoadedTable, NftError>, R) {
-    let what = "loading the ruleset";
-    let child = spawn_nft(&["-j", "-f", "-"], json, NftIn::Here, what);
-    let r = during();
-    let result = child.and_then(|c| finish_nft(c, what)).and_then(|_| {
-        let loaded = LoadedTable {
-            table: table.to_string(),
-            removed: false,
-        };
-        if let Some(d) = dispatch {
-            // `-e` echoes what the kernel committed: the rule must come back.
-            let echoed = run_nft(&["-e", "-f", "-"], d.as_bytes(), "adding the cgroup dispatch rule")?;
-            if !String::from_utf8_lossy(&echoed).contains("socket cgroupv2") {
-                return Err(NftError::Missing(format!("{FAMILY} {table} (dispatch rule not echoed)")));
-            }
-        }
-        // The check asks the kernel directly over netlink (no third `nft` process).
-        if !table_present(table, None)? {
-            return Err(NftError::Missing(format!("{FAMILY} {table}")));
-        }
-        Ok(loaded)
-    });
-    (result, r)
 }
 
 /// Which step of [`loopback_up`] failed.
