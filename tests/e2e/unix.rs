@@ -204,6 +204,49 @@ fn a_host_daemon_in_a_read_granted_directory_is_reachable_only_when_granted_in_e
     }
 }
 
+/// The agent's own sockets in its private /tmp are the agent talking to itself: Python's
+/// multiprocessing (a Manager's listener, the forkserver) and a server of its own work
+/// without any grant; `aegisc check` says so (built-in grant).
+#[test]
+fn the_agents_own_sockets_in_its_private_tmp_are_reachable() {
+    if !sandbox_ready() {
+        return;
+    }
+    let w = world(AGENT_UID);
+    let p = policy(&w, "none", "");
+    let bundle = w.lab.build(&p, "b");
+    let log = w.lab.path("audit.log");
+    let body = r#"
+import multiprocessing as mp
+def own_server():
+    l = socket.socket(socket.AF_UNIX)
+    l.bind("/tmp/own.sock")
+    l.listen()
+    threading.Thread(target=lambda: l.accept()[0].send(b"mine"), daemon=True).start()
+    return unix_connect("/tmp/own.sock")
+t("own_server", own_server)
+def manager():
+    with mp.Manager() as m:
+        d = m.dict()
+        d["x"] = 1
+        return d["x"]
+t("manager", manager)
+def forkserver():
+    ctx = mp.get_context("forkserver")
+    with ctx.Pool(2) as pool:
+        return sum(pool.map(abs, [-1, -2]))
+t("forkserver", forkserver)
+"#;
+    let (v, _) = agent(&w, &bundle, &log, body, &[], &[]);
+    assert_eq!(get(&v, "own_server"), "ok mine");
+    assert_eq!(get(&v, "manager"), "ok 1");
+    assert_eq!(get(&v, "forkserver"), "ok 3");
+    assert!(unix_refusals(&log).is_empty(), "{:?}", unix_refusals(&log));
+    let r = run(aegisc().arg("check").arg(&p).args(["unix", "/tmp/pymp-x/listener-y"]));
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("is covered by built-in unix grant '/tmp' (the private /tmp holds only the agent's own sockets)"), "{}", r.stdout);
+}
+
 /// Landlock-only: no user namespace (so no mount or network namespace either): the host
 /// filesystem and network as the agent's uid, with Landlock and seccomp. The grant holds.
 #[test]

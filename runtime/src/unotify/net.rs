@@ -31,13 +31,17 @@ pub struct NetMediation {
     policy: Arc<Policy>,
     params: Params,
     broker: Option<Arc<Client>>,
+    /// The device of the sandbox's private /tmp (a tmpfs only the sandbox can write), where
+    /// the policy's built-in unix grant applies; `None` when /tmp is not private (no mount
+    /// namespace): the built-in grant then grants nothing.
+    private_tmp: Option<u64>,
 }
 
 impl NetMediation {
     /// `broker: None` when the broker could not be started: every performed call is then
     /// refused (fail closed), pathname unix sockets still judged and recorded.
-    pub fn new(policy: Arc<Policy>, params: Params, broker: Option<Arc<Client>>) -> NetMediation {
-        NetMediation { policy, params, broker }
+    pub fn new(policy: Arc<Policy>, params: Params, broker: Option<Arc<Client>>, private_tmp: Option<u64>) -> NetMediation {
+        NetMediation { policy, params, broker, private_tmp }
     }
 
     /// The evaluator's answer for a resolved socket path, and the refusal to record.
@@ -51,6 +55,13 @@ impl NetMediation {
             return Err(refuse(None, "the socket is not reachable by a path in the sandbox".into()));
         }
         match eval::evaluate(&self.policy, &self.params, &Query::Unix { path: path.clone() }) {
+            // The built-in grant is about the private /tmp: a socket there is the agent's own
+            // only if it is on that filesystem (a parameter bound under /tmp is not).
+            Ok(d) if d.verdict == Verdict::Allow && d.rule.as_ref().is_some_and(|r| r.origin.is_none()) => match self.private_tmp {
+                Some(dev) if dev == r.dev => Ok(()),
+                Some(_) => Err(refuse(None, "a built-in grant covers only sockets on the sandbox's private /tmp; this one is on another filesystem".into())),
+                None => Err(refuse(None, "no [network] unix grant covers it, and /tmp is not private here (no mount namespace), so the built-in /tmp grant does not apply".into())),
+            },
             Ok(d) if d.verdict == Verdict::Allow => Ok(()),
             Ok(d) => Err(refuse(d.rule.map(|r| r.text), d.reason)),
             Err(e) => Err(refuse(None, format!("the path cannot be judged: {e}"))),
