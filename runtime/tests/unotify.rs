@@ -223,7 +223,7 @@ fn run_agent(policy: &str, script: &str, args: &[&str], mediate: bool) -> Run {
     let client = Arc::new(broker::Client::new(fds.next().unwrap()));
     let (tx, rx) = std::sync::mpsc::channel();
     let mut registry = Registry::new();
-    registry.add(unotify::net::SYSCALLS, Arc::new(unotify::net::NetMediation::new(policy, Default::default(), Some(client), None))).unwrap();
+    registry.add(unotify::net::SYSCALLS, Arc::new(unotify::net::NetMediation::new(policy, Default::default(), Some(client)))).unwrap();
     let server = Server::start(listener, registry, Limits::default(), tx).unwrap();
     let out = child.wait_with_output().unwrap();
     let stats = server.stop();
@@ -279,7 +279,8 @@ fn serve_unix(path: &Path, greeting: &'static str) -> Server0 {
             let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
             // SAFETY: getsockopt writes one ucred.
             unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len) };
-            let _ = write!(s, "{greeting} {} {}", cred.pid, cred.uid);
+            // One write: a reader must never see half of the answer.
+            let _ = s.write_all(format!("{greeting} {} {}", cred.pid, cred.uid).as_bytes());
         }
     });
     Server0 { path: path.to_path_buf(), accepted }

@@ -222,27 +222,10 @@ pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>) -> R
     }
     if m.connect {
         let client = broker.map(|b| Arc::new(crate::broker::Client::new(b)));
-        let net = unotify::net::NetMediation::new(m.policy.clone(), m.params.clone(), client, private_tmp(child));
+        let net = unotify::net::NetMediation::new(m.policy.clone(), m.params.clone(), client);
         r.add(unotify::net::SYSCALLS, Arc::new(net)).map_err(bug)?;
     }
     Ok(r)
-}
-
-/// The device of the agent's /tmp if it is a private tmpfs (its own mount, not the host's
-/// /tmp: the Landlock-only mode has no mount namespace), for the built-in unix grant.
-fn private_tmp(child: libc::pid_t) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
-    let theirs = format!("/proc/{child}/root/tmp\0");
-    // SAFETY: statfs of a NUL-terminated path into a zeroed struct.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(theirs.as_ptr().cast(), &mut fs) } != 0 || fs.f_type as libc::c_long != TMPFS_MAGIC {
-        return None;
-    }
-    let dev = std::fs::metadata(format!("/proc/{child}/root/tmp")).ok()?.dev();
-    let host = std::fs::metadata("/tmp").ok().map(|m| m.dev());
-    (host != Some(dev)).then_some(dev)
 }
 
 /// Starts answering the agent's notified calls; refusals go to `events`.
