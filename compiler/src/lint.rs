@@ -258,7 +258,7 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
         }
     }
     let fs_rules = &policy.filesystem.rules;
-    for g in &policy.network.unix {
+    for g in policy.network.unix.iter().filter(|g| g.origin.is_some()) {
         let daemons = root_equivalent_sockets(&g.path);
         if !daemons.is_empty() {
             out.push(
@@ -471,8 +471,9 @@ pub fn exposure(policy: &Policy) -> Exposure {
     if any > 0 {
         add(3.0, "network to any address".into());
     }
-    if !net.unix.is_empty() {
-        add((0.3 * net.unix.len() as f64).min(1.0), format!("{} unix socket grant(s)", net.unix.len()));
+    let unix = net.unix.iter().filter(|g| g.origin.is_some()).count();
+    if unix > 0 {
+        add((0.3 * unix as f64).min(1.0), format!("{unix} unix socket grant(s)"));
     }
     let daemons: std::collections::BTreeSet<&str> = net.unix.iter().flat_map(|g| root_equivalent_sockets(&g.path)).collect();
     if !daemons.is_empty() {

@@ -31,3 +31,6 @@ mod tty;
 /// The egress proxy and API gate (issue 7): inbox-manager and research-agent against test
 /// servers in an isolated upstream namespace; attacks denied and audited, benign tools work.
 mod proxy;
+/// Issue 11.1: pathname unix sockets reachable only through `[network] unix`, in every mode,
+/// against path tricks and races; datagram sockets refused; abstract sockets scoped as before.
+mod unix;

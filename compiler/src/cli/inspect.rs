@@ -125,7 +125,8 @@ pub fn render(c: &Compiled) -> String {
         let _ = writeln!(o, "  dns    {:<44} {}", d.address.to_string(), loc(s, d.origin));
     }
     for g in &net.unix {
-        let _ = writeln!(o, "  unix   {:<44} {}", g.path.to_string(), loc(s, g.origin));
+        let path = if g.origin.is_none() { format!("{} ({})", g.path, g.note) } else { g.path.to_string() };
+        let _ = writeln!(o, "  unix   {path:<44} {}", loc(s, g.origin));
     }
     if !p.apis.is_empty() {
         let _ = writeln!(o, "\nAPIs (checked per request by the proxy; deny beats allow)");

@@ -508,8 +508,17 @@ fn eval_unix(policy: &Policy, params: &Params, raw: &str) -> Result<Decision, Qu
                 "no filesystem grant covers '{raw}': in the sandbox's own mount namespace there is no socket there to connect to; add its directory to [filesystem] read"
             ));
         }
-        let rule = RuleRef { kind: "unix socket grant".into(), text: g.path.to_string(), origin: g.origin };
-        return Ok(allow(format!("socket path '{raw}' is covered by unix grant '{}'", g.path), rule, notes));
+        let text = if g.origin.is_none() { format!("{} (built-in: {})", g.path, g.note) } else { g.path.to_string() };
+        if g.origin.is_none() {
+            notes.push("the private /tmp is a tmpfs of the sandbox; where it cannot be (no mount namespace), /tmp is not a unix grant".into());
+        }
+        let rule = RuleRef { kind: "unix socket grant".into(), text, origin: g.origin };
+        let reason = if g.origin.is_none() {
+            format!("socket path '{raw}' is covered by built-in unix grant '{}' ({})", g.path, g.note)
+        } else {
+            format!("socket path '{raw}' is covered by unix grant '{}'", g.path)
+        };
+        return Ok(allow(reason, rule, notes));
     }
     let mut notes = unresolved_note(&unresolved_grants, "unix grants", raw);
     if let Some(v) = visible {

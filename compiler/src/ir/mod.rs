@@ -28,7 +28,8 @@
 //!   endpoints beat `allow`. API hosts are implicitly allowed endpoints (TCP, their port).
 //!   Pathname **unix sockets** are a network grant of their own (`unix`), in every mode: a
 //!   filesystem grant makes a socket file visible, never connectable; a filesystem `deny`
-//!   beats a `unix` grant. Abstract unix sockets are not paths (Landlock scopes them).
+//!   beats a `unix` grant. Built in: the private `/tmp`, where only the agent's own sockets
+//!   can be. Abstract unix sockets are not paths (Landlock scopes them).
 //! * **APIs.** A call is allowed if an `allow` rule matches the canonical request and no `deny`
 //!   rule does; a scope is allowed if listed.
 //! * **Resources.** Absent limits are not enforced (a lint says so). Swap is always 0.
@@ -231,9 +232,9 @@ pub struct Network {
     pub deny: Vec<Endpoint>,
     pub dns: Vec<Resolver>,
     /// Pathname unix sockets the agent may connect to (`[network] unix`), in every mode;
-    /// sorted by path, one entry per path. Empty = none (the field is then left out of the
-    /// JSON, so policies without it keep their digest).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// sorted by path, one entry per path; includes the built-in private `/tmp` (origin
+    /// `None`), which a user grant of the same path replaces.
+    #[serde(default)]
     pub unix: Vec<UnixGrant>,
 }
 
@@ -242,7 +243,11 @@ pub struct Network {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct UnixGrant {
     pub path: PathPattern,
+    /// `None` for the built-in grant.
     pub origin: Option<Origin>,
+    /// Why a built-in grant exists (empty for user grants).
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pub note: std::borrow::Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

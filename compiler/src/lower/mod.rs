@@ -27,6 +27,9 @@ use crate::syntax::ast::{self, EndpointSyntax, PolicyFile, SString, Scalar, Span
 /// Default size of the private /tmp.
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 
+/// Why the private /tmp is a built-in unix grant.
+pub const PRIVATE_TMP_SOCKETS: &str = "the private /tmp holds only the agent's own sockets";
+
 /// Dynamic loaders of the architectures AEGIS emits (x86_64, aarch64; glibc and musl,
 /// merged-/usr and classic layouts), from the Landlock target's list. Paths absent on a
 /// host are skipped at launch.
@@ -439,7 +442,7 @@ impl Lower<'_> {
         let mut unix = Vec::new();
         for s in &n.unix {
             match self.path(s, "unix") {
-                Some(path) => unix.push(UnixGrant { path, origin: Some(s.origin) }),
+                Some(path) => unix.push(UnixGrant { path, origin: Some(s.origin), note: "".into() }),
                 None => ok = false,
             }
         }
@@ -447,7 +450,13 @@ impl Lower<'_> {
         allow.dedup();
         deny.sort();
         deny.dedup();
-        unix.sort();
+        // The private /tmp holds only sockets the agent (or its children) made: talking to
+        // them is the agent talking to itself (Python's multiprocessing, a test server).
+        // The runtime applies this only where /tmp is that private filesystem.
+        if let Ok(tmp) = PathPattern::parse("/tmp", &|_| false) {
+            unix.push(UnixGrant { path: tmp, origin: None, note: PRIVATE_TMP_SOCKETS.into() });
+        }
+        unix.sort_by(|a, b| (&a.path, a.origin.is_none()).cmp(&(&b.path, b.origin.is_none())));
         unix.dedup_by(|later, first| later.path == first.path);
         ok.then_some(Network { mode, mode_origin: n.mode.as_ref().map(|m| m.origin), allow, deny, dns, unix })
     }

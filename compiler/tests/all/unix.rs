@@ -128,3 +128,19 @@ fn aegisc_check_answers_unix_queries() {
     assert!(out.starts_with("DENY: no [network] unix grant covers socket path '/run/x.sock' (default deny)\n  note: read grant '/' makes the path visible"), "{out}");
     assert_eq!(check("x.sock").0, Some(2), "a relative path is an invalid query");
 }
+
+#[test]
+fn the_private_tmp_is_a_built_in_grant_a_deny_or_user_grant_refines() {
+    let c = compile(&policy("none", "deny = [\"/tmp/secret\"]", "[\"/tmp/app.sock\"]"));
+    let (v, reason, notes) = ask(&c, &[], "/tmp/pymp-1/listener-2");
+    assert_eq!(v, Verdict::Allow);
+    assert_eq!(reason, "socket path '/tmp/pymp-1/listener-2' is covered by built-in unix grant '/tmp' (the private /tmp holds only the agent's own sockets)");
+    assert!(notes.iter().any(|n| n.contains("no mount namespace")), "{notes:?}");
+    assert_eq!(ask(&c, &[], "/tmp/secret/x.sock").0, Verdict::Deny, "a deny beats the built-in grant");
+    assert_eq!(ask(&c, &[], "/tmp/app.sock").1, "socket path '/tmp/app.sock' is covered by unix grant '/tmp/app.sock'", "the most specific grant is reported");
+    assert_eq!(ask(&c, &[], "/tmpx/a.sock").0, Verdict::Deny);
+    // Not a user grant: no lint, no exposure points.
+    assert!(!c.warnings.iter().any(|w| matches!(w.code, Code::LintUnixNotVisible | Code::LintBroadUnix)), "{:?}", c.warnings);
+    let bare = compile(&policy("none", "", "[]"));
+    assert!(!aegis_compiler::lint::exposure(&bare.policy).reasons.iter().any(|r| r.reason.contains("unix")));
+}

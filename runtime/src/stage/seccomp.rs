@@ -222,7 +222,8 @@ pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>) -> R
     }
     if m.connect {
         let client = broker.map(|b| Arc::new(crate::broker::Client::new(b)));
-        r.add(unotify::net::SYSCALLS, Arc::new(unotify::net::NetMediation::new(m.policy.clone(), m.params.clone(), client))).map_err(bug)?;
+        let net = unotify::net::NetMediation::new(m.policy.clone(), m.params.clone(), client);
+        r.add(unotify::net::SYSCALLS, Arc::new(net)).map_err(bug)?;
     }
     Ok(r)
 }

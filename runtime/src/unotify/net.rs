@@ -31,17 +31,36 @@ pub struct NetMediation {
     policy: Arc<Policy>,
     params: Params,
     broker: Option<Arc<Client>>,
+    /// The device of the sandbox's private /tmp (a tmpfs only the sandbox can write), where
+    /// the policy's built-in unix grant applies; `Some(None)` when /tmp is not private (no
+    /// mount namespace): the built-in grant then grants nothing. Learnt from the first caller
+    /// (before the agent's exec an unprivileged supervisor may not look into the child).
+    private_tmp: std::sync::Mutex<Option<Option<u64>>>,
 }
 
 impl NetMediation {
     /// `broker: None` when the broker could not be started: every performed call is then
     /// refused (fail closed), pathname unix sockets still judged and recorded.
     pub fn new(policy: Arc<Policy>, params: Params, broker: Option<Arc<Client>>) -> NetMediation {
-        NetMediation { policy, params, broker }
+        NetMediation { policy, params, broker, private_tmp: std::sync::Mutex::new(None) }
+    }
+
+    /// The private /tmp's device, as the calling task's root shows it (the agent can neither
+    /// chroot nor mount: its /tmp is the sandbox's).
+    fn private_tmp(&self, call: &Call<'_>) -> Option<u64> {
+        let mut known = self.private_tmp.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = *known {
+            return k;
+        }
+        let found = private_tmp_of(call.tid());
+        if let Ok(k) = found {
+            *known = Some(k);
+        }
+        found.ok().flatten()
     }
 
     /// The evaluator's answer for a resolved socket path, and the refusal to record.
-    fn judge(&self, r: &Resolved) -> Result<(), Refusal> {
+    fn judge(&self, call: &Call<'_>, r: &Resolved) -> Result<(), Refusal> {
         let path = String::from_utf8_lossy(&r.path).into_owned();
         let refuse = |rule: Option<String>, reason: String| Refusal { subject: "unix", target: path.clone(), rule, reason };
         if r.nlink == 0 {
@@ -51,6 +70,13 @@ impl NetMediation {
             return Err(refuse(None, "the socket is not reachable by a path in the sandbox".into()));
         }
         match eval::evaluate(&self.policy, &self.params, &Query::Unix { path: path.clone() }) {
+            // The built-in grant is about the private /tmp: a socket there is the agent's own
+            // only if it is on that filesystem (a parameter bound under /tmp is not).
+            Ok(d) if d.verdict == Verdict::Allow && d.rule.as_ref().is_some_and(|r| r.origin.is_none()) => match self.private_tmp(call) {
+                Some(dev) if dev == r.dev => Ok(()),
+                Some(_) => Err(refuse(None, "a built-in grant covers only sockets on the sandbox's private /tmp; this one is on another filesystem".into())),
+                None => Err(refuse(None, "no [network] unix grant covers it, and /tmp is not private here (no mount namespace), so the built-in /tmp grant does not apply".into())),
+            },
             Ok(d) if d.verdict == Verdict::Allow => Ok(()),
             Ok(d) => Err(refuse(d.rule.map(|r| r.text), d.reason)),
             Err(e) => Err(refuse(None, format!("the path cannot be judged: {e}"))),
@@ -95,7 +121,7 @@ impl NetMediation {
         };
         let op = if is_sendto { broker::OP_SENDTO } else { broker::OP_CONNECT };
         let mut refusal = None;
-        let mut decide = |r: &Resolved| match self.judge(r) {
+        let mut decide = |r: &Resolved| match self.judge(call, r) {
             Ok(()) => true,
             Err(why) => {
                 refusal = Some(why);
@@ -132,6 +158,24 @@ impl NetMediation {
         }
         call.read_bytes(call.arg(1), len.min(broker::MAX_DATA))
     }
+}
+
+/// The device of `/tmp` in the root of task `tid` if it is a private tmpfs (not the
+/// supervisor's own /tmp): `Ok(None)` when it is not private, `Err` when it cannot be seen.
+fn private_tmp_of(tid: u32) -> Result<Option<u64>, ()> {
+    use std::os::unix::fs::MetadataExt as _;
+    const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+    let theirs = format!("/proc/{tid}/root/tmp");
+    let c = std::ffi::CString::new(theirs.as_str()).map_err(|_| ())?;
+    // SAFETY: an all-zero statfs is valid; statfs fills it from a NUL-terminated path.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut fs) } != 0 {
+        return Err(());
+    }
+    let dev = std::fs::metadata(&theirs).map_err(|_| ())?.dev();
+    let host = std::fs::metadata("/tmp").ok().map(|m| m.dev());
+    Ok((fs.f_type as libc::c_long == TMPFS_MAGIC && host != Some(dev)).then_some(dev))
 }
 
 fn socket_type(sock: &OwnedFd) -> Option<i32> {
