@@ -369,7 +369,9 @@ pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
             .map_err(|_| "landlock.json is not UTF-8".to_string())
             .and_then(|t| LandlockArtifact::from_json(t).map_err(|e| e.to_string()))?;
         let in_force = InForce {
-            namespaces: ns,
+            pid_namespace: ns,
+            // Root's host mode shares the host's network namespace.
+            network_namespace: ns && !(m.network_mode == NetworkMode::Host && host.euid == 0),
             mount_plan: ns && b.file("mounts.json").is_some(),
         };
         let kernel = host.landlock_abi;

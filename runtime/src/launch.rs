@@ -607,8 +607,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
             landlock_min_abi.detail(
                 info[child::INFO_LANDLOCK_ABI],
                 info[child::INFO_LANDLOCK_DETAILS],
-                matches!(iso, Isolation::Full { .. }),
-                plan_applied,
+                aegis_targets::landlock::InForce {
+                    pid_namespace: matches!(iso, Isolation::Full { .. }),
+                    network_namespace: matches!(iso, Isolation::Full { host_net: false }),
+                    mount_plan: plan_applied,
+                },
             ),
         ),
     });
