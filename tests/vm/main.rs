@@ -383,6 +383,8 @@ fn matrix(k: &Kernel) {
     std::fs::create_dir_all(&dir).unwrap();
     build_bundles(&dir);
     let out = boot(&kver, &dir);
+    // Kept for reading after a failure (every result line, hex-encoded output included).
+    let _ = std::fs::write(dir.join("guest.log"), &out);
     let (results, info) = parse(&out);
     assert_eq!(info.get("kernel").map(String::as_str), Some(kver.as_str()), "the guest runs the kernel asked for");
     let bad = check(k, &results);
