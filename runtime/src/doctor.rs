@@ -49,13 +49,6 @@ pub struct HostReport {
     pub nft: Result<(), String>,
 }
 
-/// Directories `nft` is looked up in (never the caller's `PATH`).
-const NFT_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
-
-fn nft_binary() -> Option<PathBuf> {
-    NFT_DIRS.iter().map(|d| Path::new(d).join("nft")).find(|p| p.is_file())
-}
-
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -250,11 +243,12 @@ pub fn probe() -> HostReport {
             Err(e) => Err(e.to_string()),
         },
     };
-    let nft_binary = nft_binary();
-    let nft = match &nft_binary {
-        Some(b) => probe_nft(b, euid, egid, namespaces.is_ok()),
-        None => Err(format!("no nft in {}", NFT_DIRS.join(", "))),
+    let found = aegis_targets::nftables::nft_binary();
+    let nft = match &found {
+        Ok(b) => probe_nft(b, euid, egid, namespaces.is_ok()),
+        Err(e) => Err(e.to_string()),
     };
+    let nft_binary = found.ok();
     HostReport {
         euid,
         landlock_abi: aegis_targets::landlock::kernel_abi(),
@@ -334,6 +328,13 @@ pub struct Verdict {
     pub notes: Vec<String>,
 }
 
+/// Whether a host-mode agent shares the host's network namespace here: root with a cgroup2
+/// tree to match its sockets by (stage::nftables::HostMode::decide).
+fn shares_host_netns(host: &HostReport) -> bool {
+    use crate::stage::nftables::HostMode;
+    HostMode::decide(host.euid == 0, host.cgroup_layout.as_ref()) == HostMode::Cgroup
+}
+
 /// The launch's rules applied to the probed host (see the stages named in each comment).
 pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
     let b = bundle::verify(dir, &TrustPolicy::unsigned_ok()).map_err(|e| e.to_string())?;
@@ -369,7 +370,8 @@ pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
             .map_err(|_| "landlock.json is not UTF-8".to_string())
             .and_then(|t| LandlockArtifact::from_json(t).map_err(|e| e.to_string()))?;
         let in_force = InForce {
-            namespaces: ns,
+            pid_namespace: ns,
+            network_namespace: ns && !(m.network_mode == NetworkMode::Host && shares_host_netns(host)),
             mount_plan: ns && b.file("mounts.json").is_some(),
         };
         let kernel = host.landlock_abi;
@@ -394,20 +396,19 @@ pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
         missing.push("seccomp unavailable".into());
     }
 
-    // stage::nftables: where the table is loaded.
+    // stage::nftables: where the table is loaded. Host mode filters the host's namespace
+    // only for root with a cgroup2 tree; anyone else's agent gets a namespace of its own
+    // with the granted endpoints forwarded (stage::nftables::HostMode).
     if m.kernel.nftables && required("nftables") && b.file("nftables.json").is_some() {
-        let own_netns = m.network_mode != NetworkMode::Host;
-        if m.network_mode == NetworkMode::Host && host.euid != 0 {
-            missing.push("nftables: network mode host filters the host's own network namespace, which needs root".into());
-        } else if ((own_netns && ns) || m.network_mode == NetworkMode::Host)
+        let shared = m.network_mode == NetworkMode::Host && shares_host_netns(host);
+        if m.network_mode == NetworkMode::Host && !shared && !ns {
+            missing.push(format!(
+                "network: network mode host needs a network namespace here (to forward only the granted endpoints), and user namespaces are unavailable: {ns_why}"
+            ));
+        } else if (shared || ns)
             && let Err(e) = &host.nft
         {
             missing.push(format!("nftables: {e}"));
-        }
-        if m.network_mode == NetworkMode::Host
-            && !matches!(host.cgroup_layout.as_ref().map(Layout::name), Some("v2" | "hybrid"))
-        {
-            missing.push("nftables: network mode host matches the agent's sockets by cgroup v2 path, and this host has no cgroup2 tree".into());
         }
     }
 

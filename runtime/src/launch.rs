@@ -766,7 +766,12 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     report.push(caps_layer(&info, cap_last));
     report.push(Layer::new("no_new_privs", LayerStatus::Fully, "set and verified"));
     report.landlock_abi = Some(aegis_targets::landlock::kernel_abi().0).filter(|a| *a > 0);
-    report.push(landlock_layer(landlock_note, &info, &landlock_min_abi, matches!(iso, Isolation::Full { .. }), plan_applied));
+    let in_force = aegis_targets::landlock::InForce {
+        pid_namespace: matches!(iso, Isolation::Full { .. }),
+        network_namespace: matches!(iso, Isolation::Full { host_net: false }),
+        mount_plan: plan_applied,
+    };
+    report.push(landlock_layer(landlock_note, &info, &landlock_min_abi, in_force));
     let mediated = mediation.as_ref().filter(|_| notify_server.is_some()).map(|m| m.describe());
     report.push(seccomp_layer(seccomp_note, &info, mediated));
     report.push(Layer::new("fds", LayerStatus::Fully, "inherited descriptors above 2 closed"));
@@ -963,7 +968,7 @@ fn caps_layer(info: &[u32; child::INFO_LEN], cap_last: u32) -> Layer {
 
 /// The report's Landlock line (`note`: why the layer was not applied); `namespaces` and
 /// `plan_applied` say what else of this launch enforces what an old ABI lacks.
-fn landlock_layer(note: Option<String>, info: &[u32; child::INFO_LEN], needs: &stage::landlock::Needs, namespaces: bool, plan_applied: bool) -> Layer {
+fn landlock_layer(note: Option<String>, info: &[u32; child::INFO_LEN], needs: &stage::landlock::Needs, in_force: aegis_targets::landlock::InForce) -> Layer {
     if let Some(n) = note {
         return Layer::new("landlock", LayerStatus::NotEnforced, n);
     }
@@ -974,7 +979,7 @@ fn landlock_layer(note: Option<String>, info: &[u32; child::INFO_LEN], needs: &s
             2 => LayerStatus::Partially,
             _ => LayerStatus::NotEnforced,
         },
-        needs.detail(info[child::INFO_LANDLOCK_ABI], info[child::INFO_LANDLOCK_DETAILS], namespaces, plan_applied),
+        needs.detail(info[child::INFO_LANDLOCK_ABI], info[child::INFO_LANDLOCK_DETAILS], in_force),
     )
 }
 

@@ -40,7 +40,7 @@ fn example() -> LandlockArtifact {
         (FsRight::Truncate, Fallback::MountPlan),
     ]
     .into();
-    a.fallbacks.scopes = [(Scope::Signal, Fallback::Namespaces)].into();
+    a.fallbacks.scopes = [(Scope::Signal, Fallback::PidNamespace)].into();
     a.normalize();
     a
 }
@@ -114,7 +114,8 @@ fn the_abi_a_launch_needs_counts_only_fallbacks_in_force() {
     );
     let plan_only = InForce {
         mount_plan: true,
-        namespaces: true,
+        pid_namespace: true,
+        network_namespace: true,
     };
     assert_eq!(
         a.needed_abi(plan_only),
@@ -131,17 +132,27 @@ fn the_abi_a_launch_needs_counts_only_fallbacks_in_force() {
     // Without namespaces, scopes and TCP rules are Landlock's alone.
     a.scopes.insert(Scope::Signal);
     a.handled_net.insert(NetRight::ConnectTcp);
-    a.fallbacks.scopes.insert(Scope::Signal, Fallback::Namespaces);
-    a.fallbacks.net.insert(NetRight::ConnectTcp, Fallback::Namespaces);
+    a.fallbacks.scopes.insert(Scope::Signal, Fallback::PidNamespace);
+    a.fallbacks.net.insert(NetRight::ConnectTcp, Fallback::NetworkNamespace);
     a.normalize();
     assert_eq!(a.min_abi, Abi(6));
     assert_eq!(a.floor_abi(), Abi(1));
     assert_eq!(
         a.needed_abi(InForce {
             mount_plan: false,
-            namespaces: true
+            pid_namespace: true,
+            network_namespace: true,
         }),
         Abi(3)
+    );
+    // Sharing the host's network namespace (root's host mode): TCP rules need V4.
+    assert_eq!(
+        a.needed_abi(InForce {
+            mount_plan: true,
+            pid_namespace: true,
+            network_namespace: false,
+        }),
+        Abi(4)
     );
     assert_eq!(a.needed_abi(InForce::NOTHING), Abi(6));
     // The refusal names what is missing and both fixes.
@@ -171,7 +182,7 @@ fn a_fallback_no_layer_can_provide_is_refused() {
         Err(landlock::ArtifactError::BadFallback { .. })
     ));
     let mut b = example();
-    b.fallbacks.fs.insert(FsRight::Truncate, Fallback::Namespaces);
+    b.fallbacks.fs.insert(FsRight::Truncate, Fallback::PidNamespace);
     assert!(matches!(
         b.validate(),
         Err(landlock::ArtifactError::BadFallback { .. })

@@ -18,10 +18,11 @@
 //! enforces it on a kernel that lacks it ([`record_fallbacks`]; the reasoning is in
 //! `aegis_targets::landlock::compat`): `refer` is stricter without it, `truncate` is made
 //! up for by the mount plan only after checking that every writable mount of the plan lies
-//! inside a grant that includes `truncate`, TCP rights and scopes by the agent's own
-//! namespaces (host mode: the abstract-socket scope and TCP rights have no fallback). Each
-//! fallback is in the loss report; the bundle's manifest asks for the lowest ABI with every
-//! fallback in force, and the runtime decides per launch.
+//! inside a grant that includes `truncate`, TCP rights and the abstract-socket scope by the
+//! agent's own network namespace (not in force for root's host mode, which shares the
+//! host's), the signal scope by its pid namespace. Each fallback is in the loss report; the
+//! bundle's manifest asks for the lowest ABI with every fallback in force, and the runtime
+//! decides per launch which are.
 
 use std::collections::BTreeSet;
 
@@ -207,34 +208,29 @@ pub fn record_fallbacks(policy: &Policy, artifact: &mut LandlockArtifact, plan: 
             );
         }
     }
+    // TCP rules and abstract UNIX sockets: the agent's own network namespace, where the
+    // launch gives it one (every mode but root's host mode, which shares the host's).
+    let netns_note = if own_netns {
+        "by the agent's own network namespace where the launch has one; a launch without namespaces needs the ABI".to_string()
+    } else {
+        "by the agent's own network namespace where the launch forwards the granted endpoints into one (host mode run by a user, or without a cgroup2 tree); root's host mode shares the host's namespace and needs the ABI".to_string()
+    };
     for r in artifact.handled_net.clone() {
-        if own_netns {
-            artifact.fallbacks.net.insert(r, Fallback::Namespaces);
-        }
+        artifact.fallbacks.net.insert(r, Fallback::NetworkNamespace);
     }
     if !artifact.handled_net.is_empty() {
-        note(
-            "TCP rules (ABI 4, Linux 6.7)".into(),
-            if own_netns {
-                "by the agent's own network namespace where the launch has namespaces; a launch without them needs ABI 4".into()
-            } else {
-                "only by Landlock (network mode host): kernels below ABI 4 are refused; nftables stays the exact layer".into()
-            },
-        );
+        note("TCP rules (ABI 4, Linux 6.7)".into(), netns_note.clone());
     }
     for s in artifact.scopes.clone() {
-        // Signals: the agent's pid namespace; abstract UNIX sockets: its network namespace.
-        if s == Scope::Signal || own_netns {
-            artifact.fallbacks.scopes.insert(s, Fallback::Namespaces);
-        }
-        note(
-            format!("scope `{s}` (ABI 6, Linux 6.12)"),
-            if artifact.fallbacks.scopes.contains_key(&s) {
-                "by the agent's own namespaces where the launch has them; a launch without them needs ABI 6".into()
-            } else {
-                "only by Landlock (network mode host shares the host's abstract UNIX sockets): kernels below ABI 6 are refused".into()
-            },
-        );
+        let (fallback, enforced) = match s {
+            Scope::Signal => (
+                Fallback::PidNamespace,
+                "by the agent's own pid namespace where the launch has one; a launch without namespaces needs the ABI".to_string(),
+            ),
+            Scope::AbstractUnixSocket => (Fallback::NetworkNamespace, netns_note.clone()),
+        };
+        artifact.fallbacks.scopes.insert(s, fallback);
+        note(format!("scope `{s}` (ABI 6, Linux 6.12)"), enforced);
     }
 }
 

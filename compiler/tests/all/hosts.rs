@@ -118,16 +118,21 @@ fn older_abis_run_where_the_mount_plan_and_namespaces_make_up_for_them() {
     let b = build(&policy("none", "namespaces = \"best-effort\"\nmounts = \"best-effort\"\nnftables = \"best-effort\""));
     let l = &b.landlock;
     assert_eq!(l.min_abi, Abi(6));
-    assert_eq!(l.fallbacks.net.get(&NetRight::ConnectTcp), Some(&Fallback::Namespaces));
-    assert_eq!(l.fallbacks.scopes.get(&Scope::AbstractUnixSocket), Some(&Fallback::Namespaces));
+    assert_eq!(l.fallbacks.net.get(&NetRight::ConnectTcp), Some(&Fallback::NetworkNamespace));
+    assert_eq!(l.fallbacks.scopes.get(&Scope::AbstractUnixSocket), Some(&Fallback::NetworkNamespace));
+    assert_eq!(l.fallbacks.scopes.get(&Scope::Signal), Some(&Fallback::PidNamespace));
     assert_eq!(l.floor_abi(), Abi(1));
     assert_eq!(l.needed_abi(InForce::NOTHING), Abi(6));
-    // Host mode shares the host's abstract UNIX sockets: only Landlock's scope keeps the
-    // agent from them, so no older ABI can run it.
+    // Host mode: where the agent shares the host's network namespace (root's host mode)
+    // only Landlock's scope keeps it from the host's abstract UNIX sockets, so the kernel
+    // needs ABI 6; in a namespace of its own (a user's host mode) any ABI will do.
     let b = build(&policy("host", ""));
-    assert_eq!(b.landlock.fallbacks.scopes.get(&Scope::AbstractUnixSocket), None);
-    assert_eq!(b.landlock.floor_abi(), Abi(6));
-    assert_eq!(b.manifest_abi, Some(6));
+    assert_eq!(b.landlock.fallbacks.scopes.get(&Scope::AbstractUnixSocket), Some(&Fallback::NetworkNamespace));
+    let shared = InForce { mount_plan: true, pid_namespace: true, network_namespace: false };
+    assert_eq!(b.landlock.needed_abi(shared), Abi(6));
+    assert_eq!(b.landlock.floor_abi(), Abi(1));
+    assert_eq!(b.manifest_abi, Some(1));
+    assert!(b.losses.contains("root's host mode shares the host's namespace and needs the ABI"), "{}", b.losses);
     // min_landlock_abi raises what the manifest asks for, never lowers it.
     let b = build(&policy("proxy", "min_landlock_abi = 4"));
     assert_eq!(b.manifest_abi, Some(4));

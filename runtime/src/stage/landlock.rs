@@ -6,11 +6,12 @@
 //! `aegis_targets::landlock::apply` enforces the ruleset and returns a status.
 //!
 //! Older kernels: an item the kernel's ABI lacks (`truncate` below ABI 3, ...) may be
-//! enforced by another layer instead (the mount plan, the agent's namespaces; see
-//! `aegis_targets::landlock::compat`). Which layers are in force is decided in the child from
-//! its real state, not from flags: its user and mount namespaces differ from the supervisor's
-//! (inode numbers taken before clone) and the bundle has a mount plan, which the mounts stage
-//! has applied by then or the launch already failed. Invariants: a required layer must come
+//! enforced by another layer instead (the mount plan, the agent's own pid or network
+//! namespace; see `aegis_targets::landlock::compat`). Which layers are in force is decided in
+//! the child from its real state, not from flags: its pid, network and mount namespaces
+//! differ from the supervisor's (inode numbers taken before clone), and for the mount plan
+//! the bundle has one, which the mounts stage has applied by then or the launch already
+//! failed. Invariants: a required layer must come
 //! back "fully enforced" (every item enforced by Landlock or by a fallback in force),
 //! otherwise the child refuses to exec (exit 126) naming what is missing and the fix; the
 //! supervisor refuses before anything is created when even every fallback would not do
@@ -33,8 +34,9 @@ pub const WHAT_ABI: u32 = 3;
 /// Child-side plan.
 pub struct ChildLandlock {
     plan: Option<(LandlockArtifact, Params, Mode)>,
-    /// The supervisor's user and mount namespace inodes (to tell which layers are in force).
-    supervisor_ns: (u64, u64),
+    /// The supervisor's pid, network and mount namespace inodes (to tell which layers are
+    /// in force).
+    supervisor_ns: [u64; 3],
     /// The bundle has a mount plan (applied in the child whenever it has a mount namespace).
     has_mount_plan: bool,
     /// `log_new_exec_on` was added here for the audit log, not by the bundle.
@@ -46,7 +48,7 @@ impl ChildLandlock {
     pub fn placeholder() -> ChildLandlock {
         ChildLandlock {
             plan: None,
-            supervisor_ns: (0, 0),
+            supervisor_ns: [0; 3],
             has_mount_plan: false,
             added_log_flag: false,
         }
@@ -61,19 +63,20 @@ fn ns_inode(path: &std::ffi::CStr) -> Option<u64> {
     (r == 0).then_some(st.st_ino)
 }
 
-fn own_namespaces() -> (Option<u64>, Option<u64>) {
-    (ns_inode(c"/proc/self/ns/user"), ns_inode(c"/proc/self/ns/mnt"))
+/// The calling process's pid, network and mount namespace inodes.
+fn own_namespaces() -> [Option<u64>; 3] {
+    [ns_inode(c"/proc/self/ns/pid"), ns_inode(c"/proc/self/ns/net"), ns_inode(c"/proc/self/ns/mnt")]
 }
 
 /// Which compensating layers are in force in the calling (child) process. An unreadable
 /// namespace link counts as "not in force": the launch then needs more of Landlock itself.
 fn in_force_here(l: &ChildLandlock) -> InForce {
-    let (user, mnt) = own_namespaces();
-    let (sup_user, sup_mnt) = l.supervisor_ns;
-    let namespaces = user.is_some_and(|u| u != sup_user);
+    let [pid, net, mnt] = own_namespaces();
+    let [sup_pid, sup_net, sup_mnt] = l.supervisor_ns;
     InForce {
-        namespaces,
-        mount_plan: namespaces && l.has_mount_plan && mnt.is_some_and(|m| m != sup_mnt),
+        pid_namespace: pid.is_some_and(|i| i != sup_pid),
+        network_namespace: net.is_some_and(|i| i != sup_net),
+        mount_plan: l.has_mount_plan && mnt.is_some_and(|i| i != sup_mnt),
     }
 }
 
@@ -120,10 +123,9 @@ pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError
     // so the bundle's minimum ABI stays what the policy needs.
     let mut art = art;
     let added_log_flag = kernel >= RestrictFlag::LogNewExecOn.since() && art.restrict_flags.insert(RestrictFlag::LogNewExecOn);
-    let (user, mnt) = own_namespaces();
-    let supervisor_ns = match (user, mnt) {
-        (Some(u), Some(m)) => (u, m),
-        _ => return Err(RunError::internal("reading /proc/self/ns/{user,mnt}", std::io::Error::last_os_error())),
+    let supervisor_ns = match own_namespaces() {
+        [Some(p), Some(n), Some(m)] => [p, n, m],
+        _ => return Err(RunError::internal("reading /proc/self/ns/{pid,net,mnt}", std::io::Error::last_os_error())),
     };
     Ok((
         ChildLandlock {
@@ -197,13 +199,12 @@ pub fn min_abi(l: &ChildLandlock) -> Needs {
 
 impl Needs {
     /// The report line: the ABI in use and, per item the kernel lacks, what enforces it at
-    /// this launch (`namespaces`: the agent got its namespaces; `mount_plan`: and the plan).
-    pub fn detail(&self, abi_in_use: u32, notes: u32, namespaces: bool, mount_plan: bool) -> String {
+    /// this launch (`in_force`: the layers the agent got, as the child judged them).
+    pub fn detail(&self, abi_in_use: u32, notes: u32, in_force: InForce) -> String {
         let kernel = kernel_abi();
         let Some(a) = &self.artifact else {
             return format!("ruleset enforced at ABI {abi_in_use}, kernel has {}", kernel.0);
         };
-        let in_force = InForce { mount_plan, namespaces };
         let mut t = format!(
             "ruleset enforced at ABI {abi_in_use} (Landlock alone needs {}, this launch {}, kernel has {}); {notes} launch-time note(s)",
             a.min_abi.0,

@@ -395,7 +395,7 @@ impl LandlockArtifact {
         );
         for item in self.items() {
             if let Some(f) = self.fallback(item) {
-                let _ = writeln!(out, "  {:<24} {}  fallback: {f}", item.to_string(), item.since());
+                let _ = writeln!(out, "  {:<28} {}  fallback: {f}", item.to_string(), item.since());
             }
         }
         out

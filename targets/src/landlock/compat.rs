@@ -22,10 +22,14 @@
 //!   a mask, the read-only root itself, or `/proc` and `/dev` (no truncatable regular files),
 //!   so truncation outside the write grants fails with `EROFS`/`EINVAL` as it would with the
 //!   right handled.
-//! - TCP rights (V4) and scopes (V6) in network modes `none`/`proxy` →
-//!   [`Fallback::Namespaces`]: the compiler adds them only for a launch without namespaces;
-//!   with them the agent's own network namespace (loopback only, or the proxy) and pid
-//!   namespace already confine connects, abstract UNIX sockets and signals.
+//! - TCP rights (V4) and the abstract-UNIX-socket scope (V6) →
+//!   [`Fallback::NetworkNamespace`]: in the agent's own network namespace (modes
+//!   `none`/`proxy`, and `host` when the launch forwards the granted endpoints into one)
+//!   only loopback, the proxy or the forwards exist, with nftables there, and abstract
+//!   sockets belong to the namespace. Root's `host` mode shares the host's namespace: this
+//!   fallback is then not in force and the kernel must have the items.
+//! - The signal scope (V6) → [`Fallback::PidNamespace`]: in its own pid namespace the agent
+//!   sees no process outside to signal.
 
 use super::rights::{Abi, FsRight, NetRight, Scope};
 use serde::{Deserialize, Serialize};
@@ -40,8 +44,10 @@ pub enum Fallback {
     Stricter,
     /// The mount plan (read-only binds outside the write grants); needs a mount namespace.
     MountPlan,
-    /// The agent's own namespaces (network, pid).
-    Namespaces,
+    /// The agent's own pid namespace.
+    PidNamespace,
+    /// The agent's own network namespace.
+    NetworkNamespace,
 }
 
 impl Fallback {
@@ -49,7 +55,8 @@ impl Fallback {
         match self {
             Fallback::Stricter => "stricter",
             Fallback::MountPlan => "mount_plan",
-            Fallback::Namespaces => "namespaces",
+            Fallback::PidNamespace => "pid_namespace",
+            Fallback::NetworkNamespace => "network_namespace",
         }
     }
 }
@@ -113,7 +120,8 @@ pub fn allowed(item: Item) -> Option<Fallback> {
         Item::Fs(FsRight::Refer) => Some(Fallback::Stricter),
         Item::Fs(FsRight::Truncate) => Some(Fallback::MountPlan),
         Item::Fs(_) => None,
-        Item::Net(_) | Item::Scope(_) => Some(Fallback::Namespaces),
+        Item::Net(_) | Item::Scope(Scope::AbstractUnixSocket) => Some(Fallback::NetworkNamespace),
+        Item::Scope(Scope::Signal) => Some(Fallback::PidNamespace),
     }
 }
 
@@ -122,27 +130,32 @@ pub fn allowed(item: Item) -> Option<Fallback> {
 pub struct InForce {
     /// The bundle's mount plan was applied (the agent's root is the plan's new root).
     pub mount_plan: bool,
-    /// The agent has its own user, pid and (none/proxy) network namespaces.
-    pub namespaces: bool,
+    /// The agent has its own pid namespace.
+    pub pid_namespace: bool,
+    /// The agent has its own network namespace.
+    pub network_namespace: bool,
 }
 
 impl InForce {
     /// Only Landlock (no mount namespace, no namespaces): every item needs the kernel.
     pub const NOTHING: InForce = InForce {
         mount_plan: false,
-        namespaces: false,
+        pid_namespace: false,
+        network_namespace: false,
     };
     /// Every compensating layer: the lowest ABI any host can run a ruleset on.
     pub const EVERYTHING: InForce = InForce {
         mount_plan: true,
-        namespaces: true,
+        pid_namespace: true,
+        network_namespace: true,
     };
 
     pub fn provides(self, f: Fallback) -> bool {
         match f {
             Fallback::Stricter => true,
             Fallback::MountPlan => self.mount_plan,
-            Fallback::Namespaces => self.namespaces,
+            Fallback::PidNamespace => self.pid_namespace,
+            Fallback::NetworkNamespace => self.network_namespace,
         }
     }
 }
@@ -165,8 +178,11 @@ impl Missing {
             Some(Fallback::MountPlan) => format!(
                 "{what}: enforced by the mount plan (outside the write grants everything is read-only: EROFS)"
             ),
-            Some(Fallback::Namespaces) => {
-                format!("{what}: enforced by the agent's own network and pid namespaces")
+            Some(Fallback::PidNamespace) => {
+                format!("{what}: enforced by the agent's own pid namespace")
+            }
+            Some(Fallback::NetworkNamespace) => {
+                format!("{what}: enforced by the agent's own network namespace")
             }
             None => format!("{what}: NOT enforced"),
         }
@@ -198,15 +214,20 @@ pub fn refusal(kernel: Abi, needed: Abi, missing: &[Missing], in_force: InForce)
         needed.0,
         linux_release(needed)
     )];
-    // Suggest namespaces only when each missing item has a fallback that this launch lacked.
+    // Name another layer only when it would make up for every item missing here.
     let other_layers_would_do = missing
         .iter()
         .filter(|m| m.by.is_none())
         .all(|m| allowed(m.item).is_some_and(|f| !in_force.provides(f)));
     if other_layers_would_do && !names.is_empty() {
-        fixes.push(
-            "a host where user namespaces are allowed (the mount plan and namespaces then enforce it)".into(),
-        );
+        if in_force.pid_namespace {
+            // Namespaces exist but the network namespace is shared (root's host mode).
+            fixes.push("a network mode that gives the agent a network namespace of its own (none, proxy)".into());
+        } else {
+            fixes.push(
+                "a host where user namespaces are allowed (the mount plan and namespaces then enforce it)".into(),
+            );
+        }
     }
     format!(
         "this kernel's Landlock ABI is {} and nothing else enforces {} at this launch; run it on {}",
@@ -222,9 +243,9 @@ pub fn costs(kernel: Abi) -> Vec<String> {
     let all: [(u32, &str); 6] = [
         (2, "`refer` (ABI 2): renames and links into another directory fail (EXDEV), a stricter reading"),
         (3, "`truncate` (ABI 3): enforced by the mount plan where the launch has a mount namespace; without one such bundles are refused"),
-        (4, "TCP rules (ABI 4): network mode host is refused; none/proxy rely on the agent's network namespace"),
+        (4, "TCP rules (ABI 4): enforced by the agent's own network namespace where it has one; root's host mode (the host's namespace) is refused"),
         (5, "`ioctl_dev` (ABI 5): not used by AEGIS"),
-        (6, "scopes (ABI 6): network mode host is refused (the host's abstract UNIX sockets); the mode without namespaces is refused"),
+        (6, "scopes (ABI 6): enforced by the agent's own network and pid namespaces where it has them; root's host mode (the host's abstract UNIX sockets) and the mode without namespaces are refused"),
         (7, "audit flags (ABI 7): the kernel does not log the agent's Landlock denials"),
     ];
     all.iter()
