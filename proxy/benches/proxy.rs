@@ -203,6 +203,7 @@ credential = {{ header = "Authorization", prefix = "Bearer ", from_env = "BENCH_
         procs_file: None,
         // What aegis-exec gives the proxy: one exact sock_diag lookup per connection.
         diag: if exe_lookup { aegis_proxy::exe::diag_socket().ok().map(std::sync::Mutex::new) } else { None },
+        helpers: Vec::new(),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     // Drain audit events as the supervisor's audit writer would.

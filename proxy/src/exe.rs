@@ -8,10 +8,12 @@
 //! does not show). Invariants: read-only; the socket is found with one exact sock_diag
 //! lookup (microseconds), never by dumping the namespace's TCP table (which walks every
 //! socket of the host and costs milliseconds); only processes of the agent (its leaf, or
-//! the agent itself) are looked at.
+//! the agent itself) are looked at, never the sandbox's own [`Helper`]s (the connect
+//! broker, which holds a copy of every socket of the agent while it connects it, on the
+//! supervisor's behalf: it is an intermediary, not a program the agent runs).
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -25,6 +27,58 @@ pub struct AgentProcs {
     pub procs_file: Option<PathBuf>,
     /// A NETLINK_SOCK_DIAG socket in the agent's network namespace (see [`diag_socket`]).
     pub diag: Option<Mutex<OwnedFd>>,
+    /// Processes in the agent's leaf that are the sandbox's, not the agent's: never a
+    /// holder (see [`Helper`]).
+    pub helpers: Vec<Helper>,
+}
+
+/// A process of the sandbox that runs in the agent's leaf but is not the agent's: the
+/// connect broker (`aegis-exec`'s, forked before the agent's filter), which holds a copy
+/// of the agent's socket from the moment it starts connecting it until the connection is
+/// made, that is while the proxy accepts it. It is skipped by the holder scan, so a
+/// connection is judged by the agent's processes that hold it, and only by them: an agent
+/// that closes its own copy at once (or lets only the broker hold it) leaves no holder, and
+/// the program is unknown. Known by a pidfd, so a pid the broker no longer has (it exited
+/// and the number was reused by an agent process) is never skipped.
+#[derive(Debug)]
+pub struct Helper {
+    /// Its pid in the supervisor's (= the proxy's) pid namespace.
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Helper {
+    /// From a pidfd (`pidfd_open`, or one handed over by the sandbox's child): the pid is the
+    /// kernel's translation into this process's pid namespace (`/proc/self/fdinfo`).
+    pub fn from_pidfd(pidfd: OwnedFd) -> std::io::Result<Helper> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not a pidfd (no Pid: line in its fdinfo)"))?;
+        if pid <= 0 {
+            // -1: it exited already; 0: it is not visible from this pid namespace.
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("the process of the pidfd is gone or not visible here (Pid: {pid})")));
+        }
+        Ok(Helper { pid, pidfd })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// True if `pid` is this helper: its number, and it still runs (its pidfd is readable
+    /// once it exited, after which the number may be another process's).
+    fn is(&self, pid: i32) -> bool {
+        if pid != self.pid {
+            return false;
+        }
+        let mut p = libc::pollfd { fd: self.pidfd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll on one pollfd we own, without waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 0
+    }
 }
 
 /// Opens a NETLINK_SOCK_DIAG socket in the calling thread's network namespace.
@@ -112,6 +166,7 @@ impl AgentProcs {
         if !v.contains(&self.pid) {
             v.push(self.pid);
         }
+        v.retain(|p| !self.helpers.iter().any(|h| h.is(*p)));
         v
     }
 
@@ -191,6 +246,7 @@ mod tests {
             pid: std::process::id() as i32,
             procs_file: None,
             diag: Some(Mutex::new(diag_socket().unwrap())),
+            helpers: Vec::new(),
         };
         let (peer, ours) = (server.peer_addr().unwrap(), server.local_addr().unwrap());
         let inode = procs.socket_inode(peer, ours).unwrap();
@@ -201,6 +257,46 @@ mod tests {
         assert_ne!(procs.socket_inode(ours, peer), Some(inode));
         let gone = SocketAddr::new(peer.ip(), 1);
         assert_eq!(procs.socket_inode(gone, ours), None);
+        drop(client);
+    }
+
+    fn pidfd(pid: u32) -> OwnedFd {
+        // SAFETY: pidfd_open with integer arguments; returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        // SAFETY: a new descriptor we own.
+        unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
+    }
+
+    /// The connect broker holds a copy of the agent's socket while it connects it: as a
+    /// helper it is never a holder (so the agent's own processes decide, and a socket only
+    /// the broker holds has no program), but only while it runs: the pid of a helper that
+    /// exited may be an agent process's by now, and is scanned.
+    #[test]
+    fn a_running_helper_is_never_a_holder_and_an_exited_one_hides_nothing() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let me = std::process::id();
+        let mut procs = AgentProcs {
+            pid: me as i32,
+            procs_file: None,
+            diag: Some(Mutex::new(diag_socket().unwrap())),
+            helpers: vec![Helper::from_pidfd(pidfd(me)).unwrap()],
+        };
+        assert_eq!(procs.helpers[0].pid(), me as i32, "the pidfd's pid, read from fdinfo");
+        let inode = procs.socket_inode(server.peer_addr().unwrap(), server.local_addr().unwrap()).unwrap();
+        assert_eq!(procs.holders_of_inode(inode), Some(vec![]), "only the helper holds it: no holder, the program is unknown");
+        assert_eq!(procs.exe_of_inode(inode), None);
+
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        let (gone, also_gone) = (pidfd(child.id()), pidfd(child.id()));
+        child.wait().unwrap();
+        assert!(Helper::from_pidfd(also_gone).is_err(), "a pidfd of an exited process names no helper");
+        // A helper whose process exited, recorded with a pid that is now this process's.
+        procs.helpers = vec![Helper { pid: me as i32, pidfd: gone }];
+        let exe = std::fs::read_link("/proc/self/exe").unwrap().display().to_string();
+        assert_eq!(procs.holders_of_inode(inode), Some(vec![exe]), "an exited helper's number is scanned");
         drop(client);
     }
 }

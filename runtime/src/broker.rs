@@ -12,9 +12,13 @@
 //! `no_new_privs`, the agent's namespaces and **the agent's Landlock domain** (TCP connect
 //! rules and abstract-socket scoping apply to it exactly as to the agent), and is not under
 //! the seccomp filter. It is not dumpable (the agent, same uid, can neither ptrace it nor open
-//! its `/proc/PID/mem` or `/proc/PID/fd/*`), holds no descriptor but its control socket, runs
+//! its `/proc/PID/mem` or `/proc/PID/fd/*`), holds no descriptor but its control socket
+//! (and a request's socket until the call returned, before it answers), runs
 //! in its own session (terminal signals do not reach it), and dies with the sandbox
-//! (`PR_SET_PDEATHSIG`, the pid namespace, and EOF on its control socket).
+//! (`PR_SET_PDEATHSIG`, the pid namespace, and EOF on its control socket). The supervisor
+//! gets a pidfd of it with the control socket: the proxy judges per-program grants by the
+//! processes holding a connection's socket and must skip the broker, which holds it while
+//! the proxy accepts (`aegis_proxy::exe::Helper`).
 //!
 //! Input (per request, from a supervisor worker over a private `SOCK_SEQPACKET` connection):
 //! an operation (`CONNECT`, `SENDTO`), the socket (SCM_RIGHTS), the address bytes the
@@ -209,9 +213,10 @@ fn recv_packet(sock: RawFd, buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd
 // ── the broker process ─────────────────────────────────────────────────────────────────
 
 /// Forks the broker (child side, after Landlock, before seccomp). Returns the supervisor's
-/// end of the control socket (to hand over); the broker process never returns from here.
-/// `Err` is an errno.
-pub fn fork_in_child() -> Result<OwnedFd, i32> {
+/// end of the control socket and a pidfd of the broker (both to hand over: the proxy must
+/// know the broker, which holds a copy of each socket it connects, from the agent's own
+/// processes); the broker process never returns from here. `Err` is an errno.
+pub fn fork_in_child() -> Result<(OwnedFd, OwnedFd), i32> {
     let mut fds = [0i32; 2];
     // SAFETY: socketpair writes two fds into our array.
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
@@ -229,9 +234,21 @@ pub fn fork_in_child() -> Result<OwnedFd, i32> {
             drop(ours);
             serve(theirs, parent)
         }
-        _ => {
+        pid => {
             drop(theirs);
-            Ok(ours)
+            // The broker cannot be reaped before this (its parent reaps only once it is the
+            // agent's init), so `pid` is still the broker's.
+            // SAFETY: pidfd_open with integer arguments; returns a new fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            if fd < 0 {
+                let e = errno();
+                // SAFETY: kill on the process we just forked.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return Err(e);
+            }
+            // SAFETY: a new descriptor nothing else owns.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+            Ok((ours, pidfd))
         }
     }
 }
@@ -310,6 +327,10 @@ fn serve_connection(conn: &OwnedFd) {
         } else {
             perform(&req, &sock, addr, data)
         };
+        // The copies go before the answer: once the agent learns its connect is done, the
+        // broker holds nothing of it (the proxy skips the broker anyway, see
+        // `aegis_proxy::exe::Helper`).
+        drop((sock, dir));
         if reply(c, R_RESULT, result).is_err() {
             return;
         }

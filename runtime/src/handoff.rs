@@ -69,6 +69,8 @@ impl Tag {
     pub const SECCOMP_LISTENER: Tag = Tag(16);
     /// Reserved for `unix`: the broker's control socket.
     pub const BROKER_CONTROL: Tag = Tag(17);
+    /// A pidfd of the broker (the proxy never takes it for one of the agent's processes).
+    pub const BROKER_PROCESS: Tag = Tag(18);
     /// First tag reserved for `super` (pid-1 init, terminal); 32..=47.
     pub const SUPER_FIRST: Tag = Tag(32);
     /// Last tag reserved for `super`.
@@ -84,6 +86,7 @@ impl Tag {
             Tag::UDP_FORWARD => "UDP forward socket",
             Tag::SECCOMP_LISTENER => "seccomp listener",
             Tag::BROKER_CONTROL => "broker control socket",
+            Tag::BROKER_PROCESS => "broker pidfd",
             _ => "descriptor",
         }
     }

@@ -677,9 +677,14 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
     // A filter that notifies is served before the child execs: the exec itself, and the
     // agent's first connect, wait for an answer.
     let mut notify_server = None;
+    // The sandbox's own processes in the agent's leaf (the broker), which the proxy skips.
+    let mut helpers = Vec::new();
     if let Some(m) = &mediation {
         match stage::seccomp::take_handover(m, &handoff_rx, &mut early) {
-            Ok(Some(h)) => notify_server = Some(stage::seccomp::serve(m, h, pid, proxy_tx.clone())?),
+            Ok(Some(mut h)) => {
+                helpers.extend(h.broker_process());
+                notify_server = Some(stage::seccomp::serve(m, h, pid, proxy_tx.clone())?);
+            }
             Ok(None) => {} // the child ended first; its report says why
             Err(e) => {
                 close(go_w);
@@ -721,7 +726,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         (nft_child, host_table),
         (&mut table, &mut nft_layer),
         proxy_prep.map(|p| (p, host_proxy.take())),
-        (pid, procs_file, proxy_tx),
+        (pid, procs_file, helpers, proxy_tx),
     )?;
     if proxy_handle.is_some() {
         clock.lap("proxy");
@@ -1019,14 +1024,16 @@ struct NetFacts<'a> {
 /// host's loopback without one). Takes the table the launch loaded (`own`: the agent's
 /// namespace; `host`: the host's, observed through the kernel log instead) into `table` and
 /// completes the nftables report line; returns the observer, the proxy and the proxy's
-/// report line. Every handed-over socket is checked before use.
+/// report line. Every handed-over socket is checked before use. `helpers`: the sandbox's
+/// own processes in the agent's leaf (the connect broker), which the proxy never takes for
+/// the agent's.
 fn start_services(
     mut handed: Vec<handoff::Message>,
     net: NetFacts,
     (own, host): (Option<TableLoad>, Option<TableLoad>),
     (table, nft_layer): (&mut Option<aegis_targets::nftables::LoadedTable>, &mut Layer),
     proxy: Option<(stage::proxy::Prepared, Option<stage::proxy::HostListener>)>,
-    (pid, procs_file, events): (libc::pid_t, Option<std::path::PathBuf>, std::sync::mpsc::Sender<Event>),
+    (pid, procs_file, helpers, events): (libc::pid_t, Option<std::path::PathBuf>, Vec<aegis_proxy::exe::Helper>, std::sync::mpsc::Sender<Event>),
 ) -> Result<Services, RunError> {
     // With an own-namespace table loaded, outside destinations are routed to lo and NFLOG
     // is read, so a direct connect is stopped at once and recorded. Not a reason to refuse
@@ -1075,12 +1082,12 @@ fn start_services(
     let forwards = p.forwards.len();
     if let Isolation::Full { .. } = net.iso {
         let l = stage::proxy::listeners_from(&mut handed, &p.forwards, net.agent_netns)?;
-        let handle = stage::proxy::start(p, l, pid, procs_file, events)?;
+        let handle = stage::proxy::start(p, l, pid, procs_file, helpers, events)?;
         return Ok((nflog, Some(handle), Some(Layer::new("proxy", LayerStatus::Fully, summary))));
     }
     let Some(h) = host_proxy else { return Ok((nflog, None, None)) };
     let port = h.port;
-    let handle = stage::proxy::start_host(p, h, pid, events)?;
+    let handle = stage::proxy::start_host(p, h, pid, helpers, events)?;
     *nft_layer = Layer::new(
         "nftables",
         LayerStatus::NotEnforced,

@@ -97,7 +97,7 @@ fn agent_role() -> ! {
     let program = seccomp::compile(&spec, Arch::native().unwrap(), &SyscallWeights::agent_mix()).unwrap();
     // As the launch's seccomp stage does: the broker first (outside the filter), then the
     // filter with its listener; both go to the supervisor.
-    let ctl = broker::fork_in_child().unwrap_or_else(|_| fail("forking the broker"));
+    let (ctl, _broker_pidfd) = broker::fork_in_child().unwrap_or_else(|_| fail("forking the broker"));
     let listener = seccomp::apply_with_listener(&program, ApplyOptions { log: false }).unwrap_or_else(|e| fail(&e.to_string()));
     send_fds(fd, &[listener.as_raw_fd(), ctl.as_raw_fd()]);
     drop((listener, ctl));

@@ -1458,21 +1458,28 @@ fn requests_a_server_would_read_as_another_method_or_path_never_reach_it() {
 /// Issue 13 item 5: a grant that names programs. With `{ host = "git.example.org:443", exe =
 /// ["/usr/bin/git", "/usr/lib/git-core"] }`, `git clone` works from inside the sandbox while
 /// curl and Python to the same host get 403, each audited with its program and the rule;
-/// the decision endpoint and `aegisc check --exe` answer per program the same way.
+/// the decision endpoint and `aegisc check --exe` answer per program the same way. A
+/// transparent forward is judged by the agent's program too, never by the connect broker
+/// that holds the socket while the proxy accepts it: the forward granted to git refuses
+/// Python, and the one granted to Python admits it.
 #[test]
 fn a_grant_for_git_admits_git_and_refuses_curl_to_the_same_host() {
     if !ready() {
         return;
     }
-    let Some((_repo, up)) = git_upstream("program", vec![7000]) else { return };
+    let Some((_repo, up)) = git_upstream("program", vec![7000, 7001]) else { return };
     let lab = Lab::new();
     let alt = up.ip_alt.to_string();
+    // The grant names the executable as /proc shows it (python3 is a symlink).
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap().display().to_string();
     let grant = format!(
-        "[network]\nallow = [{{ host = \"git.example.org:443\", exe = [\"/usr/bin/git\", \"/usr/lib/git-core\"] }}, {{ host = \"{alt}:7000\", exe = [\"/usr/bin/git\"] }}]\n"
+        "[network]\nallow = [{{ host = \"git.example.org:443\", exe = [\"/usr/bin/git\", \"/usr/lib/git-core\"] }}, {{ host = \"{alt}:7000\", exe = [\"/usr/bin/git\"] }}, {{ host = \"{alt}:7001\", exe = [\"{python}\"] }}]\n"
     );
     let ops = json!([
         // A transparent forward granted to git only: Python's direct connection is refused.
         {"op": "tcp_echo", "host": alt, "port": 7000, "lines": ["SELECT 1;"], "timeout": 2},
+        // One granted to Python admits it.
+        {"op": "tcp_echo", "host": alt, "port": 7001, "lines": ["SELECT 2;"], "timeout": 10},
         {"op": "curl", "url": "https://git.example.org/repo.git/info/refs"},
         {"op": "git_clone", "url": "https://git.example.org/repo.git", "dest": "/tmp/clone"},
         {"op": "urllib", "url": "https://git.example.org/repo.git/HEAD"},
@@ -1487,8 +1494,13 @@ fn a_grant_for_git_admits_git_and_refuses_curl_to_the_same_host() {
         recs.iter().any(|r| r["mode"] == "tcp" && r["decision"] == "deny" && r["exe"].as_str().is_some_and(|e| e.starts_with("/usr/bin/python3"))),
         "no deny record for the forward naming Python: {recs:#?}"
     );
-    assert!(reqs.iter().all(|q| q["action"] != "echo"), "the forward reached the server: {reqs:?}");
-    let out = &out[1..];
+    assert!(reqs.iter().all(|q| q["action"] != "echo" || q["listen_port"] == 7001), "the forward reached the server: {reqs:?}");
+    assert_eq!(out[1]["greeting"], "echo 7001", "the forward granted to Python admits it: {}\naudit: {recs:#?}", out[1]);
+    assert_eq!(out[1]["echo"], json!(["SELECT 2;"]), "{}", out[1]);
+    let fwd = recs.iter().find(|r| r["mode"] == "tcp" && r["port"] == 7001).unwrap_or_else(|| panic!("no record of the forward to 7001: {recs:#?}"));
+    assert_eq!((&fwd["decision"], &fwd["exe"]), (&json!("allow"), &json!(python)), "decided for Python, not the broker: {fwd}");
+    assert!(recs.iter().all(|r| r["exe"].as_str().is_none_or(|e| !e.ends_with("/aegis-exec"))), "the broker is never the requesting program: {recs:#?}");
+    let out = &out[2..];
     assert_ne!(out[0]["rc"], 0, "curl got through a grant for git: {}", out[0]);
     assert_eq!(out[1]["rc"], 0, "git clone: {}\naudit: {recs:#?}", out[1]);
     assert_eq!(out[1]["content"]["README.md"], "fetched through the AEGIS proxy\n", "{}", out[1]);

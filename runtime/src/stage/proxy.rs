@@ -187,8 +187,16 @@ pub fn listeners_from(msgs: &mut Vec<Message>, forwards: &[std::net::SocketAddr]
     Ok(Listeners { proxy, forwards: out, diag })
 }
 
-/// Starts serving on the listeners. Decisions go to `events`.
-pub fn start(p: Prepared, listeners: Listeners, agent_pid: libc::pid_t, procs_file: Option<PathBuf>, events: Sender<Event>) -> Result<Arc<Proxy>, RunError> {
+/// Starts serving on the listeners. Decisions go to `events`. `helpers`: the sandbox's own
+/// processes in the agent's leaf (the connect broker), never taken for the agent's.
+pub fn start(
+    p: Prepared,
+    listeners: Listeners,
+    agent_pid: libc::pid_t,
+    procs_file: Option<PathBuf>,
+    helpers: Vec<aegis_proxy::exe::Helper>,
+    events: Sender<Event>,
+) -> Result<Arc<Proxy>, RunError> {
     let proxy = Proxy::new(
         p.gate,
         p.ca,
@@ -198,6 +206,7 @@ pub fn start(p: Prepared, listeners: Listeners, agent_pid: libc::pid_t, procs_fi
             pid: agent_pid,
             procs_file,
             diag: listeners.diag.map(std::sync::Mutex::new),
+            helpers,
         },
         events,
     );
@@ -253,8 +262,8 @@ impl Prepared {
 const MAX_HOST_CONNECTIONS: usize = 128;
 
 /// Serves on the host loopback listener: each connection admitted by [`agent_holds`] is
-/// served by the proxy, any other is closed and recorded.
-pub fn start_host(p: Prepared, l: HostListener, agent_pid: libc::pid_t, events: Sender<Event>) -> Result<Arc<Proxy>, RunError> {
+/// served by the proxy, any other is closed and recorded. `helpers` as for [`start`].
+pub fn start_host(p: Prepared, l: HostListener, agent_pid: libc::pid_t, helpers: Vec<aegis_proxy::exe::Helper>, events: Sender<Event>) -> Result<Arc<Proxy>, RunError> {
     let notes = events.clone();
     let diag = aegis_proxy::exe::diag_socket().map_err(|e| RunError::Unavailable { layer: "proxy", why: format!("a sock_diag socket to check who connects: {e}") })?;
     let proxy = Arc::new(Proxy::new(
@@ -262,7 +271,7 @@ pub fn start_host(p: Prepared, l: HostListener, agent_pid: libc::pid_t, events: 
         p.ca,
         p.upstream,
         p.resolver,
-        AgentProcs { pid: agent_pid, procs_file: None, diag: Some(std::sync::Mutex::new(diag)) },
+        AgentProcs { pid: agent_pid, procs_file: None, diag: Some(std::sync::Mutex::new(diag)), helpers },
         events,
     ));
     let served = proxy.clone();

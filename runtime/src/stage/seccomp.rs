@@ -137,8 +137,9 @@ pub fn apply_in_child(s: &ChildSeccomp, handoff: Option<&handoff::Sender>, info:
     if s.broker {
         // Forked now: after Landlock (its domain is the agent's), before the filter (it
         // performs the calls the filter sends to the supervisor).
-        let ctl = crate::broker::fork_in_child().map_err(|errno| Fail { stage: Stage::Seccomp, what: WHAT_BROKER, errno })?;
+        let (ctl, pidfd) = crate::broker::fork_in_child().map_err(|errno| Fail { stage: Stage::Seccomp, what: WHAT_BROKER, errno })?;
         send(Tag::BROKER_CONTROL, &ctl)?;
+        send(Tag::BROKER_PROCESS, &pidfd)?;
     }
     // The notify filter first (nothing it lets through can fail to install the next one),
     // without LOG: a notified call is not a denial, and logging each would flood the
@@ -186,6 +187,16 @@ pub fn apply_in_child(s: &ChildSeccomp, handoff: Option<&handoff::Sender>, info:
 pub struct Handover {
     listener: OwnedFd,
     broker: Option<OwnedFd>,
+    /// The broker's process, for the proxy (see [`Handover::broker_process`]).
+    broker_process: Option<aegis_proxy::exe::Helper>,
+}
+
+impl Handover {
+    /// The broker as a process the proxy must not take for the agent's (it holds a copy of
+    /// every socket it connects, during the connect); taken once.
+    pub fn broker_process(&mut self) -> Option<aegis_proxy::exe::Helper> {
+        self.broker_process.take()
+    }
 }
 
 /// Supervisor side, after the child was let go and before waiting for its exec: receives
@@ -194,8 +205,8 @@ pub struct Handover {
 /// child ended before sending them (its report says why).
 pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Message>) -> Result<Option<Handover>, RunError> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut listener, mut broker) = (None, None);
-    while listener.is_none() || (m.connect && broker.is_none()) {
+    let (mut listener, mut broker, mut broker_process) = (None, None, None);
+    while listener.is_none() || (m.connect && (broker.is_none() || broker_process.is_none())) {
         let Some(msg) = rx.recv(deadline)? else {
             return Ok(None);
         };
@@ -205,11 +216,15 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
                 handoff::check_socket(&msg, libc::AF_UNIX, libc::SOCK_SEQPACKET)?;
                 broker = msg.fd;
             }
+            Tag::BROKER_PROCESS => {
+                let fd = msg.fd.ok_or_else(|| RunError::internal("broker pidfd", "handed over without a descriptor"))?;
+                broker_process = Some(aegis_proxy::exe::Helper::from_pidfd(fd).map_err(|e| RunError::internal("broker pidfd", e))?);
+            }
             _ => others.push(msg),
         }
     }
     let listener = listener.ok_or_else(|| RunError::internal("seccomp listener", "handed over without a descriptor"))?;
-    Ok(Some(Handover { listener, broker }))
+    Ok(Some(Handover { listener, broker, broker_process }))
 }
 
 /// The handlers for what this bundle's filter notifies. Add new handlers here (see
