@@ -97,6 +97,11 @@ pub enum Event {
         bytes_down: u64,
         /// The requesting executable, when it could be determined from `/proc`.
         exe: Option<String>,
+        /// How many decisions this record stands for, at least 1: more than 1 when the proxy
+        /// summarises repeats of one key (`count` of them, "N more like ..." in `reason`).
+        /// Written only when it is not 1 (and 1 when absent, as in logs of older runtimes).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        count: u64,
     },
     /// A denial observed from the kernel (seccomp, Landlock audit, nftables counters).
     KernelDenial {
@@ -306,6 +311,7 @@ impl Event {
     pub(crate) fn shape_error(&self) -> Option<&'static str> {
         match self {
             Event::Repeated { count: 0, .. } => Some("a `repeated` record counts at least 1 repeat"),
+            Event::ProxyRequest { count: 0, .. } => Some("a `proxy_request` record stands for at least 1 decision"),
             Event::Repeated { event, .. } if event.is_log_internal() || matches!(**event, Event::Repeated { .. }) => {
                 Some("a `repeated` record wraps an ordinary event (not repeated, checkpoint or tail_repaired)")
             }
@@ -314,12 +320,22 @@ impl Event {
     }
 }
 
-/// Longest string field, in bytes, that a record stores whole. Any longer string in an event
-/// (a 60 KB path in a proxy request, an argument of the agent's command) is stored as its
-/// first bytes up to this limit (cut at a character boundary) followed by
-/// [`cut_marker`]: what was cut and the SHA-256 of the whole value, so no producer can make
-/// one record large and a known value can still be matched. Applied by the writer to every
-/// event, in one place.
+fn one() -> u64 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+/// Longest string, in bytes, that a record stores. Any longer string in an event (a 60 KB
+/// path in a proxy request, an argument of the agent's command) is stored as its first
+/// bytes (cut at a character boundary) followed by [`cut_marker`], what was cut and the
+/// SHA-256 of the whole value, this many bytes in all: so no producer can make one record
+/// large, a known value can still be matched, and capping twice (a producer that caps
+/// before the writer does) changes nothing, the hash stays the whole value's. Applied by the
+/// writer to every event, in one place.
 pub const MAX_FIELD_BYTES: usize = 1024;
 
 /// What follows the kept prefix of a capped string: `…[cut: <total length> bytes, sha256
@@ -329,13 +345,14 @@ pub fn cut_marker(whole: &str) -> String {
     format!("…[cut: {} bytes, sha256 {}]", whole.len(), hex::encode(sha2::Sha256::digest(whole.as_bytes())))
 }
 
-/// Caps `s` in place as [`MAX_FIELD_BYTES`] says; true if it was longer.
+/// Caps `s` in place as [`MAX_FIELD_BYTES`] says; true if it was longer. The result is at
+/// most [`MAX_FIELD_BYTES`] long, so capping it again leaves it as it is.
 pub fn cap_string(s: &mut String) -> bool {
     if s.len() <= MAX_FIELD_BYTES {
         return false;
     }
     let marker = cut_marker(s);
-    let mut end = MAX_FIELD_BYTES;
+    let mut end = MAX_FIELD_BYTES.saturating_sub(marker.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }

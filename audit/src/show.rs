@@ -111,6 +111,7 @@ pub fn summary(ev: &Event) -> String {
             bytes_up,
             bytes_down,
             exe,
+            count,
         } => {
             let v = match decision {
                 Verdict::Allow => "ALLOW",
@@ -121,8 +122,9 @@ pub fn summary(ev: &Event) -> String {
                 (Some(m), Some(p)) => format!("{m} {host}:{port} {p}"),
                 _ => format!("{host}:{port}"),
             };
+            let times = if *count == 1 { String::new() } else { format!(" (x{count})") };
             format!(
-                "{v} {mode} {what} rule={} ({reason}) up={bytes_up}B down={bytes_down}B exe={}",
+                "{v} {mode} {what} rule={} ({reason}) up={bytes_up}B down={bytes_down}B exe={}{times}",
                 rule.as_deref().unwrap_or("none"),
                 exe.as_deref().unwrap_or("?")
             )

@@ -6,13 +6,17 @@
 //! - decision-endpoint questions and denials are aggregated by key (mode, host, port,
 //!   method, verdict, rule, program): the first of a key is sent whole; repeats within the next
 //!   [`INTERVAL`] are counted, and one summary record per key and interval says how many
-//!   there were, with up to [`MAX_SAMPLES`] sample paths (each at most [`SAMPLE_BYTES`]),
+//!   there were (its `count`, and in words in its `reason`), with up to [`MAX_SAMPLES`]
+//!   sample paths (each at most [`SAMPLE_BYTES`]),
 //!   so an agent that asks or is refused in a loop adds at most about one record per key
 //!   per second; allowed requests and tunnels stay one record each (each one moved real
-//!   traffic, which the agent pays for in time);
+//!   traffic, which the agent pays for in time); keys the agent can vary without end (the
+//!   host of a refused CONNECT) are each a first record: the run's audit budget bounds them;
 //! - nothing counted is dropped: summaries are sent by a flusher thread once their
 //!   interval ended, and [`Records::flush`] sends what is still open (call it before the
-//!   log is closed);
+//!   log is closed); records leave in the order they were counted (a key's first before its
+//!   summaries), and every record counted before [`Records::flush`] returns has been sent
+//!   (sending happens under the lock that counting takes);
 //! - the CPU time of the threads serving the agent is summed ([`Usage`]) and, when the
 //!   policy limits the agent's CPU, bounded to that many cores averaged over a second:
 //!   [`Budget::wait`] holds a connection's next handshake or request until the window
@@ -89,6 +93,7 @@ fn summary(o: &Open) -> Option<Event> {
         bytes_up: 0,
         bytes_down: 0,
         exe: exe.clone(),
+        count: o.count,
     })
 }
 
@@ -129,16 +134,16 @@ impl Records {
     /// Sends `ev`, or counts it as a repeat of an open key.
     pub fn send(&self, ev: Event) {
         let Some(k) = key(&ev) else { return self.send_now(ev) };
-        if let Ok(mut open) = self.open.lock() {
-            if let Some(o) = open.get_mut(&k) {
-                o.count += 1;
-                if o.samples.len() < MAX_SAMPLES {
-                    o.samples.push(sample(&ev));
-                }
-                return;
+        let Ok(mut open) = self.open.lock() else { return self.send_now(ev) };
+        if let Some(o) = open.get_mut(&k) {
+            o.count += 1;
+            if o.samples.len() < MAX_SAMPLES {
+                o.samples.push(sample(&ev));
             }
-            open.insert(k, Open { since: Instant::now(), count: 0, samples: Vec::new(), first: ev.clone() });
+            return;
         }
+        open.insert(k, Open { since: Instant::now(), count: 0, samples: Vec::new(), first: ev.clone() });
+        // Still under the lock: the first of a key leaves before any summary of it.
         self.send_now(ev);
     }
 
@@ -146,21 +151,22 @@ impl Records {
     /// repeats close; keys with repeats start a new interval).
     fn flush_older_than(&self, age: Duration) {
         let mut out = Vec::new();
-        if let Ok(mut open) = self.open.lock() {
-            open.retain(|_, o| {
-                if o.since.elapsed() < age {
-                    return true;
-                }
-                if o.count == 0 {
-                    return false;
-                }
-                out.extend(summary(o));
-                o.count = 0;
-                o.samples.clear();
-                o.since = Instant::now();
-                true
-            });
-        }
+        let Ok(mut open) = self.open.lock() else { return };
+        open.retain(|_, o| {
+            if o.since.elapsed() < age {
+                return true;
+            }
+            if o.count == 0 {
+                return false;
+            }
+            out.extend(summary(o));
+            o.count = 0;
+            o.samples.clear();
+            o.since = Instant::now();
+            true
+        });
+        // Sent before the lock is released: a [`Records::flush`] that follows the flusher
+        // thread's finds these already sent, never still on their way.
         for ev in out {
             self.send_now(ev);
         }
@@ -301,6 +307,7 @@ mod tests {
             bytes_up: 0,
             bytes_down: 0,
             exe: None,
+            count: 1,
         }
     }
 
@@ -316,8 +323,9 @@ mod tests {
         r.flush();
         let got: Vec<Event> = rx.try_iter().collect();
         assert_eq!(got.len(), 4, "first, summary, and the two allowed requests: {got:?}");
-        let Event::ProxyRequest { reason, path, .. } = &got[3] else { panic!() };
+        let Event::ProxyRequest { reason, path, count, .. } = &got[3] else { panic!() };
         assert!(reason.starts_with("999 more"), "{reason}");
+        assert_eq!(*count, 999, "the summary counts in a field, not only in words");
         assert!(path.as_deref().is_some_and(|p| p.starts_with("/q/1/")), "{path:?}");
         assert!(reason.len() < 1000, "samples are capped: {}", reason.len());
     }

@@ -330,6 +330,7 @@ impl<'a> Conn<'a> {
             bytes_up: r.up,
             bytes_down: r.down,
             exe,
+            count: 1,
         };
         self.p.records.send(ev);
     }

@@ -22,6 +22,7 @@ fn proxy_event(path: &str) -> Event {
         bytes_up: 0,
         bytes_down: 0,
         exe: None,
+        count: 1,
     }
 }
 
@@ -30,8 +31,10 @@ fn a_long_field_keeps_a_prefix_and_the_hash_of_the_whole_value() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
     let mut w = AuditWriter::open(&log, options(None, 0, None)).unwrap();
-    // 60 KB, with a multi-byte character across the cut.
-    let long = format!("/{}é{}", "a".repeat(MAX_FIELD_BYTES - 2), "b".repeat(60_000));
+    // 60 KB, with a multi-byte character across the cut: the marker (of a value whose length
+    // has 5 digits) and what is kept of the value are MAX_FIELD_BYTES together.
+    let keep = MAX_FIELD_BYTES - aegis_audit::cut_marker(&"x".repeat(60_000)).len();
+    let long = format!("/{}é{}", "a".repeat(keep - 2), "b".repeat(60_000));
     let info = w.append(&ctx("a"), &proxy_event(&long)).unwrap();
     let short = "/etc/passwd";
     w.append(&ctx("a"), &proxy_event(short)).unwrap();
@@ -40,8 +43,13 @@ fn a_long_field_keeps_a_prefix_and_the_hash_of_the_whole_value() {
     let text = std::fs::read_to_string(&log).unwrap();
     let recs: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let stored = recs[0]["event"]["path"].as_str().unwrap();
-    let expected = format!("/{}{}", "a".repeat(MAX_FIELD_BYTES - 2), aegis_audit::cut_marker(&long));
+    let expected = format!("/{}{}", "a".repeat(keep - 2), aegis_audit::cut_marker(&long));
     assert_eq!(stored, expected, "the prefix up to a character boundary, then what was cut and its sha256");
+    assert!(stored.len() <= MAX_FIELD_BYTES, "{} bytes in all", stored.len());
+    let mut again = stored.to_string();
+    assert!(!aegis_audit::cap_string(&mut again), "capping a capped value again changes nothing (its hash stays the whole value's)");
+    assert_eq!(again, stored);
+    assert_eq!(Event::into_capped(proxy_event(&long)), proxy_event(stored), "a producer's capping and the writer's agree");
     assert_eq!(recs[1]["event"]["path"], short, "short fields are stored whole");
     assert!(verify_log(&log, &vopts(None, &[])).unwrap().is_complete());
 }
@@ -82,6 +90,32 @@ fn repeated_records_count_ordinary_events_only() {
     let f = r.failure.expect("a nested repeated record is refused");
     assert_eq!(f.seq, 0);
     assert!(matches!(f.problem, aegis_audit::Problem::InvalidRecord(_)), "{:?}", f.problem);
+}
+
+/// The proxy's summary of repeats says how many decisions it stands for in a field
+/// (`count`), so the counts of a log add up without reading its prose; a plain record keeps
+/// its old shape (no `count`, read as 1), and a summary of nothing is refused.
+#[test]
+fn a_proxy_summary_carries_its_count_and_a_plain_record_keeps_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let mut w = AuditWriter::open(&log, options(None, 0, None)).unwrap();
+    let with = |count| match proxy_event("/q") {
+        Event::ProxyRequest { mode, host, port, method, path, decision, rule, reason, bytes_up, bytes_down, exe, .. } => {
+            Event::ProxyRequest { mode, host, port, method, path, decision, rule, reason, bytes_up, bytes_down, exe, count }
+        }
+        other => other,
+    };
+    assert!(matches!(w.append(&ctx("a"), &with(0)), Err(AuditError::InvalidEvent(_))), "a summary of nothing");
+    w.append(&ctx("a"), &with(1)).unwrap();
+    w.append(&ctx("a"), &with(2999)).unwrap();
+    w.close().unwrap();
+    assert!(verify_log(&log, &vopts(None, &[])).unwrap().is_complete());
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone()).collect();
+    assert!(events[0].get("count").is_none(), "a plain record has no count: {}", events[0]);
+    assert_eq!(events[1]["count"], 2999);
+    let parsed: Event = serde_json::from_value(events[0].clone()).unwrap();
+    assert_eq!(parsed, with(1), "absent reads as 1");
 }
 
 #[test]
