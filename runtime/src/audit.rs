@@ -17,7 +17,10 @@
 //! - **A budget.** The records of a run may take at most `budget` bytes (default
 //!   [`DEFAULT_BUDGET`]); the record that would cross it is replaced by one `resource` record
 //!   (`audit_budget`) and the agent is stopped ([`Stop::Budget`],
-//!   [`crate::exit::EXIT_AUDIT_BUDGET`]). The closing records do not count (they are bounded).
+//!   [`crate::exit::EXIT_AUDIT_BUDGET`]). The closing records do not count (they are bounded);
+//!   the run's events do, also those that arrive after the agent was reaped (the proxy's and
+//!   the notification handlers' last summaries): they are written within the budget by
+//!   [`Audit::close`], before the closing records.
 //! - **Repeats are counted, not written.** Run events identical to one written less than a
 //!   second ago are counted and summarised in one `repeated` record per second (count + the
 //!   event), as kernel denials are; long fields are capped by the writer (one place:
@@ -337,6 +340,11 @@ impl Audit {
             self.closing.push(e);
             return;
         }
+        self.push_pending(e);
+    }
+
+    /// Queues a record to be written (within the budget, for the run's events).
+    fn push_pending(&mut self, e: Event) {
         if matches!(self.stop, Some(Stop::Failed(_))) && self.pending.len() >= MAX_QUEUED_AFTER_FAILURE {
             self.dropped += 1;
             return;
@@ -372,7 +380,8 @@ impl Audit {
         }
         let e = e.into_capped();
         if self.repeats.admit(&e) {
-            self.queue(e);
+            // Also after the agent was reaped: a run event is never a closing record.
+            self.push_pending(e);
         }
     }
 
@@ -387,7 +396,7 @@ impl Audit {
             return None;
         }
         for e in due {
-            self.queue(e);
+            self.push_pending(e);
         }
         let room = match self.budget {
             Some(b) => b.saturating_sub(self.written),
@@ -469,6 +478,12 @@ impl Audit {
         self.writer.as_ref()?;
         if !self.run_over {
             self.end_run();
+        }
+        // Run events that came after the agent was reaped (the last summaries of the proxy
+        // and of the notification handlers), and their repeat counts: within the budget, as
+        // every run event (after a failure they stay queued for the final write below).
+        if self.stop.is_none() {
+            let _ = self.tick(true);
         }
         let Some(mut w) = self.writer.take() else {
             return self.stop;
@@ -567,6 +582,32 @@ mod tests {
         assert!(parse_budget("5T").is_err());
         assert!(parse_budget("-1").is_err());
         assert!(parse_budget("99999999999999999999G").is_err());
+    }
+
+    /// The proxy and the notification handlers hand over their last summaries after the
+    /// agent was reaped: they are the run's records and the budget bounds them, so an agent
+    /// cannot grow the log past its budget by having much counted in its last second.
+    #[test]
+    fn run_events_after_the_agent_exited_count_against_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        let opts = AuditOptions { budget: Some(MIN_BUDGET), ..AuditOptions::default() };
+        let mut a = Audit::open(Some(&log), "t", &opts).unwrap();
+        a.queue(Event::Note { component: "supervisor".into(), message: "launched".into() });
+        a.flush().unwrap();
+        a.end_run();
+        for i in 0..1000 {
+            a.run_event(Event::Note { component: "proxy".into(), message: format!("late summary {i} {}", "x".repeat(200)) });
+        }
+        a.queue(Event::AgentExited { pid: 2, status: Some(0), signal: None, cpu_user_us: 0, cpu_sys_us: 0, peak_memory_bytes: None });
+        assert_eq!(a.close(), Some(Stop::Budget(MIN_BUDGET)), "the exit status says the budget ended the run's records");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.len() as u64 <= MIN_BUDGET + 4096, "the log ({} bytes) stays within the budget plus the closing records", text.len());
+        let kinds: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["kind"].as_str().unwrap().to_string()).collect();
+        assert_eq!(kinds.iter().filter(|k| *k == "resource").count(), 1, "one audit_budget record: {kinds:?}");
+        let (budget, exited) = (kinds.iter().position(|k| k == "resource").unwrap(), kinds.iter().position(|k| k == "agent_exited").unwrap());
+        assert!(budget < exited && exited >= kinds.len() - 2, "the closing records come last: {kinds:?}");
+        assert!(text.contains("event(s) of the run were not written in all: over the audit budget"), "the dropped ones are counted");
     }
 
     #[test]

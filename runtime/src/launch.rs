@@ -726,13 +726,13 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         (nft_child, host_table),
         (&mut table, &mut nft_layer),
         proxy_prep.map(|p| (p, host_proxy.take())),
-        (pid, procs_file, helpers, proxy_tx),
+        (pid, procs_file, helpers, proxy_tx.clone()),
     )?;
     if proxy_handle.is_some() {
         clock.lap("proxy");
     }
     let proxy_feed = if proxy_handle.is_some() || notify_server.is_some() {
-        Some(supervise::ProxyFeed::start(proxy_rx, proxy_handle.as_deref())?)
+        Some(supervise::ProxyFeed::start(proxy_tx, proxy_rx, proxy_handle.as_deref())?)
     } else {
         None
     };

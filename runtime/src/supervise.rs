@@ -247,17 +247,38 @@ impl Drop for Kmsg {
 /// forwarding thread moves each event from their channel into a queue and wakes the
 /// supervisor's loop through an eventfd, so a decision is written (and an append failure
 /// noticed, and the agent stopped) one append after it was taken, not at the next timer
-/// tick. The thread ends when every sender is dropped.
+/// tick. The thread ends when every sender is dropped (this feed holds one). At the end,
+/// [`ProxyFeed::finish`] sends a marker down the same channel and waits until the thread
+/// passed it, so its last drain holds every record sent before: none is left on its way.
 pub struct ProxyFeed<'a> {
     queue: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
     wake: std::os::fd::OwnedFd,
     /// The proxy, whose connections are waited for at the end (`None`: records of the
     /// seccomp notification handlers only).
     active: Option<&'a aegis_proxy::server::Proxy>,
+    /// For the markers.
+    tx: std::sync::mpsc::Sender<Event>,
+    /// Markers sent, and markers the thread has passed.
+    markers: std::cell::Cell<u64>,
+    passed: std::sync::Arc<(std::sync::Mutex<u64>, std::sync::Condvar)>,
+    /// The note about connections still open at the end was written.
+    noted_open: std::cell::Cell<bool>,
+}
+
+/// The component of the feed's markers (a note no component writes; never logged).
+const MARKER: &str = "aegis-exec audit feed marker";
+
+fn is_marker(e: &Event) -> bool {
+    matches!(e, Event::Note { component, .. } if component == MARKER)
 }
 
 impl<'a> ProxyFeed<'a> {
-    pub fn start(rx: std::sync::mpsc::Receiver<Event>, active: Option<&'a aegis_proxy::server::Proxy>) -> Result<ProxyFeed<'a>, crate::exit::RunError> {
+    /// `tx`: a sender on the channel `rx` reads (for the end-of-run markers).
+    pub fn start(
+        tx: std::sync::mpsc::Sender<Event>,
+        rx: std::sync::mpsc::Receiver<Event>,
+        active: Option<&'a aegis_proxy::server::Proxy>,
+    ) -> Result<ProxyFeed<'a>, crate::exit::RunError> {
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
         // SAFETY: eventfd with constant flags returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -269,13 +290,28 @@ impl<'a> ProxyFeed<'a> {
         let writer = wake.try_clone().map_err(|e| crate::exit::RunError::internal("eventfd for the proxy's records", e))?;
         let queue = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let q = queue.clone();
+        let passed = std::sync::Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
+        let pass = passed.clone();
         std::thread::Builder::new()
             .name("aegis-audit-feed".into())
             .spawn(move || {
                 while let Ok(e) = rx.recv() {
+                    let mut markers = 0;
                     if let Ok(mut v) = q.lock() {
-                        v.push(e);
-                        v.extend(rx.try_iter());
+                        for e in std::iter::once(e).chain(rx.try_iter()) {
+                            if is_marker(&e) {
+                                markers += 1;
+                            } else {
+                                v.push(e);
+                            }
+                        }
+                    }
+                    if markers > 0 {
+                        let (n, cv) = &*pass;
+                        if let Ok(mut n) = n.lock() {
+                            *n += markers;
+                        }
+                        cv.notify_all();
                     }
                     let one: u64 = 1;
                     // SAFETY: an 8-byte write to our eventfd (EAGAIN at the counter's
@@ -284,7 +320,28 @@ impl<'a> ProxyFeed<'a> {
                 }
             })
             .map_err(|e| crate::exit::RunError::internal("starting the proxy's record feed", e))?;
-        Ok(ProxyFeed { queue, wake, active })
+        Ok(ProxyFeed {
+            queue,
+            wake,
+            active,
+            tx,
+            markers: std::cell::Cell::new(0),
+            passed,
+            noted_open: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Waits (at most 2 s) until the feed thread has moved everything sent to the channel
+    /// so far into the queue.
+    fn settle(&self) {
+        let want = self.markers.get() + 1;
+        self.markers.set(want);
+        if self.tx.send(Event::Note { component: MARKER.into(), message: String::new() }).is_err() {
+            return;
+        }
+        let (n, cv) = &*self.passed;
+        let Ok(guard) = n.lock() else { return };
+        let _ = cv.wait_timeout_while(guard, Duration::from_secs(2), |n| *n < want);
     }
 
     fn fd(&self) -> i32 {
@@ -312,12 +369,21 @@ impl<'a> ProxyFeed<'a> {
         while self.active.is_some_and(|p| p.active_connections() > 0) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Repeats the proxy is still counting, and its usage note.
+        // Repeats the proxy is still counting, and its usage note (sent when this returns).
         if let Some(p) = self.active {
             p.flush_records();
+            let open = p.active_connections();
+            if open > 0 && !self.noted_open.replace(true) {
+                audit.run_event(Event::Note {
+                    component: "supervisor".into(),
+                    message: format!(
+                        "{open} proxy connection(s) still being served 500 ms after the agent exited; a decision they take after the log is closed is not in it"
+                    ),
+                });
+            }
         }
-        // The feed thread may still be moving the last events.
-        std::thread::sleep(Duration::from_millis(5));
+        // Everything sent so far is in the queue once the feed thread passed the marker.
+        self.settle();
         self.drain(audit);
     }
 }
