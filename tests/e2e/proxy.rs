@@ -1614,13 +1614,12 @@ fn a_tunnel_that_could_reach_an_api_is_checked_and_fronting_is_refused() {
     assert!(failures.is_empty(), "{} failure(s):\n{}\naudit: {recs:#?}\nserver: {reqs:#?}", failures.len(), failures.join("\n"));
 }
 
-/// The count a record stands for: 1, or for a summary ("N more like ...") N.
+/// The count a record stands for: 1, or for a summary ("N more like ...") its `count`.
 fn represented(r: &Value) -> u64 {
-    let reason = r["reason"].as_str().unwrap_or("");
-    match reason.split_once(" more like the previous") {
-        Some((n, _)) => n.parse().unwrap_or(0),
-        None => 1,
-    }
+    let n = r["count"].as_u64().unwrap_or(1);
+    let words = r["reason"].as_str().and_then(|s| s.split_once(" more like the previous")).and_then(|(n, _)| n.parse::<u64>().ok());
+    assert_eq!(words.unwrap_or(1), n, "a summary says its count in words too: {r}");
+    n
 }
 
 /// Issue 11 item 4, the proxy's side: an agent that floods the decision endpoint with
