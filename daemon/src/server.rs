@@ -9,7 +9,10 @@
 //! group member cannot take every slot from the others); when a limit is reached, the new
 //! connection takes the place of the connection (of that uid, for the per-uid limit) that
 //! has waited longest on its peer (for a request, or for the peer to read an answer), which
-//! is closed; only when every such connection is being answered is the new one told `busy`.
+//! is closed and gives its slot back at once; only when every such connection is being
+//! answered is the new one told `busy`. A connection whose peer sent a request the daemon
+//! has not read yet is not waiting on its peer (the daemon is behind, under load): it is
+//! never evicted for that.
 //! So peers that trickle a byte at a time, sit idle or never read cannot lock a well-behaved
 //! client out. Time is bounded in
 //! total, not only between bytes: a request line must be complete [`REQUEST_TIMEOUT`] after
@@ -23,7 +26,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -72,9 +75,32 @@ struct State {
     trust: Trust,
     admission: Admission,
     audit: Option<Mutex<AuditWriter>>,
-    active: AtomicUsize,
-    /// Live connections, by id, for eviction.
+    /// Live connections, by id: each holds one of the [`MAX_CONNECTIONS`] slots (an evicted
+    /// one is removed at once, its thread ends on its own).
     conns: Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
+}
+
+/// What a connection is doing, as far as eviction goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Wait {
+    /// Waiting for a request (or the rest of one): evictable while no byte of it is unread
+    /// on the socket (one that is, the daemon owes an answer to).
+    Request,
+    /// Taking bytes its peer sent (between poll and read): never evicted, or a request the
+    /// daemon already holds would go unanswered.
+    Reading,
+    /// Waiting for the peer to read an answer: evictable.
+    Reader,
+}
+
+/// A connection's state, changed only under its lock: the evictor decides and marks, and
+/// the connection's thread claims the bytes it is about to read, each under it, so a
+/// connection is never evicted with a request in the daemon's hands.
+struct Life {
+    /// Since when it waits (kept across the bytes of one request), and how; `None` while
+    /// an answer is being computed.
+    since: Option<(std::time::Instant, Wait)>,
+    evicted: bool,
 }
 
 /// What the accept loop knows of a live connection.
@@ -83,22 +109,80 @@ struct ConnState {
     stream: UnixStream,
     /// The peer's uid (per-member limit).
     uid: u32,
-    /// Since when it is waiting on its peer (a request, or the peer reading an answer);
-    /// `None` while an answer is being computed.
-    waiting_since: Mutex<Option<std::time::Instant>>,
+    life: Mutex<Life>,
+    /// A copy of `life.evicted` for the connection's thread.
+    evicted: AtomicBool,
 }
 
 impl ConnState {
-    /// Marks the connection as waiting on its peer (keeping the time it started waiting, if
-    /// it already was) or as being answered.
-    fn waiting(&self, yes: bool) {
-        let mut since = self.waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
-        if !yes {
-            *since = None;
-        } else if since.is_none() {
-            *since = Some(std::time::Instant::now());
+    fn life(&self) -> std::sync::MutexGuard<'_, Life> {
+        self.life.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the connection as waiting (keeping the time it started waiting, if it already
+    /// was) or, with `None`, as being answered.
+    fn waiting(&self, what: Option<Wait>) {
+        let mut life = self.life();
+        life.since = match (what, life.since) {
+            (None, _) => None,
+            (Some(w), Some((t, _))) => Some((t, w)),
+            (Some(w), None) => Some((std::time::Instant::now(), w)),
+        };
+    }
+
+    /// Before reading bytes the poll said are there: false if the connection was evicted
+    /// (then nothing is read).
+    fn claim(&self) -> bool {
+        let mut life = self.life();
+        if life.evicted {
+            return false;
+        }
+        if let Some((t, Wait::Request)) = life.since {
+            life.since = Some((t, Wait::Reading));
+        }
+        true
+    }
+
+    /// Since when it waits on its peer, if it does (or its peer is gone: nothing it reads
+    /// can be answered; a connection being answered is never evictable, its work has no
+    /// slot once evicted).
+    fn waiting_on_peer(&self, life: &Life) -> Option<std::time::Instant> {
+        match life.since? {
+            (t, Wait::Reader) => Some(t),
+            (t, Wait::Request) if unread_bytes(&self.stream) == 0 => Some(t),
+            (t, Wait::Request | Wait::Reading) if peer_gone(&self.stream) => Some(t),
+            _ => None,
         }
     }
+
+    /// Evicts the connection if it (still) waits on its peer.
+    fn evict_if_waiting(&self) -> bool {
+        let mut life = self.life();
+        if life.evicted || self.waiting_on_peer(&life).is_none() {
+            return false;
+        }
+        life.evicted = true;
+        life.since = None;
+        self.evicted.store(true, Ordering::SeqCst);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        true
+    }
+}
+
+/// The peer closed its end (a stream socket's POLLHUP).
+fn peer_gone(s: &UnixStream) -> bool {
+    let mut p = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(s), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & libc::POLLHUP != 0
+}
+
+/// Bytes the peer sent that the daemon has not read from the socket yet.
+fn unread_bytes(s: &UnixStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int we own; the descriptor is the live socket.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(s), libc::FIONREAD, &mut n) };
+    if rc == 0 { usize::try_from(n).unwrap_or(0) } else { 0 }
 }
 
 /// A bound daemon, ready to serve.
@@ -129,7 +213,6 @@ impl Server {
             trust: config.trust,
             admission: Admission { own_uid: peer::own_uid(), group: config.group },
             audit,
-            active: AtomicUsize::new(0),
             conns: Mutex::new(std::collections::HashMap::new()),
         };
         Ok(Server { listener, state: Arc::new(state), socket: config.socket })
@@ -161,27 +244,36 @@ impl Server {
                     continue;
                 }
             };
-            let n = self.state.active.fetch_add(1, Ordering::SeqCst);
-            let slot = Slot(Arc::clone(&self.state), next_id);
             let member = !self.state.admission.is_admin(&peer);
-            let room = if member && self.state.count_uid(peer.uid) >= MAX_PER_MEMBER {
-                self.state.evict_longest_waiting(Some(peer.uid))
-            } else {
-                n < MAX_CONNECTIONS || self.state.evict_longest_waiting(None)
+            let Ok(handle) = stream.try_clone() else {
+                continue;
+            };
+            let conn = Arc::new(ConnState {
+                stream: handle,
+                uid: peer.uid,
+                life: Mutex::new(Life { since: Some((std::time::Instant::now(), Wait::Request)), evicted: false }),
+                evicted: AtomicBool::new(false),
+            });
+            // One lock for counting, evicting and taking the slot: the count is exact.
+            let room = {
+                let mut conns = self.state.conns.lock().unwrap_or_else(PoisonError::into_inner);
+                let room = if member && conns.values().filter(|c| c.uid == peer.uid).count() >= MAX_PER_MEMBER {
+                    evict_longest_waiting(&mut conns, Some(peer.uid))
+                } else {
+                    conns.len() < MAX_CONNECTIONS || evict_longest_waiting(&mut conns, None)
+                };
+                if room {
+                    conns.insert(next_id, Arc::clone(&conn));
+                }
+                room
             };
             if !room {
                 let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
                 let mut s = &stream;
                 let _ = s.write_all(&to_line(&error_response(&RequestError::Busy { limit: MAX_CONNECTIONS })));
-                drop(slot);
                 continue;
             }
-            let Ok(handle) = stream.try_clone() else {
-                drop(slot);
-                continue;
-            };
-            let conn = Arc::new(ConnState { stream: handle, uid: peer.uid, waiting_since: Mutex::new(Some(std::time::Instant::now())) });
-            self.state.conns.lock().unwrap_or_else(PoisonError::into_inner).insert(next_id, Arc::clone(&conn));
+            let slot = Slot(Arc::clone(&self.state), next_id);
             let spawned = std::thread::Builder::new().name("aegisd-conn".into()).spawn(move || {
                 let state = Arc::clone(&slot.0);
                 serve_connection(&state, &conn, &peer, stream);
@@ -195,50 +287,42 @@ impl Server {
     }
 }
 
-/// One connection's place among [`MAX_CONNECTIONS`] (and its id among the live
-/// connections); released on drop, whatever happens.
+/// One connection's place among [`MAX_CONNECTIONS`] (its id among the live connections);
+/// released on drop, whatever happens (an evicted connection's was released already).
 struct Slot(Arc<State>, u64);
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.1);
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-impl State {
-    /// Live connections of `uid`.
-    fn count_uid(&self, uid: u32) -> usize {
-        self.conns.lock().unwrap_or_else(PoisonError::into_inner).values().filter(|c| c.uid == uid).count()
-    }
-
-    /// Closes the connection (of `uid`, if given) that has waited longest on its peer, to
-    /// make room; false if every such connection is being answered. The evicted thread sees
-    /// end of stream (or a broken pipe) at once and gives its slot back.
-    fn evict_longest_waiting(&self, uid: Option<u32>) -> bool {
-        let conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        let oldest = conns
-            .values()
-            .filter(|c| uid.is_none_or(|u| c.uid == u))
-            .filter_map(|c| {
-                let since = *c.waiting_since.lock().unwrap_or_else(PoisonError::into_inner);
-                since.map(|t| (t, c))
-            })
-            .min_by_key(|(t, _)| *t);
-        let Some((_, c)) = oldest else {
-            return false;
-        };
-        // Not evicted twice: it no longer counts as waiting.
-        c.waiting(false);
-        let _ = c.stream.shutdown(std::net::Shutdown::Both);
-        true
-    }
+/// Closes the connection (of `uid`, if given) that has waited longest on its peer and takes
+/// it out of `conns`, so its slot is free at once; false if every such connection is being
+/// answered (or has a request the daemon has not read yet). The evicted thread sees end of
+/// stream (or a broken pipe) and ends without answering.
+fn evict_longest_waiting(conns: &mut std::collections::HashMap<u64, Arc<ConnState>>, uid: Option<u32>) -> bool {
+    let mut waiting: Vec<(std::time::Instant, u64)> = conns
+        .iter()
+        .filter(|(_, c)| uid.is_none_or(|u| c.uid == u))
+        .filter_map(|(id, c)| c.waiting_on_peer(&c.life()).map(|t| (t, *id)))
+        .collect();
+    waiting.sort_unstable();
+    // Decided again under each one's lock: it may have started reading meanwhile.
+    let Some(id) = waiting.into_iter().map(|(_, id)| id).find(|id| conns.get(id).is_some_and(|c| c.evict_if_waiting())) else {
+        return false;
+    };
+    conns.remove(&id);
+    true
 }
 
 /// The connection's socket as a reader whose every read ends by a deadline: the whole
-/// request line, not only the gap between two bytes, is bounded in time.
+/// request line, not only the gap between two bytes, is bounded in time. It waits for bytes
+/// in `poll` (evictable, as waiting on its peer) and claims them before it reads them (see
+/// [`Life`]).
 struct Deadlined<'a> {
     stream: &'a UnixStream,
+    conn: &'a ConnState,
     deadline: std::time::Instant,
     /// Waiting for the first byte of a request (the deadline moves to the request's own
     /// once one arrives).
@@ -258,11 +342,31 @@ impl Deadlined<'_> {
 
 impl Read for Deadlined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let now = std::time::Instant::now();
-        if now >= self.deadline {
-            return Err(std::io::ErrorKind::TimedOut.into());
+        self.conn.waiting(Some(Wait::Request));
+        loop {
+            let now = std::time::Instant::now();
+            if now >= self.deadline {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            let ms = i32::try_from((self.deadline - now).as_millis().saturating_add(1)).unwrap_or(i32::MAX);
+            let mut p = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(self.stream), events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll on one pollfd we own.
+            match unsafe { libc::poll(&mut p, 1, ms) } {
+                n if n > 0 => break,
+                0 => {}
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
         }
-        self.stream.set_read_timeout(Some(self.deadline - now))?;
+        // Bytes (or the end of the stream) are there: from now on the connection is the
+        // daemon's to answer, unless it was evicted first.
+        if !self.conn.claim() {
+            return Err(std::io::ErrorKind::ConnectionAborted.into());
+        }
         let n = (&*self.stream).read(buf)?;
         if n > 0 && self.idle {
             self.idle = false;
@@ -317,11 +421,12 @@ fn serve_connection(state: &State, conn: &ConnState, peer: &PeerCred, stream: Un
         return;
     }
     let now = std::time::Instant::now();
-    let mut reader = BufReader::new(Deadlined { stream: &stream, deadline: now, idle: true, end: now + CONNECTION_LIFETIME });
+    let mut reader = BufReader::new(Deadlined { stream: &stream, conn, deadline: now, idle: true, end: now + CONNECTION_LIFETIME });
     loop {
         let started = !reader.buffer().is_empty();
         reader.get_mut().next_request(started);
-        conn.waiting(true);
+        // A whole request already buffered is the daemon's to answer (pipelined requests).
+        conn.waiting(Some(if reader.buffer().contains(&b'\n') { Wait::Reading } else { Wait::Request }));
         let line = match read_line(&mut reader) {
             Ok(Line::Request(l)) => l,
             Ok(Line::TooLong) => {
@@ -331,16 +436,20 @@ fn serve_connection(state: &State, conn: &ConnState, peer: &PeerCred, stream: Un
             // End of stream, idle timeout, reset: nothing more to answer.
             Ok(Line::End) | Err(_) => return,
         };
+        // Evicted while its request was on its way: the slot is another's now.
+        if conn.evicted.load(Ordering::SeqCst) {
+            return;
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        conn.waiting(false);
+        conn.waiting(None);
         let response = match state.answer(peer, &line) {
             Ok(v) => v,
             Err(e) => error_response(&e),
         };
         // Blocked on a peer that does not read is waiting on it too (evictable).
-        conn.waiting(true);
+        conn.waiting(Some(Wait::Reader));
         if out.write_all(&to_line(&response)).is_err() {
             return;
         }
