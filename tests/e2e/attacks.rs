@@ -463,12 +463,22 @@ time.sleep(1.5)
             assert!(Instant::now() < deadline, "the agent never finished its attempts");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let started: Vec<Value> = std::fs::read_to_string(&tg.log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].clone())
-            .filter(|e| e["kind"] == "agent_started")
-            .collect();
+        // The supervisor writes agent_started once the agent has exec'd, so on a loaded
+        // machine the agent can be this far before the record is in the log: wait for it.
+        let started = loop {
+            let started: Vec<Value> = std::fs::read_to_string(&tg.log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .map(|l| l["event"].clone())
+                .filter(|e| e["kind"] == "agent_started")
+                .collect();
+            if !started.is_empty() {
+                break started;
+            }
+            assert!(Instant::now() < deadline, "no agent_started record while the agent runs");
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let host_pid = started[0]["pid"].as_u64().unwrap();
         let cg = std::fs::read_to_string(format!("/proc/{host_pid}/cgroup")).unwrap();
         let r = child.join().unwrap();
