@@ -27,7 +27,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
     version,
     about = "AEGIS for the local loop: check and explain policies, run agents under them, ask aegisd",
     after_help = "Exit codes: policy commands and aegisd commands: 0 valid/allowed, 1 denied (diff: widened), 2 invalid input, 3 internal error or no answer.\n\
-                  `aegis run`: the agent's status (128+signal); 125 refused input (an invalid policy too); 126 a required layer is unavailable; 127 internal error.\n\
+                  `aegis run`: as aegis-exec (see `aegis run --help`): the agent's status, or 125 refused input (an invalid policy too), 126 a required layer is unavailable, 127 internal error.\n\
                   Environment: AEGIS_SOCKET, AEGIS_DIR (default ${XDG_STATE_HOME:-$HOME/.local/state}/aegis: aegisd.sock, audit.log)."
 )]
 struct Cli {
@@ -45,6 +45,9 @@ struct Cli {
 enum Command {
     /// Compile a policy in memory and run CMD under it with every layer (an unsigned local
     /// policy, reported and audited as such).
+    #[command(after_help = "Without --policy: ./aegis.toml, if you own it and nobody else can write it.\n\
+                            Without --audit-log: the launch is recorded in $AEGIS_DIR/audit.log (default ~/.local/state/aegis).\n\
+                            Exit codes: the agent's status (128+signal); 125 refused input (an invalid policy too); 126 a required layer is unavailable; 127 internal error; 123 the audit log failed; 122 the audit budget was used up.")]
     Run(run::RunArgs),
     #[command(flatten)]
     Policy(aegis_compiler::cli::Command),
