@@ -14,6 +14,7 @@
 
 mod client;
 mod run;
+mod shield;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -13,7 +13,8 @@
 //! that was compiled; `./aegis.toml` is used implicitly only when it is a regular file owned
 //! by the caller (or root) that nobody else can write, so a policy planted in a shared
 //! directory is never picked up; without `--audit-log` the launch is recorded in
-//! `$AEGIS_DIR/audit.log` (see `aegis_daemon::local`).
+//! `$AEGIS_DIR/audit.log` (see `aegis_daemon::local`); the agent can neither rewrite the
+//! policy's files nor reach the audit state, whatever the policy grants ([`shield`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ use aegis_daemon::local;
 use aegis_runtime::flags::LaunchFlags;
 use aegis_runtime::{BundleSource, EXIT_INTERNAL, EXIT_REFUSED, LocalPolicy};
 use sha2::{Digest, Sha256};
+
+use crate::shield;
 
 /// The policy `aegis run` uses when `--policy` is not given, in the current directory.
 pub const DEFAULT_POLICY: &str = "aegis.toml";
@@ -72,11 +75,38 @@ pub fn run(args: RunArgs) -> i32 {
         return EXIT_INTERNAL;
     };
     let sha256 = hex::encode(Sha256::digest(compiled.sources.text(root).as_bytes()));
+    let mut launch = args.launch;
+    // Without --audit-log, the launch is recorded in $AEGIS_DIR/audit.log.
+    let mut state_dir = None;
+    if launch.audit_log.is_none() {
+        if let Some(dir) = local::dir() {
+            if let Err(e) = local::ensure_dir(&dir, None) {
+                return refuse(&format!("{e} (or give --audit-log PATH)"));
+            }
+            launch.audit_log = Some(dir.join(local::AUDIT_FILE));
+            state_dir = Some(shield::real(&dir));
+        } else {
+            eprintln!("aegis run: warning: not auditing this launch (no --audit-log, and no AEGIS_DIR, XDG_STATE_HOME or HOME for the default)");
+        }
+    }
+    // The agent may not rewrite its policy nor touch its own record.
+    let audit_files: Vec<PathBuf> = [&launch.audit_log, &launch.checkpoint_key, &launch.checkpoint_sink].into_iter().flatten().map(|p| shield::real(p)).collect();
+    let guarded = shield::Guarded {
+        sources: compiled.sources.files().map(|(_, f)| f.path.clone()).filter(|p| p.is_absolute()).collect(),
+        audit: state_dir.iter().chain(&audit_files).map(PathBuf::as_path).collect(),
+    };
+    let mut policy = compiled.policy;
+    let shielded = shield::params(&policy, &launch.params).and_then(|params| shield::apply(&mut policy, &params, &guarded));
+    match shielded {
+        Ok(lines) if launch.verbose => lines.iter().for_each(|l| eprintln!("aegis run: {l}")),
+        Ok(_) => {}
+        Err(e) => return refuse(&e),
+    }
     // A local policy is built for this launch only: issued now, never expiring, no serial
     // history (rollback protection is about signed bundles).
     let now = aegis_targets::bundle::now_unix();
     let issue = Issue { issued_at: now, serial: now, expires_at: None };
-    let built = match bundle::build(&compiled.policy, &compiled.sources, issue, None) {
+    let built = match bundle::build(&policy, &compiled.sources, issue, None) {
         Ok(b) => b,
         Err(BuildError::Emit(e)) => return refuse(&format!("cannot lower the policy: {e}")),
         Err(BuildError::Bundle(e)) => {
@@ -85,23 +115,13 @@ pub fn run(args: RunArgs) -> i32 {
         }
     };
     let source = BundleSource::Local(LocalPolicy { path: canonical, sha256, files: built.contents.files().clone() });
-    let mut opts = match args.launch.into_options(source, args.command) {
+    let opts = match launch.into_options(source, args.command) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("aegis run: {e}");
             return e.exit_code();
         }
     };
-    if opts.audit_log.is_none() {
-        if let Some(dir) = local::dir() {
-            if let Err(e) = local::ensure_dir(&dir, None) {
-                return refuse(&format!("{e} (or give --audit-log PATH)"));
-            }
-            opts.audit_log = Some(dir.join(local::AUDIT_FILE));
-        } else {
-            eprintln!("aegis run: warning: not auditing this launch (no --audit-log, and no AEGIS_DIR, XDG_STATE_HOME or HOME for the default)");
-        }
-    }
     if let Err(e) = opts.check_audit_log() {
         eprintln!("aegis run: {e}");
         return e.exit_code();

@@ -147,6 +147,23 @@ fn run_refuses_an_invalid_policy_with_aegisc_diagnostics() {
     assert!(!tmp.path().join("state").exists(), "nothing was created for a refused launch");
 }
 
+/// A policy whose `write` grant names its own file cannot be made read-only to the agent (a
+/// carve-out does not lift a grant at the same depth): `aegis run` refuses it (125) and says
+/// what to change, before anything runs. The same file one level up is fine (`aegis validate`).
+#[test]
+fn run_refuses_a_policy_that_lets_the_agent_rewrite_itself() {
+    let tmp = scratch();
+    let dir = tmp.path().canonicalize().unwrap();
+    let policy = dir.join("aegis.toml");
+    let text = format!("version = 1\n[agent]\nname = \"x\"\n[filesystem]\nwrite = [\"{0}\", \"{0}/aegis.toml\"]\n", dir.display());
+    std::fs::write(&policy, text).unwrap();
+    let r = run(aegis().env("AEGIS_DIR", dir.join("state")).arg("run").arg("--policy").arg(&policy).args(["--", "/bin/true"]));
+    assert_eq!(r.code, 125, "{}", r.stderr);
+    let says = format!("aegis run: refused: the policy lets the agent write {}, a file it was compiled from", policy.display());
+    assert!(r.stderr.contains(&says) && r.stderr.contains("remove that grant"), "{}", r.stderr);
+    assert_eq!(run(aegis().arg("validate").arg(&policy)).code, 0);
+}
+
 /// Every `examples/*.toml` is a policy users start from: each one validates.
 #[test]
 fn every_example_policy_validates() {

@@ -335,6 +335,80 @@ fn run_as_a_user_in_their_own_checkout() {
     }
 }
 
+/// The attacks on the local loop itself, as the user: the policy lives in the checkout and
+/// the run's record in the user's state directory, both inside what this policy lets the
+/// agent write (the whole home). The agent may not rewrite its policy (which would widen its
+/// next run) nor read, rewrite or move the audit log, nor read the checkpoint key that signs
+/// it; everything else in the home stays writable, and the policy readable.
+#[test]
+fn run_keeps_its_policy_and_its_record_from_the_agent() {
+    if !sandbox_ready() {
+        return;
+    }
+    let lab = UserLab::new(&["project"]);
+    let (home, checkout) = (lab.home.clone(), lab.home.join("project"));
+    std::fs::write(checkout.join("my-agent.toml"), user_policy(&home, "best-effort")).unwrap();
+    std::fs::write(checkout.join("attack.py"), ATTACK).unwrap();
+    lab.own_everything();
+    let keys = lab.run(&[bin("aegisc").to_str().unwrap(), "keygen", "-o", "host"], &home);
+    assert_eq!(keys.code, 0, "{}", keys.stderr);
+    let before = std::fs::read(checkout.join("my-agent.toml")).unwrap();
+    let key = home.join("host.key");
+    let argv = ["aegis", "run", "--policy", "my-agent.toml", "--checkpoint-key", key.to_str().unwrap(), "--verbose", "--", "python3", "attack.py"];
+    // Twice: the second run finds the first one's log and must not reach it either.
+    for round in 1..=2 {
+        let r = lab.run(&argv, &checkout);
+        assert_eq!(r.code, 0, "round {round}: {}\n{}", r.stdout, r.stderr);
+        let state = home.join(".local/state/aegis");
+        for said in [
+            format!("aegis run: {} is read-only to the agent (it may not rewrite its own policy)", checkout.join("my-agent.toml").display()),
+            format!("aegis run: {} is hidden from the agent (audit state)", state.display()),
+            format!("aegis run: {} is hidden from the agent (audit state)", key.display()),
+        ] {
+            assert!(r.stderr.contains(&said), "round {round}: the report says `{said}`: {}", r.stderr);
+        }
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        for attempt in ["append policy", "rename policy", "replace policy dir", "read log", "append log", "list state", "move state", "read key"] {
+            let line = lines.iter().find(|l| l.starts_with(&format!("{attempt}:"))).unwrap_or_else(|| panic!("round {round}: no `{attempt}` in {}", r.stdout));
+            assert!(line.contains("refused"), "round {round}: the agent could {attempt}: {}", r.stdout);
+        }
+        assert!(lines.contains(&"read policy: ok") && lines.contains(&"write home: ok"), "round {round}: {}", r.stdout);
+        assert_eq!(std::fs::read(checkout.join("my-agent.toml")).unwrap(), before, "round {round}: the policy was rewritten");
+        // Both runs are in the log, which verifies against the checkpoint key.
+        let log = state.join("audit.log");
+        let signed = run(Command::new(bin("aegis-audit")).arg("verify").arg(&log).arg("--key").arg(home.join("host.pub")));
+        assert_eq!(signed.code, 0, "round {round}: {}{}", signed.stdout, signed.stderr);
+        assert_eq!(kinds(&audit_events(&log)).iter().filter(|k| *k == "agent_exited").count(), round);
+    }
+}
+
+/// Tries each attack on the local loop and prints `ATTEMPT: refused (ERRNO)` or `ATTEMPT: DONE`.
+const ATTACK: &str = r#"import os
+home = os.path.dirname(os.getcwd())
+state = os.path.join(home, ".local/state/aegis")
+def attempt(name, f):
+    try:
+        f()
+        print(name + ": DONE")
+    except OSError as e:
+        print(name + ": refused (" + (os.strerror(e.errno) if e.errno else str(e)) + ")")
+def replace_dir():
+    here = os.getcwd()
+    os.rename(here, here + ".old")
+    os.makedirs(here)
+attempt("append policy", lambda: open("my-agent.toml", "a").write("\n[exec]\nallow = [\"/\"]\n"))
+attempt("rename policy", lambda: os.rename("my-agent.toml", "old.toml"))
+attempt("replace policy dir", replace_dir)
+attempt("read log", lambda: open(os.path.join(state, "audit.log")).read())
+attempt("append log", lambda: open(os.path.join(state, "audit.log"), "a").write("{}\n"))
+attempt("list state", lambda: os.listdir(state))
+attempt("move state", lambda: os.rename(os.path.join(home, ".local"), os.path.join(home, ".local.old")))
+attempt("read key", lambda: open(os.path.join(home, "host.key")).read())
+print("read policy: " + ("ok" if "my-agent" in open("my-agent.toml").read() else "EMPTY"))
+open(os.path.join(home, "notes.txt"), "w").write("the agent writes the home\n")
+print("write home: ok")
+"#;
+
 /// The unprivileged user of the rootless tests.
 const USER: u32 = 1000;
 
