@@ -42,8 +42,9 @@ fn quick_start_block() -> String {
 /// `policies/` (working-tree contents, so an uncommitted edit is tested, an untracked file
 /// is not there), and `target/release/{aegis,aegisd}`: the binaries this test run built (the
 /// debug profile: a release build of the workspace would cost CI minutes for nothing the
-/// quick start could tell apart).
-fn fresh_clone(dir: &Path) {
+/// quick start could tell apart). With `owner`, the clone is theirs (the binaries are links
+/// to the build's own and keep its owner).
+fn fresh_clone(dir: &Path, owner: Option<u32>) {
     let listed = Command::new("git").arg("-C").arg(repo_root()).args(["ls-files", "-z", "--", "examples", "policies"]).output();
     let files: Vec<PathBuf> = match listed {
         Ok(o) if o.status.success() && !o.stdout.is_empty() => {
@@ -59,6 +60,9 @@ fn fresh_clone(dir: &Path) {
     }
     let release = dir.join("target/release");
     std::fs::create_dir_all(&release).unwrap();
+    if let Some(uid) = owner {
+        chown_tree(dir, uid);
+    }
     for b in ["aegis", "aegisd"] {
         if std::fs::hard_link(bin(b), release.join(b)).is_err() {
             std::fs::copy(bin(b), release.join(b)).unwrap();
@@ -82,9 +86,11 @@ fn walk(root: &Path, tops: &[&str]) -> Vec<PathBuf> {
     out
 }
 
-/// The quick start of README.md, pasted into bash in a fresh clone: `/tmp/aegis` is the real
-/// path it names, so it runs in a private mount namespace with its own `/tmp` (concurrent
-/// suites, and whatever the machine has in `/tmp/aegis`, stay apart).
+/// The quick start of README.md, pasted into bash in a fresh clone by the user who cloned
+/// it: run by root, the suite gives the clone to [`USER`] and the block runs as that user
+/// (whoever follows a README is seldom root); run by a user, as them. `/tmp/aegis` is the
+/// real path it names, so it runs in a private mount namespace with its own `/tmp`
+/// (concurrent suites, and whatever the machine has in `/tmp/aegis`, stay apart).
 #[test]
 fn readme_quick_start_runs_as_written() {
     let block = quick_start_block();
@@ -97,19 +103,24 @@ fn readme_quick_start_runs_as_written() {
         skip!("cannot make a private mount namespace for /tmp (unshare {}): {}", unshare.join(" "), probe.stderr.trim());
     }
     let clone = scratch();
-    fresh_clone(clone.path());
-    let script = format!(
-        "mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 90\n\
-         cd '{}' || exit 91\n\
+    // Root makes the private /tmp (a user's namespace could not), then becomes the user.
+    let owner = if is_root() { USER } else { 0 };
+    fresh_clone(clone.path(), is_root().then_some(USER));
+    let user_script = format!(
+        "cd '{}' || exit 91\n\
          trap 'kill $(jobs -p) 2>/dev/null' EXIT\n\
          {{\n{block}}}\n\
          echo \"quick-start-exit=$?\"\n\
          echo \"listed-via-dir=$(AEGIS_DIR=/tmp/aegis ./target/release/aegis list | cut -f1)\"\n\
          echo \"listed-via-socket=$(AEGIS_SOCKET=/tmp/aegis/aegisd.sock ./target/release/aegis list | cut -f1)\"\n\
-         stat -c 'dir=%U %a' /tmp/aegis\n\
+         stat -c 'dir=%u %a' /tmp/aegis\n\
          echo \"audited=$(grep -c /etc/passwd /tmp/aegis/audit.log)\"\n",
         clone.path().display()
     );
+    let script_path = clone.path().join("quick-start.sh");
+    std::fs::write(&script_path, user_script).unwrap();
+    let as_user = if is_root() { format!("setpriv --reuid={USER} --regid={USER} --init-groups env HOME=/tmp ") } else { String::new() };
+    let script = format!("mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 90\nexec {as_user}bash '{}'\n", script_path.display());
     let r = run(Command::new("unshare").args(&unshare).args(["--propagation", "private", "bash", "-c", &script]).env_remove("AEGIS_DIR").env_remove("AEGIS_SOCKET").env("NO_COLOR", "1"));
     let all = format!("stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
     assert_eq!(r.code, 0, "{all}");
@@ -125,7 +136,7 @@ fn readme_quick_start_runs_as_written() {
     );
     assert!(r.stderr.contains("aegisd: serving /tmp/aegis/aegisd.sock (mode 0600), auditing to /tmp/aegis/audit.log"), "{all}");
     // The directory the daemon made is private, and the answer is in its audit log.
-    assert!(r.stdout.contains("dir=root 700\n"), "{all}");
+    assert!(r.stdout.contains(&format!("dir={owner} 700\n")), "{all}");
     assert!(r.stdout.contains("audited=1\n"), "{all}");
     // The client finds the daemon through either variable too.
     assert!(r.stdout.contains("listed-via-dir=inbox-manager\n") && r.stdout.contains("listed-via-socket=inbox-manager\n"), "{all}");
