@@ -361,7 +361,7 @@ fn run_keeps_its_policy_and_its_record_from_the_agent() {
     std::fs::write(checkout.join("my-agent.toml"), user_policy(&home, "best-effort")).unwrap();
     std::fs::write(checkout.join("attack.py"), ATTACK).unwrap();
     lab.own_everything();
-    let keys = lab.run(&[bin("aegisc").to_str().unwrap(), "keygen", "-o", "host"], &home);
+    let keys = lab.run(&["aegisc", "keygen", "-o", "host"], &home);
     assert_eq!(keys.code, 0, "{}", keys.stderr);
     let before = std::fs::read(checkout.join("my-agent.toml")).unwrap();
     let key = home.join("host.key");
@@ -424,9 +424,9 @@ print("write home: ok")
 const USER: u32 = 1000;
 
 /// A home directory for [`USER`] (mode 0755, theirs, in a private scratch directory) with
-/// `aegis` on their PATH, as after `cargo build --release` and `export PATH=...`, behind a
-/// shim directory whose `python3` exists only outside the sandbox (the agent's `python3`
-/// must be looked up on its own PATH, never the caller's).
+/// `aegis` and `aegisc` on their PATH, as after `cargo build --release` and `export
+/// PATH=...`, behind a shim directory whose `python3` exists only outside the sandbox (the
+/// agent's `python3` must be looked up on its own PATH, never the caller's).
 struct UserLab {
     _tmp: tempfile::TempDir,
     home: PathBuf,
@@ -441,7 +441,11 @@ impl UserLab {
         }
         let shims = home.join("shims");
         std::fs::create_dir_all(&shims).unwrap();
-        std::fs::copy(bin("aegis"), shims.join("aegis")).unwrap();
+        // Copies, not the build's own: the user may not reach the build's directory (a
+        // checkout under a private home, say).
+        for b in ["aegis", "aegisc"] {
+            std::fs::copy(bin(b), shims.join(b)).unwrap();
+        }
         std::fs::write(shims.join("python3"), "#!/bin/sh\necho 'the caller'\\''s python3 shim ran' >&2\nexit 97\n").unwrap();
         std::fs::set_permissions(shims.join("python3"), std::fs::Permissions::from_mode(0o755)).unwrap();
         let lab = UserLab { _tmp: tmp, home };
