@@ -409,6 +409,7 @@ fn unix_datagram_sockets_are_refused_and_abstract_sockets_stay_scoped() {
     t("raw", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_RAW))
     t("dgram_pair", lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
     t("stream_pair", lambda: [s.close() for s in socket.socketpair()] and None)
+    t("sendto_denied", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).sendto(b"x", P))
     def abstract_host():
         s = socket.socket(socket.AF_UNIX)
         s.connect("\0" + A)
@@ -429,6 +430,8 @@ fn unix_datagram_sockets_are_refused_and_abstract_sockets_stay_scoped() {
             assert_eq!(get(&v, k), "ERR EACCES", "{k}");
         }
         assert_eq!(get(&v, "stream_pair"), "ok");
+        // sendto with an address is judged like connect: the listener is not granted.
+        assert_eq!(get(&v, "sendto_denied"), "ERR EACCES");
         let mut buf = [0u8; 8];
         listener.set_nonblocking(true).unwrap();
         assert!(listener.recv(&mut buf).is_err(), "nothing reached the host's datagram listener");
