@@ -52,6 +52,7 @@ fn main() {
         ("datagram_sockets_are_refused_and_other_families_work_as_before", datagram_sockets_are_refused_and_other_families_work_as_before),
         ("a_flood_of_refusals_is_a_handful_of_records_and_a_bounded_supervisor", a_flood_of_refusals_is_a_handful_of_records_and_a_bounded_supervisor),
         ("a_blocking_connect_does_not_stall_other_calls", a_blocking_connect_does_not_stall_other_calls),
+        ("signals_during_a_mediated_connect_never_make_it_twice", signals_during_a_mediated_connect_never_make_it_twice),
         ("a_registry_refuses_two_handlers_for_one_call", a_registry_refuses_two_handlers_for_one_call),
     ];
     let mut failed = Vec::new();
@@ -593,6 +594,45 @@ os._exit(0)
     assert!(secs < 5.0, "the other connects waited for the stalled one: {others}");
     assert_eq!(get(&v, "stalled"), "2", "the thread is stuck in its second connect");
     drop(l);
+}
+
+/// A signal that arrives while the supervisor performs a call must not abandon it: with
+/// `SA_RESTART` the kernel would run the call again, and a connect the broker had already
+/// made answers the restarted one `EISCONN` (Go's preemption signal, profilers' and
+/// programs' timers). `WAIT_KILLABLE_RECV` (`seccomp::apply_with_listener`) keeps the wait
+/// for an answer uninterruptible but for fatal signals once the supervisor took the call.
+fn signals_during_a_mediated_connect_never_make_it_twice() {
+    let d = lab();
+    let granted = serve_unix(&d.path().join("granted.sock"), "granted");
+    let script = r#"
+import signal
+fired = [0]
+def tick(*a):
+    fired[0] += 1
+signal.signal(signal.SIGALRM, tick)
+signal.siginterrupt(signal.SIGALRM, False)   # SA_RESTART: the kernel restarts the call
+signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
+ok, errs = 0, {}
+for i in range(2000):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(sys.argv[1])
+        ok += 1
+    except OSError as e:
+        n = errno.errorcode.get(e.errno, str(e.errno))
+        errs[n] = errs.get(n, 0) + 1
+    s.close()
+signal.setitimer(signal.ITIMER_REAL, 0)
+R["ok"] = str(ok)
+R["errors"] = json.dumps(errs, sort_keys=True)
+R["signals"] = str(fired[0])
+"#;
+    let r = run_agent(&policy_with(&[&granted.path]), script, &[granted.path.to_str().unwrap()], true);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let v = r.outcomes();
+    let signals: u64 = get(&v, "signals").parse().unwrap();
+    assert!(signals >= 100, "the timer hardly fired ({signals} signals): the test proves nothing");
+    assert_eq!((get(&v, "ok"), get(&v, "errors")), ("2000", "{}"), "connects failed under {signals} signals: {v}");
 }
 
 fn a_registry_refuses_two_handlers_for_one_call() {
