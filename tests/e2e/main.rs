@@ -20,6 +20,9 @@ mod attacks;
 /// Protected paths in a writable workspace (`.git/config`, `.git/hooks`, ...): renamed,
 /// swapped, replaced and rewritten by the agent, never reaching the host's git.
 mod protect;
+/// `aegisc check` answers as the kernel of this host will: symlinks resolved here, the private
+/// `/tmp` and `/dev` named in notes and the loss report (issue 11 item 10).
+mod oracle;
 /// A benign coding workload (python, git) under coding-agent runs with no false denial.
 mod benign;
 /// The audit log under a hostile agent: a full filesystem stops the run and loses no record,

@@ -1,6 +1,8 @@
 //! `aegisc check POLICY [--param N=V] QUERY...`: one ALLOW/DENY answer from the reference
 //! evaluator, with the deciding rule and where it is written. Exit 0 allowed, 1 denied.
 //! `--exe PATH` asks for one program: grants that name programs apply only to them.
+//! Filesystem questions are answered for this host (`eval::host`): paths are resolved here as
+//! the kernel will resolve them, and the notes say so.
 
 use std::path::Path;
 
@@ -64,7 +66,8 @@ pub fn run(policy_path: &Path, params: &[String], exe: Option<&str>, words: &[St
     {
         return query_error(QueryError(format!("--exe `{e}`: give the program's absolute path")));
     }
-    let decision = match eval::evaluate_for(&compiled.policy, &values, &query, exe) {
+    // As the kernel of this host will answer: paths resolved here (symlinks followed).
+    let decision = match eval::host::evaluate_on_host(&compiled.policy, &values, &query, exe) {
         Ok(d) => d,
         Err(e) => return query_error(e),
     };

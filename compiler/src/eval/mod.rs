@@ -8,7 +8,11 @@
 //! grants (a filesystem `deny` still beats them).
 //! Laws (property-tested): a matching `deny` rule always wins (deny beats allow); with no
 //! matching grant the answer is DENY (default deny); the answer never depends on rule order.
-//! The evaluator is pure: it never looks at the filesystem or the network.
+//! The evaluator is pure: it never looks at the filesystem or the network. [`host`] is the
+//! one exception, kept apart: it resolves paths on the host the agent will run on (what
+//! `aegisc check` answers with), then asks the pure evaluator.
+
+pub mod host;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -249,35 +253,56 @@ fn grants(access: FsQuery, rule: FsAccess) -> bool {
     )
 }
 
+/// The rules that match a filesystem query, gathered in one pass over the policy.
+struct FsMatches<'p> {
+    /// The most specific matching deny, grant of the asked access, and (for writes) read rule,
+    /// each with the depth of its resolved path.
+    deny: Option<(&'p FsRule, usize)>,
+    grant: Option<(&'p FsRule, usize)>,
+    read: Option<(&'p FsRule, usize)>,
+    /// Parameters of rules whose root could not be compared with the query's.
+    unresolved_denies: std::collections::BTreeSet<String>,
+    unresolved_grants: std::collections::BTreeSet<String>,
+    /// The query lies inside a parameter bound under the host's /tmp.
+    in_param_under_tmp: bool,
+}
+
 fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Result<Decision, QueryError> {
     let query = PathPattern::parse(raw, &|n| policy.parameters.contains_key(n)).map_err(|e| QueryError(path_error_text(raw, &e)))?;
     let q = resolve(&query, params);
-    // Rules whose root cannot be compared with the query's (a parameter without a value on
-    // one side): they matter only if they could change the answer, so they become notes.
-    let mut unresolved_denies = std::collections::BTreeSet::new();
-    let mut unresolved_grants = std::collections::BTreeSet::new();
-    // The most specific matching rule of each kind decides; ties go to the first in IR order.
-    let mut best_deny: Option<(&FsRule, usize)> = None;
-    let mut best_grant: Option<(&FsRule, usize)> = None;
-    // For writes: the most specific read rule, which makes its subtree read-only when it is
-    // deeper than every covering write grant (a carve-out).
-    let mut best_read: Option<(&FsRule, usize)> = None;
-    // The sandbox's /tmp is a private tmpfs, but a parameter whose value lies under the
-    // host's /tmp is bound over it at launch with the parameter's own access: inside such a
-    // parameter its rules decide, and the built-in /tmp grant does not apply.
-    let in_param_under_tmp = policy.filesystem.rules.iter().any(|r| {
-        r.path.param().is_some() && {
-            let rp = resolve(&r.path, params);
-            rp.param().is_none() && rp.components.first().is_some_and(|c| c == "tmp") && rp.covers(&q)
-        }
-    });
+    let m = fs_matches(policy, params, access, &q);
+    let in_param_under_tmp = m.in_param_under_tmp;
+    let mut d = m.decide(access, raw);
+    d.notes.extend(sandbox_tree_notes(policy, params, &q, in_param_under_tmp));
+    Ok(d)
+}
+
+fn fs_matches<'p>(policy: &'p Policy, params: &Params, access: FsQuery, q: &PathPattern) -> FsMatches<'p> {
+    let mut m = FsMatches {
+        deny: None,
+        grant: None,
+        read: None,
+        unresolved_denies: Default::default(),
+        unresolved_grants: Default::default(),
+        // The sandbox's /tmp is a private tmpfs, but a parameter whose value lies under the
+        // host's /tmp is bound over it at launch with the parameter's own access: inside
+        // such a parameter its rules decide, and the built-in /tmp grant does not apply.
+        in_param_under_tmp: policy.filesystem.rules.iter().any(|r| {
+            r.path.param().is_some() && {
+                let rp = resolve(&r.path, params);
+                rp.param().is_none() && rp.components.first().is_some_and(|c| c == "tmp") && rp.covers(q)
+            }
+        }),
+    };
     for r in &policy.filesystem.rules {
         let is_deny = r.access == FsAccess::Deny;
+        // For writes, read rules count too: one deeper than the deciding write grant makes
+        // the path read-only (a carve-out).
         let carve_out = access == FsQuery::Write && r.access == FsAccess::Read;
         if !is_deny && !carve_out && !grants(access, r.access) {
             continue;
         }
-        if in_param_under_tmp && r.origin.is_none() && r.path.components.len() == 1 && r.path.components.first().is_some_and(|c| c == "tmp") && r.path.param().is_none() {
+        if m.in_param_under_tmp && r.origin.is_none() && r.path.components.len() == 1 && r.path.components.first().is_some_and(|c| c == "tmp") && r.path.param().is_none() {
             continue;
         }
         let rp = resolve(&r.path, params);
@@ -287,62 +312,113 @@ fn eval_fs(policy: &Policy, params: &Params, access: FsQuery, raw: &str) -> Resu
             if carve_out && rp.param().is_none() {
                 continue;
             }
-            let missing = if is_deny || carve_out { &mut unresolved_denies } else { &mut unresolved_grants };
+            let missing = if is_deny || carve_out { &mut m.unresolved_denies } else { &mut m.unresolved_grants };
             missing.extend(rp.param().into_iter().chain(q.param()).map(str::to_string));
             continue;
         }
-        if !rp.covers(&q) {
+        if !rp.covers(q) {
             continue;
         }
         // Specificity is measured on the resolved pattern: with WORKSPACE=/home/u/repo,
-        // `${WORKSPACE}` is more specific than `/home`.
+        // `${WORKSPACE}` is more specific than `/home`. Ties go to the first in IR order.
         let slot = if is_deny {
-            &mut best_deny
+            &mut m.deny
         } else if carve_out {
-            &mut best_read
+            &mut m.read
         } else {
-            &mut best_grant
+            &mut m.grant
         };
         let depth = rp.components.len();
         if slot.is_none_or(|(_, d)| depth > d) {
             *slot = Some((r, depth));
         }
     }
-    let note = |set: std::collections::BTreeSet<String>, what: &str| -> Vec<String> {
-        if set.is_empty() {
-            return vec![];
+    m
+}
+
+impl FsMatches<'_> {
+    fn decide(self, access: FsQuery, raw: &str) -> Decision {
+        let note = |set: std::collections::BTreeSet<String>, what: &str| -> Vec<String> {
+            if set.is_empty() {
+                return vec![];
+            }
+            let names: Vec<String> = set.iter().map(|p| format!("${{{p}}}")).collect();
+            let flags: Vec<String> = set.iter().map(|p| format!("--param {p}=/path")).collect();
+            vec![format!("{what} involving {} could not be compared with '{raw}'; pass {} to include them", names.join(", "), flags.join(" "))]
+        };
+        if let Some((d, _)) = self.deny {
+            let reason = format!("path '{raw}' matches deny pattern '{}'", d.path);
+            return deny(reason, Some(rule_ref(d)), vec![]);
         }
-        let names: Vec<String> = set.iter().map(|p| format!("${{{p}}}")).collect();
-        let flags: Vec<String> = set.iter().map(|p| format!("--param {p}=/path")).collect();
-        vec![format!("{what} involving {} could not be compared with '{raw}'; pass {} to include them", names.join(", "), flags.join(" "))]
-    };
-    if let Some((d, _)) = best_deny {
-        let reason = format!("path '{raw}' matches deny pattern '{}'", d.path);
-        return Ok(deny(reason, Some(rule_ref(d)), vec![]));
-    }
-    if let Some((g, grant_depth)) = best_grant {
-        // A read rule deeper than the deciding write grant: the path is read-only.
-        if let Some((r, _)) = best_read.filter(|(_, d)| *d > grant_depth) {
-            let reason = if r.protection {
-                format!(
-                    "path '{raw}' is read-only: built-in protection '{}' inside write grant '{}' ({}); to let the agent write it: [filesystem] unprotect = [\"{}\"]",
-                    r.path, g.path, r.note, r.path
-                )
-            } else {
-                format!("path '{raw}' is read-only: read grant '{}' inside write grant '{}' (the most specific rule decides)", r.path, g.path)
-            };
-            let kind = if r.protection { "built-in protection" } else { "read-only carve-out" };
-            return Ok(deny(reason, Some(RuleRef { kind: kind.into(), ..rule_ref(r) }), vec![]));
+        if let Some((g, grant_depth)) = self.grant {
+            // A read rule deeper than the deciding write grant: the path is read-only.
+            if let Some((r, _)) = self.read.filter(|(_, d)| *d > grant_depth) {
+                let reason = if r.protection {
+                    format!(
+                        "path '{raw}' is read-only: built-in protection '{}' inside write grant '{}' ({}); to let the agent write it: [filesystem] unprotect = [\"{}\"]",
+                        r.path, g.path, r.note, r.path
+                    )
+                } else {
+                    format!("path '{raw}' is read-only: read grant '{}' inside write grant '{}' (the most specific rule decides)", r.path, g.path)
+                };
+                let kind = if r.protection { "built-in protection" } else { "read-only carve-out" };
+                return deny(reason, Some(RuleRef { kind: kind.into(), ..rule_ref(r) }), vec![]);
+            }
+            let what = if access == FsQuery::Write { "deny and read-only rules" } else { "deny rules" };
+            let reason = format!("path '{raw}' is covered by {} grant '{}'", g.access.word(), g.path);
+            return allow(reason, rule_ref(g), note(self.unresolved_denies, what));
         }
-        let what = if access == FsQuery::Write { "deny and read-only rules" } else { "deny rules" };
-        let reason = format!("path '{raw}' is covered by {} grant '{}'", g.access.word(), g.path);
-        return Ok(allow(reason, rule_ref(g), note(unresolved_denies, what)));
+        let mut notes = note(self.unresolved_grants, &format!("{} grants", access.word()));
+        if self.in_param_under_tmp {
+            notes.push("the built-in /tmp grant does not reach inside a parameter whose value lies under /tmp: the parameter is bound over the private /tmp with its own access".into());
+        }
+        deny(format!("no {} grant covers '{raw}' (default deny)", access.word()), None, notes)
     }
-    let mut notes = note(unresolved_grants, &format!("{} grants", access.word()));
-    if in_param_under_tmp {
-        notes.push("the built-in /tmp grant does not reach inside a parameter whose value lies under /tmp: the parameter is bound over the private /tmp with its own access".into());
+}
+
+/// The sandbox replaces `/tmp`, `/dev` and `/proc` with its own: an answer about a path
+/// there is about the sandbox's, which the note says (the kernel's view, not the host's).
+fn sandbox_tree_notes(policy: &Policy, params: &Params, q: &PathPattern, in_param_under_tmp: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    if q.param().is_some() {
+        return notes;
     }
-    Ok(deny(format!("no {} grant covers '{raw}' (default deny)", access.word()), None, notes))
+    match (q.components.first().map(String::as_str), q.components.get(1).map(String::as_str)) {
+        (Some("tmp"), _) if !in_param_under_tmp => {
+            notes.push(format!(
+                "in the sandbox /tmp is a private tmpfs of {} discarded at exit, not the host's /tmp",
+                crate::ir::units::format_size(policy.filesystem.tmp_size)
+            ));
+            // Directories the runtime creates on the way to a parameter bound under /tmp.
+            for r in policy.filesystem.rules.iter().filter(|r| r.path.param().is_some()) {
+                let p = resolve(&r.path, params);
+                if p.param().is_some() || p.components.first().is_none_or(|c| c != "tmp") || p.covers(q) {
+                    continue;
+                }
+                let on_the_way = (2..p.components.len())
+                    .map(|n| PathPattern { root: p.root.clone(), components: p.components.iter().take(n).cloned().collect() })
+                    .find(|a| a.covers(q));
+                if let Some(a) = on_the_way {
+                    notes.push(format!(
+                        "the runtime creates '{a}' to bind '{}' ('{p}') there: when aegis-exec runs as root it belongs to root (mode 0755), and the agent cannot create entries in it",
+                        r.path
+                    ));
+                    break;
+                }
+            }
+        }
+        (Some("dev"), Some(node @ ("shm" | "pts" | "ptmx"))) => notes.push(format!(
+            "/dev/{node} is the sandbox's own ({}), not the host's",
+            if node == "shm" { "a private tmpfs: nothing is shared with host processes" } else { "a private pseudo-terminal instance" }
+        )),
+        (Some("dev"), Some("null" | "zero" | "full" | "random" | "urandom" | "tty" | "fd" | "stdin" | "stdout" | "stderr") | None) => {}
+        (Some("dev"), Some(other)) => notes.push(format!(
+            "the sandbox's /dev holds only null, zero, full, random, urandom, tty, pts, ptmx, shm and fd: /dev/{other} does not exist there"
+        )),
+        (Some("proc"), _) => notes.push("/proc in the sandbox is the agent's own procfs: it shows only the sandbox's processes".into()),
+        _ => {}
+    }
+    notes
 }
 
 enum NetTarget {

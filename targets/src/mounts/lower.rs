@@ -97,6 +97,13 @@ pub fn plan_from_rules(rules: &[FsRule], opts: &PlanOptions) -> (MountPlan, Vec<
         .into_iter()
         .find(|(on, base, _)| *on && base.contains(&g.path));
         if let Some((_, base, what)) = replaced {
+            if let Some(own) = private_dev_node(base, &dev, &g.path).filter(|_| !g.origin.starts_with("implicit:") && !g.origin.starts_with("built-in ")) {
+                losses.insert(Loss {
+                    rule: g.origin.clone(),
+                    what: format!("`{}` is the sandbox's own {own}, not the host's: nothing written there reaches the host", g.path),
+                    stricter_reading: true,
+                });
+            }
             if g.path != *base && !provided_by_dev(base, &dev, &g.path) {
                 losses.insert(Loss {
                     rule: g.origin.clone(),
@@ -247,6 +254,19 @@ const DEV_NODES: &[&str] = &[
     "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin",
     "stdout", "stderr",
 ];
+
+/// For a rule on a node of the minimal `/dev` that is private to the sandbox (not bound from
+/// the host), what it is.
+fn private_dev_node(base: &PathTemplate, dev: &PathTemplate, path: &PathTemplate) -> Option<&'static str> {
+    if base != dev {
+        return None;
+    }
+    match path.components().get(1).map(String::as_str) {
+        Some("shm") => Some("tmpfs (shared memory is not shared with host processes)"),
+        Some("pts" | "ptmx") => Some("pseudo-terminal instance (the host's terminals are not in it)"),
+        _ => None,
+    }
+}
 
 fn provided_by_dev(base: &PathTemplate, dev: &PathTemplate, path: &PathTemplate) -> bool {
     base == dev
