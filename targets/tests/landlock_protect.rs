@@ -88,3 +88,35 @@ fn a_deny_on_a_missing_directory_does_not_lock_its_parent() {
         c.expect(std::fs::create_dir(fresh.join("sub/.git")).is_ok(), "only the denied path is refused (deeper names are not it)");
     });
 }
+
+#[test]
+fn a_symlink_or_a_file_on_the_way_to_a_protected_path_stays_in_place() {
+    if skip_without_landlock() {
+        return;
+    }
+    let (_dir, base) = tree();
+    let home = base.join("home");
+    for d in ["dotfiles", "src", "wt"] {
+        std::fs::create_dir_all(home.join(d)).unwrap();
+    }
+    std::fs::write(home.join("dotfiles/bashrc"), "alias ll='ls -l'\n").unwrap();
+    std::os::unix::fs::symlink("dotfiles/bashrc", home.join(".bashrc")).unwrap();
+    // A linked worktree: `.git` is a file naming the repository's admin directory.
+    std::fs::write(home.join("wt/.git"), "gitdir: /somewhere/.git/worktrees/wt\n").unwrap();
+    let mut rules = policy();
+    rules.push(rule("${BASE}/home", FsAccess::Write, "write home"));
+    rules.push(rule("${BASE}/home/.bashrc", FsAccess::Read, "protect .bashrc"));
+    rules.push(rule("${BASE}/home/wt/.git/config", FsAccess::Read, "protect wt/.git/config"));
+    let lowered = landlock::lower_fs(&rules);
+    in_child(|c| {
+        landlock::apply(&lowered.artifact, &params(&base), Mode::Required, landlock::InForce::NOTHING).unwrap();
+        c.expect(can_read(&home.join(".bashrc")), "the protected file reads through its link");
+        c.expect(open_errno(&home.join(".bashrc"), libc::O_WRONLY) != 0, "writing through the link must fail");
+        c.expect(std::fs::remove_file(home.join(".bashrc")).is_err(), "the link cannot be removed");
+        c.expect(std::fs::rename(home.join("src"), home.join(".bashrc")).is_err(), "nor replaced");
+        c.expect(can_read(&home.join("wt/.git")), "the gitdir file stays readable");
+        c.expect(open_errno(&home.join("wt/.git"), libc::O_WRONLY | libc::O_TRUNC) != 0, "rewriting the gitdir file must fail");
+        c.expect(std::fs::remove_file(home.join("wt/.git")).is_err(), "and removing it");
+        c.expect(can_write(&home.join("src/x")), "the rest of the tree stays writable");
+    });
+}

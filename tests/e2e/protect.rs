@@ -255,3 +255,58 @@ fn a_deny_on_git_hooks_survives_renaming_git_away() {
     }
     host_git_runs_nothing_planted(&o);
 }
+
+/// The workspace is a linked worktree: its `.git` is a file (`gitdir: <main>/.git/worktrees/ws`)
+/// that tells the user's git where the repository, and so its config, is. An agent that
+/// rewrites it to point at a gitdir of its own gets its config read on the next `git status`.
+#[test]
+fn a_gitdir_file_cannot_be_pointed_elsewhere() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let main = lab.path("main");
+    let git = |dir: &Path, args: &[&str]| {
+        let r = run(Command::new("git")
+            .args(["-c", "safe.directory=*", "-c", "user.name=u", "-c", "user.email=u@example.invalid", "-C"])
+            .arg(dir)
+            .args(args));
+        assert_eq!(r.code, 0, "git {args:?}: {}", r.stderr);
+    };
+    std::fs::create_dir_all(&main).unwrap();
+    git(&main, &["init", "-q"]);
+    git(&main, &["commit", "-q", "--allow-empty", "-m", "user commit"]);
+    let ws = lab.path("ws");
+    git(&main, &["worktree", "add", "-q", ws.to_str().unwrap()]);
+    put(&ws.join(".env"), "TOKEN=x\n", None);
+    put(&ws.join("src/app.py"), "x = 1\n", None);
+    let r = run(Command::new("chown").arg("-R").arg(format!("{AGENT_UID}:{AGENT_UID}")).arg(&ws));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let gitfile = std::fs::read_to_string(ws.join(".git")).unwrap();
+    let mark = lab.path("planted");
+    let bundle = lab.build(&policy("coding-agent.toml"), "bundle");
+    let body = r##"
+os.makedirs(W + "/src/evil.git/objects", exist_ok=True)
+os.makedirs(W + "/src/evil.git/refs", exist_ok=True)
+write(W + "/src/evil.git/HEAD", "ref: refs/heads/main\n")
+write(W + "/src/evil.git/config", EVIL)
+t("rewrite_gitfile", lambda: write(W + "/.git", "gitdir: " + W + "/src/evil.git\n"))
+t("replace_gitfile", lambda: (write(W + "/src/gitfile", "gitdir: " + W + "/src/evil.git\n"), os.rename(W + "/src/gitfile", W + "/.git")))
+t("unlink_gitfile", lambda: os.unlink(W + "/.git"))
+t("read_gitfile", lambda: open(W + "/.git").read().strip())
+"##;
+    let script = format!("{PRELUDE}\nW = sys.argv[1]\nEVIL = sys.argv[2]\n{body}\ndone()\n");
+    let w = ws.display().to_string();
+    let evil = evil_config(&mark);
+    let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &lab.path("audit.log"), &["/usr/bin/python3", "-c", &script, &w, &evil]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
+    eprintln!("outcomes: {v}");
+    for k in ["rewrite_gitfile", "replace_gitfile", "unlink_gitfile"] {
+        refused(&v, k);
+    }
+    assert!(v["read_gitfile"].as_str().unwrap().starts_with("ok gitdir:"), "git reads it: {v}");
+    assert_eq!(std::fs::read_to_string(ws.join(".git")).unwrap(), gitfile);
+    let st = run(Command::new("git").args(["-c", "safe.directory=*", "-C"]).arg(&ws).arg("status"));
+    assert!(!PathBuf::from(format!("{}.fsmonitor", mark.display())).exists(), "the agent's fsmonitor ran on the host: {}", st.stderr);
+}

@@ -44,7 +44,7 @@ use super::artifact::LandlockArtifact;
 use super::compat::{self, InForce};
 use super::lower::Loss;
 use super::rights::{Abi, FsRight, for_file, fs_bits};
-use super::split::{Grant, Hole, MUTATE, split};
+use super::split::{Grant, Hole, MUTATE, split, way};
 use super::sys;
 use super::template::{Params, TemplateError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -236,6 +236,27 @@ pub fn apply_capped(
         .filter(|g| !g.access.iter().any(|r| MUTATE.contains(r) || matches!(r, FsRight::WriteFile | FsRight::Truncate | FsRight::Execute)))
         .map(|g| (g.path.clone(), g.access.clone()))
         .collect();
+    // Names that must stay as they are on the way to a protected or denied path: symlinks
+    // (replacing the link would bypass what protects its target) and files where a directory
+    // should be. Only write grants can change them, so only write grants are split for them.
+    let mut pinned: BTreeMap<PathBuf, Hole> = BTreeMap::new();
+    let lexical_protected: Vec<PathBuf> = artifact
+        .read_only
+        .iter()
+        .map(|r| r.path.resolve(params))
+        .chain(artifact.denies.iter().map(|d| d.path.resolve(params)))
+        .collect::<Result<_, _>>()?;
+    for lexical in &lexical_protected {
+        let w = way(lexical);
+        for l in w.links {
+            pinned.insert(l, Hole::Absent);
+        }
+        if let Some(b) = w.blocker {
+            // A file where a directory of the protected path should be (`.git` holding
+            // `gitdir: ...`): it decides where the path leads, so it is read-only.
+            pinned.insert(b, Hole::ReadOnly(super::rights::rights_for(super::rights::GrantKind::Read)));
+        }
+    }
     for r in &artifact.read_only {
         let lexical = r.path.resolve(params)?;
         match std::fs::canonicalize(&lexical) {
@@ -281,6 +302,12 @@ pub fn apply_capped(
             }
         }
         if g.access.contains(&FsRight::WriteFile) {
+            for (p, kind) in pinned.range(g.path.clone()..).take_while(|(p, _)| p.starts_with(&g.path)) {
+                if *p != g.path && !holes.contains_key(p) {
+                    details.push(format!("`{}` on the way to a protected path is kept in place", p.display()));
+                    holes.insert(p.clone(), kind.clone());
+                }
+            }
             for (c, access) in read_only.range(g.path.clone()..).take_while(|(c, _)| c.starts_with(&g.path)) {
                 if *c == g.path || holes.keys().any(|h| c.starts_with(h)) {
                     continue;

@@ -47,9 +47,59 @@ pub(super) enum Hole {
     Denied,
     /// An existing read-only carve-out with these rights (its own rule).
     ReadOnly(BTreeSet<FsRight>),
-    /// A denied path that does not exist yet: anything but making, removing or renaming
-    /// entries on the way to it.
+    /// A name that must stay as it is: a denied path that does not exist yet, or a symlink
+    /// or file standing on the way to a protected path. Anything but making, removing or
+    /// renaming entries on the way to it (so it can neither appear nor be replaced).
     Absent,
+}
+
+/// What stands on the lexical way to a protected or denied path at launch, besides the path
+/// itself: each symlink (the link can be replaced, wherever its target is protected) and a
+/// non-directory where a directory should be (a `.git` *file*, `gitdir: ...`, which can be
+/// rewritten to point elsewhere), and the first component that does not exist. Walks the
+/// path from `/`, following each symlink to continue below its target.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Way {
+    /// Symlinks met on the way (their own locations).
+    pub links: Vec<PathBuf>,
+    /// A non-directory with more components below it in the path.
+    pub blocker: Option<PathBuf>,
+    /// The first component that does not exist (the path is absent from there on).
+    pub missing: Option<PathBuf>,
+}
+
+pub(super) fn way(lexical: &std::path::Path) -> Way {
+    let mut w = Way::default();
+    let comps: Vec<_> = lexical.components().skip(1).collect();
+    let mut cur = PathBuf::from("/");
+    for (i, c) in comps.iter().enumerate() {
+        let next = cur.join(c);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(m) => m,
+            Err(_) => {
+                w.missing = Some(next);
+                return w;
+            }
+        };
+        if meta.file_type().is_symlink() {
+            w.links.push(next.clone());
+            match std::fs::canonicalize(&next) {
+                Ok(real) => cur = real,
+                Err(_) => {
+                    // A dangling link: what it names does not exist.
+                    w.missing = Some(next);
+                    return w;
+                }
+            }
+            continue;
+        }
+        if !meta.is_dir() && i + 1 < comps.len() {
+            w.blocker = Some(next);
+            return w;
+        }
+        cur = next;
+    }
+    w
 }
 
 /// Rights that create, remove or move a directory's entries.
