@@ -36,6 +36,7 @@ pub mod exit;
 pub mod flags;
 pub mod handoff;
 pub mod identity;
+pub mod fshelper;
 pub mod launch;
 pub mod report;
 pub mod signals;

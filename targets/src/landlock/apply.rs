@@ -44,6 +44,7 @@ use super::artifact::LandlockArtifact;
 use super::compat::{self, InForce};
 use super::lower::Loss;
 use super::rights::{Abi, FsRight, for_file, fs_bits};
+use super::mediate::{Mediation, inode_of};
 use super::split::{Grant, Hole, MUTATE, split, way};
 use super::sys;
 use super::template::{Params, TemplateError};
@@ -157,6 +158,24 @@ pub fn apply_capped(
     in_force: InForce,
     cap: Abi,
 ) -> Result<LandlockStatus, ApplyError> {
+    apply_with_helper(artifact, params, mode, in_force, cap, None)
+}
+
+/// How the caller starts the file helper: called (at most once, before the agent's ruleset
+/// is enforced) when names absent at launch must be mediated; it forks the helper, which
+/// calls [`HelperSetup::enforce`] and serves. Without a hook nothing is mediated and those
+/// entries simply cannot be created (the stricter reading).
+pub type HelperHook<'a> = &'a mut dyn FnMut(HelperSetup) -> Result<(), String>;
+
+/// [`apply_capped`], starting the file helper through `helper` when something is mediated.
+pub fn apply_with_helper(
+    artifact: &LandlockArtifact,
+    params: &Params,
+    mode: Mode,
+    in_force: InForce,
+    cap: Abi,
+    helper: Option<HelperHook<'_>>,
+) -> Result<LandlockStatus, ApplyError> {
     let kernel = kernel_abi().min(cap);
     let mut details = Vec::new();
     let mut losses = Vec::new();
@@ -231,30 +250,31 @@ pub fn apply_capped(
     // write or exec rights that a write grant covers once parameters and symlinks are
     // resolved (a parameter under `/tmp`, or under another parameter): Landlock rights flow
     // down through mount points, so the outer grant would reach into it.
-    let mut read_only: BTreeMap<PathBuf, BTreeSet<FsRight>> = roots
+    let mut read_only: BTreeMap<PathBuf, (BTreeSet<FsRight>, String)> = roots
         .iter()
         .filter(|g| !g.access.iter().any(|r| MUTATE.contains(r) || matches!(r, FsRight::WriteFile | FsRight::Truncate | FsRight::Execute)))
-        .map(|g| (g.path.clone(), g.access.clone()))
+        .map(|g| (g.path.clone(), (g.access.clone(), g.origin.clone())))
         .collect();
     // Names that must stay as they are on the way to a protected or denied path: symlinks
     // (replacing the link would bypass what protects its target) and files where a directory
     // should be. Only write grants can change them, so only write grants are split for them.
-    let mut pinned: BTreeMap<PathBuf, Hole> = BTreeMap::new();
-    let lexical_protected: Vec<PathBuf> = artifact
+    let mut pinned: BTreeMap<PathBuf, (Hole, String)> = BTreeMap::new();
+    let join = |o: &BTreeSet<String>| o.iter().cloned().collect::<Vec<_>>().join(", ");
+    let lexical_protected: Vec<(PathBuf, String)> = artifact
         .read_only
         .iter()
-        .map(|r| r.path.resolve(params))
-        .chain(artifact.denies.iter().map(|d| d.path.resolve(params)))
+        .map(|r| r.path.resolve(params).map(|p| (p, join(&r.origin))))
+        .chain(artifact.denies.iter().map(|d| d.path.resolve(params).map(|p| (p, join(&d.origin)))))
         .collect::<Result<_, _>>()?;
-    for lexical in &lexical_protected {
+    for (lexical, origin) in &lexical_protected {
         let w = way(lexical);
         for l in w.links {
-            pinned.insert(l, Hole::Absent);
+            pinned.insert(l, (Hole::Absent, origin.clone()));
         }
         if let Some(b) = w.blocker {
             // A file where a directory of the protected path should be (`.git` holding
             // `gitdir: ...`): it decides where the path leads, so it is read-only.
-            pinned.insert(b, Hole::ReadOnly(super::rights::rights_for(super::rights::GrantKind::Read)));
+            pinned.insert(b, (Hole::ReadOnly(super::rights::rights_for(super::rights::GrantKind::Read)), origin.clone()));
         }
     }
     for r in &artifact.read_only {
@@ -262,19 +282,30 @@ pub fn apply_capped(
         match std::fs::canonicalize(&lexical) {
             Ok(path) => {
                 let access = roots.iter().find(|g| g.path == path).map(|g| g.access.clone()).unwrap_or_default();
-                read_only.insert(path, access);
+                read_only.insert(path, (access, join(&r.origin)));
             }
-            Err(_) => losses.push(Loss {
-                rule: r.origin.iter().cloned().collect::<Vec<_>>().join(", "),
-                what: format!(
-                    "read-only `{}` does not exist at launch: nothing is mounted or split there, so the agent can create it",
-                    lexical.display()
-                ),
-                stricter_reading: false,
-            }),
+            // Absent at launch: with a file helper its first missing component is a name
+            // the agent may never create (mediated); without one, a gap (reported).
+            Err(_) => match way(&lexical).missing {
+                Some(first) if helper.is_some() => {
+                    pinned.entry(first).or_insert_with(|| (Hole::Absent, join(&r.origin)));
+                }
+                _ => losses.push(Loss {
+                    rule: join(&r.origin),
+                    what: format!(
+                        "read-only `{}` does not exist at launch: nothing is mounted or split there, so the agent can create it",
+                        lexical.display()
+                    ),
+                    stricter_reading: false,
+                }),
+            },
         }
     }
     let mut grants = Vec::new();
+    // The file helper's grants (the agent's, but not split for absent names: it makes
+    // those entries for the agent) and its table.
+    let mut helper_grants = Vec::new();
+    let mut mediation = Mediation::default();
     for g in roots {
         if let Some(d) = denied.iter().find(|d| g.path.starts_with(d)) {
             details.push(format!(
@@ -288,41 +319,57 @@ pub fn apply_capped(
         // What this grant must not fully cover: denied paths below it (an existing one
         // unless the mount plan masks it, or one absent at launch) and, for a write grant,
         // the read-only carve-outs below it that no read-only mount enforces.
-        let mut holes: BTreeMap<PathBuf, Hole> = BTreeMap::new();
+        let mut holes: BTreeMap<PathBuf, (Hole, String)> = BTreeMap::new();
         for d in denied.iter().filter(|d| d.starts_with(&g.path) && **d != g.path) {
+            let origin = deny_origin.get(d).cloned().unwrap_or_default();
             if is_mask(d) {
                 details.push(format!("deny `{}` is masked by the mount plan", d.display()));
             } else if std::fs::symlink_metadata(d).is_ok() {
-                holes.insert(d.clone(), Hole::Denied);
+                holes.insert(d.clone(), (Hole::Denied, origin));
             } else if d.ancestors().find(|a| a.exists()).is_some_and(is_read_only_mount) {
                 // Nothing can be created on a read-only mount (a read-only grant bound there).
                 details.push(format!("denied `{}` is absent, on a read-only mount", d.display()));
             } else {
-                holes.insert(d.clone(), Hole::Absent);
+                holes.insert(d.clone(), (Hole::Absent, origin));
             }
         }
         if g.access.contains(&FsRight::WriteFile) {
-            for (p, kind) in pinned.range(g.path.clone()..).take_while(|(p, _)| p.starts_with(&g.path)) {
+            for (p, hole) in pinned.range(g.path.clone()..).take_while(|(p, _)| p.starts_with(&g.path)) {
                 if *p != g.path && !holes.contains_key(p) {
                     details.push(format!("`{}` on the way to a protected path is kept in place", p.display()));
-                    holes.insert(p.clone(), kind.clone());
+                    holes.insert(p.clone(), hole.clone());
                 }
             }
-            for (c, access) in read_only.range(g.path.clone()..).take_while(|(c, _)| c.starts_with(&g.path)) {
+            for (c, (access, origin)) in read_only.range(g.path.clone()..).take_while(|(c, _)| c.starts_with(&g.path)) {
                 if *c == g.path || holes.keys().any(|h| c.starts_with(h)) {
                     continue;
                 }
                 if is_mount_root(c) && is_read_only_mount(c) {
                     details.push(format!("read-only `{}` is a read-only mount of the plan", c.display()));
                 } else {
-                    holes.insert(c.clone(), Hole::ReadOnly(access.clone()));
+                    holes.insert(c.clone(), (Hole::ReadOnly(access.clone()), origin.clone()));
                 }
             }
         }
+        for (h, (kind, _)) in &holes {
+            if *kind != Hole::Absent || std::fs::symlink_metadata(h).is_ok() {
+                mediation.protected.extend(inode_of(h));
+            }
+        }
         if holes.is_empty() {
+            if g.access.contains(&FsRight::MakeReg) {
+                mediation.full.extend(inode_of(&g.path));
+            }
+            helper_grants.push(g.clone());
             grants.push(g);
         } else {
-            split(g, &holes, &denied, &mut grants, &mut details, &mut losses)?;
+            let kept: BTreeMap<PathBuf, (Hole, String)> = holes.iter().filter(|(_, (k, _))| *k != Hole::Absent).map(|(p, h)| (p.clone(), h.clone())).collect();
+            if kept.is_empty() {
+                helper_grants.push(g.clone());
+            } else {
+                split(g.clone(), &kept, &denied, &mut helper_grants, &mut Vec::new(), &mut Vec::new(), None)?;
+            }
+            split(g, &holes, &denied, &mut grants, &mut details, &mut losses, Some(&mut mediation))?;
         }
     }
 
@@ -362,14 +409,83 @@ pub fn apply_capped(
         }
     }
 
-    let ruleset = sys::create_ruleset(fs_bits(&handled_fs), net, scoped).map_err(|source| {
+    let ruleset = ruleset_of(&grants, &handled_fs, net, scoped, artifact, &keep, &mut details)?;
+    let added = ruleset.1;
+    let ruleset = ruleset.0;
+    sys::set_no_new_privs().map_err(|source| ApplyError::Kernel {
+        what: "setting no_new_privs",
+        source,
+    })?;
+    // The file helper, when something is mediated: forked by the caller's hook with its own
+    // ruleset (the agent's, not split for absent names), before the agent's is enforced.
+    if !mediation.is_empty()
+        && let Some(hook) = helper
+    {
+        let mut ignored = Vec::new();
+        let (helper_ruleset, _) = ruleset_of(&helper_grants, &handled_fs, net, scoped, artifact, &keep, &mut ignored)?;
+        let dirs = mediation.dirs.len();
+        match hook(HelperSetup { mediation: std::mem::take(&mut mediation), ruleset: helper_ruleset, flags }) {
+            Ok(()) => details.push(format!("file helper started: creating, removing and renaming entries in {dirs} director(ies) is mediated")),
+            Err(e) => details.push(format!("file helper not started ({e}): entries cannot be created, removed or renamed in {dirs} director(ies)")),
+        }
+    }
+    sys::restrict_self(&ruleset, flags).map_err(|source| ApplyError::Kernel {
+        what: "landlock_restrict_self",
+        source,
+    })?;
+    details.push(format!(
+        "{added} path rules and {} port rules in force",
+        artifact.net_rules.len()
+    ));
+    Ok(LandlockStatus {
+        kernel_abi: kernel,
+        abi_in_use,
+        status: if partial {
+            Enforcement::PartiallyEnforced
+        } else {
+            Enforcement::FullyEnforced
+        },
+        details,
+        losses,
+    })
+}
+
+/// What the file helper needs: its table and its ruleset (see [`apply_with_helper`]).
+pub struct HelperSetup {
+    pub mediation: Mediation,
+    ruleset: std::os::fd::OwnedFd,
+    flags: u32,
+}
+
+impl HelperSetup {
+    /// Enforces the helper's ruleset on the calling process (the forked helper) and returns
+    /// its table (the ruleset's descriptor is closed).
+    pub fn enforce(self) -> Result<Mediation, ApplyError> {
+        sys::restrict_self(&self.ruleset, self.flags).map_err(|source| ApplyError::Kernel { what: "landlock_restrict_self (file helper)", source })?;
+        Ok(self.mediation)
+    }
+}
+
+/// A ruleset handling `handled_fs`, `net` and `scoped`, with one rule per grant that can be
+/// opened (the rest are reported in `details`) and the artifact's port rules; the number of
+/// path rules added.
+fn ruleset_of(
+    grants: &[Grant],
+    handled_fs: &BTreeSet<FsRight>,
+    net: u64,
+    scoped: u64,
+    artifact: &LandlockArtifact,
+    keep: &dyn Fn(Abi) -> bool,
+    details: &mut Vec<String>,
+) -> Result<(std::os::fd::OwnedFd, usize), ApplyError> {
+    let ruleset = sys::create_ruleset(fs_bits(handled_fs), net, scoped).map_err(|source| {
         ApplyError::Kernel {
             what: "creating the ruleset",
             source,
         }
     })?;
     let mut added = 0usize;
-    for g in &grants {
+    for g in grants {
         let fd = match open_path(&g.path, g.follow) {
             Ok(fd) => fd,
             Err(e) => {
@@ -384,7 +500,7 @@ pub fn apply_capped(
         let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", raw(&fd)))
             .map(|m| m.is_dir())
             .unwrap_or(false);
-        let access: BTreeSet<FsRight> = g.access.intersection(&handled_fs).copied().collect();
+        let access: BTreeSet<FsRight> = g.access.intersection(handled_fs).copied().collect();
         let access = if is_dir { access } else { for_file(&access) };
         if access.is_empty() {
             continue;
@@ -413,29 +529,7 @@ pub fn apply_capped(
             }
         }
     }
-    sys::set_no_new_privs().map_err(|source| ApplyError::Kernel {
-        what: "setting no_new_privs",
-        source,
-    })?;
-    sys::restrict_self(&ruleset, flags).map_err(|source| ApplyError::Kernel {
-        what: "landlock_restrict_self",
-        source,
-    })?;
-    details.push(format!(
-        "{added} path rules and {} port rules in force",
-        artifact.net_rules.len()
-    ));
-    Ok(LandlockStatus {
-        kernel_abi: kernel,
-        abi_in_use,
-        status: if partial {
-            Enforcement::PartiallyEnforced
-        } else {
-            Enforcement::FullyEnforced
-        },
-        details,
-        losses,
-    })
+    Ok((ruleset, added))
 }
 
 /// The places a deny covers: its target (symlinks resolved) and, if the path itself is a

@@ -16,6 +16,7 @@
 //! | `lower.rs`    | fs rules → artifact, compile-time losses                      |
 //! | `apply.rs`    | launch: resolve, mask check or split, enforce, report        |
 //! | `split.rs`    | launch: an allowed tree split around denied / read-only paths |
+//! | `mediate.rs`  | launch: the file helper's table of mediated directories        |
 //! | `loader.rs`   | what `ld.so` needs; `PT_INTERP` reader                       |
 //! | `sys.rs`      | raw Landlock system calls                                    |
 
@@ -24,13 +25,15 @@ pub mod artifact;
 pub mod compat;
 pub mod loader;
 pub mod lower;
+pub mod mediate;
 pub mod rights;
 mod split;
 mod sys;
 pub mod template;
 
 pub use apply::{
-    ApplyError, Enforcement, LandlockStatus, Mode, apply, apply_capped, kernel_abi, negotiate,
+    ApplyError, Enforcement, HelperHook, HelperSetup, LandlockStatus, Mode, apply, apply_capped, apply_with_helper,
+    kernel_abi, negotiate,
 };
 pub use artifact::{ArtifactError, DenyRule, LandlockArtifact, NetRule, PathRule, ReadOnlyRule};
 pub use compat::{Fallback, Fallbacks, InForce, Item, Missing};

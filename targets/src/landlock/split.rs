@@ -26,12 +26,14 @@
 //! directory's rights never exceed what any hole below it may have.
 
 use super::lower::Loss;
+use super::mediate::{Mediation, inode_of};
 use super::rights::FsRight;
 use super::apply::ApplyError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// A grant resolved at launch: a canonical path and the rights its rule gives.
+#[derive(Clone)]
 pub(super) struct Grant {
     pub path: PathBuf,
     pub access: BTreeSet<FsRight>,
@@ -135,19 +137,23 @@ impl Hole {
 }
 
 /// Replaces grant `g` by grants on the entries beside its chain directories (module docs).
-/// `holes` are the paths below `g.path` (strictly) it must not fully cover; `skip` are paths
-/// that get no rule of their own here (denied paths and the holes' own rules).
+/// `holes` are the paths below `g.path` (strictly) it must not fully cover, with the rule
+/// behind each; `skip` are paths that get no rule of their own here (denied paths and the
+/// holes' own rules). With `mediation`, chain directories that lead only to absent names
+/// (their rights keep everything but making, removing and renaming entries) are recorded
+/// for the file helper, which does those for the agent except on the names themselves.
 pub(super) fn split(
     g: Grant,
-    holes: &BTreeMap<PathBuf, Hole>,
+    holes: &BTreeMap<PathBuf, (Hole, String)>,
     skip: &BTreeSet<PathBuf>,
     grants: &mut Vec<Grant>,
     details: &mut Vec<String>,
     losses: &mut Vec<Loss>,
+    mut mediation: Option<&mut Mediation>,
 ) -> Result<(), ApplyError> {
     // Each chain directory and the rights every hole below it may inherit.
     let mut chain: BTreeMap<PathBuf, BTreeSet<FsRight>> = BTreeMap::new();
-    for (hole, kind) in holes {
+    for (hole, (kind, _)) in holes {
         let allowed = kind.inheritable(&g.access);
         let mut p = hole.parent();
         while let Some(dir) = p {
@@ -181,15 +187,23 @@ pub(super) fn split(
                 details.push(format!("split: symlink `{}` gets no rule", p.display()));
                 continue;
             }
+            if let Some(m) = mediation.as_deref_mut()
+                && g.access.contains(&FsRight::MakeReg)
+                && let Some(i) = inode_of(&p)
+            {
+                m.full.insert(i);
+            }
             grants.push(Grant { path: p, access: g.access.clone(), follow: false, origin: g.origin.clone() });
         }
-        let below: Vec<&str> = holes
-            .iter()
-            .filter(|(h, _)| h.starts_with(dir))
-            .map(|(_, k)| k.word())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let below_holes: Vec<(&PathBuf, &(Hole, String))> = holes.iter().filter(|(h, _)| h.starts_with(dir)).collect();
+        let below: Vec<&str> = below_holes.iter().map(|(_, (k, _))| k.word()).collect::<BTreeSet<_>>().into_iter().collect();
+        if let Some(m) = mediation.as_deref_mut()
+            && below_holes.iter().all(|(_, (k, _))| *k == Hole::Absent)
+        {
+            for (h, (_, why)) in &below_holes {
+                m.protect_on_the_way(dir, h, why);
+            }
+        }
         let what = if rights.is_empty() {
             "it cannot be listed or changed, and entries created in it later get no access".to_owned()
         } else if rights.iter().all(|r| matches!(r, FsRight::ReadFile | FsRight::ReadDir | FsRight::Execute)) {
