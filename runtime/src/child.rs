@@ -297,7 +297,7 @@ fn run_stages(plan: &ChildPlan, report: &mut ChildReport) -> Result<(), Fail> {
     // Out of the supervisor's session (and onto the pty, if any) before Landlock and
     // seccomp, which need not allow it.
     timed(report, Stage::Init, || stage::init::detach(&plan.term))?;
-    let r = timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock, &mut info, &mut msg));
+    let r = timed(report, Stage::Landlock, || stage::landlock::apply_in_child(&plan.landlock, plan.handoff.as_ref(), &mut info, &mut msg));
     report.info = info;
     report.msg = msg.msg;
     r?;

@@ -293,8 +293,6 @@ fn serve(control: OwnedFd, parent: libc::pid_t, setup: HelperSetup) -> ! {
         }
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         libc::setsid();
-        // Modes arrive with the caller's umask already applied.
-        libc::umask(0);
         if ctl > 0 {
             libc::syscall(libc::SYS_close_range, 0u32, (ctl - 1) as u32, 0u32);
         }
@@ -500,7 +498,12 @@ fn side(base: Option<&OwnedFd>, path: &[u8], resolve: u64) -> Option<Side> {
 pub fn handle(table: &Mediation, req: &Request, fds: &[OwnedFd]) -> Answer {
     let base1 = fds.first();
     let base2 = fds.get(1);
-    let mode = req.mode & !req.umask & 0o7777;
+    // The caller's umask, applied by the kernel as for the caller (a default ACL of the
+    // directory replaces it, as it would for the agent). One request at a time: a process
+    // setting is exact.
+    // SAFETY: umask with an integer argument.
+    unsafe { libc::umask(req.umask & 0o777) };
+    let mode = req.mode & 0o7777;
     match req.op {
         Op::Open | Op::Mkdir | Op::Mknod | Op::Symlink | Op::Unlink => {
             let (base, path) = if req.op == Op::Symlink { (base1, &req.path2) } else { (base1, &req.path1) };

@@ -71,6 +71,8 @@ impl Tag {
     pub const BROKER_CONTROL: Tag = Tag(17);
     /// A pidfd of the broker (the proxy never takes it for one of the agent's processes).
     pub const BROKER_PROCESS: Tag = Tag(18);
+    /// The file helper's control socket (`fsprotect`, in the `unix` range).
+    pub const FS_HELPER: Tag = Tag(19);
     /// First tag reserved for `super` (pid-1 init, terminal); 32..=47.
     pub const SUPER_FIRST: Tag = Tag(32);
     /// Last tag reserved for `super`.
@@ -87,6 +89,7 @@ impl Tag {
             Tag::SECCOMP_LISTENER => "seccomp listener",
             Tag::BROKER_CONTROL => "broker control socket",
             Tag::BROKER_PROCESS => "broker pidfd",
+            Tag::FS_HELPER => "file helper control socket",
             _ => "descriptor",
         }
     }

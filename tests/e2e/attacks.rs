@@ -521,7 +521,7 @@ time.sleep(1.5)
             assert!(got.starts_with("ERR"), "{k}: {got}");
         }
         assert!(!r.stdout.contains("X32-RAN"));
-        assert_eq!(get(&v, "control_getpid"), "ok 3", "the agent is pid 3 of its namespace: pid 1 is aegis's init, pid 2 the connect broker");
+        assert_eq!(get(&v, "control_getpid"), "ok 4", "the agent is pid 4 of its namespace: pid 1 is aegis's init, pid 2 the file helper (attack.toml's write grant has protected names absent at launch), pid 3 the connect broker");
         assert_launch_recorded(&tg.log);
     }
 }

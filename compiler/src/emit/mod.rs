@@ -104,7 +104,8 @@ pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError
         files.insert(aegis_targets::seccomp::bpf_file_name(arch), aegis_targets::seccomp::to_bytes(&program));
         files.insert(aegis_targets::seccomp::asm_file_name(arch), aegis_targets::seccomp::disassemble(&program, Some(arch)).into_bytes());
     }
-    let oci = aegis_targets::seccomp::oci::export(&spec, &aegis_targets::seccomp::syscalls::Arch::ALL);
+    let oci_spec = seccomp::without_file_mediation(policy, &mut losses)?;
+    let oci = aegis_targets::seccomp::oci::export(oci_spec.as_ref().unwrap_or(&spec), &aegis_targets::seccomp::syscalls::Arch::ALL);
     files.insert("seccomp.oci.json".to_string(), pretty_json(&oci.json));
     for l in oci.losses {
         // The OCI profile is an interop export for other runtimes; aegis-exec installs the

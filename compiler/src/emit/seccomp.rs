@@ -29,6 +29,37 @@ fn explicitly_allowed(policy: &Policy, names: &[&str]) -> bool {
         .any(|r| matches!(r.action, SyscallAction::Allow | SyscallAction::Log) && names.contains(&r.name.as_str()))
 }
 
+/// Whether the policy has protected or denied paths below a write grant (every user write
+/// grant brings the built-in protections), whose names the file helper guards.
+pub fn mediates_file_entries(policy: &Policy) -> bool {
+    let fs = &policy.filesystem;
+    fs.rules.iter().any(|r| r.protection)
+        || fs.rules_of(FsAccess::Write).any(|w| w.origin.is_some() && fs.rules.iter().any(|r| matches!(r.access, FsAccess::Deny | FsAccess::Read) && r.path != w.path && w.path.covers(&r.path)))
+}
+
+/// The spec for the OCI export: `spec` before the file calls were sent to the supervisor.
+/// Those notifications only make sense with aegis-exec's file helper, whose protected names
+/// are enforced together with the mount plan and the Landlock ruleset that no other runtime
+/// applies; exported as the policy's own rules (allowed), said in the loss report. Exporting
+/// them as the default action would refuse every `open(O_CREAT)` to other runtimes.
+pub fn without_file_mediation(policy: &Policy, losses: &mut LossReport) -> Result<Option<SeccompSpec>, EmitError> {
+    if !mediates_file_entries(policy) {
+        return Ok(None);
+    }
+    let mut scratch = LossReport::new();
+    let mut p = policy.clone();
+    // A policy without user write grants mediates nothing.
+    p.filesystem.rules.retain(|r| !(r.protection || (r.access == FsAccess::Write && r.origin.is_some())));
+    let spec = spec(&p, &mut scratch)?;
+    losses.push(Loss {
+        layer: "seccomp.oci.json",
+        rule: "OCI export for docker/podman/runc/Kubernetes".into(),
+        what: "creating, removing and renaming directory entries is answered by aegis-exec's file helper (it guards the protected paths of write grants that do not exist at launch, with the mount plan and Landlock ruleset other runtimes do not apply)".into(),
+        enforced: "WIDER in seccomp.oci.json: exported as allowed; the BPF artifacts aegis-exec installs are exact".into(),
+    });
+    Ok(Some(spec))
+}
+
 /// What the policy grants, as the seccomp hardening sees it.
 pub fn hardening(policy: &Policy) -> Hardening {
     let has_exec = policy.filesystem.rules.iter().any(|r| r.access == FsAccess::Exec && r.origin.is_some());
@@ -90,6 +121,12 @@ pub fn spec(policy: &Policy, losses: &mut LossReport) -> Result<SeccompSpec, Emi
     }
     if h.connect == ConnectGate::Mediate {
         seccomp::hardening::mediate_connections(&mut spec);
+    }
+    // Below a write grant, a protected or denied path that does not exist at launch is a
+    // name only the supervisor's file helper can refuse (docs/policy.md). See
+    // [`without_file_mediation`] for the OCI export.
+    if mediates_file_entries(policy) {
+        seccomp::hardening::mediate_file_entries(&mut spec);
     }
     let errno = policy.syscalls.default_errno;
     if errno != seccomp::spec::EPERM {

@@ -41,6 +41,9 @@ pub struct ChildLandlock {
     has_mount_plan: bool,
     /// `log_new_exec_on` was added here for the audit log, not by the bundle.
     added_log_flag: bool,
+    /// The seccomp program sends entry-creating calls to the supervisor: start the file
+    /// helper ([`crate::fshelper`]) when names absent at launch must be protected.
+    mediate: bool,
 }
 
 impl ChildLandlock {
@@ -51,6 +54,7 @@ impl ChildLandlock {
             supervisor_ns: [0; 3],
             has_mount_plan: false,
             added_log_flag: false,
+            mediate: false,
         }
     }
 }
@@ -133,6 +137,7 @@ pub fn prepare(v: &Verified) -> Result<(ChildLandlock, Option<String>), RunError
             supervisor_ns,
             has_mount_plan: v.file(crate::stage::mounts::FILE).is_some(),
             added_log_flag,
+            mediate: crate::stage::seccomp::mediates_files(v),
         },
         None,
     ))
@@ -220,12 +225,22 @@ impl Needs {
     }
 }
 
-pub fn apply_in_child(l: &ChildLandlock, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
+/// Child side. With mediation, the file helper is forked inside `apply` (after
+/// no_new_privs, before the agent's ruleset, with its own) and its control socket handed
+/// over; it is sent before the seccomp listener, so the supervisor has it when it serves.
+pub fn apply_in_child(l: &ChildLandlock, handoff: Option<&crate::handoff::Sender>, info: &mut [u32; INFO_LEN], msg: &mut ChildReport) -> Result<(), Fail> {
     let Some((art, params, mode)) = &l.plan else {
         return Ok(());
     };
     let in_force = in_force_here(l);
-    match aegis_targets::landlock::apply(art, params, *mode, in_force) {
+    let mut hook = |setup: aegis_targets::landlock::HelperSetup| -> Result<(), String> {
+        let tx = handoff.ok_or("no handoff channel to the supervisor")?;
+        let ctl = crate::fshelper::fork_in_child(setup)?;
+        use std::os::fd::AsRawFd as _;
+        tx.send(crate::handoff::Tag::FS_HELPER, 0, 0, Some(ctl.as_raw_fd())).map_err(|e| format!("handing the file helper over: errno {e}"))
+    };
+    let helper: Option<aegis_targets::landlock::HelperHook<'_>> = if l.mediate { Some(&mut hook) } else { None };
+    match aegis_targets::landlock::apply_with_helper(art, params, *mode, in_force, Abi(u32::MAX), helper) {
         Ok(st) => {
             info[INFO_LANDLOCK_STATUS] = match st.status {
                 Enforcement::FullyEnforced => 1,

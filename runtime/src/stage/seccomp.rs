@@ -62,6 +62,8 @@ pub struct Mediation {
     exec_gate: bool,
     /// `connect` and friends are notified ([`unotify::net::NetMediation`], the broker).
     connect: bool,
+    /// Entry-creating calls are notified ([`unotify::fs::FsMediation`], the file helper).
+    files: bool,
 }
 
 impl Mediation {
@@ -77,6 +79,9 @@ impl Mediation {
         if self.exec_gate {
             parts.push("execve refused after the agent's own (no [exec] grant)".to_string());
         }
+        if self.files {
+            parts.push("entries on the way to protected paths absent at launch made by the file helper, the protected names refused".to_string());
+        }
         parts.join("; ")
     }
 }
@@ -84,6 +89,15 @@ impl Mediation {
 /// Whether `program` returns USER_NOTIF for `name` called with `args` on `arch`.
 fn notifies(program: &[SockFilter], arch: Arch, name: &str, args: [u64; 6]) -> bool {
     arch.nr(name).is_some_and(|nr| seccomp::run(program, &SeccompData::new(arch, nr, args)).map(Action::from_ret) == Ok(Action::UserNotif))
+}
+
+/// Whether this bundle's program for this machine sends entry-creating calls (`mkdirat`) to
+/// the supervisor: the file helper is then started where names must be protected.
+pub fn mediates_files(v: &Verified) -> bool {
+    let Some(arch) = Arch::native() else { return false };
+    v.file(&seccomp::bpf_file_name(arch))
+        .and_then(|b| seccomp::from_bytes(b).ok())
+        .is_some_and(|p| notifies(&p, arch, "mkdirat", [0; 6]))
 }
 
 /// Supervisor side. Returns the child plan, the report detail when absent or skipped, and
@@ -110,11 +124,12 @@ pub fn prepare(v: &Verified) -> Result<(ChildSeccomp, Option<String>, Option<Med
     let program = seccomp::from_bytes(bytes).map_err(|e| RunError::Refused(format!("{name}: {e}")))?;
     let connect = notifies(&program, arch, "connect", [0; 6]);
     let exec_gate = notifies(&program, arch, "execve", [0; 6]);
+    let files = notifies(&program, arch, "mkdirat", [0; 6]);
     let len = program.len();
     let Some((policy_filter, notify_filter)) = seccomp::split::split(&program) else {
         return Ok((ChildSeccomp { program: Some(program), notify: None, broker: false, len }, None, None));
     };
-    let mediation = Mediation { policy: Arc::new(v.policy_ir("seccomp user notification")?), params: v.eval_params()?, exec_gate, connect };
+    let mediation = Mediation { policy: Arc::new(v.policy_ir("seccomp user notification")?), params: v.eval_params()?, exec_gate, connect, files };
     let child = ChildSeccomp { program: Some(policy_filter), notify: Some(notify_filter), broker: connect, len };
     Ok((child, None, Some(mediation)))
 }
@@ -189,6 +204,9 @@ pub struct Handover {
     broker: Option<OwnedFd>,
     /// The broker's process, for the proxy (see [`Handover::broker_process`]).
     broker_process: Option<aegis_proxy::exe::Helper>,
+    /// The file helper's control socket (sent by the Landlock stage, before the listener;
+    /// none when nothing is mediated at this launch).
+    fshelper: Option<OwnedFd>,
 }
 
 impl Handover {
@@ -205,7 +223,7 @@ impl Handover {
 /// child ended before sending them (its report says why).
 pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Message>) -> Result<Option<Handover>, RunError> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut listener, mut broker, mut broker_process) = (None, None, None);
+    let (mut listener, mut broker, mut broker_process, mut fshelper) = (None, None, None, None);
     while listener.is_none() || (m.connect && (broker.is_none() || broker_process.is_none())) {
         let Some(msg) = rx.recv(deadline)? else {
             return Ok(None);
@@ -220,16 +238,20 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
                 let fd = msg.fd.ok_or_else(|| RunError::internal("broker pidfd", "handed over without a descriptor"))?;
                 broker_process = Some(aegis_proxy::exe::Helper::from_pidfd(fd).map_err(|e| RunError::internal("broker pidfd", e))?);
             }
+            Tag::FS_HELPER => {
+                handoff::check_socket(&msg, libc::AF_UNIX, libc::SOCK_SEQPACKET)?;
+                fshelper = msg.fd;
+            }
             _ => others.push(msg),
         }
     }
     let listener = listener.ok_or_else(|| RunError::internal("seccomp listener", "handed over without a descriptor"))?;
-    Ok(Some(Handover { listener, broker, broker_process }))
+    Ok(Some(Handover { listener, broker, broker_process, fshelper }))
 }
 
 /// The handlers for what this bundle's filter notifies. Add new handlers here (see
 /// [`crate::unotify`]'s module docs).
-pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>) -> Result<Registry, RunError> {
+pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>, fshelper: Option<OwnedFd>) -> Result<Registry, RunError> {
     let mut r = Registry::new();
     let bug = |e: String| RunError::internal("seccomp notification handlers", e);
     if m.exec_gate {
@@ -240,6 +262,9 @@ pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>) -> R
         let net = unotify::net::NetMediation::new(m.policy.clone(), m.params.clone(), client);
         r.add(unotify::net::SYSCALLS, Arc::new(net)).map_err(bug)?;
     }
+    if m.files {
+        r.add(unotify::fs::SYSCALLS, Arc::new(unotify::fs::FsMediation::new(fshelper))).map_err(bug)?;
+    }
     Ok(r)
 }
 
@@ -247,7 +272,7 @@ pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>) -> R
 pub fn serve(m: &Mediation, h: Handover, child: libc::pid_t, events: std::sync::mpsc::Sender<aegis_audit::Event>) -> Result<Server, RunError> {
     let unavailable = |why: String| RunError::Unavailable { layer: "seccomp", why: format!("the filter's user notifications cannot be served: {why}") };
     let listener = Listener::new(h.listener).map_err(unavailable)?;
-    let registry = registry(m, child, h.broker)?;
+    let registry = registry(m, child, h.broker, h.fshelper)?;
     Server::start(listener, registry, Limits::default(), events).map_err(unavailable)
 }
 

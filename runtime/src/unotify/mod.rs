@@ -40,6 +40,7 @@
 
 pub mod call;
 pub mod exec;
+pub mod fs;
 pub mod net;
 pub mod record;
 pub mod sys;

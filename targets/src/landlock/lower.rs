@@ -217,10 +217,13 @@ pub fn lower_fs(rules: &[FsRule]) -> FsLowering {
         losses.insert(Loss {
             rule: origin,
             what: format!(
-                "a read-only path below `{tree}` that does not exist at launch has nothing to mount or split \
-                 on: the agent can create it"
+                "a read-only path below `{tree}` that does not exist at launch has nothing to mount on: the \
+                 directory that would hold its first missing component refuses new entries to the agent, \
+                 which aegis-exec's file helper makes for it (seccomp user notification, each such call \
+                 costs a round trip to the supervisor) except that name; without the filter nothing new \
+                 can be made there, and a name the host itself creates during the run is not protected"
             ),
-            stricter_reading: false,
+            stricter_reading: true,
         });
     }
     artifact.normalize();

@@ -586,6 +586,31 @@ pub fn mediate_connections(spec: &mut SeccompSpec) {
     }
 }
 
+/// Calls that create, remove or rename directory entries (besides `open`/`openat` with
+/// `O_CREAT`): sent to the supervisor by [`mediate_file_entries`].
+pub const FILE_ENTRY_SYSCALLS: &[&str] = &[
+    "creat", "link", "linkat", "mkdir", "mkdirat", "mknod", "mknodat", "openat2", "rename", "renameat", "renameat2", "rmdir",
+    "symlink", "symlinkat", "unlink", "unlinkat",
+];
+/// `O_CREAT` (the same on x86_64 and aarch64).
+pub const O_CREAT: u64 = 0o100;
+
+/// Sends every call that may create, remove or rename a directory entry to the supervisor,
+/// where it may run: the runtime's file helper makes such entries for the agent in the
+/// directories where its Landlock ruleset may not (on the way to protected paths that do
+/// not exist at launch), except the protected names, and answers CONTINUE everywhere else.
+/// `open`/`openat` only with `O_CREAT` (seccomp sees the flags); `openat2`'s flags are in
+/// memory, so every `openat2`. Apply once, after the policy's own syscall rules.
+pub fn mediate_file_entries(spec: &mut SeccompSpec) {
+    for n in FILE_ENTRY_SYSCALLS {
+        if runs(spec, n) {
+            notify_all(spec, n);
+        }
+    }
+    notify_when(spec, "open", vec![ArgCond::new(1, CmpOp::MaskedEq(O_CREAT), O_CREAT)]);
+    notify_when(spec, "openat", vec![ArgCond::new(2, CmpOp::MaskedEq(O_CREAT), O_CREAT)]);
+}
+
 /// Whether any rule of `name` (or the default, when it has none) lets the syscall run.
 fn runs(spec: &SeccompSpec, name: &str) -> bool {
     match spec.syscalls.get(name) {
