@@ -117,7 +117,10 @@ struct Head {
     dev: u64,
     resolve: u64,
     len2: u32,
-    _pad: u32,
+    /// Which bases come with the request (SCM_RIGHTS, in this order): bit 0 path1's, bit 1
+    /// path2's. Without one a path resolves from the helper's root and working directory
+    /// (the sandbox's root: right for absolute paths).
+    bases: u32,
 }
 
 #[repr(C)]
@@ -301,10 +304,14 @@ fn serve(control: OwnedFd, parent: libc::pid_t, setup: HelperSetup) -> ! {
     let mut buf = vec![0u8; HEAD_LEN + 2 * (MAX_PATH + 1)];
     while let Ok(Some((n, fds))) = recv_packet(ctl, &mut buf) {
         let answer = match decode(buf.get(..n).unwrap_or_default()) {
-            Some(req) => handle(&table, &req, &fds),
+            Some((req, which)) => {
+                let mut fds = fds.into_iter();
+                let b1 = if which & 1 != 0 { fds.next() } else { None };
+                let b2 = if which & 2 != 0 { fds.next() } else { None };
+                handle(&table, &req, b1.as_ref(), b2.as_ref())
+            }
             None => Answer::Errno(libc::EINVAL),
         };
-        drop(fds);
         if reply(ctl, answer).is_err() {
             break;
         }
@@ -313,7 +320,7 @@ fn serve(control: OwnedFd, parent: libc::pid_t, setup: HelperSetup) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-fn decode(b: &[u8]) -> Option<Request> {
+fn decode(b: &[u8]) -> Option<(Request, u32)> {
     let h: Head = from_bytes(b)?;
     if h.magic != MAGIC {
         return None;
@@ -323,7 +330,7 @@ fn decode(b: &[u8]) -> Option<Request> {
         return None;
     }
     let rest = b.get(HEAD_LEN..)?;
-    Some(Request {
+    let req = Request {
         op: Op::from_u32(h.op)?,
         flags: h.flags,
         mode: h.mode,
@@ -332,7 +339,8 @@ fn decode(b: &[u8]) -> Option<Request> {
         resolve: h.resolve,
         path1: rest.get(..l1)?.to_vec(),
         path2: rest.get(l1..l1 + l2)?.to_vec(),
-    })
+    };
+    Some((req, h.bases))
 }
 
 fn reply(ctl: RawFd, a: Answer) -> Result<(), i32> {
@@ -493,11 +501,10 @@ fn side(base: Option<&OwnedFd>, path: &[u8], resolve: u64) -> Option<Side> {
     Some(Side { parent, name, bare })
 }
 
-/// Decides and performs one request (module docs). `fds` are the bases: the first for path1
-/// (path2 for `Symlink`), the second for path2 of `Link` and `Rename`.
-pub fn handle(table: &Mediation, req: &Request, fds: &[OwnedFd]) -> Answer {
-    let base1 = fds.first();
-    let base2 = fds.get(1);
+/// Decides and performs one request (module docs). `base1` is the base of path1 (path2 for
+/// `Symlink`), `base2` of path2 for `Link` and `Rename`; `None` resolves from the helper's
+/// root and working directory.
+pub fn handle(table: &Mediation, req: &Request, base1: Option<&OwnedFd>, base2: Option<&OwnedFd>) -> Answer {
     // The caller's umask, applied by the kernel as for the caller (a default ACL of the
     // directory replaces it, as it would for the agent). One request at a time: a process
     // setting is exact.
@@ -653,8 +660,8 @@ impl Client {
         Client { sock: Mutex::new(sock) }
     }
 
-    /// Sends `req` with its bases and returns the helper's answer.
-    pub fn ask(&self, req: &Request, bases: &[&OwnedFd]) -> Result<Answer, Unavailable> {
+    /// Sends `req` with its bases (see [`handle`]) and returns the helper's answer.
+    pub fn ask(&self, req: &Request, base1: Option<&OwnedFd>, base2: Option<&OwnedFd>) -> Result<Answer, Unavailable> {
         let gone = |what: &str| Unavailable(what.to_string());
         if req.path1.len() > MAX_PATH || req.path2.len() > MAX_PATH {
             return Ok(Answer::Errno(libc::ENAMETOOLONG));
@@ -669,9 +676,9 @@ impl Client {
             dev: req.dev,
             resolve: req.resolve,
             len2: req.path2.len() as u32,
-            _pad: 0,
+            bases: u32::from(base1.is_some()) | (u32::from(base2.is_some()) << 1),
         };
-        let fds: Vec<RawFd> = bases.iter().map(|f| f.as_raw_fd()).collect();
+        let fds: Vec<RawFd> = base1.into_iter().chain(base2).map(|f| f.as_raw_fd()).collect();
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         let s = sock.as_raw_fd();
         send_packet(s, &[as_bytes(&head), &req.path1, &req.path2], &fds).map_err(|_| gone("the file helper does not take requests"))?;

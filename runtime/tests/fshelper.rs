@@ -122,7 +122,7 @@ fn the_helper_makes_entries_the_agent_cannot_and_refuses_protected_names() {
             return;
         };
         let root = open_dir(Path::new("/"));
-        let ask = |r: &Request| client.ask(r, &[&root, &root]).unwrap();
+        let ask = |r: &Request| client.ask(r, Some(&root), Some(&root)).unwrap();
         let none = Path::new("");
         // The agent itself: the workspace root can be read and its files written, but no entry
         // made in it; subdirectories that existed at launch are whole.

@@ -162,21 +162,25 @@ impl Handler for FsMediation {
         if matches!(d.req.op, Op::Open | Op::Mkdir | Op::Mknod) {
             d.req.umask = umask_of(call);
         }
-        // The bases: the caller's own (its descriptor, or its working directory).
-        let base1 = match call.open_dirfd(d.base1) {
+        // The bases: the caller's own (its `*at` descriptor, or its working directory). An
+        // absolute path needs none: the helper has the caller's root. A relative path in an
+        // `*at` call with AT_FDCWD, or a plain call, is relative to the working directory.
+        let (path_of_base1, path_of_base2) = match d.req.op {
+            Op::Symlink => (&d.req.path2, &d.req.path2),
+            _ => (&d.req.path1, &d.req.path2),
+        };
+        let needs = |p: &[u8], base: u64| base != AT_FDCWD || !p.starts_with(b"/");
+        let open = |base: u64| call.open_dirfd(base).map(Some);
+        let base1 = match if needs(path_of_base1, d.base1) { open(d.base1) } else { Ok(None) } {
             Ok(f) => f,
             Err(e) => return Outcome::from_error(e),
         };
-        let base2 = if d.base2 == d.base1 || !matches!(d.req.op, Op::Link | Op::Rename) {
-            None
-        } else {
-            match call.open_dirfd(d.base2) {
-                Ok(f) => Some(f),
-                Err(e) => return Outcome::from_error(e),
-            }
+        let two = matches!(d.req.op, Op::Link | Op::Rename);
+        let base2 = match if two && needs(path_of_base2, d.base2) { open(d.base2) } else { Ok(None) } {
+            Ok(f) => f,
+            Err(e) => return Outcome::from_error(e),
         };
-        let bases = [&base1, base2.as_ref().unwrap_or(&base1)];
-        match helper.ask(&d.req, &bases) {
+        match helper.ask(&d.req, base1.as_ref(), base2.as_ref()) {
             Ok(Answer::Continue) => Outcome::reply(Response::Continue),
             Ok(Answer::Value(v)) => Outcome::reply(Response::Value(v)),
             Ok(Answer::Errno(e)) => Outcome::reply(Response::Errno(e)),
