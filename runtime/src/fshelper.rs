@@ -476,7 +476,7 @@ fn territory<'t>(table: &'t Mediation, dir: &OwnedFd) -> Territory<'t> {
 
 fn protected_name<'t>(dir: Option<&'t MediatedDir>, name: &[u8]) -> Option<(&'t MediatedDir, &'t String)> {
     let d = dir?;
-    d.names.get(OsStr::from_bytes(name)).map(|why| (d, why))
+    d.protects(name).map(|why| (d, why))
 }
 
 fn refusal(d: &MediatedDir, name: &[u8], why: &str) -> Answer {

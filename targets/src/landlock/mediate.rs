@@ -35,6 +35,53 @@ pub struct MediatedDir {
     /// Names that must never be created, removed or renamed in it, with the rule that says
     /// so (the next component on the way to a protected or denied path).
     pub names: BTreeMap<OsString, String>,
+    /// The directory looks names up case-insensitively (ext4/f2fs `casefold`): `.ENVRC` is
+    /// `.envrc` there, so names are compared folded.
+    pub casefold: bool,
+}
+
+impl MediatedDir {
+    /// The rule protecting `name` in this directory, if it is protected (folded comparison
+    /// in a casefolding directory).
+    pub fn protects(&self, name: &[u8]) -> Option<&String> {
+        use std::os::unix::ffi::OsStrExt;
+        if let Some(why) = self.names.get(std::ffi::OsStr::from_bytes(name)) {
+            return Some(why);
+        }
+        if !self.casefold {
+            return None;
+        }
+        let folded = fold(name)?;
+        self.names.iter().find(|(n, _)| fold(n.as_bytes()).is_some_and(|f| f == folded)).map(|(_, why)| why)
+    }
+}
+
+/// Case folding as a casefolding directory compares names, for names that fold to ASCII:
+/// ASCII letters, and the two other characters whose folding is an ASCII letter (KELVIN SIGN
+/// to `k`, LATIN SMALL LETTER LONG S to `s`). `None`: the name folds to something else (it can
+/// equal no protected name, which are ASCII).
+fn fold(name: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(name).ok()?;
+    s.chars()
+        .map(|c| match c {
+            '\u{212A}' => Some('k'),
+            '\u{017F}' => Some('s'),
+            c if c.is_ascii() => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `dir` has the casefold attribute (`FS_CASEFOLD_FL`).
+fn casefolds(dir: &Path) -> bool {
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x8008_6601;
+    const FS_CASEFOLD_FL: libc::c_long = 0x4000_0000;
+    let Ok(f) = std::fs::File::open(dir) else { return false };
+    let mut flags: libc::c_long = 0;
+    use std::os::fd::AsRawFd;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`, which lives for the call.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags as *mut libc::c_long) };
+    r == 0 && flags & FS_CASEFOLD_FL != 0
 }
 
 /// The helper's table (module docs).
@@ -56,7 +103,7 @@ impl Mediation {
     pub fn protect_on_the_way(&mut self, dir: &Path, hole: &Path, why: &str) {
         let Some(inode) = inode_of(dir) else { return };
         let Some(name) = hole.strip_prefix(dir).ok().and_then(|rest| rest.components().next()) else { return };
-        let entry = self.dirs.entry(inode).or_insert_with(|| MediatedDir { path: dir.to_path_buf(), names: BTreeMap::new() });
+        let entry = self.dirs.entry(inode).or_insert_with(|| MediatedDir { path: dir.to_path_buf(), names: BTreeMap::new(), casefold: casefolds(dir) });
         entry.names.entry(name.as_os_str().to_owned()).or_insert_with(|| why.to_owned());
     }
 }
@@ -79,5 +126,17 @@ mod tests {
         assert_eq!(names(&w), Some(vec![OsString::from(".git")]));
         assert_eq!(names(&w.join(".git")), Some(vec![OsString::from("hooks")]));
         assert_eq!(m.dirs.len(), 2, "a directory that does not exist is not in the table");
+    }
+
+    #[test]
+    fn a_casefolding_directory_compares_folded_names() {
+        let mut d = MediatedDir { path: PathBuf::from("/w"), names: BTreeMap::from([(OsString::from(".husky"), "hooks".to_string())]), casefold: false };
+        assert!(d.protects(b".husky").is_some());
+        assert!(d.protects(b".HUSKY").is_none(), "an ordinary directory tells them apart");
+        d.casefold = true;
+        for same in [".HUSKY", ".Husky", ".hus\u{212A}y", ".hu\u{017F}ky"] {
+            assert!(d.protects(same.as_bytes()).is_some(), "{same}");
+        }
+        assert!(d.protects(".hüsky".as_bytes()).is_none());
     }
 }
