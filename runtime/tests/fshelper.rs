@@ -174,3 +174,68 @@ fn the_helper_makes_entries_the_agent_cannot_and_refuses_protected_names() {
         expect(!w.join(".envrc").exists() && !w.join(".git/hooks").exists() && !w.join(".claude").exists(), "nothing protected appeared");
     });
 }
+
+/// Without a mount namespace (Landlock only) an existing read-only path (`.git/config`) splits
+/// its write tree too: the directories on the way are read-only for the agent, and the helper
+/// makes their entries, so git's lock-and-rename still works, while the protected names and
+/// inodes stay where they are.
+#[test]
+fn without_mounts_the_helper_keeps_git_working_around_a_read_only_config() {
+    if landlock::kernel_abi() < Abi(3) {
+        eprintln!("SKIP: kernel Landlock ABI {} < V3", landlock::kernel_abi());
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("aegis-fshelper-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let w: PathBuf = std::fs::canonicalize(dir.path()).unwrap().join("w");
+    std::fs::create_dir_all(w.join(".git/objects")).unwrap();
+    std::fs::write(w.join(".git/config"), "[core]\n").unwrap();
+    std::fs::write(w.join(".git/index"), "old").unwrap();
+    let rules = vec![rule("/usr", FsAccess::Read), rule("${W}", FsAccess::Write), rule("${W}/.git/config", FsAccess::Read)];
+    let art = landlock::lower_fs(&rules).artifact;
+    let params = Params::from_pairs([("W", w.as_path())]).unwrap();
+    in_child(|fail| {
+        let mut expect = |ok: bool, what: &str| {
+            if !ok {
+                fail.push(what.to_string());
+            }
+        };
+        let mut client = None;
+        let mut hook = |setup: landlock::HelperSetup| -> Result<(), String> {
+            client = Some(Client::new(fshelper::fork_in_child(setup)?));
+            Ok(())
+        };
+        landlock::apply_with_helper(&art, &params, Mode::Required, InForce::NOTHING, Abi(u32::MAX), Some(&mut hook)).unwrap();
+        let Some(client) = client else {
+            fail.push("no helper started".into());
+            return;
+        };
+        let ask = |r: &Request| client.ask(r, None, None).unwrap();
+        let none = Path::new("");
+        let git = w.join(".git");
+        expect(std::fs::read_to_string(git.join("config")).is_ok(), "git reads its config");
+        expect(std::fs::OpenOptions::new().append(true).open(git.join("config")).is_err(), "and cannot write it");
+        expect(std::fs::write(git.join("objects/ab"), "x").is_ok(), "objects stay whole");
+        expect(std::fs::write(git.join("index.lock"), "x").is_err(), "the agent cannot make entries in .git itself");
+        let a = ask(&req(Op::Open, &git.join("index.lock"), none));
+        match a {
+            Answer::Fd { fd, .. } => {
+                let mut f = std::fs::File::from(fd);
+                expect(f.write_all(b"new").is_ok(), "git writes the lock through its descriptor");
+            }
+            other => expect(false, &format!("create index.lock: {}", kind(&other))),
+        }
+        let a = ask(&req(Op::Rename, &git.join("index.lock"), &git.join("index")));
+        expect(matches!(a, Answer::Value(0)), &format!("rename the lock over the index: {}", kind(&a)));
+        expect(std::fs::read_to_string(git.join("index")).ok().as_deref() == Some("new"), "the index was replaced");
+        for (what, r) in [
+            ("unlink .git/config", req(Op::Unlink, &git.join("config"), none)),
+            ("rename over .git/config", req(Op::Rename, &git.join("index"), &git.join("config"))),
+            ("rename .git away", req(Op::Rename, &git, &w.join("g"))),
+            ("link .git/config out", req(Op::Link, &git.join("config"), &w.join("cfg"))),
+        ] {
+            let a = ask(&r);
+            expect(matches!(a, Answer::Refused { .. }), &format!("{what}: {}", kind(&a)));
+        }
+        expect(std::fs::read_to_string(git.join("config")).ok().as_deref() == Some("[core]\n"), "the config is untouched");
+    });
+}

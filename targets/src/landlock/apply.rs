@@ -302,8 +302,8 @@ pub fn apply_with_helper(
         }
     }
     let mut grants = Vec::new();
-    // The file helper's grants (the agent's, but not split for absent names: it makes
-    // those entries for the agent) and its table.
+    // The file helper's grants (the agent's, split only around denied paths: it makes the
+    // entries of the directories on the way to the others for the agent) and its table.
     let mut helper_grants = Vec::new();
     let mut mediation = Mediation::default();
     for g in roots {
@@ -363,7 +363,10 @@ pub fn apply_with_helper(
             helper_grants.push(g.clone());
             grants.push(g);
         } else {
-            let kept: BTreeMap<PathBuf, (Hole, String)> = holes.iter().filter(|(_, (k, _))| *k != Hole::Absent).map(|(p, h)| (p.clone(), h.clone())).collect();
+            // The helper's tree is split only around denied paths (it never opens an existing
+            // file, and refuses the protected names and inodes, so read-only and absent paths
+            // need no split for it; a denied one must stay out of its reach entirely).
+            let kept: BTreeMap<PathBuf, (Hole, String)> = holes.iter().filter(|(_, (k, _))| *k == Hole::Denied).map(|(p, h)| (p.clone(), h.clone())).collect();
             if kept.is_empty() {
                 helper_grants.push(g.clone());
             } else {

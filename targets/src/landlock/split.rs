@@ -139,9 +139,10 @@ impl Hole {
 /// Replaces grant `g` by grants on the entries beside its chain directories (module docs).
 /// `holes` are the paths below `g.path` (strictly) it must not fully cover, with the rule
 /// behind each; `skip` are paths that get no rule of their own here (denied paths and the
-/// holes' own rules). With `mediation`, chain directories that lead only to absent names
-/// (their rights keep everything but making, removing and renaming entries) are recorded
-/// for the file helper, which does those for the agent except on the names themselves.
+/// holes' own rules). With `mediation`, chain directories that lead to no denied path (their
+/// rights keep reading, and writing for absent names) are recorded for the file helper,
+/// which makes, removes and renames their entries for the agent except the names on the way
+/// to the holes.
 pub(super) fn split(
     g: Grant,
     holes: &BTreeMap<PathBuf, (Hole, String)>,
@@ -197,8 +198,12 @@ pub(super) fn split(
         }
         let below_holes: Vec<(&PathBuf, &(Hole, String))> = holes.iter().filter(|(h, _)| h.starts_with(dir)).collect();
         let below: Vec<&str> = below_holes.iter().map(|(_, (k, _))| k.word()).collect::<BTreeSet<_>>().into_iter().collect();
+        // Mediated: a chain directory whose files the agent keeps (no denied path below it,
+        // which would leave it no right at all): the helper makes its entries, never the
+        // protected names.
         if let Some(m) = mediation.as_deref_mut()
-            && below_holes.iter().all(|(_, (k, _))| *k == Hole::Absent)
+            && !rights.is_empty()
+            && below_holes.iter().all(|(_, (k, _))| *k != Hole::Denied)
         {
             for (h, (_, why)) in &below_holes {
                 m.protect_on_the_way(dir, h, why);
