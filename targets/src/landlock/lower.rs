@@ -208,8 +208,9 @@ pub fn lower_fs(rules: &[FsRule]) -> FsLowering {
             rule: origin.clone(),
             what: format!(
                 "without a mount namespace (best-effort hosts) `{tree}` is split around its read-only paths \
-                 ({}): the directories between them can be listed and read but entries cannot be created, \
-                 removed or renamed in them, and files created in them later are read-only",
+                 ({}): the directories between them can be listed and read, their entries are made by \
+                 aegis-exec's file helper (except the protected names), and files created in them later \
+                 are read-only",
                 below.join(" ")
             ),
             stricter_reading: true,

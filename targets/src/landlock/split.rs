@@ -212,9 +212,9 @@ pub(super) fn split(
         let what = if rights.is_empty() {
             "it cannot be listed or changed, and entries created in it later get no access".to_owned()
         } else if rights.iter().all(|r| matches!(r, FsRight::ReadFile | FsRight::ReadDir | FsRight::Execute)) {
-            "it can be listed and read but entries cannot be created, removed or renamed in it, and files created in it later are read-only".to_owned()
+            "it can be listed and read, but the agent's own calls cannot create, remove or rename its entries (aegis-exec's file helper makes them, except the protected names), and files created in it later are read-only".to_owned()
         } else {
-            "its files can be read and written but entries cannot be created, removed or renamed in it".to_owned()
+            "its files can be read and written, but the agent's own calls cannot create, remove or rename its entries (aegis-exec's file helper makes them, except the protected names)".to_owned()
         };
         losses.push(Loss {
             rule: g.origin.clone(),
