@@ -606,30 +606,32 @@ fn a_planted_git_hook_does_not_run_on_the_host() {
     if !sandbox_ready() {
         return;
     }
-    let lab = Lab::new();
-    let ws = lab.agent_dir("repo");
-    let r = run(Command::new("git").arg("init").arg("-q").arg(&ws));
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    put(&ws.join("src/app.py"), "x = 1\n", None);
-    let r = run(Command::new("chown").arg("-R").arg(format!("{AGENT_UID}:{AGENT_UID}")).arg(&ws));
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let marker = lab.path("hook-ran-on-host");
-    let bundle = lab.build(&policy("coding-agent.toml"), "bundle");
-    let agent = format!(
-        "import os\nws = {ws:?}\nos.makedirs(ws + '/src/hooks', exist_ok=True)\nopen(ws + '/src/hooks/pre-commit', 'w').write('#!/bin/sh\\ntouch {marker}\\n')\nos.chmod(ws + '/src/hooks/pre-commit', 0o755)\nopen(ws + '/.git/config', 'a').write('[core]\\n\\thooksPath = src/hooks\\n')\nprint('planted')\n",
-        ws = ws.display().to_string(),
-        marker = marker.display()
-    );
-    let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &lab.path("audit.log"), &["/usr/bin/python3", "-c", &agent]);
-    eprintln!("agent: exit {} {}{}", r.code, r.stdout, r.stderr);
-    assert!(r.code != 0 && r.stderr.contains("Read-only file system") && !r.stdout.contains("planted"), "planting the config was not refused: {}{}", r.stdout, r.stderr);
-    // Later, the user commits on the host (as the owner of the repository would).
-    let c = run(Command::new("git")
-        .args(["-c", "safe.directory=*", "-c", "user.name=u", "-c", "user.email=u@example.invalid", "-C"])
-        .arg(&ws)
-        .args(["commit", "-q", "--allow-empty", "-m", "user commit"]));
-    eprintln!("host git commit: exit {} {}{}", c.code, c.stdout, c.stderr);
-    assert!(!marker.exists(), "the agent's hook ran on the host during the user's git commit");
+    for lab in Lab::each() {
+        let ws = lab.agent_dir("repo");
+        let r = run(Command::new("git").arg("init").arg("-q").arg(&ws));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        put(&ws.join("src/app.py"), "x = 1\n", None);
+        let u = lab.agent_uid();
+        let r = run(Command::new("chown").arg("-R").arg(format!("{u}:{u}")).arg(&ws));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let marker = lab.path("hook-ran-on-host");
+        let bundle = lab.build(&policy("coding-agent.toml"), "bundle");
+        let agent = format!(
+            "import os\nws = {ws:?}\nos.makedirs(ws + '/src/hooks', exist_ok=True)\nopen(ws + '/src/hooks/pre-commit', 'w').write('#!/bin/sh\\ntouch {marker}\\n')\nos.chmod(ws + '/src/hooks/pre-commit', 0o755)\nopen(ws + '/.git/config', 'a').write('[core]\\n\\thooksPath = src/hooks\\n')\nprint('planted')\n",
+            ws = ws.display().to_string(),
+            marker = marker.display()
+        );
+        let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &lab.path("audit.log"), &["/usr/bin/python3", "-c", &agent]);
+        eprintln!("agent: exit {} {}{}", r.code, r.stdout, r.stderr);
+        assert!(r.code != 0 && r.stderr.contains("Read-only file system") && !r.stdout.contains("planted"), "planting the config was not refused: {}{}", r.stdout, r.stderr);
+        // Later, the user commits on the host (as the owner of the repository would).
+        let c = run(Command::new("git")
+            .args(["-c", "safe.directory=*", "-c", "user.name=u", "-c", "user.email=u@example.invalid", "-C"])
+            .arg(&ws)
+            .args(["commit", "-q", "--allow-empty", "-m", "user commit"]));
+        eprintln!("host git commit: exit {} {}{}", c.code, c.stdout, c.stderr);
+        assert!(!marker.exists(), "the agent's hook ran on the host during the user's git commit");
+    }
 }
 
 /// A host service on an abstract UNIX socket (named by the test, on this host only) answers

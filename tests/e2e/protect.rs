@@ -97,6 +97,16 @@ t("replant_after_rm_rf", lambda: (write(G + "/config", EVIL), os.makedirs(G + "/
 t("config_survives_rm_rf", lambda: open(G + "/config").read() == sys.argv[3])
 "##;
 
+/// The user's git on the host, in `dir` (any owner: the test's repositories belong to the
+/// agent's uid); panics unless it succeeds.
+fn host_git(dir: &Path, args: &[&str]) {
+    let r = run(Command::new("git")
+        .args(["-c", "safe.directory=*", "-c", "user.name=u", "-c", "user.email=u@example.invalid", "-C"])
+        .arg(dir)
+        .args(args));
+    assert_eq!(r.code, 0, "git {args:?}: {}", r.stderr);
+}
+
 struct Outcome {
     agent: Value,
     ws: PathBuf,
@@ -113,16 +123,10 @@ fn attack(lab: &Lab, policy: &Path) -> Outcome {
     let r = run(Command::new("git").arg("init").arg("-q").arg(&ws));
     assert_eq!(r.code, 0, "{}", r.stderr);
     put(&ws.join("src/app.py"), "x = 1\n", None);
-    let git = |args: &[&str]| {
-        let r = run(Command::new("git")
-            .args(["-c", "safe.directory=*", "-c", "user.name=u", "-c", "user.email=u@example.invalid", "-C"])
-            .arg(&ws)
-            .args(args));
-        assert_eq!(r.code, 0, "git {args:?}: {}", r.stderr);
-    };
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "user commit"]);
-    let r = run(Command::new("chown").arg("-R").arg(format!("{AGENT_UID}:{AGENT_UID}")).arg(&ws));
+    host_git(&ws, &["add", "."]);
+    host_git(&ws, &["commit", "-q", "-m", "user commit"]);
+    let u = lab.agent_uid();
+    let r = run(Command::new("chown").arg("-R").arg(format!("{u}:{u}")).arg(&ws));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let config = std::fs::read_to_string(ws.join(".git/config")).unwrap();
     let mark = lab.path("planted");
@@ -211,19 +215,20 @@ fn renaming_git_away_and_replanting_it_never_reaches_the_hosts_git() {
     if !ready() {
         return;
     }
-    let lab = Lab::new();
-    let o = attack(&lab, &policy("coding-agent.toml"));
-    for k in STEPS {
-        refused(&o.agent, k);
+    for lab in Lab::each() {
+        let o = attack(&lab, &policy("coding-agent.toml"));
+        for k in STEPS {
+            refused(&o.agent, k);
+        }
+        assert_eq!(o.agent["config_intact"], "ok True", "{}", o.agent);
+        assert_eq!(o.agent["git_add"], "ok", "git add works in the sandbox");
+        assert_eq!(o.agent["git_commit"], "ok", "git commit works in the sandbox");
+        assert_eq!(o.agent["git_log"], "ok agent change|user commit");
+        refused(&o.agent, "rm_rf_git");
+        refused(&o.agent, "replant_after_rm_rf");
+        assert_eq!(o.agent["config_survives_rm_rf"], "ok True", "{}", o.agent);
+        host_git_runs_nothing_planted(&o);
     }
-    assert_eq!(o.agent["config_intact"], "ok True", "{}", o.agent);
-    assert_eq!(o.agent["git_add"], "ok", "git add works in the sandbox");
-    assert_eq!(o.agent["git_commit"], "ok", "git commit works in the sandbox");
-    assert_eq!(o.agent["git_log"], "ok agent change|user commit");
-    refused(&o.agent, "rm_rf_git");
-    refused(&o.agent, "replant_after_rm_rf");
-    assert_eq!(o.agent["config_survives_rm_rf"], "ok True", "{}", o.agent);
-    host_git_runs_nothing_planted(&o);
 }
 
 /// The same attack against a policy that protects `.git/hooks` with a user `deny` (and opts
@@ -234,26 +239,24 @@ fn a_deny_on_git_hooks_survives_renaming_git_away() {
     if !ready() {
         return;
     }
-    let lab = Lab::new();
-    let p = lab.path("deny-hooks.toml");
-    std::fs::write(
-        &p,
-        "version = 1\n[agent]\nname = \"deny-hooks\"\n[parameters]\nWORKSPACE = \"checkout\"\n\
-         [filesystem]\nread = [\"/usr\", \"/etc/gitconfig\", \"${WORKSPACE}/.git/config\"]\nwrite = [\"${WORKSPACE}\"]\n\
-         deny = [\"${WORKSPACE}/.git/hooks\"]\nprotect = false\n\
-         [exec]\nallow = [\"/usr/bin/git\", \"/usr/lib/git-core\", \"/usr/bin/python3\", \"/usr/bin/dash\"]\n\
-         [resources]\nmemory = \"1GiB\"\npids = 128\nwall_time = \"1m\"\n",
-    )
-    .unwrap();
-    // git stats .git/hooks before a commit; with the hooks denied it cannot, and says so.
-    let o = attack(&lab, &p);
-    for k in STEPS.iter().filter(|k| !["chmod_hooks", "plant_hook", "rmtree_hooks", "exchange_hooks", "rename_hooks_away"].contains(k)) {
-        refused(&o.agent, k);
+    for lab in Lab::each() {
+        let p = lab.path("deny-hooks.toml");
+        std::fs::write(
+            &p,
+            "version = 1\n[agent]\nname = \"deny-hooks\"\n[parameters]\nWORKSPACE = \"checkout\"\n\
+             [filesystem]\nread = [\"/usr\", \"/etc/gitconfig\", \"${WORKSPACE}/.git/config\"]\nwrite = [\"${WORKSPACE}\"]\n\
+             deny = [\"${WORKSPACE}/.git/hooks\"]\nprotect = false\n\
+             [exec]\nallow = [\"/usr/bin/git\", \"/usr/lib/git-core\", \"/usr/bin/python3\", \"/usr/bin/dash\"]\n\
+             [resources]\nmemory = \"1GiB\"\npids = 128\nwall_time = \"1m\"\n",
+        )
+        .unwrap();
+        // git stats .git/hooks before a commit; with the hooks denied it cannot, and says so.
+        let o = attack(&lab, &p);
+        for k in STEPS {
+            refused(&o.agent, k);
+        }
+        host_git_runs_nothing_planted(&o);
     }
-    for k in ["plant_hook", "rmtree_hooks", "exchange_hooks", "rename_hooks_away", "chmod_hooks"] {
-        refused(&o.agent, k);
-    }
-    host_git_runs_nothing_planted(&o);
 }
 
 /// The workspace is a linked worktree: its `.git` is a file (`gitdir: <main>/.git/worktrees/ws`)
@@ -264,28 +267,22 @@ fn a_gitdir_file_cannot_be_pointed_elsewhere() {
     if !ready() {
         return;
     }
-    let lab = Lab::new();
-    let main = lab.path("main");
-    let git = |dir: &Path, args: &[&str]| {
-        let r = run(Command::new("git")
-            .args(["-c", "safe.directory=*", "-c", "user.name=u", "-c", "user.email=u@example.invalid", "-C"])
-            .arg(dir)
-            .args(args));
-        assert_eq!(r.code, 0, "git {args:?}: {}", r.stderr);
-    };
-    std::fs::create_dir_all(&main).unwrap();
-    git(&main, &["init", "-q"]);
-    git(&main, &["commit", "-q", "--allow-empty", "-m", "user commit"]);
-    let ws = lab.path("ws");
-    git(&main, &["worktree", "add", "-q", ws.to_str().unwrap()]);
-    put(&ws.join(".env"), "TOKEN=x\n", None);
-    put(&ws.join("src/app.py"), "x = 1\n", None);
-    let r = run(Command::new("chown").arg("-R").arg(format!("{AGENT_UID}:{AGENT_UID}")).arg(&ws));
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let gitfile = std::fs::read_to_string(ws.join(".git")).unwrap();
-    let mark = lab.path("planted");
-    let bundle = lab.build(&policy("coding-agent.toml"), "bundle");
-    let body = r##"
+    for lab in Lab::each() {
+        let main = lab.path("main");
+        std::fs::create_dir_all(&main).unwrap();
+        host_git(&main, &["init", "-q"]);
+        host_git(&main, &["commit", "-q", "--allow-empty", "-m", "user commit"]);
+        let ws = lab.path("ws");
+        host_git(&main, &["worktree", "add", "-q", ws.to_str().unwrap()]);
+        put(&ws.join(".env"), "TOKEN=x\n", None);
+        put(&ws.join("src/app.py"), "x = 1\n", None);
+        let u = lab.agent_uid();
+        let r = run(Command::new("chown").arg("-R").arg(format!("{u}:{u}")).arg(&ws));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let gitfile = std::fs::read_to_string(ws.join(".git")).unwrap();
+        let mark = lab.path("planted");
+        let bundle = lab.build(&policy("coding-agent.toml"), "bundle");
+        let body = r##"
 os.makedirs(W + "/src/evil.git/objects", exist_ok=True)
 os.makedirs(W + "/src/evil.git/refs", exist_ok=True)
 write(W + "/src/evil.git/HEAD", "ref: refs/heads/main\n")
@@ -295,20 +292,21 @@ t("replace_gitfile", lambda: (write(W + "/src/gitfile", "gitdir: " + W + "/src/e
 t("unlink_gitfile", lambda: os.unlink(W + "/.git"))
 t("read_gitfile", lambda: open(W + "/.git").read().strip())
 "##;
-    let script = format!("{PRELUDE}\nW = sys.argv[1]\nEVIL = sys.argv[2]\n{body}\ndone()\n");
-    let w = ws.display().to_string();
-    let evil = evil_config(&mark);
-    let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &lab.path("audit.log"), &["/usr/bin/python3", "-c", &script, &w, &evil]);
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
-    eprintln!("outcomes: {v}");
-    for k in ["rewrite_gitfile", "replace_gitfile", "unlink_gitfile"] {
-        refused(&v, k);
+        let script = format!("{PRELUDE}\nW = sys.argv[1]\nEVIL = sys.argv[2]\n{body}\ndone()\n");
+        let w = ws.display().to_string();
+        let evil = evil_config(&mark);
+        let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &lab.path("audit.log"), &["/usr/bin/python3", "-c", &script, &w, &evil]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
+        eprintln!("outcomes: {v}");
+        for k in ["rewrite_gitfile", "replace_gitfile", "unlink_gitfile"] {
+            refused(&v, k);
+        }
+        assert!(v["read_gitfile"].as_str().unwrap().starts_with("ok gitdir:"), "git reads it: {v}");
+        assert_eq!(std::fs::read_to_string(ws.join(".git")).unwrap(), gitfile);
+        let st = run(Command::new("git").args(["-c", "safe.directory=*", "-C"]).arg(&ws).arg("status"));
+        assert!(!PathBuf::from(format!("{}.fsmonitor", mark.display())).exists(), "the agent's fsmonitor ran on the host: {}", st.stderr);
     }
-    assert!(v["read_gitfile"].as_str().unwrap().starts_with("ok gitdir:"), "git reads it: {v}");
-    assert_eq!(std::fs::read_to_string(ws.join(".git")).unwrap(), gitfile);
-    let st = run(Command::new("git").args(["-c", "safe.directory=*", "-C"]).arg(&ws).arg("status"));
-    assert!(!PathBuf::from(format!("{}.fsmonitor", mark.display())).exists(), "the agent's fsmonitor ran on the host: {}", st.stderr);
 }
 
 /// A fresh workspace: no `.git`, no `.envrc`, no `.vscode`, no denied `.env` — names the
@@ -322,20 +320,20 @@ fn names_absent_at_launch_stay_absent_and_the_directory_stays_usable() {
     if !ready() {
         return;
     }
-    let lab = Lab::new();
-    let ws = lab.agent_dir("fresh");
-    let p = lab.path("fresh.toml");
-    std::fs::write(
-        &p,
-        "version = 1\n[agent]\nname = \"fresh\"\n[parameters]\nWORKSPACE = \"checkout\"\n\
-         [filesystem]\nread = [\"/usr\", \"/etc/gitconfig\"]\nwrite = [\"${WORKSPACE}\"]\ndeny = [\"${WORKSPACE}/.git\", \"${WORKSPACE}/.env\"]\n\
-         [exec]\nallow = [\"/usr/bin/git\", \"/usr/lib/git-core\", \"/usr/bin/python3\", \"/usr/bin/dash\"]\n\
-         [resources]\nmemory = \"1GiB\"\npids = 128\nwall_time = \"1m\"\n",
-    )
-    .unwrap();
-    let bundle = lab.build(&p, "bundle");
-    let log = lab.path("audit.log");
-    let body = r##"
+    for lab in Lab::each() {
+        let ws = lab.agent_dir("fresh");
+        let p = lab.path("fresh.toml");
+        std::fs::write(
+            &p,
+            "version = 1\n[agent]\nname = \"fresh\"\n[parameters]\nWORKSPACE = \"checkout\"\n\
+             [filesystem]\nread = [\"/usr\", \"/etc/gitconfig\"]\nwrite = [\"${WORKSPACE}\"]\ndeny = [\"${WORKSPACE}/.git\", \"${WORKSPACE}/.env\"]\n\
+             [exec]\nallow = [\"/usr/bin/git\", \"/usr/lib/git-core\", \"/usr/bin/python3\", \"/usr/bin/dash\"]\n\
+             [resources]\nmemory = \"1GiB\"\npids = 128\nwall_time = \"1m\"\n",
+        )
+        .unwrap();
+        let bundle = lab.build(&p, "bundle");
+        let log = lab.path("audit.log");
+        let body = r##"
 os.chdir(W)
 t("ls", lambda: sorted(os.listdir(".")))
 t("create", lambda: write("notes.txt", "x"))
@@ -364,28 +362,29 @@ t("openat_dirfd", lambda: os.close(os.open(".envrc", os.O_CREAT | os.O_WRONLY, 0
 t("mknod_fifo", lambda: os.mkfifo(".envrc"))
 t("none_appeared", lambda: [n for n in [".git", ".env", ".envrc", ".vscode", ".claude"] if os.path.lexists(n)])
 "##;
-    let script = format!("{PRELUDE}\nW = sys.argv[1]\n{body}\ndone()\n");
-    let w = ws.display().to_string();
-    let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &log, &["/usr/bin/python3", "-c", &script, &w]);
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
-    eprintln!("outcomes: {}", serde_json::to_string_pretty(&v).unwrap());
-    for k in ["ls", "create", "append", "mkdir_p", "nested_file", "rename", "rename_dir", "unlink", "symlink_ok", "tmpfile"] {
-        assert!(v[k].as_str().unwrap().starts_with("ok"), "{k}: the workspace must stay usable: {}", v[k]);
+        let script = format!("{PRELUDE}\nW = sys.argv[1]\n{body}\ndone()\n");
+        let w = ws.display().to_string();
+        let r = lab.exec(&bundle, &[("WORKSPACE", ws.as_path())], &log, &["/usr/bin/python3", "-c", &script, &w]);
+        assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+        let v: Value = serde_json::from_str(r.stdout.lines().last().unwrap_or("")).unwrap();
+        eprintln!("outcomes: {}", serde_json::to_string_pretty(&v).unwrap());
+        for k in ["ls", "create", "append", "mkdir_p", "nested_file", "rename", "rename_dir", "unlink", "symlink_ok", "tmpfile"] {
+            assert!(v[k].as_str().unwrap().starts_with("ok"), "{k}: the workspace must stay usable: {}", v[k]);
+        }
+        for k in [
+            "mkdir_git", "git_init", "create_env", "create_envrc", "mkdir_vscode", "mkdir_claude_commands", "rename_onto_envrc",
+            "rename_dir_onto_git", "link_onto_envrc", "symlink_named_envrc", "create_through_symlink", "create_through_dotdot", "openat_dirfd",
+            "mknod_fifo",
+        ] {
+            refused(&v, k);
+        }
+        assert_eq!(v["none_appeared"], "ok []");
+        for n in [".git", ".env", ".envrc", ".vscode", ".claude"] {
+            assert!(std::fs::symlink_metadata(ws.join(n)).is_err(), "{n} exists on the host");
+        }
+        assert!(ws.join("target/out/deep/a.o").exists(), "the agent's work reached the host");
+        let events = audit_events(&log);
+        let refused_files: Vec<&Value> = events.iter().filter(|e| e["kind"] == "decision" && e.to_string().contains(".envrc")).collect();
+        assert!(!refused_files.is_empty(), "refusals are recorded: {events:?}");
     }
-    for k in [
-        "mkdir_git", "git_init", "create_env", "create_envrc", "mkdir_vscode", "mkdir_claude_commands", "rename_onto_envrc",
-        "rename_dir_onto_git", "link_onto_envrc", "symlink_named_envrc", "create_through_symlink", "create_through_dotdot", "openat_dirfd",
-        "mknod_fifo",
-    ] {
-        refused(&v, k);
-    }
-    assert_eq!(v["none_appeared"], "ok []");
-    for n in [".git", ".env", ".envrc", ".vscode", ".claude"] {
-        assert!(std::fs::symlink_metadata(ws.join(n)).is_err(), "{n} exists on the host");
-    }
-    assert!(ws.join("target/out/deep/a.o").exists(), "the agent's work reached the host");
-    let events = audit_events(&log);
-    let refused_files: Vec<&Value> = events.iter().filter(|e| e["kind"] == "decision" && e.to_string().contains(".envrc")).collect();
-    assert!(!refused_files.is_empty(), "refusals are recorded: {events:?}");
 }
