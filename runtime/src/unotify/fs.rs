@@ -64,6 +64,16 @@ fn umask_of(call: &Call<'_>) -> u32 {
         .unwrap_or(0o022)
 }
 
+/// True if `fd` is a socket (never handed to the file helper, see [`FsMediation`]'s handler).
+fn is_socket(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstat writes into the zeroed struct we own; the descriptor is open.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
+    ok && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
 /// `Ok(None)`: nothing to mediate (an `open` without `O_CREAT`, an `openat2` whose `how` the
 /// kernel will judge itself).
 fn decode(call: &Call<'_>) -> Result<Option<Decoded>, CallError> {
@@ -180,6 +190,14 @@ impl Handler for FsMediation {
             Ok(f) => f,
             Err(e) => return Outcome::from_error(e),
         };
+        // A socket never reaches the helper: the proxy tells a connection's program by the
+        // processes that hold its socket, and the helper runs in the agent's leaf. A socket
+        // is no directory, so the kernel answers such a call itself: ENOTDIR for a relative
+        // path; an absolute one ignores the descriptor and the agent's ruleset decides (in a
+        // mediated directory that refuses the entry: the stricter reading).
+        if [&base1, &base2].into_iter().flatten().any(is_socket) {
+            return Outcome::reply(Response::Continue);
+        }
         match helper.ask(&d.req, base1.as_ref(), base2.as_ref()) {
             Ok(Answer::Continue) => Outcome::reply(Response::Continue),
             Ok(Answer::Value(v)) => Outcome::reply(Response::Value(v)),
@@ -207,5 +225,19 @@ impl Handler for FsMediation {
                 Outcome { response: Some(Response::Continue), refusal }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_socket;
+    use std::os::fd::OwnedFd;
+
+    #[test]
+    fn only_sockets_are_kept_from_the_helper() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(is_socket(&OwnedFd::from(a)));
+        assert!(!is_socket(&OwnedFd::from(std::fs::File::open("/").unwrap())));
+        assert!(!is_socket(&OwnedFd::from(std::fs::File::open("/proc/self/status").unwrap())));
     }
 }
