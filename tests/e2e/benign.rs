@@ -61,14 +61,16 @@ print("DONE", len(files), "files,", len(report["log"]), "commits")
 "##;
 
 /// A temp git repository (`git init`, no commits yet) owned by the agent: sources, a
-/// README, a `.gitignore`, and a secret `.env`.
-fn checkout(lab: &Lab) -> std::path::PathBuf {
+/// README, a `.gitignore`, and (with `secret`) a secret `.env`.
+fn checkout(lab: &Lab, secret: bool) -> std::path::PathBuf {
     let agent = lab.agent_uid();
     let ws = lab.agent_dir("repo");
     put(&ws.join("src/app.py"), "def hello():\n    return 'hello'\n", None);
     put(&ws.join("README.md"), "# demo\n", None);
     put(&ws.join(".gitignore"), ".env\n__pycache__/\n", None);
-    put(&ws.join(".env"), "API_KEY=do-not-read\n", None);
+    if secret {
+        put(&ws.join(".env"), "API_KEY=do-not-read\n", None);
+    }
     let r = run(Command::new("git").arg("init").arg("-q").arg(&ws));
     assert_eq!(r.code, 0, "git init: {}", r.stderr);
     // The agent owns its checkout, as a user owns theirs.
@@ -77,9 +79,10 @@ fn checkout(lab: &Lab) -> std::path::PathBuf {
     ws
 }
 
-/// Runs the workload under `policy` and checks it ran clean.
-fn run_workload(lab: &Lab, policy: &Path) {
-    let ws = checkout(lab);
+/// Runs the workload under `policy` (on a checkout with a `.env` if `secret`) and checks it
+/// ran clean.
+fn run_workload(lab: &Lab, policy: &Path, secret: bool) {
+    let ws = checkout(lab, secret);
     let bundle = lab.build(policy, "bundle");
     let log = lab.path("audit.log");
     let params = [("WORKSPACE", ws.as_path())];
@@ -110,7 +113,11 @@ fn run_workload(lab: &Lab, policy: &Path) {
     assert_eq!(std::fs::read_to_string(ws.join("SUMMARY.md")).unwrap(), "# Summary\n3 files, 2 commits\n");
     let host_log = run(Command::new("git").arg("-c").arg("safe.directory=*").arg("-C").arg(&ws).args(["log", "--format=%an %s"]));
     assert_eq!(host_log.stdout, "Agent add add()\nAgent initial import\n", "{}", host_log.stderr);
-    assert_eq!(std::fs::read_to_string(ws.join(".env")).unwrap(), "API_KEY=do-not-read\n");
+    if secret {
+        assert_eq!(std::fs::read_to_string(ws.join(".env")).unwrap(), "API_KEY=do-not-read\n");
+    } else {
+        assert!(std::fs::symlink_metadata(ws.join(".env")).is_err(), "no .env appeared");
+    }
 
     let events = assert_launch_recorded(&log);
     assert_identity(lab, &events);
@@ -149,20 +156,27 @@ fn ready() -> bool {
     true
 }
 
-/// The policy exactly as shipped. Two findings stop it (see the report):
-/// 1. BUG (runtime/landlock): the masked `${WORKSPACE}/.git/hooks` is not recognised as a
-///    mask by `landlock::apply` (it runs as uid 65534 and cannot list the mode-000 mask), so
-///    the write grant is split and nothing can be created in `${WORKSPACE}` or `.git/`
-///    (launch.rs `a_masked_denied_directory_does_not_split_its_grant`).
-/// 2. Policy: even with 1 fixed, `git init` in an existing repository stats the template hooks
-///    in `.git/hooks` and dies on the mask (`cannot stat .git/hooks/...: Permission denied`);
-///    in a fresh directory the missing `.git/hooks` deny splits the grant the same way.
+/// The policy exactly as shipped, on a checkout that holds the denied `.env`: it is masked,
+/// and git works with the built-in protections (`.git/config`, `.git/hooks` read-only).
 #[test]
 fn benign_workload_runs_clean_under_coding_agent() {
     if !ready() {
         return;
     }
     for lab in Lab::each() {
-        run_workload(&lab, &repo_root().join("policies/coding-agent.toml"));
+        run_workload(&lab, &repo_root().join("policies/coding-agent.toml"), true);
+    }
+}
+
+/// The same policy on a checkout without `.env`: the denied name is absent at launch, so
+/// the workspace root is mediated (it must not appear), and the workload still makes its
+/// entries there (`SUMMARY.md`, `build/`) and in `.git` (git's lock files, objects).
+#[test]
+fn benign_workload_runs_clean_when_the_denied_env_is_absent_at_launch() {
+    if !ready() {
+        return;
+    }
+    for lab in Lab::each() {
+        run_workload(&lab, &repo_root().join("policies/coding-agent.toml"), false);
     }
 }
