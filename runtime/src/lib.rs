@@ -40,6 +40,7 @@ pub mod fshelper;
 pub mod launch;
 pub mod report;
 pub mod signals;
+pub mod seqpacket;
 pub mod stage;
 pub mod supervise;
 pub mod unotify;
