@@ -112,6 +112,31 @@ pub enum Event {
         /// How many denials this record summarises (rate-limited reporting), at least 1.
         count: u64,
     },
+    /// A denial the agent met, readable and structured: what was tried ([`Access`], which
+    /// `aegis why` asks the policy about again), what the agent got, and why. Written by the
+    /// supervisor for the denials it answers or observes (seccomp denials it answers for the
+    /// kernel, would-be filesystem denials of the tracing mode); aggregated at the source
+    /// (the first of a target at once with `count` 1, repeats in one record per window).
+    Denial {
+        /// The layer that refused: `seccomp`, `landlock`, `mounts`, `nftables`, ...
+        layer: String,
+        /// What was tried, in words: `ptrace(PTRACE_ATTACH, 4242, 0, 0)`, `read /etc/shadow`.
+        target: String,
+        /// What was tried, structured.
+        access: Access,
+        /// What the agent got: an errno name (`EPERM`, `ENOENT`, ...).
+        result: String,
+        /// The policy rule that decided (`None`: default deny or built-in hardening).
+        rule: Option<String>,
+        /// Why, in words.
+        reason: String,
+        /// How many denials this record stands for (at least 1).
+        count: u64,
+        /// `kernel`: the kernel refused (the supervisor answered for it or read its report);
+        /// `explanation`: the supervisor's account of a call it saw before the kernel decided
+        /// (tracing mode): accurate unless the agent raced it, and never what enforces.
+        source: String,
+    },
     /// A resource limit was hit.
     Resource {
         /// Which limit.
@@ -209,6 +234,40 @@ pub struct AgentIdentity {
     pub sudo_uid: Option<u32>,
 }
 
+/// What an agent tried, in a form a policy can be asked about again (`aegis why`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Access {
+    /// A system call, as the seccomp filter saw it.
+    Syscall {
+        /// Its name on `arch`.
+        name: String,
+        /// `x86_64` or `aarch64`.
+        arch: String,
+        /// The six argument registers.
+        args: Vec<u64>,
+    },
+    /// A file access: `op` is `read`, `write`, `exec`, `create`, `remove`, `rename`, `link`
+    /// or `stat`; `path` absolute, as the agent named it (symlinks resolved where they could be).
+    File { op: String, path: String },
+    /// A connection or datagram to `address` (an IP address or a host name) and `port`.
+    Connect { address: String, port: u16, protocol: String },
+    /// A connection to the pathname unix socket at `path`.
+    Unix { path: String },
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Syscall { name, .. } => write!(f, "syscall {name}"),
+            Access::File { op, path } => write!(f, "{op} {path}"),
+            Access::Connect { address, port, protocol } if address.contains(':') => write!(f, "connect [{address}]:{port}/{protocol}"),
+            Access::Connect { address, port, protocol } => write!(f, "connect {address}:{port}/{protocol}"),
+            Access::Unix { path } => write!(f, "connect unix {path}"),
+        }
+    }
+}
+
 /// Result of one enforcement layer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,6 +328,7 @@ impl Event {
             Event::Decision { .. } => "decision",
             Event::ProxyRequest { .. } => "proxy_request",
             Event::KernelDenial { .. } => "kernel_denial",
+            Event::Denial { .. } => "denial",
             Event::Resource { .. } => "resource",
             Event::AgentExited { .. } => "agent_exited",
             Event::Repeated { .. } => "repeated",
@@ -282,6 +342,7 @@ impl Event {
     pub fn verdict(&self) -> Option<Verdict> {
         match self {
             Event::Decision { decision, .. } | Event::ProxyRequest { decision, .. } => Some(*decision),
+            Event::Denial { .. } => Some(Verdict::Deny),
             Event::Repeated { event, .. } => event.verdict(),
             _ => None,
         }

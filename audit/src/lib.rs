@@ -51,7 +51,7 @@ pub use checkpoint::{
 };
 pub use error::AuditError;
 pub use event::{
-    AgentIdentity, CheckpointEvent, EnforcementStatus, Event, LayerReport, MAX_FIELD_BYTES, ResourceLimit, Verdict,
+    Access, AgentIdentity, CheckpointEvent, EnforcementStatus, Event, LayerReport, MAX_FIELD_BYTES, ResourceLimit, Verdict,
     cap_string, cut_marker,
 };
 pub use record::{

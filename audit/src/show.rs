@@ -134,6 +134,11 @@ pub fn summary(ev: &Event) -> String {
             detail,
             count,
         } => format!("{layer}: {detail} (x{count})"),
+        Event::Denial { layer, target, result, rule, reason, count, source, .. } => {
+            let by = if source == "kernel" { String::new() } else { format!(" [{source}]") };
+            let n = if *count > 1 { format!(" (x{count})") } else { String::new() };
+            format!("DENY {layer}: {target} = {result}{n} rule={} ({reason}){by}", rule.as_deref().unwrap_or("none"))
+        }
         Event::Resource { limit, detail } => {
             let name = serde_json::to_value(limit).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
             format!("{name}: {detail}")

@@ -21,7 +21,7 @@ pub const INTERPRETERS: &[&str] = &[
 ];
 
 /// Secret locations, relative to a home directory (for `/home/*`, `/root`, `${HOME}`).
-const HOME_SECRETS: &[&str] = &[".ssh", ".aws", ".config/gcloud", ".azure", ".kube", ".docker/config.json", ".netrc", ".git-credentials", ".npmrc", ".pypirc", ".gnupg", ".password-store"];
+pub const HOME_SECRETS: &[&str] = &[".ssh", ".aws", ".config/gcloud", ".azure", ".kube", ".docker/config.json", ".netrc", ".git-credentials", ".npmrc", ".pypirc", ".gnupg", ".password-store"];
 /// Secret locations at fixed absolute paths.
 const SYSTEM_SECRETS: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root", "/var/run/secrets", "/run/secrets"];
 

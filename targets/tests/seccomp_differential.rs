@@ -791,3 +791,65 @@ fn a_notifying_program_split_in_two_filters_is_the_same_program() {
     }
     assert!(split(&compile(&hardening::aegis_default(&Hardening::default()), Arch::X86_64, &weights).unwrap()).is_none());
 }
+
+#[test]
+fn routed_denials_reach_the_supervisor_and_everything_else_is_the_same_program() {
+    use aegis_targets::seccomp::split::{combine, is_routed_denial, notify_also, split_routed};
+    let mut errno_spec = hardening::aegis_default(&Hardening { connect: ConnectGate::Mediate, inet_network: true, ..Hardening::default() });
+    // A policy's own errno choices and kill rules: EACCES routed, ENOSYS not, kill not.
+    errno_spec.set("personality", vec![Rule::always(Action::Errno(13))]);
+    errno_spec.set("acct", vec![Rule::always(Action::Errno(ENOSYS))]);
+    errno_spec.set("syslog", vec![Rule::always(Action::KillProcess)]);
+    let specs = [
+        hardening::aegis_default(&Hardening { connect: ConnectGate::Mediate, exec: ExecGate::Notify, ..Hardening::default() }),
+        errno_spec,
+        hardening::aegis_default(&Hardening::default()),
+    ];
+    let weights = SyscallWeights::agent_mix();
+    for spec in &specs {
+        for arch in Arch::ALL {
+            let prog = compile(spec, arch, &weights).unwrap();
+            let (policy, notify) = split_routed(&prog);
+            // Traced: openat and mkdirat of this architecture go to the supervisor too.
+            let traced: Vec<u32> = ["openat", "mkdirat"].iter().filter_map(|n| arch.nr(n)).collect();
+            let notify_traced = notify_also(&notify, arch, &traced).unwrap();
+            for nr in (0..=arch.highest_nr() + 8).chain([u32::MAX, X32_SYSCALL_BIT | 42]) {
+                let args = match arch.syscall_name(nr) {
+                    Some(name) => arg_vectors(spec, arch, name),
+                    None => vec![[0; 6]],
+                };
+                for a in args {
+                    for d in [SeccompData::new(arch, nr, a), SeccompData { arch: AUDIT_ARCH_I386, ..SeccompData::new(arch, nr, a) }] {
+                        let whole = run(&prog, &d).unwrap();
+                        let (p, n) = (run(&policy, &d).unwrap(), run(&notify, &d).unwrap());
+                        let expected = if is_routed_denial(whole) { Action::UserNotif.to_ret() } else { whole };
+                        assert_eq!(combine(p, n), expected, "{arch} nr {nr} {a:x?}");
+                        let na = Action::from_ret(n);
+                        assert!(na == Action::Allow || na == Action::UserNotif, "notify filter returns {na}");
+                        assert!(!is_routed_denial(p), "the policy filter never returns a routed denial");
+                        // The traced prefix adds notifications for exactly the traced numbers
+                        // of this architecture and changes nothing else.
+                        let t = run(&notify_traced, &d).unwrap();
+                        if d.arch == arch.audit_arch() && traced.contains(&nr) {
+                            assert_eq!(Action::from_ret(t), Action::UserNotif);
+                        } else {
+                            assert_eq!(t, n, "{arch} nr {nr}");
+                        }
+                    }
+                }
+            }
+            // ENOSYS stays with the kernel: unknown numbers and clone3 are not denials.
+            let unknown = SeccompData::new(arch, arch.highest_nr() + 5, [0; 6]);
+            assert_eq!(Action::from_ret(run(&policy, &unknown).unwrap()), Action::Errno(ENOSYS));
+            // Both filters still decide every always-allowed syscall from arch and number.
+            for filter in [&policy, &notify, &notify_traced] {
+                for nr in spec.always_allowed(arch) {
+                    if traced.contains(&nr) && std::ptr::eq(filter, &notify_traced) {
+                        continue;
+                    }
+                    assert!(is_const_allow(filter, arch.audit_arch(), nr), "{arch} nr {nr} not cacheable");
+                }
+            }
+        }
+    }
+}

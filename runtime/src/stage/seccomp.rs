@@ -64,6 +64,8 @@ pub struct Mediation {
     connect: bool,
     /// Entry-creating calls are notified ([`unotify::fs::FsMediation`], the file helper).
     files: bool,
+    /// The bundle's program: which errno a routed denial gets ([`unotify::deny`]).
+    program: Vec<SockFilter>,
 }
 
 impl Mediation {
@@ -82,6 +84,7 @@ impl Mediation {
         if self.files {
             parts.push("entries on the way to protected paths absent at launch made by the file helper, the protected names refused".to_string());
         }
+        parts.push("denials answered by the supervisor with the program's errno and recorded (system call, arguments, rule)".to_string());
         parts.join("; ")
     }
 }
@@ -126,10 +129,11 @@ pub fn prepare(v: &Verified) -> Result<(ChildSeccomp, Option<String>, Option<Med
     let exec_gate = notifies(&program, arch, "execve", [0; 6]);
     let files = notifies(&program, arch, "mkdirat", [0; 6]);
     let len = program.len();
-    let Some((policy_filter, notify_filter)) = seccomp::split::split(&program) else {
-        return Ok((ChildSeccomp { program: Some(program), notify: None, broker: false, len }, None, None));
-    };
-    let mediation = Mediation { policy: Arc::new(v.policy_ir("seccomp user notification")?), params: v.eval_params()?, exec_gate, connect, files };
+    // Every policy denial (an errno other than ENOSYS) goes to the supervisor too, which
+    // answers it with the program's own errno and records it (unotify::deny): the kernel
+    // log, where the kernel would report it, is root's to read.
+    let (policy_filter, notify_filter) = seccomp::split::split_routed(&program);
+    let mediation = Mediation { policy: Arc::new(v.policy_ir("seccomp user notification")?), params: v.eval_params()?, exec_gate, connect, files, program };
     let child = ChildSeccomp { program: Some(policy_filter), notify: Some(notify_filter), broker: connect, len };
     Ok((child, None, Some(mediation)))
 }
@@ -158,9 +162,11 @@ pub fn apply_in_child(s: &ChildSeccomp, handoff: Option<&handoff::Sender>, info:
     }
     // The notify filter first (nothing it lets through can fail to install the next one),
     // without LOG: a notified call is not a denial, and logging each would flood the
-    // kernel log. Then the policy filter with SECCOMP_FILTER_FLAG_LOG: the kernel logs
-    // refused calls (audit type 1326), which the supervisor records as kernel denials;
-    // allowed calls are never logged.
+    // kernel log; the policy's errno denials are notified too (the supervisor answers and
+    // records them, `unotify::deny`). Then the policy filter with SECCOMP_FILTER_FLAG_LOG:
+    // what it still refuses (kills, ENOSYS) the kernel logs (audit type 1326), which the
+    // supervisor records as kernel denials when it may read the log; allowed calls are never
+    // logged.
     let applied = match &s.notify {
         Some(n) => seccomp::apply_with_listener(n, ApplyOptions { log: false })
             .and_then(|l| send(Tag::SECCOMP_LISTENER, &l).map_err(|f| seccomp::ApplyError::Install { errno: f.errno })),
@@ -254,6 +260,7 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
 pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>, fshelper: Option<OwnedFd>) -> Result<Registry, RunError> {
     let mut r = Registry::new();
     let bug = |e: String| RunError::internal("seccomp notification handlers", e);
+    r.route(m.program.clone(), Arc::new(unotify::deny::Denials::new(m.program.clone(), m.policy.clone())), None);
     if m.exec_gate {
         r.add(unotify::exec::SYSCALLS, Arc::new(unotify::exec::ExecGate::new(child as u32))).map_err(bug)?;
     }

@@ -39,7 +39,7 @@ impl Handler for ExecGate {
         };
         Outcome::refuse(
             libc::EPERM,
-            Refusal { subject: "exec", target, rule: None, reason: "the policy grants no executable ([exec] allow is empty)".into() },
+            Refusal { subject: "exec", target, rule: None, reason: "the policy grants no executable ([exec] allow is empty)".into(), denial: None },
         )
     }
 }

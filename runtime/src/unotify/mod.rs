@@ -39,6 +39,7 @@
 //!    `crate::stage::seccomp::registry`); a name registered twice is an error.
 
 pub mod call;
+pub mod deny;
 pub mod exec;
 pub mod fs;
 pub mod net;
@@ -99,10 +100,25 @@ pub trait Handler: Send + Sync {
     fn handle(&self, call: &Call<'_>) -> Outcome;
 }
 
-/// Handlers by syscall name.
+/// Handlers by syscall name; with [`Registry::route`], by what the bundle's program says
+/// first.
 #[derive(Default, Clone)]
 pub struct Registry {
     by_name: BTreeMap<&'static str, Arc<dyn Handler>>,
+    routing: Option<Routing>,
+    observer: Option<Arc<dyn Fn(&Refusal) + Send + Sync>>,
+}
+
+/// Which handler a notification goes to when the notify filter carries more than the
+/// program's own notifications (`aegis_targets::seccomp::split::split_routed`, tracing).
+#[derive(Clone)]
+struct Routing {
+    /// The bundle's program, as it would decide the call on its own.
+    program: Arc<[aegis_targets::seccomp::SockFilter]>,
+    /// Its routed denials (record and refuse).
+    denials: Arc<dyn Handler>,
+    /// Calls it allows that the filter notifies anyway (tracing); `None`: refused as unknown.
+    tracer: Option<Arc<dyn Handler>>,
 }
 
 impl Registry {
@@ -125,7 +141,30 @@ impl Registry {
         self.by_name.keys().copied()
     }
 
-    fn get(&self, name: &str) -> Option<&Arc<dyn Handler>> {
+    /// Routes by the bundle's `program` first: a call it answers with a routed denial goes
+    /// to `denials`, one it allows (a traced call) to `tracer`, one it sends to the
+    /// supervisor itself to the handler registered for its name.
+    pub fn route(&mut self, program: Vec<aegis_targets::seccomp::SockFilter>, denials: Arc<dyn Handler>, tracer: Option<Arc<dyn Handler>>) {
+        self.routing = Some(Routing { program: program.into(), denials, tracer });
+    }
+
+    /// Calls `observer` with every refusal as it is made (before aggregation): learn mode
+    /// keeps every distinct target, which the records summarise.
+    pub fn observe(&mut self, observer: Arc<dyn Fn(&Refusal) + Send + Sync>) {
+        self.observer = Some(observer);
+    }
+
+    fn get(&self, name: &str, notif: &Notif) -> Option<&Arc<dyn Handler>> {
+        use aegis_targets::seccomp::Action;
+        if let Some(r) = &self.routing {
+            match aegis_targets::seccomp::run(&r.program, &notif.data).map(Action::from_ret) {
+                Ok(Action::UserNotif) => {}
+                Ok(Action::Allow | Action::Log) => return r.tracer.as_ref(),
+                Ok(_) if deny::Denials::errno_of(&r.program, &notif.data).is_some() => return Some(&r.denials),
+                // A kill or ENOSYS the kernel acts on before any notification: not ours.
+                _ => return None,
+            }
+        }
         self.by_name.get(name)
     }
 }
@@ -431,7 +470,7 @@ fn work(shared: &Arc<Shared>) {
 /// Runs the handler for one job and answers the kernel; records a refusal.
 fn answer(shared: &Shared, job: Job) {
     let call = Call::new(job.notif, job.name, &shared.listener);
-    let outcome = match shared.registry.get(job.name) {
+    let outcome = match shared.registry.get(job.name, &job.notif) {
         Some(h) => {
             let h = h.clone();
             // A handler bug must not leave the agent's thread waiting forever, nor let the
@@ -439,13 +478,13 @@ fn answer(shared: &Shared, job: Job) {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.handle(&call))).unwrap_or_else(|_| {
                 Outcome::refuse(
                     libc::EACCES,
-                    Refusal { subject: "supervisor", target: job.name.into(), rule: None, reason: "the supervisor's handler for this call failed (bug); refused".into() },
+                    Refusal { subject: "supervisor", target: job.name.into(), rule: None, reason: "the supervisor's handler for this call failed (bug); refused".into(), denial: None },
                 )
             })
         }
         None => Outcome::refuse(
             libc::EPERM,
-            Refusal { subject: "syscall", target: job.name.into(), rule: None, reason: "the filter asked the supervisor, which has no handler for this call; refused".into() },
+            Refusal { subject: "syscall", target: job.name.into(), rule: None, reason: "the filter asked the supervisor, which has no handler for this call; refused".into(), denial: None },
         ),
     };
     shared.handled.fetch_add(1, Ordering::Relaxed);
@@ -460,6 +499,9 @@ fn answer(shared: &Shared, job: Job) {
         }
     }
     if let Some(refusal) = outcome.refusal {
+        if let Some(o) = &shared.registry.observer {
+            o(&refusal);
+        }
         let mut ev = shared.events.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = ev.records.count(refusal) {
             ev.send(e);

@@ -62,7 +62,7 @@ impl NetMediation {
     /// The evaluator's answer for a resolved socket path, and the refusal to record.
     fn judge(&self, call: &Call<'_>, r: &Resolved) -> Result<(), Refusal> {
         let path = String::from_utf8_lossy(&r.path).into_owned();
-        let refuse = |rule: Option<String>, reason: String| Refusal { subject: "unix", target: path.clone(), rule, reason };
+        let refuse = |rule: Option<String>, reason: String| Refusal { subject: "unix", target: path.clone(), rule, reason, denial: None };
         if r.nlink == 0 {
             return Err(refuse(None, "the socket file was removed while the connect was checked".into()));
         }
@@ -92,6 +92,7 @@ impl NetMediation {
                 target: format!("{}(AF_UNIX, type {ty})", call.name),
                 rule: None,
                 reason: "unix datagram sockets are refused: one can send to any pathname socket, and the destination of sendmsg is not visible to the filter".into(),
+                denial: None,
             },
         )
     }
@@ -116,7 +117,7 @@ impl NetMediation {
         let Some(client) = &self.broker else {
             return Ok(Outcome::refuse(
                 libc::EACCES,
-                Refusal { subject: call.name, target: "broker".into(), rule: None, reason: "the broker process is not running, so no network call can be performed".into() },
+                Refusal { subject: call.name, target: "broker".into(), rule: None, reason: "the broker process is not running, so no network call can be performed".into(), denial: None },
             ));
         };
         let op = if is_sendto { broker::OP_SENDTO } else { broker::OP_CONNECT };
@@ -144,7 +145,7 @@ impl NetMediation {
             },
             Err(broker::BrokerError::Unavailable(why)) => Outcome::refuse(
                 libc::EACCES,
-                Refusal { subject: call.name, target: "broker".into(), rule: None, reason: format!("the broker could not perform the call: {why}") },
+                Refusal { subject: call.name, target: "broker".into(), rule: None, reason: format!("the broker could not perform the call: {why}"), denial: None },
             ),
         })
     }

@@ -1,7 +1,8 @@
 //! Audit records of refused calls, aggregated so that a looping agent cannot flood the log.
 //!
 //! Input: [`Refusal`]s from handlers (what was refused, the rule, why). Output: `decision`
-//! audit records (`component = "supervisor"`, verdict DENY): the first refusal of a target
+//! audit records (`component = "supervisor"`, verdict DENY), or `denial` records (with the
+//! structured access and a `count`) for refusals that carry a [`Denial`]: the first refusal of a target
 //! is written at once with its reason; repeats are counted and written as one record per
 //! window of a second, with "(refused N more time(s) in Ns)", for as long as they go on (a
 //! steady flood of one target is one record per second). Invariants: at most [`MAX_TARGETS`] distinct targets are kept
@@ -13,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aegis_audit::{Event, Verdict};
+use aegis_audit::{Access, Event, Verdict};
 
 /// Distinct targets recorded per window; the rest are summarised.
 pub const MAX_TARGETS: usize = 32;
@@ -33,6 +34,19 @@ pub struct Refusal {
     pub rule: Option<String>,
     /// Why, in words.
     pub reason: String,
+    /// Written as a `denial` record (structured, for `aegis why`) rather than a `decision`.
+    pub denial: Option<Box<Denial>>,
+}
+
+/// The structured part of a refusal that becomes a `denial` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// What was tried.
+    pub access: Access,
+    /// What the agent got (an errno name).
+    pub result: String,
+    /// `kernel` or `explanation` (see `aegis_audit::Event::Denial`).
+    pub source: &'static str,
 }
 
 /// A target refused in this window or the one before (its first refusal is written).
@@ -41,6 +55,7 @@ struct Pending {
     count: u64,
     rule: Option<String>,
     reason: String,
+    denial: Option<Box<Denial>>,
 }
 
 /// The aggregator (owned by the notification loop).
@@ -68,6 +83,19 @@ fn event(subject: &str, target: String, rule: Option<String>, reason: String) ->
     Event::Decision { component: "supervisor".into(), subject: subject.into(), target, decision: Verdict::Deny, rule, reason }
 }
 
+fn denial_event(layer: &str, target: String, d: &Denial, rule: Option<String>, reason: String, count: u64) -> Event {
+    Event::Denial {
+        layer: layer.into(),
+        target,
+        access: d.access.clone(),
+        result: d.result.clone(),
+        rule,
+        reason,
+        count,
+        source: d.source.into(),
+    }
+}
+
 impl Default for Records {
     fn default() -> Records {
         Records::new()
@@ -93,8 +121,11 @@ impl Records {
             *self.overflow.1.entry(r.subject).or_default() += 1;
             return None;
         }
-        let first = event(key.0, key.1.clone(), r.rule.clone(), r.reason.clone());
-        self.pending.insert(key, Pending { count: 0, rule: r.rule, reason: r.reason });
+        let first = match &r.denial {
+            Some(d) => denial_event(key.0, key.1.clone(), d, r.rule.clone(), r.reason.clone(), 1),
+            None => event(key.0, key.1.clone(), r.rule.clone(), r.reason.clone()),
+        };
+        self.pending.insert(key, Pending { count: 0, rule: r.rule, reason: r.reason, denial: r.denial });
         Some(first)
     }
 
@@ -115,8 +146,13 @@ impl Records {
             if p.count == 0 {
                 return false;
             }
-            let reason = format!("{} (refused {} more time(s) in {secs:.1}s)", p.reason, p.count);
-            out.push(event(subject, target.clone(), p.rule.clone(), reason));
+            match &p.denial {
+                Some(d) => out.push(denial_event(subject, target.clone(), d, p.rule.clone(), format!("{} (repeats in {secs:.1}s)", p.reason), p.count)),
+                None => {
+                    let reason = format!("{} (refused {} more time(s) in {secs:.1}s)", p.reason, p.count);
+                    out.push(event(subject, target.clone(), p.rule.clone(), reason));
+                }
+            }
             p.count = 0;
             !force
         });
@@ -140,7 +176,7 @@ mod tests {
     use super::*;
 
     fn r(target: &str) -> Refusal {
-        Refusal { subject: "unix", target: target.into(), rule: None, reason: "no grant".into() }
+        Refusal { subject: "unix", target: target.into(), rule: None, reason: "no grant".into(), denial: None }
     }
 
     fn text(e: &Event) -> (String, String) {

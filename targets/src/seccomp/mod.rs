@@ -49,6 +49,7 @@ pub mod bpf;
 pub mod cache;
 pub mod codegen;
 pub mod cost;
+pub mod describe;
 pub mod disasm;
 pub mod emulator;
 pub mod hardening;

@@ -17,9 +17,24 @@
 //! Invariant (tested for every syscall number and boundary arguments in
 //! `tests/seccomp_differential.rs`): for every input, [`combine`] of the two verdicts equals
 //! the original's, so the pair is exactly the program the bundle holds.
+//!
+//! **Routed denials** ([`split_routed`]). A denial the program answers with an errno leaves
+//! no trace an unprivileged user can read (the kernel log is root's). So the runtime moves
+//! every policy denial ([`is_routed_denial`]: ERRNO, except ENOSYS, which every program
+//! returns by design for unknown numbers and `clone3`) from the policy filter to the notify
+//! filter: the kernel then asks the supervisor, which runs the bundle's program on the
+//! call's registers, answers with exactly the errno it returns, and records the denial
+//! (`runtime/src/unotify/deny.rs`). Invariant: [`combine`] of the two verdicts is USER_NOTIF
+//! where the program returns a routed denial and equals the program everywhere else; with
+//! no supervisor the kernel answers a notification with ENOSYS (still refused). Always
+//! allowed syscalls stay ALLOW in both filters, decided from arch and number alone.
+//!
+//! **Tracing** ([`notify_also`]): a prefix on the notify filter that sends a set of syscall
+//! numbers of one architecture to the supervisor too (it observes, the kernel decides).
 
-use super::bpf::{BPF_A, BPF_RET, SockFilter};
-use super::spec::{RET_ACTION_FULL, RET_ALLOW, RET_USER_NOTIF};
+use super::bpf::{BPF_A, BPF_JEQ, BPF_JMP, BPF_K, BPF_RET, OFF_ARCH, OFF_NR, SockFilter};
+use super::spec::{ENOSYS, RET_ACTION_FULL, RET_ALLOW, RET_DATA, RET_ERRNO, RET_USER_NOTIF};
+use super::syscalls::Arch;
 
 fn is_notify(i: &SockFilter) -> bool {
     i.class() == BPF_RET && i.code & 0x18 != BPF_A && i.k & RET_ACTION_FULL == RET_USER_NOTIF
@@ -36,6 +51,63 @@ pub fn split(program: &[SockFilter]) -> Option<(Vec<SockFilter>, Vec<SockFilter>
         .map(|i| if i.class() == BPF_RET && !is_notify(i) { SockFilter::ret(RET_ALLOW) } else { *i })
         .collect();
     Some((policy, notify))
+}
+
+/// Whether `i` returns a constant (not the accumulator).
+fn is_const_ret(i: &SockFilter) -> bool {
+    i.class() == BPF_RET && i.code & 0x18 != BPF_A
+}
+
+/// Whether return value `k` is a policy denial the supervisor answers and records: ERRNO
+/// with any errno but ENOSYS (unknown numbers and `clone3`, by design, not by policy).
+pub fn is_routed_denial(k: u32) -> bool {
+    k & RET_ACTION_FULL == RET_ERRNO && k & RET_DATA != u32::from(ENOSYS)
+}
+
+/// `(policy filter, notify filter)` of `program` with every routed denial
+/// ([`is_routed_denial`]) sent to the supervisor as well as the program's own
+/// notifications. Both filters keep the program's instructions, so both decide always
+/// allowed syscalls from arch and number alone.
+pub fn split_routed(program: &[SockFilter]) -> (Vec<SockFilter>, Vec<SockFilter>) {
+    let to_supervisor = |i: &SockFilter| is_notify(i) || (is_const_ret(i) && is_routed_denial(i.k));
+    let policy = program.iter().map(|i| if to_supervisor(i) { SockFilter::ret(RET_ALLOW) } else { *i }).collect();
+    let notify = program
+        .iter()
+        .map(|i| match () {
+            _ if to_supervisor(i) => SockFilter::ret(RET_USER_NOTIF),
+            _ if is_const_ret(i) => SockFilter::ret(RET_ALLOW),
+            _ => *i,
+        })
+        .collect();
+    (policy, notify)
+}
+
+/// `filter` with a prefix that returns USER_NOTIF for the syscall numbers `nrs` of `arch`
+/// (any other architecture, and any other number, go on to `filter` unchanged). `None` when
+/// there are too many numbers for one prefix (more than 200).
+pub fn notify_also(filter: &[SockFilter], arch: Arch, nrs: &[u32]) -> Option<Vec<SockFilter>> {
+    let n = nrs.len();
+    if n == 0 {
+        return Some(filter.to_vec());
+    }
+    if n > 200 {
+        return None;
+    }
+    let n8 = u8::try_from(n).ok()?;
+    // [0] A = arch; [1] arch ? next : skip the prefix; [2] A = nr; [3..3+n) nr == x ? ret
+    // NOTIF; [3+n] ja over the ret; [4+n] ret NOTIF; [5+n...] the filter.
+    let mut out = Vec::with_capacity(filter.len() + n + 5);
+    out.push(SockFilter::load(OFF_ARCH));
+    out.push(SockFilter::jump(BPF_JMP | BPF_JEQ | BPF_K, arch.audit_arch(), 0, n8.checked_add(3)?));
+    out.push(SockFilter::load(OFF_NR));
+    for (i, nr) in nrs.iter().enumerate() {
+        let to_ret = u8::try_from(n - i).ok()?;
+        out.push(SockFilter::jump(BPF_JMP | BPF_JEQ | BPF_K, *nr, to_ret, 0));
+    }
+    out.push(SockFilter::jump(BPF_JMP | super::bpf::BPF_JA, 1, 0, 0));
+    out.push(SockFilter::ret(RET_USER_NOTIF));
+    out.extend_from_slice(filter);
+    Some(out)
 }
 
 /// The action the kernel takes when two filters return `a` and `b`: the stronger one (the

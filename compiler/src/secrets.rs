@@ -1,0 +1,117 @@
+//! Where credentials live: the places `aegis learn` never proposes (nor lets a learning run
+//! read) and `aegis why` warns about when a change would widen towards them.
+//!
+//! Input: a path (absolute, as the agent saw it) and the home directory it is relative to.
+//! Output: whether it is, or lies inside, a credential store, and which one. Invariants:
+//! matching is by whole path components (`.ssh` matches `~/.ssh/id_rsa`, not `~/.sshx`);
+//! the list is a superset of the lints' home secrets (`crate::lint`), so what the lints
+//! call a secret is never proposed either.
+
+/// Credential stores relative to a home directory: keys, cloud and registry credentials,
+/// keyrings, browser profiles (cookies, saved passwords), shell and REPL history.
+pub const HOME_CREDENTIAL_STORES: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".azure",
+    ".config/gcloud",
+    ".kube",
+    ".docker/config.json",
+    ".netrc",
+    ".git-credentials",
+    ".config/git/credentials",
+    ".npmrc",
+    ".pypirc",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".gem/credentials",
+    ".config/gh/hosts.yml",
+    ".config/hub",
+    ".terraform.d/credentials.tfrc.json",
+    ".vault-token",
+    ".pgpass",
+    ".my.cnf",
+    ".gnupg",
+    ".password-store",
+    ".local/share/keyrings",
+    ".config/op",
+    ".mozilla",
+    ".config/google-chrome",
+    ".config/chromium",
+    ".config/BraveSoftware",
+    ".config/microsoft-edge",
+    ".var/app/org.mozilla.firefox",
+    "snap/firefox",
+    ".bash_history",
+    ".zsh_history",
+    ".zhistory",
+    ".history",
+    ".sh_history",
+    ".local/share/fish/fish_history",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".sqlite_history",
+    ".lesshst",
+    ".viminfo",
+];
+
+/// Credential stores at fixed absolute paths.
+pub const SYSTEM_CREDENTIAL_STORES: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root", "/var/run/secrets", "/run/secrets"];
+
+fn components(p: &str) -> impl Iterator<Item = &str> {
+    p.split('/').filter(|c| !c.is_empty())
+}
+
+/// Whether `path` is `store` or lies below it (both absolute, whole components).
+fn within(path: &str, store: &str) -> bool {
+    let mut p = components(path);
+    components(store).all(|s| p.next() == Some(s))
+}
+
+/// The credential store `path` is or lies inside (`home` is the home directory the
+/// relative stores are under), as an absolute path.
+pub fn store_of(path: &str, home: Option<&str>) -> Option<String> {
+    if let Some(s) = SYSTEM_CREDENTIAL_STORES.iter().find(|s| within(path, s)) {
+        return Some((*s).to_string());
+    }
+    let home = home?.trim_end_matches('/');
+    HOME_CREDENTIAL_STORES.iter().map(|s| format!("{home}/{s}")).find(|s| within(path, s))
+}
+
+/// The credential stores that lie inside `dir` (or contain it): what a grant of `dir`
+/// would reach, as absolute paths.
+pub fn stores_under(dir: &str, home: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = SYSTEM_CREDENTIAL_STORES.iter().map(|s| (*s).to_string()).collect();
+    if let Some(h) = home {
+        let h = h.trim_end_matches('/');
+        out.extend(HOME_CREDENTIAL_STORES.iter().map(|s| format!("{h}/{s}")));
+    }
+    out.into_iter().filter(|s| within(s, dir) || within(dir, s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_match_by_whole_components() {
+        let home = Some("/home/u");
+        assert_eq!(store_of("/home/u/.ssh/id_rsa", home).as_deref(), Some("/home/u/.ssh"));
+        assert_eq!(store_of("/home/u/.ssh", home).as_deref(), Some("/home/u/.ssh"));
+        assert_eq!(store_of("/home/u/.sshx/a", home), None);
+        assert_eq!(store_of("/home/u/.config/gcloud/creds.db", home).as_deref(), Some("/home/u/.config/gcloud"));
+        assert_eq!(store_of("/etc/shadow", None).as_deref(), Some("/etc/shadow"));
+        assert_eq!(store_of("/home/u/src/x", home), None);
+        assert!(stores_under("/home/u", home).contains(&"/home/u/.aws".to_string()));
+        assert!(stores_under("/home/u/src", home).is_empty());
+        assert_eq!(stores_under("/home/u/.ssh/keys", home), vec!["/home/u/.ssh".to_string()]);
+    }
+
+    #[test]
+    fn every_lint_secret_is_a_credential_store() {
+        for s in crate::lint::HOME_SECRETS {
+            assert!(HOME_CREDENTIAL_STORES.contains(s), "{s}");
+        }
+    }
+}
