@@ -35,41 +35,53 @@ pub struct Limits {
     pub init_status: Option<i32>,
 }
 
-/// Kernel denials counted per layer and written at most once a second per layer, as one
-/// record with the count and the first sample line, so a looping agent cannot flood the log.
-/// Shared by every source (kernel log, NFLOG).
+/// Kernel denials counted per layer and target (the sample line: the destination of a
+/// dropped packet, the call of a seccomp record) and written at most once a second, one
+/// record per distinct target with its count, so a looping agent cannot flood the log and
+/// every destination it tried is named. At most [`DENIAL_TARGETS`] distinct targets per
+/// second; the rest are counted into one record per layer. Shared by every source (kernel
+/// log, NFLOG).
 struct Denials {
-    /// layer → (denials since the last record, first sample line)
-    pending: std::collections::BTreeMap<&'static str, (u64, String)>,
+    /// (layer, sample line) → denials since the last record, in arrival order of targets.
+    pending: Vec<((&'static str, String), u64)>,
+    /// layer → denials of targets beyond [`DENIAL_TARGETS`].
+    overflow: std::collections::BTreeMap<&'static str, u64>,
     last_flush: Instant,
 }
 
+/// Distinct denial targets recorded per second.
+const DENIAL_TARGETS: usize = 32;
+
 impl Denials {
     fn new() -> Denials {
-        Denials {
-            pending: Default::default(),
-            last_flush: Instant::now(),
-        }
+        Denials { pending: Vec::new(), overflow: Default::default(), last_flush: Instant::now() }
     }
 
     fn count(&mut self, layer: &'static str, sample: &str) {
-        let e = self.pending.entry(layer).or_insert((0, String::new()));
-        e.0 += 1;
-        if e.1.is_empty() {
-            e.1 = sample.chars().take(300).collect();
+        let sample: String = sample.chars().take(300).collect();
+        if let Some((_, n)) = self.pending.iter_mut().find(|((l, t), _)| *l == layer && *t == sample) {
+            *n += 1;
+        } else if self.pending.len() < DENIAL_TARGETS {
+            self.pending.push(((layer, sample), 1));
+        } else {
+            *self.overflow.entry(layer).or_default() += 1;
         }
     }
 
     /// The records due now (all of them when `force`, at the agent's exit).
     fn take_events(&mut self, force: bool) -> Vec<Event> {
-        if self.pending.is_empty() || (!force && self.last_flush.elapsed() < Duration::from_secs(1)) {
+        if (self.pending.is_empty() && self.overflow.is_empty()) || (!force && self.last_flush.elapsed() < Duration::from_secs(1)) {
             return Vec::new();
         }
         self.last_flush = Instant::now();
-        std::mem::take(&mut self.pending)
-            .into_iter()
-            .map(|(layer, (count, detail))| Event::KernelDenial { layer: layer.into(), detail, count })
-            .collect()
+        let mut out: Vec<Event> =
+            std::mem::take(&mut self.pending).into_iter().map(|((layer, detail), count)| Event::KernelDenial { layer: layer.into(), detail, count }).collect();
+        out.extend(std::mem::take(&mut self.overflow).into_iter().map(|(layer, count)| Event::KernelDenial {
+            layer: layer.into(),
+            detail: format!("denials of other targets (more than {DENIAL_TARGETS} distinct ones in a second): counted, not listed"),
+            count,
+        }));
+        out
     }
 }
 
