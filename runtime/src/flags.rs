@@ -70,6 +70,12 @@ pub struct LaunchFlags {
     /// Print the enforcement report and stage timings to stderr.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Also explain filesystem denials: the supervisor looks at each path-taking call
+    /// (open, exec, create, remove, stat, ...) and records the ones the policy refuses, with
+    /// what the agent gets (EACCES from Landlock, ENOENT for a path the mount plan hides).
+    /// Explanations, not enforcement; costs time per call (docs/learn.md).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 impl LaunchFlags {
@@ -104,6 +110,8 @@ impl LaunchFlags {
             audit: AuditOptions { budget, checkpoint_key: self.checkpoint_key, checkpoint_sink: self.checkpoint_sink },
             terminal_filter: self.terminal_filter,
             cwd: self.cwd,
+            explain: self.explain,
+            learn: None,
         })
     }
 }

@@ -201,7 +201,8 @@ fn prepare(opts: &LaunchOptions, audit: &mut Audit, report: &mut EnforcementRepo
     let host_mode = stage::nftables::HostMode::decide(ident.root, cg.as_ref().map(|p| &p.layout));
     let nftp = stage::nftables::prepare(&v, &instance, host_mode)?;
     let (landlock_child, landlock_note) = stage::landlock::prepare(&v)?;
-    let (seccomp_child, seccomp_note, mediation) = stage::seccomp::prepare(&v)?;
+    let tracing = stage::seccomp::Tracing { explain: opts.explain, learn: opts.learn.clone() };
+    let (seccomp_child, seccomp_note, mediation) = stage::seccomp::prepare(&v, &tracing)?;
     let judge = stage::exec::Judge::of(&v)?;
     let mut env = agent_environment(&opts.env, stage::exec::default_path(judge.as_ref().map(|j| j.policy())))?;
     if let Some(p) = &proxy_prep {

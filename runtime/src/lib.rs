@@ -38,6 +38,7 @@ pub mod handoff;
 pub mod identity;
 pub mod fshelper;
 pub mod launch;
+pub mod learn;
 pub mod report;
 pub mod signals;
 pub mod seqpacket;

@@ -794,7 +794,7 @@ fn a_notifying_program_split_in_two_filters_is_the_same_program() {
 
 #[test]
 fn routed_denials_reach_the_supervisor_and_everything_else_is_the_same_program() {
-    use aegis_targets::seccomp::split::{combine, is_routed_denial, notify_also, split_routed};
+    use aegis_targets::seccomp::split::{Traced, combine, is_routed_denial, notify_also, split_routed};
     let mut errno_spec = hardening::aegis_default(&Hardening { connect: ConnectGate::Mediate, inet_network: true, ..Hardening::default() });
     // A policy's own errno choices and kill rules: EACCES routed, ENOSYS not, kill not.
     errno_spec.set("personality", vec![Rule::always(Action::Errno(13))]);
@@ -810,9 +810,13 @@ fn routed_denials_reach_the_supervisor_and_everything_else_is_the_same_program()
         for arch in Arch::ALL {
             let prog = compile(spec, arch, &weights).unwrap();
             let (policy, notify) = split_routed(&prog);
-            // Traced: openat and mkdirat of this architecture go to the supervisor too.
+            // Traced: openat and mkdirat of this architecture go to the supervisor too, and
+            // newfstatat unless it has AT_EMPTY_PATH (0x1000) in args[3].
             let traced: Vec<u32> = ["openat", "mkdirat"].iter().filter_map(|n| arch.nr(n)).collect();
-            let notify_traced = notify_also(&notify, arch, &traced).unwrap();
+            let fstatat = arch.nr("newfstatat").unwrap();
+            let mut entries: Vec<Traced> = traced.iter().map(|nr| Traced { nr: *nr, unless: None }).collect();
+            entries.push(Traced { nr: fstatat, unless: Some((3, 0x1000)) });
+            let notify_traced = notify_also(&notify, arch, &entries).unwrap();
             for nr in (0..=arch.highest_nr() + 8).chain([u32::MAX, X32_SYSCALL_BIT | 42]) {
                 let args = match arch.syscall_name(nr) {
                     Some(name) => arg_vectors(spec, arch, name),
@@ -832,6 +836,9 @@ fn routed_denials_reach_the_supervisor_and_everything_else_is_the_same_program()
                         let t = run(&notify_traced, &d).unwrap();
                         if d.arch == arch.audit_arch() && traced.contains(&nr) {
                             assert_eq!(Action::from_ret(t), Action::UserNotif);
+                        } else if d.arch == arch.audit_arch() && nr == fstatat {
+                            let exempt = a[3] as u32 & 0x1000 != 0;
+                            assert_eq!(Action::from_ret(t), if exempt { Action::from_ret(n) } else { Action::UserNotif }, "{a:x?}");
                         } else {
                             assert_eq!(t, n, "{arch} nr {nr}");
                         }
@@ -844,7 +851,7 @@ fn routed_denials_reach_the_supervisor_and_everything_else_is_the_same_program()
             // Both filters still decide every always-allowed syscall from arch and number.
             for filter in [&policy, &notify, &notify_traced] {
                 for nr in spec.always_allowed(arch) {
-                    if traced.contains(&nr) && std::ptr::eq(filter, &notify_traced) {
+                    if (traced.contains(&nr) || nr == fstatat) && std::ptr::eq(filter, &notify_traced) {
                         continue;
                     }
                     assert!(is_const_allow(filter, arch.audit_arch(), nr), "{arch} nr {nr} not cacheable");

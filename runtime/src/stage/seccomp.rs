@@ -66,6 +66,8 @@ pub struct Mediation {
     files: bool,
     /// The bundle's program: which errno a routed denial gets ([`unotify::deny`]).
     program: Vec<SockFilter>,
+    /// Path-taking calls are traced ([`unotify::trace`]).
+    tracing: Tracing,
 }
 
 impl Mediation {
@@ -85,6 +87,11 @@ impl Mediation {
             parts.push("entries on the way to protected paths absent at launch made by the file helper, the protected names refused".to_string());
         }
         parts.push("denials answered by the supervisor with the program's errno and recorded (system call, arguments, rule)".to_string());
+        if self.tracing.learn.is_some() {
+            parts.push("LEARN MODE: every path-taking call observed and would-be filesystem denials recorded (explanations)".to_string());
+        } else if self.tracing.explain {
+            parts.push("--explain: path-taking calls traced, filesystem denials recorded as explanations".to_string());
+        }
         parts.join("; ")
     }
 }
@@ -103,9 +110,23 @@ pub fn mediates_files(v: &Verified) -> bool {
         .is_some_and(|p| notifies(&p, arch, "mkdirat", [0; 6]))
 }
 
+/// What the supervisor looks at besides what the program notifies: path-taking calls, to
+/// explain filesystem denials (`--explain`) and to observe a learning run.
+#[derive(Clone, Default)]
+pub struct Tracing {
+    pub explain: bool,
+    pub learn: Option<Arc<crate::learn::Learn>>,
+}
+
+impl Tracing {
+    fn on(&self) -> bool {
+        self.explain || self.learn.is_some()
+    }
+}
+
 /// Supervisor side. Returns the child plan, the report detail when absent or skipped, and
 /// what the supervisor must serve when the program notifies.
-pub fn prepare(v: &Verified) -> Result<(ChildSeccomp, Option<String>, Option<Mediation>), RunError> {
+pub fn prepare(v: &Verified, tracing: &Tracing) -> Result<(ChildSeccomp, Option<String>, Option<Mediation>), RunError> {
     let any = v.files.keys().any(|k| k.starts_with("seccomp.") && k.ends_with(".bpf"));
     if !any && !v.manifest.kernel.seccomp {
         return Ok((ChildSeccomp::placeholder(), Some("no seccomp program in bundle".into()), None));
@@ -133,7 +154,23 @@ pub fn prepare(v: &Verified) -> Result<(ChildSeccomp, Option<String>, Option<Med
     // answers it with the program's own errno and records it (unotify::deny): the kernel
     // log, where the kernel would report it, is root's to read.
     let (policy_filter, notify_filter) = seccomp::split::split_routed(&program);
-    let mediation = Mediation { policy: Arc::new(v.policy_ir("seccomp user notification")?), params: v.eval_params()?, exec_gate, connect, files, program };
+    // Tracing: the path-taking calls go to the supervisor too, which looks and lets the
+    // kernel decide (unotify::trace).
+    let notify_filter = if tracing.on() {
+        seccomp::split::notify_also(&notify_filter, arch, &unotify::trace::traced(arch))
+            .ok_or_else(|| RunError::internal("seccomp tracing", "too many traced calls for the filter's prefix"))?
+    } else {
+        notify_filter
+    };
+    let mediation = Mediation {
+        policy: Arc::new(v.policy_ir("seccomp user notification")?),
+        params: v.eval_params()?,
+        exec_gate,
+        connect,
+        files,
+        program,
+        tracing: tracing.clone(),
+    };
     let child = ChildSeccomp { program: Some(policy_filter), notify: Some(notify_filter), broker: connect, len };
     Ok((child, None, Some(mediation)))
 }
@@ -260,7 +297,15 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
 pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>, fshelper: Option<OwnedFd>) -> Result<Registry, RunError> {
     let mut r = Registry::new();
     let bug = |e: String| RunError::internal("seccomp notification handlers", e);
-    r.route(m.program.clone(), Arc::new(unotify::deny::Denials::new(m.program.clone(), m.policy.clone())), None);
+    let tracer: Option<Arc<dyn unotify::Handler>> = m.tracing.on().then(|| {
+        let observer = m.tracing.learn.clone().map(|l| l as Arc<dyn unotify::trace::Observer>);
+        Arc::new(unotify::trace::Tracer::new(m.policy.clone(), m.params.clone(), true, observer)) as Arc<dyn unotify::Handler>
+    });
+    r.route(m.program.clone(), Arc::new(unotify::deny::Denials::new(m.program.clone(), m.policy.clone())), tracer);
+    if let Some(l) = &m.tracing.learn {
+        let l = l.clone();
+        r.observe(Arc::new(move |refusal| l.refusal(refusal)));
+    }
     if m.exec_gate {
         r.add(unotify::exec::SYSCALLS, Arc::new(unotify::exec::ExecGate::new(child as u32))).map_err(bug)?;
     }

@@ -107,6 +107,12 @@ pub struct LaunchOptions {
     /// `--cwd DIR`: where the agent starts (default: `aegis-exec`'s working directory when
     /// the policy lets the agent read it, else `/`).
     pub cwd: Option<PathBuf>,
+    /// `--explain`: trace the agent's path-taking calls and record the filesystem accesses
+    /// the policy refuses, as explanations ([`crate::unotify::trace`]).
+    pub explain: bool,
+    /// Learn mode (`aegis learn`): every access and refusal goes to this observer, and the
+    /// proxy admits destinations the policy does not grant, recording them ([`crate::learn`]).
+    pub learn: Option<std::sync::Arc<crate::learn::Learn>>,
 }
 
 /// A verified launch.

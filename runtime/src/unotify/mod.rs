@@ -45,6 +45,7 @@ pub mod fs;
 pub mod net;
 pub mod record;
 pub mod sys;
+pub mod trace;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

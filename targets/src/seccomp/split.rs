@@ -82,27 +82,46 @@ pub fn split_routed(program: &[SockFilter]) -> (Vec<SockFilter>, Vec<SockFilter>
     (policy, notify)
 }
 
-/// `filter` with a prefix that returns USER_NOTIF for the syscall numbers `nrs` of `arch`
-/// (any other architecture, and any other number, go on to `filter` unchanged). `None` when
-/// there are too many numbers for one prefix (more than 200).
-pub fn notify_also(filter: &[SockFilter], arch: Arch, nrs: &[u32]) -> Option<Vec<SockFilter>> {
-    let n = nrs.len();
-    if n == 0 {
+/// A syscall the notify filter sends to the supervisor as well (tracing): its number, and
+/// optionally a flag of one argument that exempts the call (`newfstatat` with `AT_EMPTY_PATH`
+/// is `fstat`, which names no path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traced {
+    pub nr: u32,
+    /// `(argument index, mask)`: the call is not sent when any bit of the mask is set in the
+    /// argument's low 32 bits.
+    pub unless: Option<(u8, u32)>,
+}
+
+/// `filter` with a prefix that returns USER_NOTIF for the `traced` syscalls of `arch`
+/// (any other architecture, any other number, and an exempted call go on to `filter`
+/// unchanged). `None` when the prefix would not fit the jump offsets (too many entries).
+pub fn notify_also(filter: &[SockFilter], arch: Arch, traced: &[Traced]) -> Option<Vec<SockFilter>> {
+    if traced.is_empty() {
         return Some(filter.to_vec());
     }
-    if n > 200 {
-        return None;
-    }
-    let n8 = u8::try_from(n).ok()?;
-    // [0] A = arch; [1] arch ? next : skip the prefix; [2] A = nr; [3..3+n) nr == x ? ret
-    // NOTIF; [3+n] ja over the ret; [4+n] ret NOTIF; [5+n...] the filter.
-    let mut out = Vec::with_capacity(filter.len() + n + 5);
+    let plain: Vec<u32> = traced.iter().filter(|t| t.unless.is_none()).map(|t| t.nr).collect();
+    let cond: Vec<(u32, u8, u32)> = traced.iter().filter_map(|t| t.unless.map(|(i, m)| (t.nr, i, m))).collect();
+    // [0] A = arch; [1] arch ? next : program; [2] A = nr; then one `jeq nr -> ret` per
+    // plain entry; then per conditional entry `jeq nr ? next : skip 2`, `A = arg`, `jset
+    // mask ? program : ret`; then `ja program`; `ret NOTIF`; the program.
+    let body = plain.len() + 3 * cond.len();
+    let ret_at = 3 + body + 1;
+    let prog_at = ret_at + 1;
+    let off = |from: usize, to: usize| u8::try_from(to.checked_sub(from + 1)?).ok();
+    let mut out = Vec::with_capacity(filter.len() + prog_at);
     out.push(SockFilter::load(OFF_ARCH));
-    out.push(SockFilter::jump(BPF_JMP | BPF_JEQ | BPF_K, arch.audit_arch(), 0, n8.checked_add(3)?));
+    out.push(SockFilter::jump(BPF_JMP | BPF_JEQ | BPF_K, arch.audit_arch(), 0, off(1, prog_at)?));
     out.push(SockFilter::load(OFF_NR));
-    for (i, nr) in nrs.iter().enumerate() {
-        let to_ret = u8::try_from(n - i).ok()?;
-        out.push(SockFilter::jump(BPF_JMP | BPF_JEQ | BPF_K, *nr, to_ret, 0));
+    for nr in plain {
+        let at = out.len();
+        out.push(SockFilter::jump(BPF_JMP | BPF_JEQ | BPF_K, nr, off(at, ret_at)?, 0));
+    }
+    for (nr, index, mask) in cond {
+        out.push(SockFilter::jump(BPF_JMP | BPF_JEQ | BPF_K, nr, 0, 2));
+        out.push(SockFilter::load(super::bpf::arg_lo(index)));
+        let at = out.len();
+        out.push(SockFilter::jump(BPF_JMP | super::bpf::BPF_JSET | BPF_K, mask, off(at, prog_at)?, off(at, ret_at)?));
     }
     out.push(SockFilter::jump(BPF_JMP | super::bpf::BPF_JA, 1, 0, 0));
     out.push(SockFilter::ret(RET_USER_NOTIF));
