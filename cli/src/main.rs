@@ -15,6 +15,7 @@
 mod client;
 mod run;
 mod shield;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
                             Without --audit-log: the launch is recorded in $AEGIS_DIR/audit.log (default ~/.local/state/aegis).\n\
                             Exit codes: the agent's status (128+signal); 125 refused input (an invalid policy too); 126 a required layer is unavailable; 127 internal error; 123 the audit log failed; 122 the audit budget was used up.")]
     Run(run::RunArgs),
+    /// Explain the denials of a run in an audit log: which rule decided, where it is written,
+    /// and the smallest policy change that would allow each (checked, with the lints it adds).
+    Why(why::WhyArgs),
     #[command(flatten)]
     Policy(aegis_compiler::cli::Command),
     #[command(flatten)]
@@ -119,6 +123,12 @@ fn dispatch(argv: &[String], is_run: bool) -> ExitCode {
                 return usage_error("`aegis run` has no --format: its report goes to stderr with --verbose and to the audit log", true);
             }
             ExitCode::from(u8::try_from(run::run(args)).unwrap_or(aegis_runtime::EXIT_INTERNAL as u8))
+        }
+        Command::Why(args) => {
+            if given("socket") {
+                return usage_error("--socket is for the aegisd commands (register, check-*, list), not `aegis why`", false);
+            }
+            why::run(args, cli.format).into()
         }
         Command::Policy(command) => {
             if given("socket") {

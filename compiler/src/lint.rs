@@ -42,6 +42,11 @@ const ROOT_EQUIVALENT_SOCKETS: &[&str] = &[
     "/run/libvirt/libvirt-sock",
 ];
 
+/// The root-equivalent daemon socket `path` is, if it is one.
+pub fn root_equivalent_socket(path: &str) -> Option<&'static str> {
+    ROOT_EQUIVALENT_SOCKETS.iter().find(|s| **s == path).copied()
+}
+
 /// The root-equivalent daemon sockets a unix grant covers.
 fn root_equivalent_sockets(grant: &PathPattern) -> Vec<&'static str> {
     ROOT_EQUIVALENT_SOCKETS

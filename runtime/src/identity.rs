@@ -56,6 +56,16 @@ pub struct Identity {
 
 /// A passwd entry's name and primary gid, by uid.
 fn passwd_by_uid(uid: u32) -> Option<(String, u32)> {
+    passwd_entry(uid).map(|(name, gid, _)| (name, gid))
+}
+
+/// The home directory of `uid` in the passwd database.
+pub fn home_of(uid: u32) -> Option<std::path::PathBuf> {
+    passwd_entry(uid).map(|(_, _, home)| home).filter(|h| h.is_absolute())
+}
+
+/// A passwd entry's name, primary gid and home directory, by uid.
+fn passwd_entry(uid: u32) -> Option<(String, u32, std::path::PathBuf)> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: an all-zero passwd is a valid out-parameter.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
@@ -67,7 +77,9 @@ fn passwd_by_uid(uid: u32) -> Option<(String, u32)> {
     }
     // SAFETY: on success pw_name points into `buf`, NUL-terminated.
     let name = unsafe { CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned();
-    Some((name, pw.pw_gid))
+    // SAFETY: likewise pw_dir (checked for NULL first).
+    let home = if pw.pw_dir.is_null() { String::new() } else { unsafe { CStr::from_ptr(pw.pw_dir) }.to_string_lossy().into_owned() };
+    Some((name, pw.pw_gid, std::path::PathBuf::from(home)))
 }
 
 /// A passwd entry's uid and primary gid, by name.

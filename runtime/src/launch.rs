@@ -38,6 +38,9 @@ fn close(fd: i32) {
     unsafe { libc::close(fd) };
 }
 
+/// How the launch parameters' note starts (the rest is a JSON object NAME → path).
+pub const PARAMS_NOTE: &str = "launch parameters: ";
+
 /// Entry point of `aegis-exec BUNDLE [-- CMD]`.
 pub fn run(opts: &LaunchOptions) -> i32 {
     let signals = match Signals::block() {
@@ -791,6 +794,11 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         "an init inside every layer forwards signals to the agent, reaps, resumes a stopped agent, enforces the wall time (also while the supervisor is stopped) and reports the agent's status",
     ));
     report.push(audit.layer());
+    if !v.params.is_empty() {
+        // For `aegis why`: the policy's parameterised rules are judged with these values.
+        let values: std::collections::BTreeMap<&str, String> = v.params.iter().map(|(k, p)| (k.as_str(), p.display().to_string())).collect();
+        audit.queue(Event::Note { component: "aegis-exec".into(), message: format!("{PARAMS_NOTE}{}", serde_json::to_string(&values).unwrap_or_default()) });
+    }
     audit.queue(report.to_event());
     audit.queue(Event::AgentStarted {
         command: v.command.clone(),
