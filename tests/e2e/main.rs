@@ -37,3 +37,7 @@ mod proxy;
 /// Issue 11.1: pathname unix sockets reachable only through `[network] unix`, in every mode,
 /// against path tricks and races; datagram sockets refused; abstract sockets scoped as before.
 mod unix;
+/// Why, for every layer: seccomp, filesystem (`--explain`) and nftables denials are readable
+/// records, as root and as a user, and `aegis why` explains them (rule, location, the
+/// smallest checked change, secrets flagged).
+mod why;
