@@ -92,14 +92,18 @@ pub fn run(target: &Path, syscall: &str, args: &[String], arch: Arch, format: Fo
             }
             None => {
                 let data = SeccompData { nr, arch: arch.audit_arch(), instruction_pointer: 0, args: argv };
-                let base = seccomp::decide(&seccomp::base_spec(), arch, &data);
                 let now = seccomp::decide(&spec, arch, &data);
-                if now == Action::UserNotif {
-                    "mediation: aegis-exec's supervisor decides and performs the call on its own copies (a pathname unix socket needs a [network] unix grant, unix datagram sockets are refused; docs/mediation.md)".to_string()
-                } else if base == now {
-                    "the base set (not changed by this policy)".to_string()
-                } else {
-                    format!("AEGIS hardening: the base set would answer {base}, but the policy grants nothing that needs it")
+                match now {
+                    Action::UserNotif => "mediation: aegis-exec's supervisor decides and performs the call on its own copies (a pathname unix socket needs a [network] unix grant, unix datagram sockets are refused; docs/mediation.md)".to_string(),
+                    Action::Allow | Action::Log => "the base set (not changed by this policy)".to_string(),
+                    // A refusal: the same account `aegis why` and the audit records give.
+                    _ => {
+                        let w = crate::explain::syscall(&c.policy, &name, &argv);
+                        match w.change {
+                            Some(ch) => format!("{}; to allow it: {}", w.reason, ch.words),
+                            None => w.reason,
+                        }
+                    }
                 }
             }
         };
