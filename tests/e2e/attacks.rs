@@ -798,10 +798,11 @@ fn an_ipv4_mapped_address_is_the_same_endpoint_for_the_evaluator() {
     differential(&tg.lab, &fixture("attack.toml"), &tg.params(), &[net("tcp", "::ffff:127.0.0.1", 47801)]);
 }
 
-/// Issue 6 §6: kernel denials the supervisor can observe (seccomp log or user notification,
-/// Landlock audit records, nftables log) are recorded. Today only nftables drops are
-/// (`supervise.rs` reads `/dev/kmsg` for the nftables log prefix): a Landlock-denied read and
-/// seccomp-denied syscalls leave no `kernel_denial` record.
+/// Issue 6 §6: the kernel's own Landlock audit records (ABI 7, type 1423 in `/dev/kmsg`) of
+/// the agent's domain are recorded as `kernel_denial`s. They exist only when the kernel's
+/// audit is enabled; without it Landlock denials are explained by the supervisor's tracer
+/// (`--explain`, tested in `why.rs`), and seccomp denials are answered and recorded by the
+/// supervisor in every case (`seccomp_denials_are_recorded`).
 #[test]
 #[ignore = "HOST: Landlock writes denial records only when the kernel's audit is enabled (auditctl -e 1), which this machine does not have; seccomp denials are covered by seccomp_denials_are_recorded"]
 fn landlock_and_seccomp_denials_are_recorded() {
