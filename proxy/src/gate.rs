@@ -76,6 +76,30 @@ pub struct Gate {
     policy: Policy,
     params: Params,
     apis: Vec<ApiGate>,
+    /// Learn mode (`aegis learn`): what the policy refuses by default is admitted (and
+    /// recorded as such); explicit denials and special addresses are still refused.
+    learn: Option<Learning>,
+}
+
+/// How the proxy behaves for a learning run.
+#[derive(Clone, Copy, Debug)]
+pub struct Learning {
+    /// Terminate TLS to port-443 hosts that no API declares, to see (and learn) each
+    /// request's method and path.
+    pub inspect: bool,
+}
+
+/// The name of the API a learning run inspects a host under (not declared by the policy).
+pub const LEARN_API: &str = "(learn mode)";
+
+/// The rule a learning run's admissions name.
+fn learned(d: Decision, what: &str) -> Decision {
+    Decision {
+        verdict: Verdict::Allow,
+        reason: format!("learn mode: admitted and recorded ({what}; the policy would refuse it: {})", d.reason),
+        rule: Some(eval::RuleRef { kind: "learn mode".into(), text: "admitted".into(), origin: None }),
+        notes: d.notes,
+    }
 }
 
 /// A short text for the rule that decided, for audit records and denial headers.
@@ -125,7 +149,19 @@ impl Gate {
                 credential,
             });
         }
-        Ok(Gate { policy, params, apis })
+        Ok(Gate { policy, params, apis, learn: None })
+    }
+
+    /// This gate in learn mode: destinations and API calls the policy refuses by default are
+    /// admitted (the records say so); explicit `deny` rules and special addresses still refuse.
+    pub fn learning(mut self, learning: Learning) -> Gate {
+        self.learn = Some(learning);
+        self
+    }
+
+    /// Whether this is a learning run's gate.
+    pub fn is_learning(&self) -> bool {
+        self.learn.is_some()
     }
 
     /// The APIs the proxy inspects.
@@ -155,6 +191,14 @@ impl Gate {
 
     /// May program `exe` of the agent reach `host:port` over TCP through the proxy?
     pub fn destination(&self, host: &Host, port: u16, exe: Option<&str>) -> Decision {
+        let d = self.policy_destination(host, port, exe);
+        match self.learn {
+            Some(_) if d.verdict == Verdict::Deny && d.rule.is_none() => learned(d, "destination"),
+            _ => d,
+        }
+    }
+
+    fn policy_destination(&self, host: &Host, port: u16, exe: Option<&str>) -> Decision {
         match eval::evaluate_for(
             &self.policy,
             &self.params,
@@ -181,8 +225,34 @@ impl Gate {
         self.apis.iter().find(|a| a.host == *n && a.port == port)
     }
 
+    /// [`Gate::api_for`], or, in learn mode with inspection, a stand-in API for any other
+    /// name on port 443 (no credential), so that its requests are seen and recorded.
+    pub fn api_or_learn(&self, host: &Host, port: u16) -> Option<ApiGate> {
+        if let Some(a) = self.api_for(host, port) {
+            return Some(a.clone());
+        }
+        match (self.learn, host) {
+            (Some(Learning { inspect: true }), Host::Name(n)) if port == 443 => {
+                Some(ApiGate { name: LEARN_API.into(), host: n.clone(), port, credential: None })
+            }
+            _ => None,
+        }
+    }
+
     /// An HTTP request of program `exe` to an API, with the path already canonical.
     pub fn http(&self, api: &ApiGate, method: &str, canonical_path: &str, exe: Option<&str>) -> Decision {
+        if self.learn.is_some() && api.name == LEARN_API {
+            let d = Decision { verdict: Verdict::Deny, reason: format!("no API of the policy describes {}:{}", api.host, api.port), rule: None, notes: vec![] };
+            return learned(d, "request");
+        }
+        let d = self.policy_http(api, method, canonical_path, exe);
+        match self.learn {
+            Some(_) if d.verdict == Verdict::Deny && d.rule.is_none() => learned(d, "request"),
+            _ => d,
+        }
+    }
+
+    fn policy_http(&self, api: &ApiGate, method: &str, canonical_path: &str, exe: Option<&str>) -> Decision {
         match eval::evaluate_for(
             &self.policy,
             &self.params,

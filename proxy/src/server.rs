@@ -68,6 +68,8 @@ pub struct Proxy {
     usage: Arc<Usage>,
     budget: Budget,
     active: AtomicUsize,
+    /// Sees every decision before the records aggregate them (learn mode keeps each path).
+    observer: Option<Box<dyn Fn(&Event) + Send + Sync>>,
 }
 
 impl Proxy {
@@ -86,7 +88,13 @@ impl Proxy {
             agent,
             fronting: crate::fronting::Fronting::default(),
             active: AtomicUsize::new(0),
+            observer: None,
         }
+    }
+
+    /// Calls `f` with every decision the proxy records, before aggregation.
+    pub fn set_observer(&mut self, f: Box<dyn Fn(&Event) + Send + Sync>) {
+        self.observer = Some(f);
     }
 }
 
@@ -332,6 +340,9 @@ impl<'a> Conn<'a> {
             exe,
             count: 1,
         };
+        if let Some(o) = &self.p.observer {
+            o(&ev);
+        }
         self.p.records.send(ev);
     }
 
@@ -449,7 +460,7 @@ impl<'a> Conn<'a> {
                 return self.refuse(400, r);
             }
         };
-        let api = self.p.gate.api_for(&host, port).cloned();
+        let api = self.p.gate.api_or_learn(&host, port);
         let mode = if api.is_some() { "inspect" } else { "tunnel" };
         let (d, addrs) = match self.admit(&host, port, mode) {
             Ok(x) => x,

@@ -193,7 +193,7 @@ fn prepare(opts: &LaunchOptions, audit: &mut Audit, report: &mut EnforcementRepo
     let ident = identity::decide(opts.user.as_deref(), &opts.groups)?;
     report.identity = Some((ident.describe(), ident.to_audit()));
     let proxy_mode = v.manifest.network_mode == NetworkMode::Proxy;
-    let proxy_prep = if proxy_mode { Some(stage::proxy::prepare(&v, &opts.resolve, &opts.upstream_ca)?) } else { None };
+    let proxy_prep = if proxy_mode { Some(stage::proxy::prepare(&v, &opts.resolve, &opts.upstream_ca, opts.learn.as_ref())?) } else { None };
 
     clock.lap("identity+proxy");
     // Everything is parsed and prepared now, before any namespace or cgroup exists.

@@ -40,6 +40,8 @@ pub struct Refused {
     pub layer: String,
     pub target: String,
     pub access: Option<Access>,
+    /// What the agent got (for `denial` records): an errno, or "allowed in learn mode ...".
+    pub result: Option<String>,
     pub rule: Option<String>,
     pub reason: String,
     pub count: u64,
@@ -80,10 +82,13 @@ struct State {
 }
 
 /// The observer of one learning run (shared by the tracer, the supervisor's handlers and the
-/// proxy).
+/// proxy), and how the run behaves.
 #[derive(Default)]
 pub struct Learn {
     state: Mutex<State>,
+    /// The proxy terminates TLS to port-443 hosts no API declares, to learn each request's
+    /// method and path (`aegis learn --no-inspect` turns it off).
+    pub inspect: bool,
 }
 
 impl std::fmt::Debug for Learn {
@@ -93,8 +98,8 @@ impl std::fmt::Debug for Learn {
 }
 
 impl Learn {
-    pub fn new() -> Learn {
-        Learn::default()
+    pub fn new(inspect: bool) -> Learn {
+        Learn { inspect, ..Learn::default() }
     }
 
     /// A refusal, as a handler made it.
@@ -113,6 +118,7 @@ impl Learn {
             layer: r.subject.to_string(),
             target: r.target.clone(),
             access: r.denial.as_ref().map(|d| d.access.clone()),
+            result: r.denial.as_ref().map(|d| d.result.clone()),
             rule: r.rule.clone(),
             reason: r.reason.clone(),
             count: 1,

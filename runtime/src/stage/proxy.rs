@@ -53,6 +53,8 @@ pub struct Prepared {
     pub forwards: Vec<std::net::SocketAddr>,
     /// One line for the enforcement report.
     pub summary: String,
+    /// Learn mode: the observer of every decision.
+    learn: Option<Arc<crate::learn::Learn>>,
 }
 
 fn env_vars(credential_vars: &[String]) -> Vec<(String, String)> {
@@ -75,8 +77,9 @@ fn env_vars(credential_vars: &[String]) -> Vec<(String, String)> {
     env.into_iter().collect()
 }
 
-/// Reads the typed policy from the bundle and prepares everything the proxy needs.
-pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Result<Prepared, RunError> {
+/// Reads the typed policy from the bundle and prepares everything the proxy needs (in
+/// learn mode, a gate that admits what the policy refuses by default, and records it).
+pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf], learn: Option<&Arc<crate::learn::Learn>>) -> Result<Prepared, RunError> {
     let policy: Policy = v.policy_ir("proxy mode")?;
     if policy.network.mode != NetworkMode::Proxy {
         return Err(RunError::Refused("policy.ir.json does not say network mode `proxy`, but the manifest does".into()));
@@ -108,7 +111,10 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
     let apis = policy.apis.len();
     let creds = policy.apis.values().filter(|a| a.credential.is_some()).count();
     let names = policy.network.allow.iter().filter(|e| e.destination.is_name()).count();
-    let gate = Gate::new(policy, params, &HostSecrets).map_err(RunError::Refused)?;
+    let mut gate = Gate::new(policy, params, &HostSecrets).map_err(RunError::Refused)?;
+    if let Some(l) = learn {
+        gate = gate.learning(aegis_proxy::gate::Learning { inspect: l.inspect });
+    }
     let resolver = Resolver::with_pins(resolve).map_err(RunError::Refused)?;
     let mut extra = Vec::new();
     let mut extra_pem = Vec::new();
@@ -124,11 +130,18 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
     bundle.push(b'\n');
     bundle.extend_from_slice(&extra_pem);
     bundle.extend_from_slice(ca.cert_pem().as_bytes());
-    let summary = format!(
+    let mut summary = format!(
         "egress proxy on 127.0.0.1:{PORT} in the agent's network namespace (the only route out): {names} allowed name endpoint(s); {apis} API(s) inspected with a per-sandbox CA, {creds} with an injected credential; {} transparent TCP forward(s); {} pinned name(s)",
         forwards.len(),
         resolve.len()
     );
+    if let Some(l) = learn {
+        summary.push_str(if l.inspect {
+            "; LEARN MODE: destinations and requests the policy refuses by default are admitted and recorded, TLS to other port-443 hosts terminated to see requests"
+        } else {
+            "; LEARN MODE: destinations the policy refuses by default are admitted and recorded"
+        });
+    }
     Ok(Prepared {
         seed_files: vec![(CA_BUNDLE.into(), bundle), (SANDBOX_CA.into(), ca.cert_pem().as_bytes().to_vec())],
         env: env_vars(&credential_vars),
@@ -138,6 +151,7 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf]) -> Res
         upstream,
         resolver,
         summary,
+        learn: learn.cloned(),
     })
 }
 
@@ -197,7 +211,7 @@ pub fn start(
     helpers: Vec<aegis_proxy::exe::Helper>,
     events: Sender<Event>,
 ) -> Result<Arc<Proxy>, RunError> {
-    let proxy = Proxy::new(
+    let mut proxy = Proxy::new(
         p.gate,
         p.ca,
         p.upstream,
@@ -210,6 +224,9 @@ pub fn start(
         },
         events,
     );
+    if let Some(l) = p.learn {
+        proxy.set_observer(Box::new(move |e| l.proxy_event(e)));
+    }
     let proxy = Arc::new(proxy);
     aegis_proxy::server::spawn(listeners.proxy, proxy.clone()).map_err(|e| RunError::internal("starting the proxy", e))?;
     for (l, _) in listeners.forwards {

@@ -301,7 +301,11 @@ pub fn registry(m: &Mediation, child: libc::pid_t, broker: Option<OwnedFd>, fshe
         let observer = m.tracing.learn.clone().map(|l| l as Arc<dyn unotify::trace::Observer>);
         Arc::new(unotify::trace::Tracer::new(m.policy.clone(), m.params.clone(), true, observer)) as Arc<dyn unotify::Handler>
     });
-    r.route(m.program.clone(), Arc::new(unotify::deny::Denials::new(m.program.clone(), m.policy.clone())), tracer);
+    let mut denials = unotify::deny::Denials::new(m.program.clone(), m.policy.clone());
+    if m.tracing.learn.is_some() {
+        denials = denials.learning();
+    }
+    r.route(m.program.clone(), Arc::new(denials), tracer);
     if let Some(l) = &m.tracing.learn {
         let l = l.clone();
         r.observe(Arc::new(move |refusal| l.refusal(refusal)));

@@ -31,12 +31,31 @@ pub struct Denials {
     program: Vec<SockFilter>,
     arch: Option<Arch>,
     policy: Arc<Policy>,
-    explained: Mutex<HashMap<(u32, [u32; 3]), (Option<String>, String)>>,
+    explained: Mutex<HashMap<(u32, [u32; 3]), Explained>>,
+    /// Learn mode: a denial a proposal would grant without a warning is let through
+    /// (CONTINUE) and recorded; the rest stay refused.
+    learning: bool,
+}
+
+/// The account of one call shape.
+#[derive(Clone)]
+struct Explained {
+    rule: Option<String>,
+    reason: String,
+    /// A plain `[syscalls] allow` grants it and nothing flags that grant: learn mode may
+    /// let it run.
+    harmless: bool,
 }
 
 impl Denials {
     pub fn new(program: Vec<SockFilter>, policy: Arc<Policy>) -> Denials {
-        Denials { program, arch: Arch::native(), policy, explained: Mutex::new(HashMap::new()) }
+        Denials { program, arch: Arch::native(), policy, explained: Mutex::new(HashMap::new()), learning: false }
+    }
+
+    /// For a learning run (see the field).
+    pub fn learning(mut self) -> Denials {
+        self.learning = true;
+        self
     }
 
     /// The errno the bundle's program answers `call` with, if it is a routed denial.
@@ -45,7 +64,7 @@ impl Denials {
         is_routed_denial(ret).then_some((ret & seccomp::spec::RET_DATA) as u16)
     }
 
-    fn explain(&self, name: &str, nr: u32, args: &[u64; 6]) -> (Option<String>, String) {
+    fn explain(&self, name: &str, nr: u32, args: &[u64; 6]) -> Explained {
         let key = (nr, [args[0] as u32, args[1] as u32, args[2] as u32]);
         if let Ok(c) = self.explained.lock()
             && let Some(w) = c.get(&key)
@@ -53,17 +72,19 @@ impl Denials {
             return w.clone();
         }
         let why = aegis_compiler::explain::syscall(&self.policy, name, args);
-        let rule = why.rule.map(|r| format!("{} '{}'", r.kind, r.text));
+        let rule = why.rule.as_ref().map(|r| format!("{} '{}'", r.kind, r.text));
         let mut reason = why.reason;
+        let harmless = why.rule.is_none() && why.change.as_ref().is_some_and(|c| c.warnings.is_empty() && c.toml.starts_with("[syscalls]"));
         if let Some(c) = &why.change {
             reason.push_str(&format!("; to allow it: {}", c.words));
         }
+        let e = Explained { rule, reason, harmless };
         if let Ok(mut c) = self.explained.lock()
             && c.len() < CACHE
         {
-            c.insert(key, (rule.clone(), reason.clone()));
+            c.insert(key, e.clone());
         }
-        (rule, reason)
+        e
     }
 }
 
@@ -92,21 +113,24 @@ impl Handler for Denials {
             }
             call.read_path(addr).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
         });
-        let (rule, reason) = self.explain(call.name, data.nr, &args);
+        let e = self.explain(call.name, data.nr, &args);
         let arch = self.arch.map(|a| a.name()).unwrap_or("unknown");
-        Outcome::refuse(
-            i32::from(errno),
-            Refusal {
-                subject: "seccomp",
-                target,
-                rule,
-                reason,
-                denial: Some(Box::new(Denial {
-                    access: Access::Syscall { name: call.name.to_string(), arch: arch.to_string(), args: args.to_vec() },
-                    result: errno_text(errno),
-                    source: "kernel",
-                })),
-            },
-        )
+        let let_through = self.learning && e.harmless;
+        let refusal = Refusal {
+            subject: "seccomp",
+            target,
+            rule: e.rule,
+            reason: e.reason,
+            denial: Some(Box::new(Denial {
+                access: Access::Syscall { name: call.name.to_string(), arch: arch.to_string(), args: args.to_vec() },
+                result: if let_through { format!("allowed in learn mode (the policy answers {})", errno_text(errno)) } else { errno_text(errno) },
+                source: if let_through { "explanation" } else { "kernel" },
+            })),
+        };
+        if let_through {
+            // The policy filter lets routed calls run, so CONTINUE runs it (learn mode only).
+            return Outcome { response: Some(super::Response::Continue), refusal: Some(refusal) };
+        }
+        Outcome::refuse(i32::from(errno), refusal)
     }
 }
