@@ -13,6 +13,8 @@
 //! group (`aegis learn`, `aegis why`) is a new module and one more variant of [`Command`].
 
 mod client;
+mod learn;
+mod learn_propose;
 mod run;
 mod shield;
 mod why;
@@ -51,6 +53,9 @@ enum Command {
                             Without --audit-log: the launch is recorded in $AEGIS_DIR/audit.log (default ~/.local/state/aegis).\n\
                             Exit codes: the agent's status (128+signal); 125 refused input (an invalid policy too); 126 a required layer is unavailable; 127 internal error; 123 the audit log failed; 122 the audit budget was used up.")]
     Run(run::RunArgs),
+    /// Run a workload once with every layer observing, and propose a policy that runs it
+    /// with no denial (never granting credential stores or host sockets unless asked).
+    Learn(Box<learn::LearnArgs>),
     /// Explain the denials of a run in an audit log: which rule decided, where it is written,
     /// and the smallest policy change that would allow each (checked, with the lints it adds).
     Why(why::WhyArgs),
@@ -84,7 +89,8 @@ fn usage_error(why: &str, run: bool) -> ExitCode {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let is_run = subcommand_word(&argv) == Some("run");
+    // `aegis learn` runs a workload too: the same supervisor rules.
+    let is_run = matches!(subcommand_word(&argv), Some("run" | "learn"));
     // A panic (dependencies included) is one line and the command's internal-error code,
     // never a backtrace. The policy and aegisd commands are filters (`aegis inspect | head`):
     // a closed pipe ends them quietly; `aegis run` is a supervisor, which must outlive a
@@ -123,6 +129,15 @@ fn dispatch(argv: &[String], is_run: bool) -> ExitCode {
                 return usage_error("`aegis run` has no --format: its report goes to stderr with --verbose and to the audit log", true);
             }
             ExitCode::from(u8::try_from(run::run(args)).unwrap_or(aegis_runtime::EXIT_INTERNAL as u8))
+        }
+        Command::Learn(args) => {
+            if given("socket") {
+                return usage_error("--socket is for the aegisd commands (register, check-*, list), not `aegis learn`", true);
+            }
+            if given("format") {
+                return usage_error("`aegis learn` has no --format: it writes a policy", true);
+            }
+            ExitCode::from(u8::try_from(learn::run(*args)).unwrap_or(aegis_runtime::EXIT_INTERNAL as u8))
         }
         Command::Why(args) => {
             if given("socket") {

@@ -23,7 +23,7 @@ use aegis_compiler::cli::{compile_or_report, eprint_diagnostics};
 use aegis_compiler::emit::bundle::{self, BuildError, Issue};
 use aegis_daemon::local;
 use aegis_runtime::flags::LaunchFlags;
-use aegis_runtime::{BundleSource, EXIT_INTERNAL, EXIT_REFUSED, LocalPolicy};
+use aegis_runtime::{BundleSource, EXIT_INTERNAL, EXIT_REFUSED, LaunchOptions, LocalPolicy};
 use sha2::{Digest, Sha256};
 
 use crate::shield;
@@ -52,12 +52,19 @@ pub fn run(args: RunArgs) -> i32 {
             Err(e) => return refuse(&e),
         },
     };
-    let compiled = match compile_or_report(&path) {
-        Ok(c) => c,
-        Err(_) => return EXIT_REFUSED,
-    };
+    match local_launch(&path, args.launch, args.command) {
+        Ok(opts) => aegis_runtime::launch::run(&opts),
+        Err(code) => code,
+    }
+}
+
+/// The options of a launch of the local policy at `path` (compiled in memory, its
+/// warnings reported, its audit log settled): what `aegis run` and `aegis learn` launch.
+/// `Err` is the exit code, after the reason was printed.
+pub fn local_launch(path: &Path, flags: LaunchFlags, command: Vec<String>) -> Result<LaunchOptions, i32> {
+    let compiled = compile_or_report(path).map_err(|_| EXIT_REFUSED)?;
     if !compiled.warnings.is_empty() {
-        if args.launch.verbose {
+        if flags.verbose {
             eprint_diagnostics(&compiled.warnings, &compiled.sources);
         } else {
             eprintln!(
@@ -69,19 +76,19 @@ pub fn run(args: RunArgs) -> i32 {
         }
     }
     // What was compiled is what is hashed: the root file's text as the compiler read it.
-    let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let Some(root) = compiled.sources.find_path(&canonical) else {
         eprintln!("aegis run: internal error: {} is not among the compiled sources", canonical.display());
-        return EXIT_INTERNAL;
+        return Err(EXIT_INTERNAL);
     };
     let sha256 = hex::encode(Sha256::digest(compiled.sources.text(root).as_bytes()));
-    let mut launch = args.launch;
+    let mut launch = flags;
     // Without --audit-log, the launch is recorded in $AEGIS_DIR/audit.log.
     let mut state_dir = None;
     if launch.audit_log.is_none() {
         if let Some(dir) = local::dir() {
             if let Err(e) = local::ensure_dir(&dir, None) {
-                return refuse(&format!("{e} (or give --audit-log PATH)"));
+                return Err(refuse(&format!("{e} (or give --audit-log PATH)")));
             }
             launch.audit_log = Some(dir.join(local::AUDIT_FILE));
             state_dir = Some(shield::real(&dir));
@@ -100,7 +107,7 @@ pub fn run(args: RunArgs) -> i32 {
     match shielded {
         Ok(lines) if launch.verbose => lines.iter().for_each(|l| eprintln!("aegis run: {l}")),
         Ok(_) => {}
-        Err(e) => return refuse(&e),
+        Err(e) => return Err(refuse(&e)),
     }
     // A local policy is built for this launch only: issued now, never expiring, no serial
     // history (rollback protection is about signed bundles).
@@ -108,28 +115,28 @@ pub fn run(args: RunArgs) -> i32 {
     let issue = Issue { issued_at: now, serial: now, expires_at: None };
     let built = match bundle::build(&policy, &compiled.sources, issue, None) {
         Ok(b) => b,
-        Err(BuildError::Emit(e)) => return refuse(&format!("cannot lower the policy: {e}")),
+        Err(BuildError::Emit(e)) => return Err(refuse(&format!("cannot lower the policy: {e}"))),
         Err(BuildError::Bundle(e)) => {
             eprintln!("aegis run: internal error: building the bundle in memory: {e}");
-            return EXIT_INTERNAL;
+            return Err(EXIT_INTERNAL);
         }
     };
     let source = BundleSource::Local(LocalPolicy { path: canonical, sha256, files: built.contents.files().clone() });
-    let opts = match launch.into_options(source, args.command) {
+    let opts = match launch.into_options(source, command) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("aegis run: {e}");
-            return e.exit_code();
+            return Err(e.exit_code());
         }
     };
     if let Err(e) = opts.check_audit_log() {
         eprintln!("aegis run: {e}");
-        return e.exit_code();
+        return Err(e.exit_code());
     }
-    aegis_runtime::launch::run(&opts)
+    Ok(opts)
 }
 
-fn refuse(why: &str) -> i32 {
+pub fn refuse(why: &str) -> i32 {
     eprintln!("aegis run: refused: {why}");
     EXIT_REFUSED
 }

@@ -57,7 +57,21 @@ pub const HOME_CREDENTIAL_STORES: &[&str] = &[
 ];
 
 /// Credential stores at fixed absolute paths.
-pub const SYSTEM_CREDENTIAL_STORES: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/root", "/var/run/secrets", "/run/secrets"];
+pub const SYSTEM_CREDENTIAL_STORES: &[&str] =
+    &["/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh", "/etc/ssl/private", "/etc/pki/tls/private", "/root", "/var/run/secrets", "/run/secrets"];
+
+/// Whether a file name looks like a secret wherever it is: private keys, key stores,
+/// environment files, credential files. Used to decide whether a directory in the user's
+/// home or workspace holds "nothing else sensitive" before a learned policy grants it whole.
+pub fn sensitive_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let exact = [".env", ".netrc", ".pgpass", ".git-credentials", ".npmrc", ".pypirc", "credentials", "credentials.json", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", ".vault-token", "secrets.json", "secrets.yaml", "secrets.yml"];
+    let suffix = [".pem", ".key", ".p12", ".pfx", ".kdbx", ".keystore", ".jks", ".tfstate", ".ovpn"];
+    exact.contains(&lower.as_str())
+        || lower.starts_with(".env.")
+        || suffix.iter().any(|s| lower.ends_with(s))
+        || (lower.starts_with("id_") && !lower.ends_with(".pub") && ["id_rsa", "id_dsa", "id_ecdsa", "id_ed25519"].iter().any(|k| lower.starts_with(k)))
+}
 
 fn components(p: &str) -> impl Iterator<Item = &str> {
     p.split('/').filter(|c| !c.is_empty())
@@ -106,6 +120,16 @@ mod tests {
         assert!(stores_under("/home/u", home).contains(&"/home/u/.aws".to_string()));
         assert!(stores_under("/home/u/src", home).is_empty());
         assert_eq!(stores_under("/home/u/.ssh/keys", home), vec!["/home/u/.ssh".to_string()]);
+    }
+
+    #[test]
+    fn secret_looking_names() {
+        for n in [".env", ".env.local", "server.key", "cert.PEM", "id_ed25519", "id_rsa_work", "credentials", "vault.kdbx"] {
+            assert!(sensitive_name(n), "{n}");
+        }
+        for n in ["id_ed25519.pub", "main.rs", "README.md", "keys.rs", "environment.yml", ".envrc"] {
+            assert!(!sensitive_name(n), "{n}");
+        }
     }
 
     #[test]
