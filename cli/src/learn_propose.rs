@@ -42,7 +42,11 @@ const MAX_PATHS: usize = 8;
 /// What the proposal is for.
 pub struct Context {
     pub workspace: String,
+    /// The agent's home directory (the `HOME` parameter).
     pub home: Option<String>,
+    /// Every directory the agent may treat as home (its passwd entry, `--env HOME`,
+    /// `--param HOME`): credential stores under any of them are never proposed.
+    pub homes: Vec<String>,
     /// The starting policy: its absolute path and its compiled IR.
     pub start: Option<(PathBuf, Policy)>,
     /// Parameter values for asking the starting policy (WORKSPACE, HOME and `--param`s).
@@ -76,7 +80,7 @@ impl Sorter<'_> {
         if built_in(path) || start_grants(ctx, kind, path) {
             return;
         }
-        if !ctx.allow_credential_stores && secrets::store_of(path, ctx.home.as_deref()).is_some() {
+        if !ctx.allow_credential_stores && credential_store(ctx, path).is_some() {
             *self.excluded.entry(format!("{} {}", kind_word(kind), in_policy_terms(path, self.params))).or_default() += n;
             return;
         }
@@ -89,6 +93,12 @@ impl Sorter<'_> {
         }
         *self.needs.entry(kind).or_default().entry(path.to_string()).or_default() += n;
     }
+}
+
+/// The credential store `path` is or lies in: under any of the agent's homes, or wherever a
+/// store's own name occurs.
+fn credential_store(ctx: &Context, path: &str) -> Option<String> {
+    ctx.homes.iter().find_map(|h| secrets::store_of(path, Some(h))).or_else(|| secrets::store_of(path, None)).or_else(|| secrets::store_anywhere(path))
 }
 
 /// Whether `path` is read-only under `policy` because of a built-in protection.
@@ -151,7 +161,10 @@ fn collapsible(dir: &str, kind: Kind, direct: bool, ctx: &Context) -> Result<(),
     if components(dir).is_empty() {
         return Err("the whole filesystem".into());
     }
-    let stores = secrets::stores_under(dir, ctx.home.as_deref());
+    let mut stores: Vec<String> = ctx.homes.iter().flat_map(|h| secrets::stores_under(dir, Some(h))).collect();
+    stores.extend(secrets::stores_under(dir, None));
+    stores.sort();
+    stores.dedup();
     if !stores.is_empty() {
         return Err(format!("it holds {}", stores.join(", ")));
     }
@@ -175,7 +188,7 @@ fn collapsible(dir: &str, kind: Kind, direct: bool, ctx: &Context) -> Result<(),
     // Above the workspace and the home directory nothing is collapsed: what is next to them
     // is someone else's business.
     let above = |boundary: &str| under(boundary, dir) && boundary.trim_end_matches('/') != dir;
-    if above(&ctx.workspace) || ctx.home.as_deref().is_some_and(above) {
+    if above(&ctx.workspace) || ctx.homes.iter().any(|h| above(h)) {
         return Err("it lies above the workspace or the home directory".into());
     }
     if !SYSTEM_TREES.iter().any(|t| under(dir, t)) {

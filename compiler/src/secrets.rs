@@ -93,6 +93,23 @@ pub fn store_of(path: &str, home: Option<&str>) -> Option<String> {
     HOME_CREDENTIAL_STORES.iter().map(|s| format!("{home}/{s}")).find(|s| within(path, s))
 }
 
+/// The credential store of some home directory `path` is or lies inside, found by the
+/// store's own names wherever they occur (`/srv/u/.ssh/id_rsa` is in the store
+/// `/srv/u/.ssh`): a safety net for homes nobody named.
+pub fn store_anywhere(path: &str) -> Option<String> {
+    let comps: Vec<&str> = components(path).collect();
+    for s in HOME_CREDENTIAL_STORES {
+        let sc: Vec<&str> = components(s).collect();
+        for start in 0..comps.len() {
+            if comps.get(start..start + sc.len()).is_some_and(|w| w == sc.as_slice()) {
+                let upto: Vec<&str> = comps.iter().take(start + sc.len()).copied().collect();
+                return Some(format!("/{}", upto.join("/")));
+            }
+        }
+    }
+    None
+}
+
 /// The credential stores that lie inside `dir` (or contain it): what a grant of `dir`
 /// would reach, as absolute paths.
 pub fn stores_under(dir: &str, home: Option<&str>) -> Vec<String> {
@@ -117,6 +134,9 @@ mod tests {
         assert_eq!(store_of("/home/u/.config/gcloud/creds.db", home).as_deref(), Some("/home/u/.config/gcloud"));
         assert_eq!(store_of("/etc/shadow", None).as_deref(), Some("/etc/shadow"));
         assert_eq!(store_of("/home/u/src/x", home), None);
+        assert_eq!(store_anywhere("/var/tmp/x/home/.netrc").as_deref(), Some("/var/tmp/x/home/.netrc"));
+        assert_eq!(store_anywhere("/srv/u/.config/gcloud/a/b").as_deref(), Some("/srv/u/.config/gcloud"));
+        assert_eq!(store_anywhere("/srv/u/.config/other"), None);
         assert!(stores_under("/home/u", home).contains(&"/home/u/.aws".to_string()));
         assert!(stores_under("/home/u/src", home).is_empty());
         assert_eq!(stores_under("/home/u/.ssh/keys", home), vec!["/home/u/.ssh".to_string()]);
