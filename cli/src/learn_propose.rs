@@ -342,9 +342,27 @@ fn api_name(host: &str, port: u16, taken: &BTreeSet<String>) -> String {
     name
 }
 
-/// Rules for one method's paths: each path, or, past [`MAX_PATHS`], their longest common
-/// prefix with `/**`.
+/// Whether a path segment is an identifier (a hash, a number, a UUID): such segments
+/// change from run to run, so a rule names them `*`.
+fn id_like(seg: &str) -> bool {
+    let hex = seg.len() >= 7 && seg.chars().all(|c| c.is_ascii_hexdigit());
+    let digits = !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit());
+    let uuid = seg.len() == 36 && seg.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && seg.matches('-').count() == 4;
+    let short_hex = seg.len() == 2 && seg.chars().all(|c| c.is_ascii_hexdigit()) && seg.chars().any(|c| c.is_ascii_digit());
+    hex || digits || uuid || short_hex
+}
+
+/// Rules for one method's paths: each path with its identifier segments as `*`, or, past
+/// [`MAX_PATHS`], their longest common prefix with `/**`.
 fn path_rules(method: &str, paths: &BTreeSet<String>, notes: &mut Vec<String>) -> Vec<(String, String)> {
+    let generic: BTreeSet<String> = paths
+        .iter()
+        .map(|p| format!("/{}", components(p).iter().map(|c| if id_like(c) { "*" } else { c }).collect::<Vec<_>>().join("/")))
+        .collect();
+    if generic.len() < paths.len() {
+        notes.push(format!("generalised: identifier segments (hashes, numbers) of {} {method} paths written as `*`", paths.len()));
+    }
+    let paths = &generic;
     if paths.len() <= MAX_PATHS {
         return paths.iter().map(|p| (format!("{method} {p}"), "seen".to_string())).collect();
     }
