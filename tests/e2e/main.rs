@@ -41,3 +41,7 @@ mod unix;
 /// records, as root and as a user, and `aegis why` explains them (rule, location, the
 /// smallest checked change, secrets flagged).
 mod why;
+/// Learn mode: a benign workload (Python, git, HTTP through the proxy) learned as root and
+/// as a user, then run under the proposal with no denial; planted secrets neither read nor
+/// proposed.
+mod learn;
