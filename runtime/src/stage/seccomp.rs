@@ -150,6 +150,13 @@ pub fn prepare(v: &Verified, tracing: &Tracing) -> Result<(ChildSeccomp, Option<
     let exec_gate = notifies(&program, arch, "execve", [0; 6]);
     let files = notifies(&program, arch, "mkdirat", [0; 6]);
     let len = program.len();
+    if v.file("policy.ir.json").is_none() && !tracing.on() && seccomp::split::split(&program).is_none() {
+        // A bundle without its typed policy (made by hand: `aegisc build` always writes it)
+        // whose program decides everything itself: the kernel refuses its denials as the
+        // program says (enforcement is the same), reported only through the kernel log,
+        // since the supervisor could not say which part of the policy refused them.
+        return Ok((ChildSeccomp { program: Some(program), notify: None, broker: false, len }, None, None));
+    }
     // Every policy denial (an errno other than ENOSYS) goes to the supervisor too, which
     // answers it with the program's own errno and records it (unotify::deny): the kernel
     // log, where the kernel would report it, is root's to read.
