@@ -270,7 +270,10 @@ fn location(l: &Loaded, origin: Option<aegis_compiler::source::Origin>) -> Optio
     }
 }
 
-fn explain_one(l: &Loaded, params: &Params, home: Option<&str>, a: &Ask) -> (Result<Why, String>, Option<Result<(bool, Vec<String>), String>>) {
+/// A change's check: whether it allows the request, and the lints it adds.
+type Checked = Result<(bool, Vec<String>), String>;
+
+fn explain_one(l: &Loaded, params: &Params, home: Option<&str>, a: &Ask) -> (Result<Why, String>, Option<Checked>) {
     let p = &l.policy;
     let why = match a {
         Ask::Fs(q, path) => explain::fs(p, params, *q, path, home).map(|x| x.1),

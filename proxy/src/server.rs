@@ -53,6 +53,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_DECISION_BODY: u64 = 64 * 1024;
 
+/// Sees every decision the proxy makes, before aggregation (learn mode's observer).
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+
 /// Everything a proxy needs; shared by all connection threads.
 pub struct Proxy {
     pub gate: Gate,
@@ -69,7 +72,7 @@ pub struct Proxy {
     budget: Budget,
     active: AtomicUsize,
     /// Sees every decision before the records aggregate them (learn mode keeps each path).
-    observer: Option<Box<dyn Fn(&Event) + Send + Sync>>,
+    observer: Option<Observer>,
 }
 
 impl Proxy {
@@ -93,7 +96,7 @@ impl Proxy {
     }
 
     /// Calls `f` with every decision the proxy records, before aggregation.
-    pub fn set_observer(&mut self, f: Box<dyn Fn(&Event) + Send + Sync>) {
+    pub fn set_observer(&mut self, f: Observer) {
         self.observer = Some(f);
     }
 }

@@ -101,13 +101,16 @@ pub trait Handler: Send + Sync {
     fn handle(&self, call: &Call<'_>) -> Outcome;
 }
 
+/// Sees every refusal as it is made, before the records aggregate them (learn mode).
+pub type RefusalObserver = Arc<dyn Fn(&Refusal) + Send + Sync>;
+
 /// Handlers by syscall name; with [`Registry::route`], by what the bundle's program says
 /// first.
 #[derive(Default, Clone)]
 pub struct Registry {
     by_name: BTreeMap<&'static str, Arc<dyn Handler>>,
     routing: Option<Routing>,
-    observer: Option<Arc<dyn Fn(&Refusal) + Send + Sync>>,
+    observer: Option<RefusalObserver>,
 }
 
 /// Which handler a notification goes to when the notify filter carries more than the
@@ -151,7 +154,7 @@ impl Registry {
 
     /// Calls `observer` with every refusal as it is made (before aggregation): learn mode
     /// keeps every distinct target, which the records summarise.
-    pub fn observe(&mut self, observer: Arc<dyn Fn(&Refusal) + Send + Sync>) {
+    pub fn observe(&mut self, observer: RefusalObserver) {
         self.observer = Some(observer);
     }
 
