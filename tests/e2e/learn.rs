@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use aegis_tests::upstream::{self, Serve, Upstream};
+use aegis_tests::upstream::{self, Upstream};
 use aegis_tests::*;
 use serde_json::Value;
 
@@ -52,27 +52,7 @@ fn upstream_with_repo() -> Option<(tempfile::TempDir, Upstream)> {
         eprintln!("SKIP: python3-requests is missing");
         return None;
     }
-    let dir = tempfile::Builder::new().prefix("aegis-learn-up-").tempdir_in("/var/tmp").unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("README.md"), "learned through the AEGIS proxy\n").unwrap();
-    let git = |args: &[&str], cwd: &Path| {
-        let r = run(Command::new("/usr/bin/git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", dir.path()));
-        assert_eq!(r.code, 0, "git {args:?}: {}", r.stderr);
-    };
-    git(&["init", "-q"], &work);
-    git(&["add", "README.md"], &work);
-    git(&["commit", "-q", "-m", "first"], &work);
-    git(&["clone", "-q", "--bare", "work", "repo.git"], dir.path());
-    git(&["update-server-info"], &dir.path().join("repo.git"));
-    let mut up = Upstream::start("learn");
-    up.serve(&Serve { static_dir: Some(dir.path().to_path_buf()), ..Serve::default() });
-    Some((dir, up))
+    crate::proxy::git_upstream("learn", vec![])
 }
 
 /// One lab's world: a home with planted secrets, a workspace with the workload, both the
@@ -80,7 +60,6 @@ fn upstream_with_repo() -> Option<(tempfile::TempDir, Upstream)> {
 struct World {
     home: PathBuf,
     ws: PathBuf,
-    aegis_dir: PathBuf,
 }
 
 fn world(lab: &Lab) -> World {
@@ -101,30 +80,15 @@ fn world(lab: &Lab) -> World {
     // The agent's files: the agent is uid 1000 in both halves (root runs it with --user).
     let r = run(Command::new("chown").arg("-R").arg("1000:1000").arg(&home).arg(&ws));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let aegis_dir = lab.path("aegis-dir");
     lab.give_to_user();
-    World { home, ws, aegis_dir }
+    World { home, ws }
 }
 
-/// `aegis SUBCOMMAND` as the lab's launcher, in the workspace; for root with `--user 1000`
-/// (the agent is the same user in both halves).
+/// `aegis SUBCOMMAND` as the lab's launcher (`why`'s), in the workspace; for root with
+/// `--user 1000` (the agent is the same user in both halves).
 fn aegis(lab: &Lab, w: &World, sub: &str) -> Command {
-    let mut c = match lab.who {
-        Who::Root => Command::new(bin("aegis")),
-        Who::User(u) => {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={u}")).arg(format!("--regid={u}")).arg("--init-groups").arg(bin("aegis"));
-            c
-        }
-    };
-    c.env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", &w.home)
-        .env("AEGIS_DIR", &w.aegis_dir)
-        .env("AEGIS_STATE_DIR", &lab.state)
-        .env("NO_COLOR", "1")
-        .current_dir(&w.ws)
-        .arg(sub);
+    let mut c = crate::why::aegis(lab);
+    c.current_dir(&w.ws).arg(sub);
     if lab.who == Who::Root {
         c.args(["--user", "1000"]);
     }
@@ -205,7 +169,7 @@ fn a_learned_policy_runs_the_workload_with_no_denial_and_no_secret() {
         assert_eq!(r.code, 0, "{who:?} under the proposal: {}\n{}", r.stdout, r.stderr);
         assert!(r.stdout.contains("workload done 200 200"), "{who:?}: {}", r.stdout);
         let result: Value = serde_json::from_str(&std::fs::read_to_string(w.ws.join("out/result.json")).unwrap()).unwrap();
-        assert_eq!(result["readme"], "learned through the AEGIS proxy\n");
+        assert_eq!(result["readme"], "fetched through the AEGIS proxy\n");
         let events = audit_events(&run_log);
         let denials: Vec<&Value> = events
             .iter()

@@ -77,7 +77,7 @@ fn git_repo(dir: &Path) -> PathBuf {
 
 /// An upstream whose servers also serve a bare git repository (kept in the returned
 /// directory), or None when this host cannot make one.
-fn git_upstream(name: &str, echo_ports: Vec<u16>) -> Option<(tempfile::TempDir, Upstream)> {
+pub(crate) fn git_upstream(name: &str, echo_ports: Vec<u16>) -> Option<(tempfile::TempDir, Upstream)> {
     let tmp = tempfile::Builder::new().prefix("aegis-up-git-").tempdir_in("/var/tmp").unwrap();
     let up = upstream_with(name, Some(git_repo(tmp.path())), echo_ports)?;
     Some((tmp, up))

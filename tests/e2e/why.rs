@@ -64,7 +64,7 @@ print(json.dumps(R))
 "#;
 
 /// `aegis` run as the lab's user, with its own `AEGIS_DIR` and a fixed environment.
-fn aegis(lab: &Lab) -> Command {
+pub(crate) fn aegis(lab: &Lab) -> Command {
     let mut c = match lab.who {
         Who::Root => Command::new(bin("aegis")),
         Who::User(u) => {
