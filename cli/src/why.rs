@@ -25,6 +25,8 @@ use aegis_compiler::ir::{Policy, Protocol};
 use aegis_compiler::source::SourceMap;
 use aegis_targets::seccomp::Arch;
 
+use crate::shield;
+
 #[derive(Debug, clap::Args)]
 pub struct WhyArgs {
     /// A record's number (`SEQ` in `aegis-audit show`): explain that denial; with --run, every
@@ -234,19 +236,35 @@ struct Loaded {
     warning: Option<String>,
 }
 
-fn load_policy(args: &WhyArgs, run: &Run) -> Result<Loaded, String> {
+fn load_policy(args: &WhyArgs, run: &Run, log: &Path) -> Result<Loaded, String> {
     let file = args.policy.clone().or_else(|| run.local_policy.as_ref().map(|(p, _)| p.clone()));
     if let Some(path) = file {
         let c = aegis_compiler::compile_file(&path).map_err(|f| {
             let first = f.diagnostics.iter().find(|d| d.is_error()).map(|d| d.message.clone()).unwrap_or_default();
             format!("{} does not compile ({first}); `aegis validate {}` says why", path.display(), path.display())
         })?;
-        let digest = c.policy.digest();
         let bare = |d: &str| d.trim_start_matches("sha256:").to_string();
-        let warning = (!run.policy_digest.is_empty() && bare(&digest) != bare(&run.policy_digest)).then(|| {
+        let used = |p: &Policy| run.policy_digest.is_empty() || bare(&p.digest()) == bare(&run.policy_digest);
+        let mut policy = c.policy;
+        if !used(&policy) {
+            // `aegis run` adds rules that keep the policy's files and the audit state from
+            // the agent (crate::shield): the run's policy is the file's with them.
+            let mut shielded = policy.clone();
+            let flags: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let state = aegis_daemon::local::dir().map(|d| shield::real(&d));
+            let log = shield::real(log);
+            let guarded = shield::Guarded {
+                sources: c.sources.files().map(|(_, f)| f.path.clone()).filter(|p| p.is_absolute()).collect(),
+                audit: state.iter().chain([&log]).map(PathBuf::as_path).collect(),
+            };
+            if shield::params(&shielded, &flags).and_then(|p| shield::apply(&mut shielded, &p, &guarded)).is_ok() && used(&shielded) {
+                policy = shielded;
+            }
+        }
+        let warning = (!used(&policy)).then(|| {
             format!("{} is not the policy this run used (its meaning changed since): the answers are about the file as it is now", path.display())
         });
-        return Ok(Loaded { policy: c.policy, sources: Some(c.sources), path: Some(path), warning });
+        return Ok(Loaded { policy, sources: Some(c.sources), path: Some(path), warning });
     }
     if let Some(dir) = &run.bundle_dir {
         let ir = dir.join("policy.ir.json");
@@ -368,7 +386,7 @@ pub fn run(args: WhyArgs, format: Format) -> Exit {
     if let (Some(seq), false, true) = (args.seq, args.run, groups.is_empty()) {
         return invalid(format!("record {seq} is not a denial (try --run to explain the run it belongs to)"));
     }
-    let loaded = match load_policy(&args, run) {
+    let loaded = match load_policy(&args, run, &log) {
         Ok(l) => l,
         Err(e) => return invalid(e),
     };

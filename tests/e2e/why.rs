@@ -294,4 +294,19 @@ fn why_without_denials_or_log() {
     let r = run(aegis(&lab).args(["why", "--log"]).arg(&log));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("no denials recorded in this run"), "{}", r.stdout);
+
+    // A policy the agent could write where it lives: `aegis run` adds its own protections
+    // (the policy file read-only, the log hidden), and the file is still the run's policy.
+    let checkout = lab.path("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let policy = checkout.join("agent.toml");
+    let text = format!("version = 1\n[agent]\nname = \"mine\"\n[filesystem]\nread = [\"/usr\"]\nwrite = [\"{}\"]\n[exec]\nallow = [\"/usr/bin/true\"]\n", checkout.display());
+    std::fs::write(&policy, text).unwrap();
+    let log = checkout.join("run.log");
+    let r = run(aegis(&lab).args(["run", "--verbose", "--policy"]).arg(&policy).arg("--audit-log").arg(&log).args(["--", "/usr/bin/true"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("is read-only to the agent") && r.stderr.contains("is hidden from the agent (audit state)"), "{}", r.stderr);
+    let r = run(aegis(&lab).args(["why", "--log"]).arg(&log));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("is not the policy this run used") && !r.stderr.contains("is not the policy this run used"), "{}\n{}", r.stdout, r.stderr);
 }
