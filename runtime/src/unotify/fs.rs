@@ -210,6 +210,7 @@ impl Handler for FsMediation {
                     target,
                     rule: Some(why),
                     reason: format!("{}: a protected path may not be created, removed or renamed", call.name),
+                    denial: None,
                 },
             ),
             Err(gone) => {
@@ -221,6 +222,7 @@ impl Handler for FsMediation {
                     target: "the file helper".into(),
                     rule: None,
                     reason: format!("{}: entries can no longer be created, removed or renamed in directories that lead to protected paths", gone.0),
+                    denial: None,
                 });
                 Outcome { response: Some(Response::Continue), refusal }
             }
