@@ -171,6 +171,17 @@ impl Registry {
         }
         self.by_name.get(name)
     }
+
+    /// The tracer, for a call the program sends to a handler of its own (file mediation,
+    /// the exec gate) that is also traced: it looks too (learn mode observes the call,
+    /// `--explain` may explain it), and the handler answers.
+    fn also_traced(&self, name: &str, notif: &Notif) -> Option<&Arc<dyn Handler>> {
+        use aegis_targets::seccomp::Action;
+        let r = self.routing.as_ref()?;
+        let t = r.tracer.as_ref()?;
+        let own = aegis_targets::seccomp::run(&r.program, &notif.data).map(Action::from_ret) == Ok(Action::UserNotif);
+        (own && self.by_name.contains_key(name) && trace::SYSCALLS.iter().any(|(n, _)| *n == name)).then_some(t)
+    }
 }
 
 /// Resource bounds of the notification loop.
@@ -474,7 +485,13 @@ fn work(shared: &Arc<Shared>) {
 /// Runs the handler for one job and answers the kernel; records a refusal.
 fn answer(shared: &Shared, job: Job) {
     let call = Call::new(job.notif, job.name, &shared.listener);
-    let outcome = match shared.registry.get(job.name, &job.notif) {
+    // A traced call its own handler answers: the tracer looks first, its answer is dropped
+    // and its explanation kept only when the handler records nothing.
+    let looked = shared.registry.also_traced(job.name, &job.notif).and_then(|t| {
+        let t = t.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.handle(&call))).ok().and_then(|o| o.refusal)
+    });
+    let mut outcome = match shared.registry.get(job.name, &job.notif) {
         Some(h) => {
             let h = h.clone();
             // A handler bug must not leave the agent's thread waiting forever, nor let the
@@ -491,6 +508,9 @@ fn answer(shared: &Shared, job: Job) {
             Refusal { subject: "syscall", target: job.name.into(), rule: None, reason: "the filter asked the supervisor, which has no handler for this call; refused".into(), denial: None },
         ),
     };
+    if outcome.refusal.is_none() {
+        outcome.refusal = looked;
+    }
     shared.handled.fetch_add(1, Ordering::Relaxed);
     match outcome.response {
         Some(r) => {
