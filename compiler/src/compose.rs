@@ -7,13 +7,19 @@
 //! composed once, at its first place in that order. Merging: lists are concatenated
 //! (duplicates are removed later, in the IR), scalar keys of a later file override earlier
 //! ones, `[api.NAME]` tables merge key by key, `[parameters]` merge by name.
-//! Invariants: cycles are errors naming the whole cycle; a missing file is an error at the
-//! `extends` entry that names it; at most [`MAX_FILES`] files and [`MAX_DEPTH`] levels.
+//! An entry `aegis:NAME` or `aegis:NAME@VERSION` is a built-in profile ([`crate::profiles`]):
+//! its text comes from the compiler, and its name in messages and origins is
+//! `aegis:NAME@VERSION` (the version it resolved to). A profile extends only profiles.
+//! Invariants: cycles are errors naming the whole cycle; a missing file or an unknown profile
+//! is an error at the `extends` entry that names it (with a did-you-mean for a profile); an
+//! unpinned profile reference is a warning; at most [`MAX_FILES`] files and [`MAX_DEPTH`]
+//! levels.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::profiles::{self, Unknown};
 use crate::source::{MAX_POLICY_BYTES, Origin, SourceMap, Span};
 use crate::syntax::ast::*;
 use crate::syntax::parse_file;
@@ -135,24 +141,95 @@ impl Composer<'_> {
             );
             self.failed = true;
         }
+        let builtin = name.starts_with(profiles::PREFIX);
         self.stack.push((canon.clone(), name));
         let base_dir = display.parent().map(Path::to_path_buf).unwrap_or_default();
         for ext in &pf.agent.extends {
-            self.extend(&base_dir, ext);
+            match profiles::parse(&ext.value) {
+                Some(reference) => self.extend_profile(reference, ext),
+                None if builtin => {
+                    // Only a profile's own author can get here: a shipped profile that
+                    // extends a file would depend on the directory it is used from.
+                    self.diags.push(
+                        Diagnostic::error(Code::ExtendsMissing, format!("built-in profile extends `{}`, which is not a profile", ext.value))
+                            .at(ext.origin)
+                            .help("a built-in profile extends only `aegis:` profiles"),
+                    );
+                    self.failed = true;
+                }
+                None => self.extend(&base_dir, ext),
+            }
         }
         self.stack.pop();
         self.done.insert(canon);
         self.order.push(pf);
     }
 
-    fn extend(&mut self, base_dir: &Path, ext: &SString) {
-        if self.stack.len() >= MAX_DEPTH {
+    /// Resolves an `aegis:` entry to a built-in profile and composes it.
+    fn extend_profile(&mut self, reference: Result<profiles::Reference<'_>, Unknown>, ext: &SString) {
+        let found = reference.and_then(|r| profiles::find(&r).map(|p| (p, r.version.is_none())));
+        let (profile, unpinned) = match found {
+            Ok(f) => f,
+            Err(why) => {
+                self.diags.push(unknown_profile(&ext.value, why).at(ext.origin));
+                self.failed = true;
+                return;
+            }
+        };
+        let reference = profile.reference();
+        if unpinned {
             self.diags.push(
-                Diagnostic::error(Code::ExtendsTooDeep, format!("extends chain deeper than {MAX_DEPTH} files"))
+                Diagnostic::warning(
+                    Code::LintUnpinnedProfile,
+                    format!("`{}` is not pinned: it means `{reference}` with this aegis, and may mean a newer version with the next", ext.value),
+                )
+                .at(ext.origin)
+                .label("unpinned profile")
+                .help(format!("write `{reference}` so that upgrading aegis never changes this policy's permissions")),
+            );
+        }
+        let key = PathBuf::from(&reference);
+        if self.too_deep(ext) || !self.enter(&key, ext) {
+            return;
+        }
+        self.visit(key.clone(), key, profile.text.to_string(), Some(ext.origin));
+    }
+
+    /// An error when `ext` would make the chain deeper than [`MAX_DEPTH`].
+    fn too_deep(&mut self, ext: &SString) -> bool {
+        if self.stack.len() < MAX_DEPTH {
+            return false;
+        }
+        self.diags.push(
+            Diagnostic::error(Code::ExtendsTooDeep, format!("extends chain deeper than {MAX_DEPTH} files"))
+                .at(ext.origin)
+                .help("flatten the extends chain"),
+        );
+        self.failed = true;
+        true
+    }
+
+    /// Whether the file `canon`, named by `ext`, is still to be composed: not closing a
+    /// cycle (an error), not composed already (a diamond: composed at its first position).
+    fn enter(&mut self, canon: &Path, ext: &SString) -> bool {
+        if let Some(pos) = self.stack.iter().position(|(p, _)| p == canon) {
+            let mut names: Vec<&str> = self.stack.iter().skip(pos).map(|(_, n)| n.as_str()).collect();
+            let first = names.first().copied().unwrap_or("");
+            names.push(first);
+            self.diags.push(
+                Diagnostic::error(Code::ExtendsCycle, format!("extends cycle: {}", names.join(" → ")))
                     .at(ext.origin)
-                    .help("flatten the extends chain"),
+                    .label("this entry closes the cycle")
+                    .help("remove one of the extends entries in the cycle"),
             );
             self.failed = true;
+            return false;
+        }
+        !self.done.contains(canon)
+    }
+
+    fn extend(&mut self, base_dir: &Path, ext: &SString) {
+        if self.too_deep(ext) {
             return;
         }
         let display = display_join(base_dir, &ext.value);
@@ -169,21 +246,8 @@ impl Composer<'_> {
                 return;
             }
         };
-        if let Some(pos) = self.stack.iter().position(|(p, _)| *p == canon) {
-            let mut names: Vec<&str> = self.stack.iter().skip(pos).map(|(_, n)| n.as_str()).collect();
-            let first = names.first().copied().unwrap_or("");
-            names.push(first);
-            self.diags.push(
-                Diagnostic::error(Code::ExtendsCycle, format!("extends cycle: {}", names.join(" → ")))
-                    .at(ext.origin)
-                    .label("this entry closes the cycle")
-                    .help("remove one of the extends entries in the cycle"),
-            );
-            self.failed = true;
+        if !self.enter(&canon, ext) {
             return;
-        }
-        if self.done.contains(&canon) {
-            return; // diamond: already composed at its first position
         }
         match read_source(&display) {
             Ok(text) => self.visit(display, canon, text, Some(ext.origin)),
@@ -191,6 +255,35 @@ impl Composer<'_> {
                 self.diags.push(d.at(ext.origin));
                 self.failed = true;
             }
+        }
+    }
+}
+
+/// The error for an `aegis:` entry that names no shipped profile.
+pub fn unknown_profile(entry: &str, why: Unknown) -> Diagnostic {
+    let list = || profiles::names().collect::<Vec<_>>().join(", ");
+    match why {
+        Unknown::Malformed { what, suggestion } => {
+            let help = match suggestion {
+                Some(s) => format!("did you mean `aegis:{s}`? (`aegis profiles` lists them)"),
+                None => format!("write `aegis:NAME` or `aegis:NAME@VERSION`; `aegis profiles` lists them: {}", list()),
+            };
+            Diagnostic::error(Code::UnknownProfile, format!("`{entry}`: {what}")).label("not a profile reference").help(help)
+        }
+        Unknown::Name { suggestion } => {
+            let help = match suggestion {
+                Some(s) => format!("did you mean `aegis:{s}`? (`aegis profiles` lists them)"),
+                None => format!("the built-in profiles are: {} (`aegis profiles` describes them)", list()),
+            };
+            Diagnostic::error(Code::UnknownProfile, format!("`{entry}` is not a built-in profile"))
+                .label("unknown profile")
+                .help(help)
+        }
+        Unknown::Version { versions } => {
+            let v: Vec<String> = versions.iter().map(|v| format!("@{v}")).collect();
+            Diagnostic::error(Code::UnknownProfile, format!("`{entry}`: this aegis ships that profile in version {} only", v.join(", ")))
+                .label("unknown version")
+                .help("a newer aegis may ship this version; pin one this aegis has, or upgrade aegis")
         }
     }
 }

@@ -41,6 +41,7 @@ codes! {
     ExtendsCycle => "aegis::policy::extends_cycle",
     ExtendsMissing => "aegis::policy::extends_missing",
     ExtendsTooDeep => "aegis::policy::extends_too_deep",
+    UnknownProfile => "aegis::policy::unknown_profile",
     // Paths
     RelativePath => "aegis::policy::relative_path",
     HomePath => "aegis::policy::home_path",
@@ -94,6 +95,7 @@ codes! {
     LintBroadUnix => "aegis::lint::broad_unix_grant",
     LintUnixNotVisible => "aegis::lint::unix_socket_not_visible",
     LintUnprotected => "aegis::lint::unprotected",
+    LintUnpinnedProfile => "aegis::lint::unpinned_profile",
 }
 
 impl fmt::Display for Code {

@@ -16,6 +16,7 @@ pub mod explain;
 pub mod ir;
 pub mod lint;
 pub mod lower;
+pub mod profiles;
 pub mod secrets;
 pub mod source;
 pub mod syntax;

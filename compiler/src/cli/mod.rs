@@ -10,6 +10,7 @@ pub mod diff;
 mod explain;
 pub mod inspect;
 mod keys;
+mod profiles;
 mod schema;
 mod validate;
 
@@ -69,6 +70,13 @@ pub enum Command {
     },
     /// Print the JSON Schema of the policy format (for editors).
     Schema,
+    /// List the built-in profiles a policy can extend (`extends = ["aegis:NAME@VERSION"]`),
+    /// or print one.
+    Profiles {
+        /// A profile, `NAME` or `NAME@VERSION` (the `aegis:` prefix is optional).
+        #[arg(value_name = "NAME[@VERSION]")]
+        profile: Option<String>,
+    },
     /// Compile a policy into a deterministic bundle directory, signed with --sign-key.
     Build {
         policy: PathBuf,
@@ -191,6 +199,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Inspect { policy } => inspect::run(&policy, cli.format),
         Command::Check { policy, params, exe, query } => check::run(&policy, &params, exe.as_deref(), &query, cli.format),
         Command::Schema => schema::run(),
+        Command::Profiles { profile } => profiles::run(profile.as_deref(), cli.format),
         Command::Build { policy, out, sign_key, serial, issued_at, expires_in } => {
             build::run(&build::BuildArgs { policy, out, sign_key, serial, issued_at, expires_in }, cli.format)
         }

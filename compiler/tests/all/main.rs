@@ -13,6 +13,8 @@
 //! * `cli`: the `aegisc` binary end to end (exit codes and output lines).
 //! * `unix`: `[network] unix` grants: evaluator, lints, diff and `aegisc check ... unix PATH`.
 //! * `hosts`: the `mounts` enforcement level and what older Landlock ABIs cost.
+//! * `profiles`: the built-in profiles (`extends = ["aegis:NAME@VERSION"]`): valid, frozen,
+//!   documented, credential stores denied, origins shown.
 
 mod cli;
 mod common;
@@ -23,4 +25,5 @@ mod examples;
 mod fuzz_corpus;
 mod hosts;
 mod laws;
+mod profiles;
 mod unix;
