@@ -45,3 +45,7 @@ mod why;
 /// as a user, then run under the proposal with no denial; planted secrets neither read nor
 /// proposed.
 mod learn;
+/// The built-in profiles run their real agents (Claude Code, Codex CLI, Gemini CLI,
+/// opencode, Aider, installed by `.ci/run`) as a user with no denial, and keep planted
+/// credential stores unreadable.
+mod profiles;
