@@ -46,6 +46,6 @@ mod why;
 /// proposed.
 mod learn;
 /// The built-in profiles run their real agents (Claude Code, Codex CLI, Gemini CLI,
-/// opencode, Aider, installed by `.ci/run`) as a user with no denial, and keep planted
-/// credential stores unreadable.
+/// opencode, Aider, a LangChain tool, installed by `.ci/run`; a Node script) as a user with
+/// no denial, and keep planted credential stores unreadable.
 mod profiles;

@@ -4,8 +4,10 @@
 //! stores: `--version`, `--help` and a command that does local work, each with exit 0, the
 //! program's own output and not one denial in the audit log (no refused request, no refused
 //! call, no kernel denial; no "permission denied" or "read-only file system" on stderr).
-//! Then, under the same policy, and again with the whole home directory granted, a process
-//! tries to read every planted credential and is refused each time.
+//! The Python and Node agent profiles run a LangChain tool and a Node script that read their
+//! code and write their state, as cleanly. Then, under the same policy, and again with the
+//! whole home directory granted, a process tries to read every planted credential (and the
+//! application's `.env`) and is refused each time.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -212,23 +214,31 @@ fn agent_runs_clean(profile: &str, dirs: &[&str], env: &[&str], commands: &[(&[&
         assert_eq!(refusal_text(&r.stderr), None, "{profile}: {argv:?}: {}", r.stderr);
         assert!(events.iter().any(|e| e["kind"] == "agent_exited" && e["status"] == 0), "{profile}: {events:?}");
     }
-    credentials_unreadable(&h, profile, &ws);
+    credentials_unreadable(&h, profile, &|extra| user_policy(profile, extra), std::slice::from_ref(&ws), &["/usr/bin/python3", "-c"], &[]);
 }
 
-/// A process under the agent's policy tries every planted credential, and again with the
-/// whole home directory granted: every one refused, no secret printed.
-fn credentials_unreadable(h: &Home, profile: &str, ws: &str) {
-    const TRY: &str = "import sys\nfor p in sys.argv[1:]:\n    try:\n        print('READ', p, open(p).read())\n    except OSError as e:\n        print('refused', p, e.errno)\n";
-    let files: Vec<String> = SECRETS.iter().map(|s| h.home.join(s).to_string_lossy().into_owned()).collect();
+/// Reads each file named in its arguments and prints `READ path text` or `refused path errno`.
+const PY_READER: &str = "import sys\nfor p in sys.argv[1:]:\n    try:\n        print('READ', p, open(p).read())\n    except OSError as e:\n        print('refused', p, e.errno)\n";
+const NODE_READER: &str = "for (const p of process.argv.slice(1)) { try { console.log('READ', p, require('fs').readFileSync(p, 'utf8')) } catch (e) { console.log('refused', p, e.code) } }";
+
+/// A process under the agent's policy (`policy(extra read grants)`) tries every planted
+/// credential (and `more`: path, secret), and again with the whole home directory granted:
+/// every one refused, no secret printed. `reader` is the interpreter and flag the policy
+/// lets run, the reader script follows it.
+fn credentials_unreadable(h: &Home, label: &str, policy: &dyn Fn(&str) -> String, params: &[String], reader: &[&str], more: &[(String, String)]) {
+    let mut files: Vec<(String, String)> = SECRETS.iter().map(|s| (h.home.join(s).to_string_lossy().into_owned(), secret_text(s))).collect();
+    files.extend(more.iter().cloned());
+    let script = if reader[0].ends_with("node") { NODE_READER } else { PY_READER };
     for (name, extra) in [("plain.toml", ""), ("home-readable.toml", ", \"${HOME}\"")] {
-        let policy = h.policy(name, &user_policy(profile, extra));
-        let mut argv = vec!["/usr/bin/python3", "-c", TRY];
-        argv.extend(files.iter().map(String::as_str));
-        let (r, _) = h.aegis_run(&policy, &[ws.to_string()], &[], &argv, &format!("creds-{name}.log"));
-        assert_eq!(r.code, 0, "{profile} {name}: {}\n{}", r.stdout, r.stderr);
-        for (rel, file) in SECRETS.iter().zip(&files) {
-            assert!(r.stdout.contains(&format!("refused {file} ")), "{profile} {name}: {file} was not refused:\n{}", r.stdout);
-            assert!(!r.stdout.contains(&secret_text(rel)), "{profile} {name}: the secret of {rel} was read:\n{}", r.stdout);
+        let policy = h.policy(name, &policy(extra));
+        let mut argv = reader.to_vec();
+        argv.push(script);
+        argv.extend(files.iter().map(|(f, _)| f.as_str()));
+        let (r, _) = h.aegis_run(&policy, params, &[], &argv, &format!("creds-{name}.log"));
+        assert_eq!(r.code, 0, "{label} {name}: {}\n{}", r.stdout, r.stderr);
+        for (file, secret) in &files {
+            assert!(r.stdout.contains(&format!("refused {file} ")), "{label} {name}: {file} was not refused:\n{}", r.stdout);
+            assert!(!r.stdout.contains(secret.as_str()), "{label} {name}: the secret of {file} was read:\n{}", r.stdout);
         }
     }
 }
@@ -315,4 +325,104 @@ fn aider_runs_under_its_profile() {
             (&["/bin/sh", "-c", &in_checkout, "sh", "{WS}"], "Models which match"),
         ],
     );
+}
+
+/// An application agent (`aegis:python-agent@1`, `aegis:node-agent@1`): its code in `app/`
+/// with notes it reads and a `.env` of secrets, its state directory, and the user's policy.
+struct App {
+    home: Home,
+    app: PathBuf,
+    state: PathBuf,
+    params: Vec<String>,
+}
+
+impl App {
+    fn new(file: &str, code: &str) -> App {
+        let home = Home::new(&[]);
+        let app = home.root.join("app");
+        let state = home.root.join("state");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(app.join(file), code).unwrap();
+        std::fs::write(app.join("notes.txt"), "three small words\n").unwrap();
+        std::fs::write(app.join(".env"), "OPENAI_API_KEY=PLANTED-SECRET-dotenv\n").unwrap();
+        chown_tree(&app, USER);
+        chown_tree(&state, USER);
+        let params = vec![format!("--param=APP={}", app.display()), format!("--param=STATE={}", state.display())];
+        App { home, app, state, params }
+    }
+
+    /// Runs `argv` under `policy` and checks the run was clean and left its state.
+    fn runs_clean(&self, label: &str, policy: &Path, argv: &[&str], expect: &str) {
+        let (r, events) = self.home.aegis_run(policy, &self.params, &[], argv, "audit.log");
+        assert_eq!(r.code, 0, "{label}: {}\n{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains(expect), "{label} printed no {expect:?}:\n{}\n{}", r.stdout, r.stderr);
+        assert_eq!(denials(&events), Vec::<String>::new(), "{label} met a denial");
+        assert_eq!(refusal_text(&r.stderr), None, "{label}: {}", r.stderr);
+        let memory = std::fs::read_to_string(self.state.join("memory.json")).unwrap();
+        assert_eq!(memory.replace(' ', ""), "{\"words\":3}", "{label}: its state");
+    }
+
+    fn dotenv(&self) -> (String, String) {
+        (self.app.join(".env").to_string_lossy().into_owned(), "PLANTED-SECRET-dotenv".into())
+    }
+}
+
+/// A LangChain agent's tool (langchain-core, installed by `.ci/run` in a virtualenv) runs
+/// under `aegis:python-agent@1`: it reads its code and notes, writes its state; it cannot
+/// read its `.env` or the user's credential stores.
+#[test]
+fn python_agent_runs_under_its_profile() {
+    if !agents_installed("LangChain (langchain-core)", "langchain/bin/python") {
+        return;
+    }
+    const AGENT: &str = "import json, os, sys\nfrom langchain_core.tools import tool\n\n\
+        @tool\ndef word_count(text: str) -> int:\n    \"\"\"Counts the words of a text.\"\"\"\n    return len(text.split())\n\n\
+        here = os.path.dirname(os.path.abspath(__file__))\n\
+        n = word_count.invoke({'text': open(os.path.join(here, 'notes.txt')).read()})\n\
+        with open(os.path.join(sys.argv[1], 'memory.json'), 'w') as f:\n    json.dump({'words': n}, f)\n\
+        print('word_count said', n)\n";
+    let a = App::new("agent.py", AGENT);
+    let venv = format!("{}/langchain", agents());
+    let policy = |extra: &str| {
+        format!(
+            "version = 1\n[agent]\nextends = [\"aegis:python-agent@1\"]\n[filesystem]\nread = [\"{venv}\"{extra}]\n\
+             [exec]\nallow = [\"{venv}/bin/python\"]\n[enforcement]\ncgroup = \"best-effort\"\n"
+        )
+    };
+    let p = a.home.policy("aegis.toml", &policy(""));
+    let python = format!("{venv}/bin/python");
+    let agent = a.app.join("agent.py").to_string_lossy().into_owned();
+    let state = a.state.to_string_lossy().into_owned();
+    a.runs_clean("python-agent", &p, &[&python, &agent, &state], "word_count said 3");
+    credentials_unreadable(&a.home, "python-agent", &policy, &a.params, &[&python, "-c"], &[a.dotenv()]);
+}
+
+/// A Node agent runs under `aegis:node-agent@1` (the host's node; no package needed):
+/// reads its code and notes, writes its state; its `.env` and the credential stores stay
+/// unreadable.
+#[test]
+fn node_agent_runs_under_its_profile() {
+    if !sandbox_ready() {
+        return;
+    }
+    if !Path::new("/usr/bin/node").exists() {
+        eprintln!("SKIP: /usr/bin/node is not installed (.ci/run installs npm's agents with it)");
+        return;
+    }
+    const AGENT: &str = "import { readFileSync, writeFileSync } from 'node:fs';\n\
+        const notes = readFileSync(new URL('./notes.txt', import.meta.url), 'utf8');\n\
+        const n = notes.split(/\\s+/).filter(Boolean).length;\n\
+        writeFileSync(process.argv[2] + '/memory.json', JSON.stringify({ words: n }));\n\
+        console.log('word count said', n);\n";
+    let a = App::new("agent.mjs", AGENT);
+    let policy = |extra: &str| {
+        let read = if extra.is_empty() { String::new() } else { format!("[filesystem]\nread = [{}]\n", extra.trim_start_matches(", ")) };
+        format!("version = 1\n[agent]\nextends = [\"aegis:node-agent@1\"]\n{read}[enforcement]\ncgroup = \"best-effort\"\n")
+    };
+    let p = a.home.policy("aegis.toml", &policy(""));
+    let agent = a.app.join("agent.mjs").to_string_lossy().into_owned();
+    let state = a.state.to_string_lossy().into_owned();
+    a.runs_clean("node-agent", &p, &["/usr/bin/node", &agent, &state], "word count said 3");
+    credentials_unreadable(&a.home, "node-agent", &policy, &a.params, &["/usr/bin/node", "-e"], &[a.dotenv()]);
 }
