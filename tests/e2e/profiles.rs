@@ -80,6 +80,10 @@ impl Home {
         }
         std::fs::create_dir_all(&workspace).unwrap();
         std::fs::write(workspace.join("hello.py"), "print('hello')\n").unwrap();
+        // A copy, not the build's own: the user may not reach the build's directory (a
+        // checkout under a private home, say).
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy(bin("aegis"), root.join("bin/aegis")).unwrap();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
         chown_tree(&root, USER);
         let h = Home { _dir: dir, root, home, workspace };
@@ -118,7 +122,7 @@ impl Home {
     /// outcome and the log's events.
     pub(crate) fn aegis_run(&self, policy: &Path, params: &[String], env: &[&str], argv: &[&str], log: &str) -> (Run, Vec<Value>) {
         let log = self.root.join(log);
-        let aegis = bin("aegis");
+        let aegis = self.root.join("bin/aegis");
         let mut args: Vec<String> = vec![aegis.to_string_lossy().into_owned(), "run".into(), "--policy".into(), policy.to_string_lossy().into_owned()];
         args.push(format!("--param=HOME={}", self.home.display()));
         args.extend(params.iter().cloned());
@@ -407,7 +411,7 @@ fn node_agent_runs_under_its_profile() {
         return;
     }
     if !Path::new("/usr/bin/node").exists() {
-        eprintln!("SKIP: /usr/bin/node is not installed (.ci/run installs npm's agents with it)");
+        eprintln!("SKIP: /usr/bin/node is not installed (the host's Node.js, which npm's agents need too)");
         return;
     }
     const AGENT: &str = "import { readFileSync, writeFileSync } from 'node:fs';\n\
