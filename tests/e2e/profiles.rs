@@ -155,7 +155,7 @@ pub(crate) fn denials(events: &[Value]) -> Vec<String> {
         let e = if e["kind"] == "repeated" { &e["event"] } else { e };
         let refused_calls = e["kind"] == "note"
             && e["message"].as_str().is_some_and(|m| m.starts_with("seccomp notifications:") && !m.contains(" (0 refused"));
-        if e["decision"] == "deny" || e["kind"] == "kernel_denial" || refused_calls {
+        if e["decision"] == "deny" || e["kind"] == "kernel_denial" || e["kind"] == "denial" || refused_calls {
             out.push(e.to_string());
         }
     }
