@@ -6,11 +6,10 @@
 //! records the launch. Also holds the helpers `attacks` and `benign` share ([`Lab`],
 //! [`audit_events`], probes).
 
-use std::io::Read as _;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use aegis_tests::*;
 use serde_json::Value;
@@ -192,41 +191,7 @@ impl Lab {
     }
 }
 
-/// Runs a command with stdin closed and a deadline (a hung sandbox fails the test instead of
-/// hanging the suite).
-pub(crate) fn run_for(cmd: &mut Command, limit: Duration) -> Run {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    use std::os::unix::process::ExitStatusExt as _;
-    Run {
-        code: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
-    }
-}
+pub(crate) use aegis_tests::run_for;
 
 /// The audit log's events, after `aegis-audit verify` accepted the chain.
 pub(crate) fn audit_events(log: &Path) -> Vec<Value> {

@@ -20,12 +20,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aegis_tests::{aegisc, bin, repo_root, run};
+use aegis_tests::{aegisc, bin, repo_root, run, run_for};
 
 /// A kernel of the matrix: which Debian package it comes from, how its version starts, and
 /// its Landlock ABI.
@@ -165,49 +164,21 @@ fn boot(kver: &str, bundles: &Path) -> String {
     if let Some(dir) = vng.parent().filter(|d| !d.as_os_str().is_empty()) {
         path = format!("{}:{path}", dir.display());
     }
-    let mut child = Command::new(&vng)
-        .current_dir("/")
-        .env("PATH", path)
-        .args(["--run", kver, "--force-9p", "--memory", "1G", "--cpus", "2"])
-        .arg(format!("--qemu-opts={qemu}"))
-        .arg("--exec")
-        .arg(&cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting vng");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    // Generous: TCG on a loaded 2-core machine is slow; a hung guest still fails.
-    let limit = Duration::from_secs(45 * 60);
     let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the {kver} guest still runs after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let out = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
-    let err = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
-    eprintln!("{kver} guest: {status} after {:?}", start.elapsed());
-    assert!(out.contains("AEGISVM|info|done|"), "the {kver} guest did not finish ({status}):\n{out}\n{err}");
-    out
+    // Generous: TCG on a loaded 2-core machine is slow; a hung guest still fails.
+    let r = run_for(
+        Command::new(&vng)
+            .current_dir("/")
+            .env("PATH", path)
+            .args(["--run", kver, "--force-9p", "--memory", "1G", "--cpus", "2"])
+            .arg(format!("--qemu-opts={qemu}"))
+            .arg("--exec")
+            .arg(&cmd),
+        Duration::from_secs(45 * 60),
+    );
+    eprintln!("{kver} guest: exit {} after {:?}", r.code, start.elapsed());
+    assert!(r.stdout.contains("AEGISVM|info|done|"), "the {kver} guest did not finish (exit {}):\n{}\n{}", r.code, r.stdout, r.stderr);
+    r.stdout
 }
 
 fn unhex(s: &str) -> String {
