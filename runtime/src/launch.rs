@@ -284,18 +284,17 @@ struct NoUserNamespaces {
     nft_layer: Option<Layer>,
 }
 
-/// Decides whether a launch may go on without user namespaces (`why` says why there are
-/// none) and prepares what it gets instead; refuses what the bundle requires and this
-/// cannot give. `net` is (proxy mode, cgroup-matched host mode, forwarded host mode).
-fn without_user_namespaces(
+/// Whether a launch may go on without user namespaces (and so without any namespace):
+/// `Err` with the refusal (naming its fix) for what the bundle requires and Landlock +
+/// seccomp + cgroup cannot give; `why` says why there are none, `kernel` is the host's
+/// Landlock ABI. `net` is (proxy mode, cgroup-matched host mode, forwarded host mode).
+/// `doctor` applies the same function to the probed host, so its verdict is the launch's.
+pub(crate) fn refusal_without_user_namespaces(
     v: &Verified,
-    ident: &Identity,
     why: &str,
     (proxy_mode, host_net, forwarded): (bool, bool, Option<&stage::nftables::Forwarded>),
-    proxy_prep: Option<&stage::proxy::Prepared>,
-    env: &[(String, String)],
-    landlock: &mut stage::landlock::ChildLandlock,
-) -> Result<NoUserNamespaces, RunError> {
+    kernel: aegis_targets::landlock::Abi,
+) -> Result<(), RunError> {
     if v.required("namespaces") {
         return Err(RunError::Unavailable {
             layer: "namespaces",
@@ -309,7 +308,20 @@ fn without_user_namespaces(
         return Err(RunError::Unavailable {
             layer: "network",
             why: format!(
-                "network mode `proxy` needs a network namespace to be the only route out: {why}; with nftables \"best-effort\" it runs with Landlock + seccomp instead (TCP to the proxy's port only, told apart by port, not address)"
+                "network mode `proxy` needs a network namespace to be the only route out: {why}; fix: allow unprivileged user namespaces on this host; with nftables \"best-effort\" it runs with Landlock + seccomp instead (TCP to the proxy's port only, told apart by port, not address)"
+            ),
+        });
+    }
+    if proxy_mode && (kernel.0 < 4 || v.file(stage::landlock::FILE).is_none()) {
+        // The proxy on a host loopback port is the only way out only while Landlock's TCP
+        // port rules (ABI 4) keep every other TCP destination closed.
+        return Err(RunError::Unavailable {
+            layer: "network",
+            why: format!(
+                "network mode `proxy` without a network namespace needs Landlock ABI 4 (TCP port rules) and a Landlock ruleset to keep the proxy the only way out; this kernel's ABI is {}{}; fix: allow unprivileged user namespaces on this host, or run it on Linux {}+",
+                kernel.0,
+                if v.file(stage::landlock::FILE).is_some() { "" } else { ", and the bundle has no ruleset" },
+                aegis_targets::landlock::compat::linux_release(aegis_targets::landlock::Abi(4))
             ),
         });
     }
@@ -319,12 +331,32 @@ fn without_user_namespaces(
         // host's network. Only a bundle that makes this best-effort runs.
         return Err(RunError::Unavailable {
             layer: "network",
-            why: match forwarded {
-                Some(f) => format!("network mode `host` needs a network namespace here ({}), to forward only the granted endpoints: {why}", f.why),
-                None => format!("network mode `none` needs a network namespace: {why}"),
-            },
+            why: format!(
+                "{}: {why}; fix: allow unprivileged user namespaces on this host{}",
+                match forwarded {
+                    Some(f) => format!("network mode `host` needs a network namespace here ({}), to forward only the granted endpoints", f.why),
+                    None => "network mode `none` needs a network namespace".to_string(),
+                },
+                if forwarded.is_some() { ", or run aegis-exec as root on a host with a cgroup2 tree (host mode then filters the host's own namespace)" } else { "" }
+            ),
         });
     }
+    Ok(())
+}
+
+/// What a launch without user namespaces gets instead (after
+/// [`refusal_without_user_namespaces`]): the run's own /tmp in place of the private one, and
+/// the proxy on a host loopback port in proxy mode.
+fn without_user_namespaces(
+    v: &Verified,
+    ident: &Identity,
+    why: &str,
+    (proxy_mode, host_net, forwarded): (bool, bool, Option<&stage::nftables::Forwarded>),
+    proxy_prep: Option<&stage::proxy::Prepared>,
+    env: &[(String, String)],
+    landlock: &mut stage::landlock::ChildLandlock,
+) -> Result<NoUserNamespaces, RunError> {
+    refusal_without_user_namespaces(v, why, (proxy_mode, host_net, forwarded), aegis_targets::landlock::kernel_abi())?;
     // No mount namespace, so no private /tmp: the run gets its own directory instead (never
     // the host's /tmp), granted by Landlock in place of /tmp.
     let tmp = stage::mounts::PrivateTmp::create(&v.manifest.agent, ident.uid, ident.gid, !ident.root)?;
@@ -347,17 +379,10 @@ fn without_user_namespaces(
     if proxy_mode {
         // The proxy on a host loopback port, Landlock's only TCP destination, only TCP at
         // all, connections admitted from the agent's processes only.
-        let kernel = aegis_targets::landlock::kernel_abi();
         let host = stage::proxy::host_listener()?;
-        if kernel.0 < 4 || !landlock.only_tcp_to(host.port) {
-            return Err(RunError::Unavailable {
-                layer: "network",
-                why: format!(
-                    "network mode `proxy` without a network namespace needs Landlock ABI 4 (TCP port rules) and a Landlock ruleset to keep the proxy the only way out; this kernel's ABI is {}{}",
-                    kernel.0,
-                    if landlock.has_ruleset() { "" } else { ", and the bundle has no ruleset" }
-                ),
-            });
+        if !landlock.only_tcp_to(host.port) {
+            // Checked above (the bundle has a ruleset): a plan without one is a bug here.
+            return Err(RunError::internal("proxy mode without a network namespace", "no Landlock ruleset to add the proxy's port rule to"));
         }
         if let Some(p) = proxy_prep {
             env = p.relocate(&env, host.port, tmp.path())?;

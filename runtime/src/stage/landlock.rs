@@ -164,22 +164,14 @@ impl ChildLandlock {
 }
 
 impl ChildLandlock {
-    /// Whether there is a ruleset to apply.
-    pub fn has_ruleset(&self) -> bool {
-        self.plan.is_some()
-    }
-
     /// Without a network namespace (proxy mode, user namespaces blocked): TCP to `port` is
     /// the agent's only TCP (the proxy's host loopback port), and it may bind no TCP port.
     /// Needs Landlock ABI 4 (TCP rights); Landlock filters TCP by port, not by address, so a
     /// listener on that port number elsewhere would be reachable too (the report says so).
     /// `false` when the bundle has no Landlock ruleset to add it to.
     pub fn only_tcp_to(&mut self, port: u16) -> bool {
-        use aegis_targets::landlock::{NetRight, NetRule};
         let Some((art, _, _)) = self.plan.as_mut() else { return false };
-        art.handled_net = [NetRight::BindTcp, NetRight::ConnectTcp].into_iter().collect();
-        art.net_rules = vec![NetRule { port, access: [NetRight::ConnectTcp].into_iter().collect() }];
-        art.min_abi = art.min_abi.max(NetRight::ConnectTcp.since());
+        art.only_tcp_to(port);
         true
     }
 }

@@ -59,7 +59,7 @@ pub fn prepare(v: &Verified, have_mount_ns: bool) -> Result<(ChildMounts, String
         if v.required("mounts") {
             return Err(RunError::Unavailable {
                 layer: "mounts",
-                why: "the mount plan needs a mount namespace, which this host cannot create".into(),
+                why: "the mount plan needs a mount namespace, which this host cannot create (user namespaces unavailable); fix: allow unprivileged user namespaces on this host, or [enforcement] mounts = \"best-effort\" (Landlock alone then guards the filesystem)".into(),
             });
         }
         return Ok((ChildMounts { base: false, plan: None }, "best-effort: no mount namespace, plan not applied".into()));

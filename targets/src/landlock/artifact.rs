@@ -169,6 +169,16 @@ impl LandlockArtifact {
         )
     }
 
+    /// Makes TCP to `port` the only TCP the ruleset allows, and binds none: how the proxy on
+    /// a host loopback port stays the agent's only way out without a network namespace.
+    /// Needs ABI 4 (TCP rights; `min_abi` says so). Landlock tells TCP destinations apart by
+    /// port, not address: that port number on another host is reachable too.
+    pub fn only_tcp_to(&mut self, port: u16) {
+        self.handled_net = [NetRight::BindTcp, NetRight::ConnectTcp].into_iter().collect();
+        self.net_rules = vec![NetRule { port, access: [NetRight::ConnectTcp].into_iter().collect() }];
+        self.min_abi = self.min_abi.max(NetRight::ConnectTcp.since());
+    }
+
     /// The lowest ABI any host can run this ruleset on (every fallback in force).
     pub fn floor_abi(&self) -> Abi {
         self.needed_abi(InForce::EVERYTHING)
