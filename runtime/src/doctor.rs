@@ -14,10 +14,11 @@
 //!
 //! Output: one line per feature on stdout, then per bundle `<agent>: can run` (with notes:
 //! what an older kernel costs, credentials a proxy needs) or `<agent>: cannot run: <what is
-//! missing and the fix>`. The per-bundle verdict applies the launch's own rules to the
-//! probed host ([`verdict`]); the nested-VM matrix (`tests/vm/`) checks it equals what the
-//! launch then does. Exit status: 0 when every bundle can run (or none was given), 126 when
-//! one cannot (the code its launch exits with), 125 when one cannot be read.
+//! missing and the fix>`. The per-bundle verdict calls the launch's own functions on the
+//! probed host wherever they decide from the bundle and the host alone ([`verdict`]); the
+//! nested-VM matrix (`tests/vm/`) checks it equals what the launch then does. Exit status:
+//! 0 when every bundle can run (or none was given), else the highest code a launch would
+//! exit with (126 a layer unavailable, 125 a bundle refused or unreadable).
 
 use std::ffi::CString;
 use std::fmt::Write as _;
@@ -25,11 +26,14 @@ use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aegis_targets::bundle::{self, Enforcement, NetworkMode, TrustPolicy};
+use aegis_targets::bundle::{self, NetworkMode, TrustPolicy};
 use aegis_targets::cgroup::{CgroupSpec, Layout, Leaf, Placement};
 use aegis_targets::landlock::{Abi, InForce, LandlockArtifact, compat};
 
-use crate::exit::{EXIT_REFUSED, EXIT_UNENFORCEABLE};
+use crate::exit::{EXIT_REFUSED, RunError};
+use crate::stage::nftables::HostMode;
+use crate::stage::verify::{Provenance, Verified};
+use crate::stage::{self, Instance};
 
 /// What the host gives this user.
 #[derive(Debug)]
@@ -197,11 +201,7 @@ fn probe_cgroup(layout: &Layout, placement: &Placement) -> Result<String, String
         io_weight: None,
         wall_time_ms: None,
     };
-    let mut nonce = [0u8; 4];
-    // SAFETY: getrandom into our buffer (a short read leaves zeros: still a valid name).
-    unsafe { libc::getrandom(nonce.as_mut_ptr().cast(), nonce.len(), 0) };
-    let instance = format!("{}-{:x}", std::process::id(), u32::from_ne_bytes(nonce));
-    let mut leaf = Leaf::create(&spec, layout, placement, &instance).map_err(|e| e.to_string())?;
+    let mut leaf = Leaf::create(&spec, layout, placement, &Instance::new().id()).map_err(|e| e.to_string())?;
     // SAFETY: fork; the child only waits to be killed.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -321,110 +321,145 @@ pub fn render(r: &HostReport) -> String {
     t
 }
 
-/// Whether a bundle can run here: `Ok(notes)` or `Err(what is missing)`.
+/// Whether a bundle can run here: what would refuse its launch (in the launch's order: the
+/// first is the one it exits with) and what it runs without.
 pub struct Verdict {
     pub agent: String,
-    pub missing: Vec<String>,
+    pub missing: Vec<RunError>,
     pub notes: Vec<String>,
 }
 
-/// Whether a host-mode agent shares the host's network namespace here: root with a cgroup2
-/// tree to match its sockets by (stage::nftables::HostMode::decide).
-fn shares_host_netns(host: &HostReport) -> bool {
-    use crate::stage::nftables::HostMode;
-    HostMode::decide(host.euid == 0, host.cgroup_layout.as_ref()) == HostMode::Cgroup
-}
-
-/// The launch's rules applied to the probed host (see the stages named in each comment).
+/// The launch's rules applied to the probed host: the launch's own functions where they
+/// decide from the bundle and the host alone (the network's enforcement, the refusals
+/// without user namespaces, the mount plan), the probes where the launch would try
+/// (cgroup leaf, nft, namespaces), and the Landlock ABI with the layers this host gives.
 pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
-    let b = bundle::verify(dir, &TrustPolicy::unsigned_ok()).map_err(|e| e.to_string())?;
-    let m = b.manifest();
-    let required = |layer: &str| m.enforcement.get(layer) != Some(&Enforcement::BestEffort);
+    let vb = bundle::verify(dir, &TrustPolicy::unsigned_ok()).map_err(|e| e.to_string())?;
+    // What the launch's stages read (no parameters or command: no rule below needs them).
+    let v = Verified {
+        dir: vb.dir().to_path_buf(),
+        manifest: vb.manifest().clone(),
+        files: vb.files().clone(),
+        bundle_sha256: vb.manifest_sha256().to_string(),
+        provenance: Provenance::UnsignedAllowed,
+        params: Default::default(),
+        command: Vec::new(),
+    };
+    let m = &v.manifest;
     let ns = host.namespaces.is_ok();
+    let ns_why = host.namespaces.as_ref().err().cloned().unwrap_or_default();
+    let proxy = m.network_mode == NetworkMode::Proxy;
     let mut missing = Vec::new();
     let mut notes = Vec::new();
-    let ns_why = host.namespaces.as_ref().err().cloned().unwrap_or_default();
 
-    // stage::namespaces and the fallback without them (launch.rs).
-    if !ns {
-        if required("namespaces") {
-            missing.push(format!("namespaces: {ns_why}; fix: allow unprivileged user namespaces here, or make the policy's namespaces and mounts layers best-effort"));
-        } else {
-            if m.network_mode == NetworkMode::Proxy {
-                missing.push("network mode proxy needs a network namespace (the proxy must be the only way out), and user namespaces are unavailable".into());
-            }
-            if m.network_mode == NetworkMode::None && required("nftables") {
-                missing.push("network mode none needs a network namespace, and user namespaces are unavailable; fix: make the policy's nftables layer best-effort to run with the host's network".into());
-            }
-            // stage::mounts: a required plan needs a mount namespace.
-            if b.file("mounts.json").is_some() && required("mounts") {
-                missing.push("mounts: the mount plan needs a mount namespace (user namespaces unavailable); fix: [enforcement] mounts = \"best-effort\"".into());
-            }
-            notes.push("without user namespaces: Landlock + seccomp + cgroup only".into());
-        }
-    }
-
-    // stage::landlock: the ABI this launch needs with the layers it gets.
-    if let Some(bytes) = b.file("landlock.json") {
-        let art = std::str::from_utf8(bytes)
-            .map_err(|_| "landlock.json is not UTF-8".to_string())
-            .and_then(|t| LandlockArtifact::from_json(t).map_err(|e| e.to_string()))?;
-        let in_force = InForce {
-            pid_namespace: ns,
-            network_namespace: ns && !(m.network_mode == NetworkMode::Host && shares_host_netns(host)),
-            mount_plan: ns && b.file("mounts.json").is_some(),
-        };
-        let kernel = host.landlock_abi;
-        let needed = art.needed_abi(in_force);
-        let floor = m.kernel.landlock_abi.map_or(Abi(0), Abi);
-        if required("landlock") && kernel < needed {
-            missing.push(format!("landlock: {}", compat::refusal(kernel, needed, &art.missing(kernel, in_force), in_force)));
-        } else if required("landlock") && kernel < floor {
-            missing.push(format!(
-                "landlock: the bundle requires Landlock ABI {} ([enforcement] min_landlock_abi), this kernel has {}; run it on Linux {}+",
-                floor.0,
-                kernel.0,
-                compat::linux_release(floor)
-            ));
-        } else {
-            notes.extend(art.missing(kernel, in_force).iter().map(|mi| format!("Landlock ABI {} lacks {}", kernel.0, mi.describe())));
-        }
-    }
-
-    // stage::seccomp
-    if m.kernel.seccomp && required("seccomp") && !host.seccomp {
-        missing.push("seccomp unavailable".into());
-    }
-
-    // stage::nftables: where the table is loaded. Host mode filters the host's namespace
-    // only for root with a cgroup2 tree; anyone else's agent gets a namespace of its own
-    // with the granted endpoints forwarded (stage::nftables::HostMode).
-    if m.kernel.nftables && required("nftables") && b.file("nftables.json").is_some() {
-        let shared = m.network_mode == NetworkMode::Host && shares_host_netns(host);
-        if m.network_mode == NetworkMode::Host && !shared && !ns {
-            missing.push(format!(
-                "network: network mode host needs a network namespace here (to forward only the granted endpoints), and user namespaces are unavailable: {ns_why}"
-            ));
-        } else if (shared || ns)
-            && let Err(e) = &host.nft
-        {
-            missing.push(format!("nftables: {e}"));
-        }
-    }
-
-    // stage::cgroup
-    if b.file("cgroup.json").is_some() && !m.kernel.cgroup_versions.is_empty() {
-        match (&host.cgroup, required("cgroup")) {
-            (Err(e), true) => missing.push(format!("cgroup: {e}")),
+    // stage::cgroup (the launch's first host-dependent step): the probe made a real leaf
+    // where the launch would.
+    if v.file("cgroup.json").is_some() && !m.kernel.cgroup_versions.is_empty() {
+        match (&host.cgroup, v.required("cgroup")) {
+            (Err(e), true) => missing.push(RunError::Unavailable { layer: "cgroup", why: e.clone() }),
             (Err(e), false) => notes.push(format!("cgroup best-effort, runs without limits: {e}")),
             (Ok(_), _) => {}
         }
     }
 
+    // stage::nftables::prepare: how host mode is enforced for this launcher (the host's
+    // namespace for root with a cgroup2 tree; else the granted endpoints forwarded from the
+    // agent's own, refused for grants that cannot be forwarded one by one).
+    let host_mode = HostMode::decide(host.euid == 0, host.cgroup_layout.as_ref());
+    let shared = m.network_mode == NetworkMode::Host && host_mode == HostMode::Cgroup;
+    let forwarded = match stage::nftables::prepare(&v, &Instance::new(), host_mode) {
+        Ok(p) => p.and_then(|p| p.forwarded),
+        Err(e) => {
+            missing.push(e);
+            None
+        }
+    };
+
+    // stage::landlock::prepare: refused before anything exists where no launch could run
+    // (every compensating layer in force), or below the bundle's min_landlock_abi; the
+    // artifact is read again for the child's check below.
+    let landlock = v
+        .file(stage::landlock::FILE)
+        .map(|bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|_| "landlock.json is not UTF-8".to_string())?;
+            LandlockArtifact::from_json(text).map_err(|e| e.to_string())
+        })
+        .transpose()?;
+    let kernel = host.landlock_abi;
+    let floor_refused = match stage::landlock::prepare(&v) {
+        Ok(_) => false,
+        Err(e) => {
+            missing.push(e);
+            true
+        }
+    };
+
+    // stage::seccomp
+    if m.kernel.seccomp && v.required("seccomp") && !host.seccomp {
+        missing.push(RunError::Unavailable { layer: "seccomp", why: "seccomp filter mode unavailable".into() });
+    }
+
+    // Without user namespaces the launch goes on without any namespace, or refuses
+    // (launch::refusal_without_user_namespaces, then stage::mounts without a mount namespace).
+    if !ns {
+        match crate::launch::refusal_without_user_namespaces(&v, &ns_why, (proxy, shared, forwarded.as_ref()), kernel) {
+            Err(e) => missing.push(e),
+            Ok(()) => {
+                if let Err(e) = stage::mounts::prepare(&v, false) {
+                    missing.push(e);
+                }
+                notes.push(format!("without user namespaces ({ns_why}): Landlock + seccomp + cgroup only, the run's own /tmp"));
+                if proxy {
+                    notes.push("the proxy listens on a host loopback port, Landlock's only TCP destination (told apart by port, not address)".into());
+                } else if !shared && v.file(stage::nftables::FILE).is_some() {
+                    notes.push("no network namespace: the agent has the host's network UNFILTERED (nftables best-effort)".into());
+                }
+            }
+        }
+    }
+
+    // stage::nftables, the load: into the host's namespace (shared host mode) or the
+    // agent's own (with user namespaces); the probe listed tables there.
+    if m.kernel.nftables
+        && v.file(stage::nftables::FILE).is_some()
+        && (shared || ns)
+        && let Err(e) = &host.nft
+    {
+        if v.required("nftables") {
+            missing.push(RunError::Unavailable { layer: "nftables", why: e.clone() });
+        } else {
+            notes.push(format!("nftables best-effort, network unfiltered: {e}"));
+        }
+    }
+
+    // stage::landlock in the child: the ABI this launch needs with the layers it got.
+    if let Some(mut art) = landlock
+        && !floor_refused
+    {
+        if proxy && !ns {
+            // What the launch adds for the proxy on a host port (any port: same rights).
+            art.only_tcp_to(0);
+        }
+        let in_force = InForce {
+            pid_namespace: ns,
+            network_namespace: ns && !shared,
+            mount_plan: ns && v.file(stage::mounts::FILE).is_some(),
+        };
+        let needed = art.needed_abi(in_force);
+        if v.required("landlock") && kernel < needed {
+            missing.push(RunError::Unavailable {
+                layer: "landlock",
+                why: compat::refusal(kernel, needed, &art.missing(kernel, in_force), in_force),
+            });
+        } else {
+            notes.extend(art.missing(kernel, in_force).iter().map(|mi| format!("Landlock ABI {} lacks {}", kernel.0, mi.describe())));
+        }
+    }
+
     // Proxy mode: the credentials the proxy injects must be there at launch (a missing one
     // refuses it). Say where each comes from and whether it is present now.
-    if m.network_mode == NetworkMode::Proxy
-        && let Some(ir) = b.file("policy.ir.json")
+    if proxy
+        && let Some(ir) = v.file("policy.ir.json")
         && let Ok(policy) = serde_json::from_slice::<aegis_compiler::ir::Policy>(ir)
     {
         for api in policy.apis.values() {
@@ -456,19 +491,21 @@ pub fn run(bundles: &[String]) -> i32 {
     let mut code = 0;
     for d in bundles {
         match verdict(Path::new(d), &host) {
-            Ok(v) if v.missing.is_empty() => {
-                let notes = if v.notes.is_empty() { String::new() } else { format!("; {}", v.notes.join("; ")) };
-                println!("bundle {d}: {}: can run{notes}", v.agent);
-            }
-            Ok(v) => {
-                println!("bundle {d}: {}: cannot run: {}", v.agent, v.missing.join("; "));
-                code = code.max(EXIT_UNENFORCEABLE);
-            }
+            Ok(v) => match v.missing.first() {
+                None => {
+                    let notes = if v.notes.is_empty() { String::new() } else { format!("; {}", v.notes.join("; ")) };
+                    println!("bundle {d}: {}: can run{notes}", v.agent);
+                }
+                Some(first) => {
+                    let all: Vec<String> = v.missing.iter().map(RunError::to_string).collect();
+                    println!("bundle {d}: {}: cannot run: {}", v.agent, all.join("; "));
+                    // What its launch would exit with (its first refusal).
+                    code = code.max(first.exit_code());
+                }
+            },
             Err(e) => {
                 println!("bundle {d}: cannot be read: {e}");
-                if code == 0 {
-                    code = EXIT_REFUSED;
-                }
+                code = code.max(EXIT_REFUSED);
             }
         }
     }

@@ -224,6 +224,61 @@ fn doctor_reports_this_host() {
     }
 }
 
+/// `doctor BUNDLE` says what the launch then does, without user namespaces (where most of
+/// the launch's refusals are): for each step from every layer required to the Landlock +
+/// seccomp mode, the verdict is "can run" exactly when the launch runs, and otherwise names
+/// the layer the launch is refused for, with the launch's exit status.
+#[test]
+fn doctor_without_user_namespaces_says_what_the_launch_does() {
+    if !need_root("doctor_nouserns") {
+        return;
+    }
+    if aegis_targets::landlock::kernel_abi().0 < 6 {
+        eprintln!("SKIP doctor_nouserns: Landlock ABI 6 needed for the mode without namespaces");
+        return;
+    }
+    // Each step makes one more layer best-effort: the refusal moves to the next layer.
+    let steps: [(&[&str], Option<&str>); 4] = [
+        (&[], Some("namespaces")),
+        (&["namespaces"], Some("network")),
+        (&["namespaces", "nftables"], Some("mounts")),
+        (&["namespaces", "nftables", "mounts"], None),
+    ];
+    for (best_effort, refused) in steps {
+        let mut spec = layered_spec("rt-doctor-nouserns");
+        for layer in best_effort {
+            spec.enforcement.insert((*layer).into(), Enforcement::BestEffort);
+        }
+        let b = build(&spec, true);
+        let ws = workspace(&b);
+        let doctor = std::process::Command::new(EXE).arg("doctor").arg(&b.dir).env("AEGIS_EXEC_TEST_NO_USERNS", "1").output().unwrap();
+        let (report, _) = text(&doctor);
+        let verdict = report.lines().find(|l| l.starts_with(&format!("bundle {}: ", b.dir.display()))).unwrap_or_default().to_string();
+        let o = b
+            .command(&["--param", &format!("WORKSPACE={}", ws.display())], &["/usr/bin/cat", "/dev/null"])
+            .env("AEGIS_EXEC_TEST_NO_USERNS", "1")
+            .output()
+            .unwrap();
+        let err = text(&o).1;
+        match refused {
+            Some(layer) => {
+                let named = format!("{layer} unavailable: ");
+                assert_eq!(o.status.code(), Some(126), "{best_effort:?}: {err}");
+                assert!(err.contains(&named), "{best_effort:?}: the launch is refused for {layer}: {err}");
+                assert!(err.contains("fix: "), "{best_effort:?}: the refusal names its fix: {err}");
+                assert_eq!(doctor.status.code(), Some(126), "{best_effort:?}: {report}");
+                let first = verdict.split(": cannot run: ").nth(1).unwrap_or_default();
+                assert!(first.starts_with(&named), "{best_effort:?}: doctor names the launch's refusal first: {verdict}");
+            }
+            None => {
+                assert_eq!(o.status.code(), Some(0), "{best_effort:?}: {err}");
+                assert_eq!(doctor.status.code(), Some(0), "{report}");
+                assert!(verdict.contains(": can run; ") && verdict.contains("without user namespaces"), "{verdict}");
+            }
+        }
+    }
+}
+
 /// Without user namespaces there is no mount namespace and so no private `/tmp`: the
 /// built-in `/tmp` grant must not become a write grant on the host's `/tmp`. The run gets
 /// its own directory (the agent's, 0700), Landlock grants that instead, TMPDIR and HOME
