@@ -4,6 +4,7 @@
 import errno
 import json
 import os
+import socket
 import sys
 
 work, data = sys.argv[1], sys.argv[2]
@@ -14,7 +15,7 @@ def attempt(f):
         f()
         return "ok"
     except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
+        return errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
 
 
 def read(p):
@@ -56,6 +57,33 @@ def forks(n):
     return refused
 
 
+def tcp(host, port):
+    with socket.create_connection((host, port), timeout=5):
+        pass
+
+
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.close()
+
+
+def proxy():
+    # The egress proxy's answer to a CONNECT the policy does not grant: "http <status>".
+    url = os.environ.get("HTTPS_PROXY", "")
+    if not url:
+        return "no proxy"
+    host, port = url.split("//")[-1].rstrip("/").rsplit(":", 1)
+    answer = []
+
+    def ask():
+        with socket.create_connection((host, int(port)), timeout=30) as c:
+            c.sendall(b"CONNECT not-granted.example:443 HTTP/1.1\r\nHost: not-granted.example:443\r\n\r\n")
+            answer.extend(c.makefile("rb").readline().decode(errors="replace").split())
+
+    got = attempt(ask)
+    return got if got != "ok" else "http " + (answer[1] if len(answer) > 1 else "?")
+
+
 out = {
     "uid": os.getuid(),
     "cgroup": open("/proc/self/cgroup").read().strip(),
@@ -69,5 +97,10 @@ out = {
     "truncate_data": attempt(lambda: os.truncate(os.path.join(data, "ro.txt"), 0)),
     "rename_across": attempt(rename_across),
     "forks_refused_of_40": forks(40),
+    # guest.sh listens on the guest's own 127.0.0.1:47801 (granted to vm-host only) and 47802.
+    "tcp_granted": attempt(lambda: tcp("127.0.0.1", 47801)),
+    "tcp_other": attempt(lambda: tcp("127.0.0.1", 47802)),
+    "udp_socket": attempt(udp),
+    "proxy": proxy(),
 }
 print(json.dumps(out, sort_keys=True))

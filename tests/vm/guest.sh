@@ -5,7 +5,7 @@
 # namespaces allowed or blocked) runs `aegis-exec doctor` on the scenario's bundles and
 # then the launch of tests/vm/agent.py under each, as that user in that cgroup, and prints
 # one line per result for the host to check (TCG is slow: one doctor run per scenario):
-#   AEGISVM|info|<key>|<value>
+#   AEGISVM|info|<key>|<value>        (t:<scenario>:<bundle or doctor>|<seconds it took>)
 #   AEGISVM|<scenario>|*|doctor|<exit code>|<stdout, hex>
 #   AEGISVM|<scenario>|<bundle>|launch|<exit code>|<stdout, hex>|<stderr, hex>
 # Usage: guest.sh BIN_DIR BUNDLES_DIR AGENT_PY SCENARIO=BUNDLE[,BUNDLE...]...
@@ -18,6 +18,11 @@ U=$CG/user.slice/user-1000.slice/user@1000.service
 CTRL="+cpu +io +memory +pids"
 hex() { od -An -v -tx1 | tr -d ' \n'; }
 info() { printf 'AEGISVM|info|%s|%s\n' "$1" "$2"; }
+# The guest's uptime in centiseconds (a builtin read: no process to time).
+uptime_cs() { local up _; read -r up _ < /proc/uptime; up=${up/./}; echo $((10#$up)); }
+# elapsed SINCE_CS: seconds since, with two decimals.
+elapsed() { local d=$(( $(uptime_cs) - $1 )); printf '%d.%02d' $((d / 100)) $((d % 100)); }
+info t:boot "$(elapsed 0)"
 
 # Owned by uid 1000 the way systemd delegates a unit: the directory and its delegation files.
 delegate() {
@@ -43,6 +48,19 @@ echo readable > $DATA/ro.txt && chmod 0666 $DATA/ro.txt
 echo hidden > $DATA/secret/key
 STATE=/var/tmp/vm-state  # one serial store per user
 mkdir -p $STATE-root $STATE-user && chown 1000:1000 $STATE-user
+# Listeners on the guest's own loopback for agent.py's egress probes: 47801 is what vm-host
+# grants, 47802 is granted to no one.
+/usr/bin/python3 -c '
+import socket, threading
+def serve(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(64)
+    while True:
+        s.accept()[0].close()
+threading.Thread(target=serve, args=(47802,), daemon=True).start()
+serve(47801)' </dev/null >/dev/null 2>&1 &
 MAXNS=$(cat /proc/sys/user/max_user_namespaces)
 info kernel "$(uname -r)"
 info cgroup "$(cat $CG/cgroup.controllers)"
@@ -81,17 +99,22 @@ for arg in "$@"; do
   esac
   dirs=()
   for name in "${names[@]}"; do dirs+=("$BUNDLES/$name"); done
+  t=$(uptime_cs)
   out=$(run_as $scenario $BIN/aegis-exec doctor "${dirs[@]}" 2>&1); code=$?
+  info "t:$scenario:doctor" "$(elapsed $t)"
   printf 'AEGISVM|%s|*|doctor|%s|%s\n' $scenario $code "$(printf '%s' "$out" | hex)"
   for name in "${names[@]}"; do
     b=$BUNDLES/$name; n=$((n + 1))
     W=$(mktemp -d /var/tmp/vm-work.XXXXXX); chmod 0777 $W
     errf=$(mktemp)
+    t=$(uptime_cs)
     out=$(run_as $scenario $BIN/aegis-exec --allow-unsigned --verbose --param WORK=$W --param DATA=$DATA "$b" \
           -- /usr/bin/python3 -c "$(cat $AGENT)" $W $DATA 2>$errf); code=$?
+    info "t:$scenario:$name" "$(elapsed $t)"
     printf 'AEGISVM|%s|%s|launch|%s|%s|%s\n' $scenario $name $code "$(printf '%s' "$out" | hex)" "$(hex < $errf)"
     rm -rf $W $errf
     echo readable > $DATA/ro.txt
   done
 done
+info t:total "$(elapsed 0)"
 info done "$n"
