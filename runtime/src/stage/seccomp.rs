@@ -274,7 +274,8 @@ impl Handover {
 pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Message>) -> Result<Option<Handover>, RunError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut listener, mut broker, mut broker_process, mut fshelper) = (None, None, None, None);
-    while listener.is_none() || (m.connect && (broker.is_none() || broker_process.is_none())) {
+    let mut broker_process_received = false;
+    while listener.is_none() || (m.connect && (broker.is_none() || !broker_process_received)) {
         let Some(msg) = rx.recv(deadline)? else {
             return Ok(None);
         };
@@ -286,7 +287,15 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
             }
             Tag::BROKER_PROCESS => {
                 let fd = msg.fd.ok_or_else(|| RunError::internal("broker pidfd", "handed over without a descriptor"))?;
-                broker_process = Some(aegis_proxy::exe::Helper::from_pidfd(fd).map_err(|e| RunError::internal("broker pidfd", e))?);
+                broker_process_received = true;
+                broker_process = match aegis_proxy::exe::Helper::from_pidfd(fd) {
+                    Ok(helper) => Some(helper),
+                    // The broker already exited (a short agent, e.g. `true`, ended first):
+                    // a process that is gone holds no socket, so there is nothing for the
+                    // proxy to leave out of its holder scan.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(RunError::internal("broker pidfd", e)),
+                };
             }
             Tag::FS_HELPER => {
                 handoff::check_socket(&msg, libc::AF_UNIX, libc::SOCK_SEQPACKET)?;
