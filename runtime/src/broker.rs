@@ -152,24 +152,8 @@ pub fn fork_in_child() -> Result<(OwnedFd, OwnedFd), i32> {
 /// The broker's main: isolate itself, then accept connections from the supervisor.
 fn serve(control: OwnedFd, parent: libc::pid_t) -> ! {
     let ctl = control.as_raw_fd();
-    // SAFETY: prctl/setsid/close_range with integer arguments; _exit never returns.
-    unsafe {
-        // Die with the sandbox; if the parent is already gone, do not run at all.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-        if libc::getppid() != parent {
-            libc::_exit(0);
-        }
-        // Not dumpable: the agent (same uid) cannot ptrace it or open its /proc files.
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        // Its own session: the terminal's Ctrl-C / Ctrl-Z go to the agent's group, not here.
-        libc::setsid();
-        // Only the control socket stays: no report pipe (its EOF tells the supervisor the
-        // agent exec'd), no terminal, nothing of the supervisor's.
-        if ctl > 0 {
-            libc::syscall(libc::SYS_close_range, 0u32, (ctl - 1) as u32, 0u32);
-        }
-        libc::syscall(libc::SYS_close_range, (ctl + 1) as u32, u32::MAX, 0u32);
-    }
+    // Die with the sandbox, not dumpable, its own session, only the control socket open.
+    crate::helper_process::isolate(ctl, parent);
     let threads = std::sync::atomic::AtomicUsize::new(0);
     let threads = &*Box::leak(Box::new(threads));
     let mut buf = [0u8; 16];

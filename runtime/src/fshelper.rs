@@ -184,19 +184,7 @@ fn serve(control: OwnedFd, parent: libc::pid_t, setup: HelperSetup) -> ! {
         // SAFETY: _exit ends the helper.
         unsafe { libc::_exit(1) }
     };
-    // SAFETY: prctl/setsid/umask/close_range with integer arguments; _exit never returns.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
-        if libc::getppid() != parent {
-            libc::_exit(0);
-        }
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        libc::setsid();
-        if ctl > 0 {
-            libc::syscall(libc::SYS_close_range, 0u32, (ctl - 1) as u32, 0u32);
-        }
-        libc::syscall(libc::SYS_close_range, (ctl + 1) as u32, u32::MAX, 0u32);
-    }
+    crate::helper_process::isolate(ctl, parent);
     let mut buf = vec![0u8; HEAD_LEN + 2 * (MAX_PATH + 1)];
     while let Ok(Some((n, fds))) = recv_packet(ctl, &mut buf) {
         let answer = match decode(buf.get(..n).unwrap_or_default()) {

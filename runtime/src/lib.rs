@@ -37,6 +37,7 @@ pub mod flags;
 pub mod handoff;
 pub mod identity;
 pub mod fshelper;
+pub(crate) mod helper_process;
 pub mod launch;
 pub mod learn;
 pub mod report;
