@@ -24,6 +24,10 @@ pub(crate) fn agents() -> String {
     repo_root().join("target/agents").to_string_lossy().into_owned()
 }
 
+/// The `[parameters]` table that declares where `.ci/run` installed the agents (given at
+/// launch by [`Home::aegis_run`]).
+const AGENTS_PARAMETER: &str = "[parameters]\nAGENTS = \"where .ci/run installed the agents\"\n";
+
 /// The unprivileged user the agents run as (people run agents as themselves).
 const USER: u32 = 1000;
 
@@ -125,6 +129,11 @@ impl Home {
         let aegis = self.root.join("bin/aegis");
         let mut args: Vec<String> = vec![aegis.to_string_lossy().into_owned(), "run".into(), "--policy".into(), policy.to_string_lossy().into_owned()];
         args.push(format!("--param=HOME={}", self.home.display()));
+        // The agents' install dir is a parameter, not a literal path: a checkout under /tmp
+        // (a CI clone) would otherwise name a path the private /tmp replaces.
+        if std::fs::read_to_string(policy).is_ok_and(|t| t.contains("${AGENTS}")) {
+            args.push(format!("--param=AGENTS={}", agents()));
+        }
         args.extend(params.iter().cloned());
         args.push(format!("--env=HOME={}", self.home.display()));
         args.extend(env.iter().map(|e| format!("--env={e}")));
@@ -194,10 +203,9 @@ pub(crate) fn agents_installed(what: &str, path: &str) -> bool {
 /// machine (`npm install -g --prefix`), and resource limits made best-effort (this host
 /// delegates no cgroup to users).
 fn user_policy(profile: &str, extra: &str) -> String {
-    let agents = agents();
     format!(
-        "version = 1\n[agent]\nextends = [\"aegis:{profile}@1\"]\n[filesystem]\nread = [\"{agents}\"{extra}]\n\
-         [exec]\nallow = [\"{agents}\"]\n[enforcement]\ncgroup = \"best-effort\"\n"
+        "version = 1\n[agent]\nextends = [\"aegis:{profile}@1\"]\n{AGENTS_PARAMETER}[filesystem]\nread = [\"${{AGENTS}}\"{extra}]\n\
+         [exec]\nallow = [\"${{AGENTS}}\"]\n[enforcement]\ncgroup = \"best-effort\"\n"
     )
 }
 
@@ -390,8 +398,8 @@ fn python_agent_runs_under_its_profile() {
     let venv = format!("{}/langchain", agents());
     let policy = |extra: &str| {
         format!(
-            "version = 1\n[agent]\nextends = [\"aegis:python-agent@1\"]\n[filesystem]\nread = [\"{venv}\"{extra}]\n\
-             [exec]\nallow = [\"{venv}/bin/python\"]\n[enforcement]\ncgroup = \"best-effort\"\n"
+            "version = 1\n[agent]\nextends = [\"aegis:python-agent@1\"]\n{AGENTS_PARAMETER}[filesystem]\nread = [\"${{AGENTS}}/langchain\"{extra}]\n\
+             [exec]\nallow = [\"${{AGENTS}}/langchain/bin/python\"]\n[enforcement]\ncgroup = \"best-effort\"\n"
         )
     };
     let p = a.home.policy("aegis.toml", &policy(""));
