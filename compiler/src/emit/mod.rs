@@ -16,6 +16,7 @@ pub mod seccomp;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use aegis_targets::seccomp::oci::Effect;
 use crate::ir::Policy;
 use crate::source::SourceMap;
 
@@ -110,13 +111,12 @@ pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError
     for l in oci.losses {
         // The OCI profile is an interop export for other runtimes; aegis-exec installs the
         // exact BPF artifacts. Say plainly when the export is wider than the policy.
-        let wider = l.contains("exported as ALLOW") || l.contains("exported as LOG") || l.contains("exported for all");
-        let enforced = if wider {
-            "WIDER in seccomp.oci.json than the policy (other runtimes would allow it); the BPF artifacts aegis-exec installs are exact"
-        } else {
-            "stricter in seccomp.oci.json; the BPF artifacts aegis-exec installs are exact"
+        let enforced = match l.effect {
+            Effect::Wider => "WIDER in seccomp.oci.json than the policy (other runtimes would allow it); the BPF artifacts aegis-exec installs are exact",
+            Effect::Stricter => "stricter in seccomp.oci.json; the BPF artifacts aegis-exec installs are exact",
+            Effect::Unrecorded => "the same refusals in seccomp.oci.json, without a record; aegis-exec records each",
         };
-        losses.push(Loss { layer: "seccomp.oci.json", rule: "OCI export for docker/podman/runc/Kubernetes".into(), what: l, enforced: enforced.into() });
+        losses.push(Loss { layer: "seccomp.oci.json", rule: "OCI export for docker/podman/runc/Kubernetes".into(), what: l.what, enforced: enforced.into() });
     }
 
     files.insert("policy.ir.json".to_string(), pretty_json(&policy.to_json()));

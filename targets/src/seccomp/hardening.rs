@@ -576,11 +576,16 @@ pub(crate) fn satisfiable(conds: &[ArgCond]) -> bool {
     })
 }
 
+/// The calls [`ConnectGate::Mediate`] sends to the supervisor for their destination
+/// address: `connect` always, `sendto` with one.
+pub const DESTINATION_CALLS: [&str; 2] = ["connect", "sendto"];
+
 /// [`ConnectGate::Mediate`] on `spec` (apply once, after every other change to the socket
 /// syscalls: a later `allow` of `connect` would otherwise undo it).
 pub fn mediate_connections(spec: &mut SeccompSpec) {
-    notify_all(spec, "connect");
-    notify_when(spec, "sendto", vec![ArgCond::new(4, CmpOp::Ne, 0)]);
+    let [connect, sendto] = DESTINATION_CALLS;
+    notify_all(spec, connect);
+    notify_when(spec, sendto, vec![ArgCond::new(4, CmpOp::Ne, 0)]);
     for n in ["socket", "socketpair"] {
         mediate_unix_non_stream(spec, n);
     }

@@ -12,17 +12,22 @@
 //! Input of [`export`]: a spec and the architectures. Output: a runtime-spec
 //! `linux.seccomp` JSON object (what runc, crun, podman, Docker `--security-opt seccomp=`
 //! and Kubernetes `localhost/` profiles read) and a list of losses where OCI's unordered
-//! rule sets cannot say exactly what AEGIS's first-match rules say. What the AEGIS supervisor
-//! answers (USER_NOTIF) is exported as `SCMP_ACT_NOTIFY` where unconditional (runc then refuses
-//! the profile without a seccomp agent) and as the default action where it depends on the
-//! arguments (stricter), each with a loss. Invariant: the export is deterministic (sorted
-//! names, actions in a fixed order).
+//! rule sets cannot say exactly what AEGIS's first-match rules say, each marked wider,
+//! stricter or unrecorded ([`Effect`]). What the AEGIS supervisor answers (USER_NOTIF): the
+//! destination checks of [`DESTINATION_CALLS`] are exported allowed (wider: no other runtime
+//! checks `[network] unix` grants), other argument-dependent notifications take the default
+//! action (stricter: `AF_UNIX` datagram sockets), and unconditional ones stay
+//! `SCMP_ACT_NOTIFY` (the exec gate: runc refuses the profile without a seccomp agent, fail
+//! closed). Conditions on one argument that admit a single value are exported as one
+//! `SCMP_CMP_EQ` (runc ORs conditions that share an argument). Invariant: the export is
+//! deterministic (sorted names, actions in a fixed order).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::hardening::DESTINATION_CALLS;
 use super::spec::{Action, ArgCond, CLONE3, CmpOp, ENOSYS, EPERM, Rule, SeccompSpec};
 use super::syscalls::{self, Arch};
 
@@ -245,8 +250,33 @@ pub fn import(json_text: &str) -> Result<Imported, OciError> {
 #[derive(Debug, Clone)]
 pub struct Exported {
     pub json: Value,
-    /// Where the OCI profile is looser or stricter than the spec, one line each.
-    pub losses: Vec<String>,
+    /// Where the OCI profile says less than the spec, one each.
+    pub losses: Vec<OciLoss>,
+}
+
+/// What a runtime reading the export does differently from the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// It allows calls the spec refuses or sends to the supervisor.
+    Wider,
+    /// It refuses calls the spec allows or sends to the supervisor.
+    Stricter,
+    /// The same verdicts, but nothing records the refusals.
+    Unrecorded,
+}
+
+/// One difference between the export and the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciLoss {
+    /// Starts with the syscall names concerned (`name, name: ...`) where there are some.
+    pub what: String,
+    pub effect: Effect,
+}
+
+impl OciLoss {
+    fn new(effect: Effect, what: String) -> OciLoss {
+        OciLoss { what, effect }
+    }
 }
 
 fn scmp_arch(a: Arch) -> &'static str {
@@ -303,14 +333,27 @@ fn entry_json(names: Vec<String>, action: Action, args: Option<&[ArgCond]>) -> V
     v
 }
 
-/// What only the AEGIS supervisor can answer, in terms other runtimes understand: an
-/// unconditional USER_NOTIF stays `SCMP_ACT_NOTIFY` (runc refuses such a profile without a
-/// seccomp agent: fail closed), a conditional one takes the default action (the stricter
-/// reading: e.g. `sendto` with an address, `AF_UNIX` datagram sockets refused).
-fn without_conditional_notify(spec: &SeccompSpec, losses: &mut Vec<String>) -> SeccompSpec {
+/// What only the AEGIS supervisor can answer, in terms other runtimes understand: the
+/// destination checks ([`DESTINATION_CALLS`]) are allowed (wider: they exist for the
+/// `[network] unix` grants, which no other runtime knows), another conditional USER_NOTIF
+/// takes the default action (stricter: `AF_UNIX` datagram sockets, which the supervisor
+/// refuses anyway), and an unconditional one stays USER_NOTIF (runc refuses such a profile
+/// without a seccomp agent: fail closed).
+fn without_supervisor(spec: &SeccompSpec, losses: &mut Vec<OciLoss>) -> SeccompSpec {
     let mut out = spec.clone();
+    let mut allowed = Vec::new();
     let mut refused = Vec::new();
     for (name, rules) in out.syscalls.iter_mut() {
+        if !rules.iter().any(|r| r.action == Action::UserNotif) {
+            continue;
+        }
+        if DESTINATION_CALLS.contains(&name.as_str()) {
+            for r in rules.iter_mut().filter(|r| r.action == Action::UserNotif) {
+                r.action = Action::Allow;
+            }
+            allowed.push(name.clone());
+            continue;
+        }
         let mut changed = false;
         for r in rules.iter_mut() {
             if r.action == Action::UserNotif && !r.conds.is_empty() {
@@ -323,15 +366,100 @@ fn without_conditional_notify(spec: &SeccompSpec, losses: &mut Vec<String>) -> S
             simplify_single_exception(rules, spec.default_action);
         }
     }
+    if !allowed.is_empty() {
+        losses.push(OciLoss::new(
+            Effect::Wider,
+            format!(
+                "{}: AEGIS's supervisor checks the destination of each call (in memory a \
+                 filter cannot read) and lets a pathname unix socket be reached only through \
+                 a `[network] unix` grant; no other runtime has it, so these calls are \
+                 allowed and a container reaches every unix socket its mounts show (mount \
+                 no host socket the policy does not grant). Network destinations are not \
+                 seccomp's to decide under either runtime",
+                allowed.join(", ")
+            ),
+        ));
+    }
     if !refused.is_empty() {
-        losses.push(format!(
-            "{}: the calls AEGIS's supervisor answers for some arguments (a destination \
-             address, an AF_UNIX datagram socket) take the default action, and so do calls \
-             the remaining rules cannot tell apart from them",
-            refused.join(", ")
+        losses.push(OciLoss::new(
+            Effect::Stricter,
+            format!(
+                "{}: the calls AEGIS's supervisor answers for some arguments (AF_UNIX \
+                 datagram sockets, which it refuses with EACCES) take the default action, and \
+                 so do calls the remaining rules cannot tell apart from them",
+                refused.join(", ")
+            ),
         ));
     }
     out
+}
+
+/// `args[i] < 0x26`-style text of `conds`, for loss lines.
+fn conds_text(conds: &[ArgCond]) -> String {
+    let one = |c: &ArgCond| match c.op {
+        CmpOp::Eq => format!("args[{}] == {:#x}", c.index, c.value),
+        CmpOp::Ne => format!("args[{}] != {:#x}", c.index, c.value),
+        CmpOp::Lt => format!("args[{}] < {:#x}", c.index, c.value),
+        CmpOp::Le => format!("args[{}] <= {:#x}", c.index, c.value),
+        CmpOp::Gt => format!("args[{}] > {:#x}", c.index, c.value),
+        CmpOp::Ge => format!("args[{}] >= {:#x}", c.index, c.value),
+        CmpOp::MaskedEq(m) => format!("(args[{}] & {m:#x}) == {:#x}", c.index, c.value),
+    };
+    conds.iter().map(one).collect::<Vec<_>>().join(" && ")
+}
+
+/// The one value of an argument that satisfies all `conds` (each about that argument), if
+/// exactly one does: an `==` that the others admit, or the smallest value the masked
+/// comparisons admit when an upper bound excludes the next one (and so every larger one),
+/// as in `args[0] < 38 && (args[0] & 0xffffffff) == 1`.
+fn only_value(index: u8, conds: &[ArgCond]) -> Option<u64> {
+    let holds = |v: u64, cs: &[ArgCond]| {
+        let mut args = [0u64; 6];
+        if let Some(a) = args.get_mut(usize::from(index)) {
+            *a = v;
+        }
+        cs.iter().all(|c| c.holds(&args))
+    };
+    if let Some(eq) = conds.iter().find(|c| c.op == CmpOp::Eq) {
+        return holds(eq.value, conds).then_some(eq.value);
+    }
+    let mask = conds.iter().fold(0u64, |m, c| match c.op {
+        CmpOp::MaskedEq(k) => m | k,
+        _ => m,
+    });
+    let smallest = conds.iter().fold(0u64, |d, c| match c.op {
+        CmpOp::MaskedEq(k) => d | (c.value & k),
+        _ => d,
+    });
+    if mask == 0 || !holds(smallest, conds) {
+        return None;
+    }
+    if mask == u64::MAX {
+        return Some(smallest);
+    }
+    // Every other admitted value is at least `smallest` plus the lowest free bit.
+    let next = smallest | (1u64 << (!mask).trailing_zeros());
+    let bounds: Vec<ArgCond> = conds
+        .iter()
+        .filter(|c| matches!(c.op, CmpOp::Lt | CmpOp::Le))
+        .copied()
+        .collect();
+    (!holds(next, &bounds)).then_some(smallest)
+}
+
+/// `conds` with the conditions on each argument reduced to one (runc ORs conditions that
+/// share an argument), or `None` if some argument's conditions admit more than one value.
+fn one_per_argument(conds: &[ArgCond]) -> Option<Vec<ArgCond>> {
+    let mut out = Vec::new();
+    for index in 0u8..6 {
+        let mine: Vec<ArgCond> = conds.iter().filter(|c| c.index == index).copied().collect();
+        match mine.as_slice() {
+            [] => {}
+            [c] => out.push(*c),
+            _ => out.push(ArgCond::new(index, CmpOp::Eq, only_value(index, &mine)?)),
+        }
+    }
+    Some(out)
 }
 
 /// Rules OCI's unordered rule sets can express, at least as strict as `rules` (first-match
@@ -388,10 +516,15 @@ fn invert_single_exception(rules: &mut Vec<Rule>, default: Action) {
     }
 }
 
+/// Whether `a` lets the call run (its exceptions lost, the export is wider).
+fn permissive_outcome(a: Action) -> bool {
+    matches!(a, Action::Allow | Action::Log | Action::Trace(_) | Action::UserNotif)
+}
+
 /// Export `spec` for `arches` as an OCI runtime-spec `linux.seccomp` object.
 pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
     let mut losses = Vec::new();
-    let spec = &without_conditional_notify(spec, &mut losses);
+    let spec = &without_supervisor(spec, &mut losses);
     let exists = |n: &str| arches.iter().any(|a| a.nr(n).is_some());
     // Unconditional outcomes, grouped by action.
     let mut plain: BTreeMap<Action, BTreeSet<String>> = BTreeMap::new();
@@ -409,8 +542,9 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
             .filter(|r| r.only_arch.is_none_or(|a| arches.contains(&a)))
             .collect();
         if rules.iter().any(|r| r.only_arch.is_some()) && arches.len() > 1 {
-            losses.push(format!(
-                "{name}: rule for one architecture exported for all"
+            losses.push(OciLoss::new(
+                Effect::Wider,
+                format!("{name}: rule for one architecture exported for all"),
             ));
         }
         // Rules up to the first unconditional one; its action (or the default) is the tail.
@@ -435,29 +569,56 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
         }
         if actions.len() > 1 || tail != spec.default_action {
             // First-match rules OCI cannot express: keep the unconditional outcome.
-            losses.push(format!(
-                "{name}: argument-dependent exceptions to {tail} are not expressible in OCI \
-                 (unordered rules); exported as {tail} for all arguments"
+            let exceptions: Vec<String> = conds
+                .iter()
+                .filter(|r| r.action != tail)
+                .map(|r| format!("{} when {}", r.action, conds_text(&r.conds)))
+                .collect();
+            let why = if name == "ioctl" {
+                " (0x5412 is TIOCSTI, 0x541c TIOCLINUX: a process in the container can push \
+                 input into its terminal)"
+            } else {
+                ""
+            };
+            let effect = if permissive_outcome(tail) {
+                Effect::Wider
+            } else {
+                Effect::Stricter
+            };
+            losses.push(OciLoss::new(
+                effect,
+                format!(
+                    "{name}: AEGIS's first-match rules answer {} before {tail}; OCI's rule \
+                     sets are unordered, so it is exported as {tail} for all arguments{why}",
+                    exceptions.join(", ")
+                ),
             ));
             if tail != spec.default_action {
                 plain.entry(tail).or_default().insert(name.clone());
             }
             continue;
         }
+        let mut dropped = Vec::new();
         for r in conds.iter().filter(|r| r.action != tail) {
-            let dup = r
-                .conds
-                .iter()
-                .enumerate()
-                .any(|(j, c)| r.conds.iter().skip(j + 1).any(|d| d.index == c.index));
-            if dup {
-                losses.push(format!(
-                    "{name}: a rule with two conditions on one argument (runc ORs them): \
-                     rule dropped, the syscall is stricter"
-                ));
-                continue;
+            match one_per_argument(&r.conds) {
+                Some(args) => {
+                    let e = entry_json(vec![name.clone()], r.action, Some(&args));
+                    if !conditional.contains(&e) {
+                        conditional.push(e);
+                    }
+                }
+                None => dropped.push(format!("{} when {}", r.action, conds_text(&r.conds))),
             }
-            conditional.push(entry_json(vec![name.clone()], r.action, Some(&r.conds)));
+        }
+        if !dropped.is_empty() {
+            losses.push(OciLoss::new(
+                if permissive_outcome(tail) { Effect::Wider } else { Effect::Stricter },
+                format!(
+                    "{name}: conditions on one argument that admit more than one value \
+                     (runc would OR them): {} dropped, {tail} instead",
+                    dropped.join("; ")
+                ),
+            ));
         }
     }
     let notified: Vec<&String> = spec
@@ -468,12 +629,27 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
         .collect();
     if !notified.is_empty() {
         let names: Vec<&str> = notified.iter().map(|n| n.as_str()).collect();
-        losses.push(format!(
-            "{}: answered by the AEGIS supervisor (SCMP_ACT_NOTIFY), which no other runtime \
-             has: runc refuses to start the container unless linux.seccomp.listenerPath names \
-             a seccomp agent (\"seccomp listenerPath is not set\"), and a foreign agent would \
-             not know the policy's unix socket grants",
-            names.join(", ")
+        losses.push(OciLoss::new(
+            Effect::Stricter,
+            format!(
+                "{}: answered by the AEGIS supervisor (SCMP_ACT_NOTIFY), which no other \
+                 runtime has: runc refuses to start the container unless \
+                 linux.seccomp.listenerPath names a seccomp agent (\"seccomp listenerPath is \
+                 not set\"), and a foreign agent would not know the policy",
+                names.join(", ")
+            ),
+        ));
+    }
+    let refuses = |a: Action| matches!(a, Action::Errno(e) if e != ENOSYS);
+    if refuses(spec.default_action)
+        || spec.syscalls.values().flatten().any(|r| refuses(r.action))
+    {
+        losses.push(OciLoss::new(
+            Effect::Unrecorded,
+            "every refusal: AEGIS's supervisor answers each one with the program's errno and \
+             records it (which call, its arguments, the rule that refused it); another runtime \
+             refuses with the same errno and records nothing"
+                .to_owned(),
         ));
     }
     let (def, def_errno) = action_json(spec.default_action);
