@@ -49,3 +49,6 @@ mod learn;
 /// opencode, Aider, a LangChain tool, installed by `.ci/run`; a Node script) as a user with
 /// no denial, and keep planted credential stores unreadable.
 mod profiles;
+/// Issue 15.4: `seccomp.oci.json` under runc: a networked program uses the sockets its policy
+/// grants, the others are refused, and an exec gate only AEGIS can serve is refused by runc.
+mod oci;
