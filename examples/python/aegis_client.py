@@ -13,6 +13,10 @@ policy's answer, from the same evaluator as `aegisc check`, and is recorded in t
     @requires(api="gmail", method="POST", path="/gmail/v1/users/me/messages/{message_id}/modify")
     def label_message(message_id, label): ...
 
+Outside a sandbox, `AegisdClient("inbox-manager")` asks `aegisd` (docs/aegisd.md) the same
+questions over its Unix socket, for an agent registered there. `refusal()` is what the tool
+wrappers (aegis_langchain.py, aegis_crewai.py) share.
+
 An answer is advice for the agent's planning, never a permission: the proxy and the kernel
 layers enforce the policy whatever the agent asked. Standard library only.
 """
@@ -20,10 +24,11 @@ import functools
 import inspect
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 
-__all__ = ["AegisClient", "AegisError", "Decision", "Denied", "requires"]
+__all__ = ["AegisClient", "AegisdClient", "AegisError", "Decision", "Denied", "refusal", "requires"]
 
 
 class AegisError(Exception):
@@ -59,7 +64,31 @@ class Denied(PermissionError):
         self.decision = decision
 
 
-class AegisClient:
+class _Questions:
+    """The questions, for both transports; `check(question)` is the transport's."""
+
+    def check_api(self, api, scope):
+        """May the agent use OAuth scope `scope` of the policy's `[api.<api>]`?"""
+        return self.check({"kind": "api", "api": api, "scope": scope})
+
+    def check_http(self, api, method, path):
+        """May the agent send `method path` to `[api.<api>]`? (Canonicalised like the proxy.)"""
+        return self.check({"kind": "http", "api": api, "method": method, "path": path})
+
+    def check_exec(self, path):
+        """May the agent execute `path`?"""
+        return self.check({"kind": "exec", "path": path})
+
+    def check_fs(self, access, path):
+        """May the agent `access` ("read", "write" or "exec") `path`?"""
+        return self.check({"kind": "fs", "access": access, "path": path})
+
+    def check_net(self, host, port, protocol="tcp"):
+        """May the agent reach `host:port`?"""
+        return self.check({"kind": "net", "host": host, "port": port, "protocol": protocol})
+
+
+class AegisClient(_Questions):
     def __init__(self, url=None, timeout=5.0):
         self.url = url or os.environ.get("AEGIS_DECISION_URL")
         if not self.url:
@@ -84,25 +113,72 @@ class AegisClient:
         except (OSError, ValueError) as e:
             raise AegisError("decision endpoint unreachable: %s" % e) from e
 
-    def check_api(self, api, scope):
-        """May the agent use OAuth scope `scope` of the policy's `[api.<api>]`?"""
-        return self.check({"kind": "api", "api": api, "scope": scope})
 
-    def check_http(self, api, method, path):
-        """May the agent send `method path` to `[api.<api>]`? (Canonicalised like the proxy.)"""
-        return self.check({"kind": "http", "api": api, "method": method, "path": path})
+class AegisdClient(_Questions):
+    """Asks `aegisd` for agent `agent` (registered there with `aegis register`). The socket:
+    `socket_path`, else `$AEGIS_SOCKET`, else `$AEGIS_DIR/aegisd.sock`, else
+    `${XDG_STATE_HOME:-$HOME/.local/state}/aegis/aegisd.sock`, as the `aegis` client finds it."""
 
-    def check_exec(self, path):
-        """May the agent execute `path`?"""
-        return self.check({"kind": "exec", "path": path})
+    _OPS = {"fs": "check-fs", "exec": "check-exec", "net": "check-net", "api": "check-api", "http": "check-api"}
 
-    def check_fs(self, access, path):
-        """May the agent `access` ("read", "write" or "exec") `path`?"""
-        return self.check({"kind": "fs", "access": access, "path": path})
+    def __init__(self, agent, socket_path=None, timeout=5.0):
+        self.agent = agent
+        self.socket_path = socket_path or _default_socket()
+        if not self.socket_path:
+            raise AegisError("no aegisd socket: set AEGIS_SOCKET or AEGIS_DIR (neither HOME nor XDG_STATE_HOME is set)")
+        self.timeout = timeout
 
-    def check_net(self, host, port, protocol="tcp"):
-        """May the agent reach `host:port`?"""
-        return self.check({"kind": "net", "host": host, "port": port, "protocol": protocol})
+    def check(self, question):
+        """Asks one question (a dict with "kind" and its fields, as for AegisClient)."""
+        fields = dict(question)
+        op = self._OPS.get(fields.pop("kind", None))
+        if op is None:
+            raise AegisError("unknown question kind %r" % question.get("kind"))
+        line = json.dumps(dict(fields, op=op, agent=self.agent)).encode() + b"\n"
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(self.socket_path)
+                s.sendall(line)
+                answer = s.makefile("rb").readline()
+            data = json.loads(answer)
+        except (OSError, ValueError) as e:
+            raise AegisError("aegisd at %s did not answer: %s" % (self.socket_path, e)) from e
+        if not data.get("ok"):
+            err = data.get("error") or {}
+            raise AegisError("aegisd refused the question: %s: %s" % (err.get("code"), err.get("message")))
+        return Decision(data)
+
+
+def _default_socket():
+    if os.environ.get("AEGIS_SOCKET"):
+        return os.environ["AEGIS_SOCKET"]
+    state = os.environ.get("AEGIS_DIR")
+    if not state:
+        xdg, home = os.environ.get("XDG_STATE_HOME", ""), os.environ.get("HOME", "")
+        base = xdg if xdg.startswith("/") else os.path.join(home, ".local/state") if home.startswith("/") else None
+        state = base and os.path.join(base, "aegis")
+    return state and os.path.join(state, "aegisd.sock")
+
+
+def refusal(tool, question, arguments, client=None):
+    """For tool wrappers: asks before tool `tool` runs with `arguments` (a dict). `question` is a
+    dict whose string values may name the arguments in braces (`{"kind": "fs", "access":
+    "write", "path": "{path}"}`), or a function of the arguments that returns one. Returns None
+    when the policy allows the call, else the refusal to give the agent instead of acting.
+    Fails closed: when AEGIS cannot answer (or the question cannot be filled in), the tool
+    must not run either, and the refusal says why."""
+    try:
+        if callable(question):
+            q = question(arguments)
+        else:
+            q = {k: v.format(**arguments) if isinstance(v, str) else v for k, v in question.items()}
+        decision = (client or AegisClient()).check(q)
+    except Exception as e:  # noqa: BLE001 -- whatever went wrong, the tool does not run
+        return "AEGIS could not decide, so %s did not run: %s" % (tool, e)
+    if decision.allowed:
+        return None
+    return "AEGIS denies %s: %s" % (tool, decision.reason)
 
 
 def requires(api=None, method=None, path=None, scope=None, program=None, client=None):

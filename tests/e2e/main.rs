@@ -52,3 +52,6 @@ mod profiles;
 /// Issue 15.4: `seccomp.oci.json` under runc: a networked program uses the sockets its policy
 /// grants, the others are refused, and an exec gate only AEGIS can serve is refused by runc.
 mod oci;
+/// Issue 15.5: LangChain and CrewAI tools wrapped to ask `aegisd` before acting (frameworks
+/// from PyPI, installed by `.ci/run`; no model calls); an MCP stdio server under its own policy.
+mod frameworks;
