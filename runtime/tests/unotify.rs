@@ -239,25 +239,7 @@ fn run_agent(policy: &str, script: &str, args: &[&str], mediate: bool) -> Run {
 }
 
 /// `t(name, f)` records "ok[ value]" or "ERR <errno name>"; `done()` prints them as JSON.
-const PRELUDE: &str = r#"
-import errno, json, os, socket, sys, threading, time
-R = {}
-def t(name, f):
-    try:
-        r = f()
-        R[name] = "ok" if r is None else "ok " + str(r)
-    except OSError as e:
-        R[name] = "ERR " + errno.errorcode.get(e.errno, str(e.errno))
-def unix_connect(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(path)
-    got = s.recv(100).decode()
-    s.close()
-    return got
-def done():
-    print(json.dumps(R))
-"#;
+const PRELUDE: &str = include_str!("../../tests/fixtures/e2e/unix_probe.py");
 
 /// A unix stream server that answers every connection with `greeting` and the peer's
 /// credentials (`pid uid`), counting connections.

@@ -21,25 +21,7 @@ use serde_json::Value;
 use crate::launch::{Lab, audit_events, run_for, sandbox_ready};
 
 /// `t(name, f)` records "ok[ value]" or "ERR <errno name>"; `done()` prints the JSON.
-const PRELUDE: &str = r#"
-import errno, json, os, socket, sys, threading, time
-R = {}
-def t(name, f):
-    try:
-        r = f()
-        R[name] = "ok" if r is None else "ok " + str(r)
-    except OSError as e:
-        R[name] = "ERR " + errno.errorcode.get(e.errno, str(e.errno))
-def unix_connect(path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(path)
-    got = s.recv(100).decode()
-    s.close()
-    return got
-def done():
-    print(json.dumps(R))
-"#;
+const PRELUDE: &str = include_str!("../fixtures/e2e/unix_probe.py");
 
 /// A host daemon: a unix stream listener answering `<name> <peer pid> <peer uid>` (from
 /// SO_PEERCRED) and counting the connections it accepted.
