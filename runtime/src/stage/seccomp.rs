@@ -273,9 +273,9 @@ impl Handover {
 /// child ended before sending them (its report says why).
 pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Message>) -> Result<Option<Handover>, RunError> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    // `broker_process`: `Some(None)` once handed over for a broker that already exited.
     let (mut listener, mut broker, mut broker_process, mut fshelper) = (None, None, None, None);
-    let mut broker_process_received = false;
-    while listener.is_none() || (m.connect && (broker.is_none() || !broker_process_received)) {
+    while listener.is_none() || (m.connect && (broker.is_none() || broker_process.is_none())) {
         let Some(msg) = rx.recv(deadline)? else {
             return Ok(None);
         };
@@ -287,15 +287,16 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
             }
             Tag::BROKER_PROCESS => {
                 let fd = msg.fd.ok_or_else(|| RunError::internal("broker pidfd", "handed over without a descriptor"))?;
-                broker_process_received = true;
-                broker_process = match aegis_proxy::exe::Helper::from_pidfd(fd) {
+                broker_process = Some(match aegis_proxy::exe::Helper::from_pidfd(fd) {
                     Ok(helper) => Some(helper),
-                    // The broker already exited (a short agent, e.g. `true`, ended first):
+                    // The broker already exited (a short agent, e.g. `true`, ended first; the
+                    // kernel says the same of a process outside our pid namespace, where the
+                    // proxy then cannot tell the broker apart and refuses per-program grants):
                     // a process that is gone holds no socket, so there is nothing for the
                     // proxy to leave out of its holder scan.
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                     Err(e) => return Err(RunError::internal("broker pidfd", e)),
-                };
+                });
             }
             Tag::FS_HELPER => {
                 handoff::check_socket(&msg, libc::AF_UNIX, libc::SOCK_SEQPACKET)?;
@@ -305,7 +306,7 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
         }
     }
     let listener = listener.ok_or_else(|| RunError::internal("seccomp listener", "handed over without a descriptor"))?;
-    Ok(Some(Handover { listener, broker, broker_process, fshelper }))
+    Ok(Some(Handover { listener, broker, broker_process: broker_process.flatten(), fshelper }))
 }
 
 /// The handlers for what this bundle's filter notifies. Add new handlers here (see
