@@ -50,6 +50,21 @@ fn in_child(f: impl FnOnce(&mut Vec<String>)) {
     assert!(out.is_empty(), "failures:\n{out}");
 }
 
+/// Enforces `art` on this (child) process with the file helper started through the hook, as
+/// the Landlock stage does; `None` (and a failure saying why) when no helper started.
+fn enforce_with_helper(art: &landlock::LandlockArtifact, params: &Params, fail: &mut Vec<String>) -> Option<Client> {
+    let mut client = None;
+    let mut hook = |setup: landlock::HelperSetup| -> Result<(), String> {
+        client = Some(Client::new(fshelper::fork_in_child(setup)?));
+        Ok(())
+    };
+    let st = landlock::apply_with_helper(art, params, Mode::Required, InForce::NOTHING, Abi(u32::MAX), Some(&mut hook)).unwrap();
+    if client.is_none() {
+        fail.push(format!("no helper started: {:?}", st.details));
+    }
+    client
+}
+
 fn open_dir(p: &Path) -> OwnedFd {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
     // SAFETY: a NUL-terminated path; a new descriptor or -1.
@@ -106,20 +121,13 @@ fn the_helper_makes_entries_the_agent_cannot_and_refuses_protected_names() {
     let art = landlock::lower_fs(&rules).artifact;
     let params = Params::from_pairs([("W", w.as_path())]).unwrap();
     in_child(|fail| {
+        let Some(client) = enforce_with_helper(&art, &params, fail) else {
+            return;
+        };
         let mut expect = |ok: bool, what: &str| {
             if !ok {
                 fail.push(what.to_string());
             }
-        };
-        let mut client = None;
-        let mut hook = |setup: landlock::HelperSetup| -> Result<(), String> {
-            client = Some(Client::new(fshelper::fork_in_child(setup)?));
-            Ok(())
-        };
-        let st = landlock::apply_with_helper(&art, &params, Mode::Required, InForce::NOTHING, Abi(u32::MAX), Some(&mut hook)).unwrap();
-        let Some(client) = client else {
-            fail.push(format!("no helper started: {:?}", st.details));
-            return;
         };
         let root = open_dir(Path::new("/"));
         let ask = |r: &Request| client.ask(r, Some(&root), Some(&root)).unwrap();
@@ -194,20 +202,13 @@ fn without_mounts_the_helper_keeps_git_working_around_a_read_only_config() {
     let art = landlock::lower_fs(&rules).artifact;
     let params = Params::from_pairs([("W", w.as_path())]).unwrap();
     in_child(|fail| {
+        let Some(client) = enforce_with_helper(&art, &params, fail) else {
+            return;
+        };
         let mut expect = |ok: bool, what: &str| {
             if !ok {
                 fail.push(what.to_string());
             }
-        };
-        let mut client = None;
-        let mut hook = |setup: landlock::HelperSetup| -> Result<(), String> {
-            client = Some(Client::new(fshelper::fork_in_child(setup)?));
-            Ok(())
-        };
-        landlock::apply_with_helper(&art, &params, Mode::Required, InForce::NOTHING, Abi(u32::MAX), Some(&mut hook)).unwrap();
-        let Some(client) = client else {
-            fail.push("no helper started".into());
-            return;
         };
         let ask = |r: &Request| client.ask(r, None, None).unwrap();
         let none = Path::new("");
