@@ -206,9 +206,9 @@ pub fn run(args: LearnArgs) -> i32 {
     let code = aegis_runtime::launch::run(&opts);
     let obs = learn.observations();
 
-    let mut params = aegis_compiler::eval::Params::new();
+    let mut params = aegis_policy::eval::Params::new();
     for p in &user_params {
-        if let Ok((k, v)) = aegis_compiler::eval::parse_param(p) {
+        if let Ok((k, v)) = aegis_policy::eval::parse_param(p) {
             params.insert(k, v);
         }
     }

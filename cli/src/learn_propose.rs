@@ -23,9 +23,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use aegis_compiler::eval::{self, FsQuery, Params, Query, Verdict};
+use aegis_policy::eval::{self, FsQuery, Params, Query, Verdict};
 use aegis_compiler::explain::{in_policy_terms, toml_string};
-use aegis_compiler::ir::{Policy, Protocol};
+use aegis_policy::ir::{Policy, Protocol};
 use aegis_compiler::secrets;
 use aegis_runtime::learn::{Observations, Request};
 use aegis_runtime::unotify::trace::Op;
@@ -512,7 +512,7 @@ pub fn propose(obs: &Observations, ctx: &Context) -> Proposal {
         let mut methods: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (r, _) in reqs.iter().filter(|(r, _)| r.allowed) {
             if let (Some(m), Some(p)) = (&r.method, &r.path)
-                && aegis_compiler::ir::api::canonical_request(m, p).is_ok()
+                && aegis_policy::ir::api::canonical_request(m, p).is_ok()
             {
                 methods.entry(m.clone()).or_default().insert(p.clone());
             }
@@ -629,7 +629,7 @@ pub fn propose(obs: &Observations, ctx: &Context) -> Proposal {
     let net_used = !endpoints.is_empty() || !apis.is_empty();
     if net_used || !sockets.is_empty() || !net_refused.is_empty() {
         out.push_str("\n[network]\n");
-        if net_used && ctx.start.as_ref().is_none_or(|(_, p)| p.network.mode != aegis_compiler::ir::NetworkMode::Proxy) {
+        if net_used && ctx.start.as_ref().is_none_or(|(_, p)| p.network.mode != aegis_policy::ir::NetworkMode::Proxy) {
             out.push_str("mode = \"proxy\"  # the workload used the network; the proxy admits it by name\n");
         }
         out.push_str(&list("allow", &endpoints));
@@ -657,7 +657,7 @@ pub fn propose(obs: &Observations, ctx: &Context) -> Proposal {
             out.push_str(&format!("# NOT PROPOSED (refused during learning too): {n} ({c} call(s)): {why}\n"));
         }
     }
-    if ctx.cgroup_missing && ctx.start.as_ref().is_none_or(|(_, p)| p.enforcement.level(aegis_compiler::ir::Layer::Cgroup) == aegis_compiler::ir::Level::Required) {
+    if ctx.cgroup_missing && ctx.start.as_ref().is_none_or(|(_, p)| p.enforcement.level(aegis_policy::ir::Layer::Cgroup) == aegis_policy::ir::Level::Required) {
         out.push_str("\n[enforcement]\ncgroup = \"best-effort\"  # this host gave the learning run no cgroup of its own; drop this line where [resources] limits must hold\n");
     }
     if !notes.is_empty() {

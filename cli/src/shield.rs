@@ -25,8 +25,8 @@
 
 use std::path::{Path, PathBuf};
 
-use aegis_compiler::eval::{self, Decision, FsQuery, Params, Query, Verdict};
-use aegis_compiler::ir::{FsAccess, FsRule, PathPattern, Policy};
+use aegis_policy::eval::{self, Decision, FsQuery, Params, Query, Verdict};
+use aegis_policy::ir::{FsAccess, FsRule, PathPattern, Policy};
 
 const POLICY_NOTE: &str = "a file `aegis run` compiled this policy from: an agent that rewrites it widens its next run";
 const AUDIT_NOTE: &str = "audit state of `aegis run` (log, checkpoint key or sink, aegisd's directory): the agent must not read or rewrite its own record";

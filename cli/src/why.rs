@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 
 use aegis_audit::{Access, Event, Record, Verdict as AuditVerdict};
 use aegis_compiler::cli::{Exit, Format, print_json};
-use aegis_compiler::eval::{FsQuery, Params, Query};
+use aegis_policy::eval::{FsQuery, Params, Query};
 use aegis_compiler::explain::{self, Why};
-use aegis_compiler::ir::{Policy, Protocol};
-use aegis_compiler::source::SourceMap;
+use aegis_policy::ir::{Policy, Protocol};
+use aegis_policy::source::SourceMap;
 use aegis_targets::seccomp::Arch;
 
 use crate::shield;
@@ -280,7 +280,7 @@ fn load_policy(args: &WhyArgs, run: &Run, log: &Path) -> Result<Loaded, String> 
     Err("the run names no policy file or bundle: give --policy FILE".into())
 }
 
-fn location(l: &Loaded, origin: Option<aegis_compiler::source::Origin>) -> Option<String> {
+fn location(l: &Loaded, origin: Option<aegis_policy::source::Origin>) -> Option<String> {
     let o = origin?;
     match &l.sources {
         Some(s) => Some(s.locate(o).to_string()),
@@ -308,7 +308,7 @@ fn explain_one(l: &Loaded, params: &Params, home: Option<&str>, a: &Ask) -> (Res
                 None => Err("this architecture has no seccomp tables".into()),
             },
             other => match query_of(other) {
-                Some(q) => explain::try_change(path, &c.toml, params, &q).map(|(v, lints)| (v == aegis_compiler::eval::Verdict::Allow, lints)),
+                Some(q) => explain::try_change(path, &c.toml, params, &q).map(|(v, lints)| (v == aegis_policy::eval::Verdict::Allow, lints)),
                 None => return (why, None),
             },
         }),
@@ -392,12 +392,12 @@ pub fn run(args: WhyArgs, format: Format) -> Exit {
     };
     let mut params = Params::new();
     for (k, v) in &run.params {
-        if let Ok((name, value)) = aegis_compiler::eval::parse_param(&format!("{k}={v}")) {
+        if let Ok((name, value)) = aegis_policy::eval::parse_param(&format!("{k}={v}")) {
             params.insert(name, value);
         }
     }
     for p in &args.params {
-        match aegis_compiler::eval::parse_param(p) {
+        match aegis_policy::eval::parse_param(p) {
             Ok((k, v)) => {
                 params.insert(k, v);
             }

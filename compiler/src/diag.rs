@@ -204,17 +204,7 @@ impl Diagnostics {
     }
 }
 
-/// "did you mean `x`?" for a misspelt word among known candidates.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut best: Option<(f64, &str)> = None;
-    for c in candidates {
-        let score = strsim::jaro_winkler(&word.to_ascii_lowercase(), &c.to_ascii_lowercase());
-        if score > 0.8 && best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, c));
-        }
-    }
-    best.map(|(_, c)| c)
-}
+pub use aegis_policy::did_you_mean;
 
 // ---------------------------------------------------------------------------------------
 // Rendering

@@ -11,16 +11,18 @@ pub mod compose;
 pub mod diag;
 pub mod diff;
 pub mod emit;
-pub mod eval;
 pub mod explain;
-pub mod ir;
 pub mod lint;
 pub mod lower;
 pub mod profiles;
 pub mod secrets;
-pub mod source;
 pub mod syntax;
 pub mod syscall_names;
+
+// The IR, its evaluator and the source positions rules carry live in `aegis-policy`, which the
+// loader, the proxy and aegisd use without this crate's parser; re-exported under their old
+// paths so the pipeline reads as one crate.
+pub use aegis_policy::{eval, ir, source};
 
 use std::path::Path;
 

@@ -59,14 +59,7 @@ fn root_equivalent_sockets(grant: &PathPattern) -> Vec<&'static str> {
 /// Parameter names that conventionally hold source code, where `.env` files live.
 const CODE_PARAMS: &[&str] = &["WORKSPACE", "REPO", "REPOSITORY", "PROJECT", "SRC", "SOURCE", "APP", "CODE", "CHECKOUT", "HOME"];
 
-/// Syscalls that, when explicitly allowed, break isolation or widen kernel attack surface.
-pub const DANGEROUS_SYSCALLS: &[&str] = &[
-    "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "keyctl", "add_key", "request_key",
-    "userfaultfd", "mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsmount", "fsconfig",
-    "unshare", "setns", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "io_uring_setup",
-    "io_uring_enter", "io_uring_register", "reboot", "swapon", "swapoff", "personality", "clone3", "name_to_handle_at",
-    "open_by_handle_at", "iopl", "ioperm", "quotactl", "acct", "lookup_dcookie", "vm86", "vm86old",
-];
+pub use aegis_policy::why::DANGEROUS_SYSCALLS;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ExposureReason {

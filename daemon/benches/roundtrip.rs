@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aegis_compiler::eval::{self, Params, Query};
+use aegis_policy::eval::{self, Params, Query};
 
 const SEND: &str = "{\"op\":\"check-api\",\"agent\":\"inbox-manager\",\"api\":\"gmail\",\"method\":\"POST\",\"path\":\"/gmail/v1/users/me/messages/send\"}\n";
 

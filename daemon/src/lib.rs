@@ -6,7 +6,7 @@
 //! about a registered agent; `list`), from peers the socket admits. Output: one JSON response
 //! per line, `{"ok":true,"verdict":"ALLOW"|"DENY",...}` or `{"ok":false,"error":{code,
 //! message, hint}}`, and one hash-chained audit record per decision (`--audit-log`).
-//! Invariants: every verdict comes from [`aegis_compiler::eval::evaluate`], the same
+//! Invariants: every verdict comes from [`aegis_policy::eval::evaluate`], the same
 //! reference evaluator as `aegisc check`, on the same IR (a bundle's verified
 //! `policy.ir.json`); when an audit log is configured, no verdict is sent unless its record
 //! was appended first (fail closed); a peer that is neither root, the daemon's own user, nor

@@ -3,7 +3,7 @@
 //! Input: request lines (`{"op":"register"|"check-fs"|"check-exec"|"check-net"|"check-api"|
 //! "list", ...}`; unknown fields and unknown ops are errors, never ignored). Output: the typed
 //! [`Request`], the evaluator [`Query`] it asks (built by `aegisc check`'s own parser,
-//! [`aegis_compiler::cli::check::parse_query`], so both front ends accept and reject the same
+//! [`aegis_policy::query::parse_query`], so both front ends accept and reject the same
 //! questions with the same messages), and response lines ([`error_response`], and the
 //! `ok:true` objects built in [`crate::server`]). Invariants: a response is exactly one line
 //! (serde_json never emits a raw newline); the `rule` object of a verdict has the same shape
@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use aegis_compiler::cli::check::parse_query;
-use aegis_compiler::eval::Query;
+use aegis_policy::query::parse_query;
+use aegis_policy::eval::Query;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RequestError;

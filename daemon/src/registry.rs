@@ -5,7 +5,7 @@
 //! files and must match the manifest's policy digest), plus launch parameter values.
 //! Output: a [`Registered`] agent, and for a query an [`Answer`]: the evaluator's decision and
 //! where the deciding rule is written. Invariants: answers come only from
-//! [`aegis_compiler::eval::evaluate`]; an agent is registered only if every parameter value
+//! [`aegis_policy::eval::evaluate`]; an agent is registered only if every parameter value
 //! is valid and declared by its policy (so no later query fails on it); a bundle is used only
 //! through [`aegis_targets::bundle::VerifiedBundle`], never by reading its files again.
 
@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use aegis_compiler::eval::{self, Decision, Params, Query};
-use aegis_compiler::ir::Policy;
-use aegis_compiler::source::{Origin, SourceMap};
+use aegis_policy::eval::{self, Decision, Params, Query};
+use aegis_policy::ir::Policy;
+use aegis_policy::source::{Origin, SourceMap};
 use aegis_targets::bundle::{self, PublicKey, TrustPolicy};
 
 use crate::error::RequestError;

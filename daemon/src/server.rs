@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aegis_audit::{AuditContext, AuditWriter, Durability, Event, Verdict as AuditVerdict, WriterOptions};
-use aegis_compiler::eval::{Query, Verdict};
+use aegis_policy::eval::{Query, Verdict};
 use serde_json::{Value, json};
 
 use crate::error::{RequestError, StartError};
@@ -621,7 +621,7 @@ impl State {
 
 /// The audit subject and target of a query.
 fn describe(q: &Query) -> (&'static str, String) {
-    use aegis_compiler::eval::FsQuery;
+    use aegis_policy::eval::FsQuery;
     match q {
         Query::Fs { access: FsQuery::Exec, path } => ("exec", path.clone()),
         Query::Fs { access, path } => ("fs", format!("{} {path}", access.word())),

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use aegis_compiler::eval::{self, FsQuery, Params, Query};
-use aegis_compiler::ir::Protocol;
+use aegis_policy::eval::{self, FsQuery, Params, Query};
+use aegis_policy::ir::Protocol;
 use serde_json::{Value, json};
 
 const AEGISD: &str = env!("CARGO_BIN_EXE_aegisd");

@@ -3,8 +3,8 @@
 //! Input: the JSON body of `POST /.aegis/v1/check` sent to the proxy itself (origin-form,
 //! from inside the sandbox). Output: `(status, JSON body, audit fields)`: 200 with
 //! `{"verdict":"ALLOW"|"DENY","reason":..,"rule":{"kind":..,"text":..}|null,"notes":[..]}`,
-//! or 400 with `{"error":..}`. Invariants: answers come from the compiler's reference
-//! evaluator over the running bundle's policy and launch parameters (the same answers as
+//! or 400 with `{"error":..}`. Invariants: answers come from the reference
+//! evaluator (`aegis-policy`) over the running bundle's policy and launch parameters (the same answers as
 //! `aegisc check` and `aegisd`); a question is never a permission: the kernel layers and
 //! the proxy still enforce.
 //!
@@ -13,8 +13,8 @@
 //! `protocol`: tcp|udp). Any question may name the program it is for (`exe`, an absolute
 //! path); by default it is asked for the program that sent it.
 
-use aegis_compiler::eval::{Decision, FsQuery, Query};
-use aegis_compiler::ir::net::Protocol;
+use aegis_policy::eval::{Decision, Query};
+use aegis_policy::query;
 use serde_json::{Value, json};
 
 use crate::gate::Gate;
@@ -27,71 +27,16 @@ pub struct Asked {
     pub target: String,
 }
 
-fn field<'a>(v: &'a Value, k: &str) -> Result<&'a str, String> {
-    v.get(k).and_then(Value::as_str).ok_or_else(|| format!("missing string field `{k}`"))
-}
-
-fn query(v: &Value) -> Result<(Query, Asked), String> {
-    let kind = field(v, "kind")?;
-    let asked = |target: String| Asked { kind: kind.to_string(), target };
-    Ok(match kind {
-        "api" => {
-            let (api, scope) = (field(v, "api")?, field(v, "scope")?);
-            (
-                Query::ApiScope {
-                    api: api.into(),
-                    scope: scope.into(),
-                },
-                asked(format!("{api} scope {scope}")),
-            )
-        }
-        "http" => {
-            let (api, method, path) = (field(v, "api")?, field(v, "method")?, field(v, "path")?);
-            (
-                Query::ApiHttp {
-                    api: api.into(),
-                    method: method.into(),
-                    path: path.into(),
-                },
-                asked(format!("{api} {method} {}", path.split('?').next().unwrap_or(""))),
-            )
-        }
-        "exec" | "fs" => {
-            let access = if kind == "exec" {
-                FsQuery::Exec
-            } else {
-                match field(v, "access")? {
-                    "read" => FsQuery::Read,
-                    "write" => FsQuery::Write,
-                    "exec" => FsQuery::Exec,
-                    other => return Err(format!("`access` must be read, write or exec, not `{other}`")),
-                }
-            };
-            let path = field(v, "path")?;
-            (
-                Query::Fs {
-                    access,
-                    path: path.into(),
-                },
-                asked(format!("{} {path}", access.word())),
-            )
-        }
-        "net" => {
-            let host = field(v, "host")?;
-            let port = v
-                .get("port")
-                .and_then(Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or("missing or invalid `port` (1-65535)")?;
-            let protocol = match v.get("protocol").and_then(Value::as_str).unwrap_or("tcp") {
-                "tcp" => Protocol::Tcp,
-                "udp" => Protocol::Udp,
-                other => return Err(format!("`protocol` must be tcp or udp, not `{other}`")),
-            };
-            (Query::Net { host: host.into(), port, protocol }, asked(format!("{host}:{port}")))
-        }
-        other => return Err(format!("unknown kind `{other}` (api, http, exec, fs, net)")),
-    })
+/// What the audit record says was asked: the question's `kind` and its target in words.
+fn asked(kind: &str, q: &Query) -> Asked {
+    let target = match q {
+        Query::ApiScope { api, scope } => format!("{api} scope {scope}"),
+        Query::ApiHttp { api, method, path } => format!("{api} {method} {}", path.split('?').next().unwrap_or("")),
+        Query::Fs { access, path } => format!("{} {path}", access.word()),
+        Query::Net { host, port, .. } => format!("{host}:{port}"),
+        Query::Unix { path } => format!("unix {path}"),
+    };
+    Asked { kind: kind.to_string(), target }
 }
 
 fn decision_json(d: &Decision) -> Value {
@@ -108,7 +53,8 @@ fn decision_json(d: &Decision) -> Value {
 /// body))` for malformed questions.
 pub fn answer(gate: &Gate, body: &[u8], asker: Option<&str>) -> Result<(Value, Asked, Decision), (u16, Value)> {
     let v: Value = serde_json::from_slice(body).map_err(|e| (400, json!({"error": format!("body is not JSON: {e}")})))?;
-    let (q, asked) = query(&v).map_err(|e| (400, json!({"error": e})))?;
+    let q = query::from_json(&v).map_err(|e| (400, json!({"error": e.0})))?;
+    let asked = asked(v.get("kind").and_then(Value::as_str).unwrap_or_default(), &q);
     let exe = match v.get("exe") {
         None => asker,
         Some(Value::String(e)) if e.starts_with('/') => Some(e.as_str()),

@@ -13,11 +13,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
-use aegis_compiler::eval::{self, Decision, Params, Query, Verdict};
-use aegis_compiler::ir::net::Protocol;
-use aegis_compiler::ir::{Policy, SecretSource};
+use aegis_policy::eval::{self, Decision, Params, Query, Verdict};
+use aegis_policy::ir::net::Protocol;
+use aegis_policy::ir::{Policy, SecretSource};
 
-use aegis_compiler::ir::net::Destination;
+use aegis_policy::ir::net::Destination;
 
 use crate::addr::{Host, special};
 

@@ -5,7 +5,7 @@
 //! piece is forwarded. Output: `Err(reason)` for a request some common framework would
 //! route as another method or path (the proxy answers `400` and never completes the
 //! request upstream), `Ok` otherwise. The path and query are judged by the shared
-//! canonicaliser ([`aegis_compiler::ir::api::canonical_request`]); this module covers what
+//! canonicaliser ([`aegis_policy::ir::api::canonical_request`]); this module covers what
 //! only the proxy sees.
 //!
 //! Refused:
@@ -24,7 +24,7 @@
 //! (8 KiB; a longer line that mentions `Content-Disposition` is refused); a piece is
 //! judged before it is written, so a refused body never reaches its end upstream.
 
-use aegis_compiler::ir::api::{framework_param_name, is_method_override_param};
+use aegis_policy::ir::api::{framework_param_name, is_method_override_param};
 
 use crate::http1::Header;
 

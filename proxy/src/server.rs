@@ -31,8 +31,8 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use aegis_audit::{Event, Verdict as AuditVerdict};
-use aegis_compiler::eval::{Decision, Verdict};
-use aegis_compiler::ir::api::{CanonicalRequest, canonical_request};
+use aegis_policy::eval::{Decision, Verdict};
+use aegis_policy::ir::api::{CanonicalRequest, canonical_request};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
 

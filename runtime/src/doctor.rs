@@ -460,16 +460,16 @@ pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
     // refuses it). Say where each comes from and whether it is present now.
     if proxy
         && let Some(ir) = v.file("policy.ir.json")
-        && let Ok(policy) = serde_json::from_slice::<aegis_compiler::ir::Policy>(ir)
+        && let Ok(policy) = serde_json::from_slice::<aegis_policy::ir::Policy>(ir)
     {
         for api in policy.apis.values() {
             match api.credential.as_ref().map(|c| &c.source) {
-                Some(aegis_compiler::ir::SecretSource::Env(var)) => notes.push(format!(
+                Some(aegis_policy::ir::SecretSource::Env(var)) => notes.push(format!(
                     "api '{}' needs ${var} in aegis-exec's environment ({})",
                     api.name,
                     if std::env::var_os(var).is_some() { "set now" } else { "NOT set now" }
                 )),
-                Some(aegis_compiler::ir::SecretSource::File(path)) => notes.push(format!(
+                Some(aegis_policy::ir::SecretSource::File(path)) => notes.push(format!(
                     "api '{}' needs the credential file {path} ({})",
                     api.name,
                     if Path::new(path).is_file() { "present" } else { "MISSING" }

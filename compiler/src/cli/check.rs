@@ -7,37 +7,9 @@
 use std::path::Path;
 
 use super::{Exit, Format, compile_or_report, print_json};
-use crate::eval::{self, FsQuery, Params, Query, QueryError, Verdict};
-use crate::ir::Protocol;
+use crate::eval::{self, Params, QueryError, Verdict};
 
-pub const USAGE: &str = "queries: fs read|write|exec PATH | exec PATH | net HOST PORT [tcp|udp] | unix PATH | api NAME SCOPE | api NAME METHOD PATH";
-
-pub fn parse_query(words: &[String]) -> Result<Query, QueryError> {
-    let w: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fs = |a: &str| match a {
-        "read" => Ok(FsQuery::Read),
-        "write" => Ok(FsQuery::Write),
-        "exec" => Ok(FsQuery::Exec),
-        other => Err(QueryError(format!("unknown access `{other}`: use read, write or exec"))),
-    };
-    match w.as_slice() {
-        ["fs", access, path] => Ok(Query::Fs { access: fs(access)?, path: path.to_string() }),
-        ["exec", path] => Ok(Query::Fs { access: FsQuery::Exec, path: path.to_string() }),
-        ["net", host, port, rest @ ..] => {
-            let port: u16 = port.parse().map_err(|_| QueryError(format!("`{port}` is not a port (1-65535)")))?;
-            let protocol = match rest {
-                [] | ["tcp"] => Protocol::Tcp,
-                ["udp"] => Protocol::Udp,
-                other => return Err(QueryError(format!("unexpected `{}`: the protocol is tcp or udp", other.join(" ")))),
-            };
-            Ok(Query::Net { host: host.to_string(), port, protocol })
-        }
-        ["unix", path] => Ok(Query::Unix { path: path.to_string() }),
-        ["api", name, scope] => Ok(Query::ApiScope { api: name.to_string(), scope: scope.to_string() }),
-        ["api", name, method, path] => Ok(Query::ApiHttp { api: name.to_string(), method: method.to_string(), path: path.to_string() }),
-        _ => Err(QueryError(format!("cannot understand the query `{}`; {USAGE}", w.join(" ")))),
-    }
-}
+pub use aegis_policy::query::{USAGE, parse_query};
 
 pub fn run(policy_path: &Path, params: &[String], exe: Option<&str>, words: &[String], format: Format) -> Exit {
     let compiled = match compile_or_report(policy_path) {

@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aegis_targets::bundle::{
     BundleContents, BundleError, BundleWriter, CgroupVersion, CompilerInfo, Enforcement, KernelRequirements,
-    LaunchParameter, ManifestFields, Namespace, NetworkMode, SecretKey,
+    LaunchParameter, ManifestFields, Namespace, SecretKey,
 };
 
 use super::{EmitError, LossReport};
-use crate::ir::{Level, NetworkMode as IrMode, Policy};
+use crate::ir::{Level, Policy};
 use crate::source::SourceMap;
 
 /// When the bundle is issued, its serial and optional expiry (from flags or
@@ -28,7 +28,7 @@ pub struct Issue {
 pub fn manifest_fields(policy: &Policy, digest: &str, landlock_abi: Option<u32>, issue: Issue) -> ManifestFields {
     let mut namespaces: BTreeSet<Namespace> =
         [Namespace::User, Namespace::Mount, Namespace::Pid, Namespace::Ipc, Namespace::Uts, Namespace::Cgroup].into();
-    if policy.network.mode != IrMode::Host {
+    if policy.network.mode != crate::ir::NetworkMode::Host {
         namespaces.insert(Namespace::Net);
     }
     let enforcement: BTreeMap<String, Enforcement> = policy
@@ -52,11 +52,7 @@ pub fn manifest_fields(policy: &Policy, digest: &str, landlock_abi: Option<u32>,
             seccomp: true,
         },
         enforcement,
-        network_mode: match policy.network.mode {
-            IrMode::None => NetworkMode::None,
-            IrMode::Proxy => NetworkMode::Proxy,
-            IrMode::Host => NetworkMode::Host,
-        },
+        network_mode: policy.network.mode,
         parameters: policy
             .parameters
             .iter()

@@ -31,7 +31,9 @@ use aegis_targets::landlock::{
 };
 use aegis_targets::mounts::{self, MountKind, MountPlan, PlanOptions};
 
-use super::{EmitError, Loss, LossReport, nftables::PROXY_PORT};
+use aegis_targets::bundle::contract::PROXY_PORT;
+
+use super::{EmitError, Loss, LossReport};
 use crate::ir::{FsAccess, Layer, Level, NetworkMode, Policy, Protocol};
 use crate::source::SourceMap;
 

@@ -7,7 +7,7 @@
 //! Invariants: an error never yields a policy; every IR rule carries the origin of the
 //! text it came from; the output is sorted and deduplicated (see `ir` invariants).
 
-mod errno;
+use aegis_policy::errno;
 pub mod protect;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -16,8 +16,8 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use aegis_compiler::eval::{self, FsQuery, Query, Verdict};
-use aegis_compiler::ir::{FsAccess, Policy};
+use aegis_policy::eval::{self, FsQuery, Query, Verdict};
+use aegis_policy::ir::{FsAccess, Policy};
 
 use crate::child::Fail;
 use crate::exit::RunError;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
 use aegis_audit::Event;
-use aegis_compiler::ir::{NetworkMode, Policy, SecretSource};
+use aegis_policy::ir::{NetworkMode, Policy, SecretSource};
 use aegis_proxy::exe::AgentProcs;
 use aegis_proxy::gate::{Gate, HostSecrets};
 use aegis_proxy::resolve::Resolver;
@@ -93,12 +93,14 @@ pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf], learn:
             _ => None,
         })
         .collect();
-    let forwards: Vec<std::net::SocketAddr> = aegis_compiler::emit::nftables::proxy_forwards(&policy.network)
+    let forwards: Vec<std::net::SocketAddr> = policy
+        .network
+        .proxy_forwards()
         .0
         .into_iter()
         .flat_map(|e| {
             let addr = match &e.destination {
-                aegis_compiler::ir::Destination::Network(c) => Some(c.addr),
+                aegis_policy::ir::Destination::Network(c) => Some(c.addr),
                 _ => None,
             };
             e.ports

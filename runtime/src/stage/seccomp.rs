@@ -56,8 +56,8 @@ impl ChildSeccomp {
 
 /// What the supervisor must answer for the filter (prepared before clone).
 pub struct Mediation {
-    policy: Arc<aegis_compiler::ir::Policy>,
-    params: aegis_compiler::eval::Params,
+    policy: Arc<aegis_policy::ir::Policy>,
+    params: aegis_policy::eval::Params,
     /// `execve` is notified ([`unotify::exec::ExecGate`]).
     exec_gate: bool,
     /// `connect` and friends are notified ([`unotify::net::NetMediation`], the broker).

@@ -141,16 +141,16 @@ impl Verified {
 
     /// The bundle's typed policy (`policy.ir.json`), which the supervisor's own decisions
     /// (the proxy, the seccomp notification handlers) come from; `who` says who needs it.
-    pub fn policy_ir(&self, who: &str) -> Result<aegis_compiler::ir::Policy, RunError> {
+    pub fn policy_ir(&self, who: &str) -> Result<aegis_policy::ir::Policy, RunError> {
         let ir = self.file("policy.ir.json").ok_or_else(|| RunError::Refused(format!("{who} needs policy.ir.json in the bundle")))?;
         serde_json::from_slice(ir).map_err(|e| RunError::Refused(format!("policy.ir.json: {e}")))
     }
 
     /// The launch parameters as the reference evaluator takes them.
-    pub fn eval_params(&self) -> Result<aegis_compiler::eval::Params, RunError> {
-        let mut params = aegis_compiler::eval::Params::new();
+    pub fn eval_params(&self) -> Result<aegis_policy::eval::Params, RunError> {
+        let mut params = aegis_policy::eval::Params::new();
         for (k, p) in &self.params {
-            let (name, pat) = aegis_compiler::eval::parse_param(&format!("{k}={}", p.display())).map_err(|e| RunError::Refused(e.0))?;
+            let (name, pat) = aegis_policy::eval::parse_param(&format!("{k}={}", p.display())).map_err(|e| RunError::Refused(e.0))?;
             params.insert(name, pat);
         }
         Ok(params)
@@ -248,7 +248,7 @@ fn check_params(m: &Manifest, given: &[(String, String)]) -> Result<BTreeMap<Str
     let mut out = BTreeMap::new();
     for (k, v) in given {
         if !m.parameters.contains_key(k) {
-            let hint = match aegis_compiler::diag::did_you_mean(k, m.parameters.keys().map(String::as_str)) {
+            let hint = match aegis_policy::did_you_mean(k, m.parameters.keys().map(String::as_str)) {
                 Some(c) => format!("; did you mean {c}?"),
                 None if m.parameters.is_empty() => "; it declares none".to_string(),
                 None => format!("; it declares {}", m.parameters.keys().cloned().collect::<Vec<_>>().join(", ")),

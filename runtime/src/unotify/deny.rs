@@ -6,7 +6,7 @@
 //! by running the bundle's program on the call's registers, so the agent gets exactly what
 //! the bundle says — and a `denial` record (aggregated by [`super::record`]) naming the call
 //! with its decoded arguments (`socket(AF_INET6, SOCK_RAW, 0)`), the errno, and the part of
-//! the policy that refused it (`aegis_compiler::explain::syscall`). Invariants: the answer is
+//! the policy that refused it (`aegis_policy::why::syscall`). Invariants: the answer is
 //! always a refusal (a call this handler cannot place is refused with EPERM, never let
 //! through); string arguments are read from the caller only for the record, never to
 //! decide; the work per call is bounded (one emulation, at most two string reads of a few
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aegis_audit::Access;
-use aegis_compiler::ir::Policy;
+use aegis_policy::ir::Policy;
 use aegis_targets::seccomp::split::is_routed_denial;
 use aegis_targets::seccomp::{self, Arch, SockFilter, describe};
 
@@ -71,7 +71,7 @@ impl Denials {
         {
             return w.clone();
         }
-        let why = aegis_compiler::explain::syscall(&self.policy, name, args);
+        let why = aegis_policy::why::syscall(&self.policy, name, args);
         let rule = why.rule.as_ref().map(|r| format!("{} '{}'", r.kind, r.text));
         let mut reason = why.reason;
         let harmless = why.rule.is_none() && why.change.as_ref().is_some_and(|c| c.warnings.is_empty() && c.toml.starts_with("[syscalls]"));
@@ -90,7 +90,7 @@ impl Denials {
 
 /// The errno's name, or its number.
 pub fn errno_text(e: u16) -> String {
-    aegis_compiler::lower::errno_name(e).map(str::to_string).unwrap_or_else(|| format!("errno {e}"))
+    aegis_policy::errno::name_of(e).map(str::to_string).unwrap_or_else(|| format!("errno {e}"))
 }
 
 impl Handler for Denials {

@@ -18,8 +18,8 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use aegis_compiler::eval::{self, Params, Query, Verdict};
-use aegis_compiler::ir::Policy;
+use aegis_policy::eval::{self, Params, Query, Verdict};
+use aegis_policy::ir::Policy;
 
 use super::{Call, CallError, Handler, Outcome, Refusal, Response};
 use crate::broker::{self, Client, Resolved};

@@ -25,8 +25,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use aegis_audit::Access;
-use aegis_compiler::eval::{self, Decision, FsQuery, Params, Query, Verdict};
-use aegis_compiler::ir::Policy;
+use aegis_policy::eval::{self, Decision, FsQuery, Params, Query, Verdict};
+use aegis_policy::ir::Policy;
 use aegis_targets::seccomp::split::Traced;
 use aegis_targets::seccomp::Arch;
 

@@ -82,14 +82,7 @@ pub enum Enforcement {
     BestEffort,
 }
 
-/// The agent's network mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    None,
-    Proxy,
-    Host,
-}
+pub use super::contract::NetworkMode;
 
 /// A value the launch must supply (e.g. `WORKSPACE`, used as `${WORKSPACE}` in artifacts).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@
 //! ```
 
 mod canonical;
+pub mod contract;
 mod error;
 mod keys;
 mod manifest;

@@ -43,6 +43,7 @@
 //! are resolved to bytes, milliseconds and millicores.
 
 pub mod api;
+pub mod forward;
 pub mod net;
 pub mod path;
 pub mod units;
@@ -160,23 +161,8 @@ impl Filesystem {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    None,
-    Proxy,
-    Host,
-}
-
-impl NetworkMode {
-    pub fn word(self) -> &'static str {
-        match self {
-            NetworkMode::None => "none",
-            NetworkMode::Proxy => "proxy",
-            NetworkMode::Host => "host",
-        }
-    }
-}
+/// One enum for the policy, the manifest and the runtime: the bundle contract's.
+pub use aegis_targets::bundle::contract::NetworkMode;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
