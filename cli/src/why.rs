@@ -267,7 +267,7 @@ fn load_policy(args: &WhyArgs, run: &Run, log: &Path) -> Result<Loaded, String> 
         return Ok(Loaded { policy, sources: Some(c.sources), path: Some(path), warning });
     }
     if let Some(dir) = &run.bundle_dir {
-        let ir = dir.join("policy.ir.json");
+        let ir = dir.join(aegis_targets::bundle::contract::POLICY_IR);
         let text = std::fs::read_to_string(&ir).map_err(|e| format!("cannot read {}: {e} (give --policy FILE)", ir.display()))?;
         let policy: Policy = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", ir.display()))?;
         return Ok(Loaded {

@@ -104,7 +104,7 @@ impl Registered {
             }
         })?;
         let bad = |why: String| RequestError::BadBundleIr { path: d.clone(), why };
-        let ir = verified.file("policy.ir.json").ok_or_else(|| bad("it has no policy.ir.json".into()))?;
+        let ir = verified.file(aegis_targets::bundle::contract::POLICY_IR).ok_or_else(|| bad("it has no policy.ir.json".into()))?;
         let policy: Policy = serde_json::from_slice(ir).map_err(|e| bad(format!("policy.ir.json is not an AEGIS policy IR: {e}")))?;
         let policy_digest = policy.digest();
         // The manifest is what the signature covers; the IR must be the one it names.

@@ -298,7 +298,7 @@ mod tests {
         Event::ProxyRequest {
             mode: mode.into(),
             host: "aegis".into(),
-            port: 3128,
+            port: aegis_targets::bundle::contract::PROXY_PORT,
             method: Some("net".into()),
             path: Some(path.into()),
             decision,

@@ -354,7 +354,7 @@ pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
 
     // stage::cgroup (the launch's first host-dependent step): the probe made a real leaf
     // where the launch would.
-    if v.file("cgroup.json").is_some() && !m.kernel.cgroup_versions.is_empty() {
+    if v.file(aegis_targets::bundle::contract::CGROUP).is_some() && !m.kernel.cgroup_versions.is_empty() {
         match (&host.cgroup, v.required("cgroup")) {
             (Err(e), true) => missing.push(RunError::Unavailable { layer: "cgroup", why: e.clone() }),
             (Err(e), false) => notes.push(format!("cgroup best-effort, runs without limits: {e}")),
@@ -459,7 +459,7 @@ pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
     // Proxy mode: the credentials the proxy injects must be there at launch (a missing one
     // refuses it). Say where each comes from and whether it is present now.
     if proxy
-        && let Some(ir) = v.file("policy.ir.json")
+        && let Some(ir) = v.file(aegis_targets::bundle::contract::POLICY_IR)
         && let Ok(policy) = serde_json::from_slice::<aegis_policy::ir::Policy>(ir)
     {
         for api in policy.apis.values() {

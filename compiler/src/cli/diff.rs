@@ -14,10 +14,10 @@ use crate::ir::Policy;
 /// recorded digest so a hand-edited IR is noticed).
 pub fn load_policy(path: &Path) -> Result<Policy, String> {
     if path.is_dir() {
-        let ir = path.join("policy.ir.json");
+        let ir = path.join(aegis_targets::bundle::contract::POLICY_IR);
         let text = std::fs::read_to_string(&ir).map_err(|e| format!("cannot read {}: {e}", ir.display()))?;
         let policy: Policy = serde_json::from_str(&text).map_err(|e| format!("{}: not an AEGIS policy IR: {e}", ir.display()))?;
-        let recorded = std::fs::read_to_string(path.join("policy.sha256")).map_err(|e| format!("cannot read {}/policy.sha256: {e}", path.display()))?;
+        let recorded = std::fs::read_to_string(path.join(aegis_targets::bundle::contract::POLICY_DIGEST)).map_err(|e| format!("cannot read {}/policy.sha256: {e}", path.display()))?;
         if recorded.trim() != policy.digest() {
             return Err(format!("{}: the IR does not match the bundle's policy.sha256 (edited or corrupt); run `aegisc verify` on the bundle", path.display()));
         }

@@ -16,6 +16,7 @@ pub mod seccomp;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use aegis_targets::bundle::contract;
 use aegis_targets::seccomp::oci::Effect;
 use crate::ir::Policy;
 use crate::source::SourceMap;
@@ -87,27 +88,27 @@ pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError
     // What a host needs at least: the ABI with every fallback in force (the runtime
     // decides per launch which are).
     let landlock_abi = Some(ll.floor_abi().0);
-    files.insert("landlock.json".to_string(), text_file(ll.to_json().map_err(|e| EmitError { target: "landlock", message: e.to_string() })?));
-    files.insert("landlock.txt".to_string(), ll.render_text().into_bytes());
-    files.insert("mounts.json".to_string(), text_file(plan.to_json().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?));
-    files.insert("mounts.txt".to_string(), plan.render_text().into_bytes());
+    files.insert(contract::LANDLOCK.to_string(), text_file(ll.to_json().map_err(|e| EmitError { target: "landlock", message: e.to_string() })?));
+    files.insert(contract::LANDLOCK_TEXT.to_string(), ll.render_text().into_bytes());
+    files.insert(contract::MOUNTS.to_string(), text_file(plan.to_json().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?));
+    files.insert(contract::MOUNTS_TEXT.to_string(), plan.render_text().into_bytes());
 
     let cg = cgroup::lower(policy);
-    files.insert("cgroup.json".to_string(), cg.to_json());
-    files.insert("cgroup.txt".to_string(), cg.to_text().into_bytes());
+    files.insert(contract::CGROUP.to_string(), cg.to_json());
+    files.insert(contract::CGROUP_TEXT.to_string(), cg.to_text().into_bytes());
 
     let nft = nftables::lower(policy, &mut losses).map_err(|message| EmitError { target: "nftables", message })?;
-    files.insert("nftables.json".to_string(), nft.to_json());
-    files.insert("nftables.txt".to_string(), nft.to_text().into_bytes());
+    files.insert(contract::NFTABLES.to_string(), nft.to_json());
+    files.insert(contract::NFTABLES_TEXT.to_string(), nft.to_text().into_bytes());
 
     let spec = seccomp::spec(policy, &mut losses)?;
     for (arch, program) in seccomp::programs(&spec)? {
-        files.insert(aegis_targets::seccomp::bpf_file_name(arch), aegis_targets::seccomp::to_bytes(&program));
-        files.insert(aegis_targets::seccomp::asm_file_name(arch), aegis_targets::seccomp::disassemble(&program, Some(arch)).into_bytes());
+        files.insert(contract::seccomp_bpf_file(arch), aegis_targets::seccomp::to_bytes(&program));
+        files.insert(contract::seccomp_asm_file(arch), aegis_targets::seccomp::disassemble(&program, Some(arch)).into_bytes());
     }
     let oci_spec = seccomp::without_file_mediation(policy, &mut losses)?;
     let oci = aegis_targets::seccomp::oci::export(oci_spec.as_ref().unwrap_or(&spec), &aegis_targets::seccomp::syscalls::Arch::ALL);
-    files.insert("seccomp.oci.json".to_string(), pretty_json(&oci.json));
+    files.insert(contract::SECCOMP_OCI.to_string(), pretty_json(&oci.json));
     for l in oci.losses {
         // The OCI profile is an interop export for other runtimes; aegis-exec installs the
         // exact BPF artifacts. Say plainly when the export is wider than the policy.
@@ -116,14 +117,14 @@ pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError
             Effect::Stricter => "stricter in seccomp.oci.json; the BPF artifacts aegis-exec installs are exact",
             Effect::Unrecorded => "the same refusals in seccomp.oci.json, without a record; aegis-exec records each",
         };
-        losses.push(Loss { layer: "seccomp.oci.json", rule: "OCI export for docker/podman/runc/Kubernetes".into(), what: l.what, enforced: enforced.into() });
+        losses.push(Loss { layer: contract::SECCOMP_OCI, rule: "OCI export for docker/podman/runc/Kubernetes".into(), what: l.what, enforced: enforced.into() });
     }
 
-    files.insert("policy.ir.json".to_string(), pretty_json(&policy.to_json()));
+    files.insert(contract::POLICY_IR.to_string(), pretty_json(&policy.to_json()));
     let digest = policy.digest();
-    files.insert("policy.sha256".to_string(), format!("{digest}\n").into_bytes());
+    files.insert(contract::POLICY_DIGEST.to_string(), format!("{digest}\n").into_bytes());
     losses.sort_by(|a, b| (a.layer, &a.rule, &a.what).cmp(&(b.layer, &b.rule, &b.what)));
     losses.dedup();
-    files.insert("loss-report.txt".to_string(), render_losses(&losses).into_bytes());
+    files.insert(contract::LOSS_REPORT.to_string(), render_losses(&losses).into_bytes());
     Ok(Artifacts { files, losses, landlock_abi, digest })
 }

@@ -52,7 +52,7 @@ pub fn without_file_mediation(policy: &Policy, losses: &mut LossReport) -> Resul
     p.filesystem.rules.retain(|r| !(r.protection || (r.access == FsAccess::Write && r.origin.is_some())));
     let spec = spec(&p, &mut scratch)?;
     losses.push(Loss {
-        layer: "seccomp.oci.json",
+        layer: aegis_targets::bundle::contract::SECCOMP_OCI,
         rule: "OCI export for docker/podman/runc/Kubernetes".into(),
         what: "creating, removing and renaming directory entries is answered by aegis-exec's file helper (it guards the protected paths of write grants that do not exist at launch, with the mount plan and Landlock ruleset other runtimes do not apply)".into(),
         enforced: "WIDER in seccomp.oci.json: exported as allowed; the BPF artifacts aegis-exec installs are exact".into(),

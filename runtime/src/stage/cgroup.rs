@@ -18,7 +18,7 @@ use crate::exit::RunError;
 use crate::report::{Layer, LayerStatus};
 use crate::stage::verify::Verified;
 
-pub const FILE: &str = "cgroup.json";
+pub const FILE: &str = aegis_targets::bundle::contract::CGROUP;
 
 /// Parsed before anything is created.
 pub struct Prepared {

@@ -60,7 +60,7 @@ pub struct Judge {
 
 impl Judge {
     pub fn of(v: &Verified) -> Result<Option<Judge>, RunError> {
-        if v.file("policy.ir.json").is_none() {
+        if v.file(aegis_targets::bundle::contract::POLICY_IR).is_none() {
             return Ok(None);
         }
         Ok(Some(Judge { policy: v.policy_ir("the exec check")?, params: v.eval_params()? }))

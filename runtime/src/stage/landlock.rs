@@ -26,7 +26,7 @@ use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;
 
-pub const FILE: &str = "landlock.json";
+pub const FILE: &str = aegis_targets::bundle::contract::LANDLOCK;
 pub const WHAT_APPLY: u32 = 1;
 pub const WHAT_NOT_FULL: u32 = 2;
 pub const WHAT_ABI: u32 = 3;

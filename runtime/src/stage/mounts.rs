@@ -22,7 +22,7 @@ pub const WHAT_PROC: u32 = 2;
 pub const WHAT_PLAN: u32 = 3;
 pub const WHAT_SEED: u32 = 4;
 
-pub const FILE: &str = "mounts.json";
+pub const FILE: &str = aegis_targets::bundle::contract::MOUNTS;
 
 /// Child-side plan.
 pub struct ChildMounts {

@@ -25,7 +25,7 @@ use crate::report::{Layer, LayerStatus};
 use crate::stage::Instance;
 use crate::stage::verify::Verified;
 
-pub const FILE: &str = "nftables.json";
+pub const FILE: &str = aegis_targets::bundle::contract::NFTABLES;
 
 pub struct Prepared {
     pub ruleset: Ruleset,

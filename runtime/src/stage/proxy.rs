@@ -31,7 +31,7 @@ use crate::handoff::{self, Message, Tag};
 use crate::stage::verify::Verified;
 
 /// Port the proxy listens on inside the agent's namespace (the nftables artifact opens it).
-pub const PORT: u16 = 3128;
+pub const PORT: u16 = aegis_targets::bundle::contract::PROXY_PORT;
 /// Where the agent finds the trust bundle (system roots + upstream CAs + sandbox CA).
 pub const CA_BUNDLE: &str = "/tmp/.aegis/ca-bundle.pem";
 /// The sandbox CA alone (for `NODE_EXTRA_CA_CERTS`, which adds to Node's built-in roots).

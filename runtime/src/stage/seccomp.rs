@@ -150,7 +150,7 @@ pub fn prepare(v: &Verified, tracing: &Tracing) -> Result<(ChildSeccomp, Option<
     let exec_gate = notifies(&program, arch, "execve", [0; 6]);
     let files = notifies(&program, arch, "mkdirat", [0; 6]);
     let len = program.len();
-    if v.file("policy.ir.json").is_none() && !tracing.on() && seccomp::split::split(&program).is_none() {
+    if v.file(aegis_targets::bundle::contract::POLICY_IR).is_none() && !tracing.on() && seccomp::split::split(&program).is_none() {
         // A bundle without its typed policy (made by hand: `aegisc build` always writes it)
         // whose program decides everything itself: the kernel refuses its denials as the
         // program says (enforcement is the same), reported only through the kernel log,
