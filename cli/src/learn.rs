@@ -166,7 +166,7 @@ pub fn run(args: LearnArgs) -> i32 {
     let start = match &args.policy {
         Some(p) => match std::fs::canonicalize(p) {
             Ok(abs) => match aegis_compiler::cli::compile_or_report(&abs) {
-                Ok(c) => Some((abs, c.policy)),
+                Ok(c) => Some((abs, c.policy.into_inner())),
                 Err(_) => return EXIT_REFUSED,
             },
             Err(e) => return refuse(&format!("{}: {e}", p.display())),
@@ -227,7 +227,7 @@ pub fn run(args: LearnArgs) -> i32 {
         allow_host_sockets: args.allow_host_sockets,
         cgroup_missing: cgroup_missing(opts.audit_log.as_deref(), &name),
         inspected: !args.no_inspect,
-        learning: aegis_compiler::compile_file(&file).ok().map(|c| c.policy),
+        learning: aegis_compiler::compile_file(&file).ok().map(|c| c.policy.into_inner()),
     };
     let proposal = propose(&obs, &ctx);
     let command_line = args.command;

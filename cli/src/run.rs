@@ -102,13 +102,21 @@ pub fn local_launch(path: &Path, flags: LaunchFlags, command: Vec<String>) -> Re
         sources: compiled.sources.files().map(|(_, f)| f.path.clone()).filter(|p| p.is_absolute()).collect(),
         audit: state_dir.iter().chain(&audit_files).map(PathBuf::as_path).collect(),
     };
-    let mut policy = compiled.policy;
+    let mut policy = compiled.policy.into_inner();
     let shielded = shield::params(&policy, &launch.params).and_then(|params| shield::apply(&mut policy, &params, &guarded));
     match shielded {
         Ok(lines) if launch.verbose => lines.iter().for_each(|l| eprintln!("aegis run: {l}")),
         Ok(_) => {}
         Err(e) => return Err(refuse(&e)),
     }
+    // The shield added rules: the policy is checked again before a target sees it.
+    let policy = match aegis_policy::ir::Checked::check(policy) {
+        Ok(p) => p,
+        Err(v) => {
+            eprintln!("aegis run: internal error: the shielded policy breaks an IR invariant: {v}");
+            return Err(EXIT_INTERNAL);
+        }
+    };
     // A local policy is built for this launch only: issued now, never expiring, no serial
     // history (rollback protection is about signed bundles).
     let now = aegis_targets::bundle::now_unix();

@@ -132,7 +132,7 @@ mod tests {
         let p = dir.path().join("p.toml");
         std::fs::write(&p, text).unwrap();
         match aegis_compiler::compile_file(&p) {
-            Ok(c) => c.policy,
+            Ok(c) => c.policy.into_inner(),
             Err(f) => panic!("{:?}", f.diagnostics),
         }
     }

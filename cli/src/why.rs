@@ -245,7 +245,7 @@ fn load_policy(args: &WhyArgs, run: &Run, log: &Path) -> Result<Loaded, String> 
         })?;
         let bare = |d: &str| d.trim_start_matches("sha256:").to_string();
         let used = |p: &Policy| run.policy_digest.is_empty() || bare(&p.digest()) == bare(&run.policy_digest);
-        let mut policy = c.policy;
+        let mut policy = c.policy.into_inner();
         if !used(&policy) {
             // `aegis run` adds rules that keep the policy's files and the audit state from
             // the agent (crate::shield): the run's policy is the file's with them.
@@ -269,7 +269,7 @@ fn load_policy(args: &WhyArgs, run: &Run, log: &Path) -> Result<Loaded, String> 
     if let Some(dir) = &run.bundle_dir {
         let ir = dir.join(aegis_targets::bundle::contract::POLICY_IR);
         let text = std::fs::read_to_string(&ir).map_err(|e| format!("cannot read {}: {e} (give --policy FILE)", ir.display()))?;
-        let policy: Policy = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", ir.display()))?;
+        let policy = aegis_policy::ir::Checked::from_json(text.as_bytes()).map_err(|e| format!("{}: {e}", ir.display()))?.into_inner();
         return Ok(Loaded {
             policy,
             sources: None,

@@ -25,6 +25,8 @@ macro_rules! codes {
 }
 
 codes! {
+    // A bug in aegisc, never the policy's fault
+    Internal => "aegis::policy::internal",
     // Reading files
     Io => "aegis::policy::io",
     NotUtf8 => "aegis::policy::not_utf8",

@@ -190,7 +190,7 @@ pub fn api(policy: &Policy, params: &Params, api: &str, method: &str, path: &str
 /// The policy file at `policy` with a [`Change`]'s TOML composed on top (`extends`), and
 /// the lints the change adds. `Err`: the change does not compile (a bug, or a key the
 /// policy already sets that TOML cannot repeat).
-pub fn with_change(policy: &Path, toml: &str) -> Result<(Policy, Vec<String>), String> {
+pub fn with_change(policy: &Path, toml: &str) -> Result<(crate::ir::Checked, Vec<String>), String> {
     let before = crate::compile_file(policy).map_err(|_| format!("{} does not compile", policy.display()))?;
     let abs = std::fs::canonicalize(policy).map_err(|e| format!("{}: {e}", policy.display()))?;
     let text = format!("version = 1\n[agent]\nextends = [{}]\n{toml}\n", toml_string(&abs.to_string_lossy()));
@@ -235,7 +235,7 @@ mod tests {
     fn policy(extra: &str) -> Policy {
         let text = format!("version = 1\n[agent]\nname = \"t\"\n{extra}");
         match crate::compile_bytes("t.toml", text.as_bytes()) {
-            Ok(c) => c.policy,
+            Ok(c) => c.policy.into_inner(),
             Err(_) => panic!("test policy does not compile: {text}"),
         }
     }

@@ -32,7 +32,8 @@ use source::SourceMap;
 /// A policy that parsed, composed and lowered without errors, with its warnings.
 pub struct Compiled {
     pub sources: SourceMap,
-    pub policy: ir::Policy,
+    /// Checked against the IR's invariants: the only form a target's emit accepts.
+    pub policy: ir::Checked,
     pub warnings: Vec<Diagnostic>,
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use aegis_policy::eval::{self, Decision, Params, Query};
-use aegis_policy::ir::Policy;
+use aegis_policy::ir::{Checked, Policy};
 use aegis_policy::source::{Origin, SourceMap};
 use aegis_targets::bundle::{self, PublicKey, TrustPolicy};
 
@@ -41,7 +41,7 @@ pub enum Provenance {
 /// One registered agent.
 #[derive(Debug)]
 pub struct Registered {
-    pub policy: Policy,
+    pub policy: Checked,
     /// Source texts, to turn a rule's origin into `file:line:column` (policies only; a
     /// bundle carries the IR but not the text it came from).
     sources: Option<SourceMap>,
@@ -105,7 +105,7 @@ impl Registered {
         })?;
         let bad = |why: String| RequestError::BadBundleIr { path: d.clone(), why };
         let ir = verified.file(aegis_targets::bundle::contract::POLICY_IR).ok_or_else(|| bad("it has no policy.ir.json".into()))?;
-        let policy: Policy = serde_json::from_slice(ir).map_err(|e| bad(format!("policy.ir.json is not an AEGIS policy IR: {e}")))?;
+        let policy = Checked::from_json(ir).map_err(|e| bad(format!("policy.ir.json is not an AEGIS policy IR: {e}")))?;
         let policy_digest = policy.digest();
         // The manifest is what the signature covers; the IR must be the one it names.
         if policy_digest.trim_start_matches("sha256:") != verified.manifest().policy_sha256 {

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use aegis_policy::eval::{self, Decision, Params, Query, Verdict};
 use aegis_policy::ir::net::Protocol;
-use aegis_policy::ir::{Policy, SecretSource};
+use aegis_policy::ir::{Checked, Policy, SecretSource};
 
 use aegis_policy::ir::net::Destination;
 
@@ -73,7 +73,7 @@ impl SecretStore for HostSecrets {
 }
 
 pub struct Gate {
-    policy: Policy,
+    policy: Checked,
     params: Params,
     apis: Vec<ApiGate>,
     /// Learn mode (`aegis learn`): what the policy refuses by default is admitted (and
@@ -111,7 +111,7 @@ impl Gate {
     /// Builds the gate and loads every credential. A credential that cannot be loaded
     /// stops the launch (the API would otherwise be called without it, or worse, with
     /// whatever the agent supplies).
-    pub fn new(policy: Policy, params: Params, secrets: &dyn SecretStore) -> Result<Gate, String> {
+    pub fn new(policy: Checked, params: Params, secrets: &dyn SecretStore) -> Result<Gate, String> {
         let mut apis = Vec::new();
         for api in policy.apis.values() {
             let credential = match &api.credential {

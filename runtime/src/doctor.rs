@@ -460,7 +460,7 @@ pub fn verdict(dir: &Path, host: &HostReport) -> Result<Verdict, String> {
     // refuses it). Say where each comes from and whether it is present now.
     if proxy
         && let Some(ir) = v.file(aegis_targets::bundle::contract::POLICY_IR)
-        && let Ok(policy) = serde_json::from_slice::<aegis_policy::ir::Policy>(ir)
+        && let Ok(policy) = aegis_policy::ir::Checked::from_json(ir)
     {
         for api in policy.apis.values() {
             match api.credential.as_ref().map(|c| &c.source) {

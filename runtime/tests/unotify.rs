@@ -195,7 +195,7 @@ impl Run {
     }
 }
 
-fn compile_policy(toml: &str) -> aegis_policy::ir::Policy {
+fn compile_policy(toml: &str) -> aegis_policy::ir::Checked {
     aegis_compiler::compile_bytes("test.toml", toml.as_bytes()).unwrap_or_else(|f| panic!("{:?}", f.diagnostics)).policy
 }
 

@@ -8,15 +8,15 @@ use std::path::Path;
 use super::{Exit, Format, eprint_diagnostics, print_json};
 use crate::compile_file;
 use crate::diff::{ChangeKind, PolicyDiff, diff};
-use crate::ir::Policy;
+use crate::ir::Checked;
 
 /// A policy file, or a bundle directory's `policy.ir.json` (checked against the bundle's
 /// recorded digest so a hand-edited IR is noticed).
-pub fn load_policy(path: &Path) -> Result<Policy, String> {
+pub fn load_policy(path: &Path) -> Result<Checked, String> {
     if path.is_dir() {
         let ir = path.join(aegis_targets::bundle::contract::POLICY_IR);
         let text = std::fs::read_to_string(&ir).map_err(|e| format!("cannot read {}: {e}", ir.display()))?;
-        let policy: Policy = serde_json::from_str(&text).map_err(|e| format!("{}: not an AEGIS policy IR: {e}", ir.display()))?;
+        let policy = Checked::from_json(text.as_bytes()).map_err(|e| format!("{}: not an AEGIS policy IR: {e}", ir.display()))?;
         let recorded = std::fs::read_to_string(path.join(aegis_targets::bundle::contract::POLICY_DIGEST)).map_err(|e| format!("cannot read {}/policy.sha256: {e}", path.display()))?;
         if recorded.trim() != policy.digest() {
             return Err(format!("{}: the IR does not match the bundle's policy.sha256 (edited or corrupt); run `aegisc verify` on the bundle", path.display()));

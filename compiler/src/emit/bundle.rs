@@ -13,7 +13,7 @@ use aegis_targets::bundle::{
 };
 
 use super::{EmitError, LossReport};
-use crate::ir::{Level, Policy};
+use crate::ir::{Checked, Level};
 use crate::source::SourceMap;
 
 /// When the bundle is issued, its serial and optional expiry (from flags or
@@ -25,7 +25,7 @@ pub struct Issue {
     pub expires_at: Option<u64>,
 }
 
-pub fn manifest_fields(policy: &Policy, digest: &str, landlock_abi: Option<u32>, issue: Issue) -> ManifestFields {
+pub fn manifest_fields(policy: &Checked, digest: &str, landlock_abi: Option<u32>, issue: Issue) -> ManifestFields {
     let mut namespaces: BTreeSet<Namespace> =
         [Namespace::User, Namespace::Mount, Namespace::Pid, Namespace::Ipc, Namespace::Uts, Namespace::Cgroup].into();
     if policy.network.mode != crate::ir::NetworkMode::Host {
@@ -89,7 +89,7 @@ pub enum BuildError {
 
 /// Lowers `policy` to every target and assembles the bundle in memory, signed with `key`
 /// when one is given.
-pub fn build(policy: &Policy, sources: &SourceMap, issue: Issue, key: Option<&SecretKey>) -> Result<Built, BuildError> {
+pub fn build(policy: &Checked, sources: &SourceMap, issue: Issue, key: Option<&SecretKey>) -> Result<Built, BuildError> {
     let artifacts = super::emit(policy, sources)?;
     let fields = manifest_fields(policy, &artifacts.digest, artifacts.landlock_abi, issue);
     let mut writer = BundleWriter::new(fields);

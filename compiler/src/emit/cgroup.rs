@@ -7,14 +7,14 @@
 
 use aegis_targets::cgroup::{CgroupSpec, CpuMax, FORMAT_VERSION};
 
-use crate::ir::Policy;
+use crate::ir::Checked;
 
 /// The kernel's PID_MAX_LIMIT: `pids.max` accepts nothing larger.
 pub const PIDS_UNLIMITED: u64 = 4_194_304;
 /// cpu.max period used for `cpu` limits.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-pub fn lower(policy: &Policy) -> CgroupSpec {
+pub fn lower(policy: &Checked) -> CgroupSpec {
     let r = &policy.resources;
     CgroupSpec {
         format: FORMAT_VERSION,

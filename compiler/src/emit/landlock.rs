@@ -34,7 +34,7 @@ use aegis_targets::mounts::{self, MountKind, MountPlan, PlanOptions};
 use aegis_targets::bundle::contract::PROXY_PORT;
 
 use super::{EmitError, Loss, LossReport};
-use crate::ir::{FsAccess, Layer, Level, NetworkMode, Policy, Protocol};
+use crate::ir::{Checked, FsAccess, Layer, Level, NetworkMode, Protocol};
 use crate::source::SourceMap;
 
 /// More TCP ports than this (wide ranges, `*`) are left to nftables alone: one Landlock
@@ -46,7 +46,7 @@ fn err(message: impl Into<String>) -> EmitError {
 }
 
 /// The policy's filesystem rules as the targets take them; origins as `file:line:col`.
-pub fn fs_rules(policy: &Policy, sources: &SourceMap) -> Result<Vec<FsRule>, EmitError> {
+pub fn fs_rules(policy: &Checked, sources: &SourceMap) -> Result<Vec<FsRule>, EmitError> {
     policy
         .filesystem
         .rules
@@ -84,7 +84,7 @@ fn push_losses(losses: &mut LossReport, layer: &'static str, from: Vec<ll::Loss>
 }
 
 pub fn landlock(
-    policy: &Policy,
+    policy: &Checked,
     rules: &[FsRule],
     plan: &MountPlan,
     losses: &mut LossReport,
@@ -178,7 +178,7 @@ fn writable_mounts_without_truncate(artifact: &LandlockArtifact, plan: &MountPla
 
 /// Records, per handled item above ABI 1, the layer that enforces it on a kernel without
 /// it (module docs), and says so in the loss report.
-pub fn record_fallbacks(policy: &Policy, artifact: &mut LandlockArtifact, plan: &MountPlan, losses: &mut LossReport) {
+pub fn record_fallbacks(policy: &Checked, artifact: &mut LandlockArtifact, plan: &MountPlan, losses: &mut LossReport) {
     let own_netns = policy.network.mode != NetworkMode::Host;
     let mut note = |right: String, enforced: String| {
         losses.push(Loss {
@@ -236,7 +236,7 @@ pub fn record_fallbacks(policy: &Policy, artifact: &mut LandlockArtifact, plan: 
     }
 }
 
-pub fn mount_plan(policy: &Policy, rules: &[FsRule], losses: &mut LossReport) -> Result<MountPlan, EmitError> {
+pub fn mount_plan(policy: &Checked, rules: &[FsRule], losses: &mut LossReport) -> Result<MountPlan, EmitError> {
     let opts = PlanOptions { tmp_size_bytes: Some(policy.filesystem.tmp_size), ..PlanOptions::default() };
     let (plan, plan_losses) = mounts::plan_from_rules(rules, &opts);
     push_losses(losses, "mounts", plan_losses);

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 
 use aegis_targets::bundle::contract;
 use aegis_targets::seccomp::oci::Effect;
-use crate::ir::Policy;
+use crate::ir::Checked;
 use crate::source::SourceMap;
 
 fn text_file(mut s: String) -> Vec<u8> {
@@ -78,7 +78,7 @@ fn pretty_json(v: &serde_json::Value) -> Vec<u8> {
     b
 }
 
-pub fn emit(policy: &Policy, sources: &SourceMap) -> Result<Artifacts, EmitError> {
+pub fn emit(policy: &Checked, sources: &SourceMap) -> Result<Artifacts, EmitError> {
     let mut files = BTreeMap::new();
     let mut losses = LossReport::new();
 

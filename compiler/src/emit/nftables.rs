@@ -14,7 +14,7 @@ use aegis_targets::bundle::contract::PROXY_PORT;
 use aegis_targets::nftables::{self as nft, Endpoint, Host, NetMode, NetPolicy, Proto, Ruleset};
 
 use super::{Loss, LossReport};
-use crate::ir::{Destination, NetworkMode, Policy, Protocol};
+use crate::ir::{Checked, Destination, NetworkMode, Protocol};
 
 fn host_of(d: &Destination) -> Option<Host> {
     match d {
@@ -25,7 +25,7 @@ fn host_of(d: &Destination) -> Option<Host> {
     }
 }
 
-pub fn lower(policy: &Policy, losses: &mut LossReport) -> Result<Ruleset, String> {
+pub fn lower(policy: &Checked, losses: &mut LossReport) -> Result<Ruleset, String> {
     let net = &policy.network;
     let mode = match net.mode {
         NetworkMode::None => NetMode::None,

@@ -15,13 +15,13 @@ use aegis_targets::seccomp::{
 };
 
 use super::{EmitError, Loss, LossReport};
-use crate::ir::{FsAccess, NetworkMode, Policy, SyscallAction, SyscallBase};
+use crate::ir::{Checked, FsAccess, NetworkMode, SyscallAction, SyscallBase};
 
 fn err(message: impl Into<String>) -> EmitError {
     EmitError { target: "seccomp", message: message.into() }
 }
 
-fn explicitly_allowed(policy: &Policy, names: &[&str]) -> bool {
+fn explicitly_allowed(policy: &Checked, names: &[&str]) -> bool {
     policy
         .syscalls
         .rules
@@ -31,7 +31,7 @@ fn explicitly_allowed(policy: &Policy, names: &[&str]) -> bool {
 
 /// Whether the policy has protected or denied paths below a write grant (every user write
 /// grant brings the built-in protections), whose names the file helper guards.
-pub fn mediates_file_entries(policy: &Policy) -> bool {
+pub fn mediates_file_entries(policy: &Checked) -> bool {
     let fs = &policy.filesystem;
     fs.rules.iter().any(|r| r.protection)
         || fs.rules_of(FsAccess::Write).any(|w| w.origin.is_some() && fs.rules.iter().any(|r| matches!(r.access, FsAccess::Deny | FsAccess::Read) && r.path != w.path && w.path.covers(&r.path)))
@@ -42,14 +42,15 @@ pub fn mediates_file_entries(policy: &Policy) -> bool {
 /// are enforced together with the mount plan and the Landlock ruleset that no other runtime
 /// applies; exported as the policy's own rules (allowed), said in the loss report. Exporting
 /// them as the default action would refuse every `open(O_CREAT)` to other runtimes.
-pub fn without_file_mediation(policy: &Policy, losses: &mut LossReport) -> Result<Option<SeccompSpec>, EmitError> {
+pub fn without_file_mediation(policy: &Checked, losses: &mut LossReport) -> Result<Option<SeccompSpec>, EmitError> {
     if !mediates_file_entries(policy) {
         return Ok(None);
     }
     let mut scratch = LossReport::new();
-    let mut p = policy.clone();
+    let mut p = policy.clone().into_inner();
     // A policy without user write grants mediates nothing.
     p.filesystem.rules.retain(|r| !(r.protection || (r.access == FsAccess::Write && r.origin.is_some())));
+    let p = Checked::check(p).map_err(|v| EmitError { target: "seccomp", message: v.to_string() })?;
     let spec = spec(&p, &mut scratch)?;
     losses.push(Loss {
         layer: aegis_targets::bundle::contract::SECCOMP_OCI,
@@ -61,7 +62,7 @@ pub fn without_file_mediation(policy: &Policy, losses: &mut LossReport) -> Resul
 }
 
 /// What the policy grants, as the seccomp hardening sees it.
-pub fn hardening(policy: &Policy) -> Hardening {
+pub fn hardening(policy: &Checked) -> Hardening {
     let has_exec = policy.filesystem.rules.iter().any(|r| r.access == FsAccess::Exec && r.origin.is_some());
     Hardening {
         inet_network: policy.network.mode != NetworkMode::None,
@@ -89,7 +90,7 @@ fn retarget_errno(action: &mut Action, from: u16, to: u16) {
 }
 
 /// The full syscall decision for the policy: hardened base + the policy's own rules.
-pub fn spec(policy: &Policy, losses: &mut LossReport) -> Result<SeccompSpec, EmitError> {
+pub fn spec(policy: &Checked, losses: &mut LossReport) -> Result<SeccompSpec, EmitError> {
     let mut spec = match &policy.syscalls.base {
         SyscallBase::Default => seccomp::base_spec(),
         SyscallBase::Oci { path, resolved } => {

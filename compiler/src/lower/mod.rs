@@ -43,10 +43,22 @@ struct Lower<'a> {
     params: BTreeSet<String>,
 }
 
-pub fn lower(pf: &PolicyFile, sources: &SourceMap, diags: &mut Diagnostics) -> Option<Policy> {
+/// The one way to a [`Checked`] policy from the language: every value is checked as it is
+/// lowered, then the whole IR against its invariants (a violation is a bug here, reported as
+/// `aegis::policy::internal`, never handed to a target).
+pub fn lower(pf: &PolicyFile, sources: &SourceMap, diags: &mut Diagnostics) -> Option<Checked> {
     let mut l = Lower { sources, diags, params: BTreeSet::new() };
     let policy = l.policy(pf);
-    if l.diags.has_errors() { None } else { policy }
+    if l.diags.has_errors() {
+        return None;
+    }
+    match Checked::check(policy?) {
+        Ok(checked) => Some(checked),
+        Err(v) => {
+            diags.push(Diagnostic::error(Code::Internal, format!("the lowered policy breaks an IR invariant: {v}")).help("this is a bug in aegisc; please report it with the policy"));
+            None
+        }
+    }
 }
 
 fn is_agent_name(s: &str) -> bool {

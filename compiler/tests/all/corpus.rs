@@ -192,7 +192,9 @@ fn every_error_code_has_a_fixture() {
     let covered: BTreeSet<Code> = EXPECTED.iter().chain(GENERATED).map(|(_, c)| *c).collect();
     let missing: Vec<&str> = Code::ALL
         .iter()
-        .filter(|c| !c.as_str().starts_with("aegis::lint::") && !covered.contains(c))
+        // `internal` is a bug in aegisc, which no policy can trigger by design; the IR check
+        // behind it is tested on tampered IRs (`checked`).
+        .filter(|c| !c.as_str().starts_with("aegis::lint::") && **c != Code::Internal && !covered.contains(c))
         .map(|c| c.as_str())
         .collect();
     assert!(missing.is_empty(), "error codes without a fixture: {missing:?}");

@@ -10,12 +10,15 @@
 //!   does not matter; adding a grant never takes a permission away.
 //! * `docs`: `docs/policy.md` names every diagnostic code and every key.
 //! * `fuzz_corpus`: the cargo-fuzz target's body, run over the corpus and the examples.
+//! * `checked`: the IR's invariant check (`Checked`) accepts every compiled policy and
+//!   refuses a bundle IR that breaks one, naming it.
 //! * `cli`: the `aegisc` binary end to end (exit codes and output lines).
 //! * `unix`: `[network] unix` grants: evaluator, lints, diff and `aegisc check ... unix PATH`.
 //! * `hosts`: the `mounts` enforcement level and what older Landlock ABIs cost.
 //! * `profiles`: the built-in profiles (`extends = ["aegis:NAME@VERSION"]`): valid, frozen,
 //!   documented, credential stores denied, origins shown.
 
+mod checked;
 mod cli;
 mod common;
 mod corpus;

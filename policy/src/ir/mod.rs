@@ -1,9 +1,11 @@
 //! The typed intermediate representation of a policy: the single source of truth that the
 //! reference evaluator answers from and every kernel target is lowered from.
 //!
-//! Input: built only by `lower` from a composed syntax tree, after every value was checked.
-//! Output: consumed by the evaluator (`eval`), lints, `inspect`, `diff`, and the target
-//! lowerings (`emit`). Serialised as `policy.ir.json` in bundles.
+//! Input: built by the compiler's `lower` from a composed syntax tree, after every value was
+//! checked, or read back from a bundle's `policy.ir.json`. Either way it reaches a consumer
+//! only as a [`Checked`] policy ([`checked`] verifies the invariants below). Output: consumed
+//! by the evaluator (`eval`), lints, `inspect`, `diff`, the target lowerings (`emit`), the
+//! proxy and the supervisor. Serialised as `policy.ir.json` in bundles.
 //!
 //! # Semantics
 //! * **Default deny.** Anything not granted is refused: no file, executable, endpoint, API
@@ -43,6 +45,7 @@
 //! are resolved to bytes, milliseconds and millicores.
 
 pub mod api;
+pub mod checked;
 pub mod forward;
 pub mod net;
 pub mod path;
@@ -55,6 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::source::Origin;
 pub use api::HttpRule;
+pub use checked::{Checked, Violation};
 pub use net::{Cidr, Destination, PortRange, Protocol};
 pub use path::PathPattern;
 

@@ -54,7 +54,7 @@ pub fn default_path(policy: Option<&Policy>) -> String {
 /// The bundle's typed policy and the launch parameters in the evaluator's form, when the
 /// bundle has one (bundles built by `aegisc` do).
 pub struct Judge {
-    policy: Policy,
+    policy: aegis_policy::ir::Checked,
     params: eval::Params,
 }
 
@@ -246,7 +246,7 @@ mod tests {
             "version = 1\n[agent]\nname = \"t\"\n[filesystem]\nread = [\"/usr\"]\n[exec]\nallow = [{}]\n",
             exec.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")
         );
-        aegis_compiler::compile_bytes("t.toml", toml.as_bytes()).map_err(|_| ()).unwrap().policy
+        aegis_compiler::compile_bytes("t.toml", toml.as_bytes()).map_err(|_| ()).unwrap().policy.into_inner()
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
 use aegis_audit::Event;
-use aegis_policy::ir::{NetworkMode, Policy, SecretSource};
+use aegis_policy::ir::{NetworkMode, SecretSource};
 use aegis_proxy::exe::AgentProcs;
 use aegis_proxy::gate::{Gate, HostSecrets};
 use aegis_proxy::resolve::Resolver;
@@ -80,7 +80,7 @@ fn env_vars(credential_vars: &[String]) -> Vec<(String, String)> {
 /// Reads the typed policy from the bundle and prepares everything the proxy needs (in
 /// learn mode, a gate that admits what the policy refuses by default, and records it).
 pub fn prepare(v: &Verified, resolve: &[String], upstream_ca: &[PathBuf], learn: Option<&Arc<crate::learn::Learn>>) -> Result<Prepared, RunError> {
-    let policy: Policy = v.policy_ir("proxy mode")?;
+    let policy = v.policy_ir("proxy mode")?;
     if policy.network.mode != NetworkMode::Proxy {
         return Err(RunError::Refused("policy.ir.json does not say network mode `proxy`, but the manifest does".into()));
     }

@@ -56,7 +56,7 @@ impl ChildSeccomp {
 
 /// What the supervisor must answer for the filter (prepared before clone).
 pub struct Mediation {
-    policy: Arc<aegis_policy::ir::Policy>,
+    policy: Arc<aegis_policy::ir::Checked>,
     params: aegis_policy::eval::Params,
     /// `execve` is notified ([`unotify::exec::ExecGate`]).
     exec_gate: bool,

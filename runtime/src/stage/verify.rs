@@ -141,9 +141,10 @@ impl Verified {
 
     /// The bundle's typed policy (`policy.ir.json`), which the supervisor's own decisions
     /// (the proxy, the seccomp notification handlers) come from; `who` says who needs it.
-    pub fn policy_ir(&self, who: &str) -> Result<aegis_policy::ir::Policy, RunError> {
-        let ir = self.file("policy.ir.json").ok_or_else(|| RunError::Refused(format!("{who} needs policy.ir.json in the bundle")))?;
-        serde_json::from_slice(ir).map_err(|e| RunError::Refused(format!("policy.ir.json: {e}")))
+    /// Checked against the IR's invariants before anything trusts it.
+    pub fn policy_ir(&self, who: &str) -> Result<aegis_policy::ir::Checked, RunError> {
+        let ir = self.file(aegis_targets::bundle::contract::POLICY_IR).ok_or_else(|| RunError::Refused(format!("{who} needs policy.ir.json in the bundle")))?;
+        aegis_policy::ir::Checked::from_json(ir).map_err(|e| RunError::Refused(format!("policy.ir.json: {e}")))
     }
 
     /// The launch parameters as the reference evaluator takes them.

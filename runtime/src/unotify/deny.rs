@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aegis_audit::Access;
-use aegis_policy::ir::Policy;
+use aegis_policy::ir::Checked;
 use aegis_targets::seccomp::split::is_routed_denial;
 use aegis_targets::seccomp::{self, Arch, SockFilter, describe};
 
@@ -30,7 +30,7 @@ const CACHE: usize = 1024;
 pub struct Denials {
     program: Vec<SockFilter>,
     arch: Option<Arch>,
-    policy: Arc<Policy>,
+    policy: Arc<Checked>,
     explained: Mutex<HashMap<(u32, [u32; 3]), Explained>>,
     /// Learn mode: a denial a proposal would grant without a warning is let through
     /// (CONTINUE) and recorded; the rest stay refused.
@@ -48,7 +48,7 @@ struct Explained {
 }
 
 impl Denials {
-    pub fn new(program: Vec<SockFilter>, policy: Arc<Policy>) -> Denials {
+    pub fn new(program: Vec<SockFilter>, policy: Arc<Checked>) -> Denials {
         Denials { program, arch: Arch::native(), policy, explained: Mutex::new(HashMap::new()), learning: false }
     }
 

@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use aegis_policy::eval::{self, Params, Query, Verdict};
-use aegis_policy::ir::Policy;
+use aegis_policy::ir::Checked;
 
 use super::{Call, CallError, Handler, Outcome, Refusal, Response};
 use crate::broker::{self, Client, Resolved};
@@ -28,7 +28,7 @@ use crate::broker::{self, Client, Resolved};
 pub const SYSCALLS: &[&str] = &["connect", "sendto", "socket", "socketpair"];
 
 pub struct NetMediation {
-    policy: Arc<Policy>,
+    policy: Arc<Checked>,
     params: Params,
     broker: Option<Arc<Client>>,
     /// The device of the sandbox's private /tmp (a tmpfs only the sandbox can write), where
@@ -41,7 +41,7 @@ pub struct NetMediation {
 impl NetMediation {
     /// `broker: None` when the broker could not be started: every performed call is then
     /// refused (fail closed), pathname unix sockets still judged and recorded.
-    pub fn new(policy: Arc<Policy>, params: Params, broker: Option<Arc<Client>>) -> NetMediation {
+    pub fn new(policy: Arc<Checked>, params: Params, broker: Option<Arc<Client>>) -> NetMediation {
         NetMediation { policy, params, broker, private_tmp: std::sync::Mutex::new(None) }
     }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use aegis_audit::Access;
 use aegis_policy::eval::{self, Decision, FsQuery, Params, Query, Verdict};
-use aegis_policy::ir::Policy;
+use aegis_policy::ir::Checked;
 use aegis_targets::seccomp::split::Traced;
 use aegis_targets::seccomp::Arch;
 
@@ -289,7 +289,7 @@ fn parent(path: &str) -> String {
 }
 
 pub struct Tracer {
-    policy: Arc<Policy>,
+    policy: Arc<Checked>,
     params: Params,
     /// Record would-be denials (`--explain`, and learn mode).
     explain: bool,
@@ -297,7 +297,7 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    pub fn new(policy: Arc<Policy>, params: Params, explain: bool, observer: Option<Arc<dyn Observer>>) -> Tracer {
+    pub fn new(policy: Arc<Checked>, params: Params, explain: bool, observer: Option<Arc<dyn Observer>>) -> Tracer {
         Tracer { policy, params, explain, observer }
     }
 
