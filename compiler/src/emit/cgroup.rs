@@ -14,7 +14,7 @@ pub const PIDS_UNLIMITED: u64 = 4_194_304;
 /// cpu.max period used for `cpu` limits.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-pub fn lower(policy: &Checked) -> CgroupSpec {
+pub fn emit(policy: &Checked) -> CgroupSpec {
     let r = &policy.resources;
     CgroupSpec {
         format: FORMAT_VERSION,

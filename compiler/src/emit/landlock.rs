@@ -1,4 +1,4 @@
-//! IR filesystem (and TCP) rules → `landlock.json` and `mounts.json`.
+//! IR filesystem (and TCP) rules → `landlock.json` (the mount plan is [`super::mounts`]).
 //!
 //! Both targets take the same rule list (`aegis_targets::landlock::FsRule`, path templates
 //! that keep `${PARAM}` until launch), so the Landlock ruleset and the mount plan can never
@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use aegis_targets::landlock::{
     self as ll, Fallback, FsRight, FsRule, LandlockArtifact, NetRight, NetRule, PathTemplate, Scope,
 };
-use aegis_targets::mounts::{self, MountKind, MountPlan, PlanOptions};
+use aegis_targets::mounts::{MountKind, MountPlan};
 
 use aegis_targets::bundle::contract::PROXY_PORT;
 
@@ -68,7 +68,7 @@ pub fn fs_rules(policy: &Checked, sources: &SourceMap) -> Result<Vec<FsRule>, Em
         .collect()
 }
 
-fn push_losses(losses: &mut LossReport, layer: &'static str, from: Vec<ll::Loss>) {
+pub(super) fn push_losses(losses: &mut LossReport, layer: &'static str, from: Vec<ll::Loss>) {
     for l in from {
         losses.push(Loss {
             layer,
@@ -83,7 +83,9 @@ fn push_losses(losses: &mut LossReport, layer: &'static str, from: Vec<ll::Loss>
     }
 }
 
-pub fn landlock(
+/// The Landlock artifact (`landlock.json`) of the policy's rules, with the fallbacks older
+/// kernels need recorded against `plan`, the mount plan of the same rules.
+pub fn emit(
     policy: &Checked,
     rules: &[FsRule],
     plan: &MountPlan,
@@ -234,14 +236,6 @@ pub fn record_fallbacks(policy: &Checked, artifact: &mut LandlockArtifact, plan:
         artifact.fallbacks.scopes.insert(s, fallback);
         note(format!("scope `{s}` (ABI 6, Linux 6.12)"), enforced);
     }
-}
-
-pub fn mount_plan(policy: &Checked, rules: &[FsRule], losses: &mut LossReport) -> Result<MountPlan, EmitError> {
-    let opts = PlanOptions { tmp_size_bytes: Some(policy.filesystem.tmp_size), ..PlanOptions::default() };
-    let (plan, plan_losses) = mounts::plan_from_rules(rules, &opts);
-    push_losses(losses, "mounts", plan_losses);
-    plan.validate().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?;
-    Ok(plan)
 }
 
 #[cfg(test)]

@@ -1,15 +1,20 @@
-//! Lowering the IR into kernel artifacts, and packing them into a bundle.
+//! Emitting kernel artifacts from the IR, and packing them into a bundle.
 //!
-//! Input: a validated [`Policy`] (only `lower` builds one). Output: [`Artifacts`], the
+//! Input: a [`Checked`] policy (the compiler's `lower` returns one; nothing builds one
+//! without checking it). Output: [`Artifacts`], the
 //! deterministic bytes of every bundle file (artifact + text twin), plus a [`LossReport`]
 //! of every rule a kernel mechanism cannot express exactly and how it is enforced instead
-//! (always the stricter reading). One submodule per target, each with one `lower` function.
+//! (always the stricter reading). One submodule per target, each with one `emit` function
+//! that takes the [`Checked`] policy (seccomp has two steps: the `spec`, then its `programs`
+//! per architecture). Words: the compiler's `lower` turns syntax into IR; `emit` turns IR
+//! into a target's artifact; a target crate's own `lower` turns that into kernel form.
 //! Invariants: same policy and compiler version, same bytes; an artifact is only emitted for
-//! a target whose lowering succeeded (a failure is an error, never a missing file).
+//! a target whose emit succeeded (a failure is an error, never a missing file).
 
 pub mod bundle;
 pub mod cgroup;
 pub mod landlock;
+pub mod mounts;
 pub mod nftables;
 pub mod seccomp;
 
@@ -83,8 +88,8 @@ pub fn emit(policy: &Checked, sources: &SourceMap) -> Result<Artifacts, EmitErro
     let mut losses = LossReport::new();
 
     let rules = landlock::fs_rules(policy, sources)?;
-    let plan = landlock::mount_plan(policy, &rules, &mut losses)?;
-    let ll = landlock::landlock(policy, &rules, &plan, &mut losses)?;
+    let plan = mounts::emit(policy, &rules, &mut losses)?;
+    let ll = landlock::emit(policy, &rules, &plan, &mut losses)?;
     // What a host needs at least: the ABI with every fallback in force (the runtime
     // decides per launch which are).
     let landlock_abi = Some(ll.floor_abi().0);
@@ -93,11 +98,11 @@ pub fn emit(policy: &Checked, sources: &SourceMap) -> Result<Artifacts, EmitErro
     files.insert(contract::MOUNTS.to_string(), text_file(plan.to_json().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?));
     files.insert(contract::MOUNTS_TEXT.to_string(), plan.render_text().into_bytes());
 
-    let cg = cgroup::lower(policy);
+    let cg = cgroup::emit(policy);
     files.insert(contract::CGROUP.to_string(), cg.to_json());
     files.insert(contract::CGROUP_TEXT.to_string(), cg.to_text().into_bytes());
 
-    let nft = nftables::lower(policy, &mut losses).map_err(|message| EmitError { target: "nftables", message })?;
+    let nft = nftables::emit(policy, &mut losses).map_err(|message| EmitError { target: "nftables", message })?;
     files.insert(contract::NFTABLES.to_string(), nft.to_json());
     files.insert(contract::NFTABLES_TEXT.to_string(), nft.to_text().into_bytes());
 

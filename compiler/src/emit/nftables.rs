@@ -25,7 +25,7 @@ fn host_of(d: &Destination) -> Option<Host> {
     }
 }
 
-pub fn lower(policy: &Checked, losses: &mut LossReport) -> Result<Ruleset, String> {
+pub fn emit(policy: &Checked, losses: &mut LossReport) -> Result<Ruleset, String> {
     let net = &policy.network;
     let mode = match net.mode {
         NetworkMode::None => NetMode::None,

@@ -3,7 +3,7 @@
 //! Input: a [`Policy`], built by the compiler's lowering or read back from a bundle's
 //! `policy.ir.json` (which a hostile or careless hand may have written). Output: a
 //! [`Checked`] policy, or the first [`Violation`] found. Invariant: a [`Checked`] can only be
-//! made here, after every check in [`check`] passed, so a function that takes one (every
+//! made here, after every check in [`Checked::check`] passed, so a function that takes one (every
 //! target's emit, the proxy's gate, the supervisor's decision records, `aegisd`) never sees a
 //! policy that breaks what `ir/mod.rs` promises: sorted, duplicate-free collections (the
 //! evaluator and the emitters rely on them for determinism and on "one rule per key"), valid
