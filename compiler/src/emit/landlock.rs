@@ -42,7 +42,7 @@ use crate::source::SourceMap;
 const MAX_LANDLOCK_PORTS: usize = 1024;
 
 fn err(message: impl Into<String>) -> EmitError {
-    EmitError { target: "landlock", message: message.into() }
+    EmitError::new("landlock", message)
 }
 
 /// The policy's filesystem rules as the targets take them; origins as `file:line:col`.
@@ -149,7 +149,7 @@ pub fn emit(
     }
     artifact.normalize();
     record_fallbacks(policy, &mut artifact, plan, losses);
-    artifact.validate().map_err(|e| err(e.to_string()))?;
+    artifact.validate().map_err(|e| EmitError::wrap("landlock", e))?;
     Ok(artifact)
 }
 

@@ -69,12 +69,28 @@ pub struct Artifacts {
     pub digest: String,
 }
 
-/// An error from a target lowering (the policy is valid but a target cannot express it).
+/// An error from a target's emit (the policy is valid but a target cannot express it), one
+/// type for every target: which target, what it said, and the target's own typed error
+/// when there was one (a validation or encoding failure), kept as the `source`.
 #[derive(Debug, thiserror::Error)]
 #[error("{target}: {message}")]
 pub struct EmitError {
     pub target: &'static str,
     pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl EmitError {
+    /// The policy asks `target` for something it cannot express, in words.
+    pub fn new(target: &'static str, message: impl Into<String>) -> EmitError {
+        EmitError { target, message: message.into(), source: None }
+    }
+
+    /// The target's own error; its text is the message.
+    pub fn wrap(target: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> EmitError {
+        EmitError { target, message: e.to_string(), source: Some(Box::new(e)) }
+    }
 }
 
 fn pretty_json(v: &serde_json::Value) -> Vec<u8> {
@@ -93,16 +109,16 @@ pub fn emit(policy: &Checked, sources: &SourceMap) -> Result<Artifacts, EmitErro
     // What a host needs at least: the ABI with every fallback in force (the runtime
     // decides per launch which are).
     let landlock_abi = Some(ll.floor_abi().0);
-    files.insert(contract::LANDLOCK.to_string(), text_file(ll.to_json().map_err(|e| EmitError { target: "landlock", message: e.to_string() })?));
+    files.insert(contract::LANDLOCK.to_string(), text_file(ll.to_json().map_err(|e| EmitError::wrap("landlock", e))?));
     files.insert(contract::LANDLOCK_TEXT.to_string(), ll.render_text().into_bytes());
-    files.insert(contract::MOUNTS.to_string(), text_file(plan.to_json().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?));
+    files.insert(contract::MOUNTS.to_string(), text_file(plan.to_json().map_err(|e| EmitError::wrap("mounts", e))?));
     files.insert(contract::MOUNTS_TEXT.to_string(), plan.render_text().into_bytes());
 
     let cg = cgroup::emit(policy);
     files.insert(contract::CGROUP.to_string(), cg.to_json());
     files.insert(contract::CGROUP_TEXT.to_string(), cg.to_text().into_bytes());
 
-    let nft = nftables::emit(policy, &mut losses).map_err(|message| EmitError { target: "nftables", message })?;
+    let nft = nftables::emit(policy, &mut losses)?;
     files.insert(contract::NFTABLES.to_string(), nft.to_json());
     files.insert(contract::NFTABLES_TEXT.to_string(), nft.to_text().into_bytes());
 

@@ -17,6 +17,6 @@ pub fn emit(policy: &Checked, rules: &[FsRule], losses: &mut LossReport) -> Resu
     let opts = PlanOptions { tmp_size_bytes: Some(policy.filesystem.tmp_size), ..PlanOptions::default() };
     let (plan, plan_losses) = mounts::plan_from_rules(rules, &opts);
     super::landlock::push_losses(losses, "mounts", plan_losses);
-    plan.validate().map_err(|e| EmitError { target: "mounts", message: e.to_string() })?;
+    plan.validate().map_err(|e| EmitError::wrap("mounts", e))?;
     Ok(plan)
 }

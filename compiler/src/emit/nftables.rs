@@ -13,7 +13,7 @@
 use aegis_targets::bundle::contract::PROXY_PORT;
 use aegis_targets::nftables::{self as nft, Endpoint, Host, NetMode, NetPolicy, Proto, Ruleset};
 
-use super::{Loss, LossReport};
+use super::{EmitError, Loss, LossReport};
 use crate::ir::{Checked, Destination, NetworkMode, Protocol};
 
 fn host_of(d: &Destination) -> Option<Host> {
@@ -25,7 +25,7 @@ fn host_of(d: &Destination) -> Option<Host> {
     }
 }
 
-pub fn emit(policy: &Checked, losses: &mut LossReport) -> Result<Ruleset, String> {
+pub fn emit(policy: &Checked, losses: &mut LossReport) -> Result<Ruleset, EmitError> {
     let net = &policy.network;
     let mode = match net.mode {
         NetworkMode::None => NetMode::None,
@@ -75,5 +75,5 @@ pub fn emit(policy: &Checked, losses: &mut LossReport) -> Result<Ruleset, String
         });
     }
     let resolvers = if net.mode == NetworkMode::Host { net.dns.iter().map(|r| r.address).collect() } else { vec![] };
-    nft::lower(&policy.agent.name, &NetPolicy { mode, endpoints, resolvers }).map_err(|e| e.to_string())
+    nft::lower(&policy.agent.name, &NetPolicy { mode, endpoints, resolvers }).map_err(|e| EmitError::wrap("nftables", e))
 }

@@ -18,7 +18,7 @@ use super::{EmitError, Loss, LossReport};
 use crate::ir::{Checked, FsAccess, NetworkMode, SyscallAction, SyscallBase};
 
 fn err(message: impl Into<String>) -> EmitError {
-    EmitError { target: "seccomp", message: message.into() }
+    EmitError::new("seccomp", message)
 }
 
 fn explicitly_allowed(policy: &Checked, names: &[&str]) -> bool {
@@ -50,7 +50,7 @@ pub fn without_file_mediation(policy: &Checked, losses: &mut LossReport) -> Resu
     let mut p = policy.clone().into_inner();
     // A policy without user write grants mediates nothing.
     p.filesystem.rules.retain(|r| !(r.protection || (r.access == FsAccess::Write && r.origin.is_some())));
-    let p = Checked::check(p).map_err(|v| EmitError { target: "seccomp", message: v.to_string() })?;
+    let p = Checked::check(p).map_err(|v| EmitError::wrap("seccomp", v))?;
     let spec = spec(&p, &mut scratch)?;
     losses.push(Loss {
         layer: aegis_targets::bundle::contract::SECCOMP_OCI,
@@ -142,16 +142,16 @@ pub fn spec(policy: &Checked, losses: &mut LossReport) -> Result<SeccompSpec, Em
             }
         }
     }
-    spec.validate().map_err(|e| err(e.to_string()))?;
+    spec.validate().map_err(|e| EmitError::wrap("seccomp", e))?;
     Ok(spec)
 }
 
 /// Programs for every architecture, each checked for the constant-action cache property.
 pub fn programs(spec: &SeccompSpec) -> Result<Vec<(Arch, Vec<SockFilter>)>, EmitError> {
-    let programs = seccomp::compile_all(spec, &SyscallWeights::agent_mix()).map_err(|e| err(e.to_string()))?;
+    let programs = seccomp::compile_all(spec, &SyscallWeights::agent_mix()).map_err(|e| EmitError::wrap("seccomp", e))?;
     let mut out = Vec::new();
     for (arch, program) in programs {
-        seccomp::check_cacheable(spec, arch, &program).map_err(|e| err(e.to_string()))?;
+        seccomp::check_cacheable(spec, arch, &program).map_err(|e| EmitError::wrap("seccomp", e))?;
         out.push((arch, program));
     }
     Ok(out)
