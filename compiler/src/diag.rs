@@ -98,6 +98,7 @@ codes! {
     LintUnixNotVisible => "aegis::lint::unix_socket_not_visible",
     LintUnprotected => "aegis::lint::unprotected",
     LintUnpinnedProfile => "aegis::lint::unpinned_profile",
+    LintPrivateTmp => "aegis::lint::private_tmp_grant",
 }
 
 impl fmt::Display for Code {

@@ -188,6 +188,19 @@ pub fn lint(policy: &Policy) -> Vec<Diagnostic> {
     let denies = PathIndex::new(fs.rules_of(FsAccess::Deny));
     let writes = PathIndex::new(fs.rules_of(FsAccess::Write));
     let user_rules = || fs.rules.iter().filter(|r| r.origin.is_some());
+    // A literal grant under /tmp names the sandbox's private /tmp, never the host's: the
+    // mount plan does not bind it (on a shared host another user may have made it) and the
+    // agent finds an empty directory. A parameter is checked at launch and bound.
+    for r in user_rules().filter(|r| r.access != FsAccess::Deny && r.path.root == Root::Absolute && r.path.components.len() > 1) {
+        if r.path.components.first().is_some_and(|c| c == "tmp") {
+            out.push(
+                Diagnostic::warning(Code::LintPrivateTmp, format!("'{}' is inside the sandbox's private /tmp: the agent gets an empty directory of its own there, never the host's", r.path))
+                    .at_opt(r.origin)
+                    .label("not the host's")
+                    .help("to give the agent this host directory, declare a parameter (`[parameters] WORKSPACE = \"...\"`, grant `${WORKSPACE}`) and pass `--param WORKSPACE=<dir>`: it is checked at launch and bound into the private /tmp"),
+            );
+        }
+    }
     for e in user_rules().filter(|r| r.access == FsAccess::Exec) {
         if let Some(w) = writes.overlapping(&e.path) {
             out.push(

@@ -15,6 +15,7 @@
 //! * `cli`: the `aegisc` binary end to end (exit codes and output lines).
 //! * `unix`: `[network] unix` grants: evaluator, lints, diff and `aegisc check ... unix PATH`.
 //! * `hosts`: the `mounts` enforcement level and what older Landlock ABIs cost.
+//! * `private_tmp`: a literal grant under `/tmp` is flagged (the private `/tmp` replaces it).
 //! * `profiles`: the built-in profiles (`extends = ["aegis:NAME@VERSION"]`): valid, frozen,
 //!   documented, credential stores denied, origins shown.
 
@@ -28,5 +29,6 @@ mod examples;
 mod fuzz_corpus;
 mod hosts;
 mod laws;
+mod private_tmp;
 mod profiles;
 mod unix;
