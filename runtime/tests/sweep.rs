@@ -1,8 +1,10 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed unwrap is a failed test")]
 //! A supervisor killed with SIGKILL cannot clean up: its agent dies with it (PDEATHSIG) and
-//! the next run sweeps the leaf and table it left. Its own test binary, so no parallel test
-//! of this crate sweeps first.
+//! the next run sweeps the leaf and table it left. Its own test binary, not a module of
+//! `tests/all`: any launch there, running in parallel, would sweep the leftovers first and
+//! leave nothing for this test to see swept (cargo runs test binaries one after another).
 
+#[path = "all/common.rs"]
 mod common;
 use common::*;
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aegis_targets::bundle::*;
 
 /// The bundle tests' fixtures: the same realistic artifact set and manifest fields.
-#[path = "../tests/bundle_support/mod.rs"]
+#[path = "../tests/all/bundle_support.rs"]
 mod bundle_support;
 
 fn artifacts() -> Vec<(String, Vec<u8>)> {

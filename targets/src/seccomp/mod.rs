@@ -41,7 +41,7 @@
 //! pass. [`ExecGate::Allow`] lets `execve`/`execveat` through and leaves the choice of
 //! binaries to Landlock's `EXECUTE` right (seccomp cannot see paths). [`ExecGate::Notify`]
 //! sends them to the supervisor ([`apply_with_listener`]), which answers CONTINUE once for
-//! the initial exec and EPERM afterwards (tested live in `tests/seccomp_live.rs`).
+//! the initial exec and EPERM afterwards (tested live in `tests/all/seccomp_live.rs`).
 
 pub mod apply;
 pub mod artifact;

@@ -15,7 +15,7 @@
 //!
 //! Input: a program. Output: `None` when it never returns USER_NOTIF, else the two programs.
 //! Invariant (tested for every syscall number and boundary arguments in
-//! `tests/seccomp_differential.rs`): for every input, [`combine`] of the two verdicts equals
+//! `tests/all/seccomp_differential.rs`): for every input, [`combine`] of the two verdicts equals
 //! the original's, so the pair is exactly the program the bundle holds.
 //!
 //! **Routed denials** ([`split_routed`]). A denial the program answers with an errno leaves
