@@ -35,6 +35,29 @@ fn snapshot(name: &str, text: &str) {
     s.bind(|| insta::assert_snapshot!(name, text));
 }
 
+/// `src/seccomp/table.rs` is byte for byte what `gen_syscall_table` makes from this host's
+/// headers (linux-libc-dev 6.1 .. 6.18 all give the same file); SKIP without headers or cpp.
+#[test]
+fn table_rs_is_what_its_generator_makes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gen_syscall_table")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(2) {
+        eprintln!("SKIP: {}", err.trim());
+        return;
+    }
+    assert!(out.status.success(), "the generator refused this host's headers: {err}");
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/seccomp/table.rs")).unwrap();
+    let generated = String::from_utf8(out.stdout).unwrap();
+    if committed != generated {
+        let line = committed.lines().zip(generated.lines()).position(|(a, b)| a != b);
+        panic!(
+            "src/seccomp/table.rs differs from the generator's output (first at line {}): run \
+             `cargo run -q -p aegis-targets --bin gen_syscall_table > targets/src/seccomp/table.rs`",
+            line.map_or(committed.lines().count().min(generated.lines().count()) + 1, |l| l + 1)
+        );
+    }
+}
+
 #[test]
 fn tables_are_sorted_unique_and_match_the_kernel_headers() {
     for arch in Arch::ALL {
