@@ -124,5 +124,6 @@ pub fn snapshot_settings(area: &str) -> insta::Settings {
     s
 }
 
-/// An isolated upstream network (namespace, veth, test CA, test servers) for the proxy tests.
+// An isolated upstream network (namespace, veth, test CA, test servers) for the proxy tests;
+// documented by its own module doc (an outer doc here would be resolved with it in this scope).
 pub mod upstream;

@@ -396,7 +396,7 @@ impl miette::Diagnostic for Rendered<'_> {
 }
 
 /// Renders diagnostics for a terminal (or, with `color = false`, for snapshots and logs).
-/// Long source lines are shown as a window around the problem (see [`Window`]).
+/// Long source lines are shown as a window around the problem (see `Window`).
 pub fn render_human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
     let theme = if color {
         miette::GraphicalTheme::unicode()

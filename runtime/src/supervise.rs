@@ -2,7 +2,7 @@
 //! OOM kills (and emulate `memory.oom.group` on v1 by killing the whole leaf), collect
 //! nftables denials — from the kernel log in host mode, from the namespace's NFLOG socket
 //! ([`crate::stage::netlog`]) in `none`/`proxy` modes — rate-limited into one audit record
-//! per second per layer ([`Denials`]), reap the agent, and read its resource usage.
+//! per second per layer (`Denials`), reap the agent, and read its resource usage.
 //!
 //! Input: the agent's pid, its cgroup leaf, limits, the signalfd, the audit sink. Output: an
 //! [`Outcome`] (wait status, rusage, cgroup usage); the run's events go to the audit sink

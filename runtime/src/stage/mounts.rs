@@ -100,7 +100,7 @@ fn hide_host_files() -> u32 {
     hidden
 }
 
-/// How many of the host files in [`HIDDEN`] there are.
+/// How many of the host files in `HIDDEN` there are.
 pub fn hidden_count() -> u32 {
     HIDDEN.len() as u32
 }

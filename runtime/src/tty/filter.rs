@@ -19,7 +19,7 @@
 //! column or position (`CSI … G/H/f/d`).
 //!
 //! Invariants: the parser state survives chunk boundaries; memory is bounded (a sequence is
-//! held at most [`MAX_HELD`] bytes, longer ones are dropped whole with `Safe` and passed on
+//! held at most `MAX_HELD` bytes, longer ones are dropped whole with `Safe` and passed on
 //! with `Off`); the modes undone at the end are exactly the DEC private modes the agent set
 //! and did not reset, the keypad mode and the character set.
 

@@ -19,7 +19,7 @@
 //!   one of the artifact's `read_only` paths, or any grant without write or exec rights that
 //!   a write grant covers once parameters and symlinks are resolved (a parameter under `/tmp`).
 //! - Otherwise (no mount namespace, or a denied path absent at launch) the allowed tree is
-//!   split around them ([`super::split`]): the entries beside the chain of directories down
+//!   split around them (`split.rs`): the entries beside the chain of directories down
 //!   to each such path get the rule's rights, the chain directories only what every path
 //!   below them may inherit (nothing above an existing denied path, reading above a
 //!   carve-out, everything but creating/removing/renaming entries above an absent denied

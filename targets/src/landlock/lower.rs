@@ -5,7 +5,7 @@
 //! compile-time [`Loss`]es. Invariants: deny beats allow — a grant lexically inside a denied
 //! tree is dropped (and reported); a deny inside an allowed tree is kept in `denies`, and
 //! enforced at launch by the mount plan's mask (with a mount namespace) or by splitting the
-//! allowed tree ([`super::apply`] with [`super::DenyEnforcement::Split`]); both are exact
+//! allowed tree ([`super::apply()`] when [`super::InForce::mount_plan`] is false); both are exact
 //! for the paths that exist at launch, and their residual gaps are listed as losses here.
 
 use super::artifact::{DenyRule, LandlockArtifact, PathRule, ReadOnlyRule};

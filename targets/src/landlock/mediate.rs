@@ -1,7 +1,7 @@
 //! What the sandbox's file helper needs to mediate the creation, removal and renaming of
 //! entries in directories where the agent may not do it itself.
 //!
-//! Input: built at launch by [`super::apply`] while it splits write trees around names that
+//! Input: built at launch by [`super::apply()`] while it splits write trees around names that
 //! must not appear or change (a protected or denied path absent at launch, a symlink on the
 //! way to a protected path). Output: a [`Mediation`] table: the directories (by device and
 //! inode) whose entries the agent's Landlock domain may not create, remove or rename, the
