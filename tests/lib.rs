@@ -1,7 +1,7 @@
 //! Helpers for the end-to-end tests in `e2e/`: where the built binaries and the repository
 //! are, running a command and capturing its outcome, and skipping with a printed reason when
 //! the machine lacks a tool or kernel feature.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test support code: a failed unwrap or index is a failed test, with its message")]
 
 use std::path::{Path, PathBuf};
 use std::io::Read as _;

@@ -482,6 +482,10 @@ fn print_human(run: &Run, l: &Loaded, items: &[Explained]) {
     }
 }
 
+#[allow(
+    clippy::indexing_slicing,
+    reason = "`v[key] = ...` on the JSON objects made just above inserts; it cannot panic"
+)]
 fn to_json(run: &Run, l: &Loaded, items: &[Explained]) -> serde_json::Value {
     let denials: Vec<serde_json::Value> = items
         .iter()

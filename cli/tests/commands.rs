@@ -6,7 +6,7 @@
 //! Being an integration test of this package also makes `cargo test --workspace` build the
 //! `aegis` binary, which `daemon/tests` and `tests/e2e` run (cargo builds a package's
 //! binaries only for its own integration tests).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 
 use std::process::Command;
 

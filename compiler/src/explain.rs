@@ -228,7 +228,7 @@ pub fn try_syscall_change(policy: &Path, toml: &str, arch: aegis_targets::seccom
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::panic, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
     use aegis_targets::seccomp::hardening::{AF_INET6, TIOCSTI};
 

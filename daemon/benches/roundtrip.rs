@@ -2,7 +2,7 @@
 //! (needs the compiler linked in) and nothing else in this binary; `daemon/bench/compare.sh`
 //! adds `aegisc check` per question (a process and a compile each time) with hyperfine.
 //! Run: cargo bench -p aegis-daemon --bench roundtrip
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "a benchmark: a failed unwrap or index ends the run with its message")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

@@ -148,7 +148,7 @@ pub fn render(resp: &Value) -> (String, String, u8) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
     use serde_json::json;
 

@@ -592,7 +592,7 @@ impl State {
         json!({ "ok": true, "agents": agents })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, reason = "one argument per field of the decision record it writes")]
     fn audit(
         &self,
         agent: &str,

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 //! `aegisd` as a user meets it: the real daemon binary on a real socket in a temp dir, the
 //! real `aegis` client, other users made with setuid in spawned children, the real audit
 //! log checked with the `aegis_audit` verifier. Modules of this file, in order: helpers;

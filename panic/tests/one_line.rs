@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 //! The panic policy, for real: this test binary (no libtest harness, so its main thread is
 //! a binary's main thread) re-runs itself with `AEGIS_PANIC_TEST` set to one scenario, under
 //! `aegis_panic::main`, and checks what a user would see (stderr, exit status).

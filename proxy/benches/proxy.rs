@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "a benchmark: a failed unwrap or index ends the run with its message")]
 //! Egress proxy benchmark: what the proxy costs an agent, compared with going direct, on
 //! loopback, in one run.
 //!

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 //! Strict HTTP/1.1 framing of the egress proxy: every request-smuggling shape is refused with
 //! its own error, bodies are re-framed exactly, and streaming bodies are flushed as they come.
 

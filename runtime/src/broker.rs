@@ -378,7 +378,7 @@ impl Client {
     /// pathname unix address, `decide` is asked first with what the path resolved to
     /// (`dir` is the base of a relative path); a refusal returns `Ok(Err(()))`
     /// and nothing is performed. Otherwise `Ok(Ok(result))`, the call's value or `-errno`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, reason = "the mediated call's own arguments, plus the base directory and the judge")]
     pub fn perform(
         &self,
         op: u32,
@@ -428,7 +428,7 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn sun(path: &[u8], len: Option<usize>) -> Vec<u8> {

@@ -412,7 +412,7 @@ pub fn handle(table: &Mediation, req: &Request, base1: Option<&OwnedFd>, base2: 
             let Some(name) = cstring(&s.name) else { return Answer::Errno(libc::EINVAL) };
             match req.op {
                 Op::Open => open_create(p, &s.name, req, mode),
-                // SAFETY (each arm): a call on our open directory and a NUL-terminated name.
+                // SAFETY: a call on our open directory and a NUL-terminated name (so each arm below).
                 Op::Mkdir => result(unsafe { libc::mkdirat(p, name.as_ptr(), mode) }),
                 Op::Mknod => match req.mode & libc::S_IFMT {
                     0 | libc::S_IFREG | libc::S_IFIFO | libc::S_IFSOCK => {
@@ -587,7 +587,7 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     #[test]

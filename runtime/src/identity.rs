@@ -300,7 +300,7 @@ impl Identity {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn id(root: bool, uid: u32, gid: u32, groups: Vec<u32>) -> Identity {

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code: a failed unwrap is a failed test")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 //! A supervisor killed with SIGKILL cannot clean up: its agent dies with it (PDEATHSIG) and
 //! the next run sweeps the leaf and table it left. Its own test binary, not a module of
 //! `tests/all`: any launch there, running in parallel, would sweep the leftovers first and

@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo test -p aegis-runtime --test unotify [-- NAME...]`; `-- --bench` prints
 //! connect latencies with and without mediation instead (not a pass/fail test).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 
 use std::io::Write;
 use std::os::linux::net::SocketAddrExt;

@@ -1,7 +1,7 @@
 //! End-to-end tests: one binary, one module per area. They run the real binaries
 //! (`aegisc`, `aegis-exec`, `aegis-audit`) that `cargo test --workspace` builds, from the
 //! repository root, as a user would.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 
 /// `aegisc build` on every example policy: artifacts snapshotted, reproducible, signed,
 /// verified by `aegisc verify` and `minisign`, nftables checked by `nft -c`, tampering found.

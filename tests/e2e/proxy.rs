@@ -231,7 +231,7 @@ fn launch(lab: &Lab, up: &Upstream, bundle: &Path, params: &[(&str, &Path)], env
 }
 
 /// [`launch`], passing the test CA with `--upstream-ca` only when `with_ca`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "launch's arguments plus the CA switch")]
 fn launch_ca(lab: &Lab, up: &Upstream, with_ca: bool, bundle: &Path, params: &[(&str, &Path)], env: &[&str], extra_resolve: &[(&str, String)], cmd: &[&str]) -> Launch {
     let log = lab.path(&format!("audit-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
     let mut c = Command::new(bin("aegis-exec"));

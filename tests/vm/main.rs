@@ -17,7 +17,7 @@
 //! kernel package (`.ci/run` installs them). `AEGIS_VM_KERNELS=6.1` (or `6.12`) limits the
 //! kernels; `AEGIS_VNG` points at `vng`; `AEGIS_VM_ACCEL=kvm` uses KVM where it works (this
 //! development machine's nested kvm-pvm hangs stock kernels, so TCG is the default).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 //! Integration tests of the audit log, one binary:
 //! - `tamper`: every tamper case of issue 5 is detected with a precise location;
 //! - `concurrency`: several processes append at once, nothing is lost, one chain;

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
 //! Integration tests of the policy compiler, built into one binary (one link step).
 //!
 //! * `corpus`: the invalid-policy corpus (`tests/fixtures/invalid/`): every fixture fails

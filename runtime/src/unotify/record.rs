@@ -172,7 +172,7 @@ impl Records {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn r(target: &str) -> Refusal {

@@ -38,6 +38,7 @@ fn agent_sees_new_namespaces_its_init_and_its_uid_map() {
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     eprintln!("{out}");
     assert!(out.contains("pid=2\n") && out.contains("init=aegis-init\n"), "the agent is pid 2, under aegis's init: {out}");
+    // SAFETY: getuid has no preconditions.
     let uid = if is_root() { 65534 } else { unsafe { libc::getuid() } };
     assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [uid.to_string(), uid.to_string(), "1".into()]), "uid map {out}");
     assert!(out.contains(&format!("\n{uid}\n")), "runs as uid {uid}: {out}");

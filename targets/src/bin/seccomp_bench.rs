@@ -93,7 +93,7 @@ fn time_in_child(
             }
             // The minimum of the rounds: scheduling noise only ever adds time.
             rounds.sort_by(f64::total_cmp);
-            line.push_str(&format!("{} ", rounds[0]));
+            line.push_str(&format!("{} ", rounds.first().copied().unwrap_or(f64::NAN)));
         }
         // SAFETY: writing our buffer to the pipe, then leaving the child.
         unsafe {
@@ -199,15 +199,17 @@ fn main() -> Result<(), Error> {
     // shared VM comes and goes, and only ever adds time.
     let mut best = vec![vec![f64::INFINITY; calls.len()]; filters.len()];
     for _ in 0..4 {
-        for (i, (_, prog)) in filters.iter().enumerate() {
+        for ((_, prog), row) in filters.iter().zip(best.iter_mut()) {
             let t = time_in_child(*prog, &calls, n)?;
-            for (b, v) in best[i].iter_mut().zip(t) {
+            for (b, v) in row.iter_mut().zip(t) {
                 *b = b.min(v);
             }
         }
     }
     for ((name, _), t) in filters.iter().zip(&best) {
-        println!("{name:<40} {:>10.1} {:>12.1} {:>16.1}", t[0], t[1], t[2]);
+        if let [a, b, c, ..] = t.as_slice() {
+            println!("{name:<40} {a:>10.1} {b:>12.1} {c:>16.1}");
+        }
     }
     println!(
         "(getppid is in the kernel's action cache under every filter above: the filter does not run.)"

@@ -62,11 +62,11 @@ pub fn elf_interpreter(path: &Path) -> io::Result<Option<PathBuf>> {
     if f.read(&mut h)? < 64 || h[..4] != *b"\x7fELF" || h[4] != 2 || h[5] != 1 {
         return Ok(None);
     }
-    let u16_at = |o: usize| u16::from_le_bytes([h[o], h[o + 1]]);
     let mut b8 = [0u8; 8];
     b8.copy_from_slice(&h[0x20..0x28]);
     let phoff = u64::from_le_bytes(b8);
-    let (phentsize, phnum) = (u64::from(u16_at(0x36)), u64::from(u16_at(0x38)));
+    let phentsize = u64::from(u16::from_le_bytes([h[0x36], h[0x37]]));
+    let phnum = u64::from(u16::from_le_bytes([h[0x38], h[0x39]]));
     for i in 0..phnum.min(256) {
         let mut ph = [0u8; 56];
         f.seek(SeekFrom::Start(

@@ -148,7 +148,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Vec<SockFilter>, DecodeError> {
         return Err(DecodeError::TooLong { count });
     }
     Ok(bytes
-        .chunks_exact(8)
+        .as_chunks::<8>()
+        .0
+        .iter()
         .map(|c| SockFilter {
             code: u16::from_le_bytes([c[0], c[1]]),
             jt: c[2],

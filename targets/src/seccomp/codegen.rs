@@ -140,6 +140,11 @@ fn ranges(spec: &SeccompSpec, arch: Arch, weights: &SyscallWeights) -> Vec<Range
 
 /// Optimal alphabetic binary tree over the ranges (Knuth's O(n²) dynamic programme):
 /// `root[i][j]` is the first range of the right subtree of the node covering `i..=j`.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "the programme's indices are in bounds by construction: 0 <= i <= s - 1 < s <= j < n \
+              for cost and root (n x n), j + 1 <= n for prefix (n + 1 entries)"
+)]
 fn optimal_roots(ranges: &[Range]) -> Vec<Vec<usize>> {
     let n = ranges.len();
     let mut prefix = vec![0u64; n + 1];
@@ -325,7 +330,7 @@ impl Emitter {
 
     /// `arg > v` (op = JGT) or `arg >= v` (op = JGE), unsigned 64-bit: the high words decide
     /// unless equal, then the low words.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, reason = "the two argument words, the two value words, the comparison and both targets")]
     fn greater(
         &mut self,
         hi: u32,

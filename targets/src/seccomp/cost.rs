@@ -33,12 +33,15 @@ pub fn longest_path(program: &[SockFilter]) -> usize {
     for pc in (0..n).rev() {
         let Some(ins) = program.get(pc) else { continue };
         let at = |t: usize| best.get(t).copied().unwrap_or(0);
-        best[pc] = 1 + match ins.class() {
+        let here = 1 + match ins.class() {
             BPF_RET => 0,
             BPF_JMP if ins.code & 0xf0 == BPF_JA => at(pc + 1 + ins.k as usize),
             BPF_JMP => at(pc + 1 + usize::from(ins.jt)).max(at(pc + 1 + usize::from(ins.jf))),
             _ => at(pc + 1),
         };
+        if let Some(slot) = best.get_mut(pc) {
+            *slot = here;
+        }
     }
     best.first().copied().unwrap_or(0)
 }

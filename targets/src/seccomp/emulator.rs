@@ -69,8 +69,8 @@ fn run_inner(
         if !off.is_multiple_of(4) || off >= SECCOMP_DATA_LEN {
             return Err(EmuError::BadLoad { pc, offset: off });
         }
-        match bytes.get(o..o + 4) {
-            Some(w) => Ok(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])),
+        match bytes.get(o..o + 4).and_then(|w| <[u8; 4]>::try_from(w).ok()) {
+            Some(w) => Ok(u32::from_ne_bytes(w)),
             None => Err(EmuError::BadLoad { pc, offset: off }),
         }
     };

@@ -762,14 +762,16 @@ impl Hardening {
             );
             deny_all(spec, "setns");
         }
-        let mut families = vec![
-            vec![int_eq(0, AF_UNIX)],
-            vec![int_eq(0, AF_NETLINK), int_eq(2, NETLINK_ROUTE)],
-        ];
+        // With inet sockets every netlink protocol, else NETLINK_ROUTE only.
+        let netlink = if self.inet_network {
+            vec![int_eq(0, AF_NETLINK)]
+        } else {
+            vec![int_eq(0, AF_NETLINK), int_eq(2, NETLINK_ROUTE)]
+        };
+        let mut families = vec![vec![int_eq(0, AF_UNIX)], netlink];
         if self.inet_network {
             families.push(vec![int_eq(0, AF_INET)]);
             families.push(vec![int_eq(0, AF_INET6)]);
-            families[1] = vec![int_eq(0, AF_NETLINK)];
         }
         restrict(spec, "socket", &families);
         if !self.tty_injection {

@@ -548,14 +548,9 @@ pub fn export(spec: &SeccompSpec, arches: &[Arch]) -> Exported {
             ));
         }
         // Rules up to the first unconditional one; its action (or the default) is the tail.
-        let cut = rules.iter().position(|r| r.conds.is_empty());
-        let (conds, tail) = match cut {
-            Some(i) => (
-                &rules[..i],
-                rules.get(i).map_or(spec.default_action, |r| r.action),
-            ),
-            None => (&rules[..], spec.default_action),
-        };
+        let cut = rules.iter().position(|r| r.conds.is_empty()).unwrap_or(rules.len());
+        let (conds, rest) = rules.split_at(cut);
+        let tail = rest.first().map_or(spec.default_action, |r| r.action);
         let actions: BTreeSet<Action> = conds
             .iter()
             .map(|r| r.action)

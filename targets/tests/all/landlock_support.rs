@@ -103,6 +103,7 @@ pub fn in_namespaces(f: impl FnOnce(&mut Checks)) {
     assert!(pid >= 0);
     if pid == 0 {
         drop(r);
+        // SAFETY: geteuid and getegid have no preconditions.
         let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
         // SAFETY: plain flags.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) }
@@ -110,6 +111,7 @@ pub fn in_namespaces(f: impl FnOnce(&mut Checks)) {
         {
             let mut w = w;
             let _ = writeln!(w, "  - unshare: {}", std::io::Error::last_os_error());
+            // SAFETY: leave the forked child without the harness's exit handlers.
             unsafe { libc::_exit(0) }
         }
         let _ = std::fs::write("/proc/self/setgroups", "deny");
@@ -122,6 +124,7 @@ pub fn in_namespaces(f: impl FnOnce(&mut Checks)) {
         }
         drop(w);
         let code = wait(pid2);
+        // SAFETY: leave the forked child without the harness's exit handlers.
         unsafe { libc::_exit(code) }
     }
     drop(w);
@@ -176,6 +179,7 @@ pub fn memfd_exec_runs() -> bool {
         // SAFETY: valid name; flags 0.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
         if fd < 0 {
+            // SAFETY: leave the forked child without the harness's exit handlers.
             unsafe { libc::_exit(10) }
         }
         // SAFETY: fd is ours; the buffer is valid.
@@ -194,6 +198,7 @@ pub fn memfd_exec_runs() -> bool {
                 libc::AT_EMPTY_PATH,
             )
         };
+        // SAFETY: leave the forked child without the harness's exit handlers.
         unsafe { libc::_exit(11) }
     }
     wait(pid) == 0

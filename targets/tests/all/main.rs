@@ -2,7 +2,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    reason = "test code: a failed unwrap is a failed test, with its message"
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap or index is a failed test, with its message"
 )]
 //! Integration tests of the kernel-facing targets, built into one binary (one link step
 //! instead of fifteen). `cargo test -p aegis-targets --test all MODULE::` runs one area.

@@ -45,6 +45,7 @@ fn plan_builds_an_isolated_root_and_contains_attacks() {
         c.expect(errno_of(big) == libc::ENOSPC, "/tmp is bounded (1 MiB)");
         let _ = std::fs::remove_file("/tmp/big");
         // /proc: fresh, our pid namespace only
+        // SAFETY: getpid has no preconditions.
         c.expect(unsafe { libc::getpid() } == 1, "we are pid 1");
         let pids = std::fs::read_dir("/proc").unwrap().filter(|e| {
             e.as_ref()
@@ -163,6 +164,7 @@ fn plan_builds_an_isolated_root_and_contains_attacks() {
         // SAFETY: umount2 on a valid path; it must be refused under Landlock.
         let c_env = std::ffi::CString::new(base.join("rw/.env").to_str().unwrap()).unwrap();
         c.expect(
+            // SAFETY: a NUL-terminated path; detaching a mount changes only this namespace.
             unsafe { libc::umount2(c_env.as_ptr(), libc::MNT_DETACH) } != 0,
             "a Landlock-restricted process cannot unmount a mask",
         );
@@ -271,16 +273,20 @@ fn bench_fs_stages_against_bwrap() {
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..N {
         let mut fds = [0; 2];
+        // SAFETY: a two-int array for pipe.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let start = Instant::now();
         // SAFETY: fork; the child sets up namespaces, forks, and the grandchild execs.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // SAFETY: our pipe's read end, unused in the child.
             unsafe { libc::close(fds[0]) };
+            // SAFETY: plain flags; the forked child changes only its own namespaces.
             unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID) };
             let _ = std::fs::write("/proc/self/setgroups", "deny");
             let _ = std::fs::write("/proc/self/uid_map", "0 0 1");
             let _ = std::fs::write("/proc/self/gid_map", "0 0 1");
+            // SAFETY: fork again so the grandchild is pid 1 of the new pid namespace.
             let pid2 = unsafe { libc::fork() };
             if pid2 == 0 {
                 let t0 = Instant::now();
@@ -289,6 +295,7 @@ fn bench_fs_stages_against_bwrap() {
                 let ok = ok && landlock::apply(&ll, &p, Mode::Required, InForce::EVERYTHING).is_ok();
                 let t2 = Instant::now();
                 let mut w =
+                    // SAFETY: the pipe's write end, owned by this process alone from here.
                     unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
                 let _ = write!(
                     w,
@@ -300,12 +307,17 @@ fn bench_fs_stages_against_bwrap() {
                 drop(w);
                 let prog = std::ffi::CString::new("/usr/bin/true").unwrap();
                 let argv = [prog.as_ptr(), std::ptr::null()];
+                // SAFETY: a NUL-terminated path and a NULL-terminated argv.
                 unsafe { libc::execv(prog.as_ptr(), argv.as_ptr()) };
+                // SAFETY: leave the forked child without the harness's exit handlers.
                 unsafe { libc::_exit(127) }
             }
+            // SAFETY: our pipe's write end, unused here.
             unsafe { libc::close(fds[1]) };
             let mut st = 0;
+            // SAFETY: our child, and a status int to write.
             unsafe { libc::waitpid(pid2, &mut st, 0) };
+            // SAFETY: leave the forked child without the harness's exit handlers.
             unsafe {
                 libc::_exit(if libc::WIFEXITED(st) {
                     libc::WEXITSTATUS(st)
@@ -314,11 +326,14 @@ fn bench_fs_stages_against_bwrap() {
                 })
             }
         }
+        // SAFETY: our pipe's write end, unused in the parent.
         unsafe { libc::close(fds[1]) };
         let mut st = 0;
+        // SAFETY: our child, and a status int to write.
         unsafe { libc::waitpid(pid, &mut st, 0) };
         total += start.elapsed();
         let mut out = String::new();
+        // SAFETY: the pipe's read end, owned by nobody else.
         let mut r = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
         r.read_to_string(&mut out).unwrap();
         let v: Vec<&str> = out.split(' ').collect();
