@@ -41,7 +41,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use crate::seqpacket::{as_bytes, errno, from_bytes, recv_packet, send_packet, Plain};
+use crate::errno::last_or_eio as errno;
+use crate::seqpacket::{as_bytes, from_bytes, recv_packet, send_packet, Plain};
 
 /// Connections (threads) the broker serves at once.
 pub const MAX_CONNECTIONS: usize = 32;

@@ -12,128 +12,8 @@
 //! `ok = 1` and per-stage timings is written just before `execve`, and the pipe (close-on-exec)
 //! reaches EOF when `execve` succeeds.
 
-use crate::stage::{self, STAGES, Stage};
-
-/// Exit code of a child that failed before exec (the supervisor maps it to 126/127).
-pub const CHILD_FAILED: i32 = 121;
-/// First bytes of every report (catches a short or foreign write).
-pub const REPORT_MAGIC: u32 = 0xAE61_5001;
-
-/// Fixed-size message from the child to the supervisor.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ChildReport {
-    pub magic: u32,
-    /// 1: every stage applied and verified, exec follows. 0: failed at `stage`.
-    pub ok: u32,
-    pub stage: u32,
-    /// Stage-specific code saying what failed (see [`Fail`]).
-    pub what: u32,
-    pub errno: i32,
-    pub _pad: u32,
-    /// Nanoseconds spent in each stage in the child.
-    pub stage_ns: [u64; STAGES],
-    /// Facts for the enforcement report (indices `INFO_*`).
-    pub info: [u32; INFO_LEN],
-    /// NUL-padded text of a failure (the error a target's apply function returned).
-    pub msg: [u8; MSG_LEN],
-}
-
-pub const INFO_LEN: usize = 14;
-pub const MSG_LEN: usize = 512;
-pub const INFO_MOUNTS_MOUNTED: usize = 0;
-pub const INFO_MOUNTS_SKIPPED: usize = 1;
-pub const INFO_MEMFD_NOEXEC: usize = 2;
-/// 0 absent, 1 fully, 2 partially, 3 not enforced.
-pub const INFO_LANDLOCK_STATUS: usize = 3;
-pub const INFO_LANDLOCK_ABI: usize = 4;
-pub const INFO_LANDLOCK_DETAILS: usize = 5;
-pub const INFO_SECCOMP_MODE: usize = 6;
-pub const INFO_SECCOMP_LEN: usize = 7;
-/// errno of the default route to `lo` for IPv4 / IPv6 (0 = added; see `stage::netns`).
-pub const INFO_NET_ROUTE4_ERRNO: usize = 8;
-pub const INFO_NET_ROUTE6_ERRNO: usize = 9;
-/// errno of writing `vm.memfd_noexec` (0 = set or not asked for).
-pub const INFO_MEMFD_ERRNO: usize = 10;
-/// 1 when the bounding set was emptied and the securebits locked (see `stage::caps`).
-pub const INFO_CAPS_BOUNDING: usize = 11;
-/// errno of entering the working directory when the agent started in `/` instead.
-pub const INFO_CWD_ERRNO: usize = 12;
-/// How many host files of a fresh /proc are hidden (see `stage::mounts`).
-pub const INFO_HOST_HIDDEN: usize = 13;
-
-impl ChildReport {
-    pub const SIZE: usize = std::mem::size_of::<ChildReport>();
-
-    pub fn zeroed() -> ChildReport {
-        ChildReport {
-            magic: REPORT_MAGIC,
-            ok: 0,
-            stage: 0,
-            what: 0,
-            errno: 0,
-            _pad: 0,
-            stage_ns: [0; STAGES],
-            info: [0; INFO_LEN],
-            msg: [0; MSG_LEN],
-        }
-    }
-
-    /// Stores `text` (truncated) as the failure message.
-    pub fn set_msg(&mut self, text: &str) {
-        self.msg = [0; MSG_LEN];
-        for (d, s) in self.msg.iter_mut().take(MSG_LEN - 1).zip(text.bytes()) {
-            *d = s;
-        }
-    }
-
-    /// The failure message, if any.
-    pub fn msg(&self) -> String {
-        let end = self.msg.iter().position(|&b| b == 0).unwrap_or(MSG_LEN);
-        String::from_utf8_lossy(self.msg.get(..end).unwrap_or_default()).into_owned()
-    }
-
-    /// Decodes a report read from the pipe.
-    pub fn from_bytes(b: &[u8]) -> Option<ChildReport> {
-        if b.len() != Self::SIZE {
-            return None;
-        }
-        let mut r = ChildReport::zeroed();
-        // SAFETY: `ChildReport` is repr(C) plain old data (integers only), `b` has exactly
-        // SIZE bytes, and every bit pattern is a valid value of its fields.
-        unsafe {
-            std::ptr::copy_nonoverlapping(b.as_ptr(), (&mut r as *mut ChildReport).cast::<u8>(), Self::SIZE);
-        }
-        (r.magic == REPORT_MAGIC).then_some(r)
-    }
-}
-
-/// A failed step inside the child: stage, what (a code from that stage's `WHAT_*`), errno.
-#[derive(Debug, Clone, Copy)]
-pub struct Fail {
-    pub stage: Stage,
-    pub what: u32,
-    pub errno: i32,
-}
-
-impl Fail {
-    /// A failure carrying the current `errno`.
-    pub fn errno(stage: Stage, what: u32) -> Fail {
-        Fail {
-            stage,
-            what,
-            errno: last_errno(),
-        }
-    }
-    /// A verification failure (no errno).
-    pub fn check(stage: Stage, what: u32) -> Fail {
-        Fail { stage, what, errno: 0 }
-    }
-}
-
-pub fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
+use crate::stage::report::{CHILD_FAILED, ChildReport, Fail, INFO_CAPS_BOUNDING, INFO_CWD_ERRNO, INFO_LEN, INFO_NET_ROUTE4_ERRNO, INFO_NET_ROUTE6_ERRNO, write_report};
+use crate::stage::{self, Stage};
 
 /// Everything the child needs, prepared before `clone`.
 pub struct ChildPlan {
@@ -171,14 +51,6 @@ fn now_ns() -> u64 {
     // SAFETY: clock_gettime writes into the valid timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
-}
-
-fn write_report(fd: i32, r: &ChildReport) {
-    // SAFETY: writes SIZE bytes from a live repr(C) struct; the result is ignored because
-    // there is nothing more the child could do about a failed report.
-    unsafe {
-        libc::write(fd, (r as *const ChildReport).cast(), ChildReport::SIZE);
-    }
 }
 
 /// Runs the child stages and execs. Never returns.

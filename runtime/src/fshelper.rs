@@ -42,7 +42,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
 
-use crate::seqpacket::{as_bytes, errno, from_bytes, recv_packet, send_packet, Plain};
+use crate::errno::last_or_eio as errno;
+use crate::seqpacket::{as_bytes, from_bytes, recv_packet, send_packet, Plain};
 
 use aegis_targets::landlock::HelperSetup;
 use aegis_targets::landlock::mediate::{Inode, MediatedDir, Mediation};

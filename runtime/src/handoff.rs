@@ -176,7 +176,7 @@ impl Sender {
             if n == HEADER_LEN as isize {
                 return Ok(());
             }
-            let e = crate::child::last_errno();
+            let e = crate::errno::last();
             if n < 0 && e == libc::EINTR {
                 continue;
             }
@@ -256,7 +256,7 @@ impl Receiver {
             // SAFETY: recvmsg into live buffers described by `msg`.
             let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, flags) };
             if n < 0 {
-                match crate::child::last_errno() {
+                match crate::errno::last() {
                     libc::EINTR => continue,
                     libc::EAGAIN if !block => return Ok(None),
                     e => return Err(bad(std::io::Error::from_raw_os_error(e))),
@@ -330,7 +330,7 @@ impl Receiver {
             };
             // SAFETY: poll on one pollfd we own.
             let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().clamp(1, i32::MAX as u128) as i32) };
-            if r < 0 && crate::child::last_errno() != libc::EINTR {
+            if r < 0 && crate::errno::last() != libc::EINTR {
                 return Err(RunError::os("poll on the descriptor handoff"));
             }
             if r > 0 {

@@ -13,7 +13,8 @@ use aegis_audit::Event;
 use aegis_targets::bundle::NetworkMode;
 
 use crate::audit::Audit;
-use crate::child::{self, ChildPlan, ChildReport};
+use crate::child::{self, ChildPlan};
+use crate::stage::report::{self as child_report, child_failure, fail_error, read_reports};
 use crate::exit::RunError;
 use crate::handoff;
 use crate::identity::{self, Identity};
@@ -21,7 +22,7 @@ use crate::report::{EnforcementReport, Layer, LayerStatus, Timings};
 use crate::signals::Signals;
 use crate::stage::namespaces::{self, Isolation};
 use crate::stage::verify::{LaunchOptions, Provenance, Verified};
-use crate::stage::{self, Instance, Stage};
+use crate::stage::{self, Instance};
 use crate::supervise;
 
 fn pipe() -> Result<(i32, i32), RunError> {
@@ -745,8 +746,8 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
         handed.extend(c.0);
     }
     let routed = supervisor_routed.unwrap_or(stage::netns::Routed {
-        v4: r.info[child::INFO_NET_ROUTE4_ERRNO] as i32,
-        v6: r.info[child::INFO_NET_ROUTE6_ERRNO] as i32,
+        v4: r.info[child_report::INFO_NET_ROUTE4_ERRNO] as i32,
+        v6: r.info[child_report::INFO_NET_ROUTE6_ERRNO] as i32,
     });
     let procs_file = leaf.as_ref().and_then(|l| l.procs_files().into_iter().next());
     let (nflog, proxy_handle, proxy_layer) = start_services(
@@ -768,7 +769,7 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
 
     // ── report: what was enforced, for whom, before the agent's own records ───────────
     if let Some((line, _)) = report.identity.as_mut() {
-        match r.info[child::INFO_CWD_ERRNO] as i32 {
+        match r.info[child_report::INFO_CWD_ERRNO] as i32 {
             0 => line.push_str(&format!("; runs {} in {}", command_path.display(), cwd.display())),
             e => line.push_str(&format!(
                 "; runs {} in / ({} is not in the sandbox: {})",
@@ -967,17 +968,17 @@ fn launch(opts: &LaunchOptions, audit: &mut Audit, signals: &Signals) -> Result<
 type Services = (Option<stage::netlog::Observer>, Option<std::sync::Arc<aegis_proxy::server::Proxy>>, Option<Layer>);
 
 /// The report's mounts line, from the child's facts.
-fn mounts_layer(iso: Isolation, plan_applied: bool, detail: &str, tmp_note: &str, info: &[u32; child::INFO_LEN]) -> Layer {
-    let hidden = if info[child::INFO_HOST_HIDDEN] == stage::mounts::hidden_count() { "hidden" } else { "NOT hidden" };
+fn mounts_layer(iso: Isolation, plan_applied: bool, detail: &str, tmp_note: &str, info: &[u32; child_report::INFO_LEN]) -> Layer {
+    let hidden = if info[child_report::INFO_HOST_HIDDEN] == stage::mounts::hidden_count() { "hidden" } else { "NOT hidden" };
     if plan_applied {
         return Layer::new(
             "mounts",
-            if info[child::INFO_MOUNTS_SKIPPED] == 0 { LayerStatus::Fully } else { LayerStatus::Partially },
+            if info[child_report::INFO_MOUNTS_SKIPPED] == 0 { LayerStatus::Fully } else { LayerStatus::Partially },
             format!(
                 "{detail}: {} mounted, {} skipped (missing on this host), {}; /proc/cmdline {hidden}; pivot_root, host tree detached",
-                info[child::INFO_MOUNTS_MOUNTED],
-                info[child::INFO_MOUNTS_SKIPPED],
-                match (info[child::INFO_MEMFD_NOEXEC], info[child::INFO_MEMFD_ERRNO] as i32) {
+                info[child_report::INFO_MOUNTS_MOUNTED],
+                info[child_report::INFO_MOUNTS_SKIPPED],
+                match (info[child_report::INFO_MEMFD_NOEXEC], info[child_report::INFO_MEMFD_ERRNO] as i32) {
                     (1, _) => "memfd_noexec 2 (memfd code cannot be executed)".to_string(),
                     (_, 0) => "memfd_noexec not asked for".to_string(),
                     (_, libc::EACCES) | (_, libc::EPERM) => "memfd_noexec NOT set (the vm.memfd_noexec sysctl is writable by the host's root only, even in the agent's own pid namespace)".to_string(),
@@ -993,8 +994,8 @@ fn mounts_layer(iso: Isolation, plan_applied: bool, detail: &str, tmp_note: &str
 }
 
 /// The report's capabilities line.
-fn caps_layer(info: &[u32; child::INFO_LEN], cap_last: u32) -> Layer {
-    if info[child::INFO_CAPS_BOUNDING] == 1 {
+fn caps_layer(info: &[u32; child_report::INFO_LEN], cap_last: u32) -> Layer {
+    if info[child_report::INFO_CAPS_BOUNDING] == 1 {
         Layer::new("capabilities", LayerStatus::Fully, format!("all sets and bounding set empty (caps 0..={cap_last}), securebits locked"))
     } else {
         Layer::new(
@@ -1007,32 +1008,32 @@ fn caps_layer(info: &[u32; child::INFO_LEN], cap_last: u32) -> Layer {
 
 /// The report's Landlock line (`note`: why the layer was not applied); `namespaces` and
 /// `plan_applied` say what else of this launch enforces what an old ABI lacks.
-fn landlock_layer(note: Option<String>, info: &[u32; child::INFO_LEN], needs: &stage::landlock::Needs, in_force: aegis_targets::landlock::InForce) -> Layer {
+fn landlock_layer(note: Option<String>, info: &[u32; child_report::INFO_LEN], needs: &stage::landlock::Needs, in_force: aegis_targets::landlock::InForce) -> Layer {
     if let Some(n) = note {
         return Layer::new("landlock", LayerStatus::NotEnforced, n);
     }
     Layer::new(
         "landlock",
-        match info[child::INFO_LANDLOCK_STATUS] {
+        match info[child_report::INFO_LANDLOCK_STATUS] {
             1 => LayerStatus::Fully,
             2 => LayerStatus::Partially,
             _ => LayerStatus::NotEnforced,
         },
-        needs.detail(info[child::INFO_LANDLOCK_ABI], info[child::INFO_LANDLOCK_DETAILS], in_force),
+        needs.detail(info[child_report::INFO_LANDLOCK_ABI], info[child_report::INFO_LANDLOCK_DETAILS], in_force),
     )
 }
 
 /// The report's seccomp line (`note`: why the layer was not applied; `mediated`: what the
 /// supervisor answers for the filter).
-fn seccomp_layer(note: Option<String>, info: &[u32; child::INFO_LEN], mediated: Option<String>) -> Layer {
-    match (note, info[child::INFO_SECCOMP_MODE]) {
+fn seccomp_layer(note: Option<String>, info: &[u32; child_report::INFO_LEN], mediated: Option<String>) -> Layer {
+    match (note, info[child_report::INFO_SECCOMP_MODE]) {
         (Some(n), _) => Layer::new("seccomp", LayerStatus::NotEnforced, n),
         (None, 2) => Layer::new(
             "seccomp",
             LayerStatus::Fully,
             match mediated {
-                Some(m) => format!("filter of {} instructions installed; Seccomp mode 2 verified; {m}", info[child::INFO_SECCOMP_LEN]),
-                None => format!("filter of {} instructions installed; Seccomp mode 2 verified", info[child::INFO_SECCOMP_LEN]),
+                Some(m) => format!("filter of {} instructions installed; Seccomp mode 2 verified; {m}", info[child_report::INFO_SECCOMP_LEN]),
+                None => format!("filter of {} instructions installed; Seccomp mode 2 verified", info[child_report::INFO_SECCOMP_LEN]),
             },
         ),
         (None, m) => Layer::new("seccomp", LayerStatus::NotEnforced, format!("mode {m} after install")),
@@ -1248,63 +1249,6 @@ fn parent_setup(
         return Err(RunError::os("signalling the child"));
     }
     Ok((ns_detail, agent_netns, nft_child, routed, host_table))
-}
-
-/// Reads reports until EOF; returns the last complete one.
-fn read_reports(fd: i32) -> Option<ChildReport> {
-    let mut last = None;
-    let mut buf = [0u8; ChildReport::SIZE];
-    loop {
-        let mut got = 0;
-        while got < buf.len() {
-            let rest = buf.get_mut(got..).unwrap_or_default();
-            // SAFETY: reading into the remaining part of our buffer.
-            let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
-            if n < 0 && crate::child::last_errno() == libc::EINTR {
-                continue;
-            }
-            if n <= 0 {
-                return last;
-            }
-            got += n as usize;
-        }
-        if let Some(r) = ChildReport::from_bytes(&buf) {
-            last = Some(r);
-        }
-    }
-}
-
-fn child_failure(r: &ChildReport) -> RunError {
-    stage_failure(Stage::from_u32(r.stage).unwrap_or(Stage::Exec), r.what, r.errno, &r.msg())
-}
-
-/// A failed step of the child's stages that the supervisor ran itself (premade namespace).
-fn fail_error(f: child::Fail, msg: &str) -> RunError {
-    stage_failure(f.stage, f.what, f.errno, msg)
-}
-
-fn stage_failure(stage: Stage, what: u32, errno: i32, msg: &str) -> RunError {
-    let what = match stage {
-        Stage::Namespaces => stage::namespaces::describe(what),
-        Stage::Mounts => stage::mounts::describe(what),
-        Stage::Caps => stage::caps::describe(what),
-        Stage::NoNewPrivs => stage::no_new_privs::describe(what),
-        Stage::Landlock => stage::landlock::describe(what),
-        Stage::Seccomp => stage::seccomp::describe(what),
-        Stage::Fds => stage::fds::describe(what),
-        Stage::Nftables => stage::netns::describe(what),
-        Stage::Init => stage::init::describe(what),
-        _ => stage::exec::describe(what),
-    };
-    let errno = if errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(errno)) } else { String::new() };
-    let why = if msg.is_empty() { format!("{what}{errno}") } else { format!("{what}{errno}: {msg}") };
-    match stage {
-        Stage::Exec => RunError::internal("exec", why),
-        // The agent's network namespace could not be given its sockets: the network layer
-        // (proxy, forwards) is not available.
-        Stage::Nftables => RunError::Unavailable { layer: "network", why },
-        s => RunError::NotVerified { layer: s.name(), why },
-    }
 }
 
 /// Variables the agent gets from the supervisor's environment without asking: what

@@ -32,6 +32,7 @@ pub mod audit;
 pub mod broker;
 pub mod child;
 pub mod doctor;
+pub mod errno;
 pub mod exit;
 pub mod flags;
 pub mod handoff;

@@ -33,10 +33,6 @@ pub(crate) fn from_bytes<T: Plain>(b: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
 }
 
-pub(crate) fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
 /// Control buffer for up to two descriptors, aligned for `cmsghdr`.
 #[repr(C, align(8))]
 struct Control([u8; 64]);
@@ -77,7 +73,7 @@ pub(crate) fn send_packet(sock: RawFd, parts: &[&[u8]], fds: &[RawFd]) -> Result
         if n >= 0 {
             return if n as usize == want { Ok(()) } else { Err(libc::EMSGSIZE) };
         }
-        let e = errno();
+        let e = crate::errno::last_or_eio();
         if e != libc::EINTR {
             return Err(e);
         }
@@ -101,7 +97,7 @@ pub(crate) fn recv_packet(sock: RawFd, buf: &mut [u8]) -> Result<Option<(usize, 
         if n >= 0 {
             break n as usize;
         }
-        let e = errno();
+        let e = crate::errno::last_or_eio();
         if e != libc::EINTR {
             return Err(e);
         }

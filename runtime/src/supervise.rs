@@ -237,7 +237,7 @@ impl Kmsg {
             let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
                 // EAGAIN (nothing more) or EPIPE (overwritten records): stop for now.
-                if n < 0 && crate::child::last_errno() == libc::EPIPE {
+                if n < 0 && crate::errno::last() == libc::EPIPE {
                     continue;
                 }
                 return;

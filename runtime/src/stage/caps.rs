@@ -9,7 +9,7 @@
 //! verified before returning (capget reads all-zero, every bounding bit reads 0), so nothing
 //! the agent execs can regain a capability, even as uid 0 of its namespace.
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::stage::Stage;
 
 pub const WHAT_SECUREBITS: u32 = 1;

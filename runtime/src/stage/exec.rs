@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use aegis_policy::eval::{self, FsQuery, Query, Verdict};
 use aegis_policy::ir::{FsAccess, Policy};
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;

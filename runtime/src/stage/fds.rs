@@ -4,7 +4,7 @@
 //! (audit log, keys, bundle files) reaches the agent.
 //! `close_range` is tried first; if the seccomp filter or kernel refuses it, a close loop.
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::stage::Stage;
 
 pub const WHAT_CLOSE: u32 = 1;

@@ -23,7 +23,7 @@
 //! discipline sent to the whole foreground group, which reached the agent already); a
 //! `kill(-1)` is only ever made by a pid 1, inside its own pid namespace.
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::stage::Stage;
 
 pub const WHAT_SETSID: u32 = 1;

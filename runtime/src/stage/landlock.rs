@@ -21,7 +21,7 @@ use aegis_targets::landlock::{
     Abi, Enforcement, InForce, LandlockArtifact, Missing, Mode, Params, RestrictFlag, compat, kernel_abi,
 };
 
-use crate::child::{ChildReport, Fail, INFO_LANDLOCK_ABI, INFO_LANDLOCK_DETAILS, INFO_LANDLOCK_STATUS, INFO_LEN};
+use crate::stage::report::{ChildReport, Fail, INFO_LANDLOCK_ABI, INFO_LANDLOCK_DETAILS, INFO_LANDLOCK_STATUS, INFO_LEN};
 use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;

@@ -68,6 +68,12 @@
 //! cgroup migration and the none-mode nftables load overlap with the child's mount and netns
 //! stages (`N` byte); both are in place and verified before the child drops capabilities,
 //! and so before anything of the agent runs.
+//!
+//! A child stage fails with a [`report::Fail`] (its stage, a code from its `WHAT_*`, the
+//! errno); [`crate::child`] writes it to the supervisor over the report pipe ([`report`]),
+//! which also carries the facts stages find for the enforcement report (`report::INFO_*`).
+//! Stages import from [`report`] and [`crate::errno`], never from [`crate::child`], which
+//! only sequences them.
 
 pub mod caps;
 pub mod cgroup;
@@ -84,6 +90,7 @@ pub mod nftables;
 pub mod nonet;
 pub mod no_new_privs;
 pub mod proxy;
+pub mod report;
 pub mod seccomp;
 pub mod verify;
 

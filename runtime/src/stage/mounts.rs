@@ -12,7 +12,7 @@
 use aegis_targets::landlock::Params;
 use aegis_targets::mounts::MountPlan;
 
-use crate::child::{ChildReport, Fail, INFO_HOST_HIDDEN, INFO_LEN, INFO_MEMFD_ERRNO, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
+use crate::stage::report::{ChildReport, Fail, INFO_HOST_HIDDEN, INFO_LEN, INFO_MEMFD_ERRNO, INFO_MEMFD_NOEXEC, INFO_MOUNTS_MOUNTED, INFO_MOUNTS_SKIPPED};
 use crate::exit::RunError;
 use crate::stage::Stage;
 use crate::stage::verify::Verified;
@@ -184,7 +184,7 @@ pub struct ChildSeed {
 pub fn seed_in_child(seed: &ChildSeed) -> Result<(), Fail> {
     if let Some(d) = &seed.dir {
         // SAFETY: mkdir with a NUL-terminated path we own.
-        if unsafe { libc::mkdir(d.as_ptr(), 0o755) } != 0 && crate::child::last_errno() != libc::EEXIST {
+        if unsafe { libc::mkdir(d.as_ptr(), 0o755) } != 0 && crate::errno::last() != libc::EEXIST {
             return Err(Fail::errno(Stage::Mounts, WHAT_SEED));
         }
     }
@@ -206,7 +206,7 @@ pub fn seed_in_child(seed: &ChildSeed) -> Result<(), Fail> {
             // SAFETY: writing from a live slice to the fd we opened.
             let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
             if n <= 0 {
-                if n < 0 && crate::child::last_errno() == libc::EINTR {
+                if n < 0 && crate::errno::last() == libc::EINTR {
                     continue;
                 }
                 let f = Fail::errno(Stage::Mounts, WHAT_SEED);

@@ -18,7 +18,7 @@
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt as _;
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::exit::RunError;
 use crate::identity::Identity;
 use crate::stage::Stage;
@@ -98,7 +98,7 @@ pub unsafe fn clone_child(flags: libc::c_int) -> Result<libc::pid_t, i32> {
         )
     };
     if r < 0 {
-        Err(crate::child::last_errno())
+        Err(crate::errno::last())
     } else {
         Ok(r as libc::pid_t)
     }
@@ -142,7 +142,7 @@ pub unsafe fn clone_child_into(flags: libc::c_int, cgroup_dir: i32) -> Result<Op
     if r >= 0 {
         return Ok(Some(r as libc::pid_t));
     }
-    match crate::child::last_errno() {
+    match crate::errno::last() {
         libc::ENOSYS | libc::E2BIG | libc::EOPNOTSUPP | libc::EBUSY | libc::EBADF => Ok(None),
         e => Err(e),
     }

@@ -225,7 +225,7 @@ pub fn netfilter_socket() -> Result<RawFd, i32> {
 }
 
 fn last_errno() -> i32 {
-    crate::child::last_errno()
+    crate::errno::last()
 }
 
 /// Sends `msg` (which asks for an ACK) on `sock` and returns the kernel's answer (0 =

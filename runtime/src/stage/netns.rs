@@ -25,7 +25,7 @@
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::handoff::{Sink, Tag};
 use crate::stage::Stage;
 use crate::stage::netlog::{self, Request};
@@ -106,7 +106,7 @@ impl Listen {
         // SAFETY: socket(2) with integer arguments.
         let fd = unsafe { libc::socket(self.family, self.ty | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
-            return Err((WHAT_LISTEN_SOCKET, crate::child::last_errno()));
+            return Err((WHAT_LISTEN_SOCKET, crate::errno::last()));
         }
         let one: libc::c_int = 1;
         // SAFETY: setsockopt/bind/listen on our socket with a live sockaddr of `len` bytes.
@@ -121,7 +121,7 @@ impl Listen {
             }
         };
         r.map_err(|what| {
-            let e = crate::child::last_errno();
+            let e = crate::errno::last();
             // SAFETY: closing the socket we opened.
             unsafe { libc::close(fd) };
             (what, e)

@@ -2,7 +2,7 @@
 //! capabilities), which Landlock and seccomp require when the caller lacks CAP_SYS_ADMIN.
 //! Input: nothing. Output: the flag set in the child, verified with `PR_GET_NO_NEW_PRIVS`.
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::stage::Stage;
 
 pub const WHAT_SET: u32 = 1;

@@ -15,7 +15,7 @@
 //! it knows the `socket` number of x86_64 and aarch64 only and allows other architectures
 //! untouched, where the bundle's program refuses them first; raw syscalls, no allocation.
 
-use crate::child::Fail;
+use crate::stage::report::Fail;
 use crate::stage::Stage;
 
 pub const WHAT_INSTALL: u32 = 1;
@@ -129,7 +129,7 @@ mod tests {
                     libc::_exit(10);
                 }
                 let ok = |d, t, p| libc::socket(d, t, p) >= 0;
-                let eperm = |d, t, p| libc::socket(d, t, p) < 0 && crate::child::last_errno() == libc::EPERM;
+                let eperm = |d, t, p| libc::socket(d, t, p) < 0 && crate::errno::last() == libc::EPERM;
                 let checks = [
                     ok(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0),
                     ok(libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_TCP),

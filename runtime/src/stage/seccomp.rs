@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use aegis_targets::seccomp::{self, Action, Arch, ApplyOptions, SeccompData, SockFilter};
 
-use crate::child::{ChildReport, Fail, INFO_LEN, INFO_SECCOMP_LEN, INFO_SECCOMP_MODE};
+use crate::stage::report::{ChildReport, Fail, INFO_LEN, INFO_SECCOMP_LEN, INFO_SECCOMP_MODE};
 use crate::exit::RunError;
 use crate::handoff::{self, Message, Tag};
 use crate::stage::Stage;
