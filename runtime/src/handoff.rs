@@ -29,69 +29,81 @@
 //! (the agent exec'd). A reader that needs a descriptor earlier (to serve it before exec)
 //! uses [`Receiver::recv`] with a deadline; it sees EOF if the child died.
 //!
-//! Tags are stable numbers; the ranges of [`Tag`] are reserved per owner so that helpers can
-//! add their own without touching each other's.
+//! Tags are stable numbers, allocated in one list ([`Tag`]): a number given twice does not
+//! compile; the ranges are reserved per owner so that helpers can add their own without
+//! touching each other's. A message with a number no tag has is refused like a malformed one.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::exit::RunError;
+use crate::seqpacket;
 
 /// First word of every message.
 pub const MAGIC: u32 = 0xAE61_4844;
 /// Bytes of every message's payload.
 pub const HEADER_LEN: usize = 16;
 
-/// What a handed-over descriptor is. Ranges: 1–15 network (this module's owner, `launch`),
-/// 16–31 seccomp user notification and broker (`unix`), 32–47 init and terminal (`super`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Tag(pub u32);
+/// Declares [`Tag`] from one list: the enum's explicit discriminants are the wire numbers,
+/// so two tags with one number do not compile (E0081), and [`Tag::ALL`] and [`Tag::name`]
+/// are generated from the same list, so neither can miss a tag.
+macro_rules! tags {
+    ($( $(#[$doc:meta])* $tag:ident = $n:literal, $name:literal; )*) => {
+        /// What a handed-over descriptor is, as a stable number on the wire. Ranges: 1–15
+        /// network (this module's owner, `launch`), 16–31 seccomp user notification, broker
+        /// and file helper (`unix`, `fsprotect`), 32–47 reserved for init and terminal
+        /// (`super`). Add a tag here, nowhere else.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(u32)]
+        pub enum Tag {
+            $( $(#[$doc])* $tag = $n, )*
+        }
 
-impl Tag {
+        impl Tag {
+            /// Every tag, in the order declared.
+            pub const ALL: &'static [Tag] = &[$(Tag::$tag),*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Tag::$tag => $name, )*
+                }
+            }
+        }
+    };
+}
+
+tags! {
     /// The egress proxy's listener on `127.0.0.1:3128` in the agent's network namespace.
-    pub const PROXY_LISTENER: Tag = Tag(1);
+    ProxyListener = 1, "proxy listener";
     /// A transparent-forward listener; `index` is its position in the launch's forward list.
-    pub const FORWARD: Tag = Tag(2);
+    Forward = 2, "transparent-forward listener";
     /// The NFLOG socket bound to the table's log group. Without a descriptor: `arg` is the
     /// errno of the step (`index`, see `stage::netlog`) that failed.
-    pub const NFLOG: Tag = Tag(3);
+    Nflog = 3, "NFLOG socket";
     /// A NETLINK_SOCK_DIAG socket (the proxy finds which process connected).
-    pub const SOCK_DIAG: Tag = Tag(4);
+    SockDiag = 4, "sock_diag socket";
     /// A NETLINK_NETFILTER socket opened with the child's capabilities (the supervisor
     /// verifies the agent's table through it).
-    pub const NETFILTER: Tag = Tag(5);
+    Netfilter = 5, "netfilter netlink socket";
     /// A UDP socket bound to a forwarded address (host mode in the agent's own namespace);
     /// `index` is its position in the launch's forward list. Without a descriptor: `arg` is
-    /// the errno (that target is not forwarded). [`Tag::FORWARD`] listeners of host mode
+    /// the errno (that target is not forwarded). [`Tag::Forward`] listeners of host mode
     /// follow the same rule.
-    pub const UDP_FORWARD: Tag = Tag(6);
-    /// Reserved for `unix`: the seccomp user-notification listener.
-    pub const SECCOMP_LISTENER: Tag = Tag(16);
-    /// Reserved for `unix`: the broker's control socket.
-    pub const BROKER_CONTROL: Tag = Tag(17);
+    UdpForward = 6, "UDP forward socket";
+    /// The seccomp user-notification listener.
+    SeccompListener = 16, "seccomp listener";
+    /// The broker's control socket.
+    BrokerControl = 17, "broker control socket";
     /// A pidfd of the broker (the proxy never takes it for one of the agent's processes).
-    pub const BROKER_PROCESS: Tag = Tag(18);
-    /// The file helper's control socket (`fsprotect`, in the `unix` range).
-    pub const FS_HELPER: Tag = Tag(19);
-    /// First tag reserved for `super` (pid-1 init, terminal); 32..=47.
-    pub const SUPER_FIRST: Tag = Tag(32);
-    /// Last tag reserved for `super`.
-    pub const SUPER_LAST: Tag = Tag(47);
+    BrokerProcess = 18, "broker pidfd";
+    /// The file helper's control socket.
+    FsHelper = 19, "file helper control socket";
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Tag::PROXY_LISTENER => "proxy listener",
-            Tag::FORWARD => "transparent-forward listener",
-            Tag::NFLOG => "NFLOG socket",
-            Tag::SOCK_DIAG => "sock_diag socket",
-            Tag::NETFILTER => "netfilter netlink socket",
-            Tag::UDP_FORWARD => "UDP forward socket",
-            Tag::SECCOMP_LISTENER => "seccomp listener",
-            Tag::BROKER_CONTROL => "broker control socket",
-            Tag::BROKER_PROCESS => "broker pidfd",
-            Tag::FS_HELPER => "file helper control socket",
-            _ => "descriptor",
-        }
+impl Tag {
+    /// The tag a message's number stands for; `None` for a number no tag has.
+    pub fn from_wire(n: u32) -> Option<Tag> {
+        Tag::ALL.iter().copied().find(|t| *t as u32 == n)
     }
 }
 
@@ -121,67 +133,21 @@ pub struct Sender {
     fd: OwnedFd,
 }
 
-/// Control buffer for one descriptor, aligned for `cmsghdr`.
-#[repr(C, align(8))]
-struct Control([u8; 64]);
-
 impl Sender {
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    /// Sends one message (child side; async-signal-safe). `Err` is the errno.
+    /// Sends one message (child side; async-signal-safe: [`seqpacket::send_packet`] builds
+    /// it on the stack). `Err` is the errno.
     pub fn send(&self, tag: Tag, index: u32, arg: u32, fd: Option<RawFd>) -> Result<(), i32> {
         let mut payload = [0u8; HEADER_LEN];
-        for (i, w) in [MAGIC, tag.0, index, arg].into_iter().enumerate() {
+        for (i, w) in [MAGIC, tag as u32, index, arg].into_iter().enumerate() {
             if let Some(d) = payload.get_mut(i * 4..i * 4 + 4) {
                 d.copy_from_slice(&w.to_ne_bytes());
             }
         }
-        let mut iov = libc::iovec {
-            iov_base: payload.as_mut_ptr().cast(),
-            iov_len: payload.len(),
-        };
-        let mut control = Control([0; 64]);
-        // SAFETY: an all-zero msghdr is valid; we fill the pointers below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        if let Some(fd) = fd {
-            // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic on a constant size.
-            let (space, len) = unsafe {
-                (
-                    libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32),
-                    libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32),
-                )
-            };
-            msg.msg_control = control.0.as_mut_ptr().cast();
-            msg.msg_controllen = space as usize;
-            // SAFETY: the control buffer is 64 bytes (>= CMSG_SPACE(4) = 24) and aligned, so
-            // the first header and its data fit inside it.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&msg);
-                if c.is_null() {
-                    return Err(libc::EINVAL);
-                }
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = len as usize;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-            }
-        }
-        loop {
-            // SAFETY: sendmsg with a msghdr whose pointers reference live stack buffers.
-            let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-            if n == HEADER_LEN as isize {
-                return Ok(());
-            }
-            let e = crate::errno::last();
-            if n < 0 && e == libc::EINTR {
-                continue;
-            }
-            return Err(if n < 0 { e } else { libc::EMSGSIZE });
-        }
+        seqpacket::send_packet(self.fd.as_raw_fd(), &[&payload], fd.as_slice())
     }
 }
 
@@ -240,55 +206,18 @@ impl Receiver {
     /// exec'd or the child died) or, with `block == false`, when none is queued.
     fn recv_one(&self, block: bool) -> Result<Option<Message>, RunError> {
         let mut payload = [0u8; HEADER_LEN + 1];
-        let mut iov = libc::iovec {
-            iov_base: payload.as_mut_ptr().cast(),
-            iov_len: payload.len(),
+        let flags = if block { 0 } else { libc::MSG_DONTWAIT };
+        let r = match seqpacket::recv_raw(self.fd.as_raw_fd(), &mut payload, flags) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(libc::EAGAIN) if !block => return Ok(None),
+            Err(e) => return Err(bad(std::io::Error::from_raw_os_error(e))),
         };
-        let mut control = Control([0; 64]);
-        // SAFETY: an all-zero msghdr is valid; we fill the pointers below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = control.0.len();
-        let flags = libc::MSG_CMSG_CLOEXEC | if block { 0 } else { libc::MSG_DONTWAIT };
-        let n = loop {
-            // SAFETY: recvmsg into live buffers described by `msg`.
-            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, flags) };
-            if n < 0 {
-                match crate::errno::last() {
-                    libc::EINTR => continue,
-                    libc::EAGAIN if !block => return Ok(None),
-                    e => return Err(bad(std::io::Error::from_raw_os_error(e))),
-                }
-            }
-            break n as usize;
-        };
-        // Take ownership of every descriptor first, so that none leaks whatever we refuse.
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        // SAFETY: walking the control messages the kernel wrote into our buffer, within
-        // `msg_controllen`; SCM_RIGHTS data is an array of ints.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c);
-                    let bytes = (*c).cmsg_len.saturating_sub(data.offset_from(c.cast::<u8>()) as usize);
-                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                        let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                        fds.push(OwnedFd::from_raw_fd(fd));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-        if n == 0 && fds.is_empty() {
-            return Ok(None);
-        }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        let (n, mut fds) = (r.len, r.fds);
+        if r.flags & libc::MSG_CTRUNC != 0 {
             return Err(bad("control data truncated (descriptors lost)"));
         }
-        if n != HEADER_LEN || msg.msg_flags & libc::MSG_TRUNC != 0 {
+        if n != HEADER_LEN || r.flags & libc::MSG_TRUNC != 0 {
             return Err(bad(format!("message of {n} bytes, expected {HEADER_LEN}")));
         }
         let word = |i: usize| payload.get(i * 4..i * 4 + 4).and_then(|b| b.try_into().ok()).map(u32::from_ne_bytes).unwrap_or(0);
@@ -298,8 +227,11 @@ impl Receiver {
         if fds.len() > 1 {
             return Err(bad(format!("{} descriptors in one message", fds.len())));
         }
+        let Some(tag) = Tag::from_wire(word(1)) else {
+            return Err(bad(format!("unknown tag {}", word(1))));
+        };
         Ok(Some(Message {
-            tag: Tag(word(1)),
+            tag,
             index: word(2),
             arg: word(3),
             fd: fds.pop(),
@@ -394,12 +326,12 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let dup = l.try_clone().unwrap();
         let mut sink = &tx;
-        sink.put(Tag::FORWARD, 3, 0, Some(std::os::fd::IntoRawFd::into_raw_fd(dup))).unwrap();
-        sink.put(Tag::NFLOG, 2, libc::EPERM as u32, None).unwrap();
+        sink.put(Tag::Forward, 3, 0, Some(std::os::fd::IntoRawFd::into_raw_fd(dup))).unwrap();
+        sink.put(Tag::Nflog, 2, libc::EPERM as u32, None).unwrap();
         drop(tx);
         let got = rx.drain().unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!((got[0].tag, got[0].index), (Tag::FORWARD, 3));
+        assert_eq!((got[0].tag, got[0].index), (Tag::Forward, 3));
         let fd = check_socket(&got[0], libc::AF_INET, libc::SOCK_STREAM).unwrap();
         // The received descriptor is the same listener, close-on-exec in the receiver.
         let again = std::net::TcpListener::from(fd.try_clone().unwrap());
@@ -429,9 +361,31 @@ mod tests {
         assert!(rx.drain().is_err());
         // The wrong kind of socket for its tag.
         let (_r2, t2) = channel().unwrap();
-        tx.send(Tag::PROXY_LISTENER, 0, 0, Some(t2.raw())).unwrap();
+        tx.send(Tag::ProxyListener, 0, 0, Some(t2.raw())).unwrap();
         let got = rx.drain().unwrap();
         assert!(check_socket(&got[0], libc::AF_INET, libc::SOCK_STREAM).is_err());
+    }
+
+    #[test]
+    fn every_tag_crosses_as_itself_and_an_unknown_number_is_refused() {
+        let (rx, tx) = channel().unwrap();
+        for (i, t) in Tag::ALL.iter().enumerate() {
+            tx.send(*t, i as u32, 0, None).unwrap();
+        }
+        let got = rx.drain().unwrap();
+        assert_eq!(got.iter().map(|m| m.tag).collect::<Vec<_>>(), Tag::ALL);
+        // Names are what error messages say: one per tag, none the fallback of old.
+        let names: std::collections::BTreeSet<_> = Tag::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), Tag::ALL.len());
+        // A number no tag has (a reserved one of `super`'s range) is refused.
+        let mut m = [0u8; HEADER_LEN];
+        for (i, w) in [MAGIC, 32, 0, 0].into_iter().enumerate() {
+            m[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        // SAFETY: send on our socket from a stack buffer.
+        unsafe { libc::send(tx.raw(), m.as_ptr().cast(), m.len(), 0) };
+        let e = rx.drain().unwrap_err().to_string();
+        assert!(e.contains("unknown tag 32"), "{e}");
     }
 
     #[test]

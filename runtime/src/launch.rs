@@ -1218,7 +1218,7 @@ fn parent_setup(
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 match handoff_rx.recv(deadline)? {
-                    Some(m) if m.tag == handoff::Tag::NETFILTER => {
+                    Some(m) if m.tag == handoff::Tag::Netfilter => {
                         handoff::check_socket(&m, libc::AF_NETLINK, libc::SOCK_RAW)?;
                         return m.fd.ok_or_else(|| RunError::internal("descriptor handoff", "netfilter socket missing"));
                     }

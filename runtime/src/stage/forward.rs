@@ -56,8 +56,8 @@ impl Forwards {
         let mut f = Forwards::default();
         for (i, (target, proto)) in targets.iter().enumerate() {
             let tag = match proto {
-                Proto::Tcp => Tag::FORWARD,
-                Proto::Udp => Tag::UDP_FORWARD,
+                Proto::Tcp => Tag::Forward,
+                Proto::Udp => Tag::UdpForward,
             };
             let Some(m) = handoff::take(msgs, tag, i as u32) else {
                 return Err(RunError::internal("host-mode forwards", format!("no socket for {target}/{proto:?}")));

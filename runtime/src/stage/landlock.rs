@@ -229,7 +229,7 @@ pub fn apply_in_child(l: &ChildLandlock, handoff: Option<&crate::handoff::Sender
         let tx = handoff.ok_or("no handoff channel to the supervisor")?;
         let ctl = crate::fshelper::fork_in_child(setup)?;
         use std::os::fd::AsRawFd as _;
-        tx.send(crate::handoff::Tag::FS_HELPER, 0, 0, Some(ctl.as_raw_fd())).map_err(|e| format!("handing the file helper over: errno {e}"))
+        tx.send(crate::handoff::Tag::FsHelper, 0, 0, Some(ctl.as_raw_fd())).map_err(|e| format!("handing the file helper over: errno {e}"))
     };
     let helper: Option<aegis_targets::landlock::HelperHook<'_>> = if l.mediate { Some(&mut hook) } else { None };
     match aegis_targets::landlock::apply_with_helper(art, params, *mode, in_force, Abi(u32::MAX), helper) {

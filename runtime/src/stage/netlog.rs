@@ -38,10 +38,10 @@ pub struct Observer {
 }
 
 /// The observer out of the messages the agent's namespace handed over (tag
-/// [`Tag::NFLOG`]) and the routes that were added (see [`super::netns`]). `Err` says why
+/// [`Tag::Nflog`]) and the routes that were added (see [`super::netns`]). `Err` says why
 /// denials are not observed.
 pub fn observer_from(msgs: &mut Vec<Message>, routed: Routed, context: &'static str) -> Result<Observer, String> {
-    let Some(m) = handoff::take(msgs, Tag::NFLOG, 0).or_else(|| msgs.iter().position(|m| m.tag == Tag::NFLOG).map(|i| msgs.remove(i))) else {
+    let Some(m) = handoff::take(msgs, Tag::Nflog, 0).or_else(|| msgs.iter().position(|m| m.tag == Tag::Nflog).map(|i| msgs.remove(i))) else {
         return Err("no NFLOG socket was made".into());
     };
     let errno = |e: i32| std::io::Error::from_raw_os_error(e);
@@ -141,7 +141,7 @@ pub struct Request {
     pub checked: bool,
 }
 
-/// Steps of the NFLOG setup, as reported in a failed [`crate::handoff::Tag::NFLOG`] message.
+/// Steps of the NFLOG setup, as reported in a failed [`crate::handoff::Tag::Nflog`] message.
 pub const NFLOG_STEP_SOCKET: u32 = 0;
 pub const NFLOG_STEP_BIND: u32 = 1;
 pub const NFLOG_STEP_MODE: u32 = 2;

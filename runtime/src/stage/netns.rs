@@ -184,7 +184,7 @@ fn fail(what: u32, errno: i32) -> Fail {
 
 impl ChildNet {
     /// The plan for the agent's own network namespace (see [`NetSpec`]). Forward `i` of
-    /// `tcp` is handed over as [`Tag::FORWARD`] `i`; of `udp`, as [`Tag::UDP_FORWARD`]
+    /// `tcp` is handed over as [`Tag::Forward`] `i`; of `udp`, as [`Tag::UdpForward`]
     /// `tcp.len() + i` (one numbering for the launch's whole forward list).
     pub fn plan(spec: NetSpec) -> ChildNet {
         let mut net = ChildNet {
@@ -200,14 +200,14 @@ impl ChildNet {
         }
         if spec.proxy {
             let proxy_addr = SocketAddr::from(([127, 0, 0, 1], crate::stage::proxy::PORT));
-            net.listeners.push(Listen::new(Tag::PROXY_LISTENER, 0, proxy_addr));
+            net.listeners.push(Listen::new(Tag::ProxyListener, 0, proxy_addr));
             net.diag = true;
         }
         for (i, a) in spec.tcp.iter().enumerate() {
-            net.listeners.push(Listen::new(Tag::FORWARD, i as u32, *a));
+            net.listeners.push(Listen::new(Tag::Forward, i as u32, *a));
         }
         for (i, a) in spec.udp.iter().enumerate() {
-            net.listeners.push(Listen::udp(Tag::UDP_FORWARD, (spec.tcp.len() + i) as u32, *a));
+            net.listeners.push(Listen::udp(Tag::UdpForward, (spec.tcp.len() + i) as u32, *a));
         }
         if spec.observe {
             net.nflog = netlog::nflog_requests();
@@ -230,7 +230,7 @@ impl ChildNet {
         // First: the supervisor waits for it to verify the table while we go on.
         if self.netfilter {
             let fd = netlog::netfilter_socket().map_err(|e| fail(WHAT_NETFILTER, e))?;
-            sink.put(Tag::NETFILTER, 0, 0, Some(fd)).map_err(|e| fail(WHAT_HANDOFF, e))?;
+            sink.put(Tag::Netfilter, 0, 0, Some(fd)).map_err(|e| fail(WHAT_HANDOFF, e))?;
         }
         let need_rtnl = !self.addresses.is_empty() || !self.nflog.is_empty();
         let rtnl = if need_rtnl {
@@ -259,7 +259,7 @@ impl ChildNet {
         for l in &self.listeners {
             let put = match l.open() {
                 Ok(fd) => sink.put(l.tag, l.index, 0, Some(fd)),
-                Err((_, e)) if self.optional && l.tag != Tag::PROXY_LISTENER => sink.put(l.tag, l.index, e as u32, None),
+                Err((_, e)) if self.optional && l.tag != Tag::ProxyListener => sink.put(l.tag, l.index, e as u32, None),
                 Err((what, e)) => {
                     close_rtnl();
                     return Err(fail(what, e));
@@ -272,8 +272,8 @@ impl ChildNet {
         }
         if self.diag {
             let r = match netlog::raw_socket(libc::NETLINK_SOCK_DIAG) {
-                Ok(fd) => sink.put(Tag::SOCK_DIAG, 0, 0, Some(fd)),
-                Err(e) => sink.put(Tag::SOCK_DIAG, 0, e as u32, None),
+                Ok(fd) => sink.put(Tag::SockDiag, 0, 0, Some(fd)),
+                Err(e) => sink.put(Tag::SockDiag, 0, e as u32, None),
             };
             r.map_err(|e| {
                 close_rtnl();
@@ -285,9 +285,9 @@ impl ChildNet {
             let r = match self.nflog_socket() {
                 Ok(fd) => {
                     observed = true;
-                    sink.put(Tag::NFLOG, 0, 0, Some(fd))
+                    sink.put(Tag::Nflog, 0, 0, Some(fd))
                 }
-                Err((step, e)) => sink.put(Tag::NFLOG, step, e as u32, None),
+                Err((step, e)) => sink.put(Tag::Nflog, step, e as u32, None),
             };
             r.map_err(|e| {
                 close_rtnl();

@@ -192,14 +192,14 @@ pub fn listeners_from(msgs: &mut Vec<Message>, forwards: &[std::net::SocketAddr]
         }
     };
     let proxy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], PORT));
-    let proxy = handoff::take(msgs, Tag::PROXY_LISTENER, 0).ok_or_else(|| unavailable(format!("no listener on {proxy_addr} was made in the agent's network namespace")))?;
+    let proxy = handoff::take(msgs, Tag::ProxyListener, 0).ok_or_else(|| unavailable(format!("no listener on {proxy_addr} was made in the agent's network namespace")))?;
     let proxy = listener(proxy, proxy_addr)?;
     let mut out = Vec::new();
     for (i, a) in forwards.iter().enumerate() {
-        let m = handoff::take(msgs, Tag::FORWARD, i as u32).ok_or_else(|| unavailable(format!("no listener for the forward {a}")))?;
+        let m = handoff::take(msgs, Tag::Forward, i as u32).ok_or_else(|| unavailable(format!("no listener for the forward {a}")))?;
         out.push((listener(m, *a)?, *a));
     }
-    let diag = handoff::take(msgs, Tag::SOCK_DIAG, 0).and_then(|m| m.fd);
+    let diag = handoff::take(msgs, Tag::SockDiag, 0).and_then(|m| m.fd);
     Ok(Listeners { proxy, forwards: out, diag })
 }
 

@@ -201,8 +201,8 @@ pub fn apply_in_child(s: &ChildSeccomp, handoff: Option<&handoff::Sender>, info:
         // Forked now: after Landlock (its domain is the agent's), before the filter (it
         // performs the calls the filter sends to the supervisor).
         let (ctl, pidfd) = crate::broker::fork_in_child().map_err(|errno| Fail { stage: Stage::Seccomp, what: WHAT_BROKER, errno })?;
-        send(Tag::BROKER_CONTROL, &ctl)?;
-        send(Tag::BROKER_PROCESS, &pidfd)?;
+        send(Tag::BrokerControl, &ctl)?;
+        send(Tag::BrokerProcess, &pidfd)?;
     }
     // The notify filter first (nothing it lets through can fail to install the next one),
     // without LOG: a notified call is not a denial, and logging each would flood the
@@ -213,7 +213,7 @@ pub fn apply_in_child(s: &ChildSeccomp, handoff: Option<&handoff::Sender>, info:
     // logged.
     let applied = match &s.notify {
         Some(n) => seccomp::apply_with_listener(n, ApplyOptions { log: false })
-            .and_then(|l| send(Tag::SECCOMP_LISTENER, &l).map_err(|f| seccomp::ApplyError::Install { errno: f.errno })),
+            .and_then(|l| send(Tag::SeccompListener, &l).map_err(|f| seccomp::ApplyError::Install { errno: f.errno })),
         None => Ok(()),
     }
     .and_then(|()| seccomp::apply(program, ApplyOptions { log: true }));
@@ -280,12 +280,12 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
             return Ok(None);
         };
         match msg.tag {
-            Tag::SECCOMP_LISTENER => listener = msg.fd,
-            Tag::BROKER_CONTROL => {
+            Tag::SeccompListener => listener = msg.fd,
+            Tag::BrokerControl => {
                 handoff::check_socket(&msg, libc::AF_UNIX, libc::SOCK_SEQPACKET)?;
                 broker = msg.fd;
             }
-            Tag::BROKER_PROCESS => {
+            Tag::BrokerProcess => {
                 let fd = msg.fd.ok_or_else(|| RunError::internal("broker pidfd", "handed over without a descriptor"))?;
                 broker_process = Some(match aegis_proxy::exe::Helper::from_pidfd(fd) {
                     Ok(helper) => Some(helper),
@@ -298,7 +298,7 @@ pub fn take_handover(m: &Mediation, rx: &handoff::Receiver, others: &mut Vec<Mes
                     Err(e) => return Err(RunError::internal("broker pidfd", e)),
                 });
             }
-            Tag::FS_HELPER => {
+            Tag::FsHelper => {
                 handoff::check_socket(&msg, libc::AF_UNIX, libc::SOCK_SEQPACKET)?;
                 fshelper = msg.fd;
             }
