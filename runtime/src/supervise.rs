@@ -10,7 +10,9 @@
 //! been reaped; once the agent must die (wall time, terminating signal not obeyed within the
 //! grace period, OOM with oom group, the audit log failing or its budget used up) the whole
 //! leaf (or, without a leaf, the agent — pid 1 of its namespace, so everything in it) gets
-//! SIGKILL.
+//! SIGKILL. The loop's side effects (reap, wait, signals, forward, kill, the leaf's usage)
+//! go through [`Effects`], so their order is unit-tested with a recording double; the real
+//! [`Kernel`] is what [`run`] uses.
 //!
 //! What cannot be observed here: seccomp denials that return an errno leave no trace
 //! without `SECCOMP_RET_LOG`/user notification; Landlock denials are only visible through
@@ -400,6 +402,82 @@ impl<'a> ProxyFeed<'a> {
     }
 }
 
+/// The supervisor's side effects on the agent and what it asks the kernel while it runs:
+/// the narrow surface [`run`]'s loop goes through, so that its order (forward a signal,
+/// kill after the grace period or at the wall time, reap) is unit-tested with a recording
+/// double, without root or an agent (youki's `Syscall`). [`Kernel`] is the real one; the
+/// child side has no such trait (it must not allocate, and runs only real syscalls).
+pub trait Effects {
+    /// The current time (the double's advances with [`Effects::wait`]).
+    fn now(&self) -> Instant;
+    /// Reaps the agent if it has exited, without blocking.
+    fn reap(&mut self, pid: libc::pid_t) -> Option<Outcome>;
+    /// Waits until the signalfd or one of `watch` (the kernel log, NFLOG, the proxy feed;
+    /// -1: none) is readable, at most `timeout_ms`.
+    fn wait(&mut self, watch: [i32; 3], timeout_ms: i32);
+    /// The signals received since the last call.
+    fn signals(&mut self) -> Vec<Received>;
+    /// Sends `signo` to the agent's init, which passes it on to the agent.
+    fn forward(&mut self, pid: libc::pid_t, signo: i32);
+    /// Kills everything of the agent (its leaf, or the agent: pid 1 of its namespace).
+    fn kill_agent(&mut self, pid: libc::pid_t);
+    /// The leaf's usage so far; `None` without a leaf.
+    fn usage(&self) -> Option<aegis_targets::cgroup::Usage>;
+    /// The leaf's name, for records.
+    fn leaf_name(&self) -> String;
+    /// The init's word on the agent once it wrote it: wait status and flags.
+    fn init_status(&mut self) -> Option<(libc::c_int, u32)>;
+}
+
+/// The real [`Effects`]: syscalls on the agent, its leaf and the supervisor's signalfd.
+pub struct Kernel<'a> {
+    pub leaf: Option<&'a Leaf>,
+    pub signals: &'a Signals,
+    /// Read end of the init's status pipe ([`crate::stage::init`]).
+    pub init_status: Option<i32>,
+}
+
+impl Effects for Kernel<'_> {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn reap(&mut self, pid: libc::pid_t) -> Option<Outcome> {
+        reap(pid, libc::WNOHANG)
+    }
+
+    fn wait(&mut self, [kmsg, nflog, proxy]: [i32; 3], timeout_ms: i32) {
+        let mut fds = [self.signals.fd, kmsg, nflog, proxy].map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        // SAFETY: poll on the pollfd structs we own (a negative fd is ignored).
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    }
+
+    fn signals(&mut self) -> Vec<Received> {
+        self.signals.drain()
+    }
+
+    fn forward(&mut self, pid: libc::pid_t, signo: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(pid, signo) };
+    }
+
+    fn kill_agent(&mut self, pid: libc::pid_t) {
+        kill_agent(pid, self.leaf);
+    }
+
+    fn usage(&self) -> Option<aegis_targets::cgroup::Usage> {
+        self.leaf.map(Leaf::usage)
+    }
+
+    fn leaf_name(&self) -> String {
+        self.leaf.map(|l| l.name().to_string()).unwrap_or_default()
+    }
+
+    fn init_status(&mut self) -> Option<(libc::c_int, u32)> {
+        self.init_status.and_then(crate::stage::init::read_status)
+    }
+}
+
 /// Runs until the agent is reaped. Every event of the run goes to `audit` as it happens
 /// (a proxy decision is written at once, a kernel denial within a second); when the log ends the run ([`crate::audit::Stop`]: an
 /// append failed, or the budget is used up) the whole agent is killed at once.
@@ -412,11 +490,26 @@ pub fn run(
     proxy: Option<&ProxyFeed>,
     verbose: bool,
 ) -> Outcome {
-    let start = Instant::now();
+    let mut kernel = Kernel { leaf, signals, init_status: limits.init_status };
+    run_with(&mut kernel, pid, leaf, limits, audit, proxy, verbose)
+}
+
+/// [`run`]'s loop over any [`Effects`]. `leaf` is read here only for the kernel log's
+/// records (whose processes are the agent's) and the poll interval.
+fn run_with(
+    fx: &mut impl Effects,
+    pid: libc::pid_t,
+    leaf: Option<&Leaf>,
+    limits: &Limits,
+    audit: &mut Audit,
+    proxy: Option<&ProxyFeed>,
+    verbose: bool,
+) -> Outcome {
+    let start = fx.now();
     let deadline = limits.wall_time.map(|d| start + d);
     let mut grace: Option<Instant> = None;
     let mut wall_hit = false;
-    let mut oom_seen = leaf.map(|l| l.usage().oom_kills).unwrap_or(0);
+    let mut oom_seen = fx.usage().map(|u| u.oom_kills).unwrap_or(0);
     let mut oom_recorded = false;
     let mut kmsg = Kmsg::open(limits.deny_prefix.clone(), pid);
     let mut denials = Denials::new();
@@ -429,10 +522,10 @@ pub fn run(
         }
     };
     loop {
-        if let Some(mut o) = reap(pid, libc::WNOHANG) {
+        if let Some(mut o) = fx.reap(pid) {
             // The init's word on the agent: its real wait status (a signal stays a signal),
             // and whether the init enforced the wall time while the supervisor could not.
-            if let Some((status, flags)) = limits.init_status.and_then(crate::stage::init::read_status) {
+            if let Some((status, flags)) = fx.init_status() {
                 o.status = status;
                 if flags & crate::stage::init::FLAG_WALL_TIME != 0 && !wall_hit {
                     audit.run_event(Event::Resource {
@@ -455,38 +548,16 @@ pub fn run(
             audit.end_run();
             return Outcome { oom_recorded, ..o };
         }
-        let now = Instant::now();
+        let now = fx.now();
         // Poll at most every 50 ms when there is something to watch (OOM counter).
         let mut wake = now + if leaf.is_some() || proxy.is_some() { Duration::from_millis(50) } else { Duration::from_secs(1) };
         for t in [deadline, grace].into_iter().flatten() {
             wake = wake.min(t);
         }
         let timeout = wake.saturating_duration_since(now).as_millis().min(i32::MAX as u128) as i32;
-        let mut fds = [
-            libc::pollfd {
-                fd: signals.fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: kmsg.as_ref().map(|k| k.fd).unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: limits.nflog.as_ref().map(|o| o.fd()).unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: proxy.as_ref().map(|p| p.fd()).unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: poll on the pollfd structs we own (a negative fd is ignored).
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.max(1)) };
-        for Received { signo, from_kernel } in signals.drain() {
+        let watch = [kmsg.as_ref().map(|k| k.fd).unwrap_or(-1), limits.nflog.as_ref().map(|o| o.fd()).unwrap_or(-1), proxy.as_ref().map(|p| p.fd()).unwrap_or(-1)];
+        fx.wait(watch, timeout.max(1));
+        for Received { signo, from_kernel } in fx.signals() {
             if signo == libc::SIGCHLD {
                 continue;
             }
@@ -497,13 +568,12 @@ pub fn run(
                 continue;
             }
             // To the agent's init, which passes it on to the agent.
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(pid, signo) };
+            fx.forward(pid, signo);
             if verbose {
                 crate::tty::note(&format!("received signal {signo}{}, forwarded", if from_kernel { " from the kernel" } else { "" }));
             }
             if TERMINATING.contains(&signo) && grace.is_none() {
-                grace = Some(Instant::now() + KILL_GRACE);
+                grace = Some(fx.now() + KILL_GRACE);
             }
         }
         read_denials(&mut kmsg, &mut denials);
@@ -513,13 +583,13 @@ pub fn run(
         if let Some(p) = &proxy {
             p.drain(audit);
         }
-        let now = Instant::now();
+        let now = fx.now();
         if let Some(d) = deadline
             && now >= d
             && !wall_hit
         {
             wall_hit = true;
-            kill_agent(pid, leaf);
+            fx.kill_agent(pid);
             audit.run_event(Event::Resource {
                 limit: ResourceLimit::WallTime,
                 detail: format!("wall time {} ms reached; agent killed", limits.wall_time.unwrap_or_default().as_millis()),
@@ -528,39 +598,38 @@ pub fn run(
         if let Some(g) = grace
             && now >= g
         {
-            kill_agent(pid, leaf);
+            fx.kill_agent(pid);
             grace = None;
             audit.run_event(Event::Note {
                 component: "supervisor".into(),
                 message: format!("agent still running {} s after a terminating signal; killed", KILL_GRACE.as_secs()),
             });
         }
-        if let Some(l) = leaf {
-            let u = l.usage();
-            if u.oom_kills > oom_seen {
-                oom_seen = u.oom_kills;
-                let mut detail = format!(
-                    "OOM kill in leaf {} (oom_kill={}, peak={} bytes)",
-                    l.name(),
-                    u.oom_kills,
-                    u.memory_peak.unwrap_or(0)
-                );
-                if limits.oom_group {
-                    // v1 has no memory.oom.group: do what it would, kill the whole agent.
-                    kill_agent(pid, Some(l));
-                    detail.push_str("; whole agent killed (oom group)");
-                }
-                oom_recorded = true;
-                audit.run_event(Event::Resource {
-                    limit: ResourceLimit::OomKill,
-                    detail,
-                });
+        if let Some(u) = fx.usage()
+            && u.oom_kills > oom_seen
+        {
+            oom_seen = u.oom_kills;
+            let mut detail = format!(
+                "OOM kill in leaf {} (oom_kill={}, peak={} bytes)",
+                fx.leaf_name(),
+                u.oom_kills,
+                u.memory_peak.unwrap_or(0)
+            );
+            if limits.oom_group {
+                // v1 has no memory.oom.group: do what it would, kill the whole agent.
+                fx.kill_agent(pid);
+                detail.push_str("; whole agent killed (oom group)");
             }
+            oom_recorded = true;
+            audit.run_event(Event::Resource {
+                limit: ResourceLimit::OomKill,
+                detail,
+            });
         }
         if let Some(stop) = audit.tick(false) {
             // The log cannot record what the agent does next (or it has had its share):
             // nothing of it runs on. Its proxy connections die with it.
-            kill_agent(pid, leaf);
+            fx.kill_agent(pid);
             crate::tty::note(&format!("{stop}; killing the agent"));
         }
     }
@@ -569,4 +638,138 @@ pub fn run(
 /// Blocks until `pid` is reaped (after it was killed on an error path).
 pub fn reap_blocking(pid: libc::pid_t) -> Option<Outcome> {
     reap(pid, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+    use super::*;
+    use aegis_targets::cgroup::Usage;
+
+    /// A scripted agent and clock: signals arrive at given times, the agent exits only when
+    /// killed (or at `exit_at`), the leaf's OOM counter rises at `oom_at`. Records every
+    /// effect with the time it happened, in milliseconds since the start.
+    struct Recorder {
+        start: Instant,
+        t: Instant,
+        signals: Vec<(u64, i32)>,
+        exit_at: Option<u64>,
+        oom_at: Option<u64>,
+        leaf: bool,
+        killed: bool,
+        log: Vec<String>,
+    }
+
+    impl Recorder {
+        fn new(signals: &[(u64, i32)]) -> Recorder {
+            let start = Instant::now();
+            Recorder { start, t: start, signals: signals.to_vec(), exit_at: None, oom_at: None, leaf: false, killed: false, log: Vec::new() }
+        }
+        fn ms(&self) -> u64 {
+            (self.t - self.start).as_millis() as u64
+        }
+    }
+
+    impl Effects for Recorder {
+        fn now(&self) -> Instant {
+            self.t
+        }
+        fn reap(&mut self, _pid: libc::pid_t) -> Option<Outcome> {
+            let exited = self.killed || self.exit_at.is_some_and(|at| self.ms() >= at);
+            exited.then(|| {
+                self.log.push(format!("reap at {}", self.ms()));
+                // SAFETY: rusage is plain data.
+                Outcome { status: if self.killed { libc::SIGKILL } else { 0 }, rusage: unsafe { std::mem::zeroed() }, oom_recorded: false }
+            })
+        }
+        fn wait(&mut self, _watch: [i32; 3], timeout_ms: i32) {
+            // Wakes for the next scripted signal, or when the timeout runs out.
+            let now = self.ms();
+            let next = self.signals.iter().map(|(at, _)| *at).filter(|at| *at > now).min();
+            let until = next.map_or(now + timeout_ms as u64, |n| n.min(now + timeout_ms as u64));
+            self.t = self.start + Duration::from_millis(until);
+        }
+        fn signals(&mut self) -> Vec<Received> {
+            let now = self.ms();
+            let (due, later): (Vec<_>, Vec<_>) = self.signals.iter().partition(|(at, _)| *at <= now);
+            self.signals = later;
+            due.into_iter().map(|(_, signo)| Received { signo, from_kernel: false }).collect()
+        }
+        fn forward(&mut self, _pid: libc::pid_t, signo: i32) {
+            self.log.push(format!("forward {signo} at {}", self.ms()));
+        }
+        fn kill_agent(&mut self, _pid: libc::pid_t) {
+            self.killed = true;
+            self.log.push(format!("kill at {}", self.ms()));
+        }
+        fn usage(&self) -> Option<Usage> {
+            self.leaf.then(|| Usage { oom_kills: u64::from(self.oom_at.is_some_and(|at| self.ms() >= at)), ..Usage::default() })
+        }
+        fn leaf_name(&self) -> String {
+            "leaf".into()
+        }
+        fn init_status(&mut self) -> Option<(libc::c_int, u32)> {
+            None
+        }
+    }
+
+    /// Runs the loop against `fx` with a real audit log; returns the outcome and the log's text.
+    fn supervise(fx: &mut Recorder, wall_time: Option<Duration>, oom_group: bool) -> (Outcome, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut audit = Audit::open(Some(&path), "t", &crate::audit::AuditOptions::default()).unwrap();
+        let limits = Limits { wall_time, oom_group, deny_prefix: None, nflog: None, init_status: None };
+        // A pid no process has: the kernel log's records are never the agent's.
+        let o = run_with(fx, i32::MAX, None, &limits, &mut audit, None, false);
+        let _ = audit.close();
+        (o, std::fs::read_to_string(&path).unwrap())
+    }
+
+    #[test]
+    fn a_terminating_signal_is_forwarded_and_the_agent_killed_when_the_grace_period_ends() {
+        let grace = KILL_GRACE.as_millis() as u64;
+        let mut fx = Recorder::new(&[(100, libc::SIGTSTP), (100, libc::SIGCHLD), (200, libc::SIGTERM), (300, libc::SIGINT)]);
+        let (o, log) = supervise(&mut fx, None, false);
+        // Job control and SIGCHLD stay with the supervisor; the grace period runs from the
+        // first terminating signal, not the last.
+        assert_eq!(fx.log, [
+            "forward 15 at 200".to_string(),
+            "forward 2 at 300".to_string(),
+            format!("kill at {}", 200 + grace),
+            format!("reap at {}", 200 + grace),
+        ]);
+        assert_eq!(o.signal(), Some(libc::SIGKILL));
+        assert!(log.contains("after a terminating signal; killed"), "{log}");
+    }
+
+    #[test]
+    fn the_wall_time_kills_the_agent_once_and_is_recorded() {
+        let mut fx = Recorder::new(&[]);
+        let (_, log) = supervise(&mut fx, Some(Duration::from_millis(1500)), false);
+        assert_eq!(fx.log, ["kill at 1500", "reap at 1500"]);
+        assert!(log.contains("wall time 1500 ms reached; agent killed"), "{log}");
+    }
+
+    #[test]
+    fn an_agent_that_exits_in_time_is_reaped_untouched() {
+        let mut fx = Recorder::new(&[]);
+        fx.exit_at = Some(700);
+        let (o, _) = supervise(&mut fx, Some(Duration::from_secs(5)), false);
+        assert_eq!(fx.log, ["reap at 1000"]);
+        assert_eq!(o.exit_code(), 0);
+    }
+
+    #[test]
+    fn an_oom_kill_kills_the_whole_agent_only_with_oom_group() {
+        for (group, expect) in [(true, vec!["kill at 1000", "reap at 1000"]), (false, vec!["reap at 3000"])] {
+            let mut fx = Recorder::new(&[]);
+            fx.leaf = true;
+            fx.oom_at = Some(400);
+            fx.exit_at = Some(3000);
+            let (o, log) = supervise(&mut fx, None, group);
+            assert_eq!(fx.log, expect, "oom group {group}");
+            assert!(o.oom_recorded);
+            assert!(log.contains("OOM kill in leaf leaf"), "{log}");
+        }
+    }
 }
