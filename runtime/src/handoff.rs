@@ -138,7 +138,7 @@ impl Sender {
         self.fd.as_raw_fd()
     }
 
-    /// Sends one message (child side; async-signal-safe: [`seqpacket::send_packet`] builds
+    /// Sends one message (child side; async-signal-safe: `seqpacket::send_packet` builds
     /// it on the stack). `Err` is the errno.
     pub fn send(&self, tag: Tag, index: u32, arg: u32, fd: Option<RawFd>) -> Result<(), i32> {
         let mut payload = [0u8; HEADER_LEN];

@@ -5,6 +5,19 @@
 //! owned by a value whose `Drop` removes it, so every return path — including errors after
 //! `clone` and a SIGTERM to the supervisor — cleans up; the agent never execs unless every
 //! required layer reported success and was verified.
+//!
+//! The supervisor's steps, one module each, called in this order by `launch` (the child's
+//! side is [`crate::child`]):
+//!
+//! | step | module | what |
+//! |---|---|---|
+//! | 1 | `prepare` | verify the bundle, decide the identity, plan every stage, start `nft` loads |
+//! | 2 | `spawn` | the cgroup leaf, the pipes and handoff, the child's plan, clone |
+//! | (2) | `no_userns` | whether a launch without user namespaces may go on, and what it gets |
+//! | 3 | `confirm` | id maps, cgroup, nftables, sockets; serve a notifying filter; the child's verdict |
+//! | 4 | `services` | NFLOG observer, forwards, proxy, from the descriptors the child handed over |
+//! | 5 | `record` | the enforcement report's lines and the launch's audit records |
+//! | 6, 7 | `finish` | supervise until the agent is reaped; clean up and record the exit |
 
 use std::time::Instant;
 
