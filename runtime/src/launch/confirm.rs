@@ -113,7 +113,8 @@ pub(super) fn confirm(p: &mut Prepared, s: &mut Spawned, clock: &mut Clock) -> R
         }
     };
     clock.timings.child_ns = report.stage_ns;
-    s.guard.armed = false;
+    // The guard stays armed: the agent runs now, but until its start records are written
+    // (launch step 5) a failure must still kill it, never leave it running unrecorded.
     Ok((Confirmed { report, setup, early, notify_server, helpers }, (proxy_tx, proxy_rx)))
 }
 
