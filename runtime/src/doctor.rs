@@ -53,9 +53,6 @@ pub struct HostReport {
     pub nft: Result<(), String>,
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
 
 /// The id-map writes a process makes for the user namespace it just unshared: (file,
 /// contents), setgroups first (from inside, even root has no CAP_SETGID in the parent).
@@ -116,14 +113,14 @@ fn probe_namespaces(euid: u32, egid: u32) -> Result<(), String> {
         };
         // SAFETY: unshare with constant flags.
         if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET) } != 0 {
-            fail(0, errno());
+            fail(0, crate::errno::last());
         }
         if let Err(i) = write_maps(&maps) {
-            fail(i as u32 + 1, errno());
+            fail(i as u32 + 1, crate::errno::last());
         }
         // SAFETY: mount(2) with literals and null data.
         if unsafe { libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) } != 0 {
-            fail(4, errno());
+            fail(4, crate::errno::last());
         }
         // SAFETY: leave the child.
         unsafe { libc::_exit(0) }

@@ -32,9 +32,6 @@ pub enum CallError {
     Errno(i32),
 }
 
-fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
 
 /// A notified call being handled.
 pub struct Call<'a> {
@@ -81,7 +78,7 @@ impl<'a> Call<'a> {
         // SAFETY: process_vm_readv writes at most `len` bytes into `buf`; the remote address
         // is only dereferenced by the kernel, in the other process.
         let n = unsafe { libc::process_vm_readv(self.notif.pid as libc::pid_t, &local, 1, &remote, 1, 0) };
-        let e = last_errno();
+        let e = crate::errno::last_or_eio();
         self.still_pending()?;
         match n {
             n if n == len as isize => Ok(buf),
@@ -109,7 +106,7 @@ impl<'a> Call<'a> {
         // SAFETY: as in read_bytes; the remote pieces add up to PATH_MAX bytes, the size of
         // `buf`. Partial reads stop at a piece (page) the task cannot read.
         let n = unsafe { libc::process_vm_readv(self.notif.pid as libc::pid_t, &local, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0) };
-        let e = last_errno();
+        let e = crate::errno::last_or_eio();
         self.still_pending()?;
         if n < 0 {
             return Err(if e == libc::ESRCH { CallError::Gone } else { CallError::Errno(libc::EFAULT) });
@@ -132,7 +129,7 @@ impl<'a> Call<'a> {
         let tid = self.notif.pid as libc::pid_t;
         // SAFETY: pidfd_open with integer arguments; returns a new fd or -1.
         let mut fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
-        if fd < 0 && last_errno() == libc::EINVAL {
+        if fd < 0 && crate::errno::last_or_eio() == libc::EINVAL {
             let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
                 .ok()
                 .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:").and_then(|v| v.trim().parse::<libc::pid_t>().ok())))
@@ -164,7 +161,7 @@ impl<'a> Call<'a> {
         use std::os::fd::AsRawFd;
         // SAFETY: pidfd_getfd with integer arguments; returns a new fd (O_CLOEXEC) or -1.
         let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-        let e = last_errno();
+        let e = crate::errno::last_or_eio();
         if got < 0 {
             self.still_pending()?;
             return Err(match e {

@@ -50,9 +50,6 @@ pub struct Listener {
     fd: OwnedFd,
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
 
 /// Retries `f` (a raw syscall returning -1 on error) while it fails with EINTR.
 fn retry(mut f: impl FnMut() -> libc::c_long) -> Result<libc::c_long, i32> {
@@ -61,7 +58,7 @@ fn retry(mut f: impl FnMut() -> libc::c_long) -> Result<libc::c_long, i32> {
         if r >= 0 {
             return Ok(r);
         }
-        let e = errno();
+        let e = crate::errno::last_or_eio();
         if e != libc::EINTR {
             return Err(e);
         }
