@@ -8,7 +8,7 @@
 //! |------|---------|
 //! | 125  | invalid input or refused bundle (bad flags, signature/digest/expiry/serial, missing parameter, no command) |
 //! | 126  | enforcement unavailable: a required layer cannot be applied on this host, is not implemented yet, or did not verify after applying |
-//! | 127  | internal error (a system call the supervisor needs failed), including failure to exec the command |
+//! | 127  | internal error (a system call the supervisor needs failed), or the agent's command cannot be run in the sandbox (not there, not executable: as a shell's "command not found") |
 //! | 123  | the audit log could not be written (disk full, I/O error): the run was stopped (or never started) and the records kept were written into the room reserved for them |
 //! | 122  | the agent used up the run's audit budget (`--audit-budget`): one record says so and the agent was stopped |
 
@@ -41,6 +41,10 @@ pub enum RunError {
     /// The audit log could not be opened or appended to: nothing runs unrecorded.
     #[error("audit log failed: {0}")]
     AuditFailed(String),
+    /// The agent's command is not there, or not runnable, in the sandbox (exit 127, as a
+    /// shell's "command not found").
+    #[error("cannot run the agent's command in the sandbox: {why}")]
+    CommandNotRunnable { why: String },
     /// A step of the supervisor failed.
     #[error("internal error: {what}: {why}")]
     Internal { what: &'static str, why: String },
@@ -54,7 +58,7 @@ impl RunError {
             RunError::NotImplemented { .. } | RunError::Unavailable { .. } | RunError::NotVerified { .. } => {
                 EXIT_UNENFORCEABLE
             }
-            RunError::Internal { .. } => EXIT_INTERNAL,
+            RunError::Internal { .. } | RunError::CommandNotRunnable { .. } => EXIT_INTERNAL,
             RunError::AuditFailed(_) => EXIT_AUDIT_FAILED,
         }
     }

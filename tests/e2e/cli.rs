@@ -163,6 +163,42 @@ pids = 32
 /// What the agent tries: a write it was granted, a read it was not.
 const AGENT: &str = "import sys\nopen(sys.argv[1] + '/out.txt', 'w').write('written')\ntry:\n    open('/etc/passwd').read(); print('READ /etc/passwd')\nexcept OSError as e:\n    print('denied /etc/passwd', e.errno)\n";
 
+/// A checkout under the host's /tmp written into the policy literally is the sandbox's
+/// private /tmp there, not the host's directory: `aegis run` warns at compile time
+/// (`private_tmp_grant`), and the command that is not in the sandbox is refused as such
+/// (exit 127 naming the fix), never reported as an internal error.
+#[test]
+fn a_literal_checkout_under_tmp_is_named_not_an_internal_error() {
+    if !sandbox_ready() {
+        return;
+    }
+    let checkout = tempfile::Builder::new().prefix("aegis-lit-").tempdir_in("/tmp").unwrap();
+    let tool = checkout.path().join("tool");
+    std::fs::copy("/usr/bin/true", &tool).unwrap();
+    let dir = checkout.path().display().to_string();
+    let policy = checkout.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        format!("version = 1\n[agent]\nname = \"lit\"\n[filesystem]\nread = [\"/usr\"]\nwrite = [\"{dir}\"]\n[exec]\nallow = [\"{dir}/tool\"]\n[enforcement]\ncgroup = \"best-effort\"\n"),
+    )
+    .unwrap();
+    let state = scratch();
+    let r = run(aegis()
+        .env("AEGIS_DIR", state.path())
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .arg("--audit-log")
+        .arg(state.path().join("audit.log"))
+        .arg("--")
+        .arg(&tool));
+    assert_eq!(r.code, 127, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot run the agent's command in the sandbox"), "{}", r.stderr);
+    assert!(r.stderr.contains("a literal path under /tmp is the sandbox's private /tmp"), "{}", r.stderr);
+    assert!(!r.stderr.contains("internal error"), "{}", r.stderr);
+    let v = run(aegisc().arg("validate").arg(&policy));
+    assert!(v.stderr.contains("aegis::lint::private_tmp_grant"), "{}", v.stderr);
+}
+
 #[test]
 fn run_launches_a_local_policy_with_every_layer_and_audits_it_as_unsigned() {
     if !sandbox_ready() {

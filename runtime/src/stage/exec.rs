@@ -227,6 +227,17 @@ pub fn exec(e: &ChildExec) -> Fail {
     Fail::errno(Stage::Exec, WHAT_EXECVE)
 }
 
+/// What to check when execve of the agent's command fails with `errno` (ENOENT, EACCES,
+/// ENOEXEC, ENOTDIR, ELOOP): the sandbox's view of the files, not the caller's.
+pub fn not_runnable_hint(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOENT | libc::ENOTDIR | libc::ELOOP => {
+            "the command, its interpreter (#!) or its dynamic loader is not in the sandbox's view of the files: `aegisc check POLICY exec PATH` says whether the policy grants it, and a literal path under /tmp is the sandbox's private /tmp, never the host's (pass the directory as a --param)"
+        }
+        _ => "the sandbox does not let the agent run it: `aegisc check POLICY exec PATH` says which rule decides (exec needs an exec grant of the file and of its interpreter)",
+    }
+}
+
 pub fn describe(what: u32) -> &'static str {
     match what {
         WHAT_EXECVE => "execve of the agent's command",
