@@ -10,6 +10,7 @@
 
 use std::io::{BufRead, Write};
 
+use super::conn::{Next, Record};
 use super::{CanonicalRequest, MAX_HEAD, canonical_request};
 use crate::addr::Host;
 use crate::http1::{self, Framing, Header, Request};
@@ -121,6 +122,48 @@ pub(super) fn relay_response<R: BufRead, W: Write>(method: &str, up: &mut R, cli
         Ok(down) => Relayed::Done { down, framing, upstream_closes },
         Err(e) => Relayed::CutShort(format!("the response was cut short: {e}")),
     }
+}
+
+/// What is left to do once an upstream response was relayed, or could not be.
+pub(super) enum Settled {
+    /// The exchange is over and `rec` (bytes and reason filled in) is ready to emit; `next`
+    /// says whether the agent's connection may carry another request, `reuse_upstream`
+    /// whether the upstream connection may.
+    Over { rec: Record, next: Next, reuse_upstream: bool },
+    /// `101 Switching Protocols` (only where interim answers are forwarded): the caller
+    /// switches protocols, or refuses to.
+    Switching(http1::ResponseHead, Record),
+}
+
+/// How the end of a relay is answered and recorded, for every shape that relays a
+/// response: one that never started is answered `502` here; one cut short, or an agent that
+/// left, closes both connections; only a complete response whose end is known keeps them.
+pub(super) fn settle<W: Write>(relayed: Relayed, mut rec: Record, client: &mut W) -> Settled {
+    let closed = |rec| Settled::Over { rec, next: Next::Close, reuse_upstream: false };
+    match relayed {
+        Relayed::Done { down, framing, upstream_closes } => {
+            rec.down = down;
+            let open = framing != Framing::UntilClose;
+            Settled::Over { rec, next: if open { Next::Continue } else { Next::Close }, reuse_upstream: open && !upstream_closes }
+        }
+        Relayed::Switching(resp) => Settled::Switching(resp, rec),
+        Relayed::AgentLeft => {
+            rec.reason = format!("{}; the agent left before the response", rec.reason);
+            closed(rec)
+        }
+        Relayed::Unusable(reason) => closed(bad_gateway(client, rec, reason)),
+        Relayed::CutShort(why) => {
+            rec.reason = format!("{}; {why}", rec.reason);
+            closed(rec)
+        }
+    }
+}
+
+/// Answers `502` with `reason` (the destination is allowed; reaching it failed) and returns
+/// the record, which keeps the decision and now says why.
+pub(super) fn bad_gateway<W: Write>(client: &mut W, rec: Record, reason: String) -> Record {
+    reply(client, 502, &reason);
+    Record { reason, ..rec }
 }
 
 pub(super) fn read_request<R: BufRead>(r: &mut R) -> Result<Option<Request>, http1::HttpError> {

@@ -11,10 +11,10 @@ use std::io::{BufReader, Write};
 use std::net::TcpStream;
 
 use super::conn::{Conn, Next, Record};
-use super::exchange::{Sent, api_request, Relayed, relay_response, reply, send_body, with_host};
+use super::exchange::{Sent, Settled, api_request, bad_gateway, relay_response, send_body, settle, with_host};
 use super::{Verdict, dial};
 use crate::addr::parse_authority;
-use crate::http1::{self, Framing, Header, Request};
+use crate::http1::{self, Header, Request};
 
 impl<'a> Conn<'a> {
     /// `GET http://host/path` from a proxy-aware client: plain HTTP, checked like inspect
@@ -87,9 +87,7 @@ impl<'a> Conn<'a> {
         let mut up = match dial(&addrs, port) {
             Ok(s) => s,
             Err(e) => {
-                let reason = format!("allowed, but no vetted address answered: {e}");
-                reply(&mut &self.stream, 502, &reason);
-                self.emit(Record { reason, ..rec });
+                self.emit(bad_gateway(&mut &self.stream, rec, format!("allowed, but no vetted address answered: {e}")));
                 return Next::Close;
             }
         };
@@ -117,32 +115,22 @@ impl<'a> Conn<'a> {
                 return Next::Close;
             }
             Err(Sent::Failed(e)) => {
-                let reason = format!("allowed, but forwarding failed: {e}");
-                reply(&mut &self.stream, 502, &reason);
-                self.emit(Record { reason, ..rec });
+                self.emit(bad_gateway(&mut &self.stream, rec, format!("allowed, but forwarding failed: {e}")));
                 return Next::Close;
             }
         }
         let mut upr = BufReader::new(up);
-        match relay_response(&req.head.method, &mut upr, &mut &self.stream, false) {
-            Relayed::Done { down, framing, .. } => {
-                rec.down = down;
+        // The upstream connection carries this one request (`Connection: close`), so only
+        // whether the agent's connection stays open matters.
+        let relayed = relay_response(&req.head.method, &mut upr, &mut &self.stream, false);
+        match settle(relayed, rec, &mut &self.stream) {
+            Settled::Over { rec, next, .. } => {
                 self.emit(rec);
-                if framing == Framing::UntilClose { Next::Close } else { Next::Continue }
+                next
             }
-            Relayed::Unusable(reason) => {
-                reply(&mut &self.stream, 502, &reason);
-                self.emit(Record { reason, ..rec });
-                Next::Close
-            }
-            // The agent cannot tell where this response ends: close its connection.
-            Relayed::CutShort(why) => {
-                rec.reason = format!("{}; {why}", rec.reason);
-                self.emit(rec);
-                Next::Close
-            }
-            // Interim answers are not forwarded here, and upgrades were refused above.
-            Relayed::Switching(_) | Relayed::AgentLeft => {
+            // Interim answers (101 among them) are skipped here, never forwarded, and
+            // upgrades were refused above: no protocol switch reaches this point.
+            Settled::Switching(_, rec) => {
                 self.emit(rec);
                 Next::Close
             }

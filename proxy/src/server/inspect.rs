@@ -19,11 +19,11 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
 
 use super::conn::{Conn, Next, Record};
-use super::exchange::{Sent, api_request, deny_reply, read_request, Relayed, relay_response, reply, send_body, with_host};
+use super::exchange::{Sent, Settled, api_request, bad_gateway, deny_reply, read_request, relay_response, reply, send_body, settle, with_host};
 use super::{Decision, Verdict, dial};
 use crate::addr::{Host, parse_authority};
 use crate::gate::ApiGate;
-use crate::http1::{self, Framing, Header, Request};
+use crate::http1::{self, Header, Request};
 
 type Upstream = BufReader<StreamOwned<ClientConnection, TcpStream>>;
 
@@ -214,10 +214,7 @@ impl<'a> Conn<'a> {
             match dialled {
                 Ok(u) => *upstream = Some(u),
                 Err(e) => {
-                    let r = rec.decided(&d);
-                    let reason = format!("allowed, but the upstream failed: {e}");
-                    reply(client.get_mut(), 502, &reason);
-                    self.emit(Record { reason, ..r });
+                    self.emit(bad_gateway(client.get_mut(), rec.decided(&d), format!("allowed, but the upstream failed: {e}")));
                     return Next::Close;
                 }
             }
@@ -243,9 +240,7 @@ impl<'a> Conn<'a> {
             }
             Err(Sent::Failed(e)) => {
                 *upstream = None;
-                let reason = format!("allowed, but forwarding the request failed: {e}");
-                reply(client.get_mut(), 502, &reason);
-                self.emit(Record { reason, ..rec.decided(&d) });
+                self.emit(bad_gateway(client.get_mut(), rec.decided(&d), format!("allowed, but forwarding the request failed: {e}")));
                 return Next::Close;
             }
         };
@@ -253,34 +248,16 @@ impl<'a> Conn<'a> {
         rec.up = up_bytes;
         // While the upstream works on its answer.
         self.resolve_exe();
-        match relay_response(&method, up, client.get_mut(), true) {
-            Relayed::Done { down, framing, upstream_closes } => {
-                rec.down = down;
-                self.emit(rec);
-                if upstream_closes || framing == Framing::UntilClose {
+        let relayed = relay_response(&method, up, client.get_mut(), true);
+        match settle(relayed, rec, client.get_mut()) {
+            Settled::Over { rec, next, reuse_upstream } => {
+                if !reuse_upstream {
                     *upstream = None;
                 }
-                if framing == Framing::UntilClose || !req.keep_alive { Next::Close } else { Next::Continue }
-            }
-            Relayed::Switching(resp) => self.switch_protocols(resp, keep_upgrade, rec, client, upstream),
-            Relayed::AgentLeft => {
-                *upstream = None;
-                let reason = format!("{}; the agent left before the response", rec.reason);
-                self.emit(Record { reason, ..rec });
-                Next::Close
-            }
-            Relayed::Unusable(reason) => {
-                *upstream = None;
-                reply(client.get_mut(), 502, &reason);
-                self.emit(Record { reason, ..rec });
-                Next::Close
-            }
-            Relayed::CutShort(why) => {
-                *upstream = None;
-                rec.reason = format!("{}; {why}", rec.reason);
                 self.emit(rec);
-                Next::Close
+                if req.keep_alive { next } else { Next::Close }
             }
+            Settled::Switching(resp, rec) => self.switch_protocols(resp, keep_upgrade, rec, client, upstream),
         }
     }
 
