@@ -110,18 +110,19 @@ fn diag_inode(fd: &OwnedFd, local: SocketAddr, remote: SocketAddr) -> Option<u64
         return None;
     }
     // struct inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid
-    // (sport, dport, src[4], dst[4], if, cookie[2]).
+    // at ID (sport, dport, src[4], dst[4], if, cookie[2]). Constant offsets into an array of
+    // constant length: checked when this compiles.
+    const ID: usize = 8;
     let mut req = [0u8; REQ_LEN];
     req[0] = if local.is_ipv4() { libc::AF_INET as u8 } else { libc::AF_INET6 as u8 };
     req[1] = libc::IPPROTO_TCP as u8;
     req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
-    let id = 8;
-    req[id..id + 2].copy_from_slice(&local.port().to_be_bytes());
-    req[id + 2..id + 4].copy_from_slice(&remote.port().to_be_bytes());
-    put_addr(&mut req[id + 4..id + 20], local.ip());
-    put_addr(&mut req[id + 20..id + 36], remote.ip());
+    req[ID..ID + 2].copy_from_slice(&local.port().to_be_bytes());
+    req[ID + 2..ID + 4].copy_from_slice(&remote.port().to_be_bytes());
+    put_addr(&mut req[ID + 4..ID + 20], local.ip());
+    put_addr(&mut req[ID + 20..ID + 36], remote.ip());
     // cookie = INET_DIAG_NOCOOKIE
-    req[id + 40..id + 48].copy_from_slice(&[0xff; 8]);
+    req[ID + 40..ID + 48].copy_from_slice(&[0xff; 8]);
     let msg = aegis_targets::netlink::message(SOCK_DIAG_BY_FAMILY, libc::NLM_F_REQUEST as u16, 1, &req, &[]);
     // SAFETY: send/recv on a netlink socket we own, with our own buffers.
     unsafe {
@@ -140,8 +141,8 @@ fn diag_inode(fd: &OwnedFd, local: SocketAddr, remote: SocketAddr) -> Option<u64
     // inet_diag_msg: family, state, timer, retrans (4), sockid (48), expires, rqueue,
     // wqueue, uid (16), inode (4).
     let at = NLMSG_HDR + 4 + 48 + 16;
-    let b = resp.get(at..at + 4)?;
-    Some(u64::from(u32::from_ne_bytes([b[0], b[1], b[2], b[3]])))
+    let inode = resp.get(at..)?.first_chunk::<4>()?;
+    Some(u64::from(u32::from_ne_bytes(*inode)))
 }
 
 /// Fallback without a diag socket: the `/proc` table of the agent's namespace.

@@ -272,7 +272,7 @@ fn read_head_bytes<R: BufRead>(
         if room == 0 {
             return Err(HttpError::HeadTooLarge { limit: max_head });
         }
-        let scan = &buf[..buf.len().min(room)];
+        let scan = buf.get(..room).unwrap_or(buf);
         // Where this buffer's part of the head starts (None while skipping leading CRLFs).
         let mut start = if leading { None } else { Some(0) };
         let mut end = None;
@@ -280,7 +280,7 @@ fn read_head_bytes<R: BufRead>(
         while i < scan.len() {
             if prev_cr {
                 prev_cr = false;
-                if scan[i] != b'\n' {
+                if scan.get(i) != Some(&b'\n') {
                     return Err(HttpError::BareCr { what });
                 }
                 if line_empty && !leading {
@@ -294,7 +294,7 @@ fn read_head_bytes<R: BufRead>(
             // Fast path: skip the run of bytes above CR (everything printable); only CR,
             // LF, NUL and other control bytes need a decision.
             let run = i;
-            while i < scan.len() && scan[i] > b'\r' {
+            while scan.get(i).is_some_and(|&b| b > b'\r') {
                 i += 1;
             }
             let special = scan.get(i).copied();
@@ -317,11 +317,12 @@ fn read_head_bytes<R: BufRead>(
         }
         match (start, end) {
             (Some(s), Some(e)) => {
-                head.extend_from_slice(&buf[s..=e]);
+                // `s <= e < scan.len()`: both are positions the loop above visited.
+                head.extend_from_slice(scan.get(s..=e).unwrap_or_default());
                 r.consume(e + 1);
                 return Ok(Some(head));
             }
-            (Some(s), None) => head.extend_from_slice(&scan[s..]),
+            (Some(s), None) => head.extend_from_slice(scan.get(s..).unwrap_or_default()),
             (None, _) => {}
         }
         let n = scan.len();
@@ -332,8 +333,8 @@ fn read_head_bytes<R: BufRead>(
 
 /// Splits a head into its first line and the header block (which ends with the empty line).
 fn split_first_line(head: &[u8]) -> (&[u8], &[u8]) {
-    match head.windows(2).position(|w| w == b"\r\n") {
-        Some(p) => (&head[..p], &head[p + 2..]),
+    match head.windows(2).position(|w| w == b"\r\n").and_then(|p| head.split_at_checked(p)) {
+        Some((line, rest)) => (line, rest.get(2..).unwrap_or_default()),
         None => (head, &[]),
     }
 }
@@ -367,8 +368,8 @@ fn diagnose_header_block(block: &[u8]) -> HttpError {
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
             return HttpError::ObsFold;
         }
-        let name_end = line.iter().position(|&b| b == b':').unwrap_or(line.len());
-        if line[..name_end]
+        let name = line.split(|&b| b == b':').next().unwrap_or(line);
+        if name
             .last()
             .is_some_and(|&b| b == b' ' || b == b'\t')
         {
@@ -462,9 +463,9 @@ fn parse_response_head<R: BufRead>(r: &mut R, max_head: usize) -> Result<Respons
     let head = read_head_bytes(r, max_head, "response head")?.ok_or(HttpError::TruncatedHead)?;
     let (line, block) = split_first_line(&head);
     // status-line = HTTP-version SP 3DIGIT SP [reason-phrase]; a missing final SP is tolerated.
-    let (version, rest) = match line.iter().position(|&b| b == b' ') {
-        Some(p) => (&line[..p], &line[p + 1..]),
-        None => return Err(HttpError::InvalidStatusLine),
+    let mut parts = line.splitn(2, |&b| b == b' ');
+    let (Some(version), Some(rest)) = (parts.next(), parts.next()) else {
+        return Err(HttpError::InvalidStatusLine);
     };
     let minor_version = parse_version(version, HttpError::InvalidStatusLine)?;
     let (code, reason) = match rest {
@@ -1050,9 +1051,11 @@ fn copy_exact<R: BufRead, W: Write>(
         if buf.is_empty() {
             return Err(HttpError::BodyTruncated { got, what });
         }
-        let take = usize::try_from(n).map_or(buf.len(), |n| n.min(buf.len()));
-        check(&buf[..take]).map_err(HttpError::BodyRefused)?;
-        write_out(w, &buf[..take], "writing a body")?;
+        // What is left of the body, or the whole buffer when it holds less.
+        let piece = usize::try_from(n).ok().and_then(|n| buf.get(..n)).unwrap_or(buf);
+        let take = piece.len();
+        check(piece).map_err(HttpError::BodyRefused)?;
+        write_out(w, piece, "writing a body")?;
         r.consume(take);
         n -= take as u64;
         got += take as u64;
@@ -1154,8 +1157,7 @@ fn copy_chunked<R: BufRead, W: Write>(
         }
         total = check_limit(total, size, limit)?;
         let mut size_line = [0u8; 20];
-        let n = write_hex(size, &mut size_line);
-        write_out(w, &size_line[..n], "writing a chunk size")?;
+        write_out(w, write_hex(size, &mut size_line), "writing a chunk size")?;
         copy_exact(r, w, size, "inside a chunk", total - size, check)?;
         let mut crlf = [0u8; 2];
         read_exact_bytes(r, &mut crlf, total)?;
@@ -1180,7 +1182,7 @@ fn copy_chunked<R: BufRead, W: Write>(
             break;
         }
         trailer_bytes += line.len() + 2;
-        if trailer_bytes > MAX_TRAILERS || line[0] == b' ' || line[0] == b'\t' {
+        if trailer_bytes > MAX_TRAILERS || matches!(line.first(), Some(b' ' | b'\t')) {
             return Err(HttpError::InvalidTrailers);
         }
     }
@@ -1189,8 +1191,9 @@ fn copy_chunked<R: BufRead, W: Write>(
     Ok(total)
 }
 
-/// Formats `size` as lower-case hex followed by CRLF; returns the length used.
-fn write_hex(size: u64, out: &mut [u8; 20]) -> usize {
+/// Formats `size` as lower-case hex followed by CRLF into `out`; returns that part of it.
+#[expect(clippy::indexing_slicing, reason = "a u64 has at most 16 hex digits, so digits + 2 <= 18 < 20; a nibble indexes 16 digits")]
+fn write_hex(size: u64, out: &mut [u8; 20]) -> &[u8] {
     let digits = if size == 0 {
         1
     } else {
@@ -1202,7 +1205,7 @@ fn write_hex(size: u64, out: &mut [u8; 20]) -> usize {
     }
     out[digits] = b'\r';
     out[digits + 1] = b'\n';
-    digits + 2
+    &out[..digits + 2]
 }
 
 fn read_exact_bytes<R: BufRead>(r: &mut R, out: &mut [u8], got: u64) -> Result<(), HttpError> {
@@ -1216,7 +1219,9 @@ fn read_exact_bytes<R: BufRead>(r: &mut R, out: &mut [u8], got: u64) -> Result<(
             });
         }
         let take = buf.len().min(out.len() - filled);
-        out[filled..filled + take].copy_from_slice(&buf[..take]);
+        for (o, b) in out.iter_mut().skip(filled).zip(buf) {
+            *o = *b;
+        }
         r.consume(take);
         filled += take;
     }
@@ -1295,8 +1300,7 @@ mod tests {
             (u64::MAX, "ffffffffffffffff\r\n"),
         ] {
             let mut buf = [0u8; 20];
-            let len = write_hex(n, &mut buf);
-            assert_eq!(&buf[..len], want.as_bytes(), "{n}");
+            assert_eq!(write_hex(n, &mut buf), want.as_bytes(), "{n}");
         }
     }
 

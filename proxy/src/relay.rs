@@ -40,31 +40,30 @@ pub fn tcp(client: TcpStream, upstream: TcpStream, meanwhile: impl FnOnce()) -> 
         if dirs.iter().all(|d| d.done) {
             break;
         }
-        // Poll each socket for what its directions need.
+        // Poll each socket for what its directions need: dirs[0] reads the client and
+        // writes upstream; dirs[1] the other way round.
+        let events = |reader: &Dir, writer: &Dir| {
+            let mut e = 0;
+            if !reader.done && reader.wants_read() {
+                e |= libc::POLLIN;
+            }
+            if !writer.done && writer.in_pipe > 0 {
+                e |= libc::POLLOUT;
+            }
+            e
+        };
         let mut fds = [
             libc::pollfd {
                 fd: client.as_raw_fd(),
-                events: 0,
+                events: events(&dirs[0], &dirs[1]),
                 revents: 0,
             },
             libc::pollfd {
                 fd: upstream.as_raw_fd(),
-                events: 0,
+                events: events(&dirs[1], &dirs[0]),
                 revents: 0,
             },
         ];
-        // dirs[0] reads the client and writes upstream; dirs[1] the other way round.
-        for (i, d) in dirs.iter().enumerate() {
-            if d.done {
-                continue;
-            }
-            if d.wants_read() {
-                fds[i].events |= libc::POLLIN;
-            }
-            if d.in_pipe > 0 {
-                fds[1 - i].events |= libc::POLLOUT;
-            }
-        }
         // A socket nothing is wanted from is left out: poll would report its hang-up over
         // and over and this loop would spin.
         for f in fds.iter_mut() {
@@ -77,7 +76,7 @@ pub fn tcp(client: TcpStream, upstream: TcpStream, meanwhile: impl FnOnce()) -> 
         if r < 0 && std::io::Error::last_os_error().kind() != ErrorKind::Interrupted {
             break;
         }
-        readable = [0, 1].map(|i| fds[i].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0);
+        readable = fds.map(|f| f.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0);
     }
     let _ = client.set_nonblocking(false);
     let _ = upstream.set_nonblocking(false);

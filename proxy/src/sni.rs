@@ -31,21 +31,23 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.b.len() < n {
-            return None;
-        }
-        let (h, t) = self.b.split_at(n);
+        let (h, t) = self.b.split_at_checked(n)?;
         self.b = t;
         Some(h)
     }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (h, t) = self.b.split_first_chunk::<N>()?;
+        self.b = t;
+        Some(*h)
+    }
     fn u8(&mut self) -> Option<usize> {
-        self.take(1).map(|b| b[0] as usize)
+        self.array().map(|[a]: [u8; 1]| a as usize)
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|b| (b[0] as usize) << 8 | b[1] as usize)
+        self.array().map(|[a, b]: [u8; 2]| (a as usize) << 8 | b as usize)
     }
     fn u24(&mut self) -> Option<usize> {
-        self.take(3).map(|b| (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize)
+        self.array().map(|[a, b, c]: [u8; 3]| (a as usize) << 16 | (b as usize) << 8 | c as usize)
     }
     fn vec8(&mut self) -> Option<&'a [u8]> {
         let n = self.u8()?;
@@ -62,33 +64,32 @@ pub fn parse(data: &[u8]) -> Hello {
     // Reassemble the handshake layer from consecutive handshake records.
     let mut hs = Vec::new();
     let mut rest = data;
-    loop {
-        if rest.is_empty() {
-            break;
-        }
-        if rest[0] != 0x16 {
+    while let Some(&content_type) = rest.first() {
+        if content_type != 0x16 {
             return if hs.is_empty() { Hello::NotTls } else { Hello::Malformed("non-handshake record inside the ClientHello") };
         }
-        if rest.len() < 5 {
+        // Record header: content type, version (major, minor), length (big endian).
+        let Some(&[_, major, _, len_hi, len_lo]) = rest.first_chunk::<5>() else {
             return Hello::Incomplete;
-        }
-        if rest[1] != 3 {
+        };
+        if major != 3 {
             return Hello::NotTls;
         }
-        let len = (rest[3] as usize) << 8 | rest[4] as usize;
+        let len = (len_hi as usize) << 8 | len_lo as usize;
         if len == 0 || len > 16384 + 2048 {
             return Hello::Malformed("bad record length");
         }
-        let Some(body) = rest.get(5..5 + len) else {
+        let Some((body, after)) = rest.get(5..).and_then(|r| r.split_at_checked(len)) else {
             if hs.len() + rest.len() > MAX_HELLO {
                 return Hello::Malformed("ClientHello too large");
             }
             return Hello::Incomplete;
         };
         hs.extend_from_slice(body);
-        rest = &rest[5 + len..];
-        if hs.len() >= 4 {
-            let need = 4 + ((hs[1] as usize) << 16 | (hs[2] as usize) << 8 | hs[3] as usize);
+        rest = after;
+        // Handshake header: message type, length (24 bits, big endian).
+        if let Some(&[_, l2, l1, l0]) = hs.first_chunk::<4>() {
+            let need = 4 + ((l2 as usize) << 16 | (l1 as usize) << 8 | l0 as usize);
             if need > MAX_HELLO {
                 return Hello::Malformed("ClientHello too large");
             }
@@ -100,10 +101,10 @@ pub fn parse(data: &[u8]) -> Hello {
     if hs.len() < 4 {
         return Hello::Incomplete;
     }
-    if hs[0] != 1 {
+    let Some((&1, after_type)) = hs.split_first() else {
         return Hello::Malformed("first handshake message is not a ClientHello");
-    }
-    let mut c = Cursor { b: &hs[1..] };
+    };
+    let mut c = Cursor { b: after_type };
     let Some(len) = c.u24() else { return Hello::Incomplete };
     let Some(body) = c.take(len) else { return Hello::Incomplete };
     client_hello_sni(body)
