@@ -136,9 +136,10 @@ pub fn list_tables(netns: Option<&Path>) -> Result<Vec<String>, NftError> {
         }
         let data = buf.get(..n as usize).unwrap_or_default();
         let mut off = 0usize;
-        while let Some(hdr) = data.get(off..off + 16) {
-            let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-            let ty = u16::from_ne_bytes([hdr[4], hdr[5]]);
+        // struct nlmsghdr: length, type, flags, seq, pid.
+        while let Some(&[l0, l1, l2, l3, t0, t1, ..]) = data.get(off..).and_then(<[u8]>::first_chunk::<16>) {
+            let len = u32::from_ne_bytes([l0, l1, l2, l3]) as usize;
+            let ty = u16::from_ne_bytes([t0, t1]);
             if len < 16 || off + len > data.len() {
                 return Err(NftError::Shape("malformed netlink reply".into()));
             }
@@ -146,7 +147,7 @@ pub fn list_tables(netns: Option<&Path>) -> Result<Vec<String>, NftError> {
             match ty {
                 NLMSG_DONE => return Ok(names),
                 NLMSG_ERROR => {
-                    let e = body.get(..4).map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]])).unwrap_or(-libc::EINVAL);
+                    let e = body.first_chunk::<4>().map(|e| i32::from_ne_bytes(*e)).unwrap_or(-libc::EINVAL);
                     return Err(NftError::Spawn {
                         what: "listing tables",
                         source: std::io::Error::from_raw_os_error(e.wrapping_neg()),
@@ -166,9 +167,10 @@ pub fn list_tables(netns: Option<&Path>) -> Result<Vec<String>, NftError> {
 
 /// NFTA_TABLE_NAME among the attributes of a table message (after its nfgenmsg).
 fn table_name_attr(mut attrs: &[u8]) -> Option<String> {
-    while let Some(h) = attrs.get(..4) {
-        let len = usize::from(u16::from_ne_bytes([h[0], h[1]]));
-        let ty = u16::from_ne_bytes([h[2], h[3]]) & 0x3fff;
+    // struct nlattr: length, type.
+    while let Some(&[l0, l1, t0, t1]) = attrs.first_chunk::<4>() {
+        let len = usize::from(u16::from_ne_bytes([l0, l1]));
+        let ty = u16::from_ne_bytes([t0, t1]) & 0x3fff;
         if len < 4 {
             return None;
         }
@@ -305,16 +307,18 @@ fn nl_ack(sock: &std::os::fd::OwnedFd) -> Result<Ack, NftError> {
         }
         let mut off = 0usize;
         let data = buf.get(..n as usize).unwrap_or_default();
-        while let Some(hdr) = data.get(off..off + 16) {
-            let len = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-            let ty = u16::from_ne_bytes([hdr[4], hdr[5]]);
+        // struct nlmsghdr: length, type, flags, seq, pid.
+        while let Some(&[l0, l1, l2, l3, t0, t1, ..]) = data.get(off..).and_then(<[u8]>::first_chunk::<16>) {
+            let len = u32::from_ne_bytes([l0, l1, l2, l3]) as usize;
+            let ty = u16::from_ne_bytes([t0, t1]);
             if len < 16 {
                 return Err(NftError::Shape("malformed netlink reply".into()));
             }
             if ty == NLMSG_ERROR {
                 let err = data
-                    .get(off + 16..off + 20)
-                    .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                    .get(off + 16..)
+                    .and_then(<[u8]>::first_chunk::<4>)
+                    .map(|e| i32::from_ne_bytes(*e))
                     .unwrap_or(-libc::EINVAL);
                 return match err {
                     0 => Ok(Ack::Done(found)),
