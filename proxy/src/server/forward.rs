@@ -8,81 +8,36 @@
 //! carries one request (`Connection: close`).
 
 use std::io::{BufReader, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, TcpStream};
 
 use super::conn::{Conn, Next, Record};
 use super::exchange::{Sent, Settled, api_request, bad_gateway, relay_response, send_body, settle, with_host};
-use super::{Verdict, dial};
-use crate::addr::parse_authority;
+use super::{Decision, Verdict, dial};
+use crate::addr::{Host, parse_authority};
 use crate::http1::{self, Header, Request};
+
+/// An absolute-form request that passed [`Conn::judge_plain`].
+struct Plain {
+    host: Host,
+    port: u16,
+    /// The vetted addresses of `host`.
+    addrs: Vec<IpAddr>,
+    d: Decision,
+    /// The request target to send: the canonical form for an API, as sent otherwise.
+    out_target: String,
+    /// An API's request: its body is checked for overrides while it is forwarded.
+    checked: bool,
+    /// The record so far (method, canonical path).
+    rec: Record,
+}
 
 impl<'a> Conn<'a> {
     /// `GET http://host/path` from a proxy-aware client: plain HTTP, checked like inspect
     /// mode for API hosts (no credential is ever sent in clear), like a tunnel otherwise.
     pub(super) fn forward_plain(&mut self, req: &Request, rd: &mut BufReader<TcpStream>) -> Next {
-        let rest = req.head.target.get(7..).unwrap_or("");
-        let (authority, path_q) = match rest.find('/') {
-            Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
-            None => (rest, "/"),
-        };
-        let mut rec = Record::new("forward", authority, 80);
-        rec.method = Some(req.head.method.clone());
-        let (host, port) = match parse_authority(authority, Some(80)) {
-            Ok(hp) => hp,
-            Err(e) => {
-                self.refuse(400, rec.denied(format!("bad URL authority: {e}")));
-                return Next::Close;
-            }
-        };
-        rec.host = host.text();
-        rec.port = port;
-        if authority.contains('@') {
-            self.refuse(400, rec.denied("user information in the URL is not accepted"));
+        let Some(Plain { host, port, addrs, d, out_target, checked, rec }) = self.judge_plain(req) else {
             return Next::Close;
-        }
-        if let Some(h) = &req.host
-            && parse_authority(h, Some(80)).ok() != Some((host.clone(), port))
-        {
-            self.refuse(403, rec.denied(format!("Host `{h}` differs from the URL's host `{host}`")));
-            return Next::Close;
-        }
-        let raw_path = path_q.split(['?', '#']).next().unwrap_or("/");
-        rec.path = Some(raw_path.to_string());
-        let (d, addrs) = match self.admit(&host, port, "forward") {
-            Ok(x) => x,
-            Err((status, mut r)) => {
-                r.method = rec.method.take();
-                r.path = rec.path.take();
-                self.refuse(status, *r);
-                return Next::Close;
-            }
         };
-        // An API's request is checked like an inspected one; any other allowed host gets
-        // the target as sent.
-        let (d, out_target, checked) = match self.p.gate.api_for(&host, port) {
-            Some(api) => {
-                let api = api.clone();
-                let request = match api_request(req, path_q) {
-                    Ok(r) => r,
-                    Err(why) => {
-                        self.refuse(400, rec.denied(format!("request refused: {why}")));
-                        return Next::Close;
-                    }
-                };
-                rec.path = Some(request.path());
-                let program = self.program();
-                (self.p.gate.http(&api, &req.head.method, &request.path(), program.as_deref()), request.target(), true)
-            }
-            None => (d, path_q.to_string(), false),
-        };
-        if d.verdict == Verdict::Deny {
-            self.refuse(403, rec.decided(&d));
-            return Next::Close;
-        }
-        if req.upgrade.is_some() {
-            self.refuse(403, rec.denied("protocol upgrades are not forwarded over plain HTTP"));
-            return Next::Close;
-        }
         let mut rec = rec.decided(&d);
         let mut up = match dial(&addrs, port) {
             Ok(s) => s,
@@ -135,5 +90,76 @@ impl<'a> Conn<'a> {
                 Next::Close
             }
         }
+    }
+
+    /// Judges an absolute-form request before anything of it is sent: its URL (no user
+    /// information; a Host header, if any, naming the same host), the destination (admitted
+    /// and resolved), an API's rules in canonical form, no upgrade. `None`: refused, and
+    /// already answered and recorded.
+    fn judge_plain(&mut self, req: &Request) -> Option<Plain> {
+        let rest = req.head.target.get(7..).unwrap_or("");
+        let (authority, path_q) = match rest.find('/') {
+            Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
+            None => (rest, "/"),
+        };
+        let mut rec = Record::new("forward", authority, 80);
+        rec.method = Some(req.head.method.clone());
+        let (host, port) = match parse_authority(authority, Some(80)) {
+            Ok(hp) => hp,
+            Err(e) => {
+                self.refuse(400, rec.denied(format!("bad URL authority: {e}")));
+                return None;
+            }
+        };
+        rec.host = host.text();
+        rec.port = port;
+        if authority.contains('@') {
+            self.refuse(400, rec.denied("user information in the URL is not accepted"));
+            return None;
+        }
+        if let Some(h) = &req.host
+            && parse_authority(h, Some(80)).ok() != Some((host.clone(), port))
+        {
+            self.refuse(403, rec.denied(format!("Host `{h}` differs from the URL's host `{host}`")));
+            return None;
+        }
+        let raw_path = path_q.split(['?', '#']).next().unwrap_or("/");
+        rec.path = Some(raw_path.to_string());
+        let (d, addrs) = match self.admit(&host, port, "forward") {
+            Ok(x) => x,
+            Err((status, mut r)) => {
+                r.method = rec.method.take();
+                r.path = rec.path.take();
+                self.refuse(status, *r);
+                return None;
+            }
+        };
+        // An API's request is checked like an inspected one; any other allowed host gets
+        // the target as sent.
+        let (d, out_target, checked) = match self.p.gate.api_for(&host, port) {
+            Some(api) => {
+                let api = api.clone();
+                let request = match api_request(req, path_q) {
+                    Ok(r) => r,
+                    Err(why) => {
+                        self.refuse(400, rec.denied(format!("request refused: {why}")));
+                        return None;
+                    }
+                };
+                rec.path = Some(request.path());
+                let program = self.program();
+                (self.p.gate.http(&api, &req.head.method, &request.path(), program.as_deref()), request.target(), true)
+            }
+            None => (d, path_q.to_string(), false),
+        };
+        if d.verdict == Verdict::Deny {
+            self.refuse(403, rec.decided(&d));
+            return None;
+        }
+        if req.upgrade.is_some() {
+            self.refuse(403, rec.denied("protocol upgrades are not forwarded over plain HTTP"));
+            return None;
+        }
+        Some(Plain { host, port, addrs, d, out_target, checked, rec })
     }
 }

@@ -22,7 +22,7 @@ use super::conn::{Conn, Next, Record};
 use super::exchange::{Sent, Settled, api_request, bad_gateway, deny_reply, read_request, relay_response, reply, send_body, settle, with_host};
 use super::{Decision, Verdict, dial};
 use crate::addr::{Host, parse_authority};
-use crate::gate::ApiGate;
+use crate::gate::{ApiGate, Injection};
 use crate::http1::{self, Header, Request};
 
 type Upstream = BufReader<StreamOwned<ClientConnection, TcpStream>>;
@@ -37,6 +37,17 @@ struct Gated<'g> {
     tunnel: &'g Decision,
     /// Why a tunnel to a host that is not an API is checked (domain fronting).
     fronting: Option<&'g str>,
+}
+
+/// A request of an inspected connection that passed [`Conn::judge`].
+struct Judged<'g> {
+    d: Decision,
+    /// The request target to send: the canonical form for an API, as sent otherwise.
+    out_target: String,
+    /// The API's credential, added to the request.
+    credential: Option<&'g Injection>,
+    /// An allowed WebSocket upgrade goes upstream with the request.
+    keep_upgrade: bool,
 }
 
 impl<'a> Conn<'a> {
@@ -130,62 +141,11 @@ impl<'a> Conn<'a> {
         let method = req.head.method.clone();
         let mut rec = Record::new(if gate.api.is_some() { "inspect" } else { "checked" }, &host.text(), port);
         rec.method = Some(method.clone());
-        let target = req.head.target.clone();
-        let raw_path = target.split(['?', '#']).next().unwrap_or("").to_string();
-        rec.path = Some(raw_path.clone());
-        let refuse = |this: &mut Self, client: &mut ClientTls, status: u16, rec: Record| {
-            deny_reply(client.get_mut(), status, &rec.reason);
-            this.emit(rec);
-            Next::Close
-        };
-        // The authority must be the host the tunnel was opened for.
-        let authority_ok = |a: &str| match parse_authority(a, Some(port)) {
-            Ok((h, p)) => h == *host && p == port,
-            Err(_) => false,
-        };
-        match (&req.host, gate.fronting) {
-            (Some(h), _) if authority_ok(h) => {}
-            (Some(h), Some(why)) => return refuse(self, client, 403, rec.denied(format!("domain fronting: Host `{h}` differs from the CONNECT host `{host}`, and {why}"))),
-            (Some(h), None) => return refuse(self, client, 403, rec.denied(format!("Host `{h}` differs from the CONNECT host `{host}`"))),
-            (None, _) => return refuse(self, client, 400, rec.denied("request without a Host header")),
-        }
-        if !target.starts_with('/') {
-            return refuse(self, client, 400, rec.denied("inside a tunnel, requests must use a path (origin form)"));
-        }
-        // An API's request is judged by its rules in canonical form; a checked tunnel's by
-        // the tunnel's own grant, and forwarded as sent.
-        let (d, out_target, credential) = match gate.api {
-            Some(api) => {
-                let request = match api_request(&req, &target) {
-                    Ok(r) => r,
-                    Err(why) => return refuse(self, client, 400, rec.denied(format!("request refused: {why}"))),
-                };
-                let canonical = request.path();
-                rec.path = Some(canonical.clone());
-                // TRACE makes a server echo the request, headers included: with the injected
-                // credential, that would hand the secret to the agent. No rule can allow it.
-                if method == "TRACE" || method == "TRACK" {
-                    return refuse(self, client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded"));
-                }
-                let program = self.program();
-                let d = self.p.gate.http(api, &method, &canonical, program.as_deref());
-                (d, request.target(), api.credential.as_ref())
-            }
-            None => {
-                let mut d = gate.tunnel.clone();
-                if let Some(why) = gate.fronting {
-                    d.reason = format!("{}; checked for domain fronting: {why}", d.reason);
-                }
-                (d, target.clone(), None)
-            }
-        };
-        if d.verdict == Verdict::Deny {
-            return refuse(self, client, 403, rec.decided(&d));
-        }
-        let keep_upgrade = match req.upgrade.as_deref() {
-            None => false,
-            Some("websocket") => true,
-            Some(other) => return refuse(self, client, 403, rec.denied(format!("upgrade to `{other}` is not allowed (only websocket)"))),
+        let raw_path = req.head.target.split(['?', '#']).next().unwrap_or("").to_string();
+        rec.path = Some(raw_path);
+        let (Judged { d, out_target, credential, keep_upgrade }, rec) = match self.judge(host, port, gate, &req, client, rec) {
+            Ok(j) => j,
+            Err(next) => return next,
         };
         // Build exactly what was evaluated, for the host it was evaluated for.
         let mut headers: Vec<Header> = with_host(http1::forwardable_headers(&req, keep_upgrade), host, port, 443);
@@ -201,25 +161,13 @@ impl<'a> Conn<'a> {
             self.emit(Record { reason, ..rec.decided(&d) });
             return Next::Close;
         }
-        // Dial (or reuse) the upstream connection.
-        // A kept (or early) upstream connection the server closed meanwhile is replaced
-        // before anything is sent on it.
-        if upstream.as_mut().is_some_and(is_stale) {
-            *upstream = None;
-        }
-        if upstream.is_none() {
-            let slot = self.p.budget.handshake();
-            let dialled = dial_tls(&self.p.upstream_tls, host, addrs, port);
-            drop(slot);
-            match dialled {
-                Ok(u) => *upstream = Some(u),
-                Err(e) => {
-                    self.emit(bad_gateway(client.get_mut(), rec.decided(&d), format!("allowed, but the upstream failed: {e}")));
-                    return Next::Close;
-                }
+        let up = match self.upstream_for(host, port, addrs, upstream) {
+            Ok(up) => up,
+            Err(e) => {
+                self.emit(bad_gateway(client.get_mut(), rec.decided(&d), format!("allowed, but the upstream failed: {e}")));
+                return Next::Close;
             }
-        }
-        let Some(up) = upstream.as_mut() else { return Next::Close };
+        };
         let upgrade = keep_upgrade.then_some("websocket");
         let sent = {
             let mut w = std::io::BufWriter::with_capacity(64 * 1024, up.get_mut());
@@ -236,7 +184,7 @@ impl<'a> Conn<'a> {
             Err(Sent::Refused(why)) => {
                 // The upstream never got the end of this request: drop the connection.
                 *upstream = None;
-                return refuse(self, client, 400, rec.denied(format!("request refused: {why}")));
+                return self.refuse_inside(client, 400, rec.denied(format!("request refused: {why}")));
             }
             Err(Sent::Failed(e)) => {
                 *upstream = None;
@@ -259,6 +207,91 @@ impl<'a> Conn<'a> {
             }
             Settled::Switching(resp, rec) => self.switch_protocols(resp, keep_upgrade, rec, client, upstream),
         }
+    }
+
+    /// Judges one request of an inspected connection before anything of it is sent: its
+    /// authority (the CONNECT host), its form (origin form), the API's rules in canonical
+    /// form (or, in a checked tunnel, the tunnel's own grant), its upgrade. `Err` is a
+    /// refusal already answered and recorded. The record comes back with the path judged.
+    fn judge<'g>(&mut self, host: &Host, port: u16, gate: &Gated<'g>, req: &Request, client: &mut ClientTls, mut rec: Record) -> Result<(Judged<'g>, Record), Next> {
+        let method = &req.head.method;
+        let target = &req.head.target;
+        // The authority must be the host the tunnel was opened for.
+        let authority_ok = |a: &str| match parse_authority(a, Some(port)) {
+            Ok((h, p)) => h == *host && p == port,
+            Err(_) => false,
+        };
+        match (&req.host, gate.fronting) {
+            (Some(h), _) if authority_ok(h) => {}
+            (Some(h), Some(why)) => return Err(self.refuse_inside(client, 403, rec.denied(format!("domain fronting: Host `{h}` differs from the CONNECT host `{host}`, and {why}")))),
+            (Some(h), None) => return Err(self.refuse_inside(client, 403, rec.denied(format!("Host `{h}` differs from the CONNECT host `{host}`")))),
+            (None, _) => return Err(self.refuse_inside(client, 400, rec.denied("request without a Host header"))),
+        }
+        if !target.starts_with('/') {
+            return Err(self.refuse_inside(client, 400, rec.denied("inside a tunnel, requests must use a path (origin form)")));
+        }
+        // An API's request is judged by its rules in canonical form; a checked tunnel's by
+        // the tunnel's own grant, and forwarded as sent.
+        let (d, out_target, credential) = match gate.api {
+            Some(api) => {
+                let request = match api_request(req, target) {
+                    Ok(r) => r,
+                    Err(why) => return Err(self.refuse_inside(client, 400, rec.denied(format!("request refused: {why}")))),
+                };
+                let canonical = request.path();
+                rec.path = Some(canonical.clone());
+                // TRACE makes a server echo the request, headers included: with the injected
+                // credential, that would hand the secret to the agent. No rule can allow it.
+                if method == "TRACE" || method == "TRACK" {
+                    return Err(self.refuse_inside(client, 403, rec.denied("TRACE echoes the request back, with the credential the proxy adds: never forwarded")));
+                }
+                let program = self.program();
+                let d = self.p.gate.http(api, method, &canonical, program.as_deref());
+                (d, request.target(), api.credential.as_ref())
+            }
+            None => {
+                let mut d = gate.tunnel.clone();
+                if let Some(why) = gate.fronting {
+                    d.reason = format!("{}; checked for domain fronting: {why}", d.reason);
+                }
+                (d, target.clone(), None)
+            }
+        };
+        if d.verdict == Verdict::Deny {
+            return Err(self.refuse_inside(client, 403, rec.decided(&d)));
+        }
+        let keep_upgrade = match req.upgrade.as_deref() {
+            None => false,
+            Some("websocket") => true,
+            Some(other) => return Err(self.refuse_inside(client, 403, rec.denied(format!("upgrade to `{other}` is not allowed (only websocket)")))),
+        };
+        Ok((Judged { d, out_target, credential, keep_upgrade }, rec))
+    }
+
+    /// A refusal inside the terminated tunnel: answered there and recorded; the connection
+    /// closes.
+    fn refuse_inside(&mut self, client: &mut ClientTls, status: u16, rec: Record) -> Next {
+        deny_reply(client.get_mut(), status, &rec.reason);
+        self.emit(rec);
+        Next::Close
+    }
+
+    /// The upstream connection for the next request: the kept (or early) one, unless the
+    /// server closed it meanwhile (it is replaced before anything is sent on it), else a new
+    /// one (dial + verified TLS, paced like every handshake). `Err` says why none could be
+    /// made.
+    fn upstream_for<'u>(&self, host: &Host, port: u16, addrs: &[IpAddr], upstream: &'u mut Option<Upstream>) -> Result<&'u mut Upstream, String> {
+        let kept = upstream.take().and_then(|mut u| (!is_stale(&mut u)).then_some(u));
+        let up = match kept {
+            Some(u) => u,
+            None => {
+                let slot = self.p.budget.handshake();
+                let dialled = dial_tls(&self.p.upstream_tls, host, addrs, port);
+                drop(slot);
+                dialled?
+            }
+        };
+        Ok(upstream.insert(up))
     }
 
     /// An allowed WebSocket upgrade the upstream accepted: relay both ways until the end.
