@@ -549,7 +549,7 @@ fn time_it(n: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// What the proxy does per connection and per request, timed one piece at a time in this
-/// thread (the same calls `server.rs` makes), to show where added latency comes from.
+/// thread (the same calls `server/` makes), to show where added latency comes from.
 fn costs(p: &Proxy, up: &Upstream) {
     let port = up.addr.port();
     let tunnel = parse_host(TUNNEL_HOST).unwrap();
