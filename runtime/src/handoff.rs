@@ -316,7 +316,7 @@ pub fn socket_netns_ino(fd: &OwnedFd) -> Result<u64, RunError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     #[test]

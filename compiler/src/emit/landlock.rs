@@ -240,7 +240,7 @@ pub fn record_fallbacks(policy: &Checked, artifact: &mut LandlockArtifact, plan:
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code: a failed unwrap or index is a failed test, with its message")]
     use super::*;
     use aegis_targets::mounts::MountEntry;
 

@@ -523,7 +523,7 @@ impl Lower<'_> {
         self.endpoint_parts((origin, host, ports, protocol, exe))
     }
 
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, reason = "the parts of one endpoint entry as the syntax tree holds them, taken apart once here")]
     fn endpoint_parts(&mut self, parts: (Origin, String, Vec<(String, Origin)>, Option<(String, Origin)>, &[SString])) -> Option<Endpoint> {
         let (origin, host, ports, protocol, exe_syntax) = parts;
         let destination = match parse_destination(&host) {

@@ -133,7 +133,7 @@ pub(super) struct ChildSetup {
     pub(super) host_table: Option<TableLoad>,
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "what the earlier launch steps made for the child (leaf, namespaces, tables, handoff), handed over once")]
 fn parent_setup(
     v: &Verified,
     iso: Isolation,

@@ -249,7 +249,7 @@ pub fn describe(what: u32) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn policy(exec: &[&str]) -> Policy {

@@ -412,7 +412,7 @@ fn skip_ipv6_extensions(mut next: u8, mut rest: &[u8]) -> (u8, Option<&[u8]>) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn ipv4_tcp(dst: [u8; 4], port: u16) -> Vec<u8> {

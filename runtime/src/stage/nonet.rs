@@ -98,7 +98,7 @@ pub fn apply_in_child(n: &ChildNoNet) -> Result<(), Fail> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     /// Every jump of the program lands inside it, and every path ends in a return.
