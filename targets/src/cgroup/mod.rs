@@ -46,7 +46,7 @@ pub use leaf::{Leaf, sweep_stale};
 pub use usage::Usage;
 
 /// File name of this artifact inside a bundle.
-pub const FILE_NAME: &str = "cgroup.json";
+pub const FILE_NAME: &str = crate::bundle::contract::CGROUP;
 
 /// Version of the `cgroup.json` format this module reads and writes.
 pub const FORMAT_VERSION: u32 = 1;

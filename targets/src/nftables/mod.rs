@@ -69,7 +69,7 @@ pub use nft::{AgentNs, NFT_DIRS, nft_binary, run_nft};
 pub use policy::{Endpoint, Host, NetMode, NetPolicy, PortRange, Proto};
 
 /// File name of this artifact inside a bundle.
-pub const FILE_NAME: &str = "nftables.json";
+pub const FILE_NAME: &str = crate::bundle::contract::NFTABLES;
 
 /// Table family: `inet` covers IPv4 and IPv6 with one table.
 pub const FAMILY: &str = "inet";
