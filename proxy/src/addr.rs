@@ -232,7 +232,7 @@ fn special_v4(v4: Ipv4Addr) -> Option<(&'static str, u8)> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn ip(s: &str) -> Host {

@@ -291,7 +291,7 @@ impl Budget {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn ev(mode: &str, path: &str, decision: Verdict) -> Event {

@@ -392,7 +392,7 @@ impl JsonScan {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     fn scan(ct: Option<&str>, body: &[u8], piece: usize) -> Result<(), String> {

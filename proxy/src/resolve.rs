@@ -92,7 +92,7 @@ pub fn own_addresses() -> HashSet<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     #[test]

@@ -171,7 +171,7 @@ fn client_hello_sni(body: &[u8]) -> Hello {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test, with its message")]
     use super::*;
 
     /// A ClientHello as rustls produces it for `name`.

@@ -55,7 +55,7 @@ impl<'a> Conn<'a> {
     /// CA and checks every request: against `api`'s rules (inspect mode), or, for a tunnel
     /// that could reach an API's server (`fronting` says why: a *checked* tunnel), only
     /// that each request names the CONNECT host.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, reason = "what the CONNECT decided (host, port, API, decision, addresses, early bytes, fronting), handed over once")]
     pub(super) fn inspect(mut self, host: Host, port: u16, api: Option<ApiGate>, d: Decision, addrs: Vec<IpAddr>, early: Vec<u8>, fronting: Option<String>) {
         let mode = if api.is_some() { "inspect" } else { "checked" };
         let rec = || Record::new(mode, &host.text(), port);
@@ -127,7 +127,7 @@ impl<'a> Conn<'a> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, reason = "one request and the connection state it is answered with")]
     fn inspect_one(
         &mut self,
         host: &Host,
