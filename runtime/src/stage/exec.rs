@@ -227,14 +227,18 @@ pub fn exec(e: &ChildExec) -> Fail {
     Fail::errno(Stage::Exec, WHAT_EXECVE)
 }
 
-/// What to check when execve of the agent's command fails with `errno` (ENOENT, EACCES,
-/// ENOEXEC, ENOTDIR, ELOOP): the sandbox's view of the files, not the caller's.
-pub fn not_runnable_hint(errno: i32) -> &'static str {
+/// What to check when execve of the agent's command fails with `errno`, when that errno
+/// means the command is not there or not runnable in the sandbox's view of the files (not
+/// the caller's); `None` for the others (the supervisor's fault: an internal error).
+pub fn not_runnable_hint(errno: i32) -> Option<&'static str> {
     match errno {
-        libc::ENOENT | libc::ENOTDIR | libc::ELOOP => {
-            "the command, its interpreter (#!) or its dynamic loader is not in the sandbox's view of the files: `aegisc check POLICY exec PATH` says whether the policy grants it, and a literal path under /tmp is the sandbox's private /tmp, never the host's (pass the directory as a --param)"
-        }
-        _ => "the sandbox does not let the agent run it: `aegisc check POLICY exec PATH` says which rule decides (exec needs an exec grant of the file and of its interpreter)",
+        libc::ENOENT | libc::ENOTDIR | libc::ELOOP => Some(
+            "the command, its interpreter (#!) or its dynamic loader is not in the sandbox's view of the files: `aegisc check POLICY exec PATH` says whether the policy grants it, and a literal path under /tmp is the sandbox's private /tmp, never the host's (pass the directory as a --param)",
+        ),
+        libc::EACCES | libc::ENOEXEC => Some(
+            "the sandbox does not let the agent run it: `aegisc check POLICY exec PATH` says which rule decides (exec needs an exec grant of the file and of its interpreter)",
+        ),
+        _ => None,
     }
 }
 

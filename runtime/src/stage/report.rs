@@ -176,7 +176,9 @@ pub fn fail_error(f: Fail, msg: &str) -> RunError {
 /// A stage's failure in words: the stage's own description of `what`, the errno, and the
 /// message a target's apply function returned.
 pub fn stage_failure(stage: Stage, what: u32, errno: i32, msg: &str) -> RunError {
-    let (what_code, errno_code) = (what, errno);
+    // The command is not there, or not runnable, in the sandbox's view of the files: the
+    // user's to fix (a grant, a path), not a fault of the supervisor.
+    let not_runnable = (stage == Stage::Exec && what == stage::exec::WHAT_EXECVE).then(|| stage::exec::not_runnable_hint(errno)).flatten();
     let what = match stage {
         Stage::Namespaces => stage::namespaces::describe(what),
         Stage::Mounts => stage::mounts::describe(what),
@@ -191,12 +193,10 @@ pub fn stage_failure(stage: Stage, what: u32, errno: i32, msg: &str) -> RunError
     };
     let errno = if errno != 0 { format!(": {}", std::io::Error::from_raw_os_error(errno)) } else { String::new() };
     let why = if msg.is_empty() { format!("{what}{errno}") } else { format!("{what}{errno}: {msg}") };
+    if let Some(hint) = not_runnable {
+        return RunError::CommandNotRunnable { why: format!("{why}; {hint}") };
+    }
     match stage {
-        // The command is not there, or not runnable, in the sandbox's view of the files: the
-        // user's to fix (a grant, a path), not a fault of the supervisor.
-        Stage::Exec if what_code == stage::exec::WHAT_EXECVE && matches!(errno_code, libc::ENOENT | libc::EACCES | libc::ENOEXEC | libc::ENOTDIR | libc::ELOOP) => {
-            RunError::CommandNotRunnable { why: format!("{why}; {}", stage::exec::not_runnable_hint(errno_code)) }
-        }
         Stage::Exec => RunError::internal("exec", why),
         // The agent's network namespace could not be given its sockets: the network layer
         // (proxy, forwards) is not available.
